@@ -1,0 +1,576 @@
+//! Cursors: walking a hint track's samples in transmit order and turning each
+//! packet entry into a [`Packet`] recipe, and merging several tracks.
+//!
+//! A cursor holds positions only, never a borrow of the movie: it is driven by
+//! passing the movie to [`HintCursor::next_packet`]. That keeps it small and
+//! lets a long-lived streaming session own it next to an `Arc<Movie>`.
+
+use crate::error::{Error, Result};
+use crate::hint::{flag, packet_at, sample_packet_count, Constructor, PacketEntry, CONSTRUCTOR_LEN, FIRST_PACKET};
+use crate::movie::Movie;
+use crate::packet::{push_span, Packet, PacketFlags, Payload, Span};
+use crate::track::Track;
+
+const NANOS: i64 = 1_000_000_000;
+
+/// `t` ticks of `timescale` in nanoseconds, without overflow for any timescale.
+#[inline]
+pub(crate) fn ticks_to_ns(t: i64, timescale: u32) -> i64 {
+    if timescale == 0 {
+        return 0;
+    }
+    let ts = i64::from(timescale);
+    let (q, r) = (t.div_euclid(ts), t.rem_euclid(ts));
+    q.saturating_mul(NANOS).saturating_add(r * NANOS / ts)
+}
+
+/// Nanoseconds in ticks of `timescale`, rounded down.
+#[inline]
+pub(crate) fn ns_to_ticks(ns: i64, timescale: u32) -> i64 {
+    let ts = i64::from(timescale);
+    let (q, r) = (ns.div_euclid(NANOS), ns.rem_euclid(NANOS));
+    q.saturating_mul(ts).saturating_add(r * ts / NANOS)
+}
+
+/// The last referenced media sample looked up: consecutive packets usually
+/// carry slices of the same sample.
+#[derive(Debug, Clone, Copy)]
+struct MediaSample {
+    track: usize,
+    sample: u32,
+    offset: u64,
+    len: u32,
+    sync: bool,
+}
+
+/// Position in one hint track.
+#[derive(Debug, Clone)]
+pub struct HintCursor {
+    track: usize,
+    /// Index of the edit-list segment being played.
+    segment: usize,
+    /// 0-based number of the next hint sample to load.
+    next_sample: u32,
+    /// The hint sample being read.
+    current: u32,
+    sample_offset: u64,
+    sample_len: u32,
+    /// Offset of the next packet entry inside the current sample.
+    pos: u32,
+    packets_left: u16,
+    sample_transmit_ns: i64,
+    sample_rtp_time: u32,
+    media: Option<MediaSample>,
+}
+
+impl HintCursor {
+    /// A cursor at the start of hint track `track` (an index into
+    /// [`Movie::tracks`]).
+    pub(crate) fn new(movie: &Movie, track: usize) -> Self {
+        let t = &movie.tracks()[track];
+        let next_sample = t
+            .segments
+            .first()
+            .map_or(t.samples.len(), |s| t.samples.first_sample_at_or_after(s.media_start));
+        HintCursor {
+            track,
+            segment: 0,
+            next_sample,
+            current: 0,
+            sample_offset: 0,
+            sample_len: 0,
+            pos: 0,
+            packets_left: 0,
+            sample_transmit_ns: 0,
+            sample_rtp_time: 0,
+            media: None,
+        }
+    }
+
+    /// ID of the hint track this cursor walks.
+    pub fn track_id(&self, movie: &Movie) -> u32 {
+        movie.tracks()[self.track].id
+    }
+
+    /// The next packet recipe, `None` at the end of the track.
+    ///
+    /// A damaged hint sample yields one `Err` and the cursor moves on to the
+    /// next sample, so a caller may log and continue, or stop.
+    pub fn next_packet(&mut self, movie: &Movie) -> Option<Result<Packet>> {
+        loop {
+            if self.packets_left > 0 {
+                self.packets_left -= 1;
+                return Some(self.decode(movie).map_err(|what| {
+                    self.packets_left = 0;
+                    self.bad(movie, self.current, what)
+                }));
+            }
+            match self.load_next_sample(movie) {
+                Ok(true) => continue,
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    fn bad(&self, movie: &Movie, sample: u32, what: &'static str) -> Error {
+        Error::BadPacket {
+            track: movie.tracks()[self.track].id,
+            sample: sample + 1,
+            what,
+        }
+    }
+
+    fn next_segment(&mut self, track: &Track) {
+        self.segment += 1;
+        if let Some(s) = track.segments.get(self.segment) {
+            self.next_sample = track.samples.first_sample_at_or_after(s.media_start);
+        }
+    }
+
+    /// Moves to the next hint sample that has packets; `Ok(false)` at the end.
+    fn load_next_sample(&mut self, movie: &Movie) -> Result<bool> {
+        let track = &movie.tracks()[self.track];
+        let rtp = track.rtp.expect("hint cursors are only made for RTP hint tracks");
+        loop {
+            let Some(seg) = track.segments.get(self.segment).copied() else {
+                return Ok(false);
+            };
+            let n = self.next_sample;
+            let Some(t) = track.samples.decode_time(n).filter(|&t| t < seg.media_end) else {
+                self.next_segment(track);
+                continue;
+            };
+            self.next_sample = n + 1;
+            let (offset, len) = track
+                .samples
+                .locate(n)
+                .filter(|&(o, l)| {
+                    o.checked_add(u64::from(l))
+                        .is_some_and(|end| end <= movie.data().len() as u64)
+                })
+                .ok_or_else(|| self.bad(movie, n, "hint sample lies outside the file"))?;
+            let body = &movie.data()[offset as usize..][..len as usize];
+            let count = sample_packet_count(body).map_err(|what| self.bad(movie, n, what))?;
+            let movie_time = seg
+                .movie_start
+                .saturating_add(t.saturating_sub(seg.media_start).min(i64::MAX as u64) as i64);
+            self.current = n;
+            self.sample_offset = offset;
+            self.sample_len = len;
+            self.pos = FIRST_PACKET as u32;
+            self.packets_left = count;
+            self.sample_transmit_ns = ticks_to_ns(movie_time, track.timescale);
+            let rtp_time = if rtp.rtp_timescale == track.timescale {
+                movie_time
+            } else {
+                (i128::from(movie_time) * i128::from(rtp.rtp_timescale) / i128::from(track.timescale.max(1))) as i64
+            };
+            self.sample_rtp_time = (rtp_time as u32).wrapping_add(rtp.timestamp_offset as u32);
+            if count > 0 {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Decodes the packet entry at `self.pos` of the current sample.
+    fn decode(&mut self, movie: &Movie) -> Result<Packet, &'static str> {
+        let data = movie.data();
+        let track = &movie.tracks()[self.track];
+        let rtp = track.rtp.expect("hint cursors are only made for RTP hint tracks");
+        let sample = &data[self.sample_offset as usize..][..self.sample_len as usize];
+        let (entry, next) = packet_at(sample, self.pos as usize)?;
+        self.pos = next as u32;
+        let mut payload = Payload::new();
+        let key = self.resolve(movie, track, &entry, &mut payload)?;
+        let mut flags = PacketFlags::empty();
+        flags.set(PacketFlags::KEY, key);
+        flags.set(PacketFlags::B_FRAME, entry.flags & flag::B_FRAME != 0);
+        flags.set(PacketFlags::REPEAT, entry.flags & flag::REPEAT != 0);
+        let relative_ns = if entry.relative_time == 0 {
+            0
+        } else {
+            ticks_to_ns(i64::from(entry.relative_time), track.timescale)
+        };
+        Ok(Packet {
+            track_id: track.id,
+            transmit_ns: self.sample_transmit_ns.saturating_add(relative_ns),
+            sequence: entry.sequence.wrapping_add(rtp.sequence_offset as u16),
+            timestamp: self.sample_rtp_time.wrapping_add(entry.timestamp_offset as u32),
+            marker: entry.marker(),
+            payload_type: entry.payload_type(),
+            flags,
+            payload,
+        })
+    }
+
+    /// Turns the data table of `entry` into spans of the file. Returns whether
+    /// the packet belongs to a sync sample: that of the first media sample it
+    /// draws from, or, when it draws from none, the hint sample's own.
+    fn resolve(
+        &mut self,
+        movie: &Movie,
+        track: &Track,
+        entry: &PacketEntry<'_>,
+        payload: &mut Payload,
+    ) -> Result<bool, &'static str> {
+        let data = movie.data();
+        // Absolute offset of the data table, for immediate constructors.
+        let table_offset = entry.constructors.as_ptr() as usize - data.as_ptr() as usize;
+        let mut key = None;
+        for (i, c) in entry.constructors.chunks_exact(CONSTRUCTOR_LEN).enumerate() {
+            match Constructor::parse(c)? {
+                Constructor::Nop => {}
+                Constructor::Immediate(bytes) => push_span(
+                    payload,
+                    Span {
+                        offset: (table_offset + i * CONSTRUCTOR_LEN + 2) as u64,
+                        len: bytes.len() as u32,
+                    },
+                ),
+                Constructor::Sample {
+                    track_ref,
+                    len,
+                    sample,
+                    offset,
+                    bytes_per_block,
+                    samples_per_block,
+                } => {
+                    let target = self.referenced_track(track, track_ref)?;
+                    let n = sample.checked_sub(1).ok_or("sample constructor names sample 0")?;
+                    let one_for_one = bytes_per_block <= 1 && samples_per_block <= 1;
+                    let media = self.media_sample(movie, target, n)?;
+                    if one_for_one && !(media.len == 1 && target != self.track) {
+                        if u64::from(offset) + u64::from(len) > u64::from(media.len) {
+                            return Err("sample constructor reads past the end of its sample");
+                        }
+                        push_span(
+                            payload,
+                            Span {
+                                offset: media.offset + u64::from(offset),
+                                len: u32::from(len),
+                            },
+                        );
+                    } else {
+                        compressed_spans(
+                            movie,
+                            target,
+                            n,
+                            offset,
+                            len,
+                            bytes_per_block,
+                            samples_per_block,
+                            payload,
+                        )?;
+                    }
+                    if target != self.track && key.is_none() {
+                        key = Some(media.sync);
+                    }
+                }
+                Constructor::Description {
+                    track_ref,
+                    len,
+                    index,
+                    offset,
+                } => {
+                    let target = self.referenced_track(track, track_ref)?;
+                    let desc = index
+                        .checked_sub(1)
+                        .and_then(|i| movie.tracks()[target].samples.descriptions.get(i as usize))
+                        .ok_or("sample-description constructor names a missing description")?;
+                    if u64::from(offset) + u64::from(len) > desc.len {
+                        return Err("sample-description constructor reads past its description");
+                    }
+                    push_span(
+                        payload,
+                        Span {
+                            offset: desc.offset + u64::from(offset),
+                            len: u32::from(len),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(key.unwrap_or_else(|| track.samples.is_sync(self.current)))
+    }
+
+    fn referenced_track(&self, track: &Track, track_ref: i8) -> Result<usize, &'static str> {
+        if track_ref == -1 {
+            return Ok(self.track);
+        }
+        usize::try_from(track_ref)
+            .ok()
+            .and_then(|i| track.reference_index.get(i).copied().flatten())
+            .ok_or("constructor names a track reference the hint track does not have")
+    }
+
+    /// Location and sync status of 0-based sample `n` of track `target`,
+    /// checked to lie inside the file.
+    #[inline]
+    fn media_sample(&mut self, movie: &Movie, target: usize, n: u32) -> Result<MediaSample, &'static str> {
+        if let Some(m) = self.media {
+            if m.track == target && m.sample == n {
+                return Ok(m);
+            }
+        }
+        let table = &movie.tracks()[target].samples;
+        let (offset, len) = table
+            .locate(n)
+            .ok_or("constructor names a sample the track does not have")?;
+        if offset.saturating_add(u64::from(len)) > movie.data().len() as u64 {
+            return Err("referenced sample lies outside the file");
+        }
+        let m = MediaSample {
+            track: target,
+            sample: n,
+            offset,
+            len,
+            sync: table.is_sync(n),
+        };
+        self.media = Some(m);
+        Ok(m)
+    }
+
+    /// Moves the cursor to the last sync hint sample at or before `npt_ns`
+    /// and returns that sample's time on the movie timeline, in nanoseconds.
+    pub fn seek(&mut self, movie: &Movie, npt_ns: i64) -> i64 {
+        let track = &movie.tracks()[self.track];
+        self.packets_left = 0;
+        self.media = None;
+        let target = ns_to_ticks(npt_ns.max(0), track.timescale);
+        let segments = &track.segments;
+        let Some(i) = segments
+            .iter()
+            .rposition(|s| s.movie_start <= target)
+            .or((!segments.is_empty()).then_some(0))
+        else {
+            self.segment = 0;
+            self.next_sample = track.samples.len();
+            return npt_ns;
+        };
+        let seg = segments[i];
+        let media_t = seg
+            .media_start
+            .saturating_add(target.saturating_sub(seg.movie_start).max(0) as u64);
+        let first = track.samples.first_sample_at_or_after(seg.media_start);
+        let mut s = track.samples.last_sample_at_or_before(media_t).max(first);
+        while s > first && !self.is_key_sample(movie, s) {
+            s -= 1;
+        }
+        self.segment = i;
+        self.next_sample = s;
+        let t = track.samples.decode_time(s).unwrap_or(seg.media_start);
+        ticks_to_ns(
+            seg.movie_start.saturating_add(t.saturating_sub(seg.media_start) as i64),
+            track.timescale,
+        )
+    }
+
+    /// Whether hint sample `n` starts a sync sample: its first packet that
+    /// draws from a media track draws from a sync sample. A hint sample that
+    /// draws from no media track is judged by the hint track's own `stss`.
+    fn is_key_sample(&mut self, movie: &Movie, n: u32) -> bool {
+        let track = &movie.tracks()[self.track];
+        let Some((offset, len)) = track.samples.locate(n) else {
+            return false;
+        };
+        let Some(body) = movie.data().get(offset as usize..).and_then(|d| d.get(..len as usize)) else {
+            return false;
+        };
+        let Ok(count) = sample_packet_count(body) else {
+            return false;
+        };
+        let mut pos = FIRST_PACKET;
+        for _ in 0..count {
+            let Ok((entry, next)) = packet_at(body, pos) else {
+                return false;
+            };
+            pos = next;
+            for c in entry.constructors.chunks_exact(CONSTRUCTOR_LEN) {
+                if let Ok(Constructor::Sample { track_ref, sample, .. }) = Constructor::parse(c) {
+                    if track_ref == -1 {
+                        continue;
+                    }
+                    let Ok(target) = self.referenced_track(track, track_ref) else {
+                        return false;
+                    };
+                    return sample
+                        .checked_sub(1)
+                        .is_some_and(|s| movie.tracks()[target].samples.is_sync(s));
+                }
+            }
+        }
+        count > 0 && track.samples.is_sync(n)
+    }
+}
+
+/// Spans for a sample constructor over compressed QuickTime sound, where
+/// sample numbers and offsets are counted in compression blocks and a read
+/// may run on into the following chunks (as Darwin Streaming Server did).
+#[allow(clippy::too_many_arguments)]
+fn compressed_spans(
+    movie: &Movie,
+    target: usize,
+    mut n: u32,
+    mut offset: u32,
+    len: u16,
+    bytes_per_block: u16,
+    samples_per_block: u16,
+    payload: &mut Payload,
+) -> Result<(), &'static str> {
+    let bpb = u32::from(bytes_per_block.max(1));
+    let spb = u32::from(samples_per_block.max(1));
+    let blocks = offset / bpb;
+    n = n
+        .checked_add(blocks.checked_mul(spb).ok_or("compressed sample offset overflows")?)
+        .ok_or("compressed sample offset overflows")?;
+    offset -= blocks * bpb;
+    let table = &movie.tracks()[target].samples;
+    let (start, left, mut chunk) = table
+        .compressed_position(n, bpb, spb)
+        .ok_or("compressed constructor names a sample the track does not have")?;
+    let file_len = movie.data().len() as u64;
+    let mut at = start + u64::from(offset);
+    let mut left = left.saturating_sub(u64::from(offset));
+    let mut need = u64::from(len);
+    loop {
+        let take = need.min(left);
+        if at.saturating_add(take) > file_len {
+            return Err("compressed sound data lies outside the file");
+        }
+        push_span(
+            payload,
+            Span {
+                offset: at,
+                len: take as u32,
+            },
+        );
+        need -= take;
+        if need == 0 {
+            return Ok(());
+        }
+        chunk += 1;
+        let (next, next_len) = table
+            .compressed_chunk(chunk, bpb, spb)
+            .ok_or("compressed constructor reads past the last chunk")?;
+        at = next;
+        left = next_len;
+    }
+}
+
+/// The hint tracks of a movie merged in transmit order.
+#[derive(Debug, Clone)]
+pub struct MovieCursor {
+    lanes: Vec<Lane>,
+}
+
+#[derive(Debug, Clone)]
+struct Lane {
+    cursor: HintCursor,
+    ahead: Option<Packet>,
+    ended: bool,
+}
+
+impl MovieCursor {
+    pub(crate) fn new(movie: &Movie, tracks: impl IntoIterator<Item = usize>) -> Self {
+        MovieCursor {
+            lanes: tracks
+                .into_iter()
+                .map(|t| Lane {
+                    cursor: HintCursor::new(movie, t),
+                    ahead: None,
+                    ended: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// The next packet of any track, earliest transmit time first (ties go to
+    /// the track listed first). `None` when every track has ended.
+    pub fn next_packet(&mut self, movie: &Movie) -> Option<Result<Packet>> {
+        for lane in &mut self.lanes {
+            if lane.ahead.is_none() && !lane.ended {
+                match lane.cursor.next_packet(movie) {
+                    Some(Ok(p)) => lane.ahead = Some(p),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => lane.ended = true,
+                }
+            }
+        }
+        let lane = self
+            .lanes
+            .iter_mut()
+            .filter(|l| l.ahead.is_some())
+            .min_by_key(|l| l.ahead.as_ref().map(|p| p.transmit_ns))?;
+        lane.ahead.take().map(Ok)
+    }
+
+    /// Seeks every track to the last sync sample at or before `npt_ns`.
+    ///
+    /// The tracks start together: the earliest of their sync points wins (for
+    /// a movie with video, the video key frame), every track is placed there,
+    /// and that time is returned, in nanoseconds.
+    pub fn seek(&mut self, movie: &Movie, npt_ns: i64) -> i64 {
+        let start = self
+            .lanes
+            .iter_mut()
+            .map(|l| l.cursor.seek(movie, npt_ns))
+            .min()
+            .unwrap_or(npt_ns);
+        for lane in &mut self.lanes {
+            lane.cursor.seek(movie, start);
+            lane.ahead = None;
+            lane.ended = false;
+        }
+        start
+    }
+}
+
+/// Iterator over one hint track's packets. See [`Movie::packets`].
+pub struct TrackPackets<'m> {
+    pub(crate) movie: &'m Movie,
+    pub(crate) cursor: HintCursor,
+}
+
+impl Iterator for TrackPackets<'_> {
+    type Item = Result<Packet>;
+    fn next(&mut self) -> Option<Result<Packet>> {
+        self.cursor.next_packet(self.movie)
+    }
+}
+
+/// Iterator over all hint tracks' packets, merged. See [`Movie::all_packets`].
+pub struct MoviePackets<'m> {
+    pub(crate) movie: &'m Movie,
+    pub(crate) cursor: MovieCursor,
+}
+
+impl MoviePackets<'_> {
+    /// Seeks as [`MovieCursor::seek`] does.
+    pub fn seek(&mut self, npt_ns: i64) -> i64 {
+        self.cursor.seek(self.movie, npt_ns)
+    }
+}
+
+impl Iterator for MoviePackets<'_> {
+    type Item = Result<Packet>;
+    fn next(&mut self) -> Option<Result<Packet>> {
+        self.cursor.next_packet(self.movie)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_conversions() {
+        assert_eq!(ticks_to_ns(90_000, 90_000), NANOS);
+        assert_eq!(ticks_to_ns(-45_000, 90_000), -NANOS / 2);
+        assert_eq!(ticks_to_ns(1, 3), 333_333_333);
+        assert_eq!(ticks_to_ns(i64::MAX, 1), i64::MAX);
+        assert_eq!(ns_to_ticks(NANOS * 5, 600), 3000);
+        assert_eq!(ns_to_ticks(-NANOS, 1000), -1000);
+        assert_eq!(ticks_to_ns(0, 0), 0);
+    }
+}
