@@ -69,6 +69,17 @@ impl Track {
         }
     }
 
+    /// For an RTP hint track: the RTP timestamp (as hinted, `tsro` included)
+    /// that corresponds to `npt_ns` on the movie timeline. This is what
+    /// `RTP-Info: rtptime` must carry for a play that starts there (RFC 2326
+    /// section 12.33), and it is consistent across tracks, so clients can
+    /// line streams up. `None` for other tracks.
+    pub fn rtp_time_at(&self, npt_ns: i64) -> Option<u32> {
+        let rtp = self.rtp?;
+        let ticks = crate::cursor::ns_to_ticks(npt_ns, rtp.rtp_timescale);
+        Some((ticks as u32).wrapping_add(rtp.timestamp_offset as u32))
+    }
+
     pub(crate) fn parse(data: &[u8], trak: &Atom, path: &str) -> Result<Track> {
         let mut tkhd = None;
         let mut mdia = None;

@@ -1,0 +1,410 @@
+//! One session's playback, without IO: which packet is due when, and the RTP
+//! header it goes out with.
+//!
+//! Driven by the rule str0m uses: feed it the current time, drain what is
+//! due, ask for the next deadline. Time is a monotonic count of nanoseconds
+//! supplied by the caller, so tests run on a simulated clock.
+//!
+//! Sequence numbers are the server's own: a random base plus the number of
+//! packets sent on the stream, so pauses, seeks and skipped packets never
+//! open a gap a client would count as loss. Timestamps are the hinted ones
+//! plus a random offset, so they follow the media across a pause and jump
+//! with a seek, as RTP-Info then says (RFC 2326 section 12.33).
+
+use std::sync::Arc;
+
+use loader::{Movie, MovieCursor, Packet};
+
+/// A monotonic instant, in nanoseconds.
+pub type Nanos = u64;
+
+/// The RTP state of one set-up track of a session.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub track_id: u32,
+    pub ssrc: u32,
+    /// Sequence number of the next packet.
+    pub next_seq: u16,
+    /// Added to every hinted timestamp.
+    pub ts_offset: u32,
+    pub rtp_timescale: u32,
+    pub packets: u64,
+    pub octets: u64,
+    /// Timestamp of the last packet sent, and when it went.
+    pub last_ts: Option<(u32, Nanos)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// Set up, never played.
+    Ready,
+    /// Sending: npt `npt_start` was (or will be) at wall time `wall_start`.
+    Playing {
+        wall_start: Nanos,
+        npt_start: i64,
+        npt_end: Option<i64>,
+    },
+    /// Paused at npt `at`.
+    Paused { at: i64, npt_end: Option<i64> },
+    /// Everything up to the end of the range was sent.
+    Ended { at: i64 },
+}
+
+/// What a PLAY started: the npt range and, per stream, the sequence number
+/// and RTP timestamp at its start (for `Range` and `RTP-Info`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayStart {
+    pub npt_start_ns: i64,
+    pub npt_end_ns: Option<i64>,
+    /// (track ID, seq, rtptime) per stream.
+    pub streams: Vec<(u32, u16, u32)>,
+}
+
+/// A packet ready to go: its stream, the 12-byte RTP header, and the recipe
+/// (whose spans are the payload).
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub stream: usize,
+    pub header: [u8; 12],
+    pub packet: &'a Packet,
+    /// How late it is: `now` minus the time it was due.
+    pub late_ns: u64,
+}
+
+pub struct Playback {
+    movie: Arc<Movie>,
+    cursor: MovieCursor,
+    streams: Vec<Stream>,
+    state: State,
+    /// The next packet, read ahead so its due time is known.
+    ahead: Option<Packet>,
+    /// Packets the loader could not decode (damaged samples), skipped.
+    pub skipped: u64,
+}
+
+/// Per-stream random values: (ssrc, first seq, timestamp offset).
+pub type StreamSeeds = (u32, u16, u32);
+
+impl Playback {
+    /// A playback of the hint tracks `track_ids` of `movie`, with one set of
+    /// random seeds per track.
+    pub fn new(movie: Arc<Movie>, track_ids: &[u32], seeds: &[StreamSeeds]) -> Result<Playback, loader::Error> {
+        assert_eq!(track_ids.len(), seeds.len(), "one seed set per track");
+        let cursor = movie.movie_cursor(track_ids)?;
+        let streams = track_ids
+            .iter()
+            .zip(seeds)
+            .map(|(&id, &(ssrc, seq, ts))| {
+                let rtp = movie
+                    .track(id)
+                    .and_then(|t| t.rtp)
+                    .expect("movie_cursor checked the IDs");
+                Stream {
+                    track_id: id,
+                    ssrc,
+                    next_seq: seq,
+                    ts_offset: ts,
+                    rtp_timescale: rtp.rtp_timescale,
+                    packets: 0,
+                    octets: 0,
+                    last_ts: None,
+                }
+            })
+            .collect();
+        Ok(Playback {
+            movie,
+            cursor,
+            streams,
+            state: State::Ready,
+            ahead: None,
+            skipped: 0,
+        })
+    }
+
+    pub fn streams(&self) -> &[Stream] {
+        &self.streams
+    }
+
+    pub fn movie(&self) -> &Arc<Movie> {
+        &self.movie
+    }
+
+    pub fn is_playing(&self) -> bool {
+        matches!(self.state, State::Playing { .. })
+    }
+
+    pub fn has_ended(&self) -> bool {
+        matches!(self.state, State::Ended { .. })
+    }
+
+    /// The npt the presentation is at, `now`.
+    pub fn position_ns(&self, now: Nanos) -> i64 {
+        match self.state {
+            State::Ready => 0,
+            State::Playing {
+                wall_start, npt_start, ..
+            } => npt_start + now.saturating_sub(wall_start) as i64,
+            State::Paused { at, .. } | State::Ended { at } => at,
+        }
+    }
+
+    /// Starts or resumes sending.
+    ///
+    /// `start_ns`: seek to the key frame at or before it (the actual start is
+    /// returned). Without it, a paused playback resumes where it stopped and a
+    /// new one starts at 0. `end_ns` stops sending at that npt.
+    pub fn play(&mut self, now: Nanos, start_ns: Option<i64>, end_ns: Option<i64>) -> PlayStart {
+        let (npt_start, keep_end) = match (start_ns, self.state) {
+            (Some(s), _) => (self.seek(s), None),
+            (None, State::Paused { at, npt_end }) => (at, npt_end),
+            (None, State::Playing { .. }) => (self.position_ns(now), self.end()),
+            (None, State::Ready) => (self.seek(0), None),
+            (None, State::Ended { .. }) => (self.seek(0), None),
+        };
+        let npt_end = end_ns.or(keep_end);
+        self.state = State::Playing {
+            wall_start: now,
+            npt_start,
+            npt_end,
+        };
+        let streams = self
+            .streams
+            .iter()
+            .map(|s| {
+                let track = self.movie.track(s.track_id).expect("set-up tracks exist");
+                let ts = track.rtp_time_at(npt_start).unwrap_or(0).wrapping_add(s.ts_offset);
+                (s.track_id, s.next_seq, ts)
+            })
+            .collect();
+        PlayStart {
+            npt_start_ns: npt_start,
+            npt_end_ns: npt_end,
+            streams,
+        }
+    }
+
+    fn end(&self) -> Option<i64> {
+        match self.state {
+            State::Playing { npt_end, .. } | State::Paused { npt_end, .. } => npt_end,
+            _ => None,
+        }
+    }
+
+    fn seek(&mut self, npt_ns: i64) -> i64 {
+        self.ahead = None;
+        self.cursor.seek(&self.movie, npt_ns.max(0))
+    }
+
+    /// Stops sending; a later [`play`](Self::play) without a start resumes here.
+    pub fn pause(&mut self, now: Nanos) -> i64 {
+        let at = self.position_ns(now);
+        if let State::Playing { npt_end, .. } = self.state {
+            self.state = State::Paused { at, npt_end };
+        }
+        at
+    }
+
+    /// Reads the next packet ahead, skipping ones the loader cannot decode.
+    fn peek(&mut self) -> Option<&Packet> {
+        while self.ahead.is_none() {
+            match self.cursor.next_packet(&self.movie)? {
+                Ok(p) => self.ahead = Some(p),
+                Err(e) => {
+                    self.skipped += 1;
+                    tracing::warn!(error = %e, "skipping a damaged hint packet");
+                }
+            }
+        }
+        self.ahead.as_ref()
+    }
+
+    /// When the next packet is due, if playing and there is one.
+    pub fn next_due(&mut self) -> Option<Nanos> {
+        let State::Playing {
+            wall_start, npt_start, ..
+        } = self.state
+        else {
+            return None;
+        };
+        let p = self.peek()?;
+        Some(wall_start + p.transmit_ns.saturating_sub(npt_start).max(0) as u64)
+    }
+
+    /// Hands every packet due at or before `now` to `send`, in order, and
+    /// moves to `Ended` when the media or the requested range runs out.
+    /// Returns how many packets went.
+    pub fn poll(&mut self, now: Nanos, mut send: impl FnMut(Outgoing<'_>)) -> usize {
+        let State::Playing {
+            wall_start,
+            npt_start,
+            npt_end,
+        } = self.state
+        else {
+            return 0;
+        };
+        let mut sent = 0;
+        loop {
+            let Some(p) = self.peek() else {
+                self.state = State::Ended {
+                    at: self.position_ns(now),
+                };
+                break;
+            };
+            if npt_end.is_some_and(|end| p.transmit_ns >= end) {
+                self.state = State::Ended {
+                    at: npt_end.unwrap_or_default(),
+                };
+                break;
+            }
+            let due = wall_start + p.transmit_ns.saturating_sub(npt_start).max(0) as u64;
+            if due > now {
+                break;
+            }
+            let p = self.ahead.take().expect("peeked");
+            let Some(stream) = self.streams.iter().position(|s| s.track_id == p.track_id) else {
+                continue;
+            };
+            let s = &mut self.streams[stream];
+            let ts = p.timestamp.wrapping_add(s.ts_offset);
+            let header = rtp_header(p.marker, p.payload_type, s.next_seq, ts, s.ssrc);
+            s.next_seq = s.next_seq.wrapping_add(1);
+            s.packets += 1;
+            s.octets += p.payload_len() as u64;
+            s.last_ts = Some((ts, now));
+            send(Outgoing {
+                stream,
+                header,
+                packet: &p,
+                late_ns: now - due,
+            });
+            sent += 1;
+        }
+        sent
+    }
+}
+
+/// The fixed RTP header (RFC 3550 section 5.1): version 2, no padding,
+/// extension or CSRCs.
+pub fn rtp_header(marker: bool, payload_type: u8, seq: u16, timestamp: u32, ssrc: u32) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[0] = 0x80;
+    h[1] = (u8::from(marker) << 7) | (payload_type & 0x7f);
+    h[2..4].copy_from_slice(&seq.to_be_bytes());
+    h[4..8].copy_from_slice(&timestamp.to_be_bytes());
+    h[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn sample() -> Arc<Movie> {
+        Arc::new(Movie::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp4")).unwrap())
+    }
+
+    fn playback(movie: &Arc<Movie>) -> Playback {
+        let ids: Vec<u32> = movie.hint_tracks().map(|t| t.id).collect();
+        let seeds: Vec<StreamSeeds> = (0..ids.len() as u32).map(|i| (0x1000 + i, 65_530, 7 + i)).collect();
+        Playback::new(movie.clone(), &ids, &seeds).unwrap()
+    }
+
+    /// (stream, seq, ts, late) of everything due up to `until`, in steps of `step`.
+    fn run(pb: &mut Playback, from: Nanos, until: Nanos, step: Nanos) -> Vec<(usize, u16, u32, u64)> {
+        let mut out = Vec::new();
+        let mut now = from;
+        while now <= until {
+            pb.poll(now, |o| {
+                let seq = u16::from_be_bytes([o.header[2], o.header[3]]);
+                let ts = u32::from_be_bytes(o.header[4..8].try_into().unwrap());
+                out.push((o.stream, seq, ts, o.late_ns));
+            });
+            now += step;
+        }
+        out
+    }
+
+    #[test]
+    fn sends_on_schedule_with_contiguous_sequence_numbers() {
+        let movie = sample();
+        let mut pb = playback(&movie);
+        assert_eq!(pb.next_due(), None, "nothing is due before PLAY");
+        let start = pb.play(1_000 * MS, None, None);
+        assert_eq!(start.npt_start_ns, 0);
+        assert_eq!(pb.next_due(), Some(1_000 * MS));
+        let sent = run(&mut pb, 1_000 * MS, 1_000 * MS + 12_000 * MS, MS);
+        assert!(pb.has_ended());
+        let total: usize = movie.hint_tracks().map(|t| movie.packets(t.id).unwrap().count()).sum();
+        assert_eq!(sent.len(), total, "every packet once");
+        for (i, s) in pb.streams().iter().enumerate() {
+            let seqs: Vec<u16> = sent.iter().filter(|p| p.0 == i).map(|p| p.1).collect();
+            assert_eq!(seqs[0], 65_530, "starts at the seed and wraps");
+            assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+            assert_eq!(s.packets as usize, seqs.len());
+        }
+        // Stepping by 1 ms, nothing is more than a step late.
+        assert!(sent.iter().all(|p| p.3 < MS), "{:?}", sent.iter().map(|p| p.3).max());
+    }
+
+    #[test]
+    fn pause_and_resume_leave_no_gap() {
+        let movie = sample();
+        let mut pb = playback(&movie);
+        pb.play(0, None, None);
+        let before = run(&mut pb, 0, 3_000 * MS, 10 * MS);
+        assert_eq!(pb.pause(3_000 * MS), 3_000 * MS as i64);
+        assert!(
+            run(&mut pb, 3_000 * MS, 8_000 * MS, 10 * MS).is_empty(),
+            "paused: nothing goes"
+        );
+        // Resume 5 s later: npt continues from 3 s; RTP-Info says where.
+        let resumed = pb.play(8_000 * MS, None, None);
+        assert_eq!(resumed.npt_start_ns, 3_000 * MS as i64);
+        let after = run(&mut pb, 8_000 * MS, 8_500 * MS, 10 * MS);
+        for (i, &(_, seq, rtptime)) in resumed.streams.iter().enumerate() {
+            let last = before.iter().rev().find(|p| p.0 == i).unwrap();
+            let next = after.iter().find(|p| p.0 == i).unwrap();
+            assert_eq!(next.1, last.1.wrapping_add(1), "no gap in sequence numbers");
+            assert_eq!(seq, next.1, "RTP-Info seq is the next packet's");
+            // Timestamps carry on from the media position, not the wall clock.
+            let clock = pb.streams()[i].rtp_timescale as i64;
+            let diff = next.2.wrapping_sub(rtptime) as i32 as i64;
+            assert!(
+                diff.abs() <= clock / 5,
+                "stream {i}: first ts {} vs rtptime {rtptime}",
+                next.2
+            );
+        }
+    }
+
+    #[test]
+    fn seeks_to_a_key_frame_and_honours_the_end() {
+        let movie = sample();
+        let mut pb = playback(&movie);
+        let start = pb.play(0, Some(5_000 * MS as i64), Some(6_000 * MS as i64));
+        // The sample has a key frame every 2 s.
+        assert_eq!(start.npt_start_ns, 4_000 * MS as i64);
+        let sent = run(&mut pb, 0, 3_000 * MS, MS);
+        assert!(pb.has_ended());
+        let first_video = sent.iter().find(|p| p.0 == 0).unwrap();
+        let video = &pb.streams()[0];
+        let rtptime = start.streams[0].2;
+        assert_eq!(first_video.1, start.streams[0].1);
+        // The key frame's timestamp is its presentation time: at or after the start.
+        assert!(first_video.2.wrapping_sub(rtptime) < video.rtp_timescale / 5);
+        // About 2 s of media went (4 s to 6 s), in about 2 s of wall time.
+        let last_ts = sent.iter().rev().find(|p| p.0 == 0).unwrap().2;
+        let span = last_ts.wrapping_sub(rtptime) as f64 / 90_000.0;
+        assert!((1.8..2.01).contains(&span), "{span}");
+    }
+
+    #[test]
+    fn header_layout() {
+        assert_eq!(
+            rtp_header(true, 96, 0x1234, 0xdead_beef, 7),
+            [0x80, 0xe0, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 7]
+        );
+    }
+}
