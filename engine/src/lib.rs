@@ -3,3 +3,4 @@
 
 pub mod playback;
 pub mod rtsp;
+pub mod session;

@@ -3,3 +3,6 @@
 
 pub mod header;
 pub mod message;
+
+/// The methods the server implements, for `Public` and `Allow`.
+pub const PUBLIC_METHODS: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";

@@ -1,0 +1,495 @@
+//! An RTSP session's protocol logic, without IO: SETUP of each track, PLAY,
+//! PAUSE, TEARDOWN and keep-alives, turned into responses and into effects
+//! the owning shard carries out.
+//!
+//! A session belongs to one shard for its whole life. The shard feeds it the
+//! requests that name it (forwarded by the control core, or read from the
+//! session's own TCP connection) and drives its [`Playback`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use loader::Movie;
+
+use crate::playback::{Nanos, Playback, StreamSeeds};
+use crate::rtsp::header::{npt, Lower, NptRange, ReplyTransport, Transport};
+use crate::rtsp::message::{Method, Request, Response};
+
+/// Where one set-up track's packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    Udp {
+        rtp: SocketAddr,
+        rtcp: SocketAddr,
+    },
+    /// `$`-framed on the session's RTSP connection.
+    Tcp {
+        rtp_channel: u8,
+        rtcp_channel: u8,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TrackSetup {
+    pub track_id: u32,
+    /// The URL the client set the track up with, for RTP-Info.
+    pub url: String,
+    pub destination: Destination,
+    pub seeds: StreamSeeds,
+}
+
+/// What the caller must do after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Playback started or was repositioned: reschedule the session.
+    Schedule,
+    /// The session is over (TEARDOWN): send BYE, log it, drop it.
+    End,
+}
+
+/// The facts about the request's context that the logic needs.
+pub struct Context {
+    pub now: Nanos,
+    pub client: IpAddr,
+    /// The shard's UDP pair, announced as `server_port`.
+    pub server_ports: (u16, u16),
+    /// Whether the request arrived on a connection that can carry
+    /// interleaved media for this session (its own TCP connection, or the
+    /// one the control core is handing over).
+    pub interleaved_ok: bool,
+    pub timeout_secs: u64,
+    /// Random (ssrc, first seq, timestamp offset) for a new stream.
+    pub seeds: StreamSeeds,
+}
+
+pub struct Session {
+    pub id: String,
+    /// The movie's path in the library (`/sample.mp4`): the aggregate URL's path.
+    pub path: String,
+    pub movie: Arc<Movie>,
+    pub tracks: Vec<TrackSetup>,
+    pub playback: Option<Playback>,
+    pub user_agent: Option<String>,
+    /// Status of the last PLAY (for the access log).
+    pub play_status: Option<u16>,
+    /// Last time the client showed signs of life (RTSP or RTCP).
+    pub last_seen: Nanos,
+    pub started: Nanos,
+    pub lower: Option<Lower>,
+}
+
+/// Splits a request URI into the path of the movie and the track ID it
+/// names, if any: `rtsp://h:554/dir/a.mp4/trackID=3` gives
+/// (`/dir/a.mp4`, Some(3)). Query strings are dropped.
+pub fn split_uri(uri: &str) -> Option<(&str, Option<u32>)> {
+    let rest = if let Some(r) = uri.strip_prefix("rtsp://").or_else(|| uri.strip_prefix("RTSP://")) {
+        &r[r.find('/')?..]
+    } else if uri.starts_with('/') {
+        uri
+    } else {
+        return None;
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some((path, last)) = rest.rsplit_once('/') {
+        if let Some(id) = last.strip_prefix("trackID=") {
+            return Some((path, Some(id.parse().ok()?)));
+        }
+    }
+    Some((rest, None))
+}
+
+impl Session {
+    /// A session for `movie`, made by its first SETUP.
+    pub fn new(id: String, path: String, movie: Arc<Movie>, now: Nanos) -> Session {
+        Session {
+            id,
+            path,
+            movie,
+            tracks: Vec::new(),
+            playback: None,
+            user_agent: None,
+            play_status: None,
+            last_seen: now,
+            started: now,
+            lower: None,
+        }
+    }
+
+    fn session_header(&self, timeout: u64) -> String {
+        format!("{};timeout={timeout}", self.id)
+    }
+
+    /// Handles a request that names this session (or creates it: SETUP).
+    pub fn handle(&mut self, req: &Request, ctx: &Context) -> (Response, Effect) {
+        self.last_seen = ctx.now;
+        if self.user_agent.is_none() {
+            self.user_agent = req.headers.get("User-Agent").map(str::to_owned);
+        }
+        let ok = |s: &Session| Response::new(200, req.cseq()).header("Session", s.session_header(ctx.timeout_secs));
+        match req.method {
+            Method::Setup => self.setup(req, ctx),
+            Method::Play => self.play(req, ctx),
+            Method::Pause => {
+                if !self.targets_aggregate(req) {
+                    return (Response::new(460, req.cseq()), Effect::None);
+                }
+                match &mut self.playback {
+                    Some(pb) if pb.is_playing() => {
+                        pb.pause(ctx.now);
+                        (ok(self), Effect::Schedule)
+                    }
+                    // Pausing a paused or finished session is harmless.
+                    Some(_) => (ok(self), Effect::None),
+                    None => (Response::new(455, req.cseq()), Effect::None),
+                }
+            }
+            Method::Teardown => (ok(self), Effect::End),
+            Method::GetParameter | Method::SetParameter | Method::Options => (ok(self), Effect::None),
+            Method::Describe => (Response::new(455, req.cseq()), Effect::None),
+            Method::Announce | Method::Record | Method::Redirect => (
+                Response::new(405, req.cseq()).header("Allow", crate::rtsp::PUBLIC_METHODS),
+                Effect::None,
+            ),
+            Method::Other(_) => (Response::new(501, req.cseq()), Effect::None),
+        }
+    }
+
+    /// Whether the request URI names the whole presentation (or, for a
+    /// single-track session, that track), as PLAY and PAUSE must.
+    fn targets_aggregate(&self, req: &Request) -> bool {
+        match split_uri(&req.uri) {
+            Some((path, None)) => path == self.path || req.uri == "*",
+            Some((path, Some(id))) => path == self.path && self.tracks.len() == 1 && self.tracks[0].track_id == id,
+            None => false,
+        }
+    }
+
+    fn setup(&mut self, req: &Request, ctx: &Context) -> (Response, Effect) {
+        let cseq = req.cseq();
+        let Some((path, track)) = split_uri(&req.uri) else {
+            return (Response::new(400, cseq), Effect::None);
+        };
+        if path != self.path {
+            // One session, one presentation.
+            return (Response::new(459, cseq), Effect::None);
+        }
+        let Some(track_id) = track else {
+            // SETUP of the presentation URL would set up every track at once
+            // onto one port pair, which RTP cannot demultiplex.
+            return (Response::new(459, cseq), Effect::None);
+        };
+        if !self.movie.hint_tracks().any(|t| t.id == track_id) {
+            return (Response::new(404, cseq), Effect::None);
+        }
+        if self.playback.as_ref().is_some_and(|p| p.is_playing()) {
+            return (Response::new(455, cseq), Effect::None);
+        }
+        let Some(header) = req.headers.get("Transport") else {
+            return (Response::new(461, cseq), Effect::None);
+        };
+        let Some((destination, reply)) = self.negotiate(header, track_id, ctx) else {
+            return (Response::new(461, cseq), Effect::None);
+        };
+        let lower = match destination {
+            Destination::Udp { .. } => Lower::Udp,
+            Destination::Tcp { .. } => Lower::Tcp,
+        };
+        if self.lower.is_some_and(|l| l != lower) {
+            // Mixing UDP and interleaved tracks in one session is not something
+            // any client does; refuse rather than split ownership.
+            return (Response::new(461, cseq), Effect::None);
+        }
+        self.lower = Some(lower);
+        let url = req.uri.clone();
+        let seeds = ctx.seeds;
+        match self.tracks.iter_mut().find(|t| t.track_id == track_id) {
+            // Set up again: a client may change its mind about ports.
+            Some(t) => {
+                t.destination = destination;
+                t.url = url;
+            }
+            None => self.tracks.push(TrackSetup {
+                track_id,
+                url,
+                destination,
+                seeds,
+            }),
+        }
+        let ids: Vec<u32> = self.tracks.iter().map(|t| t.track_id).collect();
+        let seeds: Vec<StreamSeeds> = self.tracks.iter().map(|t| t.seeds).collect();
+        match Playback::new(self.movie.clone(), &ids, &seeds) {
+            Ok(pb) => self.playback = Some(pb),
+            Err(_) => return (Response::new(404, cseq), Effect::None),
+        }
+        let ssrc = seeds.last().map_or(0, |s| s.0);
+        let reply = match reply {
+            Reply::Udp(client_port) => ReplyTransport::Udp {
+                client_port,
+                server_port: ctx.server_ports,
+                ssrc,
+            },
+            Reply::Tcp(interleaved) => ReplyTransport::Tcp { interleaved, ssrc },
+        };
+        let response = Response::new(200, cseq)
+            .header("Session", self.session_header(ctx.timeout_secs))
+            .header("Transport", reply.to_header());
+        (response, Effect::None)
+    }
+
+    /// Picks the first of the client's transports the server can honour.
+    fn negotiate(&self, header: &str, track_id: u32, ctx: &Context) -> Option<(Destination, Reply)> {
+        for t in Transport::parse_list(header).into_iter().flatten() {
+            if t.multicast || t.record {
+                continue;
+            }
+            // A destination other than the client itself would let anyone aim
+            // the server's traffic at a third party.
+            if let Some(d) = &t.destination {
+                if d.parse::<IpAddr>().ok() != Some(ctx.client) {
+                    continue;
+                }
+            }
+            match t.lower {
+                Lower::Udp => {
+                    let Some((rtp, rtcp)) = t.client_port else { continue };
+                    if rtp == 0 {
+                        continue;
+                    }
+                    return Some((
+                        Destination::Udp {
+                            rtp: SocketAddr::new(ctx.client, rtp),
+                            rtcp: SocketAddr::new(ctx.client, rtcp),
+                        },
+                        Reply::Udp((rtp, rtcp)),
+                    ));
+                }
+                Lower::Tcp => {
+                    if !ctx.interleaved_ok {
+                        continue;
+                    }
+                    // Clients that omit the channels get the next free pair.
+                    let (a, b) = t.interleaved.unwrap_or_else(|| {
+                        let used = self.tracks.iter().filter(|x| x.track_id != track_id).count() as u8;
+                        (used * 2, used * 2 + 1)
+                    });
+                    let clash = self.tracks.iter().any(|x| {
+                        x.track_id != track_id
+                            && matches!(x.destination, Destination::Tcp { rtp_channel, rtcp_channel }
+                                if [rtp_channel, rtcp_channel].iter().any(|c| *c == a || *c == b))
+                    });
+                    if clash {
+                        continue;
+                    }
+                    return Some((
+                        Destination::Tcp {
+                            rtp_channel: a,
+                            rtcp_channel: b,
+                        },
+                        Reply::Tcp((a, b)),
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn play(&mut self, req: &Request, ctx: &Context) -> (Response, Effect) {
+        let cseq = req.cseq();
+        if !self.targets_aggregate(req) {
+            return (Response::new(460, cseq), Effect::None);
+        }
+        let range = match req.headers.get("Range").map(NptRange::parse) {
+            None => None,
+            Some(Ok(r)) => Some(r),
+            Some(Err(_)) => return (Response::new(457, cseq), Effect::None),
+        };
+        let duration_ns = (self.movie.duration_secs() * 1e9) as i64;
+        let Some(pb) = self.playback.as_mut() else {
+            return (Response::new(455, cseq), Effect::None);
+        };
+        let start = range.and_then(|r| r.start).map(|s| (s * 1e9) as i64);
+        if start.is_some_and(|s| s > duration_ns) {
+            return (Response::new(457, cseq), Effect::None);
+        }
+        let end = range.and_then(|r| r.end).map(|e| (e * 1e9) as i64);
+        let started = pb.play(ctx.now, start, end);
+        let rtp_info: Vec<String> = started
+            .streams
+            .iter()
+            .map(|&(id, seq, ts)| {
+                let url = self
+                    .tracks
+                    .iter()
+                    .find(|t| t.track_id == id)
+                    .map_or("", |t| t.url.as_str());
+                format!("url={url};seq={seq};rtptime={ts}")
+            })
+            .collect();
+        let end_ns = started.npt_end_ns.unwrap_or(duration_ns);
+        self.play_status = Some(200);
+        let response = Response::new(200, cseq)
+            .header("Session", self.session_header(ctx.timeout_secs))
+            .header(
+                "Range",
+                format!(
+                    "npt={}-{}",
+                    npt(started.npt_start_ns as f64 / 1e9),
+                    npt(end_ns as f64 / 1e9)
+                ),
+            )
+            .header("RTP-Info", rtp_info.join(","));
+        (response, Effect::Schedule)
+    }
+
+    /// Where each stream of the playback goes, by stream index.
+    pub fn destination(&self, stream: usize) -> Option<Destination> {
+        let id = self.playback.as_ref()?.streams().get(stream)?.track_id;
+        self.tracks.iter().find(|t| t.track_id == id).map(|t| t.destination)
+    }
+}
+
+enum Reply {
+    Udp((u16, u16)),
+    Tcp((u8, u8)),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtsp::message::{parse, Limits, Message};
+
+    fn req(text: &str) -> Request {
+        match parse(text.as_bytes(), &Limits::default()).unwrap().unwrap().0 {
+            Message::Request(r) => r,
+            _ => panic!(),
+        }
+    }
+
+    fn ctx(now: Nanos) -> Context {
+        Context {
+            now,
+            client: "127.0.0.1".parse().unwrap(),
+            server_ports: (6970, 6971),
+            interleaved_ok: true,
+            timeout_secs: 60,
+            seeds: (0xabcd, 100, 5),
+        }
+    }
+
+    fn session() -> Session {
+        let movie = Arc::new(Movie::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp4")).unwrap());
+        Session::new("S1".into(), "/sample.mp4".into(), movie, 0)
+    }
+
+    fn setup(s: &mut Session, track: u32, transport: &str) -> Response {
+        let text =
+            format!("SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n");
+        s.handle(&req(&text), &ctx(0)).0
+    }
+
+    #[test]
+    fn uris() {
+        assert_eq!(split_uri("rtsp://h:554/a/b.mp4/trackID=3"), Some(("/a/b.mp4", Some(3))));
+        assert_eq!(split_uri("rtsp://h/b.mp4/"), Some(("/b.mp4", None)));
+        assert_eq!(split_uri("rtsp://h/b.mp4?x=1"), Some(("/b.mp4", None)));
+        assert_eq!(split_uri("/b.mp4/trackID=x"), None);
+        assert_eq!(split_uri("b.mp4"), None);
+        assert_eq!(split_uri("rtsp://hostonly"), None);
+    }
+
+    #[test]
+    fn setup_play_pause_teardown() {
+        let mut s = session();
+        let r = setup(&mut s, 3, "RTP/AVP;unicast;client_port=5000-5001");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.headers.get("Transport"),
+            Some("RTP/AVP;unicast;client_port=5000-5001;server_port=6970-6971;ssrc=0000ABCD;mode=\"PLAY\"")
+        );
+        assert_eq!(r.headers.get("Session"), Some("S1;timeout=60"));
+        assert_eq!(setup(&mut s, 4, "RTP/AVP;unicast;client_port=5002-5003").status, 200);
+        assert_eq!(
+            s.destination(1),
+            Some(Destination::Udp {
+                rtp: "127.0.0.1:5002".parse().unwrap(),
+                rtcp: "127.0.0.1:5003".parse().unwrap()
+            })
+        );
+        let (r, e) = s.handle(
+            &req("PLAY rtsp://h/sample.mp4/ RTSP/1.0\r\nCSeq: 4\r\nRange: npt=5-\r\n\r\n"),
+            &ctx(10),
+        );
+        assert_eq!((r.status, e), (200, Effect::Schedule));
+        assert_eq!(r.headers.get("Range"), Some("npt=4.000-10.000"));
+        let info = r.headers.get("RTP-Info").unwrap();
+        assert!(
+            info.starts_with("url=rtsp://h/sample.mp4/trackID=3;seq=100;rtptime="),
+            "{info}"
+        );
+        assert_eq!(info.matches("url=").count(), 2);
+        assert_eq!(
+            setup(&mut s, 3, "RTP/AVP;unicast;client_port=6000-6001").status,
+            455,
+            "no SETUP while playing"
+        );
+        let (r, _) = s.handle(&req("PAUSE rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n"), &ctx(20));
+        assert_eq!(r.status, 200);
+        let (r, e) = s.handle(
+            &req("TEARDOWN rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 6\r\n\r\n"),
+            &ctx(30),
+        );
+        assert_eq!((r.status, e), (200, Effect::End));
+    }
+
+    #[test]
+    fn refusals() {
+        let mut s = session();
+        let play = req("PLAY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+        assert_eq!(s.handle(&play, &ctx(0)).0.status, 455, "PLAY before SETUP");
+        assert_eq!(setup(&mut s, 9, "RTP/AVP;unicast;client_port=5000-5001").status, 404);
+        assert_eq!(setup(&mut s, 3, "RTP/AVP;multicast").status, 461);
+        assert_eq!(
+            setup(&mut s, 3, "RTP/AVP;unicast;destination=10.9.9.9;client_port=5000-5001").status,
+            461
+        );
+        assert_eq!(
+            setup(&mut s, 3, "RTP/AVP;unicast;destination=127.0.0.1;client_port=5000-5001").status,
+            200
+        );
+        assert_eq!(setup(&mut s, 4, "RTP/AVP/TCP;interleaved=0-1").status, 461, "no mixing");
+        let agg = req("SETUP rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP;client_port=1-2\r\n\r\n");
+        assert_eq!(s.handle(&agg, &ctx(0)).0.status, 459);
+        let other =
+            req("SETUP rtsp://h/other.mp4/trackID=3 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP;client_port=1-2\r\n\r\n");
+        assert_eq!(s.handle(&other, &ctx(0)).0.status, 459);
+        let bad_range = req("PLAY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 4\r\nRange: npt=99-\r\n\r\n");
+        assert_eq!(s.handle(&bad_range, &ctx(0)).0.status, 457);
+        let track_play = req("PLAY rtsp://h/sample.mp4/trackID=3 RTSP/1.0\r\nCSeq: 4\r\n\r\n");
+        assert_eq!(
+            s.handle(&track_play, &ctx(0)).0.status,
+            200,
+            "a one-track session may name its track"
+        );
+        let fly = req("FLY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n");
+        assert_eq!(s.handle(&fly, &ctx(0)).0.status, 501);
+    }
+
+    #[test]
+    fn interleaved_channels() {
+        let mut s = session();
+        let r = setup(&mut s, 3, "RTP/AVP/TCP;unicast;interleaved=0-1");
+        assert_eq!(
+            r.headers.get("Transport"),
+            Some("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=0000ABCD;mode=\"PLAY\"")
+        );
+        assert_eq!(
+            setup(&mut s, 4, "RTP/AVP/TCP;unicast;interleaved=0-1").status,
+            461,
+            "channels in use"
+        );
+        let r = setup(&mut s, 4, "RTP/AVP/TCP;unicast");
+        assert!(r.headers.get("Transport").unwrap().contains("interleaved=2-3"));
+    }
+}
