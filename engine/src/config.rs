@@ -1,0 +1,824 @@
+//! The settings of `streamalot serve`: command-line flags, an optional TOML
+//! file, and [`resolve`], which merges them into a checked [`Config`].
+//!
+//! Every flag has a key of the same name in the file (`--max-sessions` is
+//! `max_sessions`). A flag given on the command line wins over the file, and
+//! the file wins over the built-in default. Keys the server does not know are
+//! an error rather than ignored: a misspelt `max_sesions = 10` that silently
+//! did nothing would leave a server unprotected.
+//!
+//! Relative paths in the file (`media`, `access_log`) are taken relative to
+//! the file's own directory, so a file and the media beside it can move
+//! together; relative paths on the command line are relative to the current
+//! directory, as a shell user expects.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The default RTSP port: 554 needs privileges, so like most servers run
+/// by hand we use the customary alternative.
+pub const DEFAULT_RTSP_PORT: u16 = 8554;
+/// The default UDP range for the shards' RTP/RTCP pairs (DSS used 6970 up).
+pub const DEFAULT_RTP_PORTS: RangeInclusive<u16> = 6970..=6999;
+pub const DEFAULT_SESSION_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_TCP_QUEUE_BYTES: usize = 256 * 1024;
+/// Smaller than this, a TCP queue could not hold even a few packets and
+/// every interleaved session would drop media at once.
+pub const MIN_TCP_QUEUE_BYTES: usize = 4096;
+
+/// Stream the hinted movies of a directory over RTSP/RTP.
+///
+/// Every option can also be set in the `--config` file under the same name
+/// in snake_case (`--max-sessions` is `max_sessions`); options given here
+/// override the file.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Directory of hinted .mov/.mp4/.3gp files to serve; rtsp://HOST:PORT/a/b.mp4 is DIR/a/b.mp4
+    /// [default: media]
+    #[arg(long, value_name = "DIR")]
+    pub media: Option<PathBuf>,
+
+    /// TCP port to accept RTSP on; repeat to listen on several [default: 8554]
+    #[arg(long = "rtsp-port", value_name = "PORT")]
+    pub rtsp_port: Vec<u16>,
+
+    /// Address to listen on, for RTSP and the shards' UDP ports [default: 0.0.0.0]
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+
+    /// Number of shard threads that send media, one core each [default: every core but one, at least 1]
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// TOML file with any of these options (same names, snake_case); options given on the command line win
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// UDP port range for the shards' RTP/RTCP pairs: each shard binds one even/odd pair in it
+    /// [default: 6970-6999, widened when there are more than 15 shards]
+    #[arg(long = "rtp-ports", value_name = "LOW-HIGH", value_parser = parse_port_range)]
+    pub rtp_ports: Option<RangeInclusive<u16>>,
+
+    /// Seconds without a request or RTCP report after which a session is ended [default: 60]
+    #[arg(long = "session-timeout", value_name = "SECS")]
+    pub session_timeout: Option<u64>,
+
+    /// Most RTSP connections open at once; further ones get 503 (0 = no limit) [default: 10000]
+    #[arg(long = "max-connections", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Most RTSP connections open at once from one client address (0 = no limit) [default: no limit]
+    #[arg(long = "max-connections-per-client", value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
+
+    /// Most sessions at once; further SETUPs get 453 Not Enough Bandwidth (0 = no limit) [default: 10000]
+    #[arg(long = "max-sessions", value_name = "N")]
+    pub max_sessions: Option<usize>,
+
+    /// Most sessions at once from one client address (0 = no limit) [default: no limit]
+    #[arg(long = "max-sessions-per-client", value_name = "N")]
+    pub max_sessions_per_client: Option<usize>,
+
+    /// Largest request line plus headers accepted, in bytes (K and M suffixes allowed) [default: 16K]
+    #[arg(long = "max-header-bytes", value_name = "N", value_parser = parse_size)]
+    pub max_header_bytes: Option<usize>,
+
+    /// Largest request body accepted, in bytes (K and M suffixes allowed) [default: 64K]
+    #[arg(long = "max-body-bytes", value_name = "N", value_parser = parse_size)]
+    pub max_body_bytes: Option<usize>,
+
+    /// Media bytes queued per interleaved (RTP over TCP) connection before packets are dropped
+    /// rather than let a slow reader hold memory [default: 256K]
+    #[arg(long = "tcp-queue-bytes", value_name = "N", value_parser = parse_size)]
+    pub tcp_queue_bytes: Option<usize>,
+
+    /// File to append the access log to (W3C extended format, one line per session), or - for
+    /// standard output [default: standard output]
+    #[arg(long = "access-log", value_name = "PATH")]
+    pub access_log: Option<PathBuf>,
+
+    /// Print the shards' statistics (counters and send lateness) every SECS seconds [default: off]
+    #[arg(long = "stats-interval", value_name = "SECS")]
+    pub stats_interval: Option<u64>,
+}
+
+/// The resolved settings the server runs with. Every value is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The media directory, canonical.
+    pub media: PathBuf,
+    /// RTSP ports, in the order given, without duplicates; never empty.
+    pub rtsp_ports: Vec<u16>,
+    pub bind: IpAddr,
+    /// At least 1.
+    pub shards: usize,
+    /// Holds at least one even/odd pair per shard.
+    pub rtp_ports: RangeInclusive<u16>,
+    /// Seconds; at least 1.
+    pub session_timeout: u64,
+    /// The limits below are `usize::MAX` when there is none, so callers can
+    /// compare without a special case.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub max_sessions: usize,
+    pub max_sessions_per_client: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub tcp_queue_bytes: usize,
+    /// `None` means standard output (`-` resolves to `None` too).
+    pub access_log: Option<PathBuf>,
+    /// Seconds between statistics reports; `None` for none.
+    pub stats_interval: Option<u64>,
+}
+
+/// Where a setting's value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    File(PathBuf),
+    Default,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Bad TOML, a value of the wrong type, or an unknown key; the message
+    /// names the key and line.
+    #[error("config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {}: {why}", setting(key, value, origin))]
+    Invalid {
+        key: &'static str,
+        value: String,
+        origin: Origin,
+        why: String,
+    },
+    #[error("media directory {} ({}): {source}", path.display(), origin_text(origin))]
+    Media {
+        path: PathBuf,
+        origin: Origin,
+        #[source]
+        source: io::Error,
+    },
+    #[error("media directory {} ({}) is not a directory", path.display(), origin_text(origin))]
+    MediaNotDirectory { path: PathBuf, origin: Origin },
+}
+
+/// "`--shards 0` on the command line" or "`shards = 0` in FILE".
+fn setting(key: &str, value: &str, origin: &Origin) -> String {
+    match origin {
+        Origin::CommandLine => format!("`--{} {value}` on the command line", key.replace('_', "-")),
+        Origin::File(path) => format!("`{key} = {value}` in {}", path.display()),
+        Origin::Default => format!("default {key} {value}"),
+    }
+}
+
+fn origin_text(origin: &Origin) -> String {
+    match origin {
+        Origin::CommandLine => "from the command line".to_owned(),
+        Origin::File(path) => format!("from {}", path.display()),
+        Origin::Default => "the default".to_owned(),
+    }
+}
+
+/// The config file's keys: the flags' names in snake_case.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    media: Option<PathBuf>,
+    rtsp_port: Option<OneOrMany>,
+    bind: Option<IpAddr>,
+    shards: Option<usize>,
+    rtp_ports: Option<String>,
+    session_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    max_sessions: Option<usize>,
+    max_sessions_per_client: Option<usize>,
+    max_header_bytes: Option<Size>,
+    max_body_bytes: Option<Size>,
+    tcp_queue_bytes: Option<Size>,
+    access_log: Option<PathBuf>,
+    stats_interval: Option<u64>,
+}
+
+/// `rtsp_port = 554` or `rtsp_port = [554, 8554]`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(u16),
+    Many(Vec<u16>),
+}
+
+/// `max_body_bytes = 65536` or `max_body_bytes = "64K"`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Merges the command line, the config file it names (if any) and the
+/// defaults, and checks the result. Touches the file system only to read the
+/// config file and canonicalize the media directory.
+pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
+    let (file, file_origin, file_dir) = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file: FileSettings = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (file, Origin::File(path.clone()), dir)
+        }
+        None => (FileSettings::default(), Origin::Default, PathBuf::new()),
+    };
+    let (media, media_origin) = match pick(
+        args.media.clone(),
+        file.media.clone().map(|p| file_dir.join(p)),
+        &file_origin,
+    ) {
+        Some(v) => v,
+        None => (PathBuf::from("media"), Origin::Default),
+    };
+    let media = canonical_media(media, media_origin)?;
+
+    let cli_ports = (!args.rtsp_port.is_empty()).then(|| args.rtsp_port.clone());
+    let file_ports = file.rtsp_port.map(|p| match p {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    });
+    let (ports, ports_origin) =
+        pick(cli_ports, file_ports, &file_origin).unwrap_or((vec![DEFAULT_RTSP_PORT], Origin::Default));
+    let rtsp_ports = check_rtsp_ports(ports, ports_origin)?;
+
+    let bind = pick(args.bind, file.bind, &file_origin).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |v| v.0);
+
+    let shards = match pick(args.shards, file.shards, &file_origin) {
+        Some((0, origin)) => return Err(invalid("shards", 0, origin, "there must be at least one shard")),
+        Some((n, _)) => n,
+        None => default_shards(),
+    };
+
+    let file_range = match file.rtp_ports {
+        Some(text) => {
+            Some(parse_port_range(&text).map_err(|why| invalid("rtp_ports", &text, file_origin.clone(), why))?)
+        }
+        None => None,
+    };
+    let rtp_ports = match pick(args.rtp_ports.clone(), file_range, &file_origin) {
+        Some((range, origin)) => {
+            let pairs = pair_count(&range);
+            if pairs < shards {
+                let value = format!("{}-{}", range.start(), range.end());
+                let why = format!("it holds {pairs} even/odd port pair(s) but each of the {shards} shard(s) needs one");
+                return Err(invalid("rtp_ports", value, origin, why));
+            }
+            range
+        }
+        None => default_rtp_ports(shards),
+    };
+
+    let session_timeout = match pick(args.session_timeout, file.session_timeout, &file_origin) {
+        Some((0, origin)) => return Err(invalid("session_timeout", 0, origin, "must be at least 1 second")),
+        Some((n, _)) => n,
+        None => DEFAULT_SESSION_TIMEOUT_SECS,
+    };
+
+    let limit = |cli: Option<usize>, from_file: Option<usize>, default: usize| match pick(cli, from_file, &file_origin)
+    {
+        Some((0, _)) => usize::MAX,
+        Some((n, _)) => n,
+        None => default,
+    };
+    let max_connections = limit(args.max_connections, file.max_connections, DEFAULT_MAX_CONNECTIONS);
+    let max_connections_per_client = limit(args.max_connections_per_client, file.max_connections_per_client, 0);
+    let max_sessions = limit(args.max_sessions, file.max_sessions, DEFAULT_MAX_SESSIONS);
+    let max_sessions_per_client = limit(args.max_sessions_per_client, file.max_sessions_per_client, 0);
+    let max_connections_per_client = nonzero_or_max(max_connections_per_client);
+    let max_sessions_per_client = nonzero_or_max(max_sessions_per_client);
+
+    let size = |key: &'static str, cli: Option<usize>, from_file: Option<Size>, default: usize, min: usize| {
+        let from_file = match from_file {
+            Some(s) => Some(file_size(key, s, &file_origin)?),
+            None => None,
+        };
+        match pick(cli, from_file, &file_origin) {
+            Some((n, origin)) if n < min => Err(invalid(key, n, origin, format!("must be at least {min} bytes"))),
+            Some((n, _)) => Ok(n),
+            None => Ok(default),
+        }
+    };
+    // A request line alone can take a few hundred bytes; below this nothing
+    // real would parse.
+    let max_header_bytes = size(
+        "max_header_bytes",
+        args.max_header_bytes,
+        file.max_header_bytes,
+        DEFAULT_MAX_HEADER_BYTES,
+        256,
+    )?;
+    let max_body_bytes = size(
+        "max_body_bytes",
+        args.max_body_bytes,
+        file.max_body_bytes,
+        DEFAULT_MAX_BODY_BYTES,
+        0,
+    )?;
+    let tcp_queue_bytes = size(
+        "tcp_queue_bytes",
+        args.tcp_queue_bytes,
+        file.tcp_queue_bytes,
+        DEFAULT_TCP_QUEUE_BYTES,
+        MIN_TCP_QUEUE_BYTES,
+    )?;
+
+    let access_log = match (&args.access_log, &file.access_log) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(p)) if is_stdout(p) => None,
+        (None, Some(p)) => Some(file_dir.join(p)),
+        (None, None) => None,
+    }
+    .filter(|p| !is_stdout(p));
+
+    let stats_interval = match pick(args.stats_interval, file.stats_interval, &file_origin) {
+        Some((0, origin)) => {
+            return Err(invalid(
+                "stats_interval",
+                0,
+                origin,
+                "must be at least 1 second (leave it out for none)",
+            ))
+        }
+        Some((n, _)) => Some(n),
+        None => None,
+    };
+
+    Ok(Config {
+        media,
+        rtsp_ports,
+        bind,
+        shards,
+        rtp_ports,
+        session_timeout,
+        max_connections,
+        max_connections_per_client,
+        max_sessions,
+        max_sessions_per_client,
+        max_header_bytes,
+        max_body_bytes,
+        tcp_queue_bytes,
+        access_log,
+        stats_interval,
+    })
+}
+
+/// The command line's value, else the file's, remembering which for error
+/// messages; `None` when neither gives one.
+fn pick<T>(cli: Option<T>, from_file: Option<T>, file_origin: &Origin) -> Option<(T, Origin)> {
+    match (cli, from_file) {
+        (Some(v), _) => Some((v, Origin::CommandLine)),
+        (None, Some(v)) => Some((v, file_origin.clone())),
+        (None, None) => None,
+    }
+}
+
+fn invalid(key: &'static str, value: impl fmt::Display, origin: Origin, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        origin,
+        why: why.into(),
+    }
+}
+
+fn nonzero_or_max(n: usize) -> usize {
+    if n == 0 {
+        usize::MAX
+    } else {
+        n
+    }
+}
+
+fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+fn canonical_media(path: PathBuf, origin: Origin) -> Result<PathBuf, ConfigError> {
+    let canonical = match std::fs::canonicalize(&path) {
+        Ok(c) => c,
+        Err(source) => return Err(ConfigError::Media { path, origin, source }),
+    };
+    if !canonical.is_dir() {
+        return Err(ConfigError::MediaNotDirectory { path, origin });
+    }
+    Ok(canonical)
+}
+
+fn check_rtsp_ports(ports: Vec<u16>, origin: Origin) -> Result<Vec<u16>, ConfigError> {
+    if ports.is_empty() {
+        return Err(invalid("rtsp_port", "[]", origin, "at least one port is needed"));
+    }
+    let mut out = Vec::with_capacity(ports.len());
+    for p in ports {
+        // Port 0 would bind a port nobody is told about.
+        if p == 0 {
+            return Err(invalid("rtsp_port", 0, origin, "must be a port number from 1 to 65535"));
+        }
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Every core but one: the control core takes the remaining one.
+fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
+/// 6970-6999, or wider when the shards need more pairs; twice what they
+/// need, so a few ports held by other programs do not stop the server.
+fn default_rtp_ports(shards: usize) -> RangeInclusive<u16> {
+    let start = *DEFAULT_RTP_PORTS.start();
+    if pair_count(&DEFAULT_RTP_PORTS) >= shards * 2 {
+        return DEFAULT_RTP_PORTS;
+    }
+    let end = (start as usize + shards * 4 - 1).min(u16::MAX as usize) as u16;
+    start..=end
+}
+
+/// How many even RTP ports with the odd RTCP port above them fit in the
+/// range (the shards bind pairs this way, as RFC 3550 recommends).
+pub fn pair_count(range: &RangeInclusive<u16>) -> usize {
+    let first = u32::from((*range.start()).max(2));
+    let first = first + first % 2;
+    let last = u32::from(*range.end());
+    if first + 1 > last {
+        return 0;
+    }
+    ((last - 1 - first) / 2 + 1) as usize
+}
+
+/// Parses `LOW-HIGH` (or a single port, a range of one).
+pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let text = text.trim();
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let port = |s: &str| -> Result<u16, String> {
+        match s.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("`{}` is not a port number from 1 to 65535", s.trim())),
+            Ok(p) => Ok(p),
+        }
+    };
+    let (low, high) = (port(low)?, port(high)?);
+    if low > high {
+        return Err(format!("the range {low}-{high} is backwards"));
+    }
+    let range = low..=high;
+    if pair_count(&range) == 0 {
+        return Err(format!(
+            "the range {low}-{high} holds no even/odd port pair for RTP and RTCP"
+        ));
+    }
+    Ok(range)
+}
+
+/// Parses a byte count: `65536`, `64K`, `64KiB`, `1M`, `1MiB` (binary
+/// multiples: these are buffer sizes).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let multiple: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("`{t}` is not a size: use bytes, or a number with K, M or G")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{t}` is not a size: use bytes, or a number with K, M or G"))?;
+    n.checked_mul(multiple)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("`{t}` is too large"))
+}
+
+fn file_size(key: &'static str, size: Size, origin: &Origin) -> Result<usize, ConfigError> {
+    match size {
+        Size::Bytes(n) => usize::try_from(n).map_err(|_| invalid(key, n, origin.clone(), "too large")),
+        Size::Text(t) => parse_size(&t).map_err(|why| invalid(key, format!("{t:?}"), origin.clone(), why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .serve
+    }
+
+    /// A fresh directory with a `media/` inside, unique per test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("streamalot-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("media")).unwrap();
+        dir
+    }
+
+    fn with_config(dir: &Path, toml: &str) -> PathBuf {
+        let path = dir.join("streamalot.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults() {
+        let dir = scratch("defaults");
+        let media = dir.join("media");
+        let c = resolve(&parse(&["--media", media.to_str().unwrap()])).unwrap();
+        assert_eq!(c.media, media.canonicalize().unwrap());
+        assert_eq!(c.rtsp_ports, vec![8554]);
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(c.shards, default_shards());
+        assert!(c.shards >= 1);
+        assert!(pair_count(&c.rtp_ports) >= c.shards);
+        assert_eq!(c.session_timeout, 60);
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_connections_per_client, usize::MAX);
+        assert_eq!(c.max_sessions, 10_000);
+        assert_eq!(c.max_sessions_per_client, usize::MAX);
+        assert_eq!(c.max_header_bytes, 16384);
+        assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.tcp_queue_bytes, 256 * 1024);
+        assert_eq!(c.access_log, None);
+        assert_eq!(c.stats_interval, None);
+    }
+
+    #[test]
+    fn flags_are_read() {
+        let dir = scratch("flags");
+        let media = dir.join("media");
+        let c = resolve(&parse(&[
+            "--media",
+            media.to_str().unwrap(),
+            "--rtsp-port",
+            "554",
+            "--rtsp-port",
+            "8554",
+            "--rtsp-port",
+            "554",
+            "--bind",
+            "127.0.0.1",
+            "--shards",
+            "3",
+            "--rtp-ports",
+            "20000-20009",
+            "--session-timeout",
+            "30",
+            "--max-connections",
+            "0",
+            "--max-sessions-per-client",
+            "4",
+            "--max-header-bytes",
+            "8K",
+            "--max-body-bytes",
+            "0",
+            "--tcp-queue-bytes",
+            "1MiB",
+            "--access-log",
+            "/var/log/streamalot/access.log",
+            "--stats-interval",
+            "10",
+        ]))
+        .unwrap();
+        assert_eq!(c.rtsp_ports, vec![554, 8554], "duplicates dropped, order kept");
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.rtp_ports, 20000..=20009);
+        assert_eq!(c.session_timeout, 30);
+        assert_eq!(c.max_connections, usize::MAX);
+        assert_eq!(c.max_sessions_per_client, 4);
+        assert_eq!(c.max_header_bytes, 8192);
+        assert_eq!(c.max_body_bytes, 0);
+        assert_eq!(c.tcp_queue_bytes, 1 << 20);
+        assert_eq!(c.access_log, Some(PathBuf::from("/var/log/streamalot/access.log")));
+        assert_eq!(c.stats_interval, Some(10));
+    }
+
+    #[test]
+    fn file_then_flags_override() {
+        let dir = scratch("precedence");
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        let config = with_config(
+            &dir,
+            r#"
+                media = "media"
+                rtsp_port = [554, 8555]
+                bind = "::1"
+                shards = 2
+                rtp_ports = "30000-30003"
+                session_timeout = 90
+                max_connections = 50
+                max_connections_per_client = 5
+                max_sessions = 40
+                max_sessions_per_client = 0
+                max_header_bytes = "4K"
+                max_body_bytes = 1000
+                tcp_queue_bytes = 65536
+                access_log = "logs/access.log"
+                stats_interval = 5
+            "#,
+        );
+        let c = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap();
+        // Relative paths in the file are relative to the file.
+        assert_eq!(c.media, dir.join("media").canonicalize().unwrap());
+        assert_eq!(c.access_log, Some(dir.join("logs/access.log")));
+        assert_eq!(c.rtsp_ports, vec![554, 8555]);
+        assert_eq!(c.bind, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.shards, 2);
+        assert_eq!(c.rtp_ports, 30000..=30003);
+        assert_eq!(c.session_timeout, 90);
+        assert_eq!(c.max_connections, 50);
+        assert_eq!(c.max_connections_per_client, 5);
+        assert_eq!(c.max_sessions, 40);
+        assert_eq!(c.max_sessions_per_client, usize::MAX);
+        assert_eq!(c.max_header_bytes, 4096);
+        assert_eq!(c.max_body_bytes, 1000);
+        assert_eq!(c.tcp_queue_bytes, 65536);
+        assert_eq!(c.stats_interval, Some(5));
+
+        let other = dir.join("other");
+        let c = resolve(&parse(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--media",
+            other.to_str().unwrap(),
+            "--rtsp-port",
+            "9000",
+            "--shards",
+            "1",
+            "--max-connections",
+            "7",
+            "--access-log",
+            "-",
+        ]))
+        .unwrap();
+        assert_eq!(c.media, other.canonicalize().unwrap());
+        assert_eq!(c.rtsp_ports, vec![9000], "the command line's ports replace the file's");
+        assert_eq!(c.shards, 1);
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.access_log, None, "`-` is standard output");
+        // Untouched by flags: still from the file.
+        assert_eq!(c.session_timeout, 90);
+        assert_eq!(c.max_sessions, 40);
+    }
+
+    #[test]
+    fn single_port_and_stdout_in_file() {
+        let dir = scratch("single");
+        let config = with_config(&dir, "rtsp_port = 7554\naccess_log = \"-\"\nmedia = \"media\"\n");
+        let c = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap();
+        assert_eq!(c.rtsp_ports, vec![7554]);
+        assert_eq!(c.access_log, None);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = scratch("unknown");
+        let config = with_config(&dir, "media = \"media\"\nmax_sesions = 10\n");
+        let err = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{text}");
+        assert!(text.contains("max_sesions"), "{text}");
+        assert!(text.contains("streamalot.toml"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_say_what_and_where() {
+        let dir = scratch("bad");
+        let media = dir.join("media");
+        let media = media.to_str().unwrap();
+        let check = |args: &[&str], wants: &[&str]| {
+            let mut all = vec!["--media", media];
+            all.extend_from_slice(args);
+            let err = resolve(&parse(&all)).unwrap_err().to_string();
+            for w in wants {
+                assert!(err.contains(w), "{err:?} should mention {w:?}");
+            }
+        };
+        check(&["--shards", "0"], &["--shards 0", "command line", "at least one"]);
+        check(&["--session-timeout", "0"], &["--session-timeout 0"]);
+        check(&["--rtsp-port", "0"], &["--rtsp-port 0"]);
+        check(
+            &["--shards", "4", "--rtp-ports", "7000-7003"],
+            &["--rtp-ports 7000-7003", "2 even/odd", "4 shard"],
+        );
+        check(
+            &["--tcp-queue-bytes", "100"],
+            &["--tcp-queue-bytes 100", "at least 4096"],
+        );
+        check(&["--max-header-bytes", "10"], &["--max-header-bytes 10"]);
+        check(&["--stats-interval", "0"], &["--stats-interval 0"]);
+
+        let missing = dir.join("nope");
+        let err = resolve(&parse(&["--media", missing.to_str().unwrap()])).unwrap_err();
+        assert!(matches!(err, ConfigError::Media { .. }));
+        assert!(err.to_string().contains("nope"), "{err}");
+        let file = dir.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = resolve(&parse(&["--media", file.to_str().unwrap()])).unwrap_err();
+        assert!(matches!(err, ConfigError::MediaNotDirectory { .. }), "{err}");
+
+        // Bad values in the file name the key and the file.
+        for (toml, wants) in [
+            ("shards = 0", "`shards = 0` in"),
+            ("rtp_ports = \"7000-6000\"", "backwards"),
+            ("rtp_ports = \"7000\"", "no even/odd port pair"),
+            ("max_body_bytes = \"lots\"", "not a size"),
+            ("shards = \"four\"", "shards"),
+            ("bind = \"localhost\"", "bind"),
+            ("rtsp_port = 70000", "rtsp_port"),
+            ("media = [", "streamalot.toml"),
+        ] {
+            let config = with_config(&dir, &format!("media = \"media\"\n{toml}\n"));
+            let config = config.to_str().unwrap();
+            let err = resolve(&parse(&["--config", config])).unwrap_err().to_string();
+            assert!(err.contains(wants), "{toml}: {err:?} should mention {wants:?}");
+            assert!(err.contains("streamalot.toml"), "{toml}: {err:?}");
+        }
+
+        let err = resolve(&parse(&[
+            "--media",
+            media,
+            "--config",
+            dir.join("absent.toml").to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+
+        // Flags that cannot even be parsed are refused by clap itself.
+        for args in [
+            &["--rtp-ports", "a-b"][..],
+            &["--rtp-ports", "9-8"],
+            &["--max-body-bytes", "12Q"],
+            &["--bind", "nowhere"],
+            &["--shards", "-1"],
+        ] {
+            let all: Vec<&str> = std::iter::once("serve").chain(args.iter().copied()).collect();
+            assert!(Cli::try_parse_from(all).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn port_ranges_and_sizes() {
+        assert_eq!(parse_port_range("6970-6999"), Ok(6970..=6999));
+        assert_eq!(parse_port_range(" 6970 - 6971 "), Ok(6970..=6971));
+        assert!(parse_port_range("6971-6972").is_err(), "no even/odd pair");
+        assert!(parse_port_range("0-10").is_err());
+        assert_eq!(pair_count(&(6970..=6999)), 15);
+        assert_eq!(pair_count(&(6971..=6974)), 1);
+        assert_eq!(pair_count(&(0..=3)), 1);
+        assert_eq!(pair_count(&(65534..=65535)), 1);
+        assert_eq!(pair_count(&(65535..=65535)), 0);
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("16K"), Ok(16384));
+        assert_eq!(parse_size("16 kib"), Ok(16384));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert!(pair_count(&default_rtp_ports(1)) >= 1);
+        assert!(pair_count(&default_rtp_ports(100)) >= 100);
+    }
+}

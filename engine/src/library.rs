@@ -1,0 +1,559 @@
+//! The media library: the movies under one directory, opened on demand by
+//! request path and cached.
+//!
+//! A request path comes from the network, so turning it into a file is where
+//! a server gets tricked into serving `/etc/passwd`. The rules, in order:
+//!
+//! 1. The path must start with `/`. It is split on `/` *before* decoding, so
+//!    an encoded slash (`%2F`) cannot make a separator appear after the
+//!    checks; since no file name can contain a slash, `%2F` is refused.
+//! 2. Each segment is percent-decoded. Invalid escapes, non-UTF-8 names,
+//!    NUL and other control characters, and backslashes (raw or encoded) are
+//!    refused: no legitimate movie name needs them, and some of them mean
+//!    something to other layers (C strings, Windows paths, terminals).
+//! 3. Segments `.` and `..` (raw or encoded, like `%2e%2e`) and empty segments
+//!    (`//etc/passwd`) are refused. A single trailing `/` is tolerated, since
+//!    clients append one to aggregate URLs.
+//! 4. The segments are joined onto the canonical root and the result is
+//!    canonicalized. If it lies outside the root (a symlink pointing out),
+//!    the answer is 404, the same as for a missing file, so a client cannot
+//!    probe what exists elsewhere. Symlinks that stay inside the root are
+//!    followed: operators use them to alias movies.
+//! 5. Only regular files are opened. Directories, FIFOs and devices are 404
+//!    (opening a FIFO would block the control core forever).
+//!
+//! Between the check and the open, someone who can write to the library
+//! could swap a directory for a symlink; the library directory is trusted to
+//! be writable only by its operator.
+//!
+//! Opened movies are cached by canonical path together with the file's
+//! identity (device, inode, size, modification time), re-read with one
+//! `stat` on every [`Library::open`]. A file replaced by rename or rewritten
+//! is opened again; sessions already playing keep the old `Arc<Movie>` (and
+//! its mapping of the old file) until they end. Files that fail to open as a
+//! movie are cached the same way, so a damaged file is parsed and warned
+//! about once per version, not on every request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use loader::Movie;
+use tracing::{debug, warn};
+
+/// Why a request path does not lead to a movie. [`LibraryError::status`] is
+/// the RTSP status to answer with; `Display` is meant for logs and escapes
+/// whatever the client sent.
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    /// 400: the path is malformed or tries to leave the library.
+    #[error("bad request path {}: {why}", Escaped(path))]
+    BadPath { path: String, why: &'static str },
+    /// 404: nothing streamable by that name inside the library.
+    #[error("not found: {}: {why}", Escaped(path))]
+    NotFound { path: String, why: &'static str },
+    /// 403: the file exists in the library but the server may not read it.
+    #[error("permission denied: {}", Escaped(path))]
+    Forbidden { path: String },
+    /// 415: the file is not a movie the server can stream: not hinted,
+    /// not a QuickTime/ISO file at all, or damaged.
+    #[error("cannot stream {}: {source}", Escaped(path))]
+    Unsupported {
+        path: String,
+        #[source]
+        source: Arc<loader::Error>,
+    },
+    /// 500: the file system failed in a way that is not the client's doing.
+    #[error("cannot read {}: {source}", Escaped(path))]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl LibraryError {
+    /// The RTSP status code to answer with.
+    ///
+    /// Files that are not hinted, or that do not parse, are 415 Unsupported
+    /// Media Type, as DSS answered: the resource exists but is not something
+    /// this server can stream, and retrying will not help (a 5xx invites
+    /// retries). The operator learns of damaged files from the warning the
+    /// library logs once per file version. 500 is kept for failures of the
+    /// machine itself (I/O errors, mapping failures).
+    pub fn status(&self) -> u16 {
+        match self {
+            LibraryError::BadPath { .. } => 400,
+            LibraryError::Forbidden { .. } => 403,
+            LibraryError::NotFound { .. } => 404,
+            LibraryError::Unsupported { .. } => 415,
+            LibraryError::Io { .. } => 500,
+        }
+    }
+
+    /// Whether the file is a well-formed movie that simply has no RTP hint
+    /// tracks (so a hint to run a hinter is in order).
+    pub fn is_not_hinted(&self) -> bool {
+        matches!(self, LibraryError::Unsupported { source, .. } if matches!(**source, loader::Error::NoHintTracks))
+    }
+}
+
+/// Displays a client-supplied string for a log line: quoted, with control
+/// characters, quotes and non-ASCII escaped, and cut short if long.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 256;
+        let mut end = self.0.len().min(MAX);
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "\"{}", self.0[..end].escape_default())?;
+        if end < self.0.len() {
+            f.write_str("...")?;
+        }
+        f.write_str("\"")
+    }
+}
+
+/// What identifies one version of a file, cheaply: a rename over it changes
+/// the inode, a rewrite changes the size or the modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        Stamp {
+            dev,
+            ino,
+            len: meta.len(),
+            mtime: meta.modified().ok(),
+        }
+    }
+}
+
+struct Entry {
+    stamp: Stamp,
+    movie: Result<Arc<Movie>, Arc<loader::Error>>,
+}
+
+/// The movies under one directory. Owned by the control core; the movies it
+/// hands out are shared with the shards.
+pub struct Library {
+    root: PathBuf,
+    cache: HashMap<PathBuf, Entry>,
+}
+
+impl Library {
+    /// A library rooted at `root`, which must be an existing directory.
+    pub fn new(root: PathBuf) -> io::Result<Library> {
+        let root = std::fs::canonicalize(&root)?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", root.display()),
+            ));
+        }
+        Ok(Library {
+            root,
+            cache: HashMap::new(),
+        })
+    }
+
+    /// The canonical root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// How many file versions are cached (movies and failures).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The movie at a request path such as `/sample.mp4` or
+    /// `/dir/clip%20one.mov` (the URL's path, without scheme, host, query or
+    /// track suffix). Reopens the file if it changed since it was cached.
+    pub fn open(&mut self, path: &str) -> Result<Arc<Movie>, LibraryError> {
+        let relative = decode_path(path).map_err(|why| LibraryError::BadPath {
+            path: path.to_owned(),
+            why,
+        })?;
+        let candidate = self.root.join(&relative);
+        let canonical = match std::fs::canonicalize(&candidate) {
+            Ok(c) => c,
+            Err(e) => {
+                // Gone: let go of the old mapping so the disk space is freed.
+                // (The key is canonical; with no symlinks on the way the
+                // candidate is that key.)
+                self.cache.remove(&candidate);
+                return Err(fs_error(path, e));
+            }
+        };
+        if !canonical.starts_with(&self.root) {
+            debug!(path = %Escaped(path), target = %canonical.display(), "request path resolves outside the library");
+            return Err(LibraryError::NotFound {
+                path: path.to_owned(),
+                why: "no such movie",
+            });
+        }
+        let meta = match std::fs::metadata(&canonical) {
+            Ok(m) => m,
+            Err(e) => {
+                self.cache.remove(&canonical);
+                return Err(fs_error(path, e));
+            }
+        };
+        if !meta.is_file() {
+            return Err(LibraryError::NotFound {
+                path: path.to_owned(),
+                why: "not a regular file",
+            });
+        }
+        let stamp = Stamp::of(&meta);
+        let entry = match self.cache.get(&canonical) {
+            Some(entry) if entry.stamp == stamp => entry,
+            _ => {
+                // Stat before open: if the file changes in between, the
+                // stored stamp is stale and the next call opens it again.
+                let movie = match Movie::open(&canonical) {
+                    Ok(m) => Ok(Arc::new(m)),
+                    Err(loader::Error::Io { source, .. }) => return Err(fs_error(path, source)),
+                    Err(e) => {
+                        warn!(file = %canonical.display(), error = %e, "cannot stream this file");
+                        Err(Arc::new(e))
+                    }
+                };
+                self.cache.insert(canonical.clone(), Entry { stamp, movie });
+                &self.cache[&canonical]
+            }
+        };
+        entry.movie.clone().map_err(|source| LibraryError::Unsupported {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Drops cached entries whose file is gone or has changed, releasing
+    /// their mappings once no session holds them. Returns how many were
+    /// dropped. Call it now and then (each entry costs one `stat`).
+    pub fn prune(&mut self) -> usize {
+        let before = self.cache.len();
+        self.cache
+            .retain(|path, entry| std::fs::metadata(path).is_ok_and(|m| m.is_file() && Stamp::of(&m) == entry.stamp));
+        before - self.cache.len()
+    }
+}
+
+fn fs_error(path: &str, e: io::Error) -> LibraryError {
+    let path = path.to_owned();
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        return LibraryError::Forbidden { path };
+    }
+    let why = match e.raw_os_error() {
+        _ if e.kind() == io::ErrorKind::NotFound => "no such movie",
+        Some(libc::ENOTDIR) => "no such movie",
+        Some(libc::ENAMETOOLONG) => "name too long",
+        // A symlink loop is the library's misconfiguration but, like a
+        // symlink pointing out, nothing the client may learn about.
+        Some(libc::ELOOP) => "symlink loop",
+        _ => return LibraryError::Io { path, source: e },
+    };
+    LibraryError::NotFound { path, why }
+}
+
+/// Turns a request path into a relative path of plain file names, or says
+/// why it cannot be one. See the module documentation for the rules.
+fn decode_path(path: &str) -> Result<PathBuf, &'static str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("does not start with `/`");
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Err("names no file");
+    }
+    let mut out = PathBuf::new();
+    for raw in rest.split('/') {
+        if raw.is_empty() {
+            return Err("has an empty segment (`//`)");
+        }
+        let bytes = percent_decode(raw)?;
+        if bytes.contains(&b'/') {
+            return Err("has an encoded `/`");
+        }
+        if bytes.contains(&0) {
+            return Err("has a NUL");
+        }
+        if bytes.contains(&b'\\') {
+            return Err("has a backslash");
+        }
+        if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            return Err("has a control character");
+        }
+        let name = String::from_utf8(bytes).map_err(|_| "is not UTF-8")?;
+        if name == "." || name == ".." {
+            return Err("has a `.` or `..` segment");
+        }
+        if name.chars().any(char::is_control) {
+            return Err("has a control character");
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<Vec<u8>, &'static str> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                _ => return Err("has an invalid percent escape"),
+            }
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hinted sample movie every checkout has.
+    fn sample() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/sample.mp4")
+    }
+
+    /// A fresh directory per test: `root/` is the library, `outside/` is not.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("streamalot-library-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root/dir")).unwrap();
+        std::fs::create_dir_all(dir.join("outside")).unwrap();
+        dir
+    }
+
+    fn status(lib: &mut Library, path: &str) -> u16 {
+        match lib.open(path) {
+            Ok(_) => 200,
+            Err(e) => {
+                // Whatever the client sent, the log line stays one line.
+                let text = e.to_string();
+                assert!(!text.chars().any(char::is_control), "{text:?}");
+                e.status()
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_paths() {
+        assert_eq!(decode_path("/sample.mp4"), Ok(PathBuf::from("sample.mp4")));
+        assert_eq!(
+            decode_path("/dir/clip%20one.mov"),
+            Ok(PathBuf::from("dir/clip one.mov"))
+        );
+        assert_eq!(decode_path("/dir/caf%C3%A9.mp4/"), Ok(PathBuf::from("dir/café.mp4")));
+        assert_eq!(
+            decode_path("/a+b.mp4"),
+            Ok(PathBuf::from("a+b.mp4")),
+            "`+` is not a space in a path"
+        );
+        for bad in [
+            "",
+            "sample.mp4",
+            "/",
+            "//etc/passwd",
+            "/a//b",
+            "/../x",
+            "/a/../../x",
+            "/%2e%2e/x",
+            "/%2E%2E",
+            "/./x",
+            "/%2e/x",
+            "/a/%2E%2E%2Fb",
+            "/a%2fb",
+            "/a%00.mp4",
+            "/a\0.mp4",
+            "/a\\..\\b",
+            "/a%5c..%5cb",
+            "/a%0a.mp4",
+            "/a\r\n.mp4",
+            "/a%7f",
+            "/a%c2%85",
+            "/a%ff.mp4",
+            "/a%2",
+            "/a%zz",
+            "/a%",
+        ] {
+            assert!(decode_path(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn opens_and_refuses() {
+        let dir = scratch("open");
+        let root = dir.join("root");
+        std::fs::copy(sample(), root.join("sample.mp4")).unwrap();
+        std::fs::copy(sample(), root.join("dir/clip one.mp4")).unwrap();
+        std::fs::copy(sample(), dir.join("outside/secret.mp4")).unwrap();
+        std::fs::write(root.join("garbage.mov"), b"\0\0\0\x08junkthis is not a movie at all").unwrap();
+        std::os::unix::fs::symlink(dir.join("outside/secret.mp4"), root.join("escape.mp4")).unwrap();
+        std::os::unix::fs::symlink(dir.join("outside"), root.join("out")).unwrap();
+        std::os::unix::fs::symlink("sample.mp4", root.join("alias.mp4")).unwrap();
+        std::os::unix::fs::symlink("loop.mp4", root.join("loop.mp4")).unwrap();
+
+        let mut lib = Library::new(root.clone()).unwrap();
+        assert_eq!(lib.root(), root.canonicalize().unwrap());
+        assert_eq!(status(&mut lib, "/sample.mp4"), 200);
+        assert_eq!(status(&mut lib, "/dir/clip%20one.mp4"), 200);
+        assert_eq!(
+            status(&mut lib, "/alias.mp4"),
+            200,
+            "symlinks inside the root are followed"
+        );
+        // One cache entry per file: the alias shares the sample's.
+        assert_eq!(lib.cached(), 2);
+        let a = lib.open("/sample.mp4").unwrap();
+        let b = lib.open("/alias.mp4").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+
+        assert_eq!(status(&mut lib, "/missing.mp4"), 404);
+        assert_eq!(status(&mut lib, "/dir"), 404, "directories are not movies");
+        assert_eq!(status(&mut lib, "/dir/"), 404);
+        assert_eq!(status(&mut lib, "/sample.mp4/x"), 404);
+        assert_eq!(status(&mut lib, "/escape.mp4"), 404, "a symlink out of the root");
+        assert_eq!(
+            status(&mut lib, "/out/secret.mp4"),
+            404,
+            "a directory symlink out of the root"
+        );
+        assert_eq!(status(&mut lib, "/loop.mp4"), 404);
+        assert_eq!(status(&mut lib, "/../outside/secret.mp4"), 400);
+        assert_eq!(status(&mut lib, "/%2e%2e/outside/secret.mp4"), 400);
+        assert_eq!(status(&mut lib, "/dir/%2E%2E%2F%2E%2E%2Foutside/secret.mp4"), 400);
+        assert_eq!(status(&mut lib, "//etc/passwd"), 400);
+        assert_eq!(status(&mut lib, "/dir\\..\\sample.mp4"), 400);
+        assert_eq!(status(&mut lib, "/sample.mp4%00.txt"), 400);
+        assert_eq!(status(&mut lib, "/\x1b[31mred\n"), 400);
+
+        let err = lib.open("/garbage.mov").unwrap_err();
+        assert_eq!(err.status(), 415, "{err}");
+        assert!(!err.is_not_hinted());
+        // Failures are cached too, and answered the same.
+        assert_eq!(status(&mut lib, "/garbage.mov"), 415);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_are_not_opened() {
+        let dir = scratch("fifo");
+        let fifo = dir.join("root/pipe.mp4");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut lib = Library::new(dir.join("root")).unwrap();
+        // Would block forever if the library tried to open it.
+        assert_eq!(status(&mut lib, "/pipe.mp4"), 404);
+    }
+
+    #[test]
+    fn not_hinted_is_415() {
+        let Some(plain) = unhinted_movie() else {
+            eprintln!("skipped: ffmpeg is not installed");
+            return;
+        };
+        let dir = scratch("unhinted");
+        std::fs::copy(&plain, dir.join("root/plain.mp4")).unwrap();
+        let _ = std::fs::remove_file(plain);
+        let mut lib = Library::new(dir.join("root")).unwrap();
+        let err = lib.open("/plain.mp4").unwrap_err();
+        assert_eq!(err.status(), 415);
+        assert!(err.is_not_hinted(), "{err}");
+    }
+
+    /// A tiny valid movie without hint tracks, made by ffmpeg when present.
+    fn unhinted_movie() -> Option<PathBuf> {
+        let out = std::env::temp_dir().join(format!("streamalot-library-{}-plain.mp4", std::process::id()));
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=64x64:d=0.2"])
+            .args(["-c:v", "mpeg4"])
+            .arg(&out)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(out)
+    }
+
+    #[test]
+    fn reopens_a_replaced_file() {
+        let dir = scratch("replace");
+        let root = dir.join("root");
+        std::fs::copy(sample(), root.join("movie.mp4")).unwrap();
+        let mut lib = Library::new(root.clone()).unwrap();
+        let first = lib.open("/movie.mp4").unwrap();
+        let again = lib.open("/movie.mp4").unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "unchanged: served from the cache");
+
+        // Replace it by rename, the way a careful operator updates a movie.
+        std::fs::write(dir.join("new.mp4"), b"not a movie").unwrap();
+        std::fs::rename(dir.join("new.mp4"), root.join("movie.mp4")).unwrap();
+        assert_eq!(lib.open("/movie.mp4").unwrap_err().status(), 415);
+        // The session that had the old one still has a working movie.
+        assert!(!first.sdp().is_empty());
+
+        std::fs::copy(sample(), dir.join("new.mp4")).unwrap();
+        std::fs::rename(dir.join("new.mp4"), root.join("movie.mp4")).unwrap();
+        let third = lib.open("/movie.mp4").unwrap();
+        assert!(!Arc::ptr_eq(&first, &third));
+        assert_eq!(lib.cached(), 1);
+
+        // Deleted: refused, and the cache lets go of it.
+        std::fs::remove_file(root.join("movie.mp4")).unwrap();
+        assert_eq!(status(&mut lib, "/movie.mp4"), 404);
+        assert_eq!(lib.cached(), 0);
+    }
+
+    #[test]
+    fn prune_drops_changed_files() {
+        let dir = scratch("prune");
+        let root = dir.join("root");
+        std::fs::copy(sample(), root.join("a.mp4")).unwrap();
+        std::fs::copy(sample(), root.join("b.mp4")).unwrap();
+        let mut lib = Library::new(root.clone()).unwrap();
+        lib.open("/a.mp4").unwrap();
+        lib.open("/b.mp4").unwrap();
+        assert_eq!(lib.prune(), 0);
+        std::fs::remove_file(root.join("a.mp4")).unwrap();
+        assert_eq!(lib.prune(), 1);
+        assert_eq!(lib.cached(), 1);
+    }
+
+    #[test]
+    fn root_must_be_a_directory() {
+        let dir = scratch("root");
+        assert!(Library::new(dir.join("absent")).is_err());
+        std::fs::write(dir.join("file"), b"x").unwrap();
+        assert!(Library::new(dir.join("file")).is_err());
+    }
+}

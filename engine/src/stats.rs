@@ -1,0 +1,329 @@
+//! What a shard counts: packets and bytes sent, drops, sessions, and how late
+//! each send was against its deadline, kept as an HdrHistogram.
+//!
+//! Each shard owns one [`ShardStats`] and updates it with no locking. For a
+//! report the shard sends a clone to the control core, which merges them;
+//! a clone is about 140 KiB (the histogram's counts), cheap at the rate
+//! reports are asked for.
+//!
+//! Lateness is how far after its due time a packet was handed to the kernel.
+//! It is what a viewer feels as jitter, and its tail (p99, max) is what shows
+//! a shard falling behind long before packets are lost.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+/// Lateness is recorded in microseconds, from 1 µs to a minute (later sends
+/// are counted as a minute), to 3 significant digits.
+const LATENESS_MAX_US: u64 = 60_000_000;
+
+/// Counters and the lateness histogram of one shard, or of several merged.
+#[derive(Debug, Clone)]
+pub struct ShardStats {
+    /// RTP packets sent (UDP and interleaved).
+    pub packets: u64,
+    /// Their bytes, RTP headers included.
+    pub bytes: u64,
+    /// Interleaved packets dropped because the connection's queue was full
+    /// (a client reading too slowly).
+    pub dropped_tcp: u64,
+    /// UDP packets the kernel refused for lack of socket buffer
+    /// (`EWOULDBLOCK`): the shard is sending faster than the host can.
+    pub dropped_udp: u64,
+    pub sessions_started: u64,
+    pub sessions_ended: u64,
+    /// RTCP packets that did not parse.
+    pub bad_rtcp: u64,
+    /// Send lateness in microseconds.
+    pub lateness: Histogram<u64>,
+}
+
+impl Default for ShardStats {
+    fn default() -> Self {
+        ShardStats {
+            packets: 0,
+            bytes: 0,
+            dropped_tcp: 0,
+            dropped_udp: 0,
+            sessions_started: 0,
+            sessions_ended: 0,
+            bad_rtcp: 0,
+            lateness: Histogram::new_with_bounds(1, LATENESS_MAX_US, 3).expect("constant histogram bounds are valid"),
+        }
+    }
+}
+
+/// The distribution chart's rows: upper bounds in microseconds, decades
+/// from 10 µs, so the chart has the same shape in every report.
+const ROWS: [(u64, &str); 7] = [
+    (10, "< 10 us"),
+    (100, "< 100 us"),
+    (1_000, "< 1 ms"),
+    (10_000, "< 10 ms"),
+    (100_000, "< 100 ms"),
+    (1_000_000, "< 1 s"),
+    (u64::MAX, ">= 1 s"),
+];
+const BAR_WIDTH: usize = 40;
+
+impl ShardStats {
+    /// Counts one packet handed to the kernel `late_ns` nanoseconds after it
+    /// was due (0 if on time or early).
+    pub fn record_send(&mut self, late_ns: u64, bytes: u64) {
+        self.packets += 1;
+        self.bytes += bytes;
+        self.lateness.saturating_record((late_ns / 1_000).min(LATENESS_MAX_US));
+    }
+
+    /// Adds another shard's figures to these.
+    pub fn merge(&mut self, other: &ShardStats) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.dropped_tcp += other.dropped_tcp;
+        self.dropped_udp += other.dropped_udp;
+        self.sessions_started += other.sessions_started;
+        self.sessions_ended += other.sessions_ended;
+        self.bad_rtcp += other.bad_rtcp;
+        // Same bounds on both sides, so adding cannot fail; a histogram
+        // made otherwise is merged value by value, clamped.
+        if self.lateness.add(&other.lateness).is_err() {
+            for v in other.lateness.iter_recorded() {
+                let value = v.value_iterated_to().min(LATENESS_MAX_US);
+                let _ = self.lateness.record_n(value, v.count_at_value());
+            }
+        }
+    }
+
+    /// Sessions started and not yet ended.
+    pub fn live_sessions(&self) -> u64 {
+        self.sessions_started.saturating_sub(self.sessions_ended)
+    }
+
+    /// Lateness at quantile `q` (0.0 to 1.0), in milliseconds.
+    pub fn lateness_ms(&self, q: f64) -> f64 {
+        self.lateness.value_at_quantile(q) as f64 / 1_000.0
+    }
+
+    /// A compact block for a terminal: counters, lateness percentiles, and
+    /// the lateness distribution as a bar chart. Ends with a newline.
+    pub fn report(&self, title: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{title}");
+        let _ = writeln!(
+            out,
+            "  sent      {} packets, {}",
+            group(self.packets),
+            human_bytes(self.bytes)
+        );
+        let _ = writeln!(
+            out,
+            "  sessions  {} live, {} started, {} ended",
+            group(self.live_sessions()),
+            group(self.sessions_started),
+            group(self.sessions_ended)
+        );
+        let _ = writeln!(
+            out,
+            "  dropped   {} tcp (queue full), {} udp (would block), {} bad rtcp",
+            group(self.dropped_tcp),
+            group(self.dropped_udp),
+            group(self.bad_rtcp)
+        );
+        let h = &self.lateness;
+        if h.is_empty() {
+            let _ = writeln!(out, "  lateness  no packets sent");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "  lateness  p50 {}  p90 {}  p99 {}  p99.9 {}  max {} ms",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max())
+        );
+
+        let mut counts = [0u64; ROWS.len()];
+        for v in h.iter_recorded() {
+            // The lowest value of the bucket decides the row: a bucket never
+            // straddles a decade boundary at 3 significant digits.
+            let value = h.lowest_equivalent(v.value_iterated_to());
+            let row = ROWS
+                .iter()
+                .position(|&(upper, _)| value < upper)
+                .unwrap_or(ROWS.len() - 1);
+            counts[row] += v.count_at_value();
+        }
+        let total = h.len().max(1);
+        let biggest = counts.iter().copied().max().unwrap_or(1).max(1);
+        for (&(_, label), &n) in ROWS.iter().zip(&counts) {
+            // Scaled to the biggest row so the shape is visible; any count at
+            // all gets one mark, since a rare late send is the news.
+            let width = if n == 0 {
+                0
+            } else {
+                ((n as u128 * BAR_WIDTH as u128).div_ceil(biggest as u128) as usize).max(1)
+            };
+            let _ = writeln!(
+                out,
+                "  {label:>9} |{:<BAR_WIDTH$}| {:>6.2}%  {}",
+                "#".repeat(width),
+                n as f64 * 100.0 / total as f64,
+                group(n)
+            );
+        }
+        out
+    }
+}
+
+/// Microseconds as milliseconds with three decimals.
+fn ms(us: u64) -> String {
+    format!("{}.{:03}", us / 1_000, us % 1_000)
+}
+
+/// 1234567 as "1 234 567": long counters are read at a glance.
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_reports() {
+        let mut s = ShardStats::default();
+        for _ in 0..900 {
+            s.record_send(5_000, 1_000); // 5 µs
+        }
+        for _ in 0..90 {
+            s.record_send(2_000_000, 1_000); // 2 ms
+        }
+        for _ in 0..9 {
+            s.record_send(50_000_000, 1_000); // 50 ms
+        }
+        s.record_send(0, 1_000); // on time
+        s.sessions_started = 3;
+        s.sessions_ended = 1;
+        s.dropped_udp = 2;
+        assert_eq!(s.packets, 1_000);
+        assert_eq!(s.bytes, 1_000_000);
+        assert_eq!(s.live_sessions(), 2);
+        assert!((s.lateness_ms(0.5) - 0.005).abs() < 0.001);
+        assert!((s.lateness_ms(0.95) - 2.0).abs() < 0.01);
+        assert!((s.lateness_ms(1.0) - 50.0).abs() < 0.1);
+
+        let r = s.report("shard 0");
+        let lines: Vec<&str> = r.lines().collect();
+        assert_eq!(lines[0], "shard 0");
+        assert!(lines[1].contains("1 000 packets, 976.6 KiB"), "{r}");
+        assert!(lines[2].contains("2 live, 3 started, 1 ended"), "{r}");
+        assert!(lines[3].contains("2 udp"), "{r}");
+        assert!(lines[4].contains("p50 0.005"), "{r}");
+        assert!(lines[4].contains("max 50.0"), "{r}");
+        assert_eq!(lines.len(), 5 + ROWS.len(), "{r}");
+        let bar = |row: usize| lines[5 + row].matches('#').count();
+        assert_eq!(bar(0), BAR_WIDTH, "the biggest row is full width:\n{r}");
+        assert!(lines[5].contains("90.10%"), "{r}");
+        assert_eq!(bar(1), 0);
+        assert_eq!(bar(2), 0);
+        assert_eq!(bar(3), 4, "90 of 901:\n{r}");
+        assert_eq!(bar(4), 1, "a few rare late sends still show:\n{r}");
+        assert_eq!(bar(5), 0);
+        // Every bar row lines up.
+        let width = lines[5].find('|').unwrap();
+        assert!(lines[5..].iter().all(|l| l.find('|') == Some(width)), "{r}");
+    }
+
+    #[test]
+    fn merges() {
+        let mut a = ShardStats::default();
+        let mut b = ShardStats::default();
+        a.record_send(1_000_000, 100);
+        b.record_send(3_000_000, 200);
+        b.record_send(3_000_000, 200);
+        b.dropped_tcp = 4;
+        b.sessions_started = 2;
+        b.bad_rtcp = 1;
+        a.merge(&b);
+        assert_eq!(a.packets, 3);
+        assert_eq!(a.bytes, 500);
+        assert_eq!(a.dropped_tcp, 4);
+        assert_eq!(a.sessions_started, 2);
+        assert_eq!(a.bad_rtcp, 1);
+        assert_eq!(a.lateness.len(), 3);
+        assert!((a.lateness_ms(1.0) - 3.0).abs() < 0.01);
+
+        // A histogram with other bounds still merges, clamped.
+        let mut odd = ShardStats {
+            lateness: Histogram::new_with_bounds(1, 1 << 40, 2).unwrap(),
+            ..ShardStats::default()
+        };
+        odd.lateness.record(1 << 39).unwrap();
+        a.merge(&odd);
+        assert_eq!(a.lateness.len(), 4);
+        assert_eq!(a.lateness.max(), a.lateness.highest_equivalent(LATENESS_MAX_US));
+    }
+
+    #[test]
+    fn huge_lateness_is_clamped_and_empty_reports() {
+        let mut s = ShardStats::default();
+        s.record_send(u64::MAX, 0);
+        assert_eq!(s.lateness.len(), 1);
+        assert!(s.lateness_ms(1.0) >= 60_000.0);
+        assert!(s.report("t").contains(">= 1 s |#"));
+
+        let r = ShardStats::default().report("empty");
+        assert!(r.contains("no packets sent"), "{r}");
+        assert!(r.ends_with('\n'));
+    }
+
+    #[test]
+    fn stats_travel_between_threads() {
+        fn is_send<T: Send + 'static>() {}
+        is_send::<ShardStats>();
+        let mut s = ShardStats::default();
+        s.record_send(10_000, 10);
+        let copy = s.clone();
+        let back = std::thread::spawn(move || copy).join().unwrap();
+        assert_eq!(back.packets, 1);
+        assert_eq!(back.lateness.len(), 1);
+    }
+
+    #[test]
+    fn formatting_helpers() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1 000");
+        assert_eq!(group(1_234_567), "1 234 567");
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(ms(1), "0.001");
+        assert_eq!(ms(12_345), "12.345");
+    }
+}
