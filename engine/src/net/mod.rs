@@ -1,0 +1,21 @@
+//! The IO layer for UDP: the only module that makes socket system calls.
+//!
+//! Everything above this module is sans-IO. Here live the socket setup of a
+//! shard's RTP/RTCP pair ([`bind_pair`]), the batched sender that turns one
+//! tick's packets into one `sendmmsg` whose iovecs point into the mapped
+//! movie files ([`SendBatch`]), and the batched receiver for RTCP
+//! ([`recv_batch`]).
+//!
+//! The unsafe code of the engine is confined to this module; each block says
+//! why it is sound. The rule that makes the sender safe to call: iovecs are
+//! only ever handed to the kernel from a live [`Batch<'a>`], and everything
+//! they point at either borrows for `'a` or belongs to the batch itself.
+
+mod addr;
+mod recv;
+mod send;
+mod socket;
+
+pub use recv::{recv_batch, RecvBufs};
+pub use send::{Batch, Flushed, SendBatch, MAX_IOVECS, RTP_HEADER_LEN};
+pub use socket::{bind_pair, UdpPair, RTCP_RECV_BUFFER_BYTES, SEND_BUFFER_BYTES};

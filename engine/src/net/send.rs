@@ -1,0 +1,890 @@
+//! The batched RTP sender: one shard tick, one `sendmmsg`.
+//!
+//! A [`SendBatch`] owns every buffer the system call needs (message headers,
+//! iovecs, RTP header slots, destination addresses) and keeps them from tick
+//! to tick, so steady-state sending allocates nothing. Payload bytes are not
+//! copied: each packet's iovecs point straight at its spans in the mapped
+//! movie. That is only sound while those bytes live, so pushing happens on a
+//! [`Batch<'a>`], a scoped borrow whose `'a` every payload slice must
+//! outlive; the borrow checker then rules out flushing a dangling iovec.
+//!
+//! With UDP GSO (on unless [`SendBatch::set_gso`] turns it off), each run of
+//! consecutive packets to one destination whose sizes are equal (the last
+//! may be shorter) becomes a single message carrying a `UDP_SEGMENT` control
+//! message: the kernel walks the stack once for the whole run and cuts it
+//! into the same datagrams on the way out. Video frames fragmented into
+//! equal packets are exactly such runs. Messages with and without GSO share
+//! one `sendmmsg`. Where the kernel or the route refuses GSO, the refused
+//! run goes again packet by packet and the batch stops using GSO.
+
+use std::io;
+use std::marker::PhantomData;
+use std::mem;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use super::addr::RawAddr;
+
+/// Length of the RTP fixed header written per packet.
+pub const RTP_HEADER_LEN: usize = 12;
+
+/// Most iovecs one packet is sent with, its header included. Hinted packets
+/// have one to three spans; a packet with more than `MAX_IOVECS - 1` has the
+/// excess copied into one spill buffer instead (rare, and bounded by the
+/// packet size).
+pub const MAX_IOVECS: usize = 16;
+
+/// Messages per `sendmmsg` call: the kernel silently caps `vlen` at
+/// `UIO_MAXIOV`. The same cap applies to the iovecs of one message.
+const MAX_MESSAGES_PER_CALL: usize = 1024;
+const MAX_IOVECS_PER_MESSAGE: usize = 1024;
+
+/// Most datagrams one GSO message may be cut into (`UDP_MAX_SEGMENTS`; newer
+/// kernels allow more).
+const MAX_SEGMENTS: usize = 64;
+
+/// Most UDP payload bytes one GSO message may carry: the 16-bit IP length,
+/// less the IPv6 and UDP headers (IPv4 allows a little more).
+const MAX_GSO_BYTES: usize = 65_535 - 40 - 8;
+
+/// The one control message a GSO message carries: `UDP_SEGMENT` with the
+/// datagram size, laid out as `CMSG_SPACE(sizeof(u16))` bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SegmentCmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+}
+
+// SAFETY: CMSG_LEN is arithmetic on its argument.
+const _: () = assert!(mem::offset_of!(SegmentCmsg, segment) == unsafe { libc::CMSG_LEN(0) } as usize);
+// SAFETY: CMSG_SPACE is arithmetic on its argument.
+const _: () = assert!(mem::size_of::<SegmentCmsg>() == unsafe { libc::CMSG_SPACE(2) } as usize);
+
+impl SegmentCmsg {
+    fn new(segment: u16) -> SegmentCmsg {
+        // SAFETY: all-zero is a valid `cmsghdr` (including the padding fields
+        // some C libraries have).
+        let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
+        hdr.cmsg_level = libc::SOL_UDP;
+        hdr.cmsg_type = libc::UDP_SEGMENT;
+        // SAFETY: arithmetic only.
+        hdr.cmsg_len = unsafe { libc::CMSG_LEN(mem::size_of::<u16>() as libc::c_uint) } as _;
+        SegmentCmsg { hdr, segment }
+    }
+}
+
+/// What became of a flushed batch. `sent + would_block + failed` is the
+/// number of packets pushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Packets the kernel accepted.
+    pub sent: usize,
+    /// Packets not sent because the socket buffer was full (`EAGAIN`,
+    /// `ENOBUFS`): the caller counts them as drops.
+    pub would_block: usize,
+    /// Packets the kernel refused one by one (an unreachable network, a
+    /// destination of the wrong family, a pending `ECONNREFUSED` from an
+    /// earlier ICMP error, ...). The rest of the batch still went.
+    pub failed: usize,
+}
+
+impl Flushed {
+    fn add(&mut self, other: Flushed) {
+        self.sent += other.sent;
+        self.would_block += other.would_block;
+        self.failed += other.failed;
+    }
+}
+
+/// Where one message's pieces live inside the batch's vectors.
+#[derive(Clone, Copy)]
+struct Msg {
+    /// Index into `addrs`.
+    addr: u32,
+    /// First iovec (the header slot) in `iovs`.
+    iov_start: u32,
+    iov_len: u32,
+    /// UDP payload bytes (header included).
+    len: u32,
+}
+
+/// The reusable storage behind [`Batch`]. One per shard (or per socket).
+pub struct SendBatch {
+    msgs: Vec<Msg>,
+    /// Per message: the header slot's iovec, then the payload's. Header
+    /// iovecs get their pointers at flush time, because `headers` may move
+    /// while the batch grows.
+    iovs: Vec<libc::iovec>,
+    headers: Vec<[u8; RTP_HEADER_LEN]>,
+    /// Distinct destinations; consecutive packets to the same one share it.
+    addrs: Vec<RawAddr>,
+    last_dest: Option<SocketAddr>,
+    /// Payload bytes past the iovec cap, and (iovec index, offset in
+    /// `spill`) for each iovec that points into it, patched at flush.
+    spill: Vec<u8>,
+    spill_iovs: Vec<(u32, u32)>,
+    /// Built at flush from the above: the messages, how many packets each
+    /// carries, and the GSO control messages they point at.
+    hdrs: Vec<libc::mmsghdr>,
+    weights: Vec<u32>,
+    cmsgs: Vec<SegmentCmsg>,
+    gso: bool,
+}
+
+// SAFETY: the raw pointers inside `iovs` and `hdrs` are only dereferenced
+// (by the kernel) during `Batch::flush`, which runs on the thread that holds
+// the `Batch` and therefore the `SendBatch`. Outside a batch they are stale
+// values that are never read before `begin` clears them, so moving the
+// storage to another thread cannot make anything reachable from two threads.
+unsafe impl Send for SendBatch {}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch::new()
+    }
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("capacity", &self.msgs.capacity())
+            .field("gso", &self.gso)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SendBatch {
+    pub fn new() -> SendBatch {
+        SendBatch::with_capacity(64)
+    }
+
+    /// Storage preallocated for `packets` packets of up to three spans. It
+    /// grows if a tick needs more, and keeps what it grew to.
+    pub fn with_capacity(packets: usize) -> SendBatch {
+        SendBatch {
+            msgs: Vec::with_capacity(packets),
+            iovs: Vec::with_capacity(packets * 4),
+            headers: Vec::with_capacity(packets),
+            addrs: Vec::with_capacity(8),
+            last_dest: None,
+            spill: Vec::new(),
+            spill_iovs: Vec::new(),
+            hdrs: Vec::with_capacity(packets),
+            weights: Vec::with_capacity(packets),
+            cmsgs: Vec::with_capacity(packets / 2),
+            gso: true,
+        }
+    }
+
+    /// Whether runs of equal-size packets to one destination go as one GSO
+    /// message. On by default; turned off for good when the kernel refuses
+    /// it (an old kernel, a route without checksum offload).
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    pub fn set_gso(&mut self, enabled: bool) {
+        self.gso = enabled;
+    }
+
+    /// Starts a batch. Every payload slice pushed to it must outlive `'a`.
+    pub fn begin(&mut self) -> Batch<'_> {
+        self.clear();
+        Batch {
+            inner: self,
+            _payload: PhantomData,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.msgs.clear();
+        self.iovs.clear();
+        self.headers.clear();
+        self.addrs.clear();
+        self.last_dest = None;
+        self.spill.clear();
+        self.spill_iovs.clear();
+        self.hdrs.clear();
+        self.weights.clear();
+        self.cmsgs.clear();
+    }
+
+    fn push_iov(&mut self, bytes: &[u8]) {
+        self.iovs.push(libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        });
+    }
+
+    /// Appends `parts` to the spill buffer as one more iovec of this message.
+    fn spill<'p>(&mut self, parts: impl Iterator<Item = &'p [u8]>) {
+        let offset = self.spill.len();
+        for part in parts {
+            self.spill.extend_from_slice(part);
+        }
+        self.spill_iovs.push((self.iovs.len() as u32, offset as u32));
+        self.iovs.push(libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: self.spill.len() - offset,
+        });
+    }
+
+    /// Points the header and spill iovecs at their (now settled) storage.
+    fn settle_iovecs(&mut self) {
+        for (msg, header) in self.msgs.iter().zip(&self.headers) {
+            self.iovs[msg.iov_start as usize] = libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: RTP_HEADER_LEN,
+            };
+        }
+        for &(iov, offset) in &self.spill_iovs {
+            self.iovs[iov as usize].iov_base = self.spill[offset as usize..].as_ptr() as *mut libc::c_void;
+        }
+    }
+
+    /// Builds the `mmsghdr`s for the packets from `from` on, grouping GSO
+    /// runs if `gso`.
+    fn build(&mut self, from: usize, gso: bool) {
+        self.hdrs.clear();
+        self.weights.clear();
+        self.cmsgs.clear();
+        // First the grouping, so `cmsgs` is complete before anything points into it.
+        let mut i = from;
+        while let Some(&first) = self.msgs.get(i) {
+            let mut run = 1;
+            if gso && first.len <= u32::from(u16::MAX) {
+                let (mut bytes, mut iovs) = (first.len as usize, first.iov_len as usize);
+                while let Some(next) = self.msgs.get(i + run) {
+                    if run == MAX_SEGMENTS
+                        || next.addr != first.addr
+                        || next.len > first.len
+                        || bytes + next.len as usize > MAX_GSO_BYTES
+                        || iovs + next.iov_len as usize > MAX_IOVECS_PER_MESSAGE
+                    {
+                        break;
+                    }
+                    run += 1;
+                    bytes += next.len as usize;
+                    iovs += next.iov_len as usize;
+                    if next.len < first.len {
+                        break; // only the last segment may be short
+                    }
+                }
+            }
+            if run > 1 {
+                self.cmsgs.push(SegmentCmsg::new(first.len as u16));
+            }
+            self.weights.push(run as u32);
+            i += run;
+        }
+        let mut i = from;
+        let mut cmsgs = self.cmsgs.iter();
+        for &run in &self.weights {
+            let (first, last) = (self.msgs[i], self.msgs[i + run as usize - 1]);
+            let (name, namelen) = self.addrs[first.addr as usize].as_name();
+            // SAFETY: an all-zero `mmsghdr` is valid (null pointers, zero
+            // lengths); the fields that matter are set below.
+            let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            hdr.msg_hdr.msg_name = name;
+            hdr.msg_hdr.msg_namelen = namelen;
+            // A run's iovecs are contiguous: pushes append.
+            hdr.msg_hdr.msg_iov = self.iovs[first.iov_start as usize..].as_ptr() as *mut libc::iovec;
+            hdr.msg_hdr.msg_iovlen = (last.iov_start + last.iov_len - first.iov_start) as _;
+            if run > 1 {
+                let cmsg = cmsgs.next().expect("one control message per GSO run");
+                hdr.msg_hdr.msg_control = cmsg as *const SegmentCmsg as *mut libc::c_void;
+                hdr.msg_hdr.msg_controllen = mem::size_of::<SegmentCmsg>() as _;
+            }
+            self.hdrs.push(hdr);
+            i += run as usize;
+        }
+    }
+}
+
+/// One tick's packets, borrowing their payloads for `'a`. Obtained from
+/// [`SendBatch::begin`]. Dropping it without [`flush`](Batch::flush)
+/// discards what was pushed.
+///
+/// ```
+/// # use std::net::UdpSocket;
+/// # use streamalot::net::SendBatch;
+/// # let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+/// # let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+/// let movie = vec![7u8; 4096]; // stands in for the mapping
+/// let mut storage = SendBatch::new();
+/// let mut batch = storage.begin();
+/// batch.push(rx.local_addr().unwrap(), &[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], [&movie[..100], &movie[2000..2500]]);
+/// let flushed = batch.flush(&sock).unwrap();
+/// assert_eq!(flushed.sent, 1);
+/// ```
+///
+/// A payload that does not outlive the batch is rejected at compile time:
+///
+/// ```compile_fail
+/// # use std::net::UdpSocket;
+/// # use streamalot::net::SendBatch;
+/// # let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+/// let mut storage = SendBatch::new();
+/// let mut batch = storage.begin();
+/// {
+///     let short_lived = vec![1u8; 100];
+///     batch.push("127.0.0.1:9".parse().unwrap(), &[0; 12], [&short_lived[..]]);
+/// }
+/// batch.flush(&sock).unwrap();
+/// ```
+pub struct Batch<'a> {
+    inner: &'a mut SendBatch,
+    _payload: PhantomData<&'a [u8]>,
+}
+
+impl<'a> Batch<'a> {
+    /// Queues one packet: the RTP header (copied into the batch) followed by
+    /// the payload slices, which are not copied and must live for `'a`.
+    /// Empty slices are skipped.
+    pub fn push<I>(&mut self, dest: SocketAddr, header: &[u8; RTP_HEADER_LEN], payload: I)
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let b = &mut *self.inner;
+        if b.last_dest != Some(dest) {
+            b.addrs.push(RawAddr::new(&dest));
+            b.last_dest = Some(dest);
+        }
+        let iov_start = b.iovs.len();
+        b.headers.push(*header);
+        // The header slot; pointed at `headers` in `prepare`.
+        b.iovs.push(libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: RTP_HEADER_LEN,
+        });
+        // The first `MAX_IOVECS - 2` non-empty slices go as they are; the
+        // next is held back until it is known whether more follow, in
+        // which case it and the rest share one spill iovec.
+        let mut direct = 0;
+        let mut held: Option<&'a [u8]> = None;
+        let mut parts = payload.into_iter().filter(|p| !p.is_empty());
+        while let Some(part) = parts.next() {
+            if direct < MAX_IOVECS - 2 {
+                b.push_iov(part);
+                direct += 1;
+            } else if let Some(prev) = held.take() {
+                b.spill([prev, part].into_iter().chain(parts.by_ref()));
+                break;
+            } else {
+                held = Some(part);
+            }
+        }
+        if let Some(last) = held {
+            b.push_iov(last);
+        }
+        let len = b.iovs[iov_start..].iter().map(|v| v.iov_len).sum::<usize>();
+        b.msgs.push(Msg {
+            addr: (b.addrs.len() - 1) as u32,
+            iov_start: iov_start as u32,
+            iov_len: (b.iovs.len() - iov_start) as u32,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        });
+    }
+
+    /// Packets pushed and not yet flushed.
+    pub fn len(&self) -> usize {
+        self.inner.msgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.msgs.is_empty()
+    }
+
+    /// Hands every pushed packet to the kernel with as few `sendmmsg` calls
+    /// as it takes (one, unless the kernel takes part of the batch), never
+    /// blocking. Afterwards the batch is empty and can be pushed to again.
+    ///
+    /// Errors that concern one packet skip that packet and are counted in
+    /// [`Flushed::failed`]; a full socket buffer ends the flush and counts
+    /// the remainder in [`Flushed::would_block`]. `Err` means the socket
+    /// itself is unusable (a closed or non-socket descriptor); the batch is
+    /// discarded then too.
+    pub fn flush(&mut self, sock: &UdpSocket) -> io::Result<Flushed> {
+        let b = &mut *self.inner;
+        if b.msgs.is_empty() {
+            return Ok(Flushed::default());
+        }
+        b.settle_iovecs();
+        let fd = sock.as_raw_fd();
+        let mut total = Flushed::default();
+        let (mut from, mut gso, mut retrying_refused_run) = (0, b.gso, false);
+        let result = loop {
+            b.build(from, gso);
+            let hdrs = &mut b.hdrs;
+            let driven = drive(&b.weights, |pos, count| {
+                let msgs = &mut hdrs[pos..pos + count];
+                // SAFETY: `msgs` is a live slice of `count` initialised
+                // `mmsghdr`s. Their names point into `addrs`, their control
+                // messages into `cmsgs`, their iovecs into `iovs`, and those
+                // iovecs at `headers`, at `spill`, or at payload slices
+                // borrowed for `'a`, which `self` (a live `Batch<'a>`) proves
+                // are still alive. None of these vectors is touched until the
+                // call returns. The kernel only reads the buffers and writes
+                // `msg_len`.
+                let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            let driven = match driven {
+                Ok(d) => d,
+                Err(e) => break Err(e),
+            };
+            total.add(driven.flushed);
+            if retrying_refused_run && driven.first_sent {
+                // The run went packet by packet where it could not as one
+                // GSO message: the refusal was about GSO, not the packets.
+                b.gso = false;
+                tracing::warn!("the kernel refused UDP GSO; sending packets one by one from now on");
+            }
+            match driven.gso_refused_at {
+                Some(hdr) => {
+                    from += b.weights[..hdr].iter().map(|&w| w as usize).sum::<usize>();
+                    gso = false;
+                    retrying_refused_run = true;
+                }
+                None => break Ok(total),
+            }
+        };
+        b.clear();
+        result
+    }
+}
+
+/// How one pass of [`drive`] went.
+#[derive(Debug, Default, PartialEq)]
+struct Driven {
+    flushed: Flushed,
+    /// The message (a GSO run) at which the kernel refused GSO; the packets
+    /// from it on are neither sent nor counted.
+    gso_refused_at: Option<usize>,
+    /// Whether the first message went.
+    first_sent: bool,
+}
+
+/// Feeds the messages, which carry `weights[i]` packets each, to
+/// `send(position, count)`, which returns how many messages it sent from
+/// `position` on, and sorts the outcome into packet counts.
+fn drive(weights: &[u32], mut send: impl FnMut(usize, usize) -> io::Result<usize>) -> io::Result<Driven> {
+    let packets = |range: &[u32]| range.iter().map(|&w| w as usize).sum::<usize>();
+    let mut done = Driven::default();
+    let mut pos = 0;
+    while pos < weights.len() {
+        let count = (weights.len() - pos).min(MAX_MESSAGES_PER_CALL);
+        match send(pos, count) {
+            Ok(0) => {
+                // Not expected for count > 0; don't spin on it.
+                done.flushed.would_block += packets(&weights[pos..]);
+                break;
+            }
+            Ok(n) => {
+                done.first_sent |= pos == 0;
+                done.flushed.sent += packets(&weights[pos..pos + n]);
+                pos += n;
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN | libc::ENOBUFS) => {
+                    done.flushed.would_block += packets(&weights[pos..]);
+                    break;
+                }
+                // What a kernel or route without GSO answers (no
+                // `UDP_SEGMENT`, no checksum offload, a segment above the
+                // path MTU, ...).
+                Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+                    if weights[pos] > 1 =>
+                {
+                    done.gso_refused_at = Some(pos);
+                    break;
+                }
+                Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP) | None => return Err(e),
+                // `sendmmsg` reports an error only for the first message
+                // of the call; the ones before it were sent (and counted by
+                // an earlier `Ok`). Skip the bad one and carry on.
+                Some(_) => {
+                    done.flushed.failed += weights[pos] as usize;
+                    pos += 1;
+                }
+            },
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
+
+    fn receiver(ip: IpAddr) -> UdpSocket {
+        let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sock
+    }
+
+    fn sender(ip: IpAddr) -> UdpSocket {
+        let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        sock
+    }
+
+    fn header(seq: u16) -> [u8; 12] {
+        let mut h = [0u8; 12];
+        h[0] = 0x80;
+        h[1] = 96;
+        h[2..4].copy_from_slice(&seq.to_be_bytes());
+        h[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        h
+    }
+
+    /// A buffer standing in for a mapped movie.
+    fn movie() -> Vec<u8> {
+        (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    fn send_and_check(ip: IpAddr) {
+        let rx = receiver(ip);
+        let tx = sender(ip);
+        let dest = rx.local_addr().unwrap();
+        let data = movie();
+        let mut storage = SendBatch::with_capacity(4);
+        let mut expected = Vec::new();
+        {
+            let mut batch = storage.begin();
+            for i in 0..40u16 {
+                let off = usize::from(i) * 997;
+                // Two or three spans of varying lengths, one of them empty now and then.
+                let spans: Vec<&[u8]> = match i % 3 {
+                    0 => vec![&data[off..off + 100], &data[off + 5000..off + 6000]],
+                    1 => vec![
+                        &data[off..off + 1],
+                        &[],
+                        &data[off + 10..off + 300],
+                        &data[off + 7..off + 1207],
+                    ],
+                    _ => vec![&data[off..off + 1304]],
+                };
+                let h = header(i);
+                batch.push(dest, &h, spans.iter().copied());
+                let mut packet = h.to_vec();
+                spans.iter().for_each(|s| packet.extend_from_slice(s));
+                expected.push(packet);
+            }
+            assert_eq!(batch.len(), 40);
+            let flushed = batch.flush(&tx).unwrap();
+            assert_eq!(
+                flushed,
+                Flushed {
+                    sent: 40,
+                    would_block: 0,
+                    failed: 0
+                }
+            );
+            assert!(batch.is_empty());
+        }
+        let mut buf = [0u8; 2048];
+        for packet in &expected {
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(from, tx.local_addr().unwrap());
+            assert_eq!(&buf[..n], &packet[..]);
+        }
+    }
+
+    #[test]
+    fn sends_split_payloads_ipv4() {
+        send_and_check(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn sends_split_payloads_ipv6() {
+        send_and_check(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn storage_is_reused_across_batches_and_destinations() {
+        let rx1 = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let rx2 = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let data = movie();
+        let mut storage = SendBatch::new();
+        for round in 0..3u8 {
+            let mut batch = storage.begin();
+            for i in 0..6u16 {
+                let dest = if i % 2 == 0 { &rx1 } else { &rx2 };
+                let off = usize::from(round) * 10 + usize::from(i);
+                batch.push(dest.local_addr().unwrap(), &header(i), [&data[off..off + 20]]);
+            }
+            assert_eq!(batch.flush(&tx).unwrap().sent, 6);
+            // Pushing again after a flush, in the same batch.
+            batch.push(rx1.local_addr().unwrap(), &header(99), [&data[..3]]);
+            assert_eq!(batch.flush(&tx).unwrap().sent, 1);
+            let mut buf = [0u8; 64];
+            for i in 0..3u16 {
+                for (rx, seq) in [(&rx1, 2 * i), (&rx2, 2 * i + 1)] {
+                    let n = rx.recv(&mut buf).unwrap();
+                    assert_eq!(&buf[..12], &header(seq));
+                    let off = usize::from(round) * 10 + usize::from(seq);
+                    assert_eq!(&buf[12..n], &data[off..off + 20]);
+                }
+            }
+            let n = rx1.recv(&mut buf).unwrap();
+            assert_eq!((&buf[..12], &buf[12..n]), (&header(99)[..], &data[..3]));
+        }
+    }
+
+    #[test]
+    fn many_slices_spill_into_one_iovec() {
+        let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let data = movie();
+        let mut storage = SendBatch::new();
+        let mut batch = storage.begin();
+        let mut expected = Vec::new();
+        for count in [MAX_IOVECS - 2, MAX_IOVECS - 1, MAX_IOVECS, MAX_IOVECS + 1, 40] {
+            let spans: Vec<&[u8]> = (0..count).map(|i| &data[i * 50..i * 50 + 10 + i]).collect();
+            batch.push(rx.local_addr().unwrap(), &header(count as u16), spans.iter().copied());
+            let msg = *batch.inner.msgs.last().unwrap();
+            assert!(msg.iov_len as usize <= MAX_IOVECS);
+            let mut packet = header(count as u16).to_vec();
+            spans.iter().for_each(|s| packet.extend_from_slice(s));
+            expected.push(packet);
+        }
+        assert_eq!(batch.flush(&tx).unwrap().sent, expected.len());
+        let mut buf = [0u8; 2048];
+        for packet in &expected {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &packet[..]);
+        }
+    }
+
+    #[test]
+    fn bad_destination_is_skipped_and_the_rest_go() {
+        let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let good = rx.local_addr().unwrap();
+        // An IPv6 destination on an IPv4 socket: refused for that message only.
+        let bad: SocketAddr = "[::1]:9".parse().unwrap();
+        let mut storage = SendBatch::new();
+        let mut batch = storage.begin();
+        for (i, dest) in [bad, good, good, bad, bad, good].into_iter().enumerate() {
+            batch.push(dest, &header(i as u16), [&b"payload"[..]]);
+        }
+        let flushed = batch.flush(&tx).unwrap();
+        assert_eq!(
+            flushed,
+            Flushed {
+                sent: 3,
+                would_block: 0,
+                failed: 3
+            }
+        );
+        let mut buf = [0u8; 64];
+        for seq in [1u16, 2, 5] {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n - 7], &header(seq));
+        }
+    }
+
+    #[test]
+    fn tiny_send_buffer_counts_add_up() {
+        let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tx = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        tx.set_send_buffer_size(1).unwrap();
+        tx.set_nonblocking(true).unwrap();
+        tx.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0).into())
+            .unwrap();
+        let tx: UdpSocket = tx.into();
+        let data = vec![0xabu8; 60_000];
+        let mut storage = SendBatch::new();
+        let mut total = Flushed::default();
+        for _ in 0..20 {
+            let mut batch = storage.begin();
+            for i in 0..200u16 {
+                batch.push(rx.local_addr().unwrap(), &header(i), [&data[..], &data[..1000]]);
+            }
+            let flushed = batch.flush(&tx).unwrap();
+            assert_eq!(flushed.sent + flushed.would_block + flushed.failed, 200);
+            total.add(flushed);
+        }
+        assert_eq!(total.sent + total.would_block + total.failed, 4000);
+    }
+
+    #[test]
+    fn drive_sorts_partial_sends_and_errors() {
+        let err = |code| Err(io::Error::from_raw_os_error(code));
+        // 10 messages: 4 go, one is refused, 3 go, EINTR, then the buffer fills.
+        let mut script: Vec<io::Result<usize>> = vec![
+            Ok(4),
+            err(libc::ECONNREFUSED),
+            Ok(3),
+            err(libc::EINTR),
+            err(libc::EAGAIN),
+        ];
+        script.reverse();
+        let mut calls = Vec::new();
+        let done = drive(&[1; 10], |pos, count| {
+            calls.push((pos, count));
+            script.pop().unwrap()
+        })
+        .unwrap();
+        let expected = Flushed {
+            sent: 7,
+            would_block: 2,
+            failed: 1,
+        };
+        assert_eq!(
+            (done.flushed, done.gso_refused_at, done.first_sent),
+            (expected, None, true)
+        );
+        assert_eq!(calls, [(0, 10), (4, 6), (5, 5), (8, 2), (8, 2)]);
+
+        // More messages than one call takes.
+        let mut calls = Vec::new();
+        let done = drive(&[1; 2500], |pos, count| {
+            calls.push((pos, count));
+            Ok(count)
+        })
+        .unwrap();
+        assert_eq!(done.flushed.sent, 2500);
+        assert_eq!(calls, [(0, 1024), (1024, 1024), (2048, 452)]);
+
+        // A dead socket is an error, not a count.
+        assert!(drive(&[1; 3], |_, _| err(libc::EBADF)).is_err());
+    }
+
+    #[test]
+    fn drive_counts_packets_of_gso_runs() {
+        let err = |code| Err(io::Error::from_raw_os_error(code));
+        // Runs of 5, 1, 3, 2, 4 packets: the first two go, the run of 3 is
+        // unreachable, the run of 2 goes, then the buffer is full.
+        let mut script: Vec<io::Result<usize>> = vec![Ok(2), err(libc::ENETUNREACH), Ok(1), err(libc::EAGAIN)];
+        script.reverse();
+        let done = drive(&[5, 1, 3, 2, 4], |_, _| script.pop().unwrap()).unwrap();
+        let expected = Flushed {
+            sent: 8,
+            would_block: 4,
+            failed: 3,
+        };
+        assert_eq!((done.flushed, done.gso_refused_at), (expected, None));
+
+        // GSO refused at the third message: what went before counts, the rest is left to retry.
+        let mut script: Vec<io::Result<usize>> = vec![Ok(2), err(libc::EIO)];
+        script.reverse();
+        let done = drive(&[5, 1, 3, 2], |_, _| script.pop().unwrap()).unwrap();
+        assert_eq!(done.flushed.sent, 6);
+        assert_eq!(done.gso_refused_at, Some(2));
+        // The same error on a single packet is that packet's failure.
+        let mut script: Vec<io::Result<usize>> = vec![err(libc::EINVAL), Ok(1)];
+        script.reverse();
+        let done = drive(&[1, 1], |_, _| script.pop().unwrap()).unwrap();
+        assert_eq!(
+            (done.flushed.sent, done.flushed.failed, done.gso_refused_at),
+            (1, 1, None)
+        );
+        assert!(!done.first_sent);
+    }
+
+    /// Sizes and destinations of packets, and the messages `build` makes of them.
+    fn grouping(packets: &[(usize, u16)]) -> Vec<u32> {
+        let data = vec![0u8; 70_000];
+        let mut storage = SendBatch::new();
+        let mut batch = storage.begin();
+        for &(len, port) in packets {
+            let dest = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+            batch.push(dest, &header(0), [&data[..len - RTP_HEADER_LEN]]);
+        }
+        batch.inner.settle_iovecs();
+        batch.inner.build(0, true);
+        assert_eq!(batch.inner.hdrs.len(), batch.inner.weights.len());
+        batch.inner.weights.clone()
+    }
+
+    #[test]
+    fn gso_runs_are_equal_sizes_to_one_destination() {
+        // Equal sizes, a short last one ends the run, a longer one starts a new one.
+        assert_eq!(
+            grouping(&[(1316, 1), (1316, 1), (1316, 1), (700, 1), (1316, 1), (1316, 1)]),
+            [4, 2]
+        );
+        // A larger packet after the first cannot join; another destination cannot either.
+        assert_eq!(
+            grouping(&[(500, 1), (1316, 1), (1316, 2), (1316, 2), (1316, 1)]),
+            [1, 1, 2, 1]
+        );
+        // At most 64 segments, and at most MAX_GSO_BYTES in one message.
+        assert_eq!(grouping(&[(100, 1); 130]), [64, 64, 2]);
+        assert_eq!(grouping(&[(1316, 1); 100]), [49, 49, 2]);
+        assert_eq!(grouping(&[(40_000, 1); 3]), [1, 1, 1]);
+        assert_eq!(grouping(&[(20_000, 1); 3]), [3]);
+    }
+
+    fn send_run(gso: bool, no_check: bool) -> (Flushed, bool) {
+        let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        if no_check {
+            let on: libc::c_int = 1;
+            // SAFETY: a live socket and a `c_int` option value of the size passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    tx.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    &on as *const libc::c_int as *const libc::c_void,
+                    mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+        }
+        let data = movie();
+        let mut storage = SendBatch::new();
+        storage.set_gso(gso);
+        let mut expected = Vec::new();
+        let mut batch = storage.begin();
+        // A frame of 20 equal fragments ending in a short one, twice, each fragment in two spans.
+        for i in 0..42u16 {
+            let len = if i % 21 == 20 { 333 } else { 1304 };
+            let off = usize::from(i) * 1500;
+            let spans = [&data[off..off + 100], &data[off + 100..off + len]];
+            batch.push(rx.local_addr().unwrap(), &header(i), spans);
+            let mut packet = header(i).to_vec();
+            packet.extend_from_slice(&data[off..off + len]);
+            expected.push(packet);
+        }
+        let flushed = batch.flush(&tx).unwrap();
+        let mut buf = [0u8; 2048];
+        for packet in &expected {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &packet[..]);
+        }
+        (flushed, storage.gso())
+    }
+
+    #[test]
+    fn gso_runs_arrive_as_separate_datagrams() {
+        let all = Flushed {
+            sent: 42,
+            ..Flushed::default()
+        };
+        assert_eq!(send_run(true, false), (all, true));
+        assert_eq!(send_run(false, false), (all, false));
+    }
+
+    #[test]
+    fn refused_gso_falls_back_to_single_packets() {
+        // The kernel refuses GSO on a socket without UDP checksums.
+        let all = Flushed {
+            sent: 42,
+            ..Flushed::default()
+        };
+        assert_eq!(send_run(true, true), (all, false));
+    }
+}
