@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the movies in a directory over RTSP/RTP: video on demand over
+    /// UDP and TCP, one control core and a shard per remaining core.
+    Serve(streamalot::config::ServeArgs),
     /// Show a hinted movie's tracks, hint-track packet counts and bitrates,
     /// its SDP, and optionally its first packet recipes.
     Inspect(inspect::Args),
@@ -33,6 +36,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Serve(args) => streamalot::config::resolve(&args)
+            .map_err(Into::into)
+            .and_then(|config| streamalot::server::run(config).map_err(Into::into)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

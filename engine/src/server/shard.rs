@@ -1,0 +1,831 @@
+//! A shard: a core that owns a set of sessions and sends their packets.
+//!
+//! One task paces: it sleeps until the earliest packet is due, sends every
+//! packet due by then (UDP in one batched `sendmmsg`, TCP into each
+//! connection's bounded queue), and does the housekeeping (RTCP sender
+//! reports, timeouts, ended sessions). Other tasks read commands from the
+//! control core, RTCP from the shard's socket, and the RTSP connections the
+//! shard owns. All share the state below; the executor is single-threaded,
+//! and no borrow is held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use glommio::net::{TcpStream, UdpSocket};
+use loader::{Packet, Span};
+use smallvec::SmallVec;
+use tracing::{debug, info, warn};
+
+use super::{now, parse_session_id, session_id, FromShard, Handover, SessionKey, ToShard};
+use crate::access_log::AccessRecord;
+use crate::config::Config;
+use crate::library::Library;
+use crate::net::{SendBatch, UdpPair};
+use crate::playback::{Nanos, StreamSeeds};
+use crate::rtcp;
+use crate::rtsp::message::{self, Message, Method, Request, Response};
+use crate::session::{Context, Destination, Effect, Session};
+use crate::stats::ShardStats;
+
+const MS: Nanos = 1_000_000;
+/// Packets due within this much of now go out in the current batch: fewer,
+/// fuller `sendmmsg` calls for at most this much earliness.
+const LOOKAHEAD: Nanos = MS / 2;
+const HOUSEKEEPING: Nanos = 250 * MS;
+/// RTCP sender reports, per stream (RFC 3550 suggests about 5 s).
+const SR_INTERVAL: Nanos = 5_000 * MS;
+/// How long a session whose media has ended waits for its TEARDOWN.
+const ENDED_GRACE: Nanos = 5_000 * MS;
+/// At most this many messages per `sendmmsg`.
+const BATCH: usize = 256;
+
+/// A UDP packet chosen in this round, sent once the round's choices are made.
+struct Pending {
+    key: SessionKey,
+    dest: SocketAddr,
+    header: [u8; 12],
+    spans: SmallVec<[Span; 6]>,
+}
+
+/// What RTCP receiver reports say about one stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reception {
+    cumulative_lost: i64,
+    jitter: u32,
+}
+
+struct Entry {
+    session: Session,
+    client: SocketAddr,
+    /// Bumped whenever the schedule changes; stale heap entries are skipped.
+    generation: u32,
+    /// The connection carrying the session's media, for TCP.
+    conn: Option<u64>,
+    /// Destination per playback stream, fixed at PLAY.
+    dests: Vec<Destination>,
+    next_sr: Nanos,
+    ended_at: Option<Nanos>,
+    reception: Vec<Reception>,
+    status: u16,
+}
+
+/// An RTSP connection the shard owns, with its outgoing queue.
+struct Conn {
+    client: SocketAddr,
+    /// Bytes waiting for the writer: whole responses and whole `$` frames.
+    out: RefCell<Vec<u8>>,
+    /// Bytes the writer has taken and not yet written.
+    in_flight: Cell<usize>,
+    bound: usize,
+    kick: LocalSender<()>,
+    closed: Cell<bool>,
+}
+
+impl Conn {
+    fn queued(&self) -> usize {
+        self.out.borrow().len() + self.in_flight.get()
+    }
+
+    /// Queues a response: always, whatever the bound.
+    fn respond(&self, r: &Response) {
+        r.write_to(&mut self.out.borrow_mut());
+        let _ = self.kick.try_send(());
+    }
+
+    /// Queues a `$` frame, unless the queue is past its bound: then the whole
+    /// frame is dropped (never part of one) and `false` returned.
+    fn frame(&self, channel: u8, parts: &[&[u8]]) -> bool {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > usize::from(u16::MAX) || self.queued() + len + 4 > self.bound {
+            return false;
+        }
+        let mut out = self.out.borrow_mut();
+        out.extend_from_slice(&[b'$', channel]);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        drop(out);
+        let _ = self.kick.try_send(());
+        true
+    }
+}
+
+struct Shard {
+    index: usize,
+    config: Config,
+    ports: (u16, u16),
+    rtp: std::net::UdpSocket,
+    rtcp: std::net::UdpSocket,
+    sessions: HashMap<SessionKey, Entry>,
+    heap: BinaryHeap<Reverse<(Nanos, SessionKey, u32)>>,
+    /// Client RTCP addresses, to tell incoming reports apart.
+    rtcp_routes: HashMap<SocketAddr, SessionKey>,
+    conns: HashMap<u64, Rc<Conn>>,
+    next_conn: u64,
+    library: Library,
+    stats: ShardStats,
+    batch: SendBatch,
+    pending: Vec<Pending>,
+    outbox: VecDeque<FromShard>,
+    next_housekeeping: Nanos,
+    rng: crate::random::Rng,
+    cname: String,
+    wake_pacer: LocalSender<()>,
+    wake_outbox: LocalSender<()>,
+}
+
+pub async fn run(
+    index: usize,
+    config: Config,
+    pair: UdpPair,
+    commands: SharedReceiver<ToShard>,
+    back: SharedSender<FromShard>,
+) {
+    let commands = commands.connect().await;
+    let back = back.connect().await;
+    let ports = match pair.ports() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(shard = index, error = %e, "cannot read the shard's UDP ports");
+            return;
+        }
+    };
+    let UdpPair { rtp, rtcp } = pair;
+    let rtcp_rx = match rtcp.try_clone() {
+        // SAFETY: `into_raw_fd` gives up the clone's only owner, so glommio's
+        // socket becomes the sole owner of that descriptor.
+        Ok(c) => unsafe { UdpSocket::from_raw_fd(c.into_raw_fd()) },
+        Err(e) => {
+            warn!(shard = index, error = %e, "cannot read RTCP: receiver reports will be ignored");
+            return;
+        }
+    };
+    let library = match Library::new(config.media.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(shard = index, error = %e, "cannot open the media library");
+            return;
+        }
+    };
+    let (wake_pacer, pacer_rx) = local_channel::new_bounded(1);
+    let (wake_outbox, outbox_rx) = local_channel::new_bounded(1);
+    let shard = Rc::new(RefCell::new(Shard {
+        index,
+        ports,
+        rtp,
+        rtcp,
+        sessions: HashMap::new(),
+        heap: BinaryHeap::new(),
+        rtcp_routes: HashMap::new(),
+        conns: HashMap::new(),
+        next_conn: 0,
+        library,
+        stats: ShardStats::default(),
+        batch: SendBatch::with_capacity(BATCH),
+        pending: Vec::with_capacity(BATCH),
+        outbox: VecDeque::new(),
+        next_housekeeping: 0,
+        rng: crate::random::Rng::new(),
+        cname: format!("streamalot-{index}@{}", hostname()),
+        wake_pacer,
+        wake_outbox,
+        config,
+    }));
+    info!(shard = index, rtp = ports.0, rtcp = ports.1, "shard ready");
+    let pacer = glommio::spawn_local(pace(shard.clone(), pacer_rx));
+    let rtcp_task = glommio::spawn_local(receive_rtcp(shard.clone(), rtcp_rx));
+    let outbox = glommio::spawn_local(deliver(shard.clone(), outbox_rx, back));
+    while let Some(cmd) = commands.recv().await {
+        match cmd {
+            ToShard::Shutdown => break,
+            cmd => command(&shard, cmd),
+        }
+    }
+    // Goodbye to every client, then report and stop.
+    let keys: Vec<SessionKey> = shard.borrow().sessions.keys().copied().collect();
+    {
+        let mut s = shard.borrow_mut();
+        for key in keys {
+            s.end_session(key, now(), "server shutdown");
+        }
+        let stats = Box::new(s.stats.clone());
+        s.post(FromShard::Stopped { stats });
+    }
+    // Let the writers and the outbox drain.
+    glommio::timer::sleep(Duration::from_millis(100)).await;
+    let _ = pacer.cancel().await;
+    let _ = rtcp_task.cancel().await;
+    let _ = outbox.cancel().await;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn command(shard: &Rc<RefCell<Shard>>, cmd: ToShard) {
+    match cmd {
+        ToShard::NewSession {
+            key,
+            path,
+            movie,
+            request,
+            client,
+            conn,
+            reply,
+        } => {
+            let conn_id = conn.map(|h| adopt(shard, h));
+            let mut s = shard.borrow_mut();
+            let now = now();
+            s.sessions
+                .insert(key, Entry::new(Session::new(session_id(key), path, movie, now), client));
+            let response = s.request(key, &request, client, conn_id, now);
+            let created = response.status == 200;
+            if !created {
+                s.sessions.remove(&key);
+            } else {
+                s.stats.sessions_started += 1;
+            }
+            match conn_id.and_then(|c| s.conns.get(&c).cloned()) {
+                Some(c) => {
+                    c.respond(&response);
+                    if !created {
+                        // The control core counted it; tell it the session is not.
+                        s.post(FromShard::SessionEnded {
+                            key,
+                            record: AccessRecord::refused(client, &request, response.status),
+                        });
+                    }
+                }
+                None => s.post(FromShard::Reply {
+                    reply,
+                    response,
+                    created,
+                }),
+            }
+        }
+        ToShard::Request {
+            key,
+            request,
+            client,
+            reply,
+        } => {
+            let mut s = shard.borrow_mut();
+            let response = s.request(key, &request, client, None, now());
+            s.post(FromShard::Reply {
+                reply,
+                response,
+                created: false,
+            });
+        }
+        ToShard::Stats { reply } => {
+            let mut s = shard.borrow_mut();
+            let stats = Box::new(s.stats.clone());
+            s.post(FromShard::Stats { reply, stats });
+        }
+        ToShard::Shutdown => {}
+    }
+}
+
+impl Entry {
+    fn new(session: Session, client: SocketAddr) -> Entry {
+        Entry {
+            session,
+            client,
+            generation: 0,
+            conn: None,
+            dests: Vec::new(),
+            next_sr: 0,
+            ended_at: None,
+            reception: Vec::new(),
+            status: 200,
+        }
+    }
+}
+
+impl Shard {
+    fn post(&mut self, event: FromShard) {
+        self.outbox.push_back(event);
+        let _ = self.wake_outbox.try_send(());
+    }
+
+    fn seeds(&mut self) -> StreamSeeds {
+        let r = self.rng.next();
+        (r as u32, (r >> 32) as u16, self.rng.next() as u32)
+    }
+
+    /// Handles a request naming session `key` (which exists), from the
+    /// control core or from connection `conn`.
+    fn request(
+        &mut self,
+        key: SessionKey,
+        req: &Request,
+        client: SocketAddr,
+        conn: Option<u64>,
+        now: Nanos,
+    ) -> Response {
+        let seeds = self.seeds();
+        let ports = self.ports;
+        let timeout = self.config.session_timeout;
+        let Some(e) = self.sessions.get_mut(&key) else {
+            return Response::new(454, req.cseq());
+        };
+        if e.session.tracks.is_empty() {
+            e.conn = conn;
+        }
+        let ctx = Context {
+            now,
+            client: client.ip(),
+            server_ports: ports,
+            interleaved_ok: conn.is_some() && e.conn == conn,
+            timeout_secs: timeout,
+            seeds,
+        };
+        let (response, effect) = e.session.handle(req, &ctx);
+        if req.method == Method::Setup && response.status == 200 {
+            for t in &e.session.tracks {
+                if let Destination::Udp { rtcp, .. } = t.destination {
+                    self.rtcp_routes.insert(rtcp, key);
+                }
+            }
+        }
+        if req.method == Method::Play {
+            e.status = response.status;
+        }
+        match effect {
+            Effect::None => {}
+            Effect::Schedule => {
+                e.generation = e.generation.wrapping_add(1);
+                e.ended_at = None;
+                let n = e.session.playback.as_ref().map_or(0, |p| p.streams().len());
+                e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
+                e.reception.resize(n, Reception::default());
+                if let Some(due) = e.session.playback.as_mut().and_then(|p| p.next_due()) {
+                    self.heap.push(Reverse((due, key, e.generation)));
+                    let _ = self.wake_pacer.try_send(());
+                }
+            }
+            Effect::End => self.end_session(key, now, "teardown"),
+        }
+        response
+    }
+
+    /// Sends every packet due by now (plus the lookahead), then does the
+    /// housekeeping if it is time. Returns when to run again.
+    fn pump(&mut self, now: Nanos) -> Nanos {
+        let horizon = now + LOOKAHEAD;
+        let Shard {
+            sessions,
+            heap,
+            conns,
+            stats,
+            pending,
+            ..
+        } = self;
+        let mut ended = Vec::new();
+        while let Some(&Reverse((due, key, generation))) = heap.peek() {
+            if due > horizon {
+                break;
+            }
+            heap.pop();
+            let Some(e) = sessions.get_mut(&key) else { continue };
+            if e.generation != generation {
+                continue;
+            }
+            let Some(pb) = e.session.playback.as_mut() else {
+                continue;
+            };
+            let movie = pb.movie().clone();
+            let data = movie.data();
+            let conn = e.conn.and_then(|c| conns.get(&c));
+            let dests = &e.dests;
+            pb.poll(horizon, |o| {
+                let due_at = horizon - o.late_ns;
+                let bytes = 12 + o.packet.payload_len();
+                match dests.get(o.stream) {
+                    Some(&Destination::Udp { rtp, .. }) => pending.push(Pending {
+                        key,
+                        dest: rtp,
+                        header: o.header,
+                        spans: o.packet.payload.clone(),
+                    }),
+                    Some(&Destination::Tcp { rtp_channel, .. }) => {
+                        let Some(c) = conn else { return };
+                        if !send_tcp(c, rtp_channel, &o.header, o.packet, data) {
+                            stats.dropped_tcp += 1;
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+                stats.record_send(now.saturating_sub(due_at), bytes as u64);
+            });
+            match pb.next_due() {
+                Some(next) => heap.push(Reverse((next, key, generation))),
+                None if pb.has_ended() => ended.push(key),
+                None => {}
+            }
+        }
+        self.flush_udp();
+        for key in ended {
+            self.media_ended(key, now);
+        }
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+            self.next_housekeeping = now + HOUSEKEEPING;
+        }
+        let next = self.heap.peek().map_or(u64::MAX, |r| r.0 .0);
+        next.min(self.next_housekeeping)
+    }
+
+    /// Sends the round's UDP packets in batched `sendmmsg` calls.
+    fn flush_udp(&mut self) {
+        let Shard {
+            sessions,
+            pending,
+            batch,
+            rtp,
+            stats,
+            ..
+        } = self;
+        for chunk in pending.chunks(BATCH) {
+            let mut b = batch.begin();
+            for p in chunk {
+                let Some(e) = sessions.get(&p.key) else { continue };
+                let data = e.session.movie.data();
+                b.push(p.dest, &p.header, p.spans.iter().map(|s| s.bytes(data)));
+            }
+            match b.flush(rtp) {
+                Ok(f) => stats.dropped_udp += f.would_block as u64,
+                Err(e) => warn!(error = %e, "sendmmsg failed"),
+            }
+        }
+        pending.clear();
+    }
+
+    /// The media (or the requested range) has run out: say BYE and wait a
+    /// little for the client's TEARDOWN.
+    fn media_ended(&mut self, key: SessionKey, now: Nanos) {
+        self.send_rtcp(key, now, true);
+        if let Some(e) = self.sessions.get_mut(&key) {
+            e.ended_at.get_or_insert(now);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Nanos) {
+        let timeout = self.config.session_timeout.saturating_mul(1_000) * MS;
+        let mut expired = Vec::new();
+        let mut reports = Vec::new();
+        for (&key, e) in &mut self.sessions {
+            if now.saturating_sub(e.session.last_seen) > timeout {
+                expired.push((key, "timeout"));
+            } else if e.ended_at.is_some_and(|t| now.saturating_sub(t) > ENDED_GRACE) {
+                expired.push((key, "media ended"));
+            } else if e.session.playback.as_ref().is_some_and(|p| p.is_playing()) && now >= e.next_sr {
+                e.next_sr = now + SR_INTERVAL;
+                reports.push(key);
+            }
+        }
+        for key in reports {
+            self.send_rtcp(key, now, false);
+        }
+        for (key, why) in expired {
+            self.end_session(key, now, why);
+        }
+    }
+
+    /// An RTCP compound packet (SR + SDES, and BYE when `bye`) per stream.
+    fn send_rtcp(&mut self, key: SessionKey, now: Nanos, bye: bool) {
+        let Some(e) = self.sessions.get(&key) else { return };
+        let Some(pb) = e.session.playback.as_ref() else { return };
+        let ntp = rtcp::ntp_from_unix(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        for (i, s) in pb.streams().iter().enumerate() {
+            // The RTP time of "now": the last packet's, advanced by the time
+            // since it went.
+            let rtp_ts = match s.last_ts {
+                Some((ts, at)) => rtcp::rtp_ts_at(ts, at, now, s.rtp_timescale),
+                None => s.ts_offset,
+            };
+            let mut pkt = Vec::with_capacity(96);
+            rtcp::sender_report(&mut pkt, s.ssrc, ntp, rtp_ts, s.packets as u32, s.octets as u32, &[]);
+            rtcp::sdes_cname(&mut pkt, s.ssrc, &self.cname);
+            if bye {
+                rtcp::bye(&mut pkt, &[s.ssrc], None);
+            }
+            match e.dests.get(i) {
+                Some(Destination::Udp { rtcp, .. }) => {
+                    let _ = self.rtcp.send_to(&pkt, rtcp);
+                }
+                Some(&Destination::Tcp { rtcp_channel, .. }) => {
+                    if let Some(c) = e.conn.and_then(|c| self.conns.get(&c)) {
+                        c.frame(rtcp_channel, &[&pkt]);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Ends a session: BYE (unless the media's end already said it), the
+    /// access-log record to the control core, and its state dropped.
+    fn end_session(&mut self, key: SessionKey, now: Nanos, why: &str) {
+        let already_said_bye = self.sessions.get(&key).is_some_and(|e| e.ended_at.is_some());
+        if !already_said_bye {
+            self.send_rtcp(key, now, true);
+        }
+        let Some(e) = self.sessions.remove(&key) else { return };
+        self.rtcp_routes.retain(|_, k| *k != key);
+        self.stats.sessions_ended += 1;
+        debug!(shard = self.index, session = %e.session.id, why, "session ended");
+        let record = self.record(&e, now);
+        self.post(FromShard::SessionEnded { key, record });
+    }
+
+    fn record(&self, e: &Entry, now: Nanos) -> AccessRecord {
+        let (packets, bytes) = e.session.playback.as_ref().map_or((0, 0), |p| {
+            p.streams()
+                .iter()
+                .fold((0, 0), |a, s| (a.0 + s.packets, a.1 + s.octets + 12 * s.packets))
+        });
+        let lost: Option<i64> =
+            (!e.reception.is_empty()).then(|| e.reception.iter().map(|r| r.cumulative_lost.max(0)).sum());
+        AccessRecord {
+            client: e.client.ip(),
+            uri: e.session.path.clone(),
+            duration: Duration::from_nanos(now.saturating_sub(e.session.started)),
+            bytes,
+            packets,
+            status: e.session.play_status.unwrap_or(e.status),
+            user_agent: e.session.user_agent.clone(),
+            transport: if e.conn.is_some() { "tcp" } else { "udp" },
+            packets_lost: lost,
+            ..AccessRecord::default()
+        }
+    }
+
+    /// Receiver reports: loss and jitter per stream, and a sign of life.
+    fn on_rtcp(&mut self, key: SessionKey, data: &[u8], now: Nanos) {
+        let Some(e) = self.sessions.get_mut(&key) else { return };
+        e.session.last_seen = now;
+        let Ok(packets) = rtcp::parse_compound(data) else {
+            self.stats.bad_rtcp += 1;
+            return;
+        };
+        let Some(pb) = e.session.playback.as_ref() else { return };
+        for p in packets {
+            let blocks = match p {
+                rtcp::RtcpPacket::ReceiverReport { reports, .. } | rtcp::RtcpPacket::SenderReport { reports, .. } => {
+                    reports
+                }
+                _ => continue,
+            };
+            for block in blocks {
+                if let Some(i) = pb.streams().iter().position(|s| s.ssrc == block.ssrc) {
+                    if let Some(r) = e.reception.get_mut(i) {
+                        r.cumulative_lost = i64::from(block.cumulative_lost);
+                        r.jitter = block.jitter;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Queues one media packet as a `$` frame on a TCP connection.
+fn send_tcp(c: &Conn, channel: u8, header: &[u8; 12], packet: &Packet, data: &[u8]) -> bool {
+    let mut parts: SmallVec<[&[u8]; 8]> = SmallVec::new();
+    parts.push(header);
+    parts.extend(packet.payload.iter().map(|s| s.bytes(data)));
+    c.frame(channel, &parts)
+}
+
+async fn pace(shard: Rc<RefCell<Shard>>, wake: LocalReceiver<()>) {
+    loop {
+        let next = shard.borrow_mut().pump(now());
+        let wait = next.saturating_sub(now());
+        if wait == 0 {
+            // A full round: let other tasks run before the next one.
+            glommio::yield_if_needed().await;
+            continue;
+        }
+        let sleep = async {
+            glommio::timer::sleep(Duration::from_nanos(wait)).await;
+        };
+        let woken = async {
+            wake.recv().await;
+        };
+        futures_lite::future::or(sleep, woken).await;
+    }
+}
+
+async fn receive_rtcp(shard: Rc<RefCell<Shard>>, socket: UdpSocket) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let mut s = shard.borrow_mut();
+        match s.rtcp_routes.get(&from).copied() {
+            Some(key) => s.on_rtcp(key, &buf[..n], now()),
+            // Not from a client we know: ignore it, it changes nothing.
+            None => s.stats.bad_rtcp += 1,
+        }
+    }
+}
+
+async fn deliver(shard: Rc<RefCell<Shard>>, wake: LocalReceiver<()>, back: ConnectedSender<FromShard>) {
+    loop {
+        let next = shard.borrow_mut().outbox.pop_front();
+        match next {
+            Some(event) => {
+                if back.send(event).await.is_err() {
+                    return;
+                }
+            }
+            None => {
+                wake.recv().await;
+            }
+        }
+    }
+}
+
+/// Takes over a connection handed from the control core.
+fn adopt(shard: &Rc<RefCell<Shard>>, h: Handover) -> u64 {
+    // SAFETY: the handover carries the only owner of a duplicated
+    // descriptor; `into_raw_fd` releases it to the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
+    let (kick, kicked) = local_channel::new_bounded(1);
+    let mut s = shard.borrow_mut();
+    let id = s.next_conn;
+    s.next_conn += 1;
+    let conn = Rc::new(Conn {
+        client: h.client,
+        out: RefCell::new(Vec::new()),
+        in_flight: Cell::new(0),
+        bound: s.config.tcp_queue_bytes,
+        kick,
+        closed: Cell::new(false),
+    });
+    s.conns.insert(id, conn.clone());
+    drop(s);
+    let (reader, writer) = futures_lite::io::split(stream);
+    glommio::spawn_local(write_loop(conn.clone(), writer, kicked)).detach();
+    glommio::spawn_local(read_loop(shard.clone(), id, conn, reader, h.pending)).detach();
+    id
+}
+
+async fn write_loop(conn: Rc<Conn>, mut writer: futures_lite::io::WriteHalf<TcpStream>, kicked: LocalReceiver<()>) {
+    let mut buf = Vec::new();
+    while !conn.closed.get() {
+        std::mem::swap(&mut buf, &mut conn.out.borrow_mut());
+        if buf.is_empty() {
+            if kicked.recv().await.is_none() {
+                break;
+            }
+            continue;
+        }
+        conn.in_flight.set(buf.len());
+        let ok = writer.write_all(&buf).await.is_ok();
+        conn.in_flight.set(0);
+        buf.clear();
+        if !ok {
+            conn.closed.set(true);
+        }
+    }
+    let _ = writer.close().await;
+}
+
+async fn read_loop(
+    shard: Rc<RefCell<Shard>>,
+    id: u64,
+    conn: Rc<Conn>,
+    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    mut buf: Vec<u8>,
+) {
+    let limits = {
+        let s = shard.borrow();
+        message::Limits {
+            max_header_bytes: s.config.max_header_bytes,
+            max_body_bytes: s.config.max_body_bytes,
+            ..Default::default()
+        }
+    };
+    let mut chunk = vec![0u8; 16 * 1024];
+    'conn: loop {
+        loop {
+            match message::parse(&buf, &limits) {
+                Ok(Some((msg, used))) => {
+                    buf.drain(..used);
+                    let now = now();
+                    let mut s = shard.borrow_mut();
+                    match msg {
+                        Message::Request(req) => {
+                            let response = s.on_conn_request(id, conn.client, &req, now);
+                            conn.respond(&response);
+                        }
+                        Message::Interleaved { channel, data } => {
+                            // RTCP from the client rides the odd channels.
+                            let key = s.sessions.iter().find_map(|(&k, e)| {
+                                (e.conn == Some(id)
+                                    && e.dests.iter().any(|d| matches!(d, Destination::Tcp { rtcp_channel, .. } if *rtcp_channel == channel)))
+                                .then_some(k)
+                            });
+                            if let Some(key) = key {
+                                s.on_rtcp(key, &data, now);
+                            }
+                        }
+                        Message::Response { .. } => {}
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    conn.respond(&Response::new(e.status(), None));
+                    break 'conn;
+                }
+            }
+        }
+        if conn.closed.get() {
+            break;
+        }
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    // The connection is gone: so are the sessions riding on it.
+    conn.closed.set(true);
+    let _ = conn.kick.try_send(());
+    let mut s = shard.borrow_mut();
+    let keys: Vec<SessionKey> = s
+        .sessions
+        .iter()
+        .filter(|(_, e)| e.conn == Some(id))
+        .map(|(&k, _)| k)
+        .collect();
+    for key in keys {
+        s.end_session(key, now(), "connection closed");
+    }
+    s.conns.remove(&id);
+    s.post(FromShard::ConnectionClosed { client: conn.client });
+}
+
+impl Shard {
+    /// A request read from a connection this shard owns.
+    fn on_conn_request(&mut self, conn: u64, client: SocketAddr, req: &Request, now: Nanos) -> Response {
+        let Some(cseq) = req.cseq() else {
+            return Response::new(400, None);
+        };
+        if let Some(header) = req.headers.get("Session") {
+            return match parse_session_id(header) {
+                Some(key) if self.sessions.contains_key(&key) => self.request(key, req, client, Some(conn), now),
+                _ => Response::new(454, Some(cseq)),
+            };
+        }
+        match &req.method {
+            Method::Options => Response::new(200, Some(cseq)).header("Public", crate::rtsp::PUBLIC_METHODS),
+            Method::Describe => super::control::describe_response(&mut self.library, req, cseq),
+            Method::Setup => {
+                // A new session on this connection: it stays on this shard.
+                let Some((path, _)) = crate::session::split_uri(&req.uri) else {
+                    return Response::new(400, Some(cseq));
+                };
+                let movie = match self.library.open(path) {
+                    Ok(m) => m,
+                    Err(e) => return Response::new(e.status(), Some(cseq)),
+                };
+                let key = self.rng.next().max(1);
+                let path = path.to_owned();
+                self.sessions
+                    .insert(key, Entry::new(Session::new(session_id(key), path, movie, now), client));
+                let response = self.request(key, req, client, Some(conn), now);
+                if response.status == 200 {
+                    self.stats.sessions_started += 1;
+                    self.post(FromShard::SessionCreated { key, client });
+                } else {
+                    self.sessions.remove(&key);
+                }
+                response
+            }
+            Method::Play | Method::Pause | Method::Teardown => Response::new(454, Some(cseq)),
+            Method::GetParameter | Method::SetParameter => Response::new(200, Some(cseq)),
+            Method::Announce | Method::Record | Method::Redirect => {
+                Response::new(405, Some(cseq)).header("Allow", crate::rtsp::PUBLIC_METHODS)
+            }
+            Method::Other(_) => Response::new(501, Some(cseq)),
+        }
+    }
+}
