@@ -13,6 +13,10 @@ use crate::track::Track;
 
 const NANOS: i64 = 1_000_000_000;
 
+/// The largest RTP payload any transport carries: an interleaved RTSP frame
+/// has a 16-bit length, a UDP datagram less, and the RTP header takes 12.
+const MAX_PAYLOAD: usize = 65_535 - 12;
+
 /// `t` ticks of `timescale` in nanoseconds, without overflow for any timescale.
 #[inline]
 pub(crate) fn ticks_to_ns(t: i64, timescale: u32) -> i64 {
@@ -137,7 +141,14 @@ impl HintCursor {
                 return Ok(false);
             };
             let n = self.next_sample;
-            let Some(t) = track.samples.decode_time(n).filter(|&t| t < seg.media_end) else {
+            // `stts` may claim more samples than `stsz` has (one damaged count
+            // claims billions): past the last sample there is nothing to read,
+            // and walking the phantom ones one error at a time would hang.
+            let Some(t) = track
+                .samples
+                .decode_time(n)
+                .filter(|&t| t < seg.media_end && n < track.samples.len())
+            else {
                 self.next_segment(track);
                 continue;
             };
@@ -218,8 +229,21 @@ impl HintCursor {
         // Absolute offset of the data table, for immediate constructors.
         let table_offset = entry.constructors.as_ptr() as usize - data.as_ptr() as usize;
         let mut key = None;
+        let mut bytes_so_far = 0;
         for (i, c) in entry.constructors.chunks_exact(CONSTRUCTOR_LEN).enumerate() {
-            match Constructor::parse(c)? {
+            let constructor = Constructor::parse(c)?;
+            // A data table that adds up to more than any RTP packet can carry
+            // is damaged; following it could mean millions of spans (and
+            // megabytes of them) for one packet.
+            bytes_so_far += match constructor {
+                Constructor::Nop => 0,
+                Constructor::Immediate(bytes) => bytes.len(),
+                Constructor::Sample { len, .. } | Constructor::Description { len, .. } => usize::from(len),
+            };
+            if bytes_so_far > MAX_PAYLOAD {
+                return Err("data table adds up to more than an RTP packet can carry");
+            }
+            match constructor {
                 Constructor::Nop => {}
                 Constructor::Immediate(bytes) => push_span(
                     payload,
@@ -430,7 +454,7 @@ fn compressed_spans(
         .compressed_position(n, bpb, spb)
         .ok_or("compressed constructor names a sample the track does not have")?;
     let file_len = movie.data().len() as u64;
-    let mut at = start + u64::from(offset);
+    let mut at = start.saturating_add(u64::from(offset));
     let mut left = left.saturating_sub(u64::from(offset));
     let mut need = u64::from(len);
     loop {
@@ -453,6 +477,11 @@ fn compressed_spans(
         let (next, next_len) = table
             .compressed_chunk(chunk, bpb, spb)
             .ok_or("compressed constructor reads past the last chunk")?;
+        // Real sound chunks are never empty. Damaged tables can make every
+        // chunk empty, and then each constructor would walk all of them.
+        if next_len == 0 {
+            return Err("compressed constructor reads into an empty chunk");
+        }
         at = next;
         left = next_len;
     }

@@ -178,7 +178,11 @@ impl SampleTable {
                     return None;
                 }
                 let chunk = self.chunk_of(n)?;
-                let offset = chunk.offset + u64::from(n - chunk.first_sample) * u64::from(*size);
+                // A damaged `co64` can put a chunk at the top of the 64-bit
+                // range, past which its later samples cannot be placed.
+                let offset = chunk
+                    .offset
+                    .checked_add(u64::from(n - chunk.first_sample) * u64::from(*size))?;
                 Some((offset, *size))
             }
         }
@@ -210,7 +214,9 @@ impl SampleTable {
         let bpb = u64::from(bytes_per_block.max(1));
         let into = u64::from(n - c.first_sample) * bpb / spb;
         let chunk_bytes = u64::from(c.samples) * bpb / spb;
-        Some((c.offset + into, chunk_bytes - into.min(chunk_bytes), i))
+        // Saturating: a damaged `co64` offset near 2^64 must fail the caller's
+        // check against the file length, not overflow.
+        Some((c.offset.saturating_add(into), chunk_bytes - into.min(chunk_bytes), i))
     }
 
     /// Start and byte length of chunk `i` for compressed sound, as above.

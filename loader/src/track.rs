@@ -174,6 +174,22 @@ impl Track {
             }
             _ => None,
         };
+        // Hint samples are each at least a 4-byte header and never share
+        // bytes, so no hint track has more samples than a quarter of the file
+        // has room for. With one constant `stsz` size, a damaged count claims
+        // up to four billion in four bytes, and a cursor would spend minutes
+        // walking them.
+        if rtp.is_some() && u64::from(samples.len()) > data.len() as u64 / 4 {
+            return Err(Error::malformed(
+                &format!("{stbl_path}/stsz"),
+                stbl.offset,
+                format!(
+                    "{} hint samples cannot fit in a {}-byte file",
+                    samples.len(),
+                    data.len()
+                ),
+            ));
+        }
         Ok(Track {
             id,
             handler,
