@@ -30,8 +30,6 @@ pub struct Stream {
     pub rtp_timescale: u32,
     pub packets: u64,
     pub octets: u64,
-    /// Timestamp of the last packet sent, and when it went.
-    pub last_ts: Option<(u32, Nanos)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,7 +105,6 @@ impl Playback {
                     rtp_timescale: rtp.rtp_timescale,
                     packets: 0,
                     octets: 0,
-                    last_ts: None,
                 }
             })
             .collect();
@@ -146,6 +143,17 @@ impl Playback {
             } => npt_start + now.saturating_sub(wall_start) as i64,
             State::Paused { at, .. } | State::Ended { at } => at,
         }
+    }
+
+    /// The RTP timestamp of stream `stream` that corresponds to `now`: the
+    /// same npt-to-timestamp mapping as RTP-Info's, so RTCP sender reports
+    /// agree with it and across streams. (A packet's own timestamp will not
+    /// do: video timestamps are presentation times, ahead of when the packet
+    /// is sent by up to the reordering delay.)
+    pub fn rtp_time_now(&self, stream: usize, now: Nanos) -> Option<u32> {
+        let s = self.streams.get(stream)?;
+        let track = self.movie.track(s.track_id)?;
+        Some(track.rtp_time_at(self.position_ns(now))?.wrapping_add(s.ts_offset))
     }
 
     /// Starts or resumes sending.
@@ -270,7 +278,6 @@ impl Playback {
             s.next_seq = s.next_seq.wrapping_add(1);
             s.packets += 1;
             s.octets += p.payload_len() as u64;
-            s.last_ts = Some((ts, now));
             send(Outgoing {
                 stream,
                 header,

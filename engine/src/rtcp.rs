@@ -21,8 +21,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::playback::Nanos;
-
 /// Sender report.
 pub const PT_SR: u8 = 200;
 /// Receiver report.
@@ -133,23 +131,6 @@ pub fn ntp_from_unix(unix: Duration) -> u64 {
 /// what round-trip arithmetic works in (units of 1/65536 s).
 pub fn ntp_middle32(ntp: u64) -> u32 {
     (ntp >> 16) as u32
-}
-
-/// The RTP timestamp that corresponds to `now`, given that timestamp `ts`
-/// corresponded to `at` and the stream's clock runs at `clock_rate` Hz.
-///
-/// An SR must pair its NTP time with the RTP time of the same instant (RFC
-/// 3550 section 6.4.1), which generally falls between packets; the pacer
-/// knows the last packet's timestamp and when it went (`Stream::last_ts`).
-/// `now` may also be before `at`. The result wraps as RTP timestamps do.
-pub fn rtp_ts_at(ts: u32, at: Nanos, now: Nanos, clock_rate: u32) -> u32 {
-    // Truncating to u32 is the wrap; u128 keeps the product exact.
-    let ticks = |ns: u64| (u128::from(ns) * u128::from(clock_rate) / 1_000_000_000) as u32;
-    if now >= at {
-        ts.wrapping_add(ticks(now - at))
-    } else {
-        ts.wrapping_sub(ticks(at - now))
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -268,7 +249,7 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 
 /// Appends a sender report (PT 200).
 ///
-/// `ntp` and `rtp_ts` must describe the same instant (see [`rtp_ts_at`]).
+/// `ntp` and `rtp_ts` must describe the same instant (the pacer takes the RTP time of the current play position).
 /// `packets` and `octets` are the counts since the stream began, payload only
 /// for octets; they wrap modulo 2^32 (RFC 3550 section 6.4.1), so pass the
 /// low 32 bits of wider counters.
@@ -986,22 +967,6 @@ mod tests {
         // 2208988800 s is 0x83aa_7e80.
         assert_eq!(ntp_middle32(ntp_from_unix(Duration::ZERO)), 0x7e80_0000);
         assert_eq!(ntp_middle32(ntp_from_unix(Duration::from_millis(500))), 0x7e80_8000);
-    }
-
-    #[test]
-    fn rtp_time_extrapolation() {
-        let s = 1_000_000_000;
-        assert_eq!(rtp_ts_at(1000, 5 * s, 5 * s, 90_000), 1000);
-        assert_eq!(rtp_ts_at(1000, 5 * s, 6 * s, 90_000), 91_000);
-        assert_eq!(rtp_ts_at(1000, 5 * s, 5 * s + 500_000_000, 8000), 5000);
-        assert_eq!(rtp_ts_at(1000, 6 * s, 5 * s, 90_000), 1000u32.wrapping_sub(90_000));
-        assert_eq!(rtp_ts_at(u32::MAX, 0, s, 10), 9);
-        // A day at 90 kHz is more ticks than 32 bits hold; it wraps, not saturates.
-        let day = 86_400 * s;
-        assert_eq!(rtp_ts_at(0, 0, day, 90_000), (86_400u64 * 90_000) as u32);
-        // Extremes do not overflow.
-        let _ = rtp_ts_at(7, u64::MAX, 0, u32::MAX);
-        let _ = rtp_ts_at(7, 0, u64::MAX, u32::MAX);
     }
 
     #[test]

@@ -514,12 +514,7 @@ impl Shard {
                 .unwrap_or_default(),
         );
         for (i, s) in pb.streams().iter().enumerate() {
-            // The RTP time of "now": the last packet's, advanced by the time
-            // since it went.
-            let rtp_ts = match s.last_ts {
-                Some((ts, at)) => rtcp::rtp_ts_at(ts, at, now, s.rtp_timescale),
-                None => s.ts_offset,
-            };
+            let rtp_ts = pb.rtp_time_now(i, now).unwrap_or(s.ts_offset);
             let mut pkt = Vec::with_capacity(96);
             rtcp::sender_report(&mut pkt, s.ssrc, ntp, rtp_ts, s.packets as u32, s.octets as u32, &[]);
             rtcp::sdes_cname(&mut pkt, s.ssrc, &self.cname);
