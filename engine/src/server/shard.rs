@@ -611,7 +611,10 @@ fn send_tcp(c: &Conn, channel: u8, header: &[u8; 12], packet: &Packet, data: &[u
 async fn pace(shard: Rc<RefCell<Shard>>, wake: LocalReceiver<()>) {
     loop {
         let next = shard.borrow_mut().pump(now());
-        let wait = next.saturating_sub(now());
+        // Wake a lookahead early: the round then sends what is due by the
+        // time it ends, and the timer's own wake-up delay does not make every
+        // packet late.
+        let wait = next.saturating_sub(LOOKAHEAD).saturating_sub(now());
         if wait == 0 {
             // A full round: let other tasks run before the next one.
             glommio::yield_if_needed().await;
