@@ -13,6 +13,27 @@ use crate::track::Track;
 
 const NANOS: i64 = 1_000_000_000;
 
+/// How far ahead (in hint samples) `load_next_sample` prefetches.
+const PREFETCH_SAMPLES: u32 = 8;
+
+/// Asks the CPU to bring `data[offset..offset + len]` into the cache.
+#[inline(always)]
+fn prefetch(data: &[u8], offset: u64, len: u32) {
+    let end = (offset.saturating_add(u64::from(len))).min(data.len() as u64);
+    let mut at = offset & !63;
+    while at < end {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `at` is inside `data`; a prefetch is a hint that never
+        // faults and makes no memory visible to the program.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                data.as_ptr().add(at as usize).cast(),
+            )
+        }
+        at += 64;
+    }
+}
+
 /// The largest RTP payload any transport carries: an interleaved RTSP frame
 /// has a 16-bit length, a UDP datagram less, and the RTP header takes 12.
 const MAX_PAYLOAD: usize = 65_535 - 12;
@@ -65,6 +86,9 @@ pub struct HintCursor {
     sample_transmit_ns: i64,
     sample_rtp_time: u32,
     media: Option<MediaSample>,
+    /// Search hints into the hint track's `stts` and the media track's `stss`.
+    time_run: u32,
+    sync_at: u32,
 }
 
 impl HintCursor {
@@ -88,6 +112,8 @@ impl HintCursor {
             sample_transmit_ns: 0,
             sample_rtp_time: 0,
             media: None,
+            time_run: 0,
+            sync_at: 0,
         }
     }
 
@@ -108,6 +134,35 @@ impl HintCursor {
                     self.packets_left = 0;
                     self.bad(movie, self.current, what)
                 }));
+            }
+            match self.load_next_sample(movie) {
+                Ok(true) => continue,
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// Transmit time of the packet [`next_packet`](Self::next_packet) would
+    /// return, without decoding it: what merging tracks needs to know. `None`
+    /// at the end; a damaged hint sample is reported here as it would be there.
+    #[inline]
+    pub fn peek_transmit_ns(&mut self, movie: &Movie) -> Option<Result<i64>> {
+        loop {
+            if self.packets_left > 0 {
+                // The relative transmit time is the entry's first field; if the
+                // entry is cut short, `next_packet` reports it.
+                let at = self.sample_offset as usize + self.pos as usize;
+                let rel = movie
+                    .data()
+                    .get(at..at + 4)
+                    .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let rel_ns = if rel == 0 {
+                    0
+                } else {
+                    ticks_to_ns(i64::from(rel), movie.tracks()[self.track].timescale)
+                };
+                return Some(Ok(self.sample_transmit_ns.saturating_add(rel_ns)));
             }
             match self.load_next_sample(movie) {
                 Ok(true) => continue,
@@ -146,13 +201,18 @@ impl HintCursor {
             // and walking the phantom ones one error at a time would hang.
             let Some(t) = track
                 .samples
-                .decode_time(n)
+                .decode_time_near(n, &mut self.time_run)
                 .filter(|&t| t < seg.media_end && n < track.samples.len())
             else {
                 self.next_segment(track);
                 continue;
             };
             self.next_sample = n + 1;
+            // Hint samples lie between media chunks all over the file: each
+            // is a cache and TLB miss. Ask for the one PREFETCH_SAMPLES ahead.
+            if let Some((o, l)) = track.samples.locate(n + PREFETCH_SAMPLES) {
+                prefetch(movie.data(), o, l);
+            }
             let (offset, len) = track
                 .samples
                 .locate(n)
@@ -349,7 +409,7 @@ impl HintCursor {
             sample: n,
             offset,
             len,
-            sync: table.is_sync(n),
+            sync: table.is_sync_near(n, &mut self.sync_at),
         };
         self.media = Some(m);
         Ok(m)
@@ -496,7 +556,7 @@ pub struct MovieCursor {
 #[derive(Debug, Clone)]
 struct Lane {
     cursor: HintCursor,
-    ahead: Option<Packet>,
+    next_ns: Option<i64>,
     ended: bool,
 }
 
@@ -507,7 +567,7 @@ impl MovieCursor {
                 .into_iter()
                 .map(|t| Lane {
                     cursor: HintCursor::new(movie, t),
-                    ahead: None,
+                    next_ns: None,
                     ended: false,
                 })
                 .collect(),
@@ -517,21 +577,34 @@ impl MovieCursor {
     /// The next packet of any track, earliest transmit time first (ties go to
     /// the track listed first). `None` when every track has ended.
     pub fn next_packet(&mut self, movie: &Movie) -> Option<Result<Packet>> {
-        for lane in &mut self.lanes {
-            if lane.ahead.is_none() && !lane.ended {
-                match lane.cursor.next_packet(movie) {
-                    Some(Ok(p)) => lane.ahead = Some(p),
+        let mut best: Option<(usize, i64)> = None;
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            if lane.ended {
+                continue;
+            }
+            let t = match lane.next_ns {
+                Some(t) => t,
+                None => match lane.cursor.peek_transmit_ns(movie) {
+                    Some(Ok(t)) => {
+                        lane.next_ns = Some(t);
+                        t
+                    }
+                    // The lane has moved past the damaged sample; say so.
                     Some(Err(e)) => return Some(Err(e)),
-                    None => lane.ended = true,
-                }
+                    None => {
+                        lane.ended = true;
+                        continue;
+                    }
+                },
+            };
+            if best.is_none_or(|(_, b)| t < b) {
+                best = Some((i, t));
             }
         }
-        let lane = self
-            .lanes
-            .iter_mut()
-            .filter(|l| l.ahead.is_some())
-            .min_by_key(|l| l.ahead.as_ref().map(|p| p.transmit_ns))?;
-        lane.ahead.take().map(Ok)
+        let (i, _) = best?;
+        let lane = &mut self.lanes[i];
+        lane.next_ns = None;
+        lane.cursor.next_packet(movie)
     }
 
     /// Seeks every track to the last sync sample at or before `npt_ns`.
@@ -548,7 +621,7 @@ impl MovieCursor {
             .unwrap_or(npt_ns);
         for lane in &mut self.lanes {
             lane.cursor.seek(movie, start);
-            lane.ahead = None;
+            lane.next_ns = None;
             lane.ended = false;
         }
         start

@@ -111,6 +111,7 @@ pub(crate) const FIRST_PACKET: usize = 4;
 
 /// Reads the packet entry at `pos` in `sample`; returns it and the position
 /// of the next entry.
+#[inline]
 pub(crate) fn packet_at(sample: &[u8], pos: usize) -> Result<(PacketEntry<'_>, usize), &'static str> {
     let h = sample
         .get(pos..pos + PACKET_HEADER_LEN)
@@ -200,6 +201,7 @@ pub(crate) enum Constructor<'a> {
 }
 
 impl Constructor<'_> {
+    #[inline]
     pub fn parse(c: &[u8]) -> Result<Constructor<'_>, &'static str> {
         debug_assert_eq!(c.len(), CONSTRUCTOR_LEN);
         let len = u16::from_be_bytes([c[2], c[3]]);

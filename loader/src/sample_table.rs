@@ -245,6 +245,44 @@ impl SampleTable {
         (k < r.count).then(|| r.first_time + u64::from(k) * u64::from(r.delta))
     }
 
+    /// As [`decode_time`](Self::decode_time), for callers walking samples in
+    /// order: `run` remembers the `stts` run of the last call, so the next
+    /// sample's time costs a comparison instead of a binary search.
+    #[inline]
+    pub(crate) fn decode_time_near(&self, n: u32, run: &mut u32) -> Option<u64> {
+        for i in [*run as usize, *run as usize + 1] {
+            if let Some(r) = self.times.get(i) {
+                if let Some(k) = n.checked_sub(r.first_sample).filter(|&k| k < r.count) {
+                    *run = i as u32;
+                    return Some(r.first_time + u64::from(k) * u64::from(r.delta));
+                }
+            }
+        }
+        let i = self.times.partition_point(|r| r.first_sample <= n).checked_sub(1)?;
+        *run = i as u32;
+        let r = &self.times[i];
+        let k = n - r.first_sample;
+        (k < r.count).then(|| r.first_time + u64::from(k) * u64::from(r.delta))
+    }
+
+    /// As [`is_sync`](Self::is_sync), for callers walking samples in order:
+    /// `at` remembers where the last answer was found in the sync table.
+    #[inline]
+    pub(crate) fn is_sync_near(&self, n: u32, at: &mut u32) -> bool {
+        let Some(s) = &self.sync else { return true };
+        let mut i = *at as usize;
+        let fits = |i: usize| s.get(i).is_some_and(|&x| x <= n) && s.get(i + 1).is_none_or(|&x| x > n);
+        if !fits(i) {
+            i = if fits(i + 1) {
+                i + 1
+            } else {
+                s.partition_point(|&x| x <= n).saturating_sub(1)
+            };
+        }
+        *at = i as u32;
+        s.get(i) == Some(&n)
+    }
+
     /// Decode duration of 0-based sample `n`.
     pub fn duration(&self, n: u32) -> Option<u32> {
         let i = self.times.partition_point(|r| r.first_sample <= n).checked_sub(1)?;
