@@ -12,7 +12,7 @@ use crate::atom::{be_u32, be_u64, Atom, Atoms, Reader};
 use crate::error::{Error, Result};
 use crate::fourcc::{kind, FourCc};
 
-/// A run of chunks laid out identically, flattened to one entry per chunk.
+/// One chunk: a run of consecutive samples stored together.
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
     /// 0-based number of the first sample in this chunk.
@@ -64,7 +64,12 @@ pub struct SampleDescription {
 pub struct SampleTable {
     count: u32,
     sizes: Sizes,
+    /// Every chunk, for tracks with one constant sample size (located
+    /// arithmetically, and what compressed-sound constructors address).
     chunks: Vec<Chunk>,
+    /// For tracks with a size table: (first sample, 1-based description
+    /// index) wherever the description changes.
+    description_runs: Vec<(u32, u32)>,
     times: Vec<TimeRun>,
     compositions: Vec<CompositionRun>,
     /// 0-based numbers of the sync samples, ascending; `None` when the track
@@ -125,22 +130,32 @@ impl SampleTable {
                 })
             }
         };
-        let chunks = parse_stsc(data, &need(stsc, kind::STSC)?, &sub(kind::STSC), &chunk_offsets, count)?;
+        let stsc = need(stsc, kind::STSC)?;
+        let stsc_path = sub(kind::STSC);
+        let mut chunks = Vec::new();
+        let mut description_runs: Vec<(u32, u32)> = Vec::new();
         let sizes = match size_table {
-            None => Sizes::Constant(constant),
+            None => {
+                parse_stsc(data, &stsc, &stsc_path, &chunk_offsets, count, |c| chunks.push(c))?;
+                Sizes::Constant(constant)
+            }
+            // Each sample's offset is computed here, so the chunks themselves
+            // need not be kept (ffmpeg writes one chunk per sample: that would
+            // be 24 bytes a sample); only where the description changes.
             Some(table) => {
                 let sizes: Vec<u32> = table.chunks_exact(4).map(|b| be_u32(b, 0)).collect();
                 let mut offsets = Vec::with_capacity(sizes.len());
-                'chunks: for chunk in &chunks {
-                    let mut at = chunk.offset;
-                    for s in chunk.first_sample..chunk.first_sample + chunk.samples {
-                        let Some(&size) = sizes.get(s as usize) else {
-                            break 'chunks;
-                        };
+                parse_stsc(data, &stsc, &stsc_path, &chunk_offsets, count, |c| {
+                    if description_runs.last().map(|r| r.1) != Some(c.description) {
+                        description_runs.push((c.first_sample, c.description));
+                    }
+                    let mut at = c.offset;
+                    for s in c.first_sample..c.first_sample + c.samples {
+                        let Some(&size) = sizes.get(s as usize) else { return };
                         offsets.push(at);
                         at = at.saturating_add(u64::from(size));
                     }
-                }
+                })?;
                 Sizes::Table { sizes, offsets }
             }
         };
@@ -148,6 +163,7 @@ impl SampleTable {
             count,
             sizes,
             chunks,
+            description_runs,
             times,
             compositions,
             sync,
@@ -198,8 +214,9 @@ impl SampleTable {
         self.chunk_index(n).map(|i| &self.chunks[i])
     }
 
-    /// For compressed QuickTime sound, where hint constructors address bytes
-    /// through bytes-per-block and samples-per-block: the byte offset of
+    /// For compressed QuickTime sound (tracks with one constant sample size:
+    /// the only ones that keep their chunks), where hint constructors address
+    /// bytes through bytes-per-block and samples-per-block: the byte offset of
     /// sample `n` and the bytes from there to the end of its chunk, together
     /// with the index of that chunk (so a read may continue in the next one).
     pub(crate) fn compressed_position(
@@ -233,7 +250,16 @@ impl SampleTable {
 
     /// 1-based sample description index of 0-based sample `n`.
     pub fn description_index(&self, n: u32) -> Option<u32> {
-        self.chunk_of(n).map(|c| c.description)
+        match &self.sizes {
+            Sizes::Constant(_) => self.chunk_of(n).map(|c| c.description),
+            Sizes::Table { offsets, .. } => {
+                if n as usize >= offsets.len() {
+                    return None;
+                }
+                let i = self.description_runs.partition_point(|r| r.0 <= n).checked_sub(1)?;
+                Some(self.description_runs[i].1)
+            }
+        }
     }
 
     /// Decode time of 0-based sample `n`, in the track's timescale.
@@ -502,7 +528,8 @@ fn parse_stsc(
     path: &str,
     offsets: &ChunkOffsets<'_>,
     sample_count: u32,
-) -> Result<Vec<Chunk>> {
+    mut visit: impl FnMut(Chunk),
+) -> Result<()> {
     let mut r = Reader::body(data, atom, path);
     r.version_flags()?;
     let n = r.u32()?;
@@ -512,7 +539,6 @@ fn parse_stsc(
         .map(|e| (be_u32(e, 0), be_u32(e, 4), be_u32(e, 8)))
         .collect();
     let chunk_count = offsets.len();
-    let mut chunks = Vec::with_capacity(chunk_count);
     let mut sample = 0u32;
     let mut previous_first = 0;
     for (i, &(first, per_chunk, description)) in entries.iter().enumerate() {
@@ -530,7 +556,7 @@ fn parse_stsc(
         let mut c = first as usize - 1;
         while c < next_first.min(chunk_count) && sample < sample_count {
             let samples = per_chunk.min(sample_count - sample);
-            chunks.push(Chunk {
+            visit(Chunk {
                 first_sample: sample,
                 samples,
                 offset: offsets.get(c),
@@ -543,7 +569,7 @@ fn parse_stsc(
             break;
         }
     }
-    Ok(chunks)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -619,6 +645,9 @@ mod tests {
         assert_eq!(t.locate(3), Some((2030, 40)));
         assert_eq!(t.locate(4), Some((3000, 50)));
         assert_eq!(t.locate(5), None);
+        assert_eq!(t.description_index(0), Some(1));
+        assert_eq!(t.description_index(4), Some(1));
+        assert_eq!(t.description_index(5), None);
     }
 
     #[test]
