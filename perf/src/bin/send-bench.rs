@@ -1,0 +1,578 @@
+//! UDP send-path benchmark: packets per second through the engine's
+//! `SendBatch`, printed beside the raw limit measured in the same run.
+//!
+//! The raw limit is a bare `sendmmsg` loop of identical packets, one iovec
+//! each, with no server logic. The measured path is what a shard does per
+//! tick: a fresh RTP header per packet and a payload of two or three slices
+//! of a large buffer (standing in for spans of a mapped movie), pushed into a
+//! `Batch` and flushed with one `sendmmsg`, first packet by packet and then
+//! with UDP GSO, which sends each run of equal-size packets to one client as
+//! one message. A raw GSO loop (identical 49-segment messages) gives that
+//! path's limit.
+//!
+//! With `--clients N` the engine's packets go in runs of `--run` to N
+//! destinations in turn (127.0.0.1 to 127.0.0.N, all reaching the same
+//! receiving socket), which is what limits GSO in a real shard.
+//!
+//! The sender is pinned to one core and a receiver on another drains the
+//! loopback socket with `recvmmsg`, so the receiver's counts show loss. On
+//! loopback the kernel delivers each datagram to the receiving socket in the
+//! sender's own system call, so the sender's CPU time includes that half of
+//! the receive path too.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use streamalot::net::{bind_pair, recv_batch, Flushed, RecvBufs, SendBatch, RTP_HEADER_LEN};
+use streamalot::playback::rtp_header;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "send-bench",
+    about = "Packets per second through SendBatch, beside a raw sendmmsg loop, over loopback UDP"
+)]
+struct Args {
+    /// Seconds each measured loop runs.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Payload bytes per packet (after the 12-byte RTP header).
+    #[arg(long, default_value_t = 1304, value_parser = clap::value_parser!(u32).range(16..=65_000))]
+    payload: u32,
+    /// Packets per sendmmsg call (per shard tick).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    batch: u32,
+    /// Size of the buffer the payload slices are taken from, in MiB.
+    #[arg(long, default_value_t = 256)]
+    buffer_mib: usize,
+    /// Destinations the engine's packets go to in turn (127.0.0.1 upwards).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=250))]
+    clients: u32,
+    /// Consecutive packets to one destination before moving to the next.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    run: u32,
+    /// Times the set of loops is repeated (alternating), to show the spread.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Core the sender is pinned to.
+    #[arg(long, default_value_t = 0)]
+    sender_core: usize,
+    /// Core the receiver is pinned to.
+    #[arg(long, default_value_t = 1)]
+    receiver_core: usize,
+    /// Let the receiver sleep in recvmmsg when its socket is empty, so the
+    /// sender pays for waking it (by default it polls and never sleeps).
+    #[arg(long)]
+    receiver_sleeps: bool,
+}
+
+/// What one timed send loop did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Run {
+    flushed: Flushed,
+    wall: Duration,
+    cpu: Cpu,
+    received: u64,
+}
+
+/// User and system CPU time of one thread.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    user: Duration,
+    sys: Duration,
+}
+
+impl Cpu {
+    fn total(&self) -> Duration {
+        self.user + self.sys
+    }
+
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - start.user,
+            sys: self.sys - start.sys,
+        }
+    }
+}
+
+impl Run {
+    fn pps(&self) -> f64 {
+        self.flushed.sent as f64 / self.wall.as_secs_f64()
+    }
+
+    fn cpu_ns_per_packet(&self) -> f64 {
+        self.cpu.total().as_nanos() as f64 / self.flushed.sent.max(1) as f64
+    }
+
+    fn add(&mut self, other: &Run) {
+        self.flushed.sent += other.flushed.sent;
+        self.flushed.would_block += other.flushed.would_block;
+        self.flushed.failed += other.flushed.failed;
+        self.wall += other.wall;
+        self.cpu.user += other.cpu.user;
+        self.cpu.sys += other.cpu.sys;
+        self.received += other.received;
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("send-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The loops measured, in the order they run each round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Loop {
+    Raw,
+    Batch,
+    BatchGso,
+    RawGso,
+}
+
+impl Loop {
+    const ALL: [Loop; 4] = [Loop::Raw, Loop::Batch, Loop::BatchGso, Loop::RawGso];
+
+    fn label(self) -> &'static str {
+        match self {
+            Loop::Raw => "(a) raw sendmmsg: identical packets, 1 iovec each",
+            Loop::Batch => "(b) SendBatch, GSO off: fresh header + 2-3 slices of the buffer per packet",
+            Loop::BatchGso => "(c) SendBatch, GSO on: as (b), runs of equal-size packets to a client as one message",
+            Loop::RawGso => "(d) raw sendmmsg with UDP GSO: identical messages of 49 identical segments",
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let packet_len = RTP_HEADER_LEN + args.payload as usize;
+    let duration = Duration::from_secs_f64(args.seconds);
+    let buffer_len = (args.buffer_mib << 20).max(4 * packet_len);
+    let recv_size = packet_len.max(2048);
+
+    println!("send-bench: UDP send path, SendBatch vs raw sendmmsg");
+    println!("machine: {}", machine());
+    println!(
+        "packets: {packet_len} bytes of UDP payload ({RTP_HEADER_LEN}-byte RTP header + {} payload) over loopback, \
+         {} per sendmmsg call (SendBatch flush), {:.1} s per loop, {} round(s)",
+        args.payload, args.batch, args.seconds, args.rounds
+    );
+    println!(
+        "SendBatch destinations: {} client(s), runs of {} packets each; payload slices from a {} MiB buffer",
+        args.clients,
+        args.run,
+        buffer_len >> 20
+    );
+    println!(
+        "sender pinned to core {}; receiver (recvmmsg, 64 x {recv_size} B buffers, {}) pinned to core {}",
+        args.sender_core,
+        if args.receiver_sleeps {
+            "sleeps when empty"
+        } else {
+            "polls"
+        },
+        args.receiver_core
+    );
+
+    let tx = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000..=60000)
+        .map_err(|e| format!("sender socket: {e}"))?
+        .rtp;
+    let rx = receiver_socket(args.receiver_sleeps)?;
+    let port = rx.local_addr().map_err(|e| e.to_string())?.port();
+    let dests: Arc<Vec<SocketAddr>> = Arc::new(
+        (1..=args.clients)
+            .map(|i| SocketAddr::from(([127, 0, 0, i as u8], port)))
+            .collect(),
+    );
+    println!(
+        "socket buffers: sender SO_SNDBUF {} KiB, receiver SO_RCVBUF {} KiB",
+        socket2::SockRef::from(&tx).send_buffer_size().unwrap_or(0) / 1024,
+        socket2::SockRef::from(&rx).recv_buffer_size().unwrap_or(0) / 1024,
+    );
+
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let (received, stop, core) = (received.clone(), stop.clone(), args.receiver_core);
+        thread::spawn(move || drain(rx, received, stop, core, recv_size))
+    };
+
+    // Filled once, before timing, so every page is resident as in a cached movie.
+    let movie: Arc<Vec<u8>> = Arc::new(
+        (0..buffer_len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
+            .collect(),
+    );
+
+    let mut totals = [Run::default(); Loop::ALL.len()];
+    for round in 1..=args.rounds {
+        let mut runs = [Run::default(); Loop::ALL.len()];
+        for (i, which) in Loop::ALL.into_iter().enumerate() {
+            let tx = tx.try_clone().map_err(|e| e.to_string())?;
+            let (core, batch, payload) = (args.sender_core, args.batch as usize, args.payload as usize);
+            let (movie, dests, run) = (movie.clone(), dests.clone(), args.run as usize);
+            runs[i] = measure(&received, move || match which {
+                Loop::Raw => raw_loop(&tx, dests[0], core, batch, payload, false, duration),
+                Loop::RawGso => raw_loop(&tx, dests[0], core, batch, payload, true, duration),
+                Loop::Batch | Loop::BatchGso => {
+                    let gso = which == Loop::BatchGso;
+                    batch_loop(&tx, &dests, run, core, batch, payload, &movie, gso, duration)
+                }
+            })?;
+            totals[i].add(&runs[i]);
+        }
+        if args.rounds > 1 {
+            println!();
+            println!("round {round}:");
+            print_runs(&runs);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = receiver.join();
+
+    println!();
+    if args.rounds > 1 {
+        println!("all {} rounds together:", args.rounds);
+    }
+    print_runs(&totals);
+    Ok(())
+}
+
+fn print_runs(runs: &[Run; Loop::ALL.len()]) {
+    for (which, run) in Loop::ALL.into_iter().zip(runs) {
+        print_run(which.label(), run);
+    }
+    let [raw, batch, batch_gso, raw_gso] = runs;
+    for (name, run, base, base_name) in [
+        ("(b)/(a)", batch, raw, "raw sendmmsg"),
+        ("(c)/(a)", batch_gso, raw, "raw sendmmsg"),
+        ("(c)/(d)", batch_gso, raw_gso, "raw GSO"),
+    ] {
+        println!(
+            "{name}: {:.3}x the {base_name} packets/s; {:.3}x its sender CPU per packet",
+            run.pps() / base.pps(),
+            run.cpu_ns_per_packet() / base.cpu_ns_per_packet()
+        );
+    }
+}
+
+fn print_run(label: &str, run: &Run) {
+    let sent = run.flushed.sent as u64;
+    let lost = sent.saturating_sub(run.received);
+    let per_packet = |d: Duration| d.as_nanos() as f64 / sent.max(1) as f64;
+    println!("{label}");
+    println!(
+        "    sent        {:>11} packets in {:.2} s = {:>9.0} packets/s",
+        sent,
+        run.wall.as_secs_f64(),
+        run.pps()
+    );
+    println!(
+        "    not sent    {:>11} (EAGAIN/ENOBUFS), {} other errors",
+        run.flushed.would_block, run.flushed.failed
+    );
+    println!(
+        "    received    {:>11} packets, lost {lost} ({:.3}%)",
+        run.received,
+        100.0 * lost as f64 / sent.max(1) as f64
+    );
+    println!(
+        "    sender CPU  {:>11.3} s ({:.0}% of the time) = {:.0} ns/packet (user {:.0} + sys {:.0})",
+        run.cpu.total().as_secs_f64(),
+        100.0 * run.cpu.total().as_secs_f64() / run.wall.as_secs_f64(),
+        run.cpu_ns_per_packet(),
+        per_packet(run.cpu.user),
+        per_packet(run.cpu.sys)
+    );
+}
+
+/// Runs one timed loop on its own thread and counts what the receiver got of
+/// it (waiting until the receiver has gone quiet).
+fn measure(received: &AtomicU64, body: impl FnOnce() -> Result<Run, String> + Send + 'static) -> Result<Run, String> {
+    settle(received);
+    let before = received.load(Ordering::Relaxed);
+    let mut run = thread::spawn(body)
+        .join()
+        .map_err(|_| "sender thread panicked".to_string())??;
+    settle(received);
+    run.received = received.load(Ordering::Relaxed) - before;
+    Ok(run)
+}
+
+/// Waits until the receiver has counted nothing new for 200 ms.
+fn settle(received: &AtomicU64) {
+    let mut last = received.load(Ordering::Relaxed);
+    loop {
+        thread::sleep(Duration::from_millis(200));
+        let now = received.load(Ordering::Relaxed);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// The raw limits: the same `mmsghdr`s, all pointing at one packet (or, with
+/// `gso`, at 49 copies of it cut by the kernel), handed to `sendmmsg` again
+/// and again.
+fn raw_loop(
+    tx: &UdpSocket,
+    dest: SocketAddr,
+    core: usize,
+    batch: usize,
+    payload: usize,
+    gso: bool,
+    duration: Duration,
+) -> Result<Run, String> {
+    pin(core)?;
+    let mut packet = vec![0xa5u8; RTP_HEADER_LEN + payload];
+    packet[..RTP_HEADER_LEN].copy_from_slice(&rtp_header(false, 96, 1, 2, 3));
+    let SocketAddr::V4(dest) = dest else {
+        return Err("the raw loop sends to IPv4 only".into());
+    };
+    let name = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dest.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dest.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // With GSO, one message is as many packets as fit in 64 KiB (49 of 1316
+    // bytes), and the call carries enough messages for `batch` packets.
+    let (segments, messages) = if gso {
+        let segments = ((65_535 - 48) / packet.len()).clamp(1, 64);
+        (segments, batch.div_ceil(segments))
+    } else {
+        (1, batch)
+    };
+    let iovs: Vec<libc::iovec> = (0..segments)
+        .map(|_| libc::iovec {
+            iov_base: packet.as_mut_ptr() as *mut libc::c_void,
+            iov_len: packet.len(),
+        })
+        .collect();
+    #[repr(C)]
+    struct Segment {
+        hdr: libc::cmsghdr,
+        size: u16,
+    }
+    let mut cmsg = Segment {
+        // SAFETY: all-zero is a valid `cmsghdr`.
+        hdr: unsafe { std::mem::zeroed() },
+        size: packet.len() as u16,
+    };
+    cmsg.hdr.cmsg_level = libc::SOL_UDP;
+    cmsg.hdr.cmsg_type = libc::UDP_SEGMENT;
+    // SAFETY: arithmetic only.
+    cmsg.hdr.cmsg_len = unsafe { libc::CMSG_LEN(2) } as _;
+    let mut hdrs: Vec<libc::mmsghdr> = (0..messages)
+        .map(|_| {
+            // SAFETY: an all-zero `mmsghdr` is valid; the fields used are set next.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = &name as *const libc::sockaddr_in as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = iovs.as_ptr() as *mut libc::iovec;
+            h.msg_hdr.msg_iovlen = segments as _;
+            if gso {
+                h.msg_hdr.msg_control = &mut cmsg as *mut Segment as *mut libc::c_void;
+                h.msg_hdr.msg_controllen = std::mem::size_of::<Segment>() as _;
+            }
+            h
+        })
+        .collect();
+    let fd = tx.as_raw_fd();
+    let mut flushed = Flushed::default();
+    let cpu0 = thread_cpu();
+    let start = Instant::now();
+    let deadline = start + duration;
+    while Instant::now() < deadline {
+        let mut pos = 0;
+        while pos < messages {
+            // SAFETY: `hdrs[pos..]` are initialised `mmsghdr`s pointing at
+            // `name`, `cmsg`, `iovs` and `packet`, all alive and unchanged
+            // across the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    hdrs[pos..].as_mut_ptr(),
+                    (messages - pos) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                pos += n as usize;
+                flushed.sent += n as usize * segments;
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN | libc::ENOBUFS) => {
+                    flushed.would_block += (messages - pos) * segments;
+                    break;
+                }
+                _ => return Err(format!("sendmmsg: {e}")),
+            }
+        }
+    }
+    let wall = start.elapsed();
+    let cpu = thread_cpu().since(cpu0);
+    Ok(Run {
+        flushed,
+        wall,
+        cpu,
+        received: 0,
+    })
+}
+
+/// The engine's path: per packet a fresh RTP header and a payload of two or
+/// three slices, walking through the buffer the way a cursor walks a movie,
+/// in runs of `run` packets to each destination in turn.
+#[allow(clippy::too_many_arguments)]
+fn batch_loop(
+    tx: &UdpSocket,
+    dests: &[SocketAddr],
+    run: usize,
+    core: usize,
+    batch: usize,
+    payload: usize,
+    movie: &[u8],
+    gso: bool,
+    duration: Duration,
+) -> Result<Run, String> {
+    pin(core)?;
+    let mut storage = SendBatch::with_capacity(batch);
+    storage.set_gso(gso);
+    let mut flushed = Flushed::default();
+    let (mut seq, mut ts, ssrc) = (0u16, 0u32, 0x5eed_0001u32);
+    let (mut at, mut packets) = (0usize, 0usize);
+    let cpu0 = thread_cpu();
+    let start = Instant::now();
+    let deadline = start + duration;
+    while Instant::now() < deadline {
+        let mut b = storage.begin();
+        for i in 0..batch {
+            if at + payload + 64 > movie.len() {
+                at = 0;
+            }
+            let dest = dests[packets / run % dests.len()];
+            let header = rtp_header(i + 1 == batch, 96, seq, ts, ssrc);
+            // Like a hinted video packet: a couple of immediate bytes from the
+            // hint sample, then the media sample's bytes, split where the
+            // payload crosses into the next sample every other packet.
+            let (imm, media) = movie[at..at + payload + 64].split_at(64);
+            let imm = &imm[..2];
+            if seq % 2 == 0 {
+                let cut = payload / 3;
+                b.push(dest, &header, [imm, &media[..cut], &media[cut..payload - 2]]);
+            } else {
+                b.push(dest, &header, [imm, &media[..payload - 2]]);
+            }
+            at += payload + 64;
+            packets += 1;
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(3000);
+        }
+        let f = b.flush(tx).map_err(|e| format!("flush: {e}"))?;
+        flushed.sent += f.sent;
+        flushed.would_block += f.would_block;
+        flushed.failed += f.failed;
+    }
+    let wall = start.elapsed();
+    let cpu = thread_cpu().since(cpu0);
+    if gso && !storage.gso() {
+        eprintln!("send-bench: the kernel refused UDP GSO; (c) ran without it");
+    }
+    Ok(Run {
+        flushed,
+        wall,
+        cpu,
+        received: 0,
+    })
+}
+
+/// Drains `rx` until told to stop, counting datagrams.
+fn drain(rx: UdpSocket, received: Arc<AtomicU64>, stop: Arc<AtomicBool>, core: usize, size: usize) {
+    if let Err(e) = pin(core) {
+        eprintln!("send-bench: receiver: {e}");
+    }
+    let mut bufs = RecvBufs::new(64, size);
+    while !stop.load(Ordering::Relaxed) {
+        match recv_batch(&rx, &mut bufs) {
+            Ok(got) => {
+                received.fetch_add(got.count() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                eprintln!("send-bench: receiver: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// The receiving socket, on 0.0.0.0 so every 127.0.0.x destination reaches
+/// it, with as large a receive buffer as the system allows. Non-blocking
+/// (polled) unless `sleeps`; then blocking with a short timeout, so the
+/// receiver still notices `stop`.
+fn receiver_socket(sleeps: bool) -> Result<UdpSocket, String> {
+    let rx = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("receiver socket: {e}"))?;
+    if sleeps {
+        rx.set_read_timeout(Some(Duration::from_millis(50)))
+            .map_err(|e| e.to_string())?;
+    } else {
+        rx.set_nonblocking(true).map_err(|e| e.to_string())?;
+    }
+    let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(64 << 20);
+    Ok(rx)
+}
+
+fn pin(core: usize) -> Result<(), String> {
+    let cores = core_affinity::get_core_ids().ok_or("cannot list the CPU cores")?;
+    let id = cores
+        .into_iter()
+        .find(|c| c.id == core)
+        .ok_or_else(|| format!("no core {core} on this machine"))?;
+    if core_affinity::set_for_current(id) {
+        Ok(())
+    } else {
+        Err(format!("cannot pin to core {core}"))
+    }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Cpu {
+    // SAFETY: an all-zero `rusage` is valid, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live, writable `rusage`.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    if rc != 0 {
+        return Cpu::default();
+    }
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    Cpu {
+        user: tv(usage.ru_utime),
+        sys: tv(usage.ru_stime),
+    }
+}
+
+/// nproc, CPU model and kernel, for the figures' context.
+fn machine() -> String {
+    let nproc = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim())
+        })
+        .unwrap_or("unknown CPU");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{nproc} CPUs, {model}, Linux {}", kernel.trim())
+}
