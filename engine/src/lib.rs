@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod config;
 pub mod library;
 pub mod net;
+pub mod pacer;
 pub mod playback;
 pub mod random;
 pub mod rtcp;

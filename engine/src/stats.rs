@@ -28,8 +28,9 @@ pub struct ShardStats {
     /// Interleaved packets dropped because the connection's queue was full
     /// (a client reading too slowly).
     pub dropped_tcp: u64,
-    /// UDP packets the kernel refused for lack of socket buffer
-    /// (`EWOULDBLOCK`): the shard is sending faster than the host can.
+    /// UDP packets not sent: the socket buffer was full (`EWOULDBLOCK`: the
+    /// shard is sending faster than the host can), or the kernel refused
+    /// that one packet (an ICMP error from a client that went away).
     pub dropped_udp: u64,
     pub sessions_started: u64,
     pub sessions_ended: u64,
@@ -125,7 +126,7 @@ impl ShardStats {
         );
         let _ = writeln!(
             out,
-            "  dropped   {} tcp (queue full), {} udp (would block), {} bad rtcp",
+            "  dropped   {} tcp (queue full), {} udp (socket full or refused), {} bad rtcp",
             group(self.dropped_tcp),
             group(self.dropped_udp),
             group(self.bad_rtcp)

@@ -32,8 +32,7 @@ pub fn now() -> Nanos {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as Nanos
 }
 
-/// A session's key; its RTSP `Session` ID is the key in hex.
-pub type SessionKey = u64;
+pub use crate::pacer::SessionKey;
 
 pub fn session_id(key: SessionKey) -> String {
     format!("{key:016X}")

@@ -9,8 +9,7 @@
 //! and no borrow is held across an `.await`.
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -20,7 +19,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpStream, UdpSocket};
-use loader::{Packet, Span};
+use loader::Packet;
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
@@ -28,7 +27,8 @@ use super::{now, parse_session_id, session_id, FromShard, Handover, SessionKey, 
 use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::library::Library;
-use crate::net::{SendBatch, UdpPair};
+use crate::net::UdpPair;
+use crate::pacer::{Schedule, UdpRound};
 use crate::playback::{Nanos, StreamSeeds};
 use crate::rtcp;
 use crate::rtsp::message::{self, Message, Method, Request, Response};
@@ -46,14 +46,6 @@ const SR_INTERVAL: Nanos = 5_000 * MS;
 const ENDED_GRACE: Nanos = 5_000 * MS;
 /// At most this many messages per `sendmmsg`.
 const BATCH: usize = 256;
-
-/// A UDP packet chosen in this round, sent once the round's choices are made.
-struct Pending {
-    key: SessionKey,
-    dest: SocketAddr,
-    header: [u8; 12],
-    spans: SmallVec<[Span; 6]>,
-}
 
 /// What RTCP receiver reports say about one stream.
 #[derive(Debug, Clone, Copy, Default)]
@@ -126,15 +118,14 @@ struct Shard {
     rtp: std::net::UdpSocket,
     rtcp: std::net::UdpSocket,
     sessions: HashMap<SessionKey, Entry>,
-    heap: BinaryHeap<Reverse<(Nanos, SessionKey, u32)>>,
+    schedule: Schedule,
     /// Client RTCP addresses, to tell incoming reports apart.
     rtcp_routes: HashMap<SocketAddr, SessionKey>,
     conns: HashMap<u64, Rc<Conn>>,
     next_conn: u64,
     library: Library,
     stats: ShardStats,
-    batch: SendBatch,
-    pending: Vec<Pending>,
+    udp: UdpRound,
     outbox: VecDeque<FromShard>,
     next_housekeeping: Nanos,
     rng: crate::random::Rng,
@@ -184,14 +175,13 @@ pub async fn run(
         rtp,
         rtcp,
         sessions: HashMap::new(),
-        heap: BinaryHeap::new(),
+        schedule: Schedule::default(),
         rtcp_routes: HashMap::new(),
         conns: HashMap::new(),
         next_conn: 0,
         library,
         stats: ShardStats::default(),
-        batch: SendBatch::with_capacity(BATCH),
-        pending: Vec::with_capacity(BATCH),
+        udp: UdpRound::new(BATCH),
         outbox: VecDeque::new(),
         next_housekeeping: 0,
         rng: crate::random::Rng::new(),
@@ -371,7 +361,7 @@ impl Shard {
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
                 e.reception.resize(n, Reception::default());
                 if let Some(due) = e.session.playback.as_mut().and_then(|p| p.next_due()) {
-                    self.heap.push(Reverse((due, key, e.generation)));
+                    self.schedule.push(due, key, e.generation);
                     let _ = self.wake_pacer.try_send(());
                 }
             }
@@ -386,18 +376,14 @@ impl Shard {
         let horizon = now + LOOKAHEAD;
         let Shard {
             sessions,
-            heap,
+            schedule,
             conns,
             stats,
-            pending,
+            udp,
             ..
         } = self;
         let mut ended = Vec::new();
-        while let Some(&Reverse((due, key, generation))) = heap.peek() {
-            if due > horizon {
-                break;
-            }
-            heap.pop();
+        while let Some((_, key, generation)) = schedule.pop_due(horizon) {
             let Some(e) = sessions.get_mut(&key) else { continue };
             if e.generation != generation {
                 continue;
@@ -413,12 +399,7 @@ impl Shard {
                 let due_at = horizon - o.late_ns;
                 let bytes = 12 + o.packet.payload_len();
                 match dests.get(o.stream) {
-                    Some(&Destination::Udp { rtp, .. }) => pending.push(Pending {
-                        key,
-                        dest: rtp,
-                        header: o.header,
-                        spans: o.packet.payload.clone(),
-                    }),
+                    Some(&Destination::Udp { rtp, .. }) => udp.queue(key, rtp, &o),
                     Some(&Destination::Tcp { rtp_channel, .. }) => {
                         let Some(c) = conn else { return };
                         if !send_tcp(c, rtp_channel, &o.header, o.packet, data) {
@@ -431,7 +412,7 @@ impl Shard {
                 stats.record_send(now.saturating_sub(due_at), bytes as u64);
             });
             match pb.next_due() {
-                Some(next) => heap.push(Reverse((next, key, generation))),
+                Some(next) => schedule.push(next, key, generation),
                 None if pb.has_ended() => ended.push(key),
                 None => {}
             }
@@ -444,7 +425,7 @@ impl Shard {
             self.housekeeping(now);
             self.next_housekeeping = now + HOUSEKEEPING;
         }
-        let next = self.heap.peek().map_or(u64::MAX, |r| r.0 .0);
+        let next = self.schedule.next_due().unwrap_or(u64::MAX);
         next.min(self.next_housekeeping)
     }
 
@@ -452,25 +433,16 @@ impl Shard {
     fn flush_udp(&mut self) {
         let Shard {
             sessions,
-            pending,
-            batch,
+            udp,
             rtp,
             stats,
             ..
         } = self;
-        for chunk in pending.chunks(BATCH) {
-            let mut b = batch.begin();
-            for p in chunk {
-                let Some(e) = sessions.get(&p.key) else { continue };
-                let data = e.session.movie.data();
-                b.push(p.dest, &p.header, p.spans.iter().map(|s| s.bytes(data)));
-            }
-            match b.flush(rtp) {
-                Ok(f) => stats.dropped_udp += f.would_block as u64,
-                Err(e) => warn!(error = %e, "sendmmsg failed"),
-            }
+        if udp.is_empty() {
+            return;
         }
-        pending.clear();
+        let f = udp.flush(rtp, |key| sessions.get(&key).map(|e| e.session.movie.data()));
+        stats.dropped_udp += (f.would_block + f.failed) as u64;
     }
 
     /// The media (or the requested range) has run out: say BYE and wait a
