@@ -450,6 +450,17 @@ impl HintCursor {
         )
     }
 
+    /// Whether every hint sample of the track is a place to start: the media
+    /// track it draws from (or, drawing from none, the hint track itself) has
+    /// no key frames to respect.
+    fn all_sync(&self, movie: &Movie) -> bool {
+        let track = &movie.tracks()[self.track];
+        match track.reference_index.iter().flatten().next() {
+            Some(&media) => movie.tracks()[media].samples.all_sync(),
+            None => track.samples.all_sync(),
+        }
+    }
+
     /// Whether hint sample `n` starts a sync sample: its first packet that
     /// draws from a media track draws from a sync sample. A hint sample that
     /// draws from no media track is judged by the hint track's own `stss`.
@@ -609,16 +620,37 @@ impl MovieCursor {
 
     /// Seeks every track to the last sync sample at or before `npt_ns`.
     ///
-    /// The tracks start together: the earliest of their sync points wins (for
-    /// a movie with video, the video key frame), every track is placed there,
-    /// and that time is returned, in nanoseconds.
+    /// The tracks start together, at a point the tracks with real key frames
+    /// choose: a video track can only start on a key frame, while audio, where
+    /// every sample is a sync sample, can start anywhere. So the start is the
+    /// earliest key frame at or before `npt_ns` among the tracks that have
+    /// key frames (all tracks, when none has), every track is placed at the
+    /// sync sample at or before it, and that time is returned, in nanoseconds.
+    /// Audio therefore restarts at most one audio sample before the video's
+    /// key frame, and the key frame is exactly at the returned time, which is
+    /// what `Range` and `RTP-Info` then announce.
     pub fn seek(&mut self, movie: &Movie, npt_ns: i64) -> i64 {
-        let start = self
-            .lanes
-            .iter_mut()
-            .map(|l| l.cursor.seek(movie, npt_ns))
-            .min()
-            .unwrap_or(npt_ns);
+        let keyed: Vec<bool> = self.lanes.iter().map(|l| !l.cursor.all_sync(movie)).collect();
+        let any_keyed = keyed.contains(&true);
+        let mut start = npt_ns.max(0);
+        // With two keyed tracks, one's key frame may lie before the other's:
+        // seek again from the earlier one until they agree. Each round only
+        // moves back to an earlier key frame, so this ends; the bound is for
+        // damaged tables.
+        for _ in 0..16 {
+            let earliest = self
+                .lanes
+                .iter_mut()
+                .zip(&keyed)
+                .filter(|&(_, &k)| k || !any_keyed)
+                .map(|(l, _)| l.cursor.seek(movie, start))
+                .min()
+                .unwrap_or(start);
+            if earliest >= start {
+                break;
+            }
+            start = earliest;
+        }
         for lane in &mut self.lanes {
             lane.cursor.seek(movie, start);
             lane.next_ns = None;

@@ -374,6 +374,12 @@ impl SampleTable {
         self.sync.is_some()
     }
 
+    /// Whether every sample is a sync sample: no `stss`, or one that lists
+    /// them all (some muxers write one for audio too).
+    pub fn all_sync(&self) -> bool {
+        self.sync.as_ref().is_none_or(|s| s.len() >= self.len() as usize)
+    }
+
     /// The last sync sample at or before 0-based sample `n`.
     pub fn sync_at_or_before(&self, n: u32) -> u32 {
         match &self.sync {

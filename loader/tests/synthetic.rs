@@ -526,10 +526,13 @@ fn merged_order_and_seek() {
     let after: Vec<(u32, u16)> = all.map(|p| p.unwrap()).map(|p| (p.track_id, p.sequence)).collect();
     assert_eq!(after, [(3, 6), (3, 7), (4, 101), (3, 8), (3, 9)]);
 
-    // 0.61 s: video sample 4 (0.6 s) is a key sample; sound's last sample
-    // at or before is at 0.5 s, so the tracks start together at 0.5 s.
+    // 0.61 s: video sample 4 (0.6 s) is a key sample, and the video's key
+    // frames decide where playback starts: 0.6 s. Sound, all sync samples,
+    // restarts at its last sample at or before that, 0.5 s.
     let mut all = movie.all_packets();
-    assert_eq!(all.seek(610_000_000), 500_000_000);
+    assert_eq!(all.seek(610_000_000), 600_000_000);
+    let after: Vec<(u32, u16)> = all.map(|p| p.unwrap()).map(|p| (p.track_id, p.sequence)).collect();
+    assert_eq!(after, [(4, 101), (3, 9)]);
 
     let mut video = movie.movie_cursor(&[3]).unwrap();
     assert_eq!(video.seek(&movie, 610_000_000), 600_000_000);
