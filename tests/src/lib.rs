@@ -1,1 +1,237 @@
+//! Shared helpers for the end-to-end tests in `tests/tests/`.
+//!
+//! The tests check Streamalot against real, independent tools rather than
+//! against itself: ffmpeg makes the hinted movies ([`media`]), ffmpeg's own RTP
+//! muxer is the reference for every packet ([`rtp`]), ffprobe says where the
+//! key frames are, and ffmpeg plays the loader's SDP. Nothing here needs
+//! anything outside the repository except ffmpeg and ffprobe, which the
+//! README's test command installs; when they are missing the tests fail and
+//! say so, never pass quietly.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub mod media;
+pub mod rtp;
+
+/// How long any one external command may run before the test gives up on it.
+/// Everything the suite runs finishes in a second or two; this only turns a
+/// hang into a failure that says which command hung.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Checks that `tool` (`ffmpeg` or `ffprobe`) can be run, once per process,
+/// and panics with the way out when it cannot.
+pub fn require_tool(tool: &'static str) {
+    static FFMPEG: OnceLock<Result<(), String>> = OnceLock::new();
+    static FFPROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    let cell = match tool {
+        "ffmpeg" => &FFMPEG,
+        "ffprobe" => &FFPROBE,
+        other => panic!("require_tool knows ffmpeg and ffprobe, not {other}"),
+    };
+    let checked = cell.get_or_init(|| {
+        match Command::new(tool)
+            .arg("-version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+        {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(format!("`{tool} -version` failed ({status})")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("{tool} not found")),
+            Err(e) => Err(format!("{tool} cannot be run: {e}")),
+        }
+    });
+    if let Err(why) = checked {
+        panic!("{why}: run the README's test command (tools/test), which installs it");
+    }
+}
+
+/// Runs `command` to completion (stdin closed, stdout and stderr captured),
+/// killing it after [`COMMAND_TIMEOUT`].
+pub fn run(command: &mut Command) -> Output {
+    run_within(command, COMMAND_TIMEOUT)
+}
+
+/// Runs `command` to completion, killing it after `timeout`.
+pub fn run_within(command: &mut Command, timeout: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", describe(command)));
+    wait_with_timeout(child, timeout, &describe(command))
+}
+
+/// Runs `command` and panics, with its stderr, unless it succeeds.
+pub fn run_ok(command: &mut Command) -> Output {
+    let out = run(command);
+    check_ok(command, out)
+}
+
+fn check_ok(command: &Command, out: Output) -> Output {
+    if !out.status.success() {
+        panic!(
+            "{} failed ({}):\n{}",
+            describe(command),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Collects a spawned child's output like `Child::wait_with_output`, but kills
+/// it and panics if it runs longer than `timeout`. `what` names it in the
+/// panic message.
+pub fn wait_with_timeout(mut child: Child, timeout: Duration, what: &str) -> Output {
+    // Read both pipes on their own threads: a child that fills one pipe while
+    // we wait on the other would otherwise block forever.
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>> {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status: ExitStatus = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let err = stderr.join().unwrap_or_default();
+                panic!(
+                    "{what} still running after {timeout:?}; killed it. stderr:\n{}",
+                    String::from_utf8_lossy(&err)
+                );
+            }
+            Err(e) => panic!("cannot wait for {what}: {e}"),
+        }
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader thread"),
+        stderr: stderr.join().expect("stderr reader thread"),
+    }
+}
+
+/// A command line as a readable string, for failure messages.
+pub fn describe(command: &Command) -> String {
+    let mut s = command.get_program().to_string_lossy().into_owned();
+    for a in command.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// The cargo target profile directory the running test binary lives in
+/// (`target/debug` for `target/debug/deps/<test>-<hash>`), if it looks like one.
+fn profile_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent()?;
+    if deps.file_name()? != "deps" {
+        return None;
+    }
+    deps.parent().map(Path::to_owned)
+}
+
+/// A scratch directory for this test binary under the cargo target directory
+/// (`target/tmp/streamalot-e2e/<test name>`), so generated files are easy to
+/// look at after a failure and are cleaned by `cargo clean`. Each test binary
+/// gets its own, so binaries never overwrite each other's files.
+pub fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = profile_dir()
+            .and_then(|p| p.parent().map(|t| t.join("tmp")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("streamalot-e2e");
+        // `rtp_reference-0123abcd` -> `rtp_reference`: one directory per test
+        // binary, not one per build of it.
+        let exe = std::env::current_exe().expect("the test binary's own path");
+        let stem = exe
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = stem.rsplit_once('-').map_or(stem.as_str(), |(name, _)| name).to_owned();
+        let dir = base.join(if name.is_empty() { "tests".into() } else { name });
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        dir
+    })
+}
+
+/// The `streamalot` binary of the same build profile as the running test.
+///
+/// `cargo test -p streamalot-tests` does not build other packages' binaries,
+/// so when the binary is missing, or older than the engine or loader sources,
+/// it is built here (`cargo build -p streamalot --bin streamalot`), once per
+/// test process. The README's test command builds it beforehand anyway.
+pub fn streamalot_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let profile = profile_dir().expect("test binaries live in target/<profile>/deps");
+        let bin = profile.join(format!("streamalot{}", std::env::consts::EXE_SUFFIX));
+        if !bin.exists() || is_stale(&bin) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "-p", "streamalot", "--bin", "streamalot"])
+                .current_dir(workspace_root());
+            // `target/debug` holds the dev profile; any other directory is
+            // named after its profile.
+            if let Some(name) = profile.file_name().filter(|n| *n != "debug") {
+                build.arg("--profile").arg(name);
+            }
+            // A build from scratch takes minutes on a small machine.
+            let out = run_within(&mut build, Duration::from_secs(30 * 60));
+            check_ok(&build, out);
+        }
+        assert!(bin.exists(), "building did not produce {}", bin.display());
+        bin
+    })
+}
+
+/// The workspace root: this package's parent directory.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package lives inside the workspace")
+}
+
+/// Whether any source file of the binary's packages is newer than `bin`.
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = bin.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    /// The latest modification time of `path` or of anything under it.
+    fn newest(path: &Path) -> Option<std::time::SystemTime> {
+        let meta = path.metadata().ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .flatten()
+            .filter_map(|entry| newest(&entry.path()))
+            .max()
+    }
+    let root = workspace_root();
+    ["engine/src", "engine/Cargo.toml", "loader/src", "loader/Cargo.toml"]
+        .iter()
+        .filter_map(|p| newest(&root.join(p)))
+        .any(|t| t > built)
+}

@@ -1,0 +1,219 @@
+//! Hinted test movies, made by ffmpeg from its synthetic sources (`testsrc`
+//! video, a `sine` tone) with `-movflags +rtphint`, once per test process.
+//!
+//! They are small (a few seconds, well under a megabyte) so the suite stays
+//! fast, and they cover the containers and codecs hinted files come in:
+//!
+//! - H.264 + AAC in `.mp4` and in `.mov`, with B-frames (`-bf 2`), so the
+//!   video has composition offsets, an edit list that shifts it, and hint
+//!   packets whose RTP timestamps carry `rtpo` offsets;
+//! - H.263 + AAC and MPEG-4 Part 2 + AAC in `.3gp`. Real 3GPP files usually
+//!   carry AMR-NB speech, but Debian's ffmpeg is built without an AMR-NB
+//!   encoder (no libopencore-amrnb), so AAC stands in for it.
+//!
+//! plus one movie without hint tracks, which the server must refuse.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::{require_tool, scratch_dir, wait_with_timeout, COMMAND_TIMEOUT};
+
+/// Frame rate of the H.264 clips.
+pub const H264_FPS: u32 = 25;
+/// Key-frame interval of the H.264 clips, in frames: one key frame a second.
+/// Scene-cut detection is off, so these are the only key frames.
+pub const H264_GOP: u32 = 25;
+/// Length of the H.264 clips, in seconds.
+pub const H264_SECONDS: u32 = 5;
+
+/// One generated movie.
+#[derive(Debug)]
+pub struct Clip {
+    /// File name, which also says what is in it (`h264-aac.mp4`).
+    pub name: &'static str,
+    pub path: PathBuf,
+}
+
+/// Every generated movie.
+#[derive(Debug)]
+pub struct TestMedia {
+    /// The hinted movies.
+    pub hinted: Vec<Clip>,
+    /// H.264 + AAC in `.mp4`, without hint tracks.
+    pub unhinted: PathBuf,
+}
+
+impl TestMedia {
+    /// The hinted clip called `name`.
+    pub fn clip(&self, name: &str) -> &Clip {
+        self.hinted
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no test clip called {name}"))
+    }
+
+    /// The H.264 + AAC `.mp4`, with B-frames and a key frame every second.
+    pub fn h264_mp4(&self) -> &Path {
+        &self.clip("h264-aac.mp4").path
+    }
+}
+
+/// How to make one movie: file name, container (`-f`), and the ffmpeg
+/// arguments between the inputs and the output.
+struct Recipe {
+    name: &'static str,
+    format: &'static str,
+    inputs: fn() -> Vec<String>,
+    encode: &'static [&'static str],
+    hinted: bool,
+}
+
+fn h264_inputs() -> Vec<String> {
+    lavfi_inputs("320x240", H264_FPS, 44_100, H264_SECONDS)
+}
+
+fn qcif_inputs() -> Vec<String> {
+    // 176x144 (QCIF) is one of the few sizes H.263 allows.
+    lavfi_inputs("176x144", 15, 16_000, 4)
+}
+
+fn lavfi_inputs(size: &str, fps: u32, sample_rate: u32, seconds: u32) -> Vec<String> {
+    vec![
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        format!("testsrc=size={size}:rate={fps}:duration={seconds}"),
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        format!("sine=frequency=440:sample_rate={sample_rate}:duration={seconds}"),
+    ]
+}
+
+// `-g`, `-keyint_min` and `-sc_threshold 0` pin the key frames to one a
+// second; `ultrafast` keeps encoding quick, and `-bf 2` after it turns the
+// B-frames it would disable back on.
+const H264_ENCODE: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-bf",
+    "2",
+    "-g",
+    "25",
+    "-keyint_min",
+    "25",
+    "-sc_threshold",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+    "-b:a",
+    "64k",
+];
+
+const RECIPES: &[Recipe] = &[
+    Recipe {
+        name: "h264-aac.mp4",
+        format: "mp4",
+        inputs: h264_inputs,
+        encode: H264_ENCODE,
+        hinted: true,
+    },
+    Recipe {
+        name: "h264-aac.mov",
+        format: "mov",
+        inputs: h264_inputs,
+        encode: H264_ENCODE,
+        hinted: true,
+    },
+    Recipe {
+        name: "h263-aac.3gp",
+        format: "3gp",
+        inputs: qcif_inputs,
+        encode: &["-c:v", "h263", "-g", "15", "-c:a", "aac", "-b:a", "32k"],
+        hinted: true,
+    },
+    Recipe {
+        name: "mpeg4-aac.3gp",
+        format: "3gp",
+        inputs: qcif_inputs,
+        encode: &["-c:v", "mpeg4", "-g", "15", "-c:a", "aac", "-b:a", "32k"],
+        hinted: true,
+    },
+    Recipe {
+        name: "unhinted.mp4",
+        format: "mp4",
+        inputs: h264_inputs,
+        encode: H264_ENCODE,
+        hinted: false,
+    },
+];
+
+/// The generated movies, made on first use by each test process.
+pub fn media() -> &'static TestMedia {
+    static MEDIA: OnceLock<TestMedia> = OnceLock::new();
+    MEDIA.get_or_init(generate)
+}
+
+fn generate() -> TestMedia {
+    require_tool("ffmpeg");
+    let dir = scratch_dir().join("media");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    // Start every encode at once, then wait for them all: together they take
+    // about as long as the slowest.
+    let jobs: Vec<(&Recipe, PathBuf, PathBuf, Child, String)> = RECIPES
+        .iter()
+        .map(|r| {
+            let path = dir.join(r.name);
+            // Written under a temporary name and renamed into place, so a file
+            // with the final name is always complete.
+            let partial = dir.join(format!(".{}.{}.partial", r.name, std::process::id()));
+            let mut cmd = Command::new("ffmpeg");
+            cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+                .args((r.inputs)())
+                .args(r.encode)
+                .args(["-ac", "1"]);
+            if r.hinted {
+                cmd.args(["-movflags", "+rtphint"]);
+            }
+            cmd.args(["-f", r.format]).arg(&partial);
+            let what = crate::describe(&cmd);
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+            (r, path, partial, child, what)
+        })
+        .collect();
+    let mut hinted = Vec::new();
+    let mut unhinted = None;
+    for (recipe, path, partial, child, what) in jobs {
+        let out = wait_with_timeout(child, COMMAND_TIMEOUT, &what);
+        assert!(
+            out.status.success(),
+            "making test media failed: {what} ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&partial, &path)
+            .unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", partial.display(), path.display()));
+        if recipe.hinted {
+            hinted.push(Clip {
+                name: recipe.name,
+                path,
+            });
+        } else {
+            unhinted = Some(path);
+        }
+    }
+    TestMedia {
+        hinted,
+        unhinted: unhinted.expect("the recipes include an unhinted movie"),
+    }
+}
