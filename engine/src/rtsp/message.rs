@@ -118,10 +118,48 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request with no headers yet.
+    pub fn new(method: Method, uri: impl Into<String>) -> Request {
+        Request {
+            method,
+            uri: uri.into(),
+            headers: Headers::default(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Request {
+        self.headers.push(name, value);
+        self
+    }
+
     /// The CSeq, as sent. Responses echo it verbatim.
     pub fn cseq(&self) -> Option<&str> {
         self.headers.get("CSeq")
     }
+
+    /// Appends the request's bytes to `out`, with a `Content-Length` when it
+    /// has a body.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut head = String::with_capacity(128);
+        let _ = write!(head, "{} {} RTSP/1.0\r\n", self.method, self.uri);
+        write_fields(&mut head, &self.headers, self.body.len());
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// Header fields, then `Content-Length` for a body, then the blank line.
+fn write_fields(head: &mut String, headers: &Headers, body_len: usize) {
+    for (n, v) in headers.iter() {
+        if !n.eq_ignore_ascii_case("Content-Length") {
+            let _ = write!(head, "{n}: {v}\r\n");
+        }
+    }
+    if body_len > 0 {
+        let _ = write!(head, "Content-Length: {body_len}\r\n");
+    }
+    head.push_str("\r\n");
 }
 
 /// One message read from a connection.
@@ -134,11 +172,9 @@ pub enum Message {
         channel: u8,
         data: Vec<u8>,
     },
-    /// A response from the peer (to a server-sent request such as a
-    /// keep-alive); carried so the connection can skip it.
-    Response {
-        status: u16,
-    },
+    /// A response: what a client reads, and what a server gets back for a
+    /// request it sent (a keep-alive), which it may skip.
+    Response(Response),
 }
 
 /// Why a request cannot be parsed; each maps to the status to answer.
@@ -225,13 +261,23 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Message, usize)>, Pa
     let head = std::str::from_utf8(&rest[..head_len]).map_err(|_| ParseError::BadHeader)?;
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let start = lines.next().ok_or(ParseError::BadRequestLine)?;
-    let mut parts = start.split(' ').filter(|p| !p.is_empty());
-    let (a, b, c) = (parts.next(), parts.next(), parts.next());
-    if parts.next().is_some() {
-        return Err(ParseError::BadRequestLine);
-    }
-    let (Some(a), Some(b), Some(c)) = (a, b, c) else {
-        return Err(ParseError::BadRequestLine);
+    // A status line is "RTSP/1.0 404 Not Found": its reason phrase may hold
+    // spaces. A request line is exactly three words.
+    let start = if start.starts_with("RTSP/") {
+        let mut parts = start.splitn(3, ' ');
+        let (_version, status) = (parts.next(), parts.next());
+        let status: u16 = status
+            .and_then(|s| s.parse().ok())
+            .filter(|s| (100..1000).contains(s))
+            .ok_or(ParseError::BadRequestLine)?;
+        StartLine::Status(status)
+    } else {
+        let mut parts = start.split(' ').filter(|p| !p.is_empty());
+        let (a, b, c) = (parts.next(), parts.next(), parts.next());
+        let (Some(a), Some(b), Some(c), None) = (a, b, c, parts.next()) else {
+            return Err(ParseError::BadRequestLine);
+        };
+        StartLine::Request(a, b, c)
     };
     let mut headers = Headers::default();
     for line in lines.filter(|l| !l.is_empty()) {
@@ -268,21 +314,26 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Message, usize)>, Pa
         return Ok(None);
     }
     let used = skip + head_len + body_len;
-    if a.starts_with("RTSP/") {
-        // A response: "RTSP/1.0 200 OK".
-        let status = b.parse().map_err(|_| ParseError::BadRequestLine)?;
-        return Ok(Some((Message::Response { status }, used)));
-    }
-    if c != "RTSP/1.0" {
-        return Err(ParseError::BadVersion(c.chars().take(16).collect()));
+    let body = rest[head_len..head_len + body_len].to_vec();
+    let (method, uri, version) = match start {
+        StartLine::Status(status) => return Ok(Some((Message::Response(Response { status, headers, body }), used))),
+        StartLine::Request(a, b, c) => (a, b, c),
+    };
+    if version != "RTSP/1.0" {
+        return Err(ParseError::BadVersion(version.chars().take(16).collect()));
     }
     let request = Request {
-        method: Method::parse(a),
-        uri: b.to_owned(),
+        method: Method::parse(method),
+        uri: uri.to_owned(),
         headers,
-        body: rest[head_len..head_len + body_len].to_vec(),
+        body,
     };
     Ok(Some((Message::Request(request), used)))
+}
+
+enum StartLine<'a> {
+    Request(&'a str, &'a str, &'a str),
+    Status(u16),
 }
 
 /// The reason phrase for a status code (RFC 2326 section 7.1.1).
@@ -352,13 +403,7 @@ impl Response {
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let mut head = String::with_capacity(128);
         let _ = write!(head, "RTSP/1.0 {} {}\r\n", self.status, reason(self.status));
-        for (n, v) in self.headers.iter() {
-            let _ = write!(head, "{n}: {v}\r\n");
-        }
-        if !self.body.is_empty() {
-            let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
-        }
-        head.push_str("\r\n");
+        write_fields(&mut head, &self.headers, self.body.len());
         out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(&self.body);
     }
@@ -447,6 +492,30 @@ mod tests {
         let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
         let text = format!("OPTIONS * RTSP/1.0\r\n{many}\r\n");
         assert_eq!(one(text.as_bytes()).unwrap_err(), ParseError::TooManyHeaders(64));
+    }
+
+    #[test]
+    fn parses_responses_with_any_reason_phrase() {
+        let text = b"RTSP/1.0 404 Not Found\r\nCSeq: 3\r\n\r\nRTSP/1.0 200 OK\r\nCSeq: 4\r\nContent-Length: 3\r\n\r\nv=0";
+        let (m, used) = one(text).unwrap().unwrap();
+        let Message::Response(r) = m else { panic!("{m:?}") };
+        assert_eq!((r.status, r.headers.get("cseq")), (404, Some("3")));
+        let Message::Response(r) = one(&text[used..]).unwrap().unwrap().0 else { panic!() };
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"v=0"[..]));
+        assert_eq!(one(b"RTSP/1.0 abc OK\r\n\r\n").unwrap_err(), ParseError::BadRequestLine);
+        assert_eq!(one(b"RTSP/1.0 99999 OK\r\n\r\n").unwrap_err(), ParseError::BadRequestLine);
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let mut out = Vec::new();
+        Request::new(Method::Setup, "rtsp://h/a.mp4/trackID=3")
+            .header("CSeq", "2")
+            .header("Transport", "RTP/AVP;unicast;client_port=5000-5001")
+            .write_to(&mut out);
+        let r = request(&out);
+        assert_eq!((r.method, r.uri.as_str()), (Method::Setup, "rtsp://h/a.mp4/trackID=3"));
+        assert_eq!(r.headers.get("transport"), Some("RTP/AVP;unicast;client_port=5000-5001"));
     }
 
     #[test]

@@ -718,7 +718,7 @@ async fn read_loop(
                                 s.on_rtcp(key, &data, now);
                             }
                         }
-                        Message::Response { .. } => {}
+                        Message::Response(_) => {}
                     }
                 }
                 Ok(None) => break,
