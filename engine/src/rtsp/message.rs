@@ -496,14 +496,20 @@ mod tests {
 
     #[test]
     fn parses_responses_with_any_reason_phrase() {
-        let text = b"RTSP/1.0 404 Not Found\r\nCSeq: 3\r\n\r\nRTSP/1.0 200 OK\r\nCSeq: 4\r\nContent-Length: 3\r\n\r\nv=0";
+        let text =
+            b"RTSP/1.0 404 Not Found\r\nCSeq: 3\r\n\r\nRTSP/1.0 200 OK\r\nCSeq: 4\r\nContent-Length: 3\r\n\r\nv=0";
         let (m, used) = one(text).unwrap().unwrap();
         let Message::Response(r) = m else { panic!("{m:?}") };
         assert_eq!((r.status, r.headers.get("cseq")), (404, Some("3")));
-        let Message::Response(r) = one(&text[used..]).unwrap().unwrap().0 else { panic!() };
+        let Message::Response(r) = one(&text[used..]).unwrap().unwrap().0 else {
+            panic!()
+        };
         assert_eq!((r.status, r.body.as_slice()), (200, &b"v=0"[..]));
         assert_eq!(one(b"RTSP/1.0 abc OK\r\n\r\n").unwrap_err(), ParseError::BadRequestLine);
-        assert_eq!(one(b"RTSP/1.0 99999 OK\r\n\r\n").unwrap_err(), ParseError::BadRequestLine);
+        assert_eq!(
+            one(b"RTSP/1.0 99999 OK\r\n\r\n").unwrap_err(),
+            ParseError::BadRequestLine
+        );
     }
 
     #[test]
@@ -515,7 +521,10 @@ mod tests {
             .write_to(&mut out);
         let r = request(&out);
         assert_eq!((r.method, r.uri.as_str()), (Method::Setup, "rtsp://h/a.mp4/trackID=3"));
-        assert_eq!(r.headers.get("transport"), Some("RTP/AVP;unicast;client_port=5000-5001"));
+        assert_eq!(
+            r.headers.get("transport"),
+            Some("RTP/AVP;unicast;client_port=5000-5001")
+        );
     }
 
     #[test]

@@ -119,8 +119,12 @@ struct Shard {
     rtcp: std::net::UdpSocket,
     sessions: HashMap<SessionKey, Entry>,
     schedule: Schedule,
-    /// Client RTCP addresses, to tell incoming reports apart.
-    rtcp_routes: HashMap<SocketAddr, SessionKey>,
+    /// The sessions that have each client RTCP address. Usually one, but a
+    /// load client (or a NAT) may use one port pair for many sessions.
+    rtcp_routes: HashMap<SocketAddr, SmallVec<[SessionKey; 1]>>,
+    /// The session of each of our streams' SSRCs, to tell apart reports that
+    /// come from one address for several sessions.
+    ssrc_routes: HashMap<u32, SessionKey>,
     conns: HashMap<u64, Rc<Conn>>,
     next_conn: u64,
     library: Library,
@@ -177,6 +181,7 @@ pub async fn run(
         sessions: HashMap::new(),
         schedule: Schedule::default(),
         rtcp_routes: HashMap::new(),
+        ssrc_routes: HashMap::new(),
         conns: HashMap::new(),
         next_conn: 0,
         library,
@@ -344,8 +349,12 @@ impl Shard {
         let (response, effect) = e.session.handle(req, &ctx);
         if req.method == Method::Setup && response.status == 200 {
             for t in &e.session.tracks {
+                self.ssrc_routes.insert(t.seeds.0, key);
                 if let Destination::Udp { rtcp, .. } = t.destination {
-                    self.rtcp_routes.insert(rtcp, key);
+                    let keys = self.rtcp_routes.entry(rtcp).or_default();
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
                 }
             }
         }
@@ -515,7 +524,17 @@ impl Shard {
             self.send_rtcp(key, now, true);
         }
         let Some(e) = self.sessions.remove(&key) else { return };
-        self.rtcp_routes.retain(|_, k| *k != key);
+        for t in &e.session.tracks {
+            self.ssrc_routes.remove(&t.seeds.0);
+            if let Destination::Udp { rtcp, .. } = t.destination {
+                if let Some(keys) = self.rtcp_routes.get_mut(&rtcp) {
+                    keys.retain(|k| *k != key);
+                    if keys.is_empty() {
+                        self.rtcp_routes.remove(&rtcp);
+                    }
+                }
+            }
+        }
         self.stats.sessions_ended += 1;
         debug!(shard = self.index, session = %e.session.id, why, "session ended");
         let record = self.record(&e, now);
@@ -544,7 +563,46 @@ impl Shard {
         }
     }
 
-    /// Receiver reports: loss and jitter per stream, and a sign of life.
+    /// An RTCP datagram from `from` on the shard's socket. Each report block
+    /// names the stream it reports on, and so its session; a report with no
+    /// blocks (sent before any media arrived) is a sign of life for every
+    /// session at that address.
+    fn on_rtcp_udp(&mut self, from: SocketAddr, data: &[u8], now: Nanos) {
+        let Some(keys) = self.rtcp_routes.get(&from) else {
+            // Not from a client we know: ignore it, it changes nothing.
+            self.stats.bad_rtcp += 1;
+            return;
+        };
+        let Ok(packets) = rtcp::parse_compound(data) else {
+            self.stats.bad_rtcp += 1;
+            return;
+        };
+        let mut reported = false;
+        for block in report_blocks(packets) {
+            let Some(&key) = self.ssrc_routes.get(&block.ssrc) else {
+                continue;
+            };
+            // Only the address the stream is sent to may report on it.
+            let Some(e) = self.sessions.get_mut(&key) else { continue };
+            if e.dests
+                .iter()
+                .any(|d| matches!(d, Destination::Udp { rtcp, .. } if *rtcp == from))
+            {
+                e.session.last_seen = now;
+                e.note_report(&block);
+                reported = true;
+            }
+        }
+        if !reported {
+            for key in keys.clone() {
+                if let Some(e) = self.sessions.get_mut(&key) {
+                    e.session.last_seen = now;
+                }
+            }
+        }
+    }
+
+    /// RTCP that arrived on session `key`'s own interleaved channel.
     fn on_rtcp(&mut self, key: SessionKey, data: &[u8], now: Nanos) {
         let Some(e) = self.sessions.get_mut(&key) else { return };
         e.session.last_seen = now;
@@ -552,21 +610,34 @@ impl Shard {
             self.stats.bad_rtcp += 1;
             return;
         };
-        let Some(pb) = e.session.playback.as_ref() else { return };
-        for p in packets {
-            let blocks = match p {
-                rtcp::RtcpPacket::ReceiverReport { reports, .. } | rtcp::RtcpPacket::SenderReport { reports, .. } => {
-                    reports
-                }
-                _ => continue,
-            };
-            for block in blocks {
-                if let Some(i) = pb.streams().iter().position(|s| s.ssrc == block.ssrc) {
-                    if let Some(r) = e.reception.get_mut(i) {
-                        r.cumulative_lost = i64::from(block.cumulative_lost);
-                        r.jitter = block.jitter;
-                    }
-                }
+        for block in report_blocks(packets) {
+            e.note_report(&block);
+        }
+    }
+}
+
+/// The report blocks of every SR and RR in a compound packet.
+fn report_blocks(packets: rtcp::Compound<'_>) -> impl Iterator<Item = rtcp::ReportBlock> + '_ {
+    packets
+        .flat_map(|p| match p {
+            rtcp::RtcpPacket::ReceiverReport { reports, .. } | rtcp::RtcpPacket::SenderReport { reports, .. } => {
+                Some(reports)
+            }
+            _ => None,
+        })
+        .flatten()
+}
+
+impl Entry {
+    /// Keeps what a receiver report says about one of the session's streams.
+    fn note_report(&mut self, block: &rtcp::ReportBlock) {
+        let Some(pb) = self.session.playback.as_ref() else {
+            return;
+        };
+        if let Some(i) = pb.streams().iter().position(|s| s.ssrc == block.ssrc) {
+            if let Some(r) = self.reception.get_mut(i) {
+                r.cumulative_lost = i64::from(block.cumulative_lost);
+                r.jitter = block.jitter;
             }
         }
     }
@@ -608,12 +679,7 @@ async fn receive_rtcp(shard: Rc<RefCell<Shard>>, socket: UdpSocket) {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        let mut s = shard.borrow_mut();
-        match s.rtcp_routes.get(&from).copied() {
-            Some(key) => s.on_rtcp(key, &buf[..n], now()),
-            // Not from a client we know: ignore it, it changes nothing.
-            None => s.stats.bad_rtcp += 1,
-        }
+        shard.borrow_mut().on_rtcp_udp(from, &buf[..n], now());
     }
 }
 
