@@ -108,9 +108,9 @@ impl AccessRecord {
 }
 
 /// The access log writer. Lines are buffered; they reach the file within a
-/// second of the next [`AccessLog::write`] after that, or at
-/// [`AccessLog::flush`], which the owner should call now and then (flushing
-/// an empty buffer costs nothing) and at shutdown.
+/// second, as long as the owner calls [`AccessLog::flush_if_due`] now and
+/// then (it costs nothing when there is nothing to do), and at
+/// [`AccessLog::flush`], which the owner calls at shutdown.
 pub struct AccessLog {
     out: BufWriter<Box<dyn Write + Send>>,
     /// `None` for standard output.
@@ -150,6 +150,14 @@ impl AccessLog {
         self.out.write_all(self.line.as_bytes())?;
         // Standard output is usually someone watching; a file, a disk.
         if self.path.is_none() || self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes lines that have waited for a second or more.
+    pub fn flush_if_due(&mut self) -> io::Result<()> {
+        if !self.out.buffer().is_empty() && self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush()?;
         }
         Ok(())

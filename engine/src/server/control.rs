@@ -102,6 +102,9 @@ pub async fn run(
         if signals.shutting_down() {
             break;
         }
+        if let Err(e) = ctl.log.borrow_mut().flush_if_due() {
+            warn!(error = %e, "cannot write the access log");
+        }
     }
     info!("shutting down: saying goodbye to clients");
     for t in accept_tasks {
