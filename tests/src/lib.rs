@@ -15,8 +15,11 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod ffmpeg;
 pub mod media;
 pub mod rtp;
+pub mod rtsp;
+pub mod server;
 
 /// How long any one external command may run before the test gives up on it.
 /// Everything the suite runs finishes in a second or two; this only turns a

@@ -158,6 +158,31 @@ pub fn ffmpeg_stream_for(movie: &Movie, hint: &Track) -> String {
     format!("0:{kind}:{index}")
 }
 
+/// How many AAC frames the movie's audio hint track carries.
+///
+/// ffmpeg's RTP muxer, and so its hinter, gathers AAC frames into packets
+/// and drops the frames still waiting at the end of the stream: a hinted
+/// movie never sends its last few audio frames. What a client receives is
+/// the file's audio up to this many frames.
+pub fn hinted_aac_frames(movie: &Movie) -> usize {
+    let hint = movie
+        .hint_tracks()
+        .find(|h| ffmpeg_stream_for(movie, h) == "0:a:0")
+        .expect("an audio hint track");
+    loader_packets(movie, hint.id)
+        .iter()
+        .map(|p| aac_frames_in(&p.payload))
+        .sum()
+}
+
+/// The number of AAC frames in an RTP payload in the `AAC-hbr` mode ffmpeg
+/// uses (RFC 3640 section 3.3.6): a 16-bit AU-headers-length in bits, then one
+/// 16-bit header (13-bit size, 3-bit index) per frame.
+pub fn aac_frames_in(payload: &[u8]) -> usize {
+    assert!(payload.len() >= 2, "AAC RTP payload of {} bytes", payload.len());
+    usize::from(u16::from_be_bytes([payload[0], payload[1]])) / 16
+}
+
 /// What ffmpeg's RTP muxer sent for one stream.
 #[derive(Debug)]
 pub struct FfmpegRtp {

@@ -18,8 +18,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use loader::Movie;
+use streamalot_tests::ffmpeg::FrameHashes;
 use streamalot_tests::media::media;
-use streamalot_tests::rtp::{ffmpeg_stream_for, loader_packets, RtpPacket};
+use streamalot_tests::rtp::{hinted_aac_frames, RtpPacket};
+use streamalot_tests::server::free_udp_run;
 use streamalot_tests::{describe, require_tool, run_ok, scratch_dir, wait_with_timeout, COMMAND_TIMEOUT};
 
 /// How much faster than real time the packets are sent.
@@ -73,7 +75,7 @@ fn round_trip(name: &str) {
             .arg(&clip.path)
             .args(FRAMEMD5),
     );
-    let reference = frame_hashes(&String::from_utf8_lossy(&reference.stdout));
+    let reference = FrameHashes::parse(&String::from_utf8_lossy(&reference.stdout));
 
     let (client, ports) = start_client(&movie, name);
     send(&movie, &ports);
@@ -81,22 +83,11 @@ fn round_trip(name: &str) {
     let out = wait_with_timeout(client, COMMAND_TIMEOUT, &what);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{what} failed ({}):\n{stderr}", out.status);
-    let received = frame_hashes(&String::from_utf8_lossy(&out.stdout));
+    let received = FrameHashes::parse(&String::from_utf8_lossy(&out.stdout));
 
-    // ffmpeg's RTP muxer, and so its hinter, gathers AAC frames into packets
-    // and drops the frames still waiting at the end of the stream: a hinted
-    // movie never sends its last few audio frames. The audio must be the
-    // file's up to the last frame the hint track carries.
-    let audio_hint = movie
-        .hint_tracks()
-        .find(|h| ffmpeg_stream_for(&movie, h) == "0:a:0")
-        .expect("an audio hint track");
-    let audio_sent: usize = loader_packets(&movie, audio_hint.id)
-        .iter()
-        .map(|p| aac_frames_in(&p.payload))
-        .sum();
+    let audio_sent = hinted_aac_frames(&movie);
     for (stream, kind) in [(0, "video"), (1, "audio")] {
-        let in_file = reference.get(&stream).map_or(&[][..], Vec::as_slice);
+        let in_file = reference.hashes(stream);
         assert!(!in_file.is_empty(), "{name}: ffmpeg found no {kind} frames in the file");
         let want = if kind == "audio" {
             assert!(
@@ -106,9 +97,9 @@ fn round_trip(name: &str) {
             );
             &in_file[..audio_sent]
         } else {
-            in_file
+            &in_file[..]
         };
-        let got = received.get(&stream).map_or(&[][..], Vec::as_slice);
+        let got = received.hashes(stream);
         if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i)) {
             panic!(
                 "{name}: {kind} over RTP differs from the file at frame {i} of {} (received {}): \
@@ -123,36 +114,8 @@ fn round_trip(name: &str) {
     }
 }
 
-/// The number of AAC frames in an RTP payload in the `AAC-hbr` mode ffmpeg
-/// uses (RFC 3640 section 3.3.6): a 16-bit AU-headers-length in bits, then one
-/// 16-bit header (13-bit size, 3-bit index) per frame.
-fn aac_frames_in(payload: &[u8]) -> usize {
-    assert!(payload.len() >= 2, "AAC RTP payload of {} bytes", payload.len());
-    usize::from(u16::from_be_bytes([payload[0], payload[1]])) / 16
-}
-
 fn describe_child(name: &str) -> String {
     format!("ffmpeg playing the loader's SDP for {name}")
-}
-
-/// `(size, hash)` of each frame, by output stream index, from `framemd5`
-/// output (`stream, dts, pts, duration, size, hash[, side data]`). Times are left out: an
-/// RTP receiver derives them from RTP timestamps and picks its own origin.
-fn frame_hashes(framemd5: &str) -> BTreeMap<u32, Vec<(u64, String)>> {
-    let mut by_stream: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
-    for line in framemd5.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        // Side data (`S=1, ...`) may follow the hash.
-        let [stream, _, _, _, size, hash, ..] = fields[..] else {
-            panic!("unexpected framemd5 line `{line}`");
-        };
-        let parse = |s: &str| s.parse::<u64>().unwrap_or_else(|e| panic!("framemd5 `{line}`: {e}"));
-        by_stream
-            .entry(parse(stream) as u32)
-            .or_default()
-            .push((parse(size), hash.to_owned()));
-    }
-    by_stream
 }
 
 /// Where the packets of each hint track go: its RTP port (RTCP is one up).
@@ -200,7 +163,7 @@ fn start_client(movie: &Movie, name: &str) -> (Child, Ports) {
     static PORTS: Mutex<()> = Mutex::new(());
     let _picking = PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let hints: Vec<u32> = movie.hint_tracks().map(|t| t.id).collect();
-    let base = free_port_run(2 * hints.len());
+    let base = free_udp_run(2 * hints.len() as u16);
     let ports: Ports = hints
         .iter()
         .enumerate()
@@ -238,23 +201,6 @@ fn start_client(movie: &Movie, name: &str) -> (Child, Ports) {
         thread::sleep(Duration::from_millis(10));
     }
     (child, ports)
-}
-
-/// The first of `n` consecutive free UDP ports, starting at an even one.
-fn free_port_run(n: usize) -> u16 {
-    for _ in 0..100 {
-        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
-        let base = probe.local_addr().expect("its address").port() & !1;
-        drop(probe);
-        if base < 1024 || base.checked_add(n as u16).is_none() {
-            continue;
-        }
-        let held: Result<Vec<UdpSocket>, _> = (0..n as u16).map(|i| UdpSocket::bind(("0.0.0.0", base + i))).collect();
-        if held.is_ok() {
-            return base;
-        }
-    }
-    panic!("no run of {n} free UDP ports found");
 }
 
 /// Whether some socket on this machine is bound to UDP port `port`, read from

@@ -25,38 +25,13 @@
 //! video's key frame, and the video at the key frame itself.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use loader::{Movie, PacketFlags};
+use streamalot_tests::ffmpeg::key_frames;
 use streamalot_tests::media::{media, H264_FPS, H264_GOP, H264_SECONDS};
-use streamalot_tests::{require_tool, run_ok};
 
 const NANOS: i64 = 1_000_000_000;
 const FRAME_NS: i64 = NANOS / H264_FPS as i64;
-
-/// Presentation times, in nanoseconds, of the video's key frames, by ffprobe.
-fn ffprobe_key_frames(file: &std::path::Path) -> Vec<i64> {
-    require_tool("ffprobe");
-    let out = run_ok(
-        Command::new("ffprobe")
-            .args(["-v", "error", "-select_streams", "v:0"])
-            .args(["-show_entries", "packet=pts_time,flags", "-of", "csv=p=0"])
-            .arg(file),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut keys: Vec<i64> = text
-        .lines()
-        .filter_map(|line| {
-            let (pts, flags) = line.trim().split_once(',')?;
-            flags.contains('K').then(|| {
-                let secs: f64 = pts.parse().unwrap_or_else(|e| panic!("ffprobe pts_time `{pts}`: {e}"));
-                (secs * 1e9).round() as i64
-            })
-        })
-        .collect();
-    keys.sort_unstable();
-    keys
-}
 
 /// Where the first packet of each track lands after a seek.
 struct FirstPacket {
@@ -69,7 +44,7 @@ struct FirstPacket {
 fn seek_lands_on_the_key_frame_at_or_before() {
     let path = media().h264_mp4();
     let movie = Movie::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let keys = ffprobe_key_frames(path);
+    let keys = key_frames(path);
     let expected_keys: Vec<i64> = (0..H264_SECONDS * H264_FPS / H264_GOP)
         .map(|i| i64::from(i * H264_GOP) * FRAME_NS)
         .collect();

@@ -1,0 +1,261 @@
+//! `streamalot serve` as a child process: started on free ports over a
+//! library directory of its own, watched through /proc, stopped with SIGTERM.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::{describe, scratch_dir, streamalot_binary};
+
+/// A running server. Dropping it kills the process; [`Server::stop`] asks it
+/// to shut down the way an operator does and returns what it printed.
+pub struct Server {
+    child: Option<Child>,
+    command: String,
+    /// The RTSP address, on 127.0.0.1.
+    pub addr: SocketAddr,
+    /// The library directory it serves.
+    pub media: PathBuf,
+    /// Where its access log goes.
+    pub access_log: PathBuf,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+/// What a server printed, and how it ended.
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A library directory `name` under the scratch directory, holding `files`
+/// (linked or copied in under their own names). It is emptied first, so a
+/// test sees only what it put there.
+pub fn library(name: &str, files: &[&Path]) -> PathBuf {
+    let dir = scratch_dir().join(format!("library-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    for file in files {
+        let to = dir.join(file.file_name().expect("a file name"));
+        if std::fs::hard_link(file, &to).is_err() {
+            std::fs::copy(file, &to).unwrap_or_else(|e| panic!("cannot copy {} in: {e}", file.display()));
+        }
+    }
+    dir
+}
+
+impl Server {
+    /// Starts `streamalot serve` on `media` with one shard, on a free RTSP
+    /// port and a free UDP port range of 127.0.0.1, plus `extra` arguments;
+    /// returns once it accepts connections.
+    pub fn start(media: &Path, extra: &[&str]) -> Server {
+        let rtsp_port = free_tcp_port();
+        let rtp_base = free_udp_run(16);
+        let access_log = media.with_extension("access.log");
+        let _ = std::fs::remove_file(&access_log);
+        let mut cmd = Command::new(streamalot_binary());
+        cmd.arg("serve")
+            .arg("--media")
+            .arg(media)
+            .args(["--bind", "127.0.0.1", "--shards", "1"])
+            .args(["--rtsp-port", &rtsp_port.to_string()])
+            .args(["--rtp-ports", &format!("{rtp_base}-{}", rtp_base + 15)])
+            .arg("--access-log")
+            .arg(&access_log)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let command = describe(&cmd);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let mut server = Server {
+            child: Some(child),
+            command,
+            addr: SocketAddr::from(([127, 0, 0, 1], rtsp_port)),
+            media: media.to_owned(),
+            access_log,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        };
+        server.wait_until_listening();
+        server
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            let child = self.child.as_mut().expect("running");
+            if let Ok(Some(status)) = child.try_wait() {
+                let stopped = self.collect(status);
+                panic!(
+                    "{} exited ({status}) before listening:\n{}",
+                    self.command, stopped.stderr
+                );
+            }
+            if Instant::now() > deadline {
+                panic!("{} did not listen on {} within 30 s", self.command, self.addr);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `rtsp://127.0.0.1:PORT/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// How many file descriptors the server has open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("the server's /proc/PID/fd")
+            .count()
+    }
+
+    /// The server's resident memory, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    /// The access log's records so far, as field name to value.
+    pub fn access_records(&self) -> Vec<HashMap<String, String>> {
+        let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+        parse_access_log(&text)
+    }
+
+    /// Waits until the access log holds at least `n` records, or panics
+    /// after `timeout`.
+    pub fn wait_for_records(&self, n: usize, timeout: Duration) -> Vec<HashMap<String, String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let records = self.access_records();
+            if records.len() >= n {
+                return records;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the access log has {} records, expected {n}, after {timeout:?}",
+                    records.len()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM, waits for the server to exit and returns its output.
+    /// Panics if it does not exit within 15 s.
+    pub fn stop(mut self) -> Stopped {
+        let pid = self.pid();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            let child = self.child.as_mut().expect("running");
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not exit within 15 s of SIGTERM", self.command);
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        self.collect(status)
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> Stopped {
+        self.child = None;
+        let text = |h: Option<JoinHandle<Vec<u8>>>| {
+            String::from_utf8_lossy(&h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()).into_owned()
+        };
+        Stopped {
+            status,
+            stdout: text(self.stdout.take()),
+            stderr: text(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+/// Records of a W3C extended log: `#Fields:` names the columns, each other
+/// non-comment line is one record.
+pub fn parse_access_log(text: &str) -> Vec<HashMap<String, String>> {
+    let mut fields: Vec<String> = Vec::new();
+    let mut records = Vec::new();
+    for line in text.lines() {
+        if let Some(names) = line.strip_prefix("#Fields:") {
+            fields = names.split_whitespace().map(str::to_owned).collect();
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let values = line.split(' ');
+            records.push(fields.iter().cloned().zip(values.map(str::to_owned)).collect());
+        }
+    }
+    records
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a TCP port")
+        .port()
+}
+
+/// The first of `n` consecutive UDP ports, starting at an even one, that
+/// were free a moment ago.
+pub fn free_udp_run(n: u16) -> u16 {
+    for _ in 0..100 {
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+        let base = probe.local_addr().expect("its address").port() & !1;
+        drop(probe);
+        if base < 1024 || base.checked_add(n).is_none() {
+            continue;
+        }
+        let held: Result<Vec<UdpSocket>, _> = (0..n).map(|i| UdpSocket::bind(("127.0.0.1", base + i))).collect();
+        if held.is_ok() {
+            return base;
+        }
+    }
+    panic!("no run of {n} free UDP ports found");
+}
