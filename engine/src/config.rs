@@ -97,7 +97,8 @@ pub struct ServeArgs {
     pub max_body_bytes: Option<usize>,
 
     /// Media bytes queued per interleaved (RTP over TCP) connection before packets are dropped
-    /// rather than let a slow reader hold memory [default: 256K]
+    /// rather than let a slow reader hold memory; the connection's kernel send buffer is capped
+    /// at the same size [default: 256K]
     #[arg(long = "tcp-queue-bytes", value_name = "N", value_parser = parse_size)]
     pub tcp_queue_bytes: Option<usize>,
 

@@ -36,7 +36,6 @@ struct Control {
     waiting: RefCell<HashMap<u64, local_channel::LocalSender<FromShard>>>,
     next_reply: RefCell<u64>,
     log: RefCell<AccessLog>,
-    keys: RefCell<u64>,
 }
 
 pub async fn run(
@@ -63,7 +62,6 @@ pub async fn run(
         waiting: RefCell::default(),
         next_reply: RefCell::new(1),
         log: RefCell::new(log),
-        keys: RefCell::new(crate::random::u64()),
         config,
     });
     let mut listeners = Vec::new();
@@ -141,10 +139,15 @@ async fn shard_events(
                     let _ = w.try_send(event);
                 }
             }
-            // A session made on a connection the shard owns: route requests
-            // for it there and count it against the limits.
-            FromShard::SessionCreated { key, client } => {
-                ctl.sessions.borrow_mut().insert(key, (shard, client.ip()));
+            FromShard::Admit { client, ticket } => {
+                let key = ctl.admit(client.ip(), Some(shard)).map(|(_, key)| key);
+                let ctl = ctl.clone();
+                // On a task of its own: the shard may be busy, and its events
+                // must keep flowing meanwhile.
+                glommio::spawn_local(async move {
+                    let _ = ctl.shards[shard].send(ToShard::Admission { ticket, key }).await;
+                })
+                .detach();
             }
             FromShard::SessionEnded { key, record } => {
                 ctl.sessions.borrow_mut().remove(&key);
@@ -327,17 +330,9 @@ async fn handle(
         return Next::Continue;
     }
     match &req.method {
-        Method::Options => Response::new(200, Some(&cseq))
-            .header("Public", crate::rtsp::PUBLIC_METHODS)
-            .write_to(out),
         Method::Describe => describe(ctl, &req, &cseq).write_to(out),
         Method::Setup => return setup(ctl, req, client, out, stream, pending).await,
-        Method::Play | Method::Pause | Method::Teardown => Response::new(454, Some(&cseq)).write_to(out),
-        Method::GetParameter | Method::SetParameter => Response::new(200, Some(&cseq)).write_to(out),
-        Method::Announce | Method::Record | Method::Redirect => Response::new(405, Some(&cseq))
-            .header("Allow", crate::rtsp::PUBLIC_METHODS)
-            .write_to(out),
-        Method::Other(_) => Response::new(501, Some(&cseq)).write_to(out),
+        _ => crate::rtsp::answer_without_session(&req, &cseq).write_to(out),
     }
     Next::Continue
 }
@@ -392,29 +387,9 @@ async fn setup(
             return Next::Continue;
         }
     };
-    let over_limit = {
-        let sessions = ctl.sessions.borrow();
-        let mine = sessions.values().filter(|s| s.1 == client.ip()).count();
-        sessions.len() >= ctl.config.max_sessions || mine >= ctl.config.max_sessions_per_client
-    };
-    if over_limit {
+    let Some((shard, key)) = ctl.admit(client.ip(), None) else {
         Response::new(453, Some(&cseq)).write_to(out);
         return Next::Continue;
-    }
-    // The least loaded shard gets the session.
-    let shard = {
-        let sessions = ctl.sessions.borrow();
-        let mut load = vec![0usize; ctl.shards.len()];
-        for s in sessions.values() {
-            load[s.0] += 1;
-        }
-        (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
-    };
-    let key = {
-        // Unguessable IDs: a session ID is all a client needs to control one.
-        let mut k = ctl.keys.borrow_mut();
-        *k = crate::random::u64();
-        (*k).max(1)
     };
     let wants_tcp = req
         .headers
@@ -422,7 +397,6 @@ async fn setup(
         .map(Transport::parse_list)
         .and_then(|l| l.into_iter().flatten().next())
         .is_some_and(|t| t.lower == Lower::Tcp);
-    ctl.sessions.borrow_mut().insert(key, (shard, client.ip()));
     let path = path.to_owned();
     if wants_tcp {
         let fd = match clone_fd(stream) {
@@ -471,18 +445,43 @@ async fn setup(
     })
     .await;
     match reply {
-        Some(FromShard::Reply { response, created, .. }) => {
-            if !created {
-                ctl.sessions.borrow_mut().remove(&key);
-            }
-            response.write_to(out);
-        }
+        // A refusal has been reported as a SessionEnded, which removes it.
+        Some(FromShard::Reply { response, .. }) => response.write_to(out),
         _ => {
             ctl.sessions.borrow_mut().remove(&key);
             Response::new(503, Some(&cseq)).write_to(out);
         }
     }
     Next::Continue
+}
+
+impl Control {
+    /// Counts a new session for `client` against the limits: with room for
+    /// it, picks its shard (the least loaded one, unless `shard` is given),
+    /// makes its key and records it. `None` means 453.
+    fn admit(&self, client: IpAddr, shard: Option<usize>) -> Option<(usize, SessionKey)> {
+        let mut sessions = self.sessions.borrow_mut();
+        let mine = sessions.values().filter(|s| s.1 == client).count();
+        if sessions.len() >= self.config.max_sessions || mine >= self.config.max_sessions_per_client {
+            return None;
+        }
+        let shard = shard.unwrap_or_else(|| {
+            let mut load = vec![0usize; self.shards.len()];
+            for s in sessions.values() {
+                load[s.0] += 1;
+            }
+            (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
+        });
+        // Unguessable IDs: a session ID is all a client needs to control one.
+        let key = loop {
+            let k = crate::random::u64();
+            if k != 0 && !sessions.contains_key(&k) {
+                break k;
+            }
+        };
+        sessions.insert(key, (shard, client));
+        Some((shard, key))
+    }
 }
 
 /// A second descriptor for the connection's socket, to send to a shard.

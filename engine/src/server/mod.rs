@@ -75,6 +75,9 @@ pub enum ToShard {
         client: SocketAddr,
         reply: u64,
     },
+    /// The answer to a [`FromShard::Admit`]: the new session's key, or
+    /// `None` when a session limit says no.
+    Admission { ticket: u64, key: Option<SessionKey> },
     /// Send a copy of the shard's statistics.
     Stats { reply: u64 },
     /// Say goodbye to every client and stop.
@@ -83,16 +86,19 @@ pub enum ToShard {
 
 /// What a shard tells the control core.
 pub enum FromShard {
+    /// The answer to a request the control core forwarded. A NewSession
+    /// that failed is also reported with `SessionEnded`.
     Reply {
         reply: u64,
         response: Response,
-        /// For a NewSession: whether the session now exists.
-        created: bool,
     },
-    /// A session made on a handed-over connection (not through NewSession).
-    SessionCreated {
-        key: SessionKey,
+    /// A client asks for a new session on a connection the shard owns: may
+    /// it have one? The control core keeps the session count, so it decides
+    /// and answers with [`ToShard::Admission`]; an admitted session that then
+    /// fails to set up is reported with `SessionEnded`.
+    Admit {
         client: SocketAddr,
+        ticket: u64,
     },
     SessionEnded {
         key: SessionKey,

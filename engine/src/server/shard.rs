@@ -13,13 +13,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpStream, UdpSocket};
-use loader::Packet;
+use loader::{Movie, Packet};
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
@@ -127,6 +128,10 @@ struct Shard {
     ssrc_routes: HashMap<u32, SessionKey>,
     conns: HashMap<u64, Rc<Conn>>,
     next_conn: u64,
+    /// New sessions on owned connections, waiting for the control core's
+    /// [`ToShard::Admission`].
+    admissions: HashMap<u64, LocalSender<Option<SessionKey>>>,
+    next_ticket: u64,
     library: Library,
     stats: ShardStats,
     udp: UdpRound,
@@ -184,6 +189,8 @@ pub async fn run(
         ssrc_routes: HashMap::new(),
         conns: HashMap::new(),
         next_conn: 0,
+        admissions: HashMap::new(),
+        next_ticket: 0,
         library,
         stats: ShardStats::default(),
         udp: UdpRound::new(BATCH),
@@ -241,32 +248,15 @@ fn command(shard: &Rc<RefCell<Shard>>, cmd: ToShard) {
         } => {
             let conn_id = conn.map(|h| adopt(shard, h));
             let mut s = shard.borrow_mut();
-            let now = now();
-            s.sessions
-                .insert(key, Entry::new(Session::new(session_id(key), path, movie, now), client));
-            let response = s.request(key, &request, client, conn_id, now);
-            let created = response.status == 200;
-            if !created {
-                s.sessions.remove(&key);
-            } else {
-                s.stats.sessions_started += 1;
-            }
+            let response = s.open_session(key, path, movie, &request, client, conn_id, now());
             match conn_id.and_then(|c| s.conns.get(&c).cloned()) {
-                Some(c) => {
-                    c.respond(&response);
-                    if !created {
-                        // The control core counted it; tell it the session is not.
-                        s.post(FromShard::SessionEnded {
-                            key,
-                            record: AccessRecord::refused(client, &request, response.status),
-                        });
-                    }
-                }
-                None => s.post(FromShard::Reply {
-                    reply,
-                    response,
-                    created,
-                }),
+                Some(c) => c.respond(&response),
+                None => s.post(FromShard::Reply { reply, response }),
+            }
+        }
+        ToShard::Admission { ticket, key } => {
+            if let Some(waiting) = shard.borrow_mut().admissions.remove(&ticket) {
+                let _ = waiting.try_send(key);
             }
         }
         ToShard::Request {
@@ -277,11 +267,7 @@ fn command(shard: &Rc<RefCell<Shard>>, cmd: ToShard) {
         } => {
             let mut s = shard.borrow_mut();
             let response = s.request(key, &request, client, None, now());
-            s.post(FromShard::Reply {
-                reply,
-                response,
-                created: false,
-            });
+            s.post(FromShard::Reply { reply, response });
         }
         ToShard::Stats { reply } => {
             let mut s = shard.borrow_mut();
@@ -317,6 +303,38 @@ impl Shard {
     fn seeds(&mut self) -> StreamSeeds {
         let r = self.rng.next();
         (r as u32, (r >> 32) as u16, self.rng.next() as u32)
+    }
+
+    /// Makes session `key` (which the control core admitted) from its first
+    /// SETUP. If the SETUP fails, the session is not, and the control core is
+    /// told so, to log the refusal and count the session no more.
+    #[allow(clippy::too_many_arguments)]
+    fn open_session(
+        &mut self,
+        key: SessionKey,
+        path: String,
+        movie: Arc<Movie>,
+        req: &Request,
+        client: SocketAddr,
+        conn: Option<u64>,
+        now: Nanos,
+    ) -> Response {
+        self.sessions
+            .insert(key, Entry::new(Session::new(session_id(key), path, movie, now), client));
+        let response = self.request(key, req, client, conn, now);
+        if response.status == 200 {
+            self.stats.sessions_started += 1;
+        } else {
+            self.sessions.remove(&key);
+            self.refuse(key, client, req, response.status);
+        }
+        response
+    }
+
+    /// Tells the control core that admitted session `key` never came to be.
+    fn refuse(&mut self, key: SessionKey, client: SocketAddr, req: &Request, status: u16) {
+        let record = AccessRecord::refused(client, req, status);
+        self.post(FromShard::SessionEnded { key, record });
     }
 
     /// Handles a request naming session `key` (which exists), from the
@@ -701,6 +719,15 @@ async fn deliver(shard: Rc<RefCell<Shard>>, wake: LocalReceiver<()>, back: Conne
 
 /// Takes over a connection handed from the control core.
 fn adopt(shard: &Rc<RefCell<Shard>>, h: Handover) -> u64 {
+    let bound = shard.borrow().config.tcp_queue_bytes;
+    // The kernel would otherwise grow the send buffer of a connection whose
+    // reader stalls to several megabytes (`tcp_wmem`), holding seconds of
+    // stale media where the bounded queue cannot drop it. Capped, it holds
+    // about as much as the queue (Linux doubles the figure for its own
+    // bookkeeping), and a stalled reader costs at most a few times the bound.
+    if let Err(e) = socket2::SockRef::from(&h.fd).set_send_buffer_size(bound) {
+        debug!(client = %h.client, error = %e, "cannot cap the send buffer");
+    }
     // SAFETY: the handover carries the only owner of a duplicated
     // descriptor; `into_raw_fd` releases it to the stream.
     let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
@@ -712,7 +739,7 @@ fn adopt(shard: &Rc<RefCell<Shard>>, h: Handover) -> u64 {
         client: h.client,
         out: RefCell::new(Vec::new()),
         in_flight: Cell::new(0),
-        bound: s.config.tcp_queue_bytes,
+        bound,
         kick,
         closed: Cell::new(false),
     });
@@ -766,14 +793,20 @@ async fn read_loop(
             match message::parse(&buf, &limits) {
                 Ok(Some((msg, used))) => {
                     buf.drain(..used);
-                    let now = now();
-                    let mut s = shard.borrow_mut();
                     match msg {
                         Message::Request(req) => {
-                            let response = s.on_conn_request(id, conn.client, &req, now);
+                            let admitted = if opens_session(&req) {
+                                admit(&shard, conn.client).await
+                            } else {
+                                None
+                            };
+                            let response = shard
+                                .borrow_mut()
+                                .on_conn_request(id, conn.client, &req, admitted, now());
                             conn.respond(&response);
                         }
                         Message::Interleaved { channel, data } => {
+                            let (mut s, now) = (shard.borrow_mut(), now());
                             // RTCP from the client rides the odd channels.
                             let key = s.sessions.iter().find_map(|(&k, e)| {
                                 (e.conn == Some(id)
@@ -820,8 +853,16 @@ async fn read_loop(
 }
 
 impl Shard {
-    /// A request read from a connection this shard owns.
-    fn on_conn_request(&mut self, conn: u64, client: SocketAddr, req: &Request, now: Nanos) -> Response {
+    /// A request read from a connection this shard owns. `admitted` is the
+    /// control core's answer for a SETUP that opens a new session.
+    fn on_conn_request(
+        &mut self,
+        conn: u64,
+        client: SocketAddr,
+        req: &Request,
+        admitted: Option<SessionKey>,
+        now: Nanos,
+    ) -> Response {
         let Some(cseq) = req.cseq() else {
             return Response::new(400, None);
         };
@@ -832,36 +873,43 @@ impl Shard {
             };
         }
         match &req.method {
-            Method::Options => Response::new(200, Some(cseq)).header("Public", crate::rtsp::PUBLIC_METHODS),
             Method::Describe => super::control::describe_response(&mut self.library, req, cseq),
             Method::Setup => {
                 // A new session on this connection: it stays on this shard.
-                let Some((path, _)) = crate::session::split_uri(&req.uri) else {
-                    return Response::new(400, Some(cseq));
+                let Some(key) = admitted else {
+                    return Response::new(453, Some(cseq));
                 };
-                let movie = match self.library.open(path) {
-                    Ok(m) => m,
-                    Err(e) => return Response::new(e.status(), Some(cseq)),
-                };
-                let key = self.rng.next().max(1);
-                let path = path.to_owned();
-                self.sessions
-                    .insert(key, Entry::new(Session::new(session_id(key), path, movie, now), client));
-                let response = self.request(key, req, client, Some(conn), now);
-                if response.status == 200 {
-                    self.stats.sessions_started += 1;
-                    self.post(FromShard::SessionCreated { key, client });
-                } else {
-                    self.sessions.remove(&key);
+                let opened = crate::session::split_uri(&req.uri)
+                    .ok_or(400)
+                    .and_then(|(path, _)| Ok((path, self.library.open(path).map_err(|e| e.status())?)));
+                match opened {
+                    Ok((path, movie)) => self.open_session(key, path.to_owned(), movie, req, client, Some(conn), now),
+                    Err(status) => {
+                        self.refuse(key, client, req, status);
+                        Response::new(status, Some(cseq))
+                    }
                 }
-                response
             }
-            Method::Play | Method::Pause | Method::Teardown => Response::new(454, Some(cseq)),
-            Method::GetParameter | Method::SetParameter => Response::new(200, Some(cseq)),
-            Method::Announce | Method::Record | Method::Redirect => {
-                Response::new(405, Some(cseq)).header("Allow", crate::rtsp::PUBLIC_METHODS)
-            }
-            Method::Other(_) => Response::new(501, Some(cseq)),
+            _ => crate::rtsp::answer_without_session(req, cseq),
         }
     }
+}
+
+/// Whether `req` asks for a new session: a SETUP naming none.
+fn opens_session(req: &Request) -> bool {
+    req.method == Method::Setup && req.cseq().is_some() && req.headers.get("Session").is_none()
+}
+
+/// Asks the control core whether `client` may have one more session, and
+/// waits for the answer: the new session's key, or `None`.
+async fn admit(shard: &Rc<RefCell<Shard>>, client: SocketAddr) -> Option<SessionKey> {
+    let (tx, rx) = local_channel::new_bounded(1);
+    {
+        let mut s = shard.borrow_mut();
+        let ticket = s.next_ticket;
+        s.next_ticket += 1;
+        s.admissions.insert(ticket, tx);
+        s.post(FromShard::Admit { client, ticket });
+    }
+    rx.recv().await.flatten()
 }
