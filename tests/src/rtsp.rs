@@ -278,10 +278,19 @@ pub struct Stream {
     pub packets: Vec<RtpPacket>,
     /// RTCP datagrams (or interleaved RTCP frames) from the server.
     pub rtcp: Vec<Vec<u8>>,
+    /// The server's RTCP address for this stream (from `server_port`), over UDP.
+    pub server_rtcp: Option<SocketAddr>,
     udp: Option<(UdpSocket, UdpSocket)>,
 }
 
 impl Stream {
+    /// Sends `datagram` to the server's RTCP port from this stream's own
+    /// RTCP socket, as a receiver report would go.
+    pub fn send_rtcp(&self, datagram: &[u8]) -> io::Result<usize> {
+        let (_, rtcp) = self.udp.as_ref().expect("a UDP stream");
+        rtcp.send_to(datagram, self.server_rtcp.expect("a UDP stream"))
+    }
+
     /// Whether an RTCP BYE has arrived for this stream.
     pub fn said_bye(&self) -> bool {
         self.rtcp.iter().any(|d| rtcp_types(d).contains(&203))
@@ -377,11 +386,20 @@ impl Player {
                 .find_map(|p| p.strip_prefix("ssrc="))
                 .and_then(|s| u32::from_str_radix(s, 16).ok())
                 .unwrap_or_else(|| panic!("no ssrc= in `{answered}`"));
+            let server_rtcp = answered
+                .split(';')
+                .find_map(|p| p.strip_prefix("server_port="))
+                .and_then(|ports| ports.split('-').nth(1)?.parse::<u16>().ok())
+                .map(|port| SocketAddr::new(addr.ip(), port));
+            if lower == Lower::Udp && server_rtcp.is_none() {
+                panic!("no server_port in `{answered}`");
+            }
             streams.push(Stream {
                 media: m,
                 ssrc,
                 packets: Vec::new(),
                 rtcp: Vec::new(),
+                server_rtcp,
                 udp,
             });
         }
