@@ -74,8 +74,6 @@ pub struct Playback {
     cursor: MovieCursor,
     streams: Vec<Stream>,
     state: State,
-    /// The next packet, read ahead so its due time is known.
-    ahead: Option<Packet>,
     /// Packets the loader could not decode (damaged samples), skipped.
     pub skipped: u64,
 }
@@ -113,7 +111,6 @@ impl Playback {
             cursor,
             streams,
             state: State::Ready,
-            ahead: None,
             skipped: 0,
         })
     }
@@ -199,7 +196,6 @@ impl Playback {
     }
 
     fn seek(&mut self, npt_ns: i64) -> i64 {
-        self.ahead = None;
         self.cursor.seek(&self.movie, npt_ns.max(0))
     }
 
@@ -212,18 +208,20 @@ impl Playback {
         at
     }
 
-    /// Reads the next packet ahead, skipping ones the loader cannot decode.
-    fn peek(&mut self) -> Option<&Packet> {
-        while self.ahead.is_none() {
-            match self.cursor.next_packet(&self.movie)? {
-                Ok(p) => self.ahead = Some(p),
-                Err(e) => {
-                    self.skipped += 1;
-                    tracing::warn!(error = %e, "skipping a damaged hint packet");
-                }
+    /// Transmit time of the next packet, skipping damaged hint samples. The
+    /// packet itself is only decoded when it is sent.
+    fn next_transmit_ns(&mut self) -> Option<i64> {
+        loop {
+            match self.cursor.peek_transmit_ns(&self.movie)? {
+                Ok(t) => return Some(t),
+                Err(e) => self.skip(&e),
             }
         }
-        self.ahead.as_ref()
+    }
+
+    fn skip(&mut self, e: &loader::Error) {
+        self.skipped += 1;
+        tracing::warn!(error = %e, "skipping a damaged hint packet");
     }
 
     /// When the next packet is due, if playing and there is one.
@@ -234,8 +232,8 @@ impl Playback {
         else {
             return None;
         };
-        let p = self.peek()?;
-        Some(wall_start + p.transmit_ns.saturating_sub(npt_start).max(0) as u64)
+        let t = self.next_transmit_ns()?;
+        Some(wall_start + t.saturating_sub(npt_start).max(0) as u64)
     }
 
     /// Hands every packet due at or before `now` to `send`, in order, and
@@ -252,23 +250,30 @@ impl Playback {
         };
         let mut sent = 0;
         loop {
-            let Some(p) = self.peek() else {
+            let Some(t) = self.next_transmit_ns() else {
                 self.state = State::Ended {
                     at: self.position_ns(now),
                 };
                 break;
             };
-            if npt_end.is_some_and(|end| p.transmit_ns >= end) {
+            if npt_end.is_some_and(|end| t >= end) {
                 self.state = State::Ended {
                     at: npt_end.unwrap_or_default(),
                 };
                 break;
             }
-            let due = wall_start + p.transmit_ns.saturating_sub(npt_start).max(0) as u64;
+            let due = wall_start + t.saturating_sub(npt_start).max(0) as u64;
             if due > now {
                 break;
             }
-            let p = self.ahead.take().expect("peeked");
+            let p = match self.cursor.next_packet(&self.movie) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    self.skip(&e);
+                    continue;
+                }
+                None => continue,
+            };
             let Some(stream) = self.streams.iter().position(|s| s.track_id == p.track_id) else {
                 continue;
             };

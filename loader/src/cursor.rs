@@ -588,6 +588,25 @@ impl MovieCursor {
     /// The next packet of any track, earliest transmit time first (ties go to
     /// the track listed first). `None` when every track has ended.
     pub fn next_packet(&mut self, movie: &Movie) -> Option<Result<Packet>> {
+        let (i, _) = match self.select(movie)? {
+            Ok(next) => next,
+            Err(e) => return Some(Err(e)),
+        };
+        let lane = &mut self.lanes[i];
+        lane.next_ns = None;
+        lane.cursor.next_packet(movie)
+    }
+
+    /// Transmit time of the packet [`next_packet`](Self::next_packet) would
+    /// return, without decoding it. A damaged hint sample is reported here
+    /// once, as `next_packet` would report it, and skipped.
+    #[inline]
+    pub fn peek_transmit_ns(&mut self, movie: &Movie) -> Option<Result<i64>> {
+        Some(self.select(movie)?.map(|(_, t)| t))
+    }
+
+    /// The lane whose packet is next, and that packet's transmit time.
+    fn select(&mut self, movie: &Movie) -> Option<Result<(usize, i64)>> {
         let mut best: Option<(usize, i64)> = None;
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             if lane.ended {
@@ -612,10 +631,7 @@ impl MovieCursor {
                 best = Some((i, t));
             }
         }
-        let (i, _) = best?;
-        let lane = &mut self.lanes[i];
-        lane.next_ns = None;
-        lane.cursor.next_packet(movie)
+        best.map(Ok)
     }
 
     /// Seeks every track to the last sync sample at or before `npt_ns`.
