@@ -28,6 +28,13 @@ use super::addr::RawAddr;
 /// Length of the RTP fixed header written per packet.
 pub const RTP_HEADER_LEN: usize = 12;
 
+/// Bytes of the slot each packet's RTP header is copied into. Leading
+/// payload slices that fit in the rest of it are copied there too: the few
+/// bytes hinters write as immediate data (an H.264 FU-A indicator and
+/// header, the AU-header section of an AAC packet) would otherwise each cost
+/// the kernel an iovec of its own, which costs more than copying them.
+const HEADER_SLOT: usize = 32;
+
 /// Most iovecs one packet is sent with, its header included. Hinted packets
 /// have one to three spans; a packet with more than `MAX_IOVECS - 1` has the
 /// excess copied into one spill buffer instead (rare, and bounded by the
@@ -105,6 +112,8 @@ struct Msg {
     /// First iovec (the header slot) in `iovs`.
     iov_start: u32,
     iov_len: u32,
+    /// Bytes used in the header slot: the RTP header and leading payload.
+    head: u8,
     /// UDP payload bytes (header included).
     len: u32,
 }
@@ -116,7 +125,7 @@ pub struct SendBatch {
     /// iovecs get their pointers at flush time, because `headers` may move
     /// while the batch grows.
     iovs: Vec<libc::iovec>,
-    headers: Vec<[u8; RTP_HEADER_LEN]>,
+    headers: Vec<[u8; HEADER_SLOT]>,
     /// Distinct destinations; consecutive packets to the same one share it.
     addrs: Vec<RawAddr>,
     last_dest: Option<SocketAddr>,
@@ -235,7 +244,7 @@ impl SendBatch {
         for (msg, header) in self.msgs.iter().zip(&self.headers) {
             self.iovs[msg.iov_start as usize] = libc::iovec {
                 iov_base: header.as_ptr() as *mut libc::c_void,
-                iov_len: RTP_HEADER_LEN,
+                iov_len: usize::from(msg.head),
             };
         }
         for &(iov, offset) in &self.spill_iovs {
@@ -352,18 +361,25 @@ impl<'a> Batch<'a> {
             b.last_dest = Some(dest);
         }
         let iov_start = b.iovs.len();
-        b.headers.push(*header);
-        // The header slot; pointed at `headers` in `prepare`.
+        let mut parts = payload.into_iter().filter(|p| !p.is_empty()).peekable();
+        let mut slot = [0u8; HEADER_SLOT];
+        slot[..RTP_HEADER_LEN].copy_from_slice(header);
+        let mut head = RTP_HEADER_LEN;
+        while let Some(part) = parts.next_if(|p| head + p.len() <= HEADER_SLOT) {
+            slot[head..head + part.len()].copy_from_slice(part);
+            head += part.len();
+        }
+        b.headers.push(slot);
+        // The header slot; pointed at `headers` in `settle_iovecs`.
         b.iovs.push(libc::iovec {
             iov_base: std::ptr::null_mut(),
-            iov_len: RTP_HEADER_LEN,
+            iov_len: head,
         });
         // The first `MAX_IOVECS - 2` non-empty slices go as they are; the
         // next is held back until it is known whether more follow, in
         // which case it and the rest share one spill iovec.
         let mut direct = 0;
         let mut held: Option<&'a [u8]> = None;
-        let mut parts = payload.into_iter().filter(|p| !p.is_empty());
         while let Some(part) = parts.next() {
             if direct < MAX_IOVECS - 2 {
                 b.push_iov(part);
@@ -383,6 +399,7 @@ impl<'a> Batch<'a> {
             addr: (b.addrs.len() - 1) as u32,
             iov_start: iov_start as u32,
             iov_len: (b.iovs.len() - iov_start) as u32,
+            head: head as u8,
             len: u32::try_from(len).unwrap_or(u32::MAX),
         });
     }
@@ -607,6 +624,39 @@ mod tests {
     #[test]
     fn sends_split_payloads_ipv6() {
         send_and_check(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn small_leading_slices_ride_in_the_header_slot() {
+        let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let data = movie();
+        let mut storage = SendBatch::new();
+        let mut batch = storage.begin();
+        // An FU-A-like packet: two immediate bytes, then the media; and one
+        // whose small slices fill the slot exactly, then overflow it.
+        let first = [&data[0..2], &data[100..600], &data[7..10]];
+        let second = [&data[20..30], &data[40..50], &data[60..61], &data[70..72]];
+        batch.push(rx.local_addr().unwrap(), &header(1), first);
+        batch.push(rx.local_addr().unwrap(), &header(2), second);
+        let msgs = batch.inner.msgs.clone();
+        assert_eq!(
+            (msgs[0].head, msgs[0].iov_len),
+            (14, 3),
+            "2 bytes copied; media and tail as they are"
+        );
+        assert_eq!(
+            (msgs[1].head, msgs[1].iov_len),
+            (32, 3),
+            "20 bytes copied; from the first that does not fit on, none"
+        );
+        assert_eq!(batch.flush(&tx).unwrap().sent, 2);
+        let mut buf = [0u8; 2048];
+        for (seq, parts) in [(1, &first[..]), (2, &second[..])] {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..12], &header(seq));
+            assert_eq!(&buf[12..n], &parts.concat()[..]);
+        }
     }
 
     #[test]
