@@ -3,22 +3,61 @@
 //! one batched `sendmmsg`.
 //!
 //! A round goes: pop every session due by the horizon from the
-//! [`Schedule`], let its [`Playback`](crate::playback::Playback) hand over
-//! what is due, queue UDP packets in the [`UdpRound`], push the session back
+//! [`Schedule`], let [`serve_due`] take what its
+//! [`Playback`](crate::playback::Playback) has due (UDP packets into the
+//! [`UdpRound`], interleaved ones to their connection), push the session back
 //! with its next due time, then [`UdpRound::flush`] once.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 
 use loader::Span;
 use smallvec::SmallVec;
 
-use crate::net::{Flushed, SendBatch};
-use crate::playback::{Nanos, Outgoing};
+use crate::net::{Flushed, SendBatch, RTP_HEADER_LEN};
+use crate::playback::{Nanos, Outgoing, Playback};
+use crate::session::Destination;
+use crate::stats::ShardStats;
 
 /// A session's key in its shard.
 pub type SessionKey = u64;
+
+/// A map keyed by numbers the server drew at random itself (session keys,
+/// SSRCs) or counts up (reply tickets): they need no keyed hash to resist
+/// collisions chosen by a client, and the shard looks sessions up for every
+/// packet it sends, where SipHash shows in profiles.
+pub type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// Fibonacci hashing of one integer: a multiply spreads any bits of the key,
+/// low or high, over the whole word the hash table takes its bits from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
 
 /// Sessions by next due time. Each entry carries the session's generation
 /// when it was pushed; a session that was paused, moved or ended bumps its
@@ -55,6 +94,42 @@ impl Schedule {
     }
 }
 
+/// Takes every packet session `key` has due by `horizon` (`now` plus the
+/// round's lookahead): UDP packets go into `udp`, interleaved ones to `tcp`
+/// with their RTP channel, which says whether it could queue them (a full
+/// queue drops the packet, and that is counted). Every packet sent is
+/// counted in `stats` with how late it is at `now`. Returns when the session
+/// is due next; `None` when it is paused or has ended.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn serve_due(
+    key: SessionKey,
+    playback: &mut Playback,
+    dests: &[Destination],
+    now: Nanos,
+    horizon: Nanos,
+    udp: &mut UdpRound,
+    stats: &mut ShardStats,
+    mut tcp: impl FnMut(u8, &Outgoing<'_>) -> bool,
+) -> Option<Nanos> {
+    playback.poll(horizon, |o| {
+        let due_at = horizon - o.late_ns;
+        match dests.get(o.stream) {
+            Some(&Destination::Udp { rtp, .. }) => udp.queue(key, rtp, &o),
+            Some(&Destination::Tcp { rtp_channel, .. }) => {
+                if !tcp(rtp_channel, &o) {
+                    stats.dropped_tcp += 1;
+                    return;
+                }
+            }
+            None => return,
+        }
+        let bytes = RTP_HEADER_LEN + o.packet.payload_len();
+        stats.record_send(now.saturating_sub(due_at), bytes as u64);
+    });
+    playback.next_due()
+}
+
 /// A UDP packet chosen this round. The payload is kept as spans of the
 /// movie, so choosing (which borrows the playback mutably) and sending
 /// (which borrows the movie's bytes) need not overlap.
@@ -89,6 +164,31 @@ impl UdpRound {
             header: out.header,
             spans: out.packet.payload.clone(),
         });
+    }
+
+    /// Whether runs of equal-size packets to one client go out as one UDP
+    /// GSO message (on by default; see [`SendBatch::set_gso`]).
+    pub fn set_gso(&mut self, enabled: bool) {
+        self.batch.set_gso(enabled);
+    }
+
+    /// Whether GSO is in use: asked for, and not refused by the kernel.
+    pub fn gso(&self) -> bool {
+        self.batch.gso()
+    }
+
+    /// The queued datagrams' destinations and lengths (RTP header included),
+    /// in sending order.
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
+        self.pending.iter().map(|p| {
+            let payload: usize = p.spans.iter().map(|s| s.len as usize).sum();
+            (p.dest, RTP_HEADER_LEN + payload)
+        })
+    }
+
+    /// Forgets what is queued without sending it.
+    pub fn clear(&mut self) {
+        self.pending.clear();
     }
 
     pub fn len(&self) -> usize {

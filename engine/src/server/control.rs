@@ -18,6 +18,7 @@ use super::{parse_session_id, FromShard, Handover, ServeError, SessionKey, Signa
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::library::Library;
+use crate::pacer::KeyMap;
 use crate::rtsp::header::{Lower, Transport};
 use crate::rtsp::message::{self, Message, Method, Request, Response};
 use crate::session::split_uri;
@@ -29,11 +30,11 @@ struct Control {
     library: RefCell<Library>,
     shards: Vec<ConnectedSender<ToShard>>,
     /// Where each live session is, and for whom.
-    sessions: RefCell<HashMap<SessionKey, (usize, IpAddr)>>,
+    sessions: RefCell<KeyMap<SessionKey, (usize, IpAddr)>>,
     connections: RefCell<HashMap<IpAddr, usize>>,
     total_connections: RefCell<usize>,
     /// Replies awaited from shards.
-    waiting: RefCell<HashMap<u64, local_channel::LocalSender<FromShard>>>,
+    waiting: RefCell<KeyMap<u64, local_channel::LocalSender<FromShard>>>,
     next_reply: RefCell<u64>,
     log: RefCell<AccessLog>,
 }

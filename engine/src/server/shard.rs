@@ -29,7 +29,7 @@ use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::library::Library;
 use crate::net::UdpPair;
-use crate::pacer::{Schedule, UdpRound};
+use crate::pacer::{self, KeyMap, Schedule, UdpRound};
 use crate::playback::{Nanos, StreamSeeds};
 use crate::rtcp;
 use crate::rtsp::message::{self, Message, Method, Request, Response};
@@ -118,14 +118,14 @@ struct Shard {
     ports: (u16, u16),
     rtp: std::net::UdpSocket,
     rtcp: std::net::UdpSocket,
-    sessions: HashMap<SessionKey, Entry>,
+    sessions: KeyMap<SessionKey, Entry>,
     schedule: Schedule,
     /// The sessions that have each client RTCP address. Usually one, but a
     /// load client (or a NAT) may use one port pair for many sessions.
     rtcp_routes: HashMap<SocketAddr, SmallVec<[SessionKey; 1]>>,
     /// The session of each of our streams' SSRCs, to tell apart reports that
     /// come from one address for several sessions.
-    ssrc_routes: HashMap<u32, SessionKey>,
+    ssrc_routes: KeyMap<u32, SessionKey>,
     conns: HashMap<u64, Rc<Conn>>,
     next_conn: u64,
     /// New sessions on owned connections, waiting for the control core's
@@ -183,10 +183,10 @@ pub async fn run(
         ports,
         rtp,
         rtcp,
-        sessions: HashMap::new(),
+        sessions: KeyMap::default(),
         schedule: Schedule::default(),
         rtcp_routes: HashMap::new(),
-        ssrc_routes: HashMap::new(),
+        ssrc_routes: KeyMap::default(),
         conns: HashMap::new(),
         next_conn: 0,
         admissions: HashMap::new(),
@@ -415,30 +415,15 @@ impl Shard {
             if e.generation != generation {
                 continue;
             }
-            let Some(pb) = e.session.playback.as_mut() else {
-                continue;
-            };
-            let movie = pb.movie().clone();
+            // Disjoint borrows: the playback changes, the movie's bytes are read.
+            let Session { movie, playback, .. } = &mut e.session;
+            let Some(pb) = playback.as_mut() else { continue };
             let data = movie.data();
             let conn = e.conn.and_then(|c| conns.get(&c));
-            let dests = &e.dests;
-            pb.poll(horizon, |o| {
-                let due_at = horizon - o.late_ns;
-                let bytes = 12 + o.packet.payload_len();
-                match dests.get(o.stream) {
-                    Some(&Destination::Udp { rtp, .. }) => udp.queue(key, rtp, &o),
-                    Some(&Destination::Tcp { rtp_channel, .. }) => {
-                        let Some(c) = conn else { return };
-                        if !send_tcp(c, rtp_channel, &o.header, o.packet, data) {
-                            stats.dropped_tcp += 1;
-                            return;
-                        }
-                    }
-                    None => return,
-                }
-                stats.record_send(now.saturating_sub(due_at), bytes as u64);
+            let served = pacer::serve_due(key, pb, &e.dests, now, horizon, udp, stats, |channel, o| {
+                conn.is_some_and(|c| send_tcp(c, channel, &o.header, o.packet, data))
             });
-            match pb.next_due() {
+            match served {
                 Some(next) => schedule.push(next, key, generation),
                 None if pb.has_ended() => ended.push(key),
                 None => {}
