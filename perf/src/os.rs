@@ -94,3 +94,47 @@ pub fn machine() -> String {
         std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned());
     format!("{cores} cores, {model}, Linux {kernel}")
 }
+
+/// User and system CPU time of one thread.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cpu {
+    pub user: std::time::Duration,
+    pub sys: std::time::Duration,
+}
+
+impl Cpu {
+    /// CPU time the calling thread has used so far.
+    pub fn of_this_thread() -> Cpu {
+        // SAFETY: an all-zero `rusage` is valid, and getrusage only writes into it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a live, writable `rusage`.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        if rc != 0 {
+            return Cpu::default();
+        }
+        let tv = |t: libc::timeval| {
+            std::time::Duration::from_secs(t.tv_sec as u64) + std::time::Duration::from_micros(t.tv_usec as u64)
+        };
+        Cpu {
+            user: tv(usage.ru_utime),
+            sys: tv(usage.ru_stime),
+        }
+    }
+
+    pub fn total(&self) -> std::time::Duration {
+        self.user + self.sys
+    }
+
+    /// The time used between `start` and `self`.
+    pub fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - start.user,
+            sys: self.sys - start.sys,
+        }
+    }
+
+    pub fn add(&mut self, other: Cpu) {
+        self.user += other.user;
+        self.sys += other.sys;
+    }
+}

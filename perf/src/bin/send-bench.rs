@@ -22,14 +22,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use streamalot::net::{bind_pair, recv_batch, Flushed, RecvBufs, SendBatch, RTP_HEADER_LEN};
+use streamalot::net::{bind_pair, Flushed, SendBatch, RTP_HEADER_LEN};
 use streamalot::playback::rtp_header;
+use streamalot_perf::os::{self, Cpu};
+use streamalot_perf::receiver::{self, Receiver};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,26 +80,6 @@ struct Run {
     received: u64,
 }
 
-/// User and system CPU time of one thread.
-#[derive(Debug, Default, Clone, Copy)]
-struct Cpu {
-    user: Duration,
-    sys: Duration,
-}
-
-impl Cpu {
-    fn total(&self) -> Duration {
-        self.user + self.sys
-    }
-
-    fn since(self, start: Cpu) -> Cpu {
-        Cpu {
-            user: self.user - start.user,
-            sys: self.sys - start.sys,
-        }
-    }
-}
-
 impl Run {
     fn pps(&self) -> f64 {
         self.flushed.sent as f64 / self.wall.as_secs_f64()
@@ -113,8 +94,7 @@ impl Run {
         self.flushed.would_block += other.flushed.would_block;
         self.flushed.failed += other.flushed.failed;
         self.wall += other.wall;
-        self.cpu.user += other.cpu.user;
-        self.cpu.sys += other.cpu.sys;
+        self.cpu.add(other.cpu);
         self.received += other.received;
     }
 }
@@ -156,7 +136,7 @@ fn run(args: &Args) -> Result<(), String> {
     let recv_size = packet_len.max(2048);
 
     println!("send-bench: UDP send path, SendBatch vs raw sendmmsg");
-    println!("machine: {}", machine());
+    println!("machine: {}", os::machine());
     println!(
         "packets: {packet_len} bytes of UDP payload ({RTP_HEADER_LEN}-byte RTP header + {} payload) over loopback, \
          {} per sendmmsg call (SendBatch flush), {:.1} s per loop, {} round(s)",
@@ -182,7 +162,7 @@ fn run(args: &Args) -> Result<(), String> {
     let tx = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000..=60000)
         .map_err(|e| format!("sender socket: {e}"))?
         .rtp;
-    let rx = receiver_socket(args.receiver_sleeps)?;
+    let rx = receiver::socket(0, args.receiver_sleeps)?;
     let port = rx.local_addr().map_err(|e| e.to_string())?.port();
     let dests: Arc<Vec<SocketAddr>> = Arc::new(
         (1..=args.clients)
@@ -194,13 +174,7 @@ fn run(args: &Args) -> Result<(), String> {
         socket2::SockRef::from(&tx).send_buffer_size().unwrap_or(0) / 1024,
         socket2::SockRef::from(&rx).recv_buffer_size().unwrap_or(0) / 1024,
     );
-
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let receiver = {
-        let (received, stop, core) = (received.clone(), stop.clone(), args.receiver_core);
-        thread::spawn(move || drain(rx, received, stop, core, recv_size))
-    };
+    let receiver = Receiver::start(vec![rx], args.receiver_core, recv_size);
 
     // Filled once, before timing, so every page is resident as in a cached movie.
     let movie: Arc<Vec<u8>> = Arc::new(
@@ -216,7 +190,7 @@ fn run(args: &Args) -> Result<(), String> {
             let tx = tx.try_clone().map_err(|e| e.to_string())?;
             let (core, batch, payload) = (args.sender_core, args.batch as usize, args.payload as usize);
             let (movie, dests, run) = (movie.clone(), dests.clone(), args.run as usize);
-            runs[i] = measure(&received, move || match which {
+            runs[i] = measure(&receiver, move || match which {
                 Loop::Raw => raw_loop(&tx, dests[0], core, batch, payload, false, duration),
                 Loop::RawGso => raw_loop(&tx, dests[0], core, batch, payload, true, duration),
                 Loop::Batch | Loop::BatchGso => {
@@ -232,8 +206,7 @@ fn run(args: &Args) -> Result<(), String> {
             print_runs(&runs);
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = receiver.join();
+    drop(receiver);
 
     println!();
     if args.rounds > 1 {
@@ -293,28 +266,13 @@ fn print_run(label: &str, run: &Run) {
 
 /// Runs one timed loop on its own thread and counts what the receiver got of
 /// it (waiting until the receiver has gone quiet).
-fn measure(received: &AtomicU64, body: impl FnOnce() -> Result<Run, String> + Send + 'static) -> Result<Run, String> {
-    settle(received);
-    let before = received.load(Ordering::Relaxed);
+fn measure(receiver: &Receiver, body: impl FnOnce() -> Result<Run, String> + Send + 'static) -> Result<Run, String> {
+    let before = receiver.settle();
     let mut run = thread::spawn(body)
         .join()
         .map_err(|_| "sender thread panicked".to_string())??;
-    settle(received);
-    run.received = received.load(Ordering::Relaxed) - before;
+    run.received = receiver.settle() - before;
     Ok(run)
-}
-
-/// Waits until the receiver has counted nothing new for 200 ms.
-fn settle(received: &AtomicU64) {
-    let mut last = received.load(Ordering::Relaxed);
-    loop {
-        thread::sleep(Duration::from_millis(200));
-        let now = received.load(Ordering::Relaxed);
-        if now == last {
-            return;
-        }
-        last = now;
-    }
 }
 
 /// The raw limits: the same `mmsghdr`s, all pointing at one packet (or, with
@@ -329,7 +287,7 @@ fn raw_loop(
     gso: bool,
     duration: Duration,
 ) -> Result<Run, String> {
-    pin(core)?;
+    os::pin(Some(core))?;
     let mut packet = vec![0xa5u8; RTP_HEADER_LEN + payload];
     packet[..RTP_HEADER_LEN].copy_from_slice(&rtp_header(false, 96, 1, 2, 3));
     let SocketAddr::V4(dest) = dest else {
@@ -388,7 +346,7 @@ fn raw_loop(
         .collect();
     let fd = tx.as_raw_fd();
     let mut flushed = Flushed::default();
-    let cpu0 = thread_cpu();
+    let cpu0 = Cpu::of_this_thread();
     let start = Instant::now();
     let deadline = start + duration;
     while Instant::now() < deadline {
@@ -422,7 +380,7 @@ fn raw_loop(
         }
     }
     let wall = start.elapsed();
-    let cpu = thread_cpu().since(cpu0);
+    let cpu = Cpu::of_this_thread().since(cpu0);
     Ok(Run {
         flushed,
         wall,
@@ -446,13 +404,13 @@ fn batch_loop(
     gso: bool,
     duration: Duration,
 ) -> Result<Run, String> {
-    pin(core)?;
+    os::pin(Some(core))?;
     let mut storage = SendBatch::with_capacity(batch);
     storage.set_gso(gso);
     let mut flushed = Flushed::default();
     let (mut seq, mut ts, ssrc) = (0u16, 0u32, 0x5eed_0001u32);
     let (mut at, mut packets) = (0usize, 0usize);
-    let cpu0 = thread_cpu();
+    let cpu0 = Cpu::of_this_thread();
     let start = Instant::now();
     let deadline = start + duration;
     while Instant::now() < deadline {
@@ -485,7 +443,7 @@ fn batch_loop(
         flushed.failed += f.failed;
     }
     let wall = start.elapsed();
-    let cpu = thread_cpu().since(cpu0);
+    let cpu = Cpu::of_this_thread().since(cpu0);
     if gso && !storage.gso() {
         eprintln!("send-bench: the kernel refused UDP GSO; (c) ran without it");
     }
@@ -495,84 +453,4 @@ fn batch_loop(
         cpu,
         received: 0,
     })
-}
-
-/// Drains `rx` until told to stop, counting datagrams.
-fn drain(rx: UdpSocket, received: Arc<AtomicU64>, stop: Arc<AtomicBool>, core: usize, size: usize) {
-    if let Err(e) = pin(core) {
-        eprintln!("send-bench: receiver: {e}");
-    }
-    let mut bufs = RecvBufs::new(64, size);
-    while !stop.load(Ordering::Relaxed) {
-        match recv_batch(&rx, &mut bufs) {
-            Ok(got) => {
-                received.fetch_add(got.count() as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                eprintln!("send-bench: receiver: {e}");
-                return;
-            }
-        }
-    }
-}
-
-/// The receiving socket, on 0.0.0.0 so every 127.0.0.x destination reaches
-/// it, with as large a receive buffer as the system allows. Non-blocking
-/// (polled) unless `sleeps`; then blocking with a short timeout, so the
-/// receiver still notices `stop`.
-fn receiver_socket(sleeps: bool) -> Result<UdpSocket, String> {
-    let rx = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("receiver socket: {e}"))?;
-    if sleeps {
-        rx.set_read_timeout(Some(Duration::from_millis(50)))
-            .map_err(|e| e.to_string())?;
-    } else {
-        rx.set_nonblocking(true).map_err(|e| e.to_string())?;
-    }
-    let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(64 << 20);
-    Ok(rx)
-}
-
-fn pin(core: usize) -> Result<(), String> {
-    let cores = core_affinity::get_core_ids().ok_or("cannot list the CPU cores")?;
-    let id = cores
-        .into_iter()
-        .find(|c| c.id == core)
-        .ok_or_else(|| format!("no core {core} on this machine"))?;
-    if core_affinity::set_for_current(id) {
-        Ok(())
-    } else {
-        Err(format!("cannot pin to core {core}"))
-    }
-}
-
-/// CPU time the calling thread has used.
-fn thread_cpu() -> Cpu {
-    // SAFETY: an all-zero `rusage` is valid, and getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a live, writable `rusage`.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
-    if rc != 0 {
-        return Cpu::default();
-    }
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    Cpu {
-        user: tv(usage.ru_utime),
-        sys: tv(usage.ru_stime),
-    }
-}
-
-/// nproc, CPU model and kernel, for the figures' context.
-fn machine() -> String {
-    let nproc = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim())
-        })
-        .unwrap_or("unknown CPU");
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{nproc} CPUs, {model}, Linux {}", kernel.trim())
 }

@@ -11,8 +11,6 @@
 //! building cost.
 
 mod limits;
-mod movie_maker;
-mod os;
 
 use std::fs::File;
 use std::hint::black_box;
@@ -26,6 +24,7 @@ use loader::fourcc::kind;
 use loader::{Movie, Packet, PacketFlags};
 
 use limits::PREFETCH_AHEAD;
+use streamalot_perf::{movie_maker, os};
 
 /// Goals from the loader's performance issue.
 const OPEN_GOAL_MS: f64 = 50.0;

@@ -1,0 +1,563 @@
+//! Shard send-path benchmark: packets per second one shard core sends for
+//! many sessions of a real hinted movie, beside a raw `sendmmsg` loop that
+//! sends the very same datagrams with no server logic, in the same run.
+//!
+//! The shard's path is the engine's own: sessions are [`Playback`]s of the
+//! movie in a [`Schedule`], and each round pops the sessions due, lets
+//! [`pacer::serve_due`] take their packets into the [`UdpRound`] (a fresh RTP
+//! header per packet, the payload as spans of the mapped movie) and flushes
+//! the round in batched `sendmmsg` calls, with the lateness of every packet
+//! recorded in [`ShardStats`], as `Shard::pump` does. Only the clock differs:
+//! the round's "now" advances by a fixed tick of simulated time per round,
+//! so the shard always has work and the figure is its throughput, not the
+//! movie's bit rate.
+//!
+//! The raw limit replays the datagrams the shard path sends (the same sizes,
+//! to the same destinations, in the same rounds), prebuilt, one iovec each,
+//! from one buffer: what is left is the system calls.
+//!
+//! Every (session, stream) has its own destination: 127.0.0.1 to
+//! 127.0.0.250 on a few ports, all drained by a receiver on the other core.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use loader::Movie;
+use streamalot::net::{bind_pair, Flushed, RTP_HEADER_LEN};
+use streamalot::pacer::{self, KeyMap, Schedule, SessionKey, UdpRound};
+use streamalot::playback::{Nanos, Playback, StreamSeeds};
+use streamalot::session::Destination;
+use streamalot::stats::ShardStats;
+use streamalot_perf::movie_maker;
+use streamalot_perf::os::{self, Cpu};
+use streamalot_perf::receiver::{self, Receiver};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shard-bench",
+    about = "Packets per second one shard core sends for many sessions of a hinted movie, \
+             beside a raw sendmmsg loop of the same datagrams"
+)]
+struct Args {
+    /// Hinted movie to play (default: a ~300 kbit/s movie made with ffmpeg in --data-dir).
+    #[arg(long)]
+    movie: Option<PathBuf>,
+    /// Where the generated movie is kept.
+    #[arg(long, default_value = "perf/data")]
+    data_dir: PathBuf,
+    /// Length of the generated movie, in minutes.
+    #[arg(long, default_value_t = 10)]
+    minutes: u64,
+    /// Sessions the shard serves, all playing the movie, started evenly over
+    /// the first --stagger seconds.
+    #[arg(long, default_value_t = 2000)]
+    sessions: usize,
+    /// Seconds of simulated time over which the sessions start.
+    #[arg(long, default_value_t = 2.0)]
+    stagger: f64,
+    /// Simulated time per round, in microseconds: the shard sends what is due
+    /// in each tick in one round.
+    #[arg(long, default_value_t = 1000)]
+    tick_us: u64,
+    /// Seconds of wall time each measured loop runs.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// UDP ports the destinations use (times 250 addresses, times streams).
+    #[arg(long, default_value_t = 8)]
+    ports: u16,
+    /// Times the set of loops is repeated, to show the spread.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Core the shard (and the raw loop) runs on.
+    #[arg(long, default_value_t = 1)]
+    shard_core: usize,
+    /// Core the receiver runs on.
+    #[arg(long, default_value_t = 0)]
+    receiver_core: usize,
+    /// Run only these loops (a, b, c), e.g. `--only b` under a profiler.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<char>,
+}
+
+/// At most this many datagrams per `sendmmsg`: the shard's batch.
+const BATCH: usize = 256;
+
+/// The loops measured, in the order they run each round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Loop {
+    Raw,
+    Shard,
+    ShardGso,
+}
+
+impl Loop {
+    const ALL: [Loop; 3] = [Loop::Raw, Loop::Shard, Loop::ShardGso];
+
+    fn letter(self) -> char {
+        match self {
+            Loop::Raw => 'a',
+            Loop::Shard => 'b',
+            Loop::ShardGso => 'c',
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Loop::Raw => "(a) raw sendmmsg: the shard's datagrams replayed, prebuilt, 1 iovec each",
+            Loop::Shard => "(b) shard round, GSO off: schedule, playback, RTP headers, spans of the mapped movie",
+            Loop::ShardGso => "(c) shard round as shipped: as (b), with UDP GSO for runs to one client",
+        }
+    }
+}
+
+/// What one timed loop did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Run {
+    flushed: Flushed,
+    rounds: u64,
+    wall: Duration,
+    cpu: Cpu,
+    received: u64,
+}
+
+impl Run {
+    fn pps(&self) -> f64 {
+        self.flushed.sent as f64 / self.wall.as_secs_f64()
+    }
+
+    fn cpu_ns_per_packet(&self) -> f64 {
+        self.cpu.total().as_nanos() as f64 / self.flushed.sent.max(1) as f64
+    }
+
+    fn add(&mut self, o: &Run) {
+        self.flushed.sent += o.flushed.sent;
+        self.flushed.would_block += o.flushed.would_block;
+        self.flushed.failed += o.flushed.failed;
+        self.rounds += o.rounds;
+        self.wall += o.wall;
+        self.cpu.add(o.cpu);
+        self.received += o.received;
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("shard-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let path = match &args.movie {
+        Some(p) => p.clone(),
+        None => movie_maker::ensure(&args.data_dir, args.minutes)?,
+    };
+    let movie = Arc::new(Movie::open(&path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let streams = movie.hint_tracks().count();
+    let addresses = args.sessions.div_ceil(usize::from(args.ports)).min(250);
+    if addresses * usize::from(args.ports) < args.sessions {
+        return Err(format!(
+            "{} sessions need more than 250 addresses x {} ports: raise --ports",
+            args.sessions, args.ports
+        ));
+    }
+
+    println!("shard-bench: one shard core's send path, beside raw sendmmsg of the same datagrams");
+    println!("machine: {}", os::machine());
+    println!(
+        "movie: {} ({:.0} s, {streams} hint tracks, {:.0} packets/s of movie)",
+        path.display(),
+        movie.duration_secs(),
+        packets_per_second(&movie)
+    );
+    println!(
+        "sessions: {} playing from npt 0, started over {:.1} s; {} us of simulated time per round; \
+         at most {BATCH} datagrams per sendmmsg; {:.1} s per loop, {} round(s)",
+        args.sessions, args.stagger, args.tick_us, args.seconds, args.rounds
+    );
+
+    // Destinations: 127.0.0.{1..} on base ports, one port pair apart per stream.
+    let mut sockets = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..args.ports {
+        let rtp = receiver::socket(0, false)?;
+        let base = rtp.local_addr().map_err(|e| e.to_string())?.port();
+        bases.push(base);
+        sockets.push(rtp);
+        for s in 1..streams {
+            let port = base
+                .checked_add(2 * s as u16)
+                .ok_or("ran out of UDP ports for the destinations")?;
+            sockets.push(receiver::socket(port, false).map_err(|e| format!("{e} (try again)"))?);
+        }
+    }
+    let dests: Vec<Vec<SocketAddr>> = (0..args.sessions)
+        .map(|i| {
+            let ip = Ipv4Addr::new(127, 0, 0, 1 + (i % 250) as u8);
+            let base = bases[i / 250 % bases.len()];
+            (0..streams)
+                .map(|s| SocketAddr::from((ip, base + 2 * s as u16)))
+                .collect()
+        })
+        .collect();
+    println!(
+        "destinations: {} (session, stream) pairs on {} addresses x {} receiving sockets; receiver on core {}, \
+         shard on core {}",
+        args.sessions * streams,
+        addresses,
+        sockets.len(),
+        args.receiver_core,
+        args.shard_core
+    );
+    let receiver = Receiver::start(sockets, args.receiver_core, 2048);
+    let tx = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000..=60000)
+        .map_err(|e| format!("sender socket: {e}"))?
+        .rtp;
+
+    let sim = Sim {
+        movie: movie.clone(),
+        dests: Arc::new(dests),
+        stagger_ns: (args.stagger * 1e9) as Nanos,
+        tick_ns: args.tick_us * 1_000,
+    };
+    // The raw loop's datagrams: what the shard sends in its first rounds,
+    // recorded once, replayed as often as the loop needs.
+    let wants_raw = args.only.is_empty() || args.only.contains(&'a');
+    let replay = Arc::new(sim.record(if wants_raw { 5_000_000 } else { 0 }));
+    println!(
+        "raw replay: {} datagrams in {} rounds ({:.0} per round), {:.1} MiB of payload",
+        replay.lens.len(),
+        replay.rounds.len(),
+        replay.lens.len() as f64 / replay.rounds.len() as f64,
+        replay.lens.iter().map(|&l| l as u64).sum::<u64>() as f64 / (1 << 20) as f64
+    );
+
+    let duration = Duration::from_secs_f64(args.seconds);
+    let mut totals = [Run::default(); Loop::ALL.len()];
+    for round in 1..=args.rounds {
+        let mut runs = [Run::default(); Loop::ALL.len()];
+        for (i, which) in Loop::ALL.into_iter().enumerate() {
+            if !args.only.is_empty() && !args.only.contains(&which.letter()) {
+                continue;
+            }
+            let tx = tx.try_clone().map_err(|e| e.to_string())?;
+            let (sim, replay, core) = (sim.clone(), replay.clone(), args.shard_core);
+            let before = receiver.settle();
+            let mut run = thread::spawn(move || {
+                os::pin(Some(core))?;
+                match which {
+                    Loop::Raw => replay.send(&tx, duration),
+                    Loop::Shard => sim.serve(&tx, false, duration),
+                    Loop::ShardGso => sim.serve(&tx, true, duration),
+                }
+            })
+            .join()
+            .map_err(|_| "the sending thread panicked".to_string())??;
+            run.received = receiver.settle() - before;
+            runs[i] = run;
+            totals[i].add(&run);
+        }
+        if args.rounds > 1 {
+            println!();
+            println!("round {round}:");
+            print_runs(&runs);
+        }
+    }
+    println!();
+    if args.rounds > 1 {
+        println!("all {} rounds together:", args.rounds);
+    }
+    print_runs(&totals);
+    Ok(())
+}
+
+fn packets_per_second(movie: &Movie) -> f64 {
+    let packets = movie.all_packets().take(200_000).count();
+    let secs = movie.duration_secs().min(200_000.0);
+    let sampled = movie
+        .all_packets()
+        .take(200_000)
+        .last()
+        .and_then(Result::ok)
+        .map_or(secs, |p| p.transmit_ns as f64 / 1e9);
+    packets as f64 / sampled.max(1e-9)
+}
+
+fn print_runs(runs: &[Run; Loop::ALL.len()]) {
+    for (which, run) in Loop::ALL.into_iter().zip(runs) {
+        let sent = run.flushed.sent as u64;
+        let lost = sent.saturating_sub(run.received);
+        let per = |d: Duration| d.as_nanos() as f64 / sent.max(1) as f64;
+        if run.rounds == 0 {
+            continue;
+        }
+        println!("{}", which.label());
+        println!(
+            "    sent        {sent:>11} packets in {:.2} s = {:>9.0} packets/s ({:.0} per round)",
+            run.wall.as_secs_f64(),
+            run.pps(),
+            sent as f64 / run.rounds.max(1) as f64
+        );
+        println!(
+            "    not sent    {:>11} (EAGAIN/ENOBUFS), {} other errors",
+            run.flushed.would_block, run.flushed.failed
+        );
+        println!(
+            "    received    {:>11} packets, lost {lost} ({:.3}%)",
+            run.received,
+            100.0 * lost as f64 / sent.max(1) as f64
+        );
+        println!(
+            "    shard CPU   {:>11.3} s ({:.0}% of the time) = {:.0} ns/packet (user {:.0} + sys {:.0})",
+            run.cpu.total().as_secs_f64(),
+            100.0 * run.cpu.total().as_secs_f64() / run.wall.as_secs_f64(),
+            run.cpu_ns_per_packet(),
+            per(run.cpu.user),
+            per(run.cpu.sys)
+        );
+    }
+    let [raw, shard, gso] = runs;
+    if raw.flushed.sent == 0 {
+        return;
+    }
+    for (name, run) in [("(b)/(a)", shard), ("(c)/(a)", gso)] {
+        println!(
+            "{name}: {:.3}x the raw loop's packets/s; {:.3}x its CPU per packet",
+            run.pps() / raw.pps(),
+            run.cpu_ns_per_packet() / raw.cpu_ns_per_packet()
+        );
+    }
+}
+
+/// The sessions a shard serves, from their start.
+#[derive(Clone)]
+struct Sim {
+    movie: Arc<Movie>,
+    dests: Arc<Vec<Vec<SocketAddr>>>,
+    stagger_ns: Nanos,
+    tick_ns: Nanos,
+}
+
+/// One session as a shard keeps it.
+struct Entry {
+    playback: Playback,
+    dests: Vec<Destination>,
+}
+
+impl Sim {
+    /// Fresh sessions, each started, in a schedule, as the shard has them
+    /// after their PLAY.
+    fn start(&self) -> (KeyMap<SessionKey, Entry>, Schedule) {
+        let ids: Vec<u32> = self.movie.hint_tracks().map(|t| t.id).collect();
+        let n = self.dests.len() as u64;
+        let mut sessions = KeyMap::default();
+        let mut schedule = Schedule::default();
+        for (i, dests) in self.dests.iter().enumerate() {
+            let key = 0x5eed_0000_0000 + i as u64;
+            let seeds: Vec<StreamSeeds> = (0..ids.len() as u32)
+                .map(|s| (key as u32 ^ s, (i as u16).wrapping_mul(31), s.wrapping_mul(0x9e37_79b9)))
+                .collect();
+            let mut playback = Playback::new(self.movie.clone(), &ids, &seeds).expect("the movie's hint tracks");
+            playback.play(self.stagger_ns * i as u64 / n, None, None);
+            if let Some(due) = playback.next_due() {
+                schedule.push(due, key, 0);
+            }
+            let dests = dests
+                .iter()
+                .map(|&rtp| Destination::Udp {
+                    rtp,
+                    rtcp: SocketAddr::new(rtp.ip(), rtp.port() + 1),
+                })
+                .collect();
+            sessions.insert(key, Entry { playback, dests });
+        }
+        (sessions, schedule)
+    }
+
+    /// One round at simulated time `now`: every session due by then hands
+    /// its packets to `udp`, exactly as `Shard::pump` does (lookahead aside).
+    fn round(
+        sessions: &mut KeyMap<SessionKey, Entry>,
+        schedule: &mut Schedule,
+        udp: &mut UdpRound,
+        stats: &mut ShardStats,
+        now: Nanos,
+    ) {
+        while let Some((_, key, generation)) = schedule.pop_due(now) {
+            let Some(e) = sessions.get_mut(&key) else { continue };
+            let next = pacer::serve_due(key, &mut e.playback, &e.dests, now, now, udp, stats, |_, _| false);
+            if let Some(next) = next {
+                schedule.push(next, key, generation);
+            }
+        }
+    }
+
+    /// The shard's path: rounds as fast as they go for `duration`, each
+    /// flushed to `tx`.
+    fn serve(&self, tx: &UdpSocket, gso: bool, duration: Duration) -> Result<Run, String> {
+        let (mut sessions, mut schedule) = self.start();
+        let mut udp = UdpRound::new(BATCH);
+        udp.set_gso(gso);
+        let mut stats = ShardStats::default();
+        let data = self.movie.clone();
+        let mut run = Run::default();
+        let mut now = 0;
+        let cpu0 = Cpu::of_this_thread();
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            now += self.tick_ns;
+            Self::round(&mut sessions, &mut schedule, &mut udp, &mut stats, now);
+            let f = udp.flush(tx, |key| sessions.get(&key).map(|_| data.data()));
+            run.flushed.sent += f.sent;
+            run.flushed.would_block += f.would_block;
+            run.flushed.failed += f.failed;
+            run.rounds += 1;
+        }
+        run.wall = start.elapsed();
+        run.cpu = Cpu::of_this_thread().since(cpu0);
+        if gso && !udp.gso() {
+            eprintln!("shard-bench: the kernel refused UDP GSO; (c) ran without it");
+        }
+        Ok(run)
+    }
+
+    /// The datagrams (size, destination) of the shard's first rounds, up to
+    /// about `limit` of them, without sending anything.
+    fn record(&self, limit: usize) -> Replay {
+        let (mut sessions, mut schedule) = self.start();
+        let mut stats = ShardStats::default();
+        let mut udp = UdpRound::new(BATCH);
+        let mut replay = Replay::default();
+        let mut names: HashMap<SocketAddr, u32> = HashMap::new();
+        let mut now = 0;
+        while replay.lens.len() < limit && !schedule.is_empty() {
+            now += self.tick_ns;
+            Self::round(&mut sessions, &mut schedule, &mut udp, &mut stats, now);
+            let before = replay.lens.len();
+            for (dest, len) in udp.datagrams() {
+                let next = names.len() as u32;
+                let index = *names.entry(dest).or_insert(next);
+                if index == next {
+                    replay.names.push(sockaddr(dest));
+                }
+                replay.dests.push(index);
+                replay.lens.push(len as u16);
+            }
+            udp.clear();
+            if replay.lens.len() > before {
+                replay.rounds.push((before, replay.lens.len()));
+            }
+        }
+        replay
+    }
+}
+
+fn sockaddr(dest: SocketAddr) -> libc::sockaddr_in {
+    let SocketAddr::V4(dest) = dest else {
+        unreachable!("the destinations are IPv4")
+    };
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dest.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dest.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Recorded datagrams: per datagram its length and destination, and the
+/// rounds as ranges of datagrams.
+#[derive(Default)]
+struct Replay {
+    names: Vec<libc::sockaddr_in>,
+    dests: Vec<u32>,
+    lens: Vec<u16>,
+    rounds: Vec<(usize, usize)>,
+}
+
+// SAFETY: `sockaddr_in` is plain data; the raw loop only reads it.
+unsafe impl Send for Replay {}
+// SAFETY: as above, shared read-only.
+unsafe impl Sync for Replay {}
+
+impl Replay {
+    /// The raw limit: each recorded round as `sendmmsg` calls of at most
+    /// [`BATCH`] prebuilt messages, one iovec each, round after round.
+    fn send(&self, tx: &UdpSocket, duration: Duration) -> Result<Run, String> {
+        let max = self.lens.iter().copied().max().unwrap_or(0) as usize;
+        let mut buf = vec![0x80u8; max.max(RTP_HEADER_LEN)];
+        let mut iovs: Vec<libc::iovec> = vec![
+            libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: 0,
+            };
+            BATCH
+        ];
+        // SAFETY: an all-zero `mmsghdr` is valid; the fields used are set per call.
+        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let fd = tx.as_raw_fd();
+        let mut run = Run::default();
+        let cpu0 = Cpu::of_this_thread();
+        let start = Instant::now();
+        'timed: loop {
+            for &(from, to) in &self.rounds {
+                if start.elapsed() >= duration {
+                    break 'timed;
+                }
+                for chunk_start in (from..to).step_by(BATCH) {
+                    let chunk = chunk_start..to.min(chunk_start + BATCH);
+                    let n = chunk.len();
+                    for (j, p) in chunk.enumerate() {
+                        iovs[j].iov_len = self.lens[p] as usize;
+                        let h = &mut hdrs[j].msg_hdr;
+                        h.msg_name =
+                            &self.names[self.dests[p] as usize] as *const libc::sockaddr_in as *mut libc::c_void;
+                        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                        h.msg_iov = &mut iovs[j];
+                        h.msg_iovlen = 1;
+                    }
+                    let mut pos = 0;
+                    while pos < n {
+                        // SAFETY: `hdrs[pos..n]` point at live addresses in
+                        // `self.names` and at iovecs over `buf`, all unchanged
+                        // across the call.
+                        let sent = unsafe {
+                            libc::sendmmsg(
+                                fd,
+                                hdrs[pos..].as_mut_ptr(),
+                                (n - pos) as libc::c_uint,
+                                libc::MSG_DONTWAIT,
+                            )
+                        };
+                        if sent > 0 {
+                            pos += sent as usize;
+                            run.flushed.sent += sent as usize;
+                            continue;
+                        }
+                        let e = std::io::Error::last_os_error();
+                        match e.raw_os_error() {
+                            Some(libc::EINTR) => {}
+                            Some(libc::EAGAIN | libc::ENOBUFS) => {
+                                run.flushed.would_block += n - pos;
+                                break;
+                            }
+                            _ => return Err(format!("sendmmsg: {e}")),
+                        }
+                    }
+                }
+                run.rounds += 1;
+            }
+        }
+        run.wall = start.elapsed();
+        run.cpu = Cpu::of_this_thread().since(cpu0);
+        Ok(run)
+    }
+}

@@ -1,0 +1,8 @@
+//! What the benchmarks share: the machine facts and levers they need
+//! ([`os`]), the long hinted movie they run on ([`movie_maker`]), and a
+//! loopback receiver that drains what a sender under test sends
+//! ([`receiver`]).
+
+pub mod movie_maker;
+pub mod os;
+pub mod receiver;
