@@ -196,6 +196,34 @@ fn play_range_and_rtp_info_name_the_key_frame() {
 }
 
 #[test]
+fn play_range_with_an_end_stops_there() {
+    let clip = media().h264_mp4();
+    let server = Server::start(&library("range-end", &[clip]), &[]);
+    let movie = Movie::open(clip).expect("the clip");
+    let mut player = Player::setup(server.addr, &server.url("h264-aac.mp4"), Lower::Tcp);
+    player.play(Some("npt=1.5-3.5"));
+    player.receive_to_the_end(PLAY_TIMEOUT);
+    // What the hint tracks hold from the key frame at or before 1.5 s to
+    // 3.5 s, and nothing after.
+    let mut packets = movie.all_packets();
+    let start = packets.seek(1_500_000_000);
+    assert_eq!(start, 1_000_000_000, "the key frame at or before 1.5 s");
+    let wanted: Vec<_> = packets
+        .map(|p| p.expect("a packet"))
+        .take_while(|p| p.transmit_ns < 3_500_000_000)
+        .collect();
+    for (i, hint) in movie.hint_tracks().enumerate() {
+        let expected: Vec<RtpPacket> = wanted
+            .iter()
+            .filter(|p| p.track_id == hint.id)
+            .map(|p| RtpPacket::from_recipe(&movie, p))
+            .collect();
+        assert_same_payloads(&player.streams[i], &expected, &format!("Range npt=1.5-3.5, stream {i}"));
+    }
+    assert_eq!(player.control("TEARDOWN", &[]).status, 200);
+}
+
+#[test]
 fn pause_and_resume_leave_no_gap_over_udp() {
     pause_and_resume(Lower::Udp);
 }
