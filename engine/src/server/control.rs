@@ -8,13 +8,15 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use super::{parse_session_id, FromShard, Handover, ServeError, SessionKey, Signals, ToShard};
+use super::{
+    parse_session_id, read_more, release_if_empty, FromShard, Handover, ServeError, SessionKey, Signals, ToShard,
+};
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::library::Library;
@@ -253,8 +255,7 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr)
     };
     // A connection that says nothing for a session timeout is stalled.
     let _ = stream.set_read_timeout(Some(Duration::from_secs(ctl.config.session_timeout.max(1))));
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
+    let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
     'conn: loop {
         loop {
@@ -270,6 +271,7 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr)
                     if !out.is_empty() && stream.write_all(&out).await.is_err() {
                         break 'conn;
                     }
+                    release_if_empty(&mut out);
                 }
                 // RTCP or a response from a client that has no session here.
                 Ok(Some((_, used))) => {
@@ -285,9 +287,10 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr)
                 }
             }
         }
-        match stream.read(&mut chunk).await {
+        release_if_empty(&mut buf);
+        match read_more(&mut stream, &mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
         }
     }
     let _ = stream.close().await;

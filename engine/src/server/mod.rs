@@ -26,6 +26,30 @@ use crate::stats::ShardStats;
 mod control;
 mod shard;
 
+/// How much a connection reads at a time. Requests are small, and the
+/// buffer is given back whenever it is empty (see [`release_if_empty`]), so
+/// an idle connection, which is what most RTSP connections are while their
+/// media flows, holds no read buffer at all.
+const READ_CHUNK: usize = 2048;
+
+/// Reads what has arrived into the end of `buf`. Returns the bytes read, 0
+/// at the end of the stream.
+async fn read_more<R: futures_lite::AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use futures_lite::AsyncReadExt;
+    let len = buf.len();
+    buf.resize(len + READ_CHUNK, 0);
+    let result = reader.read(&mut buf[len..]).await;
+    buf.truncate(len + result.as_ref().map_or(0, |&n| n));
+    result
+}
+
+/// Frees a connection buffer's memory once it holds nothing.
+fn release_if_empty(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = Vec::new();
+    }
+}
+
 /// Nanoseconds since the process's first call: the clock every core paces by.
 pub fn now() -> Nanos {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpStream, UdpSocket};
@@ -24,7 +24,7 @@ use loader::{Movie, Packet};
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
-use super::{now, parse_session_id, session_id, FromShard, Handover, SessionKey, ToShard};
+use super::{now, parse_session_id, read_more, release_if_empty, session_id, FromShard, Handover, SessionKey, ToShard};
 use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::library::Library;
@@ -47,6 +47,9 @@ const SR_INTERVAL: Nanos = 5_000 * MS;
 const ENDED_GRACE: Nanos = 5_000 * MS;
 /// At most this many messages per `sendmmsg`.
 const BATCH: usize = 256;
+/// Capacity an interleaved connection's write buffers may keep between
+/// writes.
+const WRITE_BUFFER_KEEP: usize = 64 * 1024;
 
 /// What RTCP receiver reports say about one stream.
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,6 +83,8 @@ struct Conn {
     bound: usize,
     kick: LocalSender<()>,
     closed: Cell<bool>,
+    /// The sessions whose media rides this connection.
+    sessions: RefCell<SmallVec<[SessionKey; 1]>>,
 }
 
 impl Conn {
@@ -353,8 +358,12 @@ impl Shard {
         let Some(e) = self.sessions.get_mut(&key) else {
             return Response::new(454, req.cseq());
         };
-        if e.session.tracks.is_empty() {
+        if e.session.tracks.is_empty() && e.conn != conn {
+            // The first SETUP decides where the session's media goes.
             e.conn = conn;
+            if let Some(c) = conn.and_then(|c| self.conns.get(&c)) {
+                c.sessions.borrow_mut().push(key);
+            }
         }
         let ctx = Context {
             now,
@@ -527,6 +536,9 @@ impl Shard {
             self.send_rtcp(key, now, true);
         }
         let Some(e) = self.sessions.remove(&key) else { return };
+        if let Some(c) = e.conn.and_then(|c| self.conns.get(&c)) {
+            c.sessions.borrow_mut().retain(|k| *k != key);
+        }
         for t in &e.session.tracks {
             self.ssrc_routes.remove(&t.seeds.0);
             if let Destination::Udp { rtcp, .. } = t.destination {
@@ -727,6 +739,7 @@ fn adopt(shard: &Rc<RefCell<Shard>>, h: Handover) -> u64 {
         bound,
         kick,
         closed: Cell::new(false),
+        sessions: RefCell::default(),
     });
     s.conns.insert(id, conn.clone());
     drop(s);
@@ -750,6 +763,11 @@ async fn write_loop(conn: Rc<Conn>, mut writer: futures_lite::io::WriteHalf<TcpS
         let ok = writer.write_all(&buf).await.is_ok();
         conn.in_flight.set(0);
         buf.clear();
+        // A burst (a key frame, a reader catching up) may have grown it:
+        // do not keep that much per connection for ever.
+        if buf.capacity() > WRITE_BUFFER_KEEP {
+            buf = Vec::new();
+        }
         if !ok {
             conn.closed.set(true);
         }
@@ -772,7 +790,6 @@ async fn read_loop(
             ..Default::default()
         }
     };
-    let mut chunk = vec![0u8; 16 * 1024];
     'conn: loop {
         loop {
             match message::parse(&buf, &limits) {
@@ -793,10 +810,12 @@ async fn read_loop(
                         Message::Interleaved { channel, data } => {
                             let (mut s, now) = (shard.borrow_mut(), now());
                             // RTCP from the client rides the odd channels.
-                            let key = s.sessions.iter().find_map(|(&k, e)| {
-                                (e.conn == Some(id)
-                                    && e.dests.iter().any(|d| matches!(d, Destination::Tcp { rtcp_channel, .. } if *rtcp_channel == channel)))
-                                .then_some(k)
+                            let key = conn.sessions.borrow().iter().copied().find(|k| {
+                                s.sessions.get(k).is_some_and(|e| {
+                                    e.dests.iter().any(
+                                        |d| matches!(d, Destination::Tcp { rtcp_channel, .. } if *rtcp_channel == channel),
+                                    )
+                                })
                             });
                             if let Some(key) = key {
                                 s.on_rtcp(key, &data, now);
@@ -815,21 +834,17 @@ async fn read_loop(
         if conn.closed.get() {
             break;
         }
-        match reader.read(&mut chunk).await {
+        release_if_empty(&mut buf);
+        match read_more(&mut reader, &mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
         }
     }
     // The connection is gone: so are the sessions riding on it.
     conn.closed.set(true);
     let _ = conn.kick.try_send(());
     let mut s = shard.borrow_mut();
-    let keys: Vec<SessionKey> = s
-        .sessions
-        .iter()
-        .filter(|(_, e)| e.conn == Some(id))
-        .map(|(&k, _)| k)
-        .collect();
+    let keys = conn.sessions.take();
     for key in keys {
         s.end_session(key, now(), "connection closed");
     }
