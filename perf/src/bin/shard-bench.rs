@@ -49,7 +49,7 @@ struct Args {
     #[arg(long)]
     movie: Option<PathBuf>,
     /// Where the generated movie is kept.
-    #[arg(long, default_value = "perf/data")]
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data"))]
     data_dir: PathBuf,
     /// Length of the generated movie, in minutes.
     #[arg(long, default_value_t = 10)]
