@@ -4,7 +4,8 @@
 //! shard's RTP/RTCP pair ([`bind_pair`]), the batched sender that turns one
 //! tick's packets into one `sendmmsg` whose iovecs point into the mapped
 //! movie files ([`SendBatch`]), and the batched receiver for RTCP
-//! ([`recv_batch`]).
+//! ([`recv_batch`]), and the descriptor limit every socket counts against
+//! ([`raise_fd_limit`]).
 //!
 //! The unsafe code of the engine is confined to this module; each block says
 //! why it is sound. The rule that makes the sender safe to call: iovecs are
@@ -18,4 +19,4 @@ mod socket;
 
 pub use recv::{recv_batch, RecvBufs};
 pub use send::{Batch, Flushed, SendBatch, MAX_IOVECS, RTP_HEADER_LEN};
-pub use socket::{bind_pair, UdpPair, RTCP_RECV_BUFFER_BYTES, SEND_BUFFER_BYTES};
+pub use socket::{bind_pair, raise_fd_limit, UdpPair, RTCP_RECV_BUFFER_BYTES, SEND_BUFFER_BYTES};

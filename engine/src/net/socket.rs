@@ -17,6 +17,33 @@ pub const SEND_BUFFER_BYTES: usize = 4 << 20;
 /// client of the shard. Best effort, capped by `net.core.rmem_max`.
 pub const RTCP_RECV_BUFFER_BYTES: usize = 1 << 20;
 
+/// Raises the soft limit on open file descriptors to the hard limit, and
+/// returns the limit now in force. Every RTSP connection is a descriptor,
+/// and distributions start processes at a soft limit of 1,024, far below
+/// what a streaming server holds.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a live, writable `rlimit` for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid `rlimit` that the call only reads.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// The RTP and RTCP sockets all sessions of one shard share. Clients are told
 /// these as `server_port=rtp-rtcp`.
 #[derive(Debug)]
@@ -116,6 +143,18 @@ fn set_buffer(sock: &Socket, force: libc::c_int, bytes: usize, plain: fn(&Socket
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn the_fd_limit_is_raised_to_the_hard_limit() {
+        let limit = raise_fd_limit().expect("getrlimit");
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as in `raise_fd_limit`.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!((now.rlim_cur, now.rlim_cur), (limit, now.rlim_max));
+    }
 
     #[test]
     fn binds_even_odd_pair() {

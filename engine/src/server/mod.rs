@@ -184,6 +184,16 @@ pub enum ServeError {
 pub fn run(config: Config) -> Result<(), ServeError> {
     now();
     let signals = Signals::install().map_err(ServeError::Signals)?;
+    match crate::net::raise_fd_limit() {
+        // Each connection is a descriptor; a few dozen more are the server's own.
+        Ok(limit) if (limit as usize) < config.max_connections.saturating_add(64) => tracing::warn!(
+            limit,
+            max_connections = config.max_connections,
+            "the open-file limit (ulimit -n) is below --max-connections: connections past it will be refused"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let cores: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_default();
