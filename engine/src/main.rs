@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Serve the movies in a directory over RTSP/RTP: video on demand over
     /// UDP and TCP, one control core and a shard per remaining core.
-    Serve(streamalot::config::ServeArgs),
+    Serve(Box<streamalot::config::ServeArgs>),
     /// Show a hinted movie's tracks, hint-track packet counts and bitrates,
     /// its SDP, and optionally its first packet recipes.
     Inspect(inspect::Args),

@@ -25,7 +25,7 @@ impl Rng {
         Rng(u64() | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -47,7 +47,7 @@ mod tests {
     fn values_differ() {
         assert_ne!(super::u64(), super::u64());
         let mut r = super::Rng::new();
-        let a = r.next();
-        assert_ne!(a, r.next());
+        let a = r.next_u64();
+        assert_ne!(a, r.next_u64());
     }
 }

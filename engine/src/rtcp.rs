@@ -229,7 +229,7 @@ fn begin(out: &mut Vec<u8>, count: usize, pt: u8) -> usize {
 /// words).
 fn finish(out: &mut [u8], start: usize) {
     let bytes = out.len() - start;
-    debug_assert!(bytes % 4 == 0 && bytes / 4 <= 1 << 16);
+    debug_assert!(bytes.is_multiple_of(4) && bytes / 4 <= 1 << 16);
     let words = (bytes / 4 - 1) as u16;
     out[start + field::LENGTH.start..start + field::LENGTH.end].copy_from_slice(&words.to_be_bytes());
 }
@@ -1639,7 +1639,7 @@ mod tests {
         // Trailing bytes that are not a packet.
         for extra in 1..4 {
             let mut buf = FFMPEG_RR.to_vec();
-            buf.extend(std::iter::repeat(0x80).take(extra));
+            buf.extend(std::iter::repeat_n(0x80, extra));
             assert_eq!(
                 parse_compound(&buf).unwrap_err(),
                 RtcpError::Truncated {

@@ -523,7 +523,7 @@ impl Player {
             .streams
             .get_mut(usize::from(channel / 2))
             .unwrap_or_else(|| panic!("a frame on channel {channel}, which no stream was set up on"));
-        if channel % 2 == 0 {
+        if channel.is_multiple_of(2) {
             let p = RtpPacket::parse(&data).unwrap_or_else(|e| panic!("bad interleaved RTP: {e}"));
             stream.packets.push(p);
         } else {

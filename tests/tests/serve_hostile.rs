@@ -288,7 +288,10 @@ fn is_closed(e: &io::Error) -> bool {
 
 /// Sends each `(method, url, headers, status)` on one connection and checks
 /// the status.
-fn answers(addr: SocketAddr, cases: &[(&str, &str, &[(&str, &str)], u16)]) -> Result<(), String> {
+/// One request and the status it must get: (method, URL, headers, status).
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+
+fn answers(addr: SocketAddr, cases: &[Case<'_>]) -> Result<(), String> {
     let mut conn = Connection::connect(addr);
     for (method, url, headers, status) in cases {
         let r = conn.request(method, url, headers);

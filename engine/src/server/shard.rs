@@ -306,8 +306,8 @@ impl Shard {
     }
 
     fn seeds(&mut self) -> StreamSeeds {
-        let r = self.rng.next();
-        (r as u32, (r >> 32) as u16, self.rng.next() as u32)
+        let r = self.rng.next_u64();
+        (r as u32, (r >> 32) as u16, self.rng.next_u64() as u32)
     }
 
     /// Makes session `key` (which the control core admitted) from its first
