@@ -8,12 +8,14 @@
 //!
 //! The protocol logic has no IO and no clock ([`session`], [`reception`],
 //! [`sdp`], [`url`], [`rtp`]); it is driven by bytes and times and tested
-//! with a fake clock. One thin layer owns the sockets and threads: one
-//! worker per core, each owning its sessions.
+//! with a fake clock. One thin layer ([`worker`], [`sys`]) owns the sockets
+//! and threads: one worker per core, each owning its sessions.
 
 pub mod metrics;
 pub mod reception;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+pub mod sys;
 pub mod url;
+pub mod worker;

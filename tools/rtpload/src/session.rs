@@ -393,6 +393,11 @@ impl Session {
         self.state == State::Done && self.retiring.is_empty()
     }
 
+    /// Set up and waiting for [`play`](Session::play).
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready && !self.stopping
+    }
+
     /// PLAYs answered so far.
     pub fn plays(&self) -> u32 {
         self.plays
