@@ -9,11 +9,18 @@
 //! The protocol logic has no IO and no clock ([`session`], [`reception`],
 //! [`sdp`], [`url`], [`rtp`]); it is driven by bytes and times and tested
 //! with a fake clock. One thin layer ([`worker`], [`sys`]) owns the sockets
-//! and threads: one worker per core, each owning its sessions.
+//! and threads: one worker per core, each owning its sessions. [`run`] ties
+//! the workers together and writes what they measured ([`output`], [`plot`],
+//! [`progress`]).
 
+pub mod cli;
 pub mod metrics;
+pub mod output;
+pub mod plot;
+pub mod progress;
 pub mod reception;
 pub mod rtp;
+pub mod run;
 pub mod sdp;
 pub mod session;
 pub mod sys;
