@@ -102,6 +102,8 @@ pub enum SessionError {
     Timeout { method: String, url: String, secs: u64 },
     #[error("unparseable RTSP from the server: {0}")]
     Parse(message::ParseError),
+    #[error("the server answered with HTTP, not RTSP")]
+    NotRtsp,
     #[error("{method} {url} answered {status} {reason}")]
     Status {
         method: String,
@@ -109,7 +111,7 @@ pub enum SessionError {
         status: u16,
         reason: String,
     },
-    #[error("response CSeq {got:?} does not answer {method} (CSeq {want})")]
+    #[error("the response with {} does not answer {method} (CSeq {want})", cseq_text(.got))]
     CSeq {
         method: String,
         want: u32,
@@ -137,6 +139,13 @@ pub enum SessionError {
     NeverPlayed { during: &'static str },
     #[error("SSRC {ssrc:08X} from {from} already belongs to another session on this client port")]
     SsrcCollision { ssrc: u32, from: IpAddr },
+}
+
+fn cseq_text(cseq: &Option<String>) -> String {
+    match cseq {
+        Some(c) => format!("CSeq {c:?}"),
+        None => "no CSeq".to_owned(),
+    }
 }
 
 /// How a session ended.
@@ -767,7 +776,13 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.fail(SessionError::Parse(e), now);
+                    // A web server on the RTSP port, or a proxy in the way.
+                    let e = if rest.starts_with(b"HTTP/") {
+                        SessionError::NotRtsp
+                    } else {
+                        SessionError::Parse(e)
+                    };
+                    self.fail(e, now);
                     break;
                 }
             }
@@ -1138,7 +1153,7 @@ impl Session {
         // problem.
         let connection_broken = matches!(
             e,
-            SessionError::Closed { .. } | SessionError::Io { .. } | SessionError::Parse(_)
+            SessionError::Closed { .. } | SessionError::Io { .. } | SessionError::Parse(_) | SessionError::NotRtsp
         );
         if self.session_id.is_some() && !connection_broken && !matches!(self.state, State::TearingDown { .. }) {
             let url = self.aggregate.clone();

@@ -671,10 +671,16 @@ fn bad_responses_fail_the_session_clearly() {
             got: Some("7".into())
         }
     );
-    assert!(matches!(
-        after_describe_feed(b"RTSP/1.0 200 OK\r\n\r\n"),
-        SessionError::CSeq { got: None, .. }
-    ));
+    let e = after_describe_feed(b"RTSP/1.0 200 OK\r\n\r\n");
+    assert!(matches!(e, SessionError::CSeq { got: None, .. }));
+    assert_eq!(
+        e.to_string(),
+        "the response with no CSeq does not answer SETUP (CSeq 2)"
+    );
+    assert_eq!(
+        after_describe_feed(b"HTTP/1.1 404 Not Found\r\n\r\n"),
+        SessionError::NotRtsp
+    );
     assert_eq!(
         after_describe_feed(b"RTSP/1.0 461 Unsupported transport\r\nCSeq: 2\r\n\r\n"),
         SessionError::Status {
