@@ -130,10 +130,7 @@ fn serve(
     let server_port = media.local_addr().unwrap().port();
     let mut client_rtp: Option<SocketAddr> = None;
     let stop = Arc::new(AtomicUsize::new(0));
-    loop {
-        let Some(req) = read_request(&mut conn, &mut buf) else {
-            break;
-        };
+    while let Some(req) = read_request(&mut conn, &mut buf) {
         let cseq = req.cseq().unwrap_or("0").to_owned();
         match req.method {
             Method::Setup => {
