@@ -13,6 +13,8 @@
 //!   are known. A dynamic one without `a=rtpmap` has no clock rate, and jitter
 //!   and lateness cannot be measured, so that is an error.
 
+use streamalot::rtsp::header::NptRange;
+
 use crate::url;
 
 /// One RTP medium (`m=` section).
@@ -30,10 +32,13 @@ pub struct Media {
 }
 
 /// What a DESCRIBE answer describes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Presentation {
     /// The session-level `a=control`, if any.
     pub control: Option<String>,
+    /// How long the presentation plays, from a session-level
+    /// `a=range:npt=START-END`; `None` for an open range (live) or none.
+    pub duration_secs: Option<f64>,
     /// The RTP media, in the SDP's order. Never empty.
     pub media: Vec<Media>,
 }
@@ -109,6 +114,7 @@ pub fn parse(body: &[u8]) -> Result<Presentation, SdpError> {
         _ => return Err(SdpError::NoVersion),
     }
     let mut control = None;
+    let mut duration_secs = None;
     let mut sections: Vec<Section> = Vec::new();
     for (i, line) in lines {
         let bad = || SdpError::Line {
@@ -146,6 +152,14 @@ pub fn parse(body: &[u8]) -> Result<Presentation, SdpError> {
                 let arg = arg.trim();
                 match (name, sections.last_mut()) {
                     ("control", None) => control = Some(arg.to_owned()),
+                    // Media-level ranges, and ones that do not parse, say
+                    // nothing the PLAY answer will not.
+                    ("range", None) => {
+                        duration_secs = NptRange::parse(arg)
+                            .ok()
+                            .and_then(|r| Some(r.end? - r.start.unwrap_or(0.0)))
+                            .filter(|d| *d > 0.0)
+                    }
                     ("control", Some(s)) => s.control = Some(arg.to_owned()),
                     ("rtpmap", Some(s)) => {
                         // `a=rtpmap:<pt> <encoding>/<clock>[/<channels>]`
@@ -202,7 +216,11 @@ pub fn parse(body: &[u8]) -> Result<Presentation, SdpError> {
             control: s.control,
         });
     }
-    Ok(Presentation { control, media })
+    Ok(Presentation {
+        control,
+        duration_secs,
+        media,
+    })
 }
 
 impl Presentation {
@@ -242,7 +260,7 @@ mod tests {
     #[test]
     fn streamalot_sdp() {
         let p = parse(STREAMALOT.as_bytes()).unwrap();
-        assert_eq!(p.control, None);
+        assert_eq!((p.control.as_deref(), p.duration_secs), (None, Some(10.0)));
         assert_eq!(p.media.len(), 2);
         assert_eq!(
             p.media[0],
@@ -266,7 +284,7 @@ mod tests {
     #[test]
     fn gstreamer_sdp() {
         let p = parse(GSTREAMER.as_bytes()).unwrap();
-        assert_eq!(p.control.as_deref(), Some("*"));
+        assert_eq!((p.control.as_deref(), p.duration_secs), (Some("*"), Some(10.0)));
         let base = "rtsp://127.0.0.1:8554/test/";
         assert_eq!(p.aggregate_url(base), base);
         assert_eq!(p.media_url(0, base), "rtsp://127.0.0.1:8554/test/stream=0");
@@ -277,7 +295,12 @@ mod tests {
     fn absolute_and_session_controls() {
         let sdp = "v=0\r\na=control:rtsp://h/agg\r\nm=video 0 RTP/AVP 26\r\na=control:rtsp://h/agg/v\r\n";
         let p = parse(sdp.as_bytes()).unwrap();
+        assert_eq!(p.duration_secs, None, "no a=range");
         assert_eq!(p.aggregate_url("rtsp://x/y/"), "rtsp://h/agg");
+        let live = parse(b"v=0\na=range:npt=now-\nm=audio 0 RTP/AVP 0\n").unwrap();
+        assert_eq!(live.duration_secs, None, "an open range");
+        let hms = parse(b"v=0\na=range:npt=0-0:01:30\nm=audio 0 RTP/AVP 0\n").unwrap();
+        assert_eq!(hms.duration_secs, Some(90.0));
         assert_eq!(p.media_url(0, "rtsp://x/y/"), "rtsp://h/agg/v");
         // Static payload type: JPEG's clock rate without an rtpmap.
         assert_eq!((p.media[0].clock_rate, p.media[0].encoding.as_str()), (90_000, "JPEG"));

@@ -285,6 +285,8 @@ pub struct Session {
     keepalive_refused: bool,
     base: String,
     aggregate: String,
+    /// The SDP's `a=range` length, for a PLAY answer without one.
+    sdp_range_len: Option<Nanos>,
     tracks: SmallVec<[Track; 2]>,
     /// Streams not yet retired; the first has global index `retired`.
     streams: VecDeque<Stream>,
@@ -357,6 +359,7 @@ impl Session {
             keepalive_refused: false,
             base: String::new(),
             aggregate: String::new(),
+            sdp_range_len: None,
             tracks: SmallVec::new(),
             streams: VecDeque::new(),
             retired: 0,
@@ -424,11 +427,6 @@ impl Session {
             t.add_stream(s);
         }
         t
-    }
-
-    /// Sequence numbers lost so far, over every stream.
-    pub fn lost(&self) -> u64 {
-        self.totals.lost + self.streams.iter().map(|s| s.sequence.lost()).sum::<u64>()
     }
 
     /// Bytes waiting to be written on the RTSP connection. The owner writes
@@ -907,6 +905,7 @@ impl Session {
         }
         self.base = base_url(resp, url);
         self.aggregate = presentation.aggregate_url(&self.base);
+        self.sdp_range_len = presentation.duration_secs.and_then(secs_to_nanos);
         self.start_tracks(&presentation);
         if self.stopping {
             // No server session yet: nothing to tear down.
@@ -1035,13 +1034,14 @@ impl Session {
         self.plays += 1;
         self.playing_since = Some(now);
         self.last_media = None;
+        // What the answer says is played, else what the SDP said there is.
         self.range_len = resp
             .headers
             .get("Range")
             .and_then(|r| NptRange::parse(r).ok())
             .and_then(|r| Some(r.end? - r.start.unwrap_or(0.0)))
-            .filter(|len| *len > 0.0 && *len < 1e7)
-            .map(|len| (len * 1e9) as Nanos);
+            .and_then(secs_to_nanos)
+            .or(self.sdp_range_len);
         if let Some(info) = resp.headers.get("RTP-Info") {
             for (url, seq) in rtp_info(info) {
                 let Some(seq) = seq else { continue };
@@ -1275,6 +1275,11 @@ fn base_url(resp: &Response, request_url: &str) -> String {
         }
     }
     request_url.to_owned()
+}
+
+/// A play length in seconds, if it is a sane one (up to about 115 days).
+fn secs_to_nanos(secs: f64) -> Option<Nanos> {
+    (secs > 0.0 && secs < 1e7).then(|| (secs * 1e9) as Nanos)
 }
 
 /// `timeout=N` in a Session header, in nanoseconds.

@@ -396,6 +396,29 @@ fn a_range_that_runs_out_ends_the_movie_once_quiet() {
 }
 
 #[test]
+fn without_range_or_bye_the_sdp_range_ends_the_movie() {
+    let mut sc = Script::new(Lower::Udp, 60, "rtsp://h/m");
+    sc.connect();
+    let d = sc.request();
+    sc.reply(&d, 200, &[], "v=0\r\na=range:npt=0-1.5\r\nm=audio 0 RTP/AVP 0\r\n");
+    let s = sc.request();
+    sc.reply(&s, 200, &[("Session", "Q"), ("Transport", "RTP/AVP;ssrc=9")], "");
+    sc.events();
+    sc.s.play(sc.now);
+    let play = sc.request();
+    // No Range in the answer, and the server will send no BYE.
+    sc.reply(&play, 200, &[("Session", "Q")], "");
+    for i in 0..15u16 {
+        sc.rtp(0, 0, i, u32::from(i) * 800, 9);
+        sc.advance(100 * MS);
+    }
+    assert!(sc.written().requests.is_empty());
+    sc.advance(QUIET);
+    assert_eq!(sc.request().method, Method::Teardown, "over, not failed for silence");
+    assert_eq!(sc.s.outcome(), None);
+}
+
+#[test]
 fn tcp_session_reads_interleaved_frames() {
     let mut sc = Script::new(Lower::Tcp, 5, "rtsp://127.0.0.1:8554/movie.mp4");
     sc.connect();
