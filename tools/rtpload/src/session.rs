@@ -1279,7 +1279,7 @@ fn base_url(resp: &Response, request_url: &str) -> String {
 
 /// A play length in seconds, if it is a sane one (up to about 115 days).
 fn secs_to_nanos(secs: f64) -> Option<Nanos> {
-    (secs > 0.0 && secs < 1e7).then(|| (secs * 1e9) as Nanos)
+    (secs > 0.0 && secs < 1e7).then_some((secs * 1e9) as Nanos)
 }
 
 /// `timeout=N` in a Session header, in nanoseconds.
