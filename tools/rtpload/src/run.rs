@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use streamalot::rtsp::header::Lower;
 use streamalot::rtsp::message::Limits;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::{Args, TransportArg};
 use crate::metrics::{Counters, Histograms, Metric};
@@ -276,6 +276,16 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         None => None,
     };
 
+    // Each session holds a connection (and UDP workers a few sockets).
+    match crate::sys::raise_fd_limit() {
+        Ok(limit) if limit < libc::rlim_t::from(args.sessions) + 64 => warn!(
+            limit,
+            sessions = args.sessions,
+            "the open-file limit is below the number of sessions; some will fail to connect"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal ends the process at once; the first asks the

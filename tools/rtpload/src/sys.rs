@@ -1,5 +1,6 @@
 //! The system calls rtpload makes itself (UDP receive lives in the engine's
-//! `net` module): readiness with `epoll`, and the process's CPU time.
+//! `net` module): readiness with `epoll`, the descriptor limit, and the
+//! process's CPU time.
 //!
 //! Why epoll and plain threads rather than an async runtime: each worker is
 //! one loop over sans-IO state machines that already say what to write and
@@ -135,6 +136,32 @@ impl Poller {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard limit: a session
+/// holds a connection, and 1,024 (a common default) is soon reached.
+/// Returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<libc::rlim_t> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live `rlimit` for the kernel to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a live `rlimit` the kernel only reads.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// CPU time this process has used so far: (user, system).
 pub fn cpu_time() -> (Duration, Duration) {
     // SAFETY: an all-zero `rusage` is valid, and getrusage writes only
@@ -191,6 +218,18 @@ mod tests {
         let r: Vec<Readiness> = p.wait(Duration::from_secs(5)).unwrap().collect();
         assert!(r[0].readable, "EOF reads as readable");
         c.write_all(b"x").ok();
+    }
+
+    #[test]
+    fn fd_limit_is_the_hard_one() {
+        let now = raise_fd_limit().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!((now, lim.rlim_cur), (lim.rlim_max, lim.rlim_max));
     }
 
     #[test]
