@@ -551,24 +551,31 @@ impl Session {
 
     /// Bytes read from the RTSP connection at `now`: responses, requests
     /// from the server, and interleaved frames.
-    pub fn on_rtsp_data(&mut self, data: &[u8], now: Nanos, rec: &mut Histograms) {
+    pub fn on_rtsp_data(&mut self, mut data: &[u8], now: Nanos, rec: &mut Histograms) {
+        // A message cut by the previous read is completed in `inbuf`,
+        // copying only what it lacks (for a `$` frame, its length says how
+        // much); whole messages after it are read straight from `data`.
+        while !self.inbuf.is_empty() && !data.is_empty() && self.state != State::Done {
+            let take = match missing(&self.inbuf) {
+                Some(n) => n.min(data.len()),
+                // Text: how long it is shows only once it is all there.
+                None => data.len(),
+            };
+            self.inbuf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            let mut buf = std::mem::take(&mut self.inbuf);
+            let used = self.consume(&buf, now, rec);
+            buf.drain(..used);
+            self.inbuf = buf;
+        }
         if self.state == State::Done {
+            self.inbuf = Vec::new();
             return;
         }
-        if self.inbuf.is_empty() {
-            // The common case: whole frames, read straight from `data`.
+        if self.inbuf.is_empty() && !data.is_empty() {
             let used = self.consume(data, now, rec);
             if self.state != State::Done {
                 self.inbuf.extend_from_slice(&data[used..]);
-            }
-        } else {
-            self.inbuf.extend_from_slice(data);
-            let buf = std::mem::take(&mut self.inbuf);
-            let used = self.consume(&buf, now, rec);
-            let mut buf = buf;
-            buf.drain(..used);
-            if self.state != State::Done {
-                self.inbuf = buf;
             }
         }
     }
@@ -1275,6 +1282,19 @@ fn base_url(resp: &Response, request_url: &str) -> String {
         }
     }
     request_url.to_owned()
+}
+
+/// How many bytes the interleaved frame that `buf` starts (after line
+/// breaks) still lacks: 0 when it is whole. `None` when `buf` starts an
+/// RTSP message instead, whose length its text will tell.
+fn missing(buf: &[u8]) -> Option<usize> {
+    let rest = &buf[buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()..];
+    match rest {
+        [] => Some(0),
+        [b'$', _, hi, lo, ..] => Some((4 + usize::from(u16::from_be_bytes([*hi, *lo]))).saturating_sub(rest.len())),
+        [b'$', ..] => Some(4 - rest.len()),
+        _ => None,
+    }
 }
 
 /// A play length in seconds, if it is a sane one (up to about 115 days).

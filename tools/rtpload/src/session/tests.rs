@@ -880,6 +880,61 @@ fn stop_ends_a_playing_session_now() {
     assert_eq!(sc.s.outcome(), Some(&Outcome::Completed));
 }
 
+/// A single-medium TCP session that is playing, on channels 0-1.
+fn tcp_playing() -> Script {
+    let mut sc = Script::new(Lower::Tcp, 60, "rtsp://h/m");
+    sc.connect();
+    let d = sc.request();
+    sc.reply(&d, 200, &[], "v=0\r\nm=audio 0 RTP/AVP 0\r\n");
+    let s = sc.request();
+    sc.reply(
+        &s,
+        200,
+        &[("Session", "S"), ("Transport", "RTP/AVP/TCP;interleaved=0-1")],
+        "",
+    );
+    sc.s.play(sc.now);
+    let play = sc.request();
+    sc.reply(&play, 200, &[("Session", "S")], "");
+    sc
+}
+
+#[test]
+fn frames_arrive_whole_however_reads_cut_them() {
+    let mut stream = Vec::new();
+    for i in 0..20u16 {
+        let p = packet(0, i, u32::from(i) * 160, 3, 40 + usize::from(i) * 13);
+        stream.extend_from_slice(&[b'$', 0]);
+        stream.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        stream.extend_from_slice(&p);
+        if i % 7 == 3 {
+            stream.extend_from_slice(b"\r\n");
+        }
+    }
+    let bytes: u64 = (0..20u64).map(|i| 12 + 40 + i * 13).sum();
+    for chunk in [1, 2, 3, 4, 5, 17, 64, 1000, stream.len()] {
+        let mut sc = tcp_playing();
+        for piece in stream.chunks(chunk) {
+            sc.feed(piece);
+        }
+        assert_eq!(sc.s.outcome(), None, "chunks of {chunk}");
+        let t = sc.s.totals();
+        assert_eq!((t.packets, t.bytes, t.lost), (20, bytes, 0), "chunks of {chunk}");
+        assert!(sc.s.inbuf.is_empty(), "chunks of {chunk}: nothing left over");
+    }
+}
+
+#[test]
+fn frames_cut_by_reads_need_only_their_missing_bytes() {
+    assert_eq!(missing(b""), Some(0));
+    assert_eq!(missing(b"\r\n"), Some(0));
+    assert_eq!(missing(b"$"), Some(3));
+    assert_eq!(missing(b"$\x00\x00"), Some(1));
+    assert_eq!(missing(b"$\x00\x00\x05ab"), Some(3));
+    assert_eq!(missing(b"\r\n$\x00\x00\x02ab"), Some(0));
+    assert_eq!(missing(b"RTSP/1.0 200"), None);
+}
+
 #[test]
 fn helpers() {
     assert_eq!(session_timeout("abc;timeout=30"), Some(30 * SEC));
