@@ -7,7 +7,7 @@
 //! anything outside the repository except ffmpeg and ffprobe (and, for the
 //! load client against a second server, GStreamer's RTSP server), which the
 //! README's test command installs; when they are missing the tests fail and
-//! say so, never pass quietly. [`server`] runs `streamalot serve` and that
+//! say so, never pass quietly. [`peers`] runs `streamalot serve` and that
 //! peer for the tests that drive them over the network.
 
 use std::io::Read;
@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod media;
+pub mod peers;
 pub mod rtp;
-pub mod server;
 
 /// How long any one external command may run before the test gives up on it.
 /// Everything the suite runs finishes in a second or two; this only turns a

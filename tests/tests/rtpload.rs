@@ -22,7 +22,7 @@ use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use streamalot_tests::media::media;
-use streamalot_tests::server::{AccessLine, GstPeer, Streamalot};
+use streamalot_tests::peers::{AccessLine, GstPeer, Streamalot};
 use streamalot_tests::{describe, rtpload_binary, scratch_dir, wait_with_timeout};
 
 /// The histograms summary.json must have, each with these figures.

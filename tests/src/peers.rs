@@ -1,4 +1,4 @@
-//! RTSP servers for end-to-end tests: `streamalot serve` on free ports with
+//! The servers rtpload is tested against: `streamalot serve` on free ports with
 //! its access log in a file, and GStreamer's RTSP server as an independent
 //! peer (through `tools/gst-rtsp-peer`).
 //!
