@@ -936,7 +936,7 @@ fn frames_cut_by_reads_need_only_their_missing_bytes() {
 }
 
 #[test]
-fn helpers() {
+fn header_values_and_base_urls() {
     assert_eq!(session_timeout("abc;timeout=30"), Some(30 * SEC));
     assert_eq!(session_timeout("abc; Timeout = 7 "), Some(7 * SEC));
     assert_eq!(session_timeout("abc"), None);
