@@ -110,7 +110,7 @@ impl Sequence {
                 self.base = self.max - 1;
                 self.window = 0b11;
                 self.received = 2;
-                self.jumped -= 1;
+                self.jumped = self.jumped.saturating_sub(1);
                 self.resyncs += 1;
                 self.bad_seq = None;
                 return Arrival::Resync;

@@ -74,15 +74,26 @@ fn collect_urls(args: &Args) -> Result<Vec<RtspUrl>, RunError> {
     texts.iter().map(|t| Ok(RtspUrl::parse(t)?)).collect()
 }
 
+/// The longest time any option may give, in seconds (about 115 days): far
+/// beyond any run, and small enough that deadlines never overflow.
+const MAX_SECONDS: f64 = 1e7;
+
 fn check_args(args: &Args) -> Result<(), RunError> {
     let positive = |name: &str, v: f64| {
-        if v.is_finite() && v > 0.0 {
+        if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
             Ok(())
         } else {
-            Err(RunError::Usage(format!("--{name} must be a positive number, not {v}")))
+            Err(RunError::Usage(format!(
+                "--{name} must be a positive number up to {MAX_SECONDS}, not {v}"
+            )))
         }
     };
     positive("ramp", args.ramp)?;
+    if args.ramp < 0.001 {
+        return Err(RunError::Usage(
+            "--ramp must be at least 0.001 sessions per second".into(),
+        ));
+    }
     positive("duration", args.duration)?;
     positive("rtsp-timeout", args.rtsp_timeout)?;
     positive("media-timeout", args.media_timeout)?;
@@ -708,6 +719,9 @@ mod tests {
         for bad in [
             &["--ramp", "0"][..],
             &["--duration=-1"],
+            &["--duration", "1e300"],
+            &["--rtsp-timeout", "inf"],
+            &["--ramp", "0.00001"],
             &["--sessions", "0"],
             &["--max-loss", "2"],
             &["--max-p99-ms=-3"],

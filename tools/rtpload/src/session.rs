@@ -338,7 +338,7 @@ impl Session {
     ) -> Session {
         let mut rng = seed ^ u64::from(id).wrapping_mul(0x2545_f491_4f6c_dd1d);
         let ssrc = next_random(&mut rng) as u32;
-        let ends_at = now + settings.duration;
+        let ends_at = now.saturating_add(settings.duration);
         Session {
             id,
             cname: format!("rtpload-{id}@{}", url.host()),
