@@ -223,7 +223,13 @@ impl Session {
             Ok(pb) => self.playback = Some(pb),
             Err(_) => return (Response::new(404, cseq), Effect::None),
         }
-        let ssrc = seeds.last().map_or(0, |s| s.0);
+        // The stream this SETUP named: on a second SETUP of an earlier
+        // track it is not the last one.
+        let ssrc = self
+            .tracks
+            .iter()
+            .find(|t| t.track_id == track_id)
+            .map_or(0, |t| t.seeds.0);
         let reply = match reply {
             Reply::Udp(client_port) => ReplyTransport::Udp {
                 client_port,
@@ -474,6 +480,26 @@ mod tests {
         );
         let fly = req("FLY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n");
         assert_eq!(s.handle(&fly, &ctx(0)).0.status, 501);
+    }
+
+    #[test]
+    fn setup_again_answers_with_that_tracks_ssrc() {
+        let mut s = session();
+        let with_seeds = |seeds: StreamSeeds| Context { seeds, ..ctx(0) };
+        let setup_with = |s: &mut Session, track: u32, port: u16, seeds: StreamSeeds| {
+            let text = format!(
+                "SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 2\r\n\
+                 Transport: RTP/AVP;unicast;client_port={port}-{}\r\n\r\n",
+                port + 1
+            );
+            let r = s.handle(&req(&text), &with_seeds(seeds)).0;
+            assert_eq!(r.status, 200);
+            Transport::parse(r.headers.get("Transport").unwrap()).unwrap().ssrc
+        };
+        assert_eq!(setup_with(&mut s, 3, 5000, (0x3333, 1, 1)), Some(0x3333));
+        assert_eq!(setup_with(&mut s, 4, 5002, (0x4444, 1, 1)), Some(0x4444));
+        // Track 3 again, to other ports: it keeps its stream, and says so.
+        assert_eq!(setup_with(&mut s, 3, 6000, (0x5555, 1, 1)), Some(0x3333));
     }
 
     #[test]

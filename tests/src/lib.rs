@@ -4,9 +4,11 @@
 //! against itself: ffmpeg makes the hinted movies ([`media`]), ffmpeg's own RTP
 //! muxer is the reference for every packet ([`rtp`]), ffprobe says where the
 //! key frames are, and ffmpeg plays the loader's SDP. Nothing here needs
-//! anything outside the repository except ffmpeg and ffprobe, which the
+//! anything outside the repository except ffmpeg and ffprobe (and, for the
+//! load client against a second server, GStreamer's RTSP server), which the
 //! README's test command installs; when they are missing the tests fail and
-//! say so, never pass quietly.
+//! say so, never pass quietly. [`peers`] runs `streamalot serve` and that
+//! peer for the tests that drive them over the network.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub mod ffmpeg;
 pub mod media;
+pub mod peers;
 pub mod rtp;
 pub mod rtsp;
 pub mod server;
@@ -186,26 +189,57 @@ pub fn scratch_dir() -> &'static Path {
 pub fn streamalot_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let profile = profile_dir().expect("test binaries live in target/<profile>/deps");
-        let bin = profile.join(format!("streamalot{}", std::env::consts::EXE_SUFFIX));
-        if !bin.exists() || is_stale(&bin) {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "-p", "streamalot", "--bin", "streamalot"])
-                .current_dir(workspace_root());
-            // `target/debug` holds the dev profile; any other directory is
-            // named after its profile.
-            if let Some(name) = profile.file_name().filter(|n| *n != "debug") {
-                build.arg("--profile").arg(name);
-            }
-            // A build from scratch takes minutes on a small machine.
-            let out = run_within(&mut build, Duration::from_secs(30 * 60));
-            check_ok(&build, out);
-        }
-        assert!(bin.exists(), "building did not produce {}", bin.display());
-        bin
+        workspace_binary(
+            "streamalot",
+            "streamalot",
+            &["engine/src", "engine/Cargo.toml", "loader/src", "loader/Cargo.toml"],
+        )
     })
+}
+
+/// The `rtpload` load client of the same build profile as the running test,
+/// built as [`streamalot_binary`] is when missing or older than its sources
+/// (its own and the engine's it reuses).
+pub fn rtpload_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "rtpload",
+            "rtpload",
+            &[
+                "tools/rtpload/src",
+                "tools/rtpload/Cargo.toml",
+                "engine/src",
+                "engine/Cargo.toml",
+                "loader/src",
+                "loader/Cargo.toml",
+            ],
+        )
+    })
+}
+
+/// Binary `bin` of workspace package `package`, built with cargo when it is
+/// missing or older than any of `sources` (paths from the workspace root).
+fn workspace_binary(package: &str, bin: &str, sources: &[&str]) -> PathBuf {
+    let profile = profile_dir().expect("test binaries live in target/<profile>/deps");
+    let path = profile.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() || is_stale(&path, sources) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "-p", package, "--bin", bin])
+            .current_dir(workspace_root());
+        // `target/debug` holds the dev profile; any other directory is
+        // named after its profile.
+        if let Some(name) = profile.file_name().filter(|n| *n != "debug") {
+            build.arg("--profile").arg(name);
+        }
+        // A build from scratch takes minutes on a small machine.
+        let out = run_within(&mut build, Duration::from_secs(30 * 60));
+        check_ok(&build, out);
+    }
+    assert!(path.exists(), "building did not produce {}", path.display());
+    path
 }
 
 /// The workspace root: this package's parent directory.
@@ -215,8 +249,9 @@ pub fn workspace_root() -> &'static Path {
         .expect("the tests package lives inside the workspace")
 }
 
-/// Whether any source file of the binary's packages is newer than `bin`.
-fn is_stale(bin: &Path) -> bool {
+/// Whether any file under `sources` (paths from the workspace root) is
+/// newer than `bin`.
+fn is_stale(bin: &Path, sources: &[&str]) -> bool {
     let Ok(built) = bin.metadata().and_then(|m| m.modified()) else {
         return true;
     };
@@ -233,8 +268,5 @@ fn is_stale(bin: &Path) -> bool {
             .max()
     }
     let root = workspace_root();
-    ["engine/src", "engine/Cargo.toml", "loader/src", "loader/Cargo.toml"]
-        .iter()
-        .filter_map(|p| newest(&root.join(p)))
-        .any(|t| t > built)
+    sources.iter().filter_map(|p| newest(&root.join(p))).any(|t| t > built)
 }

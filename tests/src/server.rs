@@ -259,3 +259,39 @@ pub fn free_udp_run(n: u16) -> u16 {
     }
     panic!("no run of {n} free UDP ports found");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_access_logs_by_their_fields() {
+        let log = "#Software: Streamalot 0.1.0\n#Version: 1.0\n\
+             #Fields: c-ip date time cs-uri-stem c-starttime x-duration c-status cs(User-Agent) sc-bytes s-pkts-sent c-pkts-lost transport\n\
+             127.0.0.1 2026-12-01 07:15:12 /clip.mp4 - 4.006 200 rtpload/0.1.0 116108 141 0 udp\n\
+             127.0.0.1 2026-12-01 07:15:13 /clip.mp4 0.000 1.000 454 - 0 0 - tcp\n";
+        let records = parse_access_log(log);
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            (
+                &records[0]["cs-uri-stem"][..],
+                &records[0]["s-pkts-sent"][..],
+                &records[0]["transport"][..]
+            ),
+            ("/clip.mp4", "141", "udp")
+        );
+        assert_eq!(
+            (&records[1]["c-status"][..], &records[1]["c-pkts-lost"][..]),
+            ("454", "-")
+        );
+    }
+
+    #[test]
+    fn free_ports_are_usable() {
+        let p = free_tcp_port();
+        TcpListener::bind(("127.0.0.1", p)).unwrap();
+        let base = free_udp_run(10);
+        assert_eq!(base % 2, 0);
+        UdpSocket::bind(("127.0.0.1", base + 9)).unwrap();
+    }
+}

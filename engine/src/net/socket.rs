@@ -118,6 +118,15 @@ fn bind_one(addr: SocketAddr, rtcp: bool) -> io::Result<UdpSocket> {
     Ok(sock.into())
 }
 
+/// Asks for a receive buffer of `bytes` on `sock`, past the sysctl cap when
+/// privileged (best effort, as for the server's own sockets). A socket that
+/// many streams arrive on, as a load client's, needs room for a burst.
+pub fn set_recv_buffer(sock: &UdpSocket, bytes: usize) {
+    set_buffer(&socket2::SockRef::from(sock), libc::SO_RCVBUFFORCE, bytes, |s, n| {
+        s.set_recv_buffer_size(n)
+    });
+}
+
 /// Asks for a buffer of `bytes`: first with the `*FORCE` option (honoured
 /// for a privileged server, past the sysctl cap), then the ordinary one.
 /// Failure is not an error; the socket works with a smaller buffer.
@@ -184,6 +193,15 @@ mod tests {
         assert!(err.to_string().contains("no free UDP port pair"), "{err}");
         // A range with no room for a pair at all.
         assert!(bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 7..=8).is_err());
+    }
+
+    #[test]
+    fn receive_buffer_grows() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = socket2::SockRef::from(&sock).recv_buffer_size().unwrap();
+        set_recv_buffer(&sock, 4 * before);
+        let after = socket2::SockRef::from(&sock).recv_buffer_size().unwrap();
+        assert!(after > before, "{before} -> {after}");
     }
 
     #[test]

@@ -10,7 +10,8 @@ pub enum Lower {
     Tcp,
 }
 
-/// One transport specification from a client's Transport header.
+/// One transport specification: from a client's Transport header, or the
+/// one a server answers SETUP with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transport {
     pub lower: Lower,
@@ -24,6 +25,14 @@ pub struct Transport {
     pub interleaved: Option<(u8, u8)>,
     /// `mode=`: `PLAY` unless said otherwise.
     pub record: bool,
+    /// `server_port=RTP-RTCP`, in a server's reply.
+    pub server_port: Option<(u16, u16)>,
+    /// `ssrc=`, in a server's reply: the stream's SSRC, eight hex digits by
+    /// RFC 2326 (some servers drop the leading zeros).
+    pub ssrc: Option<u32>,
+    /// `source=`, in a server's reply: where the media comes from when that
+    /// is not the RTSP server's own address.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +71,9 @@ impl Transport {
             client_port: None,
             interleaved: None,
             record: false,
+            server_port: None,
+            ssrc: None,
+            source: None,
         };
         for p in parts.filter(|p| !p.is_empty()) {
             let (name, value) = match p.split_once('=') {
@@ -82,9 +94,19 @@ impl Transport {
                         _ => return Err(bad()),
                     }
                 }
+                // What a server answers. A server reading a client's request
+                // ignores them, so a malformed value is dropped rather than
+                // failing the request; a client that needs one checks it is there.
+                ("server_port", Some(v)) => t.server_port = pair(v, |a: u16| a.checked_add(1)),
+                ("ssrc", Some(v)) => {
+                    t.ssrc = Some(v)
+                        .filter(|v| (1..=8).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .and_then(|v| u32::from_str_radix(v, 16).ok())
+                }
+                ("source", Some(v)) => t.source = Some(v.to_owned()),
                 // Parameters that do not change what a unicast server does
-                // (ttl, layers, ssrc, port, append, source, server_port...)
-                // are accepted and ignored, as the RFC asks for unknown ones.
+                // (ttl, layers, port, append...) are accepted and ignored, as
+                // the RFC asks for unknown ones.
                 _ => {}
             }
         }
@@ -245,6 +267,30 @@ mod tests {
         let list = Transport::parse_list("RTP/AVP/TCP;interleaved=0-1, RTP/AVP;unicast;client_port=7-8");
         assert_eq!(list.len(), 2);
         assert_eq!(list[1].as_ref().unwrap().client_port, Some((7, 8)));
+    }
+
+    #[test]
+    fn replies_as_servers_send_them() {
+        let t =
+            Transport::parse("RTP/AVP;unicast;client_port=5000-5001;server_port=6970-6971;ssrc=00000ABC;mode=\"PLAY\"")
+                .unwrap();
+        assert_eq!(
+            (t.client_port, t.server_port, t.ssrc),
+            (Some((5000, 5001)), Some((6970, 6971)), Some(0xabc))
+        );
+        // GStreamer and live555 forms: source, ssrc without leading zeros.
+        let t = Transport::parse("RTP/AVP;unicast;source=10.0.0.5;server_port=7000;ssrc=1F").unwrap();
+        assert_eq!(
+            (t.source.as_deref(), t.server_port, t.ssrc),
+            (Some("10.0.0.5"), Some((7000, 7001)), Some(0x1f))
+        );
+        let t = Transport::parse("RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=DEADBEEF").unwrap();
+        assert_eq!((t.interleaved, t.ssrc), (Some((0, 1)), Some(0xdead_beef)));
+        // Malformed reply-only parameters are dropped, not fatal: a server
+        // never needed them from a client.
+        let t = Transport::parse("RTP/AVP;client_port=1-2;ssrc=123456789;server_port=x").unwrap();
+        assert_eq!((t.client_port, t.ssrc, t.server_port), (Some((1, 2)), None, None));
+        assert_eq!(Transport::parse("RTP/AVP;ssrc=zz").unwrap().ssrc, None);
     }
 
     #[test]

@@ -1,0 +1,362 @@
+//! rtpload, the bundled load client, against real servers: `streamalot
+//! serve` and GStreamer's RTSP server.
+//!
+//! Each run must complete every session with no loss, and everything it
+//! writes must be there, parse, and agree: with itself (summary.json, the
+//! per-session lines, the interval log, the .hgrm files and the plot count
+//! the same samples) and with the server (the access log's packets and
+//! bytes sent are the packets and bytes received). Nothing here asserts a
+//! time: latencies are whatever the machine gives.
+//!
+//! Sessions last longer than the 5 s clip, so each plays it, then tears down
+//! and plays it again: the restart path runs too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
+use serde_json::Value;
+use streamalot_tests::media::media;
+use streamalot_tests::peers::GstPeer;
+use streamalot_tests::server::{library, parse_access_log, Server};
+use streamalot_tests::{describe, rtpload_binary, scratch_dir, wait_with_timeout};
+
+/// The histograms summary.json must have, each with these figures.
+const HISTOGRAMS: [&str; 4] = ["first_packet", "jitter", "lateness", "rtsp_response"];
+const FIGURES: [&str; 6] = ["count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"];
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An rtpload run in the background.
+struct Load {
+    child: Child,
+    what: String,
+    out: PathBuf,
+}
+
+fn start_load(url: &str, transport: &str, sessions: u32, seconds: u32, out: &Path) -> Load {
+    let _ = std::fs::remove_dir_all(out);
+    let mut cmd = Command::new(rtpload_binary());
+    cmd.arg(url)
+        .args(["--sessions", &sessions.to_string()])
+        .args(["--ramp", "20"])
+        .args(["--duration", &seconds.to_string()])
+        .args(["--transport", transport])
+        .args(["--max-loss", "0"])
+        .arg("--out")
+        .arg(out);
+    let what = describe(&cmd);
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    Load {
+        child,
+        what,
+        out: out.to_owned(),
+    }
+}
+
+/// What one run wrote.
+struct Run {
+    summary: Value,
+    sessions: Vec<BTreeMap<String, String>>,
+    dir: PathBuf,
+    what: String,
+}
+
+impl Load {
+    fn finish(self) -> Run {
+        let out: Output = wait_with_timeout(self.child, RUN_TIMEOUT, &self.what);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{} failed ({}):\n{stdout}\n{stderr}",
+            self.what,
+            out.status
+        );
+        assert!(stderr.contains("rtpload: PASS"), "{stderr}");
+        // The percentile table, on stdout.
+        for name in HISTOGRAMS {
+            assert!(
+                stdout.lines().any(|l| l.starts_with(name)),
+                "no {name} row in the table:\n{stdout}"
+            );
+        }
+        let read = |name: &str| {
+            let p = self.out.join(name);
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: cannot read {}: {e}", self.what, p.display()))
+        };
+        let summary: Value = serde_json::from_str(&read("summary.json"))
+            .unwrap_or_else(|e| panic!("{}: summary.json does not parse: {e}", self.what));
+        let csv = read("sessions.csv");
+        let mut lines = csv.lines();
+        let header: Vec<String> = lines
+            .next()
+            .expect("a header line")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let sessions = lines
+            .map(|l| {
+                // The URLs in these runs have no commas, so no field is quoted.
+                let values: Vec<&str> = l.split(',').collect();
+                assert_eq!(values.len(), header.len(), "{l}");
+                header
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().map(|v| v.to_string()))
+                    .collect()
+            })
+            .collect();
+        Run {
+            summary,
+            sessions,
+            dir: self.out,
+            what: self.what,
+        }
+    }
+}
+
+fn int(v: &Value, path: &[&str]) -> u64 {
+    let mut at = v;
+    for p in path {
+        at = &at[*p];
+    }
+    at.as_u64()
+        .unwrap_or_else(|| panic!("summary.json has no integer at {}: {v:#}", path.join(".")))
+}
+
+impl Run {
+    fn summary(&self, path: &[&str]) -> u64 {
+        int(&self.summary, path)
+    }
+
+    fn column_sum(&self, name: &str) -> u64 {
+        self.sessions
+            .iter()
+            .map(|s| {
+                s[name]
+                    .parse::<u64>()
+                    .unwrap_or_else(|_| panic!("{name} = {:?}", s[name]))
+            })
+            .sum()
+    }
+
+    /// Every check that does not need the server's side.
+    fn check(&self, sessions: u64) {
+        let what = &self.what;
+        let s = |path: &[&str]| self.summary(path);
+        assert_eq!(s(&["sessions", "started"]), sessions, "{what}");
+        assert_eq!(s(&["sessions", "completed"]), sessions, "{what}");
+        assert_eq!(s(&["sessions", "failed"]), 0, "{what}");
+        let plays = s(&["sessions", "plays"]);
+        assert!(plays >= sessions, "{what}: {plays} plays for {sessions} sessions");
+        let received = s(&["packets", "received"]);
+        assert!(received > 0, "{what}: no packets");
+        assert_eq!(s(&["packets", "lost"]), 0, "{what}");
+        assert_eq!(s(&["packets", "unmatched"]), 0, "{what}: packets nobody claimed");
+        assert_eq!(self.summary["verdict"]["passed"], Value::Bool(true), "{what}");
+
+        for name in HISTOGRAMS {
+            let h = &self.summary["histograms"][name];
+            let f: Vec<u64> = FIGURES.iter().map(|k| int(h, &[k])).collect();
+            assert!(
+                f[1] <= f[2] && f[2] <= f[3] && f[3] <= f[4] && f[4] <= f[5],
+                "{what}: {name} {h}"
+            );
+        }
+        let count = |name: &str| s(&["histograms", name, "count"]);
+        // One first packet per play; a lateness and a jitter sample per
+        // packet that was not a duplicate.
+        assert_eq!(count("first_packet"), plays, "{what}");
+        let unique = received - s(&["packets", "duplicates"]);
+        assert_eq!(count("lateness"), unique, "{what}");
+        assert_eq!(count("jitter"), unique, "{what}");
+        // Each play: DESCRIBE, a SETUP per track (video and audio), PLAY,
+        // TEARDOWN; keep-alives come on top.
+        let method = |m: &str| s(&["rtsp_methods", m, "count"]);
+        assert_eq!(method("DESCRIBE"), plays, "{what}");
+        assert_eq!(method("SETUP"), 2 * plays, "{what}");
+        assert_eq!(method("PLAY"), plays, "{what}");
+        assert_eq!(method("TEARDOWN"), plays, "{what}");
+        let all: u64 = ["DESCRIBE", "SETUP", "PLAY", "GET_PARAMETER", "TEARDOWN"]
+            .iter()
+            .map(|m| method(m))
+            .sum();
+        assert_eq!(count("rtsp_response"), all, "{what}");
+
+        // The per-session lines add up to the totals.
+        assert_eq!(self.sessions.len() as u64, sessions, "{what}");
+        assert!(self.sessions.iter().all(|r| r["outcome"] == "completed"), "{what}");
+        assert_eq!(self.column_sum("packets"), received, "{what}");
+        assert_eq!(self.column_sum("bytes"), s(&["bytes", "received"]), "{what}");
+        assert_eq!(self.column_sum("plays"), plays, "{what}");
+        assert_eq!(self.column_sum("lost"), 0, "{what}");
+
+        // The interval log holds the same samples, interval by interval.
+        let log = std::fs::read(self.dir.join("rtpload.hlog")).expect("rtpload.hlog");
+        let mut in_log: BTreeMap<String, u64> = BTreeMap::new();
+        let mut intervals = 0;
+        for entry in IntervalLogIterator::new(&log) {
+            match entry.unwrap_or_else(|e| panic!("{what}: rtpload.hlog: {e:?}")) {
+                LogEntry::Interval(i) => {
+                    let bytes = base64_decode(i.encoded_histogram());
+                    let h: Histogram<u64> = Deserializer::new()
+                        .deserialize(&mut Cursor::new(bytes))
+                        .unwrap_or_else(|e| panic!("{what}: an interval does not decode: {e:?}"));
+                    let tag = i.tag().map(|t| t.as_str().to_owned()).unwrap_or_default();
+                    *in_log.entry(tag).or_default() += h.len();
+                    intervals += 1;
+                }
+                LogEntry::StartTime(_) | LogEntry::BaseTime(_) => {}
+            }
+        }
+        assert!(intervals > 0, "{what}: empty interval log");
+        for name in HISTOGRAMS {
+            assert_eq!(
+                in_log.get(name).copied().unwrap_or(0),
+                count(name),
+                "{what}: {name} in the hlog"
+            );
+        }
+
+        // The percentile distributions end at the total count.
+        for name in HISTOGRAMS {
+            let text = std::fs::read_to_string(self.dir.join(format!("{name}.hgrm"))).expect("an .hgrm file");
+            assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+            let last = text
+                .lines()
+                .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .expect("rows");
+            let cols: Vec<&str> = last.split_whitespace().collect();
+            assert_eq!(
+                cols[1], "1.000000000000",
+                "{what}: {name}.hgrm ends at percentile 1: {last}"
+            );
+            assert_eq!(cols[2].parse::<u64>().ok(), Some(count(name)), "{what}: {name}.hgrm");
+            assert!(text.contains(&format!("Total count    = {:12}", count(name))));
+        }
+
+        // The plot: one line per histogram, each named.
+        let svg = std::fs::read_to_string(self.dir.join("latency.svg")).expect("latency.svg");
+        assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"), "{what}");
+        assert_eq!(svg.matches("<path ").count(), HISTOGRAMS.len(), "{what}");
+        for name in HISTOGRAMS {
+            assert!(svg.contains(&format!(">{name}<")), "{what}: {name} not in the legend");
+        }
+    }
+}
+
+/// Standard base64, as the interval log encodes its histograms.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c:?}"),
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in s.trim_end_matches('=').as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c) << (18 - 6 * i);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+#[test]
+fn rtpload_plays_streamalot_over_udp_and_tcp() {
+    const UDP: u32 = 24;
+    const TCP: u32 = 4;
+    let name = "rtpload-streamalot";
+    let server = Server::start(&library(name, &[media().h264_mp4()]), &[]);
+    let url = server.url("h264-aac.mp4");
+    let out = scratch_dir().join(name);
+    // Both at once, against the one server.
+    let udp = start_load(&url, "udp", UDP, 7, &out.join("udp"));
+    let tcp = start_load(&url, "tcp", TCP, 7, &out.join("tcp"));
+    let (udp, tcp) = (udp.finish(), tcp.finish());
+    udp.check(u64::from(UDP));
+    tcp.check(u64::from(TCP));
+    assert_eq!(udp.summary["transport"], "udp");
+    assert_eq!(tcp.summary["transport"], "tcp");
+
+    // What the server says it sent is what arrived, play by play.
+    let access_log = server.access_log.clone();
+    let stopped = server.stop();
+    assert!(
+        stopped.status.success(),
+        "the server exited with {}:\n{}",
+        stopped.status,
+        stopped.stderr
+    );
+    let log = parse_access_log(&std::fs::read_to_string(&access_log).expect("the access log"));
+    let number = |r: &HashMap<String, String>, field: &str| -> u64 {
+        r[field]
+            .parse()
+            .unwrap_or_else(|_| panic!("{field} is not a number in {r:?}"))
+    };
+    for (run, transport) in [(&udp, "udp"), (&tcp, "tcp")] {
+        let lines: Vec<&HashMap<String, String>> = log
+            .iter()
+            .filter(|r| r["cs(User-Agent)"].starts_with("rtpload/") && r["transport"] == transport)
+            .collect();
+        assert_eq!(
+            lines.len() as u64,
+            run.summary(&["sessions", "plays"]),
+            "{transport}: a server session per play: {log:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|r| r["c-status"] == "200" && r["cs-uri-stem"] == "/h264-aac.mp4"),
+            "{lines:?}"
+        );
+        let sent: u64 = lines.iter().map(|r| number(r, "s-pkts-sent")).sum();
+        let bytes: u64 = lines.iter().map(|r| number(r, "sc-bytes")).sum();
+        assert_eq!(
+            sent,
+            run.summary(&["packets", "received"]),
+            "{transport}: packets sent vs received"
+        );
+        assert_eq!(
+            bytes,
+            run.summary(&["bytes", "received"]),
+            "{transport}: bytes sent vs received"
+        );
+        // The receiver reports told the server of no loss either.
+        assert!(
+            lines.iter().all(|r| r["c-pkts-lost"].parse::<i64>().unwrap_or(0) <= 0),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn rtpload_plays_gstreamer_rtsp_server() {
+    const UDP: u32 = 6;
+    const TCP: u32 = 3;
+    let name = "rtpload-gstreamer";
+    let peer = GstPeer::start(media().h264_mp4(), name);
+    let out = scratch_dir().join(name);
+    let udp = start_load(&peer.url, "udp", UDP, 6, &out.join("udp"));
+    let tcp = start_load(&peer.url, "tcp", TCP, 6, &out.join("tcp"));
+    let (udp, tcp) = (udp.finish(), tcp.finish());
+    udp.check(u64::from(UDP));
+    tcp.check(u64::from(TCP));
+    drop(peer);
+}

@@ -1,0 +1,175 @@
+//! The command line.
+
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// rtpload: drive an RTSP server with many RTP sessions and measure what
+/// viewers would see.
+///
+/// Each session connects, DESCRIBEs its URL, SETs UP every RTP track of the
+/// SDP, PLAYs, receives until its time is up and TEARs DOWN; when the movie
+/// ends first it plays it again. Sessions start at --ramp per second, take
+/// the URLs in turn, and are spread over one worker thread per core. It works
+/// against any RTSP 1.0 server.
+///
+/// While it runs, stderr shows a progress bar during the ramp-up and then a
+/// line a second: active and failed sessions, Mbit/s, packets/s and loss. At
+/// the end it prints a percentile table of each histogram (first_packet:
+/// PLAY to the first RTP packet; jitter: RFC 3550 interarrival jitter;
+/// lateness: how far behind its own RTP-timestamp schedule each packet
+/// arrived, after aligning on the first packet; rtsp_response: request
+/// written to response parsed, also per method). With --out it writes
+/// rtpload.hlog (HdrHistogram interval log, microseconds), one .hgrm
+/// percentile distribution per histogram (milliseconds), latency.svg,
+/// summary.json and sessions.csv.
+///
+/// Exit status: 0 when every session completed and the limits held; 1 when a
+/// session failed or --max-loss or --max-p99-ms was exceeded (the reasons are
+/// printed); 2 when the run could not be started.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "rtpload", version, verbatim_doc_comment)]
+pub struct Args {
+    /// RTSP URLs to play (rtsp://host[:port]/path); sessions take them in turn
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+
+    /// Also play the URLs in FILE, one per line (blank lines and # comments are skipped)
+    #[arg(long = "urls", value_name = "FILE")]
+    pub urls_file: Option<PathBuf>,
+
+    /// Sessions to run
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1)]
+    pub sessions: u32,
+
+    /// New sessions started per second, over all workers
+    #[arg(short, long, value_name = "R", default_value_t = 50.0)]
+    pub ramp: f64,
+
+    /// How long each session lasts from its start, in seconds
+    #[arg(short, long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// How the media travels: RTP over UDP, or interleaved on the RTSP connection
+    #[arg(short, long, value_enum, default_value_t = TransportArg::Udp)]
+    pub transport: TransportArg,
+
+    /// Write the histograms, the plot and the summary into DIR (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Fail when more than this fraction of packets was lost (0.001 is 0.1%)
+    #[arg(long, value_name = "F")]
+    pub max_loss: Option<f64>,
+
+    /// Fail when the 99th percentile of packet arrival lateness (the lateness
+    /// histogram) exceeds this many milliseconds
+    #[arg(long, value_name = "MS")]
+    pub max_p99_ms: Option<f64>,
+
+    /// Worker threads, each pinned to its own core [default: one per core]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Local ports for the shared UDP client pairs (even RTP port, RTCP above it)
+    #[arg(long, value_name = "LOW-HIGH", default_value = "20000-29999", value_parser = parse_port_range)]
+    pub udp_ports: RangeInclusive<u16>,
+
+    /// UDP sessions that share one client port pair
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub sessions_per_port: usize,
+
+    /// Seconds a connection attempt or an RTSP request may take before its session fails
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub rtsp_timeout: f64,
+
+    /// Seconds a playing session may go without RTP before it fails
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub media_timeout: f64,
+
+    /// Seconds per live line and per interval of the interval log
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+
+    /// The User-Agent header of every request
+    #[arg(long, value_name = "TEXT", default_value = concat!("rtpload/", env!("CARGO_PKG_VERSION")))]
+    pub user_agent: String,
+
+    /// No progress on stderr (the table and the verdict are still printed)
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    Udp,
+    Tcp,
+}
+
+impl TransportArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportArg::Udp => "udp",
+            TransportArg::Tcp => "tcp",
+        }
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').ok_or("expected LOW-HIGH, as 20000-29999")?;
+    let a: u16 = a.trim().parse().map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b.trim().parse().map_err(|_| format!("{b:?} is not a port"))?;
+    if a == 0 || b < a.saturating_add(1) {
+        return Err(format!("{s} holds no even/odd port pair"));
+    }
+    Ok(a..=b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_as_documented() {
+        let a = Args::try_parse_from([
+            "rtpload",
+            "rtsp://h/a.mp4",
+            "rtsp://h/b.mp4",
+            "--urls",
+            "list.txt",
+            "--sessions",
+            "1000",
+            "--ramp",
+            "200",
+            "--duration",
+            "30",
+            "--transport",
+            "tcp",
+            "--out",
+            "/tmp/x",
+            "--max-loss",
+            "0.001",
+            "--max-p99-ms",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(a.urls, ["rtsp://h/a.mp4", "rtsp://h/b.mp4"]);
+        assert_eq!(a.urls_file, Some(PathBuf::from("list.txt")));
+        assert_eq!((a.sessions, a.ramp, a.duration), (1000, 200.0, 30.0));
+        assert_eq!(a.transport, TransportArg::Tcp);
+        assert_eq!((a.max_loss, a.max_p99_ms), (Some(0.001), Some(50.0)));
+        assert_eq!(a.udp_ports, 20000..=29999);
+        assert!(Args::try_parse_from(["rtpload", "--transport", "sctp"]).is_err());
+        assert!(Args::try_parse_from(["rtpload", "--udp-ports", "5000"]).is_err());
+        assert!(Args::try_parse_from(["rtpload", "--udp-ports", "5000-5000"]).is_err());
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("lateness"), "--max-p99-ms says which histogram");
+    }
+}

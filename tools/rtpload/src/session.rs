@@ -1,0 +1,1341 @@
+//! One load session without IO: its RTSP conversation with the server and
+//! the reception of its media.
+//!
+//! A session connects, DESCRIBEs its URL, SETs UP every RTP medium of the
+//! SDP (over UDP, to the worker's shared client ports, or interleaved on
+//! the RTSP connection), PLAYs, receives until its time is up, then TEARs
+//! DOWN. When the movie ends first (every stream said BYE, or the PLAY
+//! range has run out and the media has gone quiet) it tears down and starts
+//! over from DESCRIBE. While playing it sends RTCP receiver reports, and
+//! GET_PARAMETER keep-alives well inside the server's session timeout.
+//!
+//! # Driving it
+//!
+//! The session has no clock and does no IO. Its owner feeds it what
+//! happened: [`on_connected`](Session::on_connected), bytes read from the
+//! RTSP connection ([`on_rtsp_data`](Session::on_rtsp_data)), RTP and RTCP
+//! datagrams matched to it ([`on_rtp`](Session::on_rtp),
+//! [`on_rtcp`](Session::on_rtcp)), and [`on_timeout`](Session::on_timeout)
+//! once the time [`poll_timeout`](Session::poll_timeout) gave has come.
+//! After each call it drains what the session wants done: bytes to write
+//! ([`output`](Session::output)), RTCP datagrams ([`poll_rtcp`](Session::poll_rtcp))
+//! and [`Event`]s ([`poll_event`](Session::poll_event)); then it asks
+//! `poll_timeout` again.
+//!
+//! # What servers do, and how it is taken
+//!
+//! - The presentation's base URL is `Content-Base`, else `Content-Location`,
+//!   else the DESCRIBE URL (RFC 2326 C.1.1); controls resolve against it as
+//!   [`crate::url::resolve`] explains.
+//! - The Session header may carry `;timeout=N`; keep-alives go at half of
+//!   it (60 s when absent). Servers that refuse GET_PARAMETER (405, 451,
+//!   501) get none, and rely on the receiver reports.
+//! - `ssrc=` in the SETUP reply is optional; without it the worker learns the
+//!   stream's SSRC from its first packet. `server_port=` is optional too;
+//!   receiver reports then go to wherever the server's reports come from.
+//! - RTP-Info `seq=` says where each stream starts, so packets lost before
+//!   the first that arrives count as lost.
+//! - Servers may send requests of their own (OPTIONS as a keep-alive check):
+//!   OPTIONS and GET_PARAMETER are answered 200, anything else 501.
+//! - Anything malformed (a response that does not parse, a wrong CSeq, an
+//!   SDP without usable media, a broken RTP or RTCP packet on an interleaved
+//!   channel) fails this session with an error that says what; it never
+//!   panics and never touches another session.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+use streamalot::rtcp::{self, ReportBlock, RtcpPacket};
+use streamalot::rtsp::header::{self, Lower, NptRange, Transport};
+use streamalot::rtsp::message::{self, Limits, Message, Method, Request, Response};
+
+use crate::metrics::Histograms;
+use crate::reception::{Nanos, Stream};
+use crate::rtp::{RtpError, RtpHeader};
+use crate::sdp::{self, Presentation, SdpError};
+use crate::url::{self, RtspUrl};
+
+const SEC: Nanos = 1_000_000_000;
+/// After the PLAY range has run out, the media must be quiet this long for
+/// the movie to count as over.
+const QUIET: Nanos = SEC;
+/// Streams of a finished play stay routable this long, for packets still on
+/// their way when TEARDOWN was answered.
+pub const LINGER: Nanos = SEC / 2;
+/// RTCP report interval (RFC 3550 suggests 5 s), randomized by half either
+/// way so that many sessions do not report in step.
+const REPORT_INTERVAL: Nanos = 5 * SEC;
+/// The Session timeout servers use when they announce none (RFC 2326 12.37).
+const DEFAULT_TIMEOUT: Nanos = 60 * SEC;
+/// More media than this in one SDP is not a movie.
+const MAX_MEDIA: usize = 32;
+
+/// What every session of a run shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub lower: Lower,
+    /// How long each session lasts, from its start.
+    pub duration: Nanos,
+    /// How long a connection attempt or a request may go unanswered.
+    pub rtsp_timeout: Nanos,
+    /// How long a playing session may go without RTP before it fails.
+    pub media_timeout: Nanos,
+    pub user_agent: String,
+    pub limits: Limits,
+}
+
+/// Why a session failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("connecting to {url} took more than {secs} s")]
+    ConnectTimeout { url: String, secs: u64 },
+    #[error("the server closed the connection while {during}")]
+    Closed { during: &'static str },
+    #[error("connection error while {during}: {reason}")]
+    Io { during: &'static str, reason: String },
+    #[error("no response to {method} {url} within {secs} s")]
+    Timeout { method: String, url: String, secs: u64 },
+    #[error("unparseable RTSP from the server: {0}")]
+    Parse(message::ParseError),
+    #[error("the server answered with HTTP, not RTSP")]
+    NotRtsp,
+    #[error("{method} {url} answered {status} {reason}")]
+    Status {
+        method: String,
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    #[error("the response with {} does not answer {method} (CSeq {want})", cseq_text(.got))]
+    CSeq {
+        method: String,
+        want: u32,
+        got: Option<String>,
+    },
+    #[error("a response arrived with no request outstanding")]
+    Unsolicited,
+    #[error("DESCRIBE {url}: bad SDP: {error}")]
+    Sdp { url: String, error: SdpError },
+    #[error("DESCRIBE {url}: the SDP has {0} media, more than {MAX_MEDIA}", url = .1)]
+    TooManyMedia(usize, String),
+    #[error("SETUP {url}: {problem}")]
+    Transport { url: String, problem: String },
+    #[error("SETUP {url}: the reply has no Session header")]
+    NoSession { url: String },
+    #[error("the server changed the session ID from {was:?} to {now:?}")]
+    SessionChanged { was: String, now: String },
+    #[error("bad RTP on interleaved channel {channel}: {error}")]
+    Rtp { channel: u8, error: RtpError },
+    #[error("bad RTCP on interleaved channel {channel}: {error}")]
+    Rtcp { channel: u8, error: rtcp::RtcpError },
+    #[error("no RTP for {secs} s while playing")]
+    NoMedia { secs: u64 },
+    #[error("its time was up before it got to play (it was {during})")]
+    NeverPlayed { during: &'static str },
+    #[error("SSRC {ssrc:08X} from {from} already belongs to another session on this client port")]
+    SsrcCollision { ssrc: u32, from: IpAddr },
+}
+
+fn cseq_text(cseq: &Option<String>) -> String {
+    match cseq {
+        Some(c) => format!("CSeq {c:?}"),
+        None => "no CSeq".to_owned(),
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed(SessionError),
+}
+
+/// What the session asks of its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Every track is set up. Route the UDP streams ([`Session::udp_streams`]),
+    /// then call [`Session::play`].
+    Ready,
+    /// The streams with a global index below `upto` receive nothing more:
+    /// forget their routes.
+    Retired { upto: u32 },
+    /// The conversation is over: write what output remains, then close.
+    Close,
+}
+
+/// A stream the worker routes UDP datagrams to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpStream {
+    /// The stream's global index in its session.
+    pub stream: u32,
+    pub ssrc: Option<u32>,
+    /// Where its packets come from: the `source=` of the SETUP reply, else
+    /// the RTSP server.
+    pub source: IpAddr,
+    /// The server's RTP port, when the reply named it.
+    pub rtp_port: Option<u16>,
+    pub payload_type: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Describing,
+    /// Setting up track `next` (its SETUP is outstanding).
+    SettingUp {
+        next: usize,
+    },
+    /// Every track set up; waiting for [`Session::play`].
+    Ready,
+    /// PLAY written, not yet answered.
+    Starting,
+    Playing,
+    TearingDown {
+        restart: bool,
+    },
+    Done,
+}
+
+impl State {
+    fn doing(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Describing => "describing",
+            State::SettingUp { .. } => "setting up",
+            State::Ready => "waiting to play",
+            State::Starting => "starting to play",
+            State::Playing => "playing",
+            State::TearingDown { .. } => "tearing down",
+            State::Done => "done",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    method: Method,
+    url: String,
+    cseq: u32,
+    sent_at: Nanos,
+}
+
+/// One set-up medium of the current play.
+#[derive(Debug, Clone)]
+struct Track {
+    url: String,
+    /// Global index of its stream.
+    stream: u32,
+    /// Interleaved channels (RTP, RTCP), as the server confirmed them.
+    channels: (u8, u8),
+    source: Option<IpAddr>,
+    rtp_port: Option<u16>,
+    /// Where our receiver reports for it go (UDP).
+    rtcp_to: Option<SocketAddr>,
+}
+
+/// Figures of streams no longer kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub max_jitter_us: u64,
+}
+
+impl Totals {
+    fn add_stream(&mut self, s: &Stream) {
+        self.packets += s.packets;
+        self.bytes += s.bytes;
+        self.expected += s.sequence.expected();
+        self.lost += s.sequence.lost();
+        self.duplicates += s.sequence.duplicates();
+        self.reordered += s.sequence.reordered();
+        self.max_jitter_us = self.max_jitter_us.max(s.jitter_us());
+    }
+}
+
+pub struct Session {
+    id: u32,
+    url: Arc<RtspUrl>,
+    settings: Arc<Settings>,
+    /// The worker's shared client ports this session uses (UDP).
+    client_ports: Option<(u16, u16)>,
+    /// Our own SSRC, for RTCP.
+    ssrc: u32,
+    cname: String,
+    rng: u64,
+    state: State,
+    started_at: Nanos,
+    ends_at: Nanos,
+    /// Time is up (or [`Session::stop`]): tear down at the next chance.
+    stopping: bool,
+    peer: Option<SocketAddr>,
+    cseq: u32,
+    pending: Option<Pending>,
+    session_id: Option<String>,
+    keepalive_every: Nanos,
+    keepalive_refused: bool,
+    base: String,
+    aggregate: String,
+    /// The SDP's `a=range` length, for a PLAY answer without one.
+    sdp_range_len: Option<Nanos>,
+    tracks: SmallVec<[Track; 2]>,
+    /// Streams not yet retired; the first has global index `retired`.
+    streams: VecDeque<Stream>,
+    retired: u32,
+    totals: Totals,
+    /// (when, upto): streams to retire once their linger is over.
+    retiring: SmallVec<[(Nanos, u32); 2]>,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    rtcp: Vec<u8>,
+    /// Datagrams in `rtcp`: destination, start, end.
+    rtcp_queue: SmallVec<[(SocketAddr, usize, usize); 2]>,
+    events: VecDeque<Event>,
+    /// When PLAY was written, until the play's first packet.
+    play_written: Option<Nanos>,
+    playing_since: Option<Nanos>,
+    range_len: Option<Nanos>,
+    last_media: Option<Nanos>,
+    next_report: Option<Nanos>,
+    next_keepalive: Option<Nanos>,
+    /// A TEARDOWN (restarting or not) to send once the outstanding request
+    /// is answered: one request at a time.
+    deferred_teardown: Option<bool>,
+    plays: u32,
+    first_packet: Option<Nanos>,
+    outcome: Option<Outcome>,
+}
+
+/// splitmix64: the session's own small random numbers.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Session {
+    /// A session that starts at `now`; the caller is connecting to `url`.
+    /// `client_ports` are the UDP ports it sets up to (UDP sessions only);
+    /// `seed` makes its SSRC and report timing.
+    pub fn new(
+        id: u32,
+        url: Arc<RtspUrl>,
+        settings: Arc<Settings>,
+        client_ports: Option<(u16, u16)>,
+        seed: u64,
+        now: Nanos,
+    ) -> Session {
+        let mut rng = seed ^ u64::from(id).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let ssrc = next_random(&mut rng) as u32;
+        let ends_at = now.saturating_add(settings.duration);
+        Session {
+            id,
+            cname: format!("rtpload-{id}@{}", url.host()),
+            url,
+            settings,
+            client_ports,
+            ssrc,
+            rng,
+            state: State::Connecting,
+            started_at: now,
+            ends_at,
+            stopping: false,
+            peer: None,
+            cseq: 0,
+            pending: None,
+            session_id: None,
+            keepalive_every: DEFAULT_TIMEOUT / 2,
+            keepalive_refused: false,
+            base: String::new(),
+            aggregate: String::new(),
+            sdp_range_len: None,
+            tracks: SmallVec::new(),
+            streams: VecDeque::new(),
+            retired: 0,
+            totals: Totals::default(),
+            retiring: SmallVec::new(),
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            rtcp: Vec::new(),
+            rtcp_queue: SmallVec::new(),
+            events: VecDeque::new(),
+            play_written: None,
+            playing_since: None,
+            range_len: None,
+            last_media: None,
+            next_report: None,
+            next_keepalive: None,
+            deferred_teardown: None,
+            plays: 0,
+            first_packet: None,
+            outcome: None,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn url(&self) -> &RtspUrl {
+        &self.url
+    }
+
+    /// Our SSRC in the RTCP we send.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// Over, and no stream left to retire.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Done && self.retiring.is_empty()
+    }
+
+    /// Set up and waiting for [`play`](Session::play).
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready && !self.stopping
+    }
+
+    /// PLAYs answered so far.
+    pub fn plays(&self) -> u32 {
+        self.plays
+    }
+
+    /// From writing the first PLAY to the first packet, once there was one.
+    pub fn first_packet(&self) -> Option<Nanos> {
+        self.first_packet
+    }
+
+    /// Figures over every stream this session has had.
+    pub fn totals(&self) -> Totals {
+        let mut t = self.totals;
+        for s in &self.streams {
+            t.add_stream(s);
+        }
+        t
+    }
+
+    /// Bytes waiting to be written on the RTSP connection. The owner writes
+    /// what it can and removes that much from the front.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next RTCP datagram to send over UDP: its destination and bytes.
+    /// The bytes stay valid until the next call.
+    pub fn poll_rtcp(&mut self) -> Option<(SocketAddr, &[u8])> {
+        if self.rtcp_queue.is_empty() {
+            self.rtcp.clear();
+            return None;
+        }
+        let (to, start, end) = self.rtcp_queue.remove(0);
+        Some((to, &self.rtcp[start..end]))
+    }
+
+    /// The UDP streams of the current play, to route datagrams to.
+    pub fn udp_streams(&self) -> impl Iterator<Item = UdpStream> + '_ {
+        let fallback = self.peer.map(|p| p.ip());
+        self.tracks.iter().filter_map(move |t| {
+            let s = self.stream(t.stream)?;
+            Some(UdpStream {
+                stream: t.stream,
+                ssrc: s.ssrc,
+                source: t.source.or(fallback)?,
+                rtp_port: t.rtp_port,
+                payload_type: s.payload_type,
+            })
+        })
+    }
+
+    /// The earliest time [`on_timeout`](Session::on_timeout) has something
+    /// to do.
+    pub fn poll_timeout(&self) -> Option<Nanos> {
+        let mut t: Option<Nanos> = self.retiring.iter().map(|r| r.0).min();
+        let mut at = |x: Nanos| t = Some(t.map_or(x, |t| t.min(x)));
+        if self.state == State::Done {
+            return t;
+        }
+        if !self.stopping {
+            at(self.ends_at);
+        }
+        if self.state == State::Connecting {
+            at(self.started_at + self.settings.rtsp_timeout);
+        }
+        if let Some(p) = &self.pending {
+            at(p.sent_at + self.settings.rtsp_timeout);
+        }
+        if self.state == State::Playing && self.deferred_teardown.is_none() {
+            if let Some(r) = self.next_report {
+                at(r);
+            }
+            if let (Some(k), None) = (self.next_keepalive, &self.pending) {
+                at(k);
+            }
+            let since = self.playing_since.unwrap_or(self.started_at);
+            let heard = self.last_media.unwrap_or(since).max(since);
+            at(heard + self.settings.media_timeout);
+            if let Some(len) = self.range_len {
+                at((since + len).max(heard + QUIET));
+            }
+        }
+        t
+    }
+
+    // --- inputs ---------------------------------------------------------
+
+    /// The connection to `peer` is up: the conversation starts.
+    pub fn on_connected(&mut self, peer: SocketAddr, now: Nanos) {
+        if self.state != State::Connecting {
+            return;
+        }
+        self.peer = Some(peer);
+        self.describe(now);
+    }
+
+    /// Connecting failed.
+    pub fn on_connect_failed(&mut self, reason: &str, now: Nanos) {
+        let url = self.url.to_string();
+        self.fail(
+            SessionError::Connect {
+                url,
+                reason: reason.to_owned(),
+            },
+            now,
+        );
+    }
+
+    /// The connection failed or the server closed it.
+    pub fn on_closed(&mut self, error: Option<&str>, now: Nanos) {
+        if self.state == State::Done {
+            return;
+        }
+        let during = self.state.doing();
+        let e = match error {
+            Some(reason) => SessionError::Io {
+                during,
+                reason: reason.to_owned(),
+            },
+            None => SessionError::Closed { during },
+        };
+        self.fail(e, now);
+    }
+
+    /// Time is up now, whatever the duration said (the run is interrupted).
+    pub fn stop(&mut self, now: Nanos) {
+        self.ends_at = self.ends_at.min(now);
+        self.on_timeout(now);
+    }
+
+    /// The worker cannot route this session's stream: its SSRC is taken.
+    pub fn on_route_conflict(&mut self, ssrc: u32, source: IpAddr, now: Nanos) {
+        self.fail(SessionError::SsrcCollision { ssrc, from: source }, now);
+    }
+
+    /// Bytes read from the RTSP connection at `now`: responses, requests
+    /// from the server, and interleaved frames.
+    pub fn on_rtsp_data(&mut self, mut data: &[u8], now: Nanos, rec: &mut Histograms) {
+        // A message cut by the previous read is completed in `inbuf`,
+        // copying only what it lacks (for a `$` frame, its length says how
+        // much); whole messages after it are read straight from `data`.
+        while !self.inbuf.is_empty() && !data.is_empty() && self.state != State::Done {
+            let take = match missing(&self.inbuf) {
+                Some(n) => n.min(data.len()),
+                // Text: how long it is shows only once it is all there.
+                None => data.len(),
+            };
+            self.inbuf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            let mut buf = std::mem::take(&mut self.inbuf);
+            let used = self.consume(&buf, now, rec);
+            buf.drain(..used);
+            self.inbuf = buf;
+        }
+        if self.state == State::Done {
+            self.inbuf = Vec::new();
+            return;
+        }
+        if self.inbuf.is_empty() && !data.is_empty() {
+            let used = self.consume(data, now, rec);
+            if self.state != State::Done {
+                self.inbuf.extend_from_slice(&data[used..]);
+            }
+        }
+    }
+
+    /// An RTP packet the worker matched to stream `stream` (a global index),
+    /// `len` bytes, received at `arrival`. Returns whether the stream is
+    /// still there to take it.
+    pub fn on_rtp(
+        &mut self,
+        stream: u32,
+        header: &RtpHeader,
+        len: usize,
+        arrival: Nanos,
+        rec: &mut Histograms,
+    ) -> bool {
+        let current = self.tracks.first().is_some_and(|t| stream >= t.stream);
+        let Some(s) = self.stream_mut(stream) else {
+            return false;
+        };
+        if let Some(m) = s.on_packet(header, len, arrival) {
+            rec.packet(&m);
+        }
+        if current {
+            self.last_media = Some(self.last_media.map_or(arrival, |t| t.max(arrival)));
+            if let Some(written) = self.play_written.take() {
+                let ns = arrival.saturating_sub(written);
+                rec.first_packet(ns);
+                self.first_packet.get_or_insert(ns);
+            }
+        }
+        true
+    }
+
+    /// An RTCP datagram for this session, from `from` (UDP) or from an
+    /// interleaved channel (`None`).
+    pub fn on_rtcp(&mut self, data: &[u8], from: Option<SocketAddr>, now: Nanos) -> Result<(), rtcp::RtcpError> {
+        for packet in rtcp::parse_compound(data)? {
+            match packet {
+                RtcpPacket::SenderReport { ssrc, info, .. } => {
+                    if let Some(i) = self.track_of_ssrc(ssrc) {
+                        let t = &mut self.tracks[i];
+                        if t.rtcp_to.is_none() && self.settings.lower == Lower::Udp {
+                            t.rtcp_to = from;
+                        }
+                        let stream = t.stream;
+                        if let Some(s) = self.stream_mut(stream) {
+                            s.on_sender_report(&info, now);
+                        }
+                    }
+                }
+                RtcpPacket::Bye { ssrcs, .. } => {
+                    for ssrc in ssrcs {
+                        if let Some(i) = self.track_of_ssrc(ssrc) {
+                            let stream = self.tracks[i].stream;
+                            if let Some(s) = self.stream_mut(stream) {
+                                s.bye = true;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.state == State::Playing && self.movie_over(now) {
+            self.movie_ended(now);
+        }
+        Ok(())
+    }
+
+    /// Permission to PLAY, after [`Event::Ready`].
+    pub fn play(&mut self, now: Nanos) {
+        if self.state != State::Ready {
+            return;
+        }
+        if self.stopping {
+            self.teardown(false, now);
+            return;
+        }
+        self.state = State::Starting;
+        let url = self.aggregate.clone();
+        self.send(Method::Play, url, &[("Range", "npt=0.000-")], now);
+        self.play_written = Some(now);
+    }
+
+    /// The deadline from [`poll_timeout`](Session::poll_timeout) has come.
+    pub fn on_timeout(&mut self, now: Nanos) {
+        while let Some(i) = self.retiring.iter().position(|r| r.0 <= now) {
+            let (_, upto) = self.retiring.remove(i);
+            self.retire(upto);
+        }
+        if self.state == State::Done {
+            return;
+        }
+        if self.state == State::Connecting && now >= self.started_at + self.settings.rtsp_timeout {
+            let e = SessionError::ConnectTimeout {
+                url: self.url.to_string(),
+                secs: self.settings.rtsp_timeout / SEC,
+            };
+            return self.fail(e, now);
+        }
+        if let Some(p) = &self.pending {
+            if now >= p.sent_at + self.settings.rtsp_timeout {
+                let e = SessionError::Timeout {
+                    method: p.method.to_string(),
+                    url: p.url.clone(),
+                    secs: self.settings.rtsp_timeout / SEC,
+                };
+                return self.fail(e, now);
+            }
+        }
+        if !self.stopping && now >= self.ends_at {
+            self.stopping = true;
+            match self.state {
+                State::Playing | State::Ready => self.request_teardown(false, now),
+                State::TearingDown { .. } => self.state = State::TearingDown { restart: false },
+                State::Connecting => {
+                    let during = self.state.doing();
+                    return self.fail(SessionError::NeverPlayed { during }, now);
+                }
+                // A request is outstanding; its answer leads to TEARDOWN.
+                _ => {}
+            }
+        }
+        if self.state != State::Playing || self.deferred_teardown.is_some() {
+            return;
+        }
+        if self.movie_over(now) {
+            return self.movie_ended(now);
+        }
+        let since = self.playing_since.unwrap_or(self.started_at);
+        let heard = self.last_media.unwrap_or(since).max(since);
+        if now >= heard + self.settings.media_timeout {
+            let secs = self.settings.media_timeout / SEC;
+            return self.fail(SessionError::NoMedia { secs }, now);
+        }
+        if self.next_report.is_some_and(|t| now >= t) {
+            self.send_reports(now, false);
+            let next = now + self.report_interval(REPORT_INTERVAL);
+            self.next_report = Some(next);
+        }
+        if self.pending.is_none() && self.next_keepalive.is_some_and(|t| now >= t) {
+            let url = self.aggregate.clone();
+            self.send(Method::GetParameter, url, &[], now);
+            self.next_keepalive = Some(now + self.keepalive_every);
+        }
+    }
+
+    // --- the conversation -------------------------------------------------
+
+    fn describe(&mut self, now: Nanos) {
+        self.state = State::Describing;
+        let url = self.url.to_string();
+        self.send(Method::Describe, url, &[("Accept", "application/sdp")], now);
+    }
+
+    /// Writes a request, with CSeq, Session and User-Agent.
+    fn send(&mut self, method: Method, url: String, extra: &[(&str, &str)], now: Nanos) {
+        self.cseq += 1;
+        let mut req = Request::new(method.clone(), url.clone()).header("CSeq", self.cseq.to_string());
+        for (name, value) in extra {
+            req = req.header(name, *value);
+        }
+        if let Some(id) = &self.session_id {
+            req = req.header("Session", id.clone());
+        }
+        req.header("User-Agent", self.settings.user_agent.clone())
+            .write_to(&mut self.out);
+        self.pending = Some(Pending {
+            method,
+            url,
+            cseq: self.cseq,
+            sent_at: now,
+        });
+    }
+
+    /// Parses what `buf` holds; returns how many bytes it used.
+    fn consume(&mut self, buf: &[u8], now: Nanos, rec: &mut Histograms) -> usize {
+        let mut at = 0;
+        while self.state != State::Done {
+            // Line breaks between messages are allowed (and sent).
+            at += buf[at..].iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            let rest = &buf[at..];
+            if rest.is_empty() {
+                break;
+            }
+            if rest[0] == b'$' {
+                let Some(head) = rest.get(..4) else { break };
+                let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+                let Some(frame) = rest.get(4..4 + len) else { break };
+                self.on_frame(head[1], frame, now, rec);
+                at += 4 + len;
+                continue;
+            }
+            match message::parse(rest, &self.settings.limits) {
+                Ok(Some((msg, used))) => {
+                    at += used;
+                    match msg {
+                        Message::Response(r) => self.on_response(r, now, rec),
+                        Message::Request(r) => self.answer(&r),
+                        // `$` frames are read above.
+                        Message::Interleaved { .. } => {}
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // A web server on the RTSP port, or a proxy in the way.
+                    let e = if rest.starts_with(b"HTTP/") {
+                        SessionError::NotRtsp
+                    } else {
+                        SessionError::Parse(e)
+                    };
+                    self.fail(e, now);
+                    break;
+                }
+            }
+        }
+        at
+    }
+
+    fn on_frame(&mut self, channel: u8, data: &[u8], now: Nanos, rec: &mut Histograms) {
+        if self.settings.lower != Lower::Tcp {
+            return;
+        }
+        let Some(track) = self
+            .tracks
+            .iter()
+            .find(|t| t.channels.0 == channel || t.channels.1 == channel)
+        else {
+            // A channel we did not set up (an old play's, or a server's
+            // extra): nothing to account it to.
+            return;
+        };
+        if track.channels.0 == channel {
+            let stream = track.stream;
+            match RtpHeader::parse(data) {
+                Ok(h) => {
+                    self.on_rtp(stream, &h, data.len(), now, rec);
+                }
+                Err(error) => self.fail(SessionError::Rtp { channel, error }, now),
+            }
+        } else if let Err(error) = self.on_rtcp(data, None, now) {
+            self.fail(SessionError::Rtcp { channel, error }, now);
+        }
+    }
+
+    /// A request from the server.
+    fn answer(&mut self, req: &Request) {
+        let status = match req.method {
+            Method::Options | Method::GetParameter => 200,
+            _ => 501,
+        };
+        Response::new(status, req.cseq()).write_to(&mut self.out);
+    }
+
+    fn on_response(&mut self, resp: Response, now: Nanos, rec: &mut Histograms) {
+        let Some(pending) = self.pending.take() else {
+            return self.fail(SessionError::Unsolicited, now);
+        };
+        let cseq = resp.headers.get("CSeq");
+        if cseq.and_then(|c| c.trim().parse::<u32>().ok()) != Some(pending.cseq) {
+            let e = SessionError::CSeq {
+                method: pending.method.to_string(),
+                want: pending.cseq,
+                got: cseq.map(|c| c.chars().take(32).collect()),
+            };
+            return self.fail(e, now);
+        }
+        rec.rtsp_response(&pending.method, now.saturating_sub(pending.sent_at));
+        let ok = (200..300).contains(&resp.status);
+        // A server that does not do GET_PARAMETER keep-alives may say so.
+        let refused_keepalive = pending.method == Method::GetParameter && matches!(resp.status, 405 | 451 | 501);
+        if !ok && !refused_keepalive {
+            let e = SessionError::Status {
+                method: pending.method.to_string(),
+                url: pending.url,
+                status: resp.status,
+                reason: message::reason(resp.status).to_owned(),
+            };
+            return self.fail(e, now);
+        }
+        let result = match pending.method {
+            Method::Describe => self.on_describe(&resp, &pending.url, now),
+            Method::Setup => self.on_setup(&resp, &pending.url, now),
+            Method::Play => {
+                self.on_play(&resp, now);
+                Ok(())
+            }
+            Method::GetParameter => {
+                self.keepalive_refused |= !ok;
+                if self.keepalive_refused {
+                    self.next_keepalive = None;
+                }
+                Ok(())
+            }
+            Method::Teardown => {
+                self.on_teardown(now);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            return self.fail(e, now);
+        }
+        if self.pending.is_some() || self.state == State::Done {
+            return;
+        }
+        if let Some(restart) = self.deferred_teardown.take() {
+            return self.teardown(restart && !self.stopping, now);
+        }
+        // Time ran out while the request was outstanding.
+        if self.stopping {
+            match self.state {
+                State::Describing | State::SettingUp { .. } | State::Starting | State::Playing => {
+                    if self.session_id.is_some() {
+                        self.teardown(false, now);
+                    } else {
+                        self.finish(now);
+                    }
+                }
+                State::Ready => self.teardown(false, now),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_describe(&mut self, resp: &Response, url: &str, now: Nanos) -> Result<(), SessionError> {
+        let sdp_error = |error| SessionError::Sdp {
+            url: url.to_owned(),
+            error,
+        };
+        let presentation = sdp::parse(&resp.body).map_err(sdp_error)?;
+        if presentation.media.len() > MAX_MEDIA {
+            return Err(SessionError::TooManyMedia(presentation.media.len(), url.to_owned()));
+        }
+        self.base = base_url(resp, url);
+        self.aggregate = presentation.aggregate_url(&self.base);
+        self.sdp_range_len = presentation.duration_secs.and_then(secs_to_nanos);
+        self.start_tracks(&presentation);
+        if self.stopping {
+            // No server session yet: nothing to tear down.
+            return Ok(());
+        }
+        self.setup(0, now);
+        Ok(())
+    }
+
+    fn start_tracks(&mut self, p: &Presentation) {
+        self.tracks.clear();
+        for (i, m) in p.media.iter().enumerate() {
+            let stream = self.retired + self.streams.len() as u32;
+            self.streams.push_back(Stream::new(None, m.payload_type, m.clock_rate));
+            let ch = (2 * i) as u8;
+            self.tracks.push(Track {
+                url: p.media_url(i, &self.base),
+                stream,
+                channels: (ch, ch + 1),
+                source: None,
+                rtp_port: None,
+                rtcp_to: None,
+            });
+        }
+    }
+
+    fn setup(&mut self, i: usize, now: Nanos) {
+        self.state = State::SettingUp { next: i };
+        let mut transport = String::with_capacity(48);
+        match (self.settings.lower, self.client_ports) {
+            (Lower::Udp, Some((rtp, rtcp))) => {
+                let _ = write!(transport, "RTP/AVP;unicast;client_port={rtp}-{rtcp}");
+            }
+            _ => {
+                let (a, b) = self.tracks[i].channels;
+                let _ = write!(transport, "RTP/AVP/TCP;unicast;interleaved={a}-{b}");
+            }
+        }
+        let url = self.tracks[i].url.clone();
+        self.send(Method::Setup, url, &[("Transport", &transport)], now);
+    }
+
+    fn on_setup(&mut self, resp: &Response, url: &str, now: Nanos) -> Result<(), SessionError> {
+        let State::SettingUp { next } = self.state else {
+            return Ok(());
+        };
+        let problem = |p: String| SessionError::Transport {
+            url: url.to_owned(),
+            problem: p,
+        };
+        let session = resp
+            .headers
+            .get("Session")
+            .filter(|s| !header::session_id(s).is_empty())
+            .ok_or_else(|| SessionError::NoSession { url: url.to_owned() })?;
+        let id = header::session_id(session);
+        match &self.session_id {
+            Some(was) if was != id => {
+                return Err(SessionError::SessionChanged {
+                    was: was.clone(),
+                    now: id.chars().take(64).collect(),
+                })
+            }
+            Some(_) => {}
+            None => self.session_id = Some(id.to_owned()),
+        }
+        if let Some(t) = session_timeout(session) {
+            self.keepalive_every = (t / 2).max(SEC);
+        }
+        let spec = resp
+            .headers
+            .get("Transport")
+            .ok_or_else(|| problem("the reply has no Transport header".into()))?;
+        // A server answers with the one transport it chose.
+        let spec = spec.split(',').next().unwrap_or_default();
+        let t = Transport::parse(spec).map_err(|e| problem(format!("Transport {spec:?}: {e}")))?;
+        if t.lower != self.settings.lower || t.multicast {
+            let got = if t.multicast { "multicast" } else { lower_name(t.lower) };
+            return Err(problem(format!(
+                "asked for unicast {} and the server answered {got} ({spec:?})",
+                lower_name(self.settings.lower)
+            )));
+        }
+        let peer_ip = self.peer.map(|p| p.ip());
+        let others: SmallVec<[(u8, u8); 2]> = self.tracks[..next].iter().map(|t| t.channels).collect();
+        let track = &mut self.tracks[next];
+        match t.lower {
+            Lower::Udp => {
+                track.source = t.source.as_deref().and_then(|s| s.parse().ok()).or(peer_ip);
+                track.rtp_port = t.server_port.map(|p| p.0);
+                track.rtcp_to = match (track.source, t.server_port) {
+                    (Some(ip), Some((_, rtcp))) => Some(SocketAddr::new(ip, rtcp)),
+                    _ => None,
+                };
+            }
+            Lower::Tcp => {
+                let channels = t.interleaved.unwrap_or(track.channels);
+                let clash = others
+                    .iter()
+                    .any(|o| [o.0, o.1].iter().any(|c| *c == channels.0 || *c == channels.1));
+                if clash {
+                    return Err(problem(format!("interleaved channels {spec:?} are another track's")));
+                }
+                track.channels = channels;
+            }
+        }
+        let stream = track.stream;
+        if let (Some(ssrc), Some(s)) = (t.ssrc, self.stream_mut(stream)) {
+            s.ssrc = Some(ssrc);
+        }
+        if next + 1 < self.tracks.len() {
+            if !self.stopping {
+                self.setup(next + 1, now);
+            }
+        } else {
+            self.state = State::Ready;
+            if !self.stopping {
+                self.events.push_back(Event::Ready);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_play(&mut self, resp: &Response, now: Nanos) {
+        self.state = State::Playing;
+        self.plays += 1;
+        self.playing_since = Some(now);
+        self.last_media = None;
+        // What the answer says is played, else what the SDP said there is.
+        self.range_len = resp
+            .headers
+            .get("Range")
+            .and_then(|r| NptRange::parse(r).ok())
+            .and_then(|r| Some(r.end? - r.start.unwrap_or(0.0)))
+            .and_then(secs_to_nanos)
+            .or(self.sdp_range_len);
+        if let Some(info) = resp.headers.get("RTP-Info") {
+            for (url, seq) in rtp_info(info) {
+                let Some(seq) = seq else { continue };
+                let track = match self.tracks.len() {
+                    1 => self.tracks.first(),
+                    _ => self.tracks.iter().find(|t| same_resource(&t.url, url)),
+                };
+                if let Some(stream) = track.map(|t| t.stream) {
+                    if let Some(s) = self.stream_mut(stream) {
+                        s.sequence.expect_from(seq);
+                    }
+                }
+            }
+        }
+        let first_report = self.report_interval(REPORT_INTERVAL / 2);
+        self.next_report = Some(now + first_report);
+        self.next_keepalive = (!self.keepalive_refused).then_some(now + self.keepalive_every);
+    }
+
+    /// A random interval from half to one and a half times `mean`.
+    fn report_interval(&mut self, mean: Nanos) -> Nanos {
+        mean / 2 + next_random(&mut self.rng) % mean.max(1)
+    }
+
+    /// Whether the movie (or the PLAY range) is over: every stream said BYE,
+    /// or the range has run out and the media has been quiet a while.
+    fn movie_over(&self, now: Nanos) -> bool {
+        let all_bye =
+            !self.tracks.is_empty() && self.tracks.iter().all(|t| self.stream(t.stream).is_some_and(|s| s.bye));
+        if all_bye {
+            return true;
+        }
+        match (self.playing_since, self.range_len) {
+            (Some(since), Some(len)) => {
+                let heard = self.last_media.unwrap_or(since).max(since);
+                now >= since + len && now >= heard + QUIET
+            }
+            _ => false,
+        }
+    }
+
+    fn movie_ended(&mut self, now: Nanos) {
+        let restart = !self.stopping && now < self.ends_at;
+        self.request_teardown(restart, now);
+    }
+
+    /// TEARDOWN now, or once the outstanding request (a keep-alive) is
+    /// answered.
+    fn request_teardown(&mut self, restart: bool, now: Nanos) {
+        if self.pending.is_some() {
+            self.deferred_teardown = Some(restart);
+        } else {
+            self.teardown(restart, now);
+        }
+    }
+
+    fn teardown(&mut self, restart: bool, now: Nanos) {
+        self.deferred_teardown = None;
+        self.send_reports(now, true);
+        self.state = State::TearingDown { restart };
+        let url = self.aggregate.clone();
+        self.send(Method::Teardown, url, &[], now);
+    }
+
+    fn on_teardown(&mut self, now: Nanos) {
+        let State::TearingDown { restart } = self.state else {
+            return;
+        };
+        self.session_id = None;
+        self.end_play(now);
+        if restart && !self.stopping {
+            self.describe(now);
+        } else {
+            self.finish(now);
+        }
+    }
+
+    /// The current play's streams stop receiving after their linger.
+    fn end_play(&mut self, now: Nanos) {
+        self.tracks.clear();
+        self.playing_since = None;
+        self.range_len = None;
+        self.play_written = None;
+        self.next_report = None;
+        self.next_keepalive = None;
+        let upto = self.retired + self.streams.len() as u32;
+        if upto > self.retired && !self.retiring.iter().any(|r| r.1 == upto) {
+            self.retiring.push((now + LINGER, upto));
+        }
+    }
+
+    fn finish(&mut self, now: Nanos) {
+        let outcome = if self.plays == 0 {
+            Outcome::Failed(SessionError::NeverPlayed {
+                during: self.state.doing(),
+            })
+        } else {
+            Outcome::Completed
+        };
+        self.close(outcome, now);
+    }
+
+    fn fail(&mut self, e: SessionError, now: Nanos) {
+        if self.state == State::Done {
+            return;
+        }
+        // Tell the server, without waiting, so it does not keep sending
+        // until its own timeout; not when the connection itself is the
+        // problem.
+        let connection_broken = matches!(
+            e,
+            SessionError::Closed { .. } | SessionError::Io { .. } | SessionError::Parse(_) | SessionError::NotRtsp
+        );
+        if self.session_id.is_some() && !connection_broken && !matches!(self.state, State::TearingDown { .. }) {
+            let url = self.aggregate.clone();
+            self.send(Method::Teardown, url, &[], now);
+        }
+        self.close(Outcome::Failed(e), now);
+    }
+
+    fn close(&mut self, outcome: Outcome, now: Nanos) {
+        self.state = State::Done;
+        self.pending = None;
+        self.inbuf = Vec::new();
+        self.end_play(now);
+        self.outcome = Some(outcome);
+        self.events.push_back(Event::Close);
+    }
+
+    // --- RTCP -------------------------------------------------------------
+
+    /// Receiver reports for every stream of the play (and BYE when `bye`):
+    /// over UDP one compound per server RTCP address, with a report block
+    /// for each stream sent there; over TCP one per track, on its channel.
+    fn send_reports(&mut self, now: Nanos, bye: bool) {
+        match self.settings.lower {
+            Lower::Udp => {
+                let mut targets: SmallVec<[SocketAddr; 2]> = SmallVec::new();
+                for to in self.tracks.iter().filter_map(|t| t.rtcp_to) {
+                    if !targets.contains(&to) {
+                        targets.push(to);
+                    }
+                }
+                for to in targets {
+                    let streams: SmallVec<[u32; 4]> = self
+                        .tracks
+                        .iter()
+                        .filter(|t| t.rtcp_to == Some(to))
+                        .map(|t| t.stream)
+                        .collect();
+                    let start = self.rtcp.len();
+                    self.write_report(&streams, now, bye);
+                    self.rtcp_queue.push((to, start, self.rtcp.len()));
+                }
+            }
+            Lower::Tcp => {
+                for i in 0..self.tracks.len() {
+                    let (stream, channel) = (self.tracks[i].stream, self.tracks[i].channels.1);
+                    let start = self.rtcp.len();
+                    self.write_report(&[stream], now, bye);
+                    let len = self.rtcp.len() - start;
+                    self.out.extend_from_slice(&[b'$', channel]);
+                    self.out.extend_from_slice(&(len as u16).to_be_bytes());
+                    self.out.extend_from_slice(&self.rtcp[start..]);
+                    self.rtcp.truncate(start);
+                }
+            }
+        }
+    }
+
+    /// Appends to `rtcp` an RR with a block per stream of `streams` whose
+    /// SSRC is known, our CNAME, and BYE when `bye`.
+    fn write_report(&mut self, streams: &[u32], now: Nanos, bye: bool) {
+        let mut blocks: SmallVec<[ReportBlock; 4]> = SmallVec::new();
+        for &stream in streams {
+            if let Some(b) = self.stream_mut(stream).and_then(|s| s.report_block(now)) {
+                blocks.push(b);
+            }
+        }
+        rtcp::receiver_report(&mut self.rtcp, self.ssrc, &blocks);
+        rtcp::sdes_cname(&mut self.rtcp, self.ssrc, &self.cname);
+        if bye {
+            rtcp::bye(&mut self.rtcp, &[self.ssrc], None);
+        }
+    }
+
+    // --- streams ------------------------------------------------------------
+
+    fn stream(&self, global: u32) -> Option<&Stream> {
+        self.streams.get(global.checked_sub(self.retired)? as usize)
+    }
+
+    fn stream_mut(&mut self, global: u32) -> Option<&mut Stream> {
+        self.streams.get_mut(global.checked_sub(self.retired)? as usize)
+    }
+
+    fn track_of_ssrc(&self, ssrc: u32) -> Option<usize> {
+        self.tracks
+            .iter()
+            .position(|t| self.stream(t.stream).is_some_and(|s| s.ssrc == Some(ssrc)))
+    }
+
+    /// Folds the streams below `upto` into the totals and forgets them.
+    fn retire(&mut self, upto: u32) {
+        while self.retired < upto {
+            let Some(s) = self.streams.pop_front() else { break };
+            self.totals.add_stream(&s);
+            self.retired += 1;
+        }
+        self.events.push_back(Event::Retired { upto });
+    }
+}
+
+fn lower_name(l: Lower) -> &'static str {
+    match l {
+        Lower::Udp => "UDP",
+        Lower::Tcp => "TCP (interleaved)",
+    }
+}
+
+/// The base URL for a DESCRIBE answer (RFC 2326 C.1.1).
+fn base_url(resp: &Response, request_url: &str) -> String {
+    for name in ["Content-Base", "Content-Location"] {
+        if let Some(v) = resp.headers.get(name).map(str::trim).filter(|v| !v.is_empty()) {
+            // Content-Location may be relative to the request.
+            return if RtspUrl::parse(v).is_ok() {
+                v.to_owned()
+            } else {
+                url::resolve(request_url, v)
+            };
+        }
+    }
+    request_url.to_owned()
+}
+
+/// How many bytes the interleaved frame that `buf` starts (after line
+/// breaks) still lacks: 0 when it is whole. `None` when `buf` starts an
+/// RTSP message instead, whose length its text will tell.
+fn missing(buf: &[u8]) -> Option<usize> {
+    let rest = &buf[buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()..];
+    match rest {
+        [] => Some(0),
+        [b'$', _, hi, lo, ..] => Some((4 + usize::from(u16::from_be_bytes([*hi, *lo]))).saturating_sub(rest.len())),
+        [b'$', ..] => Some(4 - rest.len()),
+        _ => None,
+    }
+}
+
+/// A play length in seconds, if it is a sane one (up to about 115 days).
+fn secs_to_nanos(secs: f64) -> Option<Nanos> {
+    (secs > 0.0 && secs < 1e7).then_some((secs * 1e9) as Nanos)
+}
+
+/// `timeout=N` in a Session header, in nanoseconds.
+fn session_timeout(header: &str) -> Option<Nanos> {
+    header.split(';').skip(1).find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let secs: u64 = value.trim().parse().ok()?;
+        (secs > 0).then(|| secs.saturating_mul(SEC))
+    })
+}
+
+/// The (url, seq) pairs of an RTP-Info header (RFC 2326 12.33).
+fn rtp_info(header: &str) -> impl Iterator<Item = (&str, Option<u16>)> {
+    header.split(',').filter_map(|entry| {
+        let mut url = None;
+        let mut seq = None;
+        for p in entry.split(';') {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            match name.trim() {
+                "url" => url = Some(value.trim()),
+                "seq" => seq = value.trim().parse().ok(),
+                _ => {}
+            }
+        }
+        Some((url?, seq))
+    })
+}
+
+/// Whether two URLs name the same track: servers echo the SETUP URL in
+/// RTP-Info, but some give only its path or its last segment.
+fn same_resource(setup_url: &str, info_url: &str) -> bool {
+    !info_url.is_empty() && (setup_url == info_url || setup_url.ends_with(info_url) || info_url.ends_with(setup_url))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! RTSP URLs: the ones given on the command line, and the control URLs a
+//! DESCRIBE answer makes the client derive from its base.
+//!
+//! RFC 2326 C.1.1 says a relative `a=control` resolves against the base as
+//! RFC 1808 relative URLs do, which would make `trackID=1` under
+//! `rtsp://h/movie.mp4` into `rtsp://h/trackID=1`. No server expects that:
+//! servers that send no `Content-Base` (or one without the trailing slash)
+//! mean `rtsp://h/movie.mp4/trackID=1`, and every widely used client (live555,
+//! libavformat, VLC, GStreamer) appends the control to the base with a `/`.
+//! So does [`resolve`].
+
+use std::fmt;
+
+/// The port RTSP uses when a URL names none (RFC 2326 section 3.2).
+pub const DEFAULT_PORT: u16 = 554;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("{0:?} is not an rtsp:// URL")]
+    Scheme(String),
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("{0:?} has a bad port")]
+    Port(String),
+    #[error("{0:?} carries credentials; authentication is not supported")]
+    Credentials(String),
+}
+
+/// An `rtsp://host[:port]/path` URL, kept as written (requests send it back
+/// verbatim) with where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtspUrl {
+    text: String,
+    host: String,
+    port: u16,
+}
+
+impl RtspUrl {
+    pub fn parse(s: &str) -> Result<RtspUrl, UrlError> {
+        let s = s.trim();
+        let rest = strip_scheme(s).ok_or_else(|| UrlError::Scheme(s.to_owned()))?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err(UrlError::Credentials(s.to_owned()));
+        }
+        let (host, port) = split_host_port(authority).ok_or_else(|| UrlError::Port(s.to_owned()))?;
+        if host.is_empty() {
+            return Err(UrlError::NoHost(s.to_owned()));
+        }
+        Ok(RtspUrl {
+            text: s.to_owned(),
+            host: host.to_owned(),
+            port: port.unwrap_or(DEFAULT_PORT),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The host to connect to: a name or an address, without IPv6 brackets.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl fmt::Display for RtspUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What follows `rtsp://`, if `s` is an RTSP URL (the scheme is
+/// case-insensitive).
+fn strip_scheme(s: &str) -> Option<&str> {
+    let (scheme, rest) = s.split_once("://")?;
+    scheme.eq_ignore_ascii_case("rtsp").then_some(rest)
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`. `None` for a bad port.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after.strip_prefix(':') {
+            Some(p) => Some((host, Some(p.parse().ok()?))),
+            None if after.is_empty() => Some((host, None)),
+            None => None,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, p)) => Some((host, Some(p.parse().ok().filter(|&p: &u16| p != 0)?))),
+        None => Some((authority, None)),
+    }
+}
+
+/// The URL a control attribute names, given the presentation's base URL
+/// (from `Content-Base`, `Content-Location` or the DESCRIBE request).
+///
+/// - `*` (and an empty control) is the base itself;
+/// - an absolute `rtsp://` URL stands as it is;
+/// - `/path` replaces the base's path;
+/// - anything else is appended to the base with one `/` between (see the
+///   module documentation for why not RFC 1808 resolution).
+pub fn resolve(base: &str, control: &str) -> String {
+    let control = control.trim();
+    if control.is_empty() || control == "*" {
+        return base.to_owned();
+    }
+    if strip_scheme(control).is_some() {
+        return control.to_owned();
+    }
+    if control.starts_with('/') {
+        let origin_len = strip_scheme(base)
+            .map(|rest| base.len() - rest.len() + rest.find('/').unwrap_or(rest.len()))
+            .unwrap_or(0);
+        return format!("{}{control}", &base[..origin_len]);
+    }
+    if base.ends_with('/') {
+        format!("{base}{control}")
+    } else {
+        format!("{base}/{control}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_users_type() {
+        let u = RtspUrl::parse("rtsp://127.0.0.1:8554/sample.mp4").unwrap();
+        assert_eq!(
+            (u.host(), u.port(), u.as_str()),
+            ("127.0.0.1", 8554, "rtsp://127.0.0.1:8554/sample.mp4")
+        );
+        let u = RtspUrl::parse("RTSP://media.example/a/b.mov?x=1").unwrap();
+        assert_eq!((u.host(), u.port()), ("media.example", 554));
+        let u = RtspUrl::parse("rtsp://[::1]:9000/x").unwrap();
+        assert_eq!((u.host(), u.port()), ("::1", 9000));
+        let u = RtspUrl::parse("rtsp://[fe80::1]/x").unwrap();
+        assert_eq!((u.host(), u.port()), ("fe80::1", 554));
+        assert_eq!(RtspUrl::parse(" rtsp://h/x\n").unwrap().as_str(), "rtsp://h/x");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_use() {
+        assert!(matches!(RtspUrl::parse("http://h/x"), Err(UrlError::Scheme(_))));
+        assert!(matches!(RtspUrl::parse("sample.mp4"), Err(UrlError::Scheme(_))));
+        assert!(matches!(RtspUrl::parse("rtsps://h/x"), Err(UrlError::Scheme(_))));
+        assert!(matches!(RtspUrl::parse("rtsp:///x"), Err(UrlError::NoHost(_))));
+        assert!(matches!(RtspUrl::parse("rtsp://h:99999/x"), Err(UrlError::Port(_))));
+        assert!(matches!(RtspUrl::parse("rtsp://h:0/x"), Err(UrlError::Port(_))));
+        assert!(matches!(RtspUrl::parse("rtsp://h:/x"), Err(UrlError::Port(_))));
+        assert!(matches!(RtspUrl::parse("rtsp://[::1/x"), Err(UrlError::Port(_))));
+        assert!(matches!(
+            RtspUrl::parse("rtsp://user:pw@h/x"),
+            Err(UrlError::Credentials(_))
+        ));
+    }
+
+    #[test]
+    fn controls_resolve_as_real_clients_do() {
+        let base = "rtsp://h:8554/dir/movie.mp4/";
+        assert_eq!(resolve(base, "trackID=3"), "rtsp://h:8554/dir/movie.mp4/trackID=3");
+        assert_eq!(resolve(base, "*"), base);
+        assert_eq!(resolve(base, ""), base);
+        // No trailing slash on the base: still appended, not replaced.
+        assert_eq!(
+            resolve("rtsp://h/movie.mp4", "streamid=0"),
+            "rtsp://h/movie.mp4/streamid=0"
+        );
+        assert_eq!(
+            resolve(base, "rtsp://other:554/x/trackID=1"),
+            "rtsp://other:554/x/trackID=1"
+        );
+        assert_eq!(resolve(base, "RTSP://o/y"), "RTSP://o/y");
+        assert_eq!(resolve(base, "/elsewhere/track1"), "rtsp://h:8554/elsewhere/track1");
+        assert_eq!(resolve("rtsp://h:8554", "/t"), "rtsp://h:8554/t");
+        assert_eq!(resolve(base, " stream=1 "), "rtsp://h:8554/dir/movie.mp4/stream=1");
+    }
+}
