@@ -242,12 +242,16 @@ impl Jitter {
 
 /// Where each packet is against the schedule its RTP timestamps set, once
 /// the first packet has fixed the origin: lateness is arrival time minus
-/// the time the timestamp says it is due.
+/// the time the stream's media clock says it is due.
 ///
-/// The schedule is presentation time. A video stream with B-frames sends
-/// frames ahead of their presentation order, so their packets show up early
-/// and those after them by up to the reordering depth late; a stream
-/// without B-frames (and audio) has a monotonic schedule.
+/// The media clock is the newest timestamp seen so far, not the packet's
+/// own. A video stream with B-frames sends frames in decoding order, so a
+/// B-frame's timestamp is older than that of the P-frame sent before it;
+/// judged by its own timestamp every B-frame would look late by the
+/// reordering delay, although it arrives exactly when the server means it
+/// to. Judged by the clock the stream has reached, a packet is late only
+/// when it arrives after the media time the stream had already announced,
+/// which is delay on the way, whatever the frame types.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Schedule {
     origin: Option<Nanos>,
@@ -255,6 +259,8 @@ pub struct Schedule {
     /// first.
     last: u32,
     extended: i64,
+    /// The newest (largest) extended timestamp so far.
+    newest: i64,
 }
 
 impl Schedule {
@@ -266,12 +272,14 @@ impl Schedule {
             self.origin = Some(arrival);
             self.last = timestamp;
             self.extended = 0;
+            self.newest = 0;
             return 0;
         };
         // Timestamps step either way (B-frames) but never by 2^31.
         self.extended += i64::from(timestamp.wrapping_sub(self.last) as i32);
         self.last = timestamp;
-        let due = i128::from(origin) + i128::from(self.extended) * 1_000_000_000 / i128::from(clock_rate.max(1));
+        self.newest = self.newest.max(self.extended);
+        let due = i128::from(origin) + i128::from(self.newest) * 1_000_000_000 / i128::from(clock_rate.max(1));
         (i128::from(arrival) - due).clamp(i64::MIN.into(), i64::MAX.into()) as i64
     }
 }
@@ -571,8 +579,25 @@ mod tests {
         let wrapped = 4_294_900_000u32.wrapping_add(400_000);
         assert!(wrapped < 4_294_900_000);
         assert_eq!(s.lateness(51_003 * ms, wrapped, 8_000), 3 * ms as i64);
-        // A timestamp that steps back (a B-frame) is due earlier.
-        assert_eq!(s.lateness(51_003 * ms, wrapped - 80, 8_000), 13 * ms as i64);
+        // A timestamp that steps back (a B-frame, sent after the newer frame
+        // it is shown before) is judged by the clock the stream has reached.
+        assert_eq!(s.lateness(51_004 * ms, wrapped - 80, 8_000), 4 * ms as i64);
+        assert_eq!(s.lateness(51_010 * ms, wrapped + 160, 8_000), -10 * ms as i64);
+    }
+
+    #[test]
+    fn b_frames_on_time_are_not_late() {
+        // 25 fps at 90 kHz, decoding order I P B B P B B with the P-frames
+        // three frames ahead: each frame arrives when the server sends it,
+        // one frame time (40 ms) apart.
+        let mut s = Schedule::default();
+        let ms = 1_000_000;
+        let frame = 3_600u32;
+        let pts = [0, 3, 1, 2, 6, 4, 5].map(|f: u32| 10_000 + f * frame);
+        for (i, &ts) in pts.iter().enumerate() {
+            let late = s.lateness(40 * ms * i as u64, ts, 90_000);
+            assert!(late <= 0, "frame {i} (pts {ts}) judged {late} ns late");
+        }
     }
 
     fn header(seq: u16, ts: u32) -> RtpHeader {
