@@ -68,9 +68,14 @@ pub struct Args {
     #[arg(long, value_name = "MS")]
     pub max_p99_ms: Option<f64>,
 
-    /// Worker threads, each pinned to its own core [default: one per core]
+    /// Worker threads, each pinned to its own core [default: one per core, or per --cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Cores the workers are pinned to, in turn (e.g. `--cores 0` to leave the others to a
+    /// server on the same machine) [default: every core]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub cores: Vec<usize>,
 
     /// Local ports for the shared UDP client pairs (even RTP port, RTCP above it)
     #[arg(long, value_name = "LOW-HIGH", default_value = "20000-29999", value_parser = parse_port_range)]

@@ -250,7 +250,20 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         user_agent: args.user_agent.clone(),
         limits: Limits::default(),
     });
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut cores = core_affinity::get_core_ids().unwrap_or_default();
+    if !args.cores.is_empty() {
+        let all = cores;
+        cores = args
+            .cores
+            .iter()
+            .map(|&id| {
+                all.iter()
+                    .copied()
+                    .find(|c| c.id == id)
+                    .ok_or_else(|| RunError::Usage(format!("--cores: no core {id} on this machine")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
     let threads = args
         .threads
         .unwrap_or(cores.len().max(1))
