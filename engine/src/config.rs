@@ -7,7 +7,7 @@
 //! an error rather than ignored: a misspelt `max_sesions = 10` that silently
 //! did nothing would leave a server unprotected.
 //!
-//! Relative paths in the file (`media`, `access_log`) are taken relative to
+//! Relative paths in the file (`media`, `access_log`, `stats_json`) are taken relative to
 //! the file's own directory, so a file and the media beside it can move
 //! together; relative paths on the command line are relative to the current
 //! directory, as a shell user expects.
@@ -107,9 +107,16 @@ pub struct ServeArgs {
     #[arg(long = "access-log", value_name = "PATH")]
     pub access_log: Option<PathBuf>,
 
-    /// Print the shards' statistics (counters and send lateness) every SECS seconds [default: off]
+    /// Print the shards' statistics (counters and send lateness) every SECS seconds, as
+    /// SIGUSR1 does [default: off]
     #[arg(long = "stats-interval", value_name = "SECS")]
     pub stats_interval: Option<u64>,
+
+    /// Also write the statistics as JSON to FILE (replaced whole) whenever they are printed:
+    /// on SIGUSR1, every --stats-interval and at shutdown, for scripts and monitoring
+    /// [default: none]
+    #[arg(long = "stats-json", value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
 }
 
 /// The resolved settings the server runs with. Every value is checked.
@@ -139,6 +146,8 @@ pub struct Config {
     pub access_log: Option<PathBuf>,
     /// Seconds between statistics reports; `None` for none.
     pub stats_interval: Option<u64>,
+    /// Where reports are also written as JSON.
+    pub stats_json: Option<PathBuf>,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -215,6 +224,7 @@ struct FileSettings {
     tcp_queue_bytes: Option<Size>,
     access_log: Option<PathBuf>,
     stats_interval: Option<u64>,
+    stats_json: Option<PathBuf>,
 }
 
 /// `rtsp_port = 554` or `rtsp_port = [554, 8554]`.
@@ -360,6 +370,12 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     }
     .filter(|p| !is_stdout(p));
 
+    let stats_json = match (&args.stats_json, &file.stats_json) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(p)) => Some(file_dir.join(p)),
+        (None, None) => None,
+    };
+
     let stats_interval = match pick(args.stats_interval, file.stats_interval, &file_origin) {
         Some((0, origin)) => {
             return Err(invalid(
@@ -389,6 +405,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         tcp_queue_bytes,
         access_log,
         stats_interval,
+        stats_json,
     })
 }
 
@@ -584,6 +601,7 @@ mod tests {
         assert_eq!(c.tcp_queue_bytes, 256 * 1024);
         assert_eq!(c.access_log, None);
         assert_eq!(c.stats_interval, None);
+        assert_eq!(c.stats_json, None);
     }
 
     #[test]
@@ -621,6 +639,8 @@ mod tests {
             "/var/log/streamalot/access.log",
             "--stats-interval",
             "10",
+            "--stats-json",
+            "/run/streamalot/stats.json",
         ]))
         .unwrap();
         assert_eq!(c.rtsp_ports, vec![554, 8554], "duplicates dropped, order kept");
@@ -635,6 +655,7 @@ mod tests {
         assert_eq!(c.tcp_queue_bytes, 1 << 20);
         assert_eq!(c.access_log, Some(PathBuf::from("/var/log/streamalot/access.log")));
         assert_eq!(c.stats_interval, Some(10));
+        assert_eq!(c.stats_json, Some(PathBuf::from("/run/streamalot/stats.json")));
     }
 
     #[test]
@@ -659,6 +680,7 @@ mod tests {
                 tcp_queue_bytes = 65536
                 access_log = "logs/access.log"
                 stats_interval = 5
+                stats_json = "stats.json"
             "#,
         );
         let c = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap();
@@ -678,6 +700,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1000);
         assert_eq!(c.tcp_queue_bytes, 65536);
         assert_eq!(c.stats_interval, Some(5));
+        assert_eq!(c.stats_json, Some(dir.join("stats.json")));
 
         let other = dir.join("other");
         let c = resolve(&parse(&[

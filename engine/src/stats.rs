@@ -96,6 +96,32 @@ impl ShardStats {
         }
     }
 
+    /// The figures as one JSON object, for scripts: the counters, and the
+    /// send lateness as a count and percentiles in microseconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        let h = &self.lateness;
+        serde_json::json!({
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "dropped_tcp": self.dropped_tcp,
+            "dropped_udp": self.dropped_udp,
+            "bad_rtcp": self.bad_rtcp,
+            "sessions": {
+                "started": self.sessions_started,
+                "ended": self.sessions_ended,
+                "live": self.live_sessions(),
+            },
+            "lateness_us": {
+                "count": h.len(),
+                "p50": h.value_at_quantile(0.5),
+                "p90": h.value_at_quantile(0.9),
+                "p99": h.value_at_quantile(0.99),
+                "p999": h.value_at_quantile(0.999),
+                "max": h.max(),
+            },
+        })
+    }
+
     /// Sessions started and not yet ended.
     pub fn live_sessions(&self) -> u64 {
         self.sessions_started.saturating_sub(self.sessions_ended)

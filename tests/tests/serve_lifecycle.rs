@@ -141,7 +141,11 @@ fn a_replaced_movie_is_described_anew() {
 #[test]
 fn signals_report_and_shut_down_gracefully() {
     let clip = media().h264_mp4();
-    let server = Server::start(&library("signals", &[clip]), &[]);
+    let dir = library("signals", &[clip]);
+    let stats_json = dir.with_extension("stats.json");
+    let _ = std::fs::remove_file(&stats_json);
+    let json_arg = stats_json.to_str().expect("a UTF-8 path").to_owned();
+    let server = Server::start(&dir, &["--stats-interval", "1", "--stats-json", &json_arg]);
     let mut udp = Player::setup(server.addr, &server.url("h264-aac.mp4"), Lower::Udp);
     let mut tcp = Player::setup(server.addr, &server.url("h264-aac.mp4"), Lower::Tcp);
     udp.play(None);
@@ -154,8 +158,17 @@ fn signals_report_and_shut_down_gracefully() {
         .status()
         .expect("run kill");
     assert!(usr1.success());
-    // SIGUSR1 is looked at within 50 ms; give it a moment, then stop.
-    thread::sleep(Duration::from_millis(300));
+    // SIGUSR1 is looked at within 50 ms, and the interval's report comes
+    // within a second: wait for the JSON file they write.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stats_json.exists() {
+        assert!(Instant::now() < deadline, "no {} written", stats_json.display());
+        thread::sleep(Duration::from_millis(50));
+    }
+    let playing: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_json).expect("read")).expect("JSON statistics");
+    assert_eq!(playing["sessions"]["live"], 2, "{playing}");
+    assert!(playing["packets"].as_u64() > Some(0), "{playing}");
     let access_log = server.access_log.clone();
     let stopped = server.stop();
     assert!(
@@ -190,6 +203,16 @@ fn signals_report_and_shut_down_gracefully() {
     let log = std::fs::read_to_string(&access_log).expect("the access log");
     let records = streamalot_tests::server::parse_access_log(&log);
     assert_eq!(records.len(), 2, "{log}");
+    // The totals at shutdown, as JSON, count what the sessions sent.
+    let totals: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_json).expect("read")).expect("JSON statistics");
+    let logged: u64 = records
+        .iter()
+        .map(|r| r["s-pkts-sent"].parse::<u64>().expect("a count"))
+        .sum();
+    assert_eq!(totals["packets"].as_u64(), Some(logged), "{totals}");
+    assert_eq!(totals["sessions"]["ended"], 2, "{totals}");
+    assert!(totals["lateness_us"]["count"].as_u64() == Some(logged), "{totals}");
     let mut transports: Vec<&str> = records.iter().map(|r| r["transport"].as_str()).collect();
     transports.sort_unstable();
     assert_eq!(transports, ["tcp", "udp"]);

@@ -95,10 +95,15 @@ pub async fn run(
     }
 
     // Signals are flags; look at them often enough to feel immediate.
+    let interval = ctl.config.stats_interval.map(Duration::from_secs);
+    let mut next_report = interval.map(|i| std::time::Instant::now() + i);
     loop {
         glommio::timer::sleep(Duration::from_millis(50)).await;
-        if signals.take_report() {
-            print!("{}", collect_stats(&ctl).await.report("streamalot: all shards"));
+        let due = next_report.is_some_and(|t| std::time::Instant::now() >= t);
+        if signals.take_report() || due {
+            let stats = collect_stats(&ctl).await;
+            report(&ctl.config, &stats, "streamalot: all shards");
+            next_report = interval.map(|i| std::time::Instant::now() + i);
         }
         if signals.shutting_down() {
             break;
@@ -124,8 +129,29 @@ pub async fn run(
     // Give the last SessionEnded records a moment to arrive before the log closes.
     glommio::timer::sleep(Duration::from_millis(50)).await;
     let _ = ctl.log.borrow_mut().flush();
-    print!("{}", total.report("streamalot: totals at shutdown"));
+    report(&ctl.config, &total, "streamalot: totals at shutdown");
     Ok(())
+}
+
+/// Prints the statistics, and writes them to `--stats-json` if asked.
+fn report(config: &Config, stats: &ShardStats, title: &str) {
+    print!("{}", stats.report(title));
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    if let Some(path) = &config.stats_json {
+        if let Err(e) = write_json(path, &stats.to_json()) {
+            warn!(file = %path.display(), error = %e, "cannot write the statistics");
+        }
+    }
+}
+
+/// Replaces `path` with `value`, whole: written beside it, then renamed over
+/// it, so a reader never sees half a file.
+fn write_json(path: &std::path::Path, value: &serde_json::Value) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    std::fs::write(&partial, format!("{value:#}\n"))?;
+    std::fs::rename(&partial, path)
 }
 
 async fn shard_events(
