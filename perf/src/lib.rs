@@ -1,9 +1,12 @@
 //! What the benchmarks share: the machine facts and levers they need
 //! ([`os`]), the long hinted movie they run on ([`movie_maker`]), and a
 //! loopback receiver that drains what a sender under test sends
-//! ([`receiver`]), and a shard's send path with its raw limit ([`shard`]).
+//! ([`receiver`]), a shard's send path with its raw limit ([`shard`]), what
+//! /proc says of a server under test ([`process`]), and SVG charts ([`plot`]).
 
 pub mod movie_maker;
 pub mod os;
+pub mod plot;
+pub mod process;
 pub mod receiver;
 pub mod shard;

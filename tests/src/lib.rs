@@ -218,6 +218,25 @@ pub fn rtpload_binary() -> &'static Path {
     })
 }
 
+/// The capacity benchmark (`perf`), built as [`streamalot_binary`] is.
+pub fn capacity_bench_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "streamalot-perf",
+            "capacity-bench",
+            &[
+                "perf/src",
+                "perf/Cargo.toml",
+                "engine/src",
+                "engine/Cargo.toml",
+                "loader/src",
+                "loader/Cargo.toml",
+            ],
+        )
+    })
+}
+
 /// Binary `bin` of workspace package `package`, built with cargo when it is
 /// missing or older than any of `sources` (paths from the workspace root).
 fn workspace_binary(package: &str, bin: &str, sources: &[&str]) -> PathBuf {

@@ -1,0 +1,884 @@
+//! The capacity benchmark: how many concurrent ~300 kbit/s sessions one
+//! shard core holds, measured with the bundled load client, beside the raw
+//! `sendmmsg` limit and GStreamer's RTSP server, in one run.
+//!
+//! For each step of concurrency (500, 1000, 2000, ... by default) it starts
+//! `streamalot serve` with one shard, drives it with `rtpload` on stated
+//! cores, and measures, while every session of the step plays: the server's
+//! packets per second (its own counters), its CPU time and nanoseconds per
+//! packet (from /proc), its memory per session, its send lateness (its
+//! histogram), and from the client loss, arrival lateness and time to the
+//! first packet. The steps go on until one does not hold (a session failed,
+//! a packet was lost, or the server's send lateness p99 passed 2 ms). The
+//! same steps then run against GStreamer's RTSP server (through
+//! `tools/gst-rtsp-peer`, pinned to the same core) for as long as it holds.
+//! The raw limit is the shard-bench's: the datagrams of this movie's
+//! sessions, prebuilt, in bare `sendmmsg` calls on the shard's core.
+//!
+//! It writes a Markdown report and an SVG plot, and puts the report into
+//! `perf/RESULTS.md` between markers, replacing the previous one.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+use loader::Movie;
+use serde_json::Value;
+use streamalot::net::bind_pair;
+use streamalot_perf::plot::{self, Chart, Series, PALETTE};
+use streamalot_perf::receiver::{self, Receiver};
+use streamalot_perf::shard::Sim;
+use streamalot_perf::{movie_maker, os, process};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "capacity-bench",
+    about = "Concurrent ~300 kbit/s sessions one shard core holds, with rtpload, beside the raw sendmmsg \
+             limit and GStreamer's RTSP server"
+)]
+struct Args {
+    /// Concurrency steps, in order; stepping stops at the first that does not hold.
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000,8000,16000")]
+    steps: Vec<u32>,
+    /// Steps for GStreamer's server (it holds far fewer sessions).
+    #[arg(long, value_delimiter = ',', default_value = "50,100,200,400,800")]
+    peer_steps: Vec<u32>,
+    /// Seconds every session of a step plays together (after the last has started).
+    #[arg(long, default_value_t = 30.0)]
+    hold: f64,
+    /// New sessions per second while a step ramps up.
+    #[arg(long, default_value_t = 200.0)]
+    ramp: f64,
+    /// A step holds while the server's send lateness p99 stays under this (ms).
+    #[arg(long, default_value_t = 2.0)]
+    max_send_p99_ms: f64,
+    /// Hinted movie to serve (default: a ~300 kbit/s H.264 + AAC movie made with ffmpeg).
+    #[arg(long)]
+    movie: Option<PathBuf>,
+    /// Where the generated movie is kept.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data"))]
+    data_dir: PathBuf,
+    /// Where each step's rtpload output, the server logs, the report and the plot go.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/capacity"))]
+    out: PathBuf,
+    /// The results file whose capacity section is replaced ("-" for none).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"))]
+    results: String,
+    /// Use the streamalot and rtpload binaries in DIR instead of building release ones.
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Core the server's shard (and GStreamer, and the raw loop) runs on; the control core is
+    /// the one below it.
+    #[arg(long, default_value_t = 1)]
+    server_core: usize,
+    /// Cores rtpload's workers run on.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    client_cores: Vec<usize>,
+    /// Seconds the raw sendmmsg loop runs.
+    #[arg(long, default_value_t = 3.0)]
+    raw_seconds: f64,
+    /// Skip GStreamer's server.
+    #[arg(long)]
+    no_peer: bool,
+    /// A few sessions for a few seconds, to check that the benchmark works (the test suite
+    /// runs it): steps 4, peer steps 2, hold 2 s, ramp 20/s, a short raw loop.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Default)]
+struct Step {
+    server: &'static str,
+    sessions: u32,
+    started: u64,
+    completed: u64,
+    failed: u64,
+    received: u64,
+    lost: u64,
+    /// Server packets per second while every session played.
+    pps: f64,
+    /// Whether `pps` comes from the server's own counters (else: what the
+    /// client received over the run).
+    pps_measured: bool,
+    /// Share of one core the server used while every session played.
+    cpu: f64,
+    ns_per_packet: f64,
+    kib_per_session: f64,
+    send_p99_ms: Option<f64>,
+    arrival_p99_ms: f64,
+    first_packet_p99_ms: f64,
+    rtsp_p99_ms: f64,
+    client_cpu: f64,
+    held: bool,
+    why_not: Vec<String>,
+}
+
+fn main() {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.steps = vec![4];
+        args.peer_steps = vec![2];
+        args.hold = 2.0;
+        args.ramp = 20.0;
+        args.raw_seconds = 0.3;
+    }
+    if let Err(e) = run(&args) {
+        eprintln!("capacity-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let bins = binaries(args)?;
+    let movie_path = match &args.movie {
+        Some(p) => p.clone(),
+        None => movie_maker::ensure(&args.data_dir, 10)?,
+    };
+    let movie = Arc::new(Movie::open(&movie_path).map_err(|e| format!("{}: {e}", movie_path.display()))?);
+    let movie_pps = packets_per_second(&movie);
+    let kbps = bitrate_kbps(&movie);
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    // The library: the one movie, linked in under a plain name.
+    let library = args.out.join("media");
+    let _ = std::fs::remove_dir_all(&library);
+    std::fs::create_dir_all(&library).map_err(|e| e.to_string())?;
+    let name = "movie.mp4";
+    if std::fs::hard_link(&movie_path, library.join(name)).is_err() {
+        std::fs::copy(&movie_path, library.join(name)).map_err(|e| format!("copy the movie: {e}"))?;
+    }
+    let fd_limit = process::open_file_limit().unwrap_or(1024);
+
+    println!("capacity-bench: sessions of one movie on one shard core");
+    println!("machine: {}", os::machine());
+    println!(
+        "movie: {} ({:.0} s, {kbps:.0} kbit/s, {movie_pps:.1} packets/s per session)",
+        movie_path.display(),
+        movie.duration_secs()
+    );
+    println!(
+        "server: control core {}, shard core {}; rtpload on core(s) {:?}; ramp {}/s, hold {} s",
+        args.server_core.saturating_sub(1),
+        args.server_core,
+        args.client_cores,
+        args.ramp,
+        args.hold
+    );
+
+    // The raw limit first, while nothing else runs.
+    let raw = raw_limit(&movie, args)?;
+    println!(
+        "raw sendmmsg limit: {:.0} packets per CPU-second ({:.0} ns/packet) = {:.0} sessions of this movie on one core",
+        raw.0,
+        1e9 / raw.0,
+        raw.0 / movie_pps
+    );
+
+    let mut steps = Vec::new();
+    for &n in &args.steps {
+        if u64::from(n) + 256 > fd_limit {
+            println!("streamalot, {n} sessions: skipped, past the open-file limit of {fd_limit}");
+            break;
+        }
+        let step = run_step(args, &bins, Peer::Streamalot, &library, name, n, movie_pps)?;
+        print_step(&step);
+        let held = step.held;
+        steps.push(step);
+        if !held {
+            break;
+        }
+    }
+    if !args.no_peer {
+        for &n in &args.peer_steps {
+            let step = run_step(args, &bins, Peer::Gstreamer, &library, name, n, movie_pps)?;
+            print_step(&step);
+            let held = step.held;
+            steps.push(step);
+            if !held {
+                break;
+            }
+        }
+    }
+
+    let report = report(args, &movie_path, kbps, movie_pps, raw, &steps);
+    let report_path = args.out.join("report.md");
+    std::fs::write(&report_path, &report).map_err(|e| format!("{}: {e}", report_path.display()))?;
+    let svg_path = args.out.join("capacity.svg");
+    std::fs::write(&svg_path, plot(&steps, raw.0, movie_pps, args.max_send_p99_ms))
+        .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    println!();
+    print!("{report}");
+    if args.results != "-" {
+        let results = PathBuf::from(&args.results);
+        update_results(&results, &report)?;
+        // The plot goes beside the results file, where the report links it.
+        let beside = results.with_file_name("capacity.svg");
+        std::fs::copy(&svg_path, &beside).map_err(|e| format!("{}: {e}", beside.display()))?;
+        println!("wrote {} and {}", results.display(), beside.display());
+    }
+    Ok(())
+}
+
+/// The two binaries: given, or built in release mode now.
+struct Binaries {
+    streamalot: PathBuf,
+    rtpload: PathBuf,
+    peer: PathBuf,
+}
+
+fn binaries(args: &Args) -> Result<Binaries, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("perf/ lives in the workspace")?
+        .to_owned();
+    let dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => {
+            eprintln!("building release binaries of streamalot and rtpload ...");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--release", "-p", "streamalot", "-p", "rtpload"])
+                .current_dir(&root)
+                .status()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build failed ({status})"));
+            }
+            root.join("target/release")
+        }
+    };
+    let bins = Binaries {
+        streamalot: dir.join("streamalot"),
+        rtpload: dir.join("rtpload"),
+        peer: root.join("tools/gst-rtsp-peer"),
+    };
+    for b in [&bins.streamalot, &bins.rtpload] {
+        if !b.exists() {
+            return Err(format!("no {}", b.display()));
+        }
+    }
+    Ok(bins)
+}
+
+/// Packets per second of movie, over its first 200,000 packets.
+fn packets_per_second(movie: &Movie) -> f64 {
+    let mut n = 0u64;
+    let mut last = 0i64;
+    for p in movie.all_packets().take(200_000).flatten() {
+        n += 1;
+        last = p.transmit_ns;
+    }
+    n as f64 / (last as f64 / 1e9).max(1e-3)
+}
+
+fn bitrate_kbps(movie: &Movie) -> f64 {
+    let mut bytes = 0u64;
+    let mut last = 0i64;
+    for p in movie.all_packets().take(200_000).flatten() {
+        bytes += 12 + p.payload_len() as u64;
+        last = p.transmit_ns;
+    }
+    bytes as f64 * 8.0 / 1e3 / (last as f64 / 1e9).max(1e-3)
+}
+
+/// The raw sendmmsg loop on the server's core: packets per CPU-second.
+fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<(f64, u64), String> {
+    let sessions = if args.smoke { 50 } else { 2000 };
+    let streams = movie.hint_tracks().count();
+    let mut sockets = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..8 {
+        let rtp = receiver::socket(0, false)?;
+        let base = rtp.local_addr().map_err(|e| e.to_string())?.port();
+        bases.push(base);
+        sockets.push(rtp);
+        for s in 1..streams {
+            sockets.push(receiver::socket(base + 2 * s as u16, false)?);
+        }
+    }
+    let dests = (0..sessions)
+        .map(|i| {
+            let ip = Ipv4Addr::new(127, 0, 0, 1 + (i % 250) as u8);
+            (0..streams)
+                .map(|s| SocketAddr::from((ip, bases[i / 250 % bases.len()] + 2 * s as u16)))
+                .collect()
+        })
+        .collect();
+    let client_core = args.client_cores.first().copied().unwrap_or(0);
+    let receiver = Receiver::start(sockets, client_core, 2048);
+    let sim = Sim {
+        movie: movie.clone(),
+        dests: Arc::new(dests),
+        stagger_ns: 2_000_000_000,
+        tick_ns: 1_000_000,
+    };
+    let replay = Arc::new(sim.record(if args.smoke { 50_000 } else { 2_000_000 }));
+    let tx = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000..=60000)
+        .map_err(|e| format!("sender socket: {e}"))?
+        .rtp;
+    let (core, seconds) = (args.server_core, args.raw_seconds);
+    let before = receiver.settle();
+    let run = thread::spawn(move || {
+        os::pin(Some(core))?;
+        replay.send(&tx, Duration::from_secs_f64(seconds))
+    })
+    .join()
+    .map_err(|_| "the raw loop panicked".to_string())??;
+    let received = receiver.settle() - before;
+    Ok((1e9 / run.cpu_ns_per_packet(), received))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Peer {
+    Streamalot,
+    Gstreamer,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Streamalot => "streamalot",
+            Peer::Gstreamer => "GStreamer",
+        }
+    }
+}
+
+/// A server under test.
+struct Server {
+    child: Child,
+    url: String,
+    stats_json: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+fn start_server(
+    args: &Args,
+    bins: &Binaries,
+    peer: Peer,
+    library: &Path,
+    name: &str,
+    dir: &Path,
+) -> Result<Server, String> {
+    let port = free_port()?;
+    let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+    let out = std::fs::File::create(dir.join("server.out")).map_err(|e| e.to_string())?;
+    let (mut child, url, stats_json) = match peer {
+        Peer::Streamalot => {
+            let stats = dir.join("stats.json");
+            let _ = std::fs::remove_file(&stats);
+            let child = Command::new(&bins.streamalot)
+                .arg("serve")
+                .arg("--media")
+                .arg(library)
+                .args(["--bind", "127.0.0.1", "--shards", "1"])
+                .args(["--rtsp-port", &port.to_string()])
+                .args(["--rtp-ports", "40000-40099"])
+                .args([
+                    "--max-connections",
+                    "0",
+                    "--max-sessions",
+                    "0",
+                    "--session-timeout",
+                    "120",
+                ])
+                .arg("--access-log")
+                .arg(dir.join("access.log"))
+                .arg("--stats-json")
+                .arg(&stats)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", bins.streamalot.display()))?;
+            (child, format!("rtsp://127.0.0.1:{port}/{name}"), Some(stats))
+        }
+        Peer::Gstreamer => {
+            // Pinned to the shard's core, so both servers have one core.
+            let child = Command::new("taskset")
+                .args(["-c", &args.server_core.to_string()])
+                .arg(&bins.peer)
+                .args(["--port", &port.to_string()])
+                .arg(library.join(name))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| {
+                    format!(
+                        "cannot start {} (needs taskset and GStreamer): {e}",
+                        bins.peer.display()
+                    )
+                })?;
+            (child, format!("rtsp://127.0.0.1:{port}/{name}"), None)
+        }
+    };
+    if let Some(stdout) = child.stdout.take() {
+        // gst-rtsp-peer says "ready URL" once it listens; keep its pipe drained.
+        thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "{} exited ({status}) before listening; see {}",
+                peer.name(),
+                dir.display()
+            ));
+        }
+        if Instant::now() > deadline {
+            terminate(&mut child);
+            return Err(format!("{} did not listen within 30 s", peer.name()));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Server { child, url, stats_json })
+}
+
+/// SIGTERM, then SIGKILL after 15 s.
+fn terminate(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    signal(child.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Asks streamalot for its statistics (SIGUSR1) and reads the JSON it
+/// writes.
+fn server_stats(pid: u32, path: &Path) -> Result<Value, String> {
+    let before = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    signal(pid, "USR1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if now.is_some() && now != before {
+            let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+            return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no statistics in {} after SIGUSR1", path.display()));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One step: a fresh server, `n` sessions of rtpload, measurements while
+/// they all play.
+fn run_step(
+    args: &Args,
+    bins: &Binaries,
+    peer: Peer,
+    library: &Path,
+    name: &str,
+    n: u32,
+    movie_pps: f64,
+) -> Result<Step, String> {
+    let dir = args.out.join(format!("{}-{n}", peer.name().to_lowercase()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    eprintln!("{}: {n} sessions ...", peer.name());
+    let mut server = start_server(args, bins, peer, library, name, &dir)?;
+    let pid = server.child.id();
+    thread::sleep(Duration::from_millis(500));
+    let rss_before = process::rss_kib(pid)?;
+    let ramp_secs = f64::from(n) / args.ramp;
+    let duration = ramp_secs + args.hold;
+    let cores: Vec<String> = args.client_cores.iter().map(usize::to_string).collect();
+    let mut client = Command::new(&bins.rtpload)
+        .arg(&server.url)
+        .args(["--sessions", &n.to_string()])
+        .args(["--ramp", &args.ramp.to_string()])
+        .args(["--duration", &format!("{duration:.1}")])
+        .args(["--transport", "udp", "--quiet", "--cores", &cores.join(",")])
+        .arg("--out")
+        .arg(dir.join("rtpload"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("rtpload.out")).map_err(|e| e.to_string())?)
+        .stderr(std::fs::File::create(dir.join("rtpload.err")).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bins.rtpload.display()))?;
+    let t0 = Instant::now();
+    // The window: from a second after the last session started to a second
+    // before the first one ends.
+    let window = (ramp_secs + 1.0, duration - 1.0);
+    let at = |s: f64| t0 + Duration::from_secs_f64(s.max(0.0));
+    sleep_until(at(window.0));
+    let (cpu0, stats0) = (process::cpu_time(pid)?, stats(&server, pid)?);
+    let w0 = Instant::now();
+    sleep_until(at((window.0 + window.1) / 2.0));
+    let rss = process::rss_kib(pid)?;
+    sleep_until(at(window.1));
+    let (cpu1, stats1) = (process::cpu_time(pid)?, stats(&server, pid)?);
+    let window_secs = w0.elapsed().as_secs_f64();
+    let deadline = t0 + Duration::from_secs_f64(duration + 60.0);
+    let status = loop {
+        if let Ok(Some(status)) = client.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = client.kill();
+            return Err(format!("rtpload did not finish; see {}", dir.display()));
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    // Shutdown writes the totals, with the whole run's send lateness.
+    terminate(&mut server.child);
+    let totals = match &server.stats_json {
+        Some(p) => Some(read_json(p)?),
+        None => None,
+    };
+    let summary = read_json(&dir.join("rtpload/summary.json"))?;
+    let num = |v: &Value, path: &[&str]| path.iter().fold(v, |v, k| &v[k]).as_f64().unwrap_or(0.0);
+    let cpu = (cpu1 - cpu0).as_secs_f64() / window_secs;
+    let (pps, measured) = match (stats0, stats1) {
+        (Some(a), Some(b)) => ((num(&b, &["packets"]) - num(&a, &["packets"])) / window_secs, true),
+        _ => (f64::from(n) * movie_pps, false),
+    };
+    let mut step = Step {
+        server: peer.name(),
+        sessions: n,
+        started: num(&summary, &["sessions", "started"]) as u64,
+        completed: num(&summary, &["sessions", "completed"]) as u64,
+        failed: num(&summary, &["sessions", "failed"]) as u64,
+        received: num(&summary, &["packets", "received"]) as u64,
+        lost: num(&summary, &["packets", "lost"]) as u64,
+        pps,
+        pps_measured: measured,
+        cpu,
+        // Too short a window for /proc's clock ticks reads as no CPU at all.
+        ns_per_packet: if cpu > 0.0 { cpu * 1e9 / pps.max(1.0) } else { f64::NAN },
+        kib_per_session: rss.saturating_sub(rss_before) as f64 / f64::from(n),
+        send_p99_ms: totals.map(|t| num(&t, &["lateness_us", "p99"]) / 1e3),
+        arrival_p99_ms: num(&summary, &["histograms", "lateness", "p99_us"]) / 1e3,
+        first_packet_p99_ms: num(&summary, &["histograms", "first_packet", "p99_us"]) / 1e3,
+        rtsp_p99_ms: num(&summary, &["histograms", "rtsp_response", "p99_us"]) / 1e3,
+        client_cpu: num(&summary, &["cpu", "cores_used"]),
+        ..Step::default()
+    };
+    if !status.success() && step.failed == 0 && step.lost == 0 {
+        step.why_not.push(format!("rtpload exited with {status}"));
+    }
+    if step.failed > 0 {
+        step.why_not.push(format!("{} sessions failed", step.failed));
+    } else if step.completed < u64::from(n) {
+        step.why_not.push(format!(
+            "{} of {n} sessions started, {} completed",
+            step.started, step.completed
+        ));
+    }
+    if step.lost > 0 {
+        step.why_not.push(format!("{} packets lost", step.lost));
+    }
+    if let Some(p99) = step.send_p99_ms.filter(|&p| p > args.max_send_p99_ms) {
+        step.why_not.push(format!("send lateness p99 {p99:.2} ms"));
+    }
+    step.held = step.why_not.is_empty();
+    Ok(step)
+}
+
+fn stats(server: &Server, pid: u32) -> Result<Option<Value>, String> {
+    server.stats_json.as_ref().map(|p| server_stats(pid, p)).transpose()
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn sleep_until(t: Instant) {
+    if let Some(d) = t.checked_duration_since(Instant::now()) {
+        thread::sleep(d);
+    }
+}
+
+fn print_step(s: &Step) {
+    println!(
+        "{} {:>6} sessions: {} | {} received, {} lost | {:.0} packets/s | CPU {:.0}% = {:.0} ns/packet | {:.1} KiB/session | \
+         send p99 {} | arrival p99 {:.2} ms | first packet p99 {:.2} ms",
+        s.server,
+        s.sessions,
+        if s.held { "held".to_owned() } else { format!("did not hold: {}", s.why_not.join(", ")) },
+        s.received,
+        s.lost,
+        s.pps,
+        s.cpu * 100.0,
+        s.ns_per_packet,
+        s.kib_per_session,
+        s.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
+        s.arrival_p99_ms,
+        s.first_packet_p99_ms
+    );
+}
+
+/// The Markdown report: how it was made, the table, and what it says.
+fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: (f64, u64), steps: &[Step]) -> String {
+    let mut r = String::new();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let date = utc_date(SystemTime::now());
+    let command = if args.smoke {
+        "cargo run --release -p streamalot-perf --bin capacity-bench -- --smoke".to_owned()
+    } else {
+        "cargo run --release -p streamalot-perf --bin capacity-bench".to_owned()
+    };
+    let movie_name = movie
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let _ = writeln!(r, "## Capacity: concurrent sessions on one shard core\n");
+    let _ = writeln!(r, "```sh\n{command}\n```\n");
+    let _ = writeln!(
+        r,
+        "**Machine**: {}. Measured {date} on commit `{commit}`. Server: `streamalot serve --shards 1` (control \
+         core {}, shard core {}); GStreamer's server (`tools/gst-rtsp-peer`) pinned to core {}; rtpload on \
+         core(s) {:?}, UDP. Server and client share the machine.\n",
+        os::machine(),
+        args.server_core.saturating_sub(1),
+        args.server_core,
+        args.server_core,
+        args.client_cores
+    );
+    let _ = writeln!(
+        r,
+        "**Workload**: `{movie_name}`, {kbps:.0} kbit/s, {movie_pps:.1} packets/s per session; sessions start at \
+         {}/s, and each step is measured for {} s while all of its sessions play. A step holds when no session \
+         fails, no packet is lost and the server's send lateness p99 stays under {} ms; stepping stops at the \
+         first that does not.\n",
+        args.ramp, args.hold, args.max_send_p99_ms
+    );
+    let _ = writeln!(
+        r,
+        "| server | sessions | held | lost | packets/s | server CPU | ns/packet | KiB/session | send p99 | \
+         arrival p99 | first packet p99 | RTSP p99 | client CPU |"
+    );
+    let _ = writeln!(
+        r,
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for s in steps {
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | {} | {}{:.0} | {:.0}% | {} | {:.1} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% |",
+            s.server,
+            s.sessions,
+            if s.held {
+                "yes".to_owned()
+            } else {
+                format!("no: {}", s.why_not.join(", "))
+            },
+            s.lost,
+            if s.pps_measured { "" } else { "~" },
+            s.pps,
+            s.cpu * 100.0,
+            if s.ns_per_packet.is_finite() {
+                format!("{:.0}", s.ns_per_packet)
+            } else {
+                "-".into()
+            },
+            s.kib_per_session,
+            s.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
+            s.arrival_p99_ms,
+            s.first_packet_p99_ms,
+            s.rtsp_p99_ms,
+            s.client_cpu * 100.0
+        );
+    }
+    let raw_ns = 1e9 / raw.0;
+    let _ = writeln!(
+        r,
+        "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | |\n",
+        raw.0 / movie_pps,
+        raw.0
+    );
+    let _ = writeln!(
+        r,
+        "Columns: *packets/s* is the server's own count while every session played (`~`: for GStreamer, which \
+         does not count, sessions times the movie's packet rate); *server CPU* is its CPU time over that window \
+         (from /proc, all threads) as a share of one core, and *ns/packet* that time per packet; *KiB/session* \
+         is its resident memory's growth over an idle server, per session; *send p99* is the server's send \
+         lateness over the whole run (its histogram: how long after its due time a packet left); *arrival \
+         p99* is rtpload's arrival lateness (behind the stream's RTP-timestamp schedule), *first packet* the \
+         time from PLAY to the first packet and *RTSP* the response time, all at p99 over every session. The \
+         raw limit is shard-bench's loop (a): this movie's datagrams for 2,000 sessions replayed prebuilt on the \
+         shard's core; its session count is how many sessions that packet rate would feed.\n"
+    );
+    let best = steps
+        .iter()
+        .filter(|s| s.server == "streamalot" && s.held && s.ns_per_packet.is_finite())
+        .max_by_key(|s| s.sessions);
+    if let Some(b) = best {
+        let _ = writeln!(
+            r,
+            "Read against the goals: the most sessions held is {} ({:.0}% of the shard core, {:.0} ns per packet, \
+             {:.0}% of the raw loop's packets per CPU-second); send lateness p99 there {}; first packet p99 \
+             {:.2} ms while {}/s arrived; {:.1} KiB of server memory per session.",
+            b.sessions,
+            b.cpu * 100.0,
+            b.ns_per_packet,
+            100.0 * raw_ns / b.ns_per_packet,
+            b.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
+            b.first_packet_p99_ms,
+            args.ramp,
+            b.kib_per_session
+        );
+    }
+    r.push_str("\n![capacity](capacity.svg)\n");
+    r
+}
+
+/// `2026-12-01` in UTC.
+fn utc_date(t: SystemTime) -> String {
+    let days = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Two charts: server CPU per step against the raw limit's, and the p99s.
+fn plot(steps: &[Step], raw_pps: f64, movie_pps: f64, bound_ms: f64) -> String {
+    let mut by_server: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
+    for s in steps {
+        by_server.entry(s.server).or_default().push(s);
+    }
+    let xs: Vec<f64> = steps.iter().map(|s| f64::from(s.sessions)).collect();
+    let (lo, hi) = (
+        xs.iter().copied().fold(f64::MAX, f64::min),
+        xs.iter().copied().fold(f64::MIN, f64::max),
+    );
+    let mut cpu = Vec::new();
+    for (i, (server, s)) in by_server.iter().enumerate() {
+        cpu.push(Series {
+            name: format!("{server}: server CPU"),
+            color: PALETTE[i % PALETTE.len()],
+            points: s.iter().map(|s| (f64::from(s.sessions), s.cpu * 100.0)).collect(),
+            dashed: false,
+        });
+    }
+    cpu.push(Series {
+        name: "raw sendmmsg loop at the same packet rate".into(),
+        color: "#888888",
+        points: [lo, hi].iter().map(|&n| (n, 100.0 * n * movie_pps / raw_pps)).collect(),
+        dashed: true,
+    });
+    let mut late = Vec::new();
+    let mut c = 0;
+    for (server, s) in &by_server {
+        for (what, f) in [
+            (
+                "send lateness",
+                (|s: &Step| s.send_p99_ms.unwrap_or(0.0)) as fn(&Step) -> f64,
+            ),
+            ("arrival lateness", |s: &Step| s.arrival_p99_ms),
+            ("first packet", |s: &Step| s.first_packet_p99_ms),
+        ] {
+            let points: Vec<(f64, f64)> = s
+                .iter()
+                .map(|s| (f64::from(s.sessions), f(s)))
+                .filter(|p| p.1 > 0.0)
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            late.push(Series {
+                name: format!("{server}: {what} p99"),
+                color: PALETTE[c % PALETTE.len()],
+                points,
+                dashed: false,
+            });
+            c += 1;
+        }
+    }
+    late.push(Series {
+        name: format!("send-lateness bound, {bound_ms} ms"),
+        color: "#888888",
+        points: vec![(lo, bound_ms), (hi, bound_ms)],
+        dashed: true,
+    });
+    plot::svg(&[
+        Chart {
+            title: "Server CPU by concurrent sessions".into(),
+            x_label: "concurrent sessions".into(),
+            y_label: "CPU, % of one core".into(),
+            series: cpu,
+        },
+        Chart {
+            title: "Latency at p99".into(),
+            x_label: "concurrent sessions".into(),
+            y_label: "milliseconds".into(),
+            series: late,
+        },
+    ])
+}
+
+const BEGIN: &str = "<!-- capacity-bench: begin (written by capacity-bench; edits here are replaced) -->";
+const END: &str = "<!-- capacity-bench: end -->";
+
+/// Replaces the capacity section of the results file (or appends one).
+fn update_results(path: &Path, report: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let section = format!("{BEGIN}\n{report}{END}\n");
+    let updated = match (text.find(BEGIN), text.find(END)) {
+        (Some(a), Some(b)) if b > a => format!(
+            "{}{section}{}",
+            &text[..a],
+            text[b + END.len()..].trim_start_matches('\n')
+        ),
+        _ => format!("{}\n{section}", text.trim_end()),
+    };
+    std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))
+}

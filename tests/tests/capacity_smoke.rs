@@ -1,0 +1,85 @@
+//! A small run of the capacity benchmark, to keep it working: a few
+//! sessions against streamalot and GStreamer's server for a few seconds.
+//! It checks correctness only (no loss, every step held, every file
+//! written and readable), never a timing.
+
+use std::process::Command;
+use std::time::Duration;
+
+use streamalot_tests::{
+    capacity_bench_binary, describe, media::media, rtpload_binary, run_within, scratch_dir, streamalot_binary,
+};
+
+#[test]
+fn the_capacity_benchmark_runs_and_writes_its_report() {
+    let bin_dir = streamalot_binary().parent().expect("a directory").to_owned();
+    assert_eq!(rtpload_binary().parent(), Some(bin_dir.as_path()));
+    let out = scratch_dir().join("capacity");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cmd = Command::new(capacity_bench_binary());
+    cmd.arg("--smoke")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--movie")
+        .arg(media().h264_mp4())
+        .arg("--out")
+        .arg(&out)
+        .args(["--results", "-"]);
+    let run = run_within(&mut cmd, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{} failed ({}):\n{stdout}\n{}",
+        describe(&cmd),
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| ---"))
+        .collect();
+    let row = |server: &str| {
+        rows.iter()
+            .find(|r| r.starts_with(&format!("| {server} |")))
+            .unwrap_or_else(|| panic!("no {server} row in the report:\n{report}"))
+            .split('|')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+    };
+    for server in ["streamalot", "GStreamer"] {
+        let r = row(server);
+        // | server | sessions | held | lost | ...
+        assert_eq!(r[3], "yes", "{server} did not hold:\n{report}");
+        assert_eq!(r[4], "0", "{server} lost packets:\n{report}");
+    }
+    assert!(
+        rows.iter().any(|r| r.starts_with("| raw `sendmmsg` limit |")),
+        "{report}"
+    );
+
+    let svg = std::fs::read_to_string(out.join("capacity.svg")).expect("capacity.svg");
+    assert!(svg.starts_with("<svg") && svg.contains("<circle"), "an empty plot");
+    for step in ["streamalot-4", "gstreamer-2"] {
+        let dir = out.join(step);
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("rtpload/summary.json")).expect("summary.json"))
+                .expect("JSON");
+        assert_eq!(summary["packets"]["lost"], 0, "{step}: {summary}");
+        assert!(summary["packets"]["received"].as_u64() > Some(0), "{step}: {summary}");
+        for file in ["rtpload.hlog", "latency.svg", "lateness.hgrm", "sessions.csv"] {
+            let path = dir.join("rtpload").join(file);
+            assert!(
+                std::fs::metadata(&path).is_ok_and(|m| m.len() > 0),
+                "{step}: {} missing or empty",
+                path.display()
+            );
+        }
+    }
+    // streamalot's own counters were read while the sessions played.
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("streamalot-4/stats.json")).expect("stats.json"))
+            .expect("JSON");
+    assert!(stats["packets"].as_u64() > Some(0), "{stats}");
+}
