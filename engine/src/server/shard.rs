@@ -37,9 +37,12 @@ use crate::session::{Context, Destination, Effect, Session};
 use crate::stats::ShardStats;
 
 const MS: Nanos = 1_000_000;
-/// Packets due within this much of now go out in the current batch: fewer,
-/// fuller `sendmmsg` calls for at most this much earliness.
-const LOOKAHEAD: Nanos = MS / 2;
+/// A round sends every packet due within this much of its start, and the
+/// next round comes no sooner than this much later: at most a thousand
+/// rounds a second, each one batch, with packets at most this early and
+/// (timer slack aside) never late. Waking for every packet instead costs a
+/// context switch per packet, which under load costs more than the sending.
+const LOOKAHEAD: Nanos = MS;
 const HOUSEKEEPING: Nanos = 250 * MS;
 /// RTCP sender reports, per stream (RFC 3550 suggests about 5 s).
 const SR_INTERVAL: Nanos = 5_000 * MS;
@@ -668,19 +671,22 @@ fn send_tcp(c: &Conn, channel: u8, header: &[u8; 12], packet: &Packet, data: &[u
 
 async fn pace(shard: Rc<RefCell<Shard>>, wake: LocalReceiver<()>) {
     loop {
-        let next = shard.borrow_mut().pump(now());
-        // Wake a lookahead early: the round then sends what is due by the
-        // time it ends, and the timer's own wake-up delay does not make every
-        // packet late.
-        let wait = next.saturating_sub(LOOKAHEAD).saturating_sub(now());
+        let started = now();
+        let next = shard.borrow_mut().pump(started);
+        // The next round: a lookahead before the next packet is due, so that
+        // the timer's own wake-up delay does not make it late, but not
+        // sooner than a round from this one.
+        let at = next.saturating_sub(LOOKAHEAD).max(started + LOOKAHEAD);
+        let wait = at.saturating_sub(now());
         if wait == 0 {
-            // A full round: let other tasks run before the next one.
+            // The round took a whole round: let other tasks run first.
             glommio::yield_if_needed().await;
             continue;
         }
         let sleep = async {
             glommio::timer::sleep(Duration::from_nanos(wait)).await;
         };
+        // A new PLAY does not wait for the round.
         let woken = async {
             wake.recv().await;
         };
