@@ -312,6 +312,13 @@ mod tests {
         enable_timestamps(&rx).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
+        let mut bufs = RecvBufs::with_timestamps(4, 64);
+        // Linux turns receive timestamping on for the whole system a moment
+        // after the first socket asks (a deferred static key); until then a
+        // datagram is stamped when it is read. Wait that moment out.
+        tx.send_to(b"warm-up", to).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(recv_batch_timestamped(&rx, &mut bufs).unwrap().count(), 1);
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         tx.send_to(b"one", to).unwrap();
         std::thread::sleep(Duration::from_millis(30));
@@ -319,7 +326,6 @@ mod tests {
         let sent_second = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         // Read late: the timestamps must still be the arrival times.
         std::thread::sleep(Duration::from_millis(30));
-        let mut bufs = RecvBufs::with_timestamps(4, 64);
         let got: Vec<(Vec<u8>, Duration)> = recv_batch_timestamped(&rx, &mut bufs)
             .unwrap()
             .map(|d| {
@@ -329,11 +335,13 @@ mod tests {
             .collect();
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].0.as_slice(), got[1].0.as_slice()), (&b"one"[..], &b"two"[..]));
-        // Ordered, at least the sleep apart, and each no later than right
-        // after it was sent (allowing for clock granularity).
+        // In order, and no later than right after each was sent (allowing
+        // for clock granularity): the time the kernel got them, not the time
+        // they were read, 30 ms later. (How far apart the two are is left
+        // alone: on a loaded machine the kernel may deliver the first late.)
         let slack = Duration::from_millis(5);
         assert!(got[0].1 + slack >= before, "{got:?} before {before:?}");
-        assert!(got[1].1 >= got[0].1 + Duration::from_millis(25), "{got:?}");
+        assert!(got[1].1 >= got[0].1, "{got:?}");
         assert!(got[1].1 <= sent_second + slack, "{got:?} vs {sent_second:?}");
         // The same buffers work again, and a socket without the option gets
         // no timestamps but still its datagrams.
