@@ -9,4 +9,5 @@ pub mod os;
 pub mod plot;
 pub mod process;
 pub mod receiver;
+pub mod run;
 pub mod shard;

@@ -16,47 +16,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loader::Movie;
-use streamalot::net::{Flushed, RTP_HEADER_LEN};
+use streamalot::net::RTP_HEADER_LEN;
 use streamalot::pacer::{self, KeyMap, Schedule, SessionKey, UdpRound};
 use streamalot::playback::{Nanos, Playback, StreamSeeds};
 use streamalot::session::Destination;
 use streamalot::stats::ShardStats;
 
 use crate::os::Cpu;
+use crate::run::Run;
 
 /// At most this many datagrams per `sendmmsg`: the shard's batch.
 pub const BATCH: usize = 256;
-
-/// What one timed loop did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Run {
-    pub flushed: Flushed,
-    pub rounds: u64,
-    pub wall: Duration,
-    pub cpu: Cpu,
-    /// What the receiver counted of it, filled in by the caller.
-    pub received: u64,
-}
-
-impl Run {
-    pub fn pps(&self) -> f64 {
-        self.flushed.sent as f64 / self.wall.as_secs_f64()
-    }
-
-    pub fn cpu_ns_per_packet(&self) -> f64 {
-        self.cpu.total().as_nanos() as f64 / self.flushed.sent.max(1) as f64
-    }
-
-    pub fn add(&mut self, o: &Run) {
-        self.flushed.sent += o.flushed.sent;
-        self.flushed.would_block += o.flushed.would_block;
-        self.flushed.failed += o.flushed.failed;
-        self.rounds += o.rounds;
-        self.wall += o.wall;
-        self.cpu.add(o.cpu);
-        self.received += o.received;
-    }
-}
 
 /// The sessions a shard serves, from their start.
 #[derive(Clone)]

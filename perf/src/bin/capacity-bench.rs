@@ -34,6 +34,7 @@ use serde_json::Value;
 use streamalot::net::bind_pair;
 use streamalot_perf::plot::{self, Chart, Series, PALETTE};
 use streamalot_perf::receiver::{self, Receiver};
+use streamalot_perf::run::measure;
 use streamalot_perf::shard::Sim;
 use streamalot_perf::{movie_maker, os, process};
 
@@ -324,15 +325,11 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<(f64, u64), String> {
         .map_err(|e| format!("sender socket: {e}"))?
         .rtp;
     let (core, seconds) = (args.server_core, args.raw_seconds);
-    let before = receiver.settle();
-    let run = thread::spawn(move || {
+    let run = measure(&receiver, move || {
         os::pin(Some(core))?;
         replay.send(&tx, Duration::from_secs_f64(seconds))
-    })
-    .join()
-    .map_err(|_| "the raw loop panicked".to_string())??;
-    let received = receiver.settle() - before;
-    Ok((1e9 / run.cpu_ns_per_packet(), received))
+    })?;
+    Ok((1e9 / run.cpu_ns_per_packet(), run.received))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -23,7 +23,6 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -31,6 +30,7 @@ use streamalot::net::{bind_pair, Flushed, SendBatch, RTP_HEADER_LEN};
 use streamalot::playback::rtp_header;
 use streamalot_perf::os::{self, Cpu};
 use streamalot_perf::receiver::{self, Receiver};
+use streamalot_perf::run::{measure, Run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,34 +69,6 @@ struct Args {
     /// sender pays for waking it (by default it polls and never sleeps).
     #[arg(long)]
     receiver_sleeps: bool,
-}
-
-/// What one timed send loop did.
-#[derive(Debug, Default, Clone, Copy)]
-struct Run {
-    flushed: Flushed,
-    wall: Duration,
-    cpu: Cpu,
-    received: u64,
-}
-
-impl Run {
-    fn pps(&self) -> f64 {
-        self.flushed.sent as f64 / self.wall.as_secs_f64()
-    }
-
-    fn cpu_ns_per_packet(&self) -> f64 {
-        self.cpu.total().as_nanos() as f64 / self.flushed.sent.max(1) as f64
-    }
-
-    fn add(&mut self, other: &Run) {
-        self.flushed.sent += other.flushed.sent;
-        self.flushed.would_block += other.flushed.would_block;
-        self.flushed.failed += other.flushed.failed;
-        self.wall += other.wall;
-        self.cpu.add(other.cpu);
-        self.received += other.received;
-    }
 }
 
 fn main() {
@@ -218,7 +190,7 @@ fn run(args: &Args) -> Result<(), String> {
 
 fn print_runs(runs: &[Run; Loop::ALL.len()]) {
     for (which, run) in Loop::ALL.into_iter().zip(runs) {
-        print_run(which.label(), run);
+        run.print(which.label());
     }
     let [raw, batch, batch_gso, raw_gso] = runs;
     for (name, run, base, base_name) in [
@@ -232,47 +204,6 @@ fn print_runs(runs: &[Run; Loop::ALL.len()]) {
             run.cpu_ns_per_packet() / base.cpu_ns_per_packet()
         );
     }
-}
-
-fn print_run(label: &str, run: &Run) {
-    let sent = run.flushed.sent as u64;
-    let lost = sent.saturating_sub(run.received);
-    let per_packet = |d: Duration| d.as_nanos() as f64 / sent.max(1) as f64;
-    println!("{label}");
-    println!(
-        "    sent        {:>11} packets in {:.2} s = {:>9.0} packets/s",
-        sent,
-        run.wall.as_secs_f64(),
-        run.pps()
-    );
-    println!(
-        "    not sent    {:>11} (EAGAIN/ENOBUFS), {} other errors",
-        run.flushed.would_block, run.flushed.failed
-    );
-    println!(
-        "    received    {:>11} packets, lost {lost} ({:.3}%)",
-        run.received,
-        100.0 * lost as f64 / sent.max(1) as f64
-    );
-    println!(
-        "    sender CPU  {:>11.3} s ({:.0}% of the time) = {:.0} ns/packet (user {:.0} + sys {:.0})",
-        run.cpu.total().as_secs_f64(),
-        100.0 * run.cpu.total().as_secs_f64() / run.wall.as_secs_f64(),
-        run.cpu_ns_per_packet(),
-        per_packet(run.cpu.user),
-        per_packet(run.cpu.sys)
-    );
-}
-
-/// Runs one timed loop on its own thread and counts what the receiver got of
-/// it (waiting until the receiver has gone quiet).
-fn measure(receiver: &Receiver, body: impl FnOnce() -> Result<Run, String> + Send + 'static) -> Result<Run, String> {
-    let before = receiver.settle();
-    let mut run = thread::spawn(body)
-        .join()
-        .map_err(|_| "sender thread panicked".to_string())??;
-    run.received = receiver.settle() - before;
-    Ok(run)
 }
 
 /// The raw limits: the same `mmsghdr`s, all pointing at one packet (or, with
@@ -385,7 +316,7 @@ fn raw_loop(
         flushed,
         wall,
         cpu,
-        received: 0,
+        ..Run::default()
     })
 }
 
@@ -451,6 +382,6 @@ fn batch_loop(
         flushed,
         wall,
         cpu,
-        received: 0,
+        ..Run::default()
     })
 }

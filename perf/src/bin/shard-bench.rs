@@ -22,7 +22,6 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use clap::Parser;
@@ -32,7 +31,8 @@ use streamalot::playback::Nanos;
 use streamalot_perf::movie_maker;
 use streamalot_perf::os;
 use streamalot_perf::receiver::{self, Receiver};
-use streamalot_perf::shard::{Run, Sim, BATCH};
+use streamalot_perf::run::{measure, Run};
+use streamalot_perf::shard::{Sim, BATCH};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -212,18 +212,14 @@ fn run(args: &Args) -> Result<(), String> {
             }
             let tx = tx.try_clone().map_err(|e| e.to_string())?;
             let (sim, replay, core) = (sim.clone(), replay.clone(), args.shard_core);
-            let before = receiver.settle();
-            let mut run = thread::spawn(move || {
+            let run = measure(&receiver, move || {
                 os::pin(Some(core))?;
                 match which {
                     Loop::Raw => replay.send(&tx, duration),
                     Loop::Shard => sim.serve(&tx, false, duration),
                     Loop::ShardGso => sim.serve(&tx, true, duration),
                 }
-            })
-            .join()
-            .map_err(|_| "the sending thread panicked".to_string())??;
-            run.received = receiver.settle() - before;
+            })?;
             runs[i] = run;
             totals[i].add(&run);
         }
@@ -255,40 +251,9 @@ fn packets_per_second(movie: &Movie) -> f64 {
 
 fn print_runs(runs: &[Run; Loop::ALL.len()]) {
     for (which, run) in Loop::ALL.into_iter().zip(runs) {
-        let sent = run.flushed.sent as u64;
-        let lost = sent.saturating_sub(run.received);
-        let per = |d: Duration| d.as_nanos() as f64 / sent.max(1) as f64;
-        if run.rounds == 0 {
-            continue;
+        if run.rounds > 0 {
+            run.print(which.label());
         }
-        println!("{}", which.label());
-        println!(
-            "    sent        {sent:>11} packets in {:.2} s = {:>9.0} packets/s ({:.0} per round)",
-            run.wall.as_secs_f64(),
-            run.pps(),
-            sent as f64 / run.rounds.max(1) as f64
-        );
-        println!(
-            "    not sent    {:>11} (EAGAIN/ENOBUFS), {} other errors",
-            run.flushed.would_block, run.flushed.failed
-        );
-        println!(
-            "    received    {:>11} packets, lost {lost} ({:.3}%)",
-            run.received,
-            100.0 * lost as f64 / sent.max(1) as f64
-        );
-        println!(
-            "    shard CPU   {:>11.3} s ({:.0}% of the time) = {:.0} ns/packet (user {:.0} + sys {:.0})",
-            run.cpu.total().as_secs_f64(),
-            100.0 * run.cpu.total().as_secs_f64() / run.wall.as_secs_f64(),
-            run.cpu_ns_per_packet(),
-            per(run.cpu.user),
-            per(run.cpu.sys)
-        );
-        println!(
-            "    per core    {:>11.0} packets per CPU-second (what one core sends when the thread has it all)",
-            1e9 / run.cpu_ns_per_packet()
-        );
     }
     let [raw, shard, gso] = runs;
     if raw.flushed.sent == 0 {
