@@ -8,6 +8,21 @@ use std::time::Duration;
 
 use crate::{describe, require_tool, run_ok, run_within};
 
+/// ffmpeg output arguments for comparing what it read with what the file
+/// holds: video decoded (hashes of the pictures, the same whether the
+/// bitstream came in MP4 or RTP framing), audio copied (hashes of the AAC
+/// frames), every frame kept as it comes.
+pub const FRAME_HASHES: &[&str] = &[
+    "-map",
+    "0:v:0",
+    "-map",
+    "0:a:0",
+    "-c:a",
+    "copy",
+    "-fps_mode",
+    "passthrough",
+];
+
 /// One line of `framemd5` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {

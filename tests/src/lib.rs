@@ -58,6 +58,20 @@ pub fn require_tool(tool: &'static str) {
     }
 }
 
+/// Starts `command` with stdin closed and stdout and stderr piped, for
+/// [`wait_with_timeout`]; returns the child and the command line, which
+/// names it in failure messages.
+pub fn spawn(command: &mut Command) -> (Child, String) {
+    let what = describe(command);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    (child, what)
+}
+
 /// Runs `command` to completion (stdin closed, stdout and stderr captured),
 /// killing it after [`COMMAND_TIMEOUT`].
 pub fn run(command: &mut Command) -> Output {

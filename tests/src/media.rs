@@ -14,7 +14,7 @@
 //! plus one movie without hint tracks, which the server must refuse.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 
 use crate::{require_tool, scratch_dir, wait_with_timeout, COMMAND_TIMEOUT};
@@ -181,13 +181,7 @@ fn generate() -> TestMedia {
                 cmd.args(["-movflags", "+rtphint"]);
             }
             cmd.args(["-f", r.format]).arg(&partial);
-            let what = crate::describe(&cmd);
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+            let (child, what) = crate::spawn(&mut cmd);
             (r, path, partial, child, what)
         })
         .collect();

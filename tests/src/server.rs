@@ -186,6 +186,20 @@ impl Server {
         self.collect(status)
     }
 
+    /// [`stop`](Server::stop)s the server, which must exit successfully:
+    /// a shutdown that fails is a bug the test should report, with stderr.
+    pub fn stop_cleanly(self) -> Stopped {
+        let command = self.command.clone();
+        let stopped = self.stop();
+        assert!(
+            stopped.status.success(),
+            "{command} exited with {} on SIGTERM:\n{}",
+            stopped.status,
+            stopped.stderr
+        );
+        stopped
+    }
+
     fn collect(&mut self, status: ExitStatus) -> Stopped {
         self.child = None;
         let text = |h: Option<JoinHandle<Vec<u8>>>| {

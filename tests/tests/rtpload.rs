@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
@@ -24,7 +24,7 @@ use serde_json::Value;
 use streamalot_tests::media::media;
 use streamalot_tests::peers::GstPeer;
 use streamalot_tests::server::{library, parse_access_log, Server};
-use streamalot_tests::{describe, rtpload_binary, scratch_dir, wait_with_timeout};
+use streamalot_tests::{rtpload_binary, scratch_dir, spawn, wait_with_timeout};
 
 /// The histograms summary.json must have, each with these figures.
 const HISTOGRAMS: [&str; 4] = ["first_packet", "jitter", "lateness", "rtsp_response"];
@@ -49,13 +49,7 @@ fn start_load(url: &str, transport: &str, sessions: u32, seconds: u32, out: &Pat
         .args(["--max-loss", "0"])
         .arg("--out")
         .arg(out);
-    let what = describe(&cmd);
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let (child, what) = spawn(&mut cmd);
     Load {
         child,
         what,
@@ -297,13 +291,7 @@ fn rtpload_plays_streamalot_over_udp_and_tcp() {
 
     // What the server says it sent is what arrived, play by play.
     let access_log = server.access_log.clone();
-    let stopped = server.stop();
-    assert!(
-        stopped.status.success(),
-        "the server exited with {}:\n{}",
-        stopped.status,
-        stopped.stderr
-    );
+    server.stop_cleanly();
     let log = parse_access_log(&std::fs::read_to_string(&access_log).expect("the access log"));
     let number = |r: &HashMap<String, String>, field: &str| -> u64 {
         r[field]

@@ -12,17 +12,17 @@
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use loader::Movie;
-use streamalot_tests::ffmpeg::FrameHashes;
+use streamalot_tests::ffmpeg::{FrameHashes, FRAME_HASHES};
 use streamalot_tests::media::media;
 use streamalot_tests::rtp::{hinted_aac_frames, RtpPacket};
 use streamalot_tests::server::free_udp_run;
-use streamalot_tests::{describe, require_tool, run_ok, scratch_dir, wait_with_timeout, COMMAND_TIMEOUT};
+use streamalot_tests::{describe, require_tool, run_ok, scratch_dir, spawn, wait_with_timeout, COMMAND_TIMEOUT};
 
 /// How much faster than real time the packets are sent.
 const SPEEDUP: i64 = 8;
@@ -47,23 +47,6 @@ fn mpeg4_aac_3gp_plays_from_the_loader_sdp() {
     round_trip("mpeg4-aac.3gp");
 }
 
-/// ffmpeg arguments after the input: video decoded (hashes of the pictures,
-/// the same whether the bitstream came in MP4 or RTP framing), audio copied
-/// (hashes of the AAC frames), every frame kept as it comes.
-const FRAMEMD5: &[&str] = &[
-    "-map",
-    "0:v:0",
-    "-map",
-    "0:a:0",
-    "-c:a",
-    "copy",
-    "-fps_mode",
-    "passthrough",
-    "-f",
-    "framemd5",
-    "-",
-];
-
 fn round_trip(name: &str) {
     require_tool("ffmpeg");
     let clip = media().clip(name);
@@ -73,7 +56,8 @@ fn round_trip(name: &str) {
         Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i"])
             .arg(&clip.path)
-            .args(FRAMEMD5),
+            .args(FRAME_HASHES)
+            .args(["-f", "framemd5", "-"]),
     );
     let reference = FrameHashes::parse(&String::from_utf8_lossy(&reference.stdout));
 
@@ -176,13 +160,9 @@ fn start_client(movie: &Movie, name: &str) -> (Child, Ports) {
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"])
         .args(["-protocol_whitelist", "file,udp,rtp", "-i"])
         .arg(&sdp_path)
-        .args(FRAMEMD5)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", describe(&cmd)));
+        .args(FRAME_HASHES)
+        .args(["-f", "framemd5", "-"]);
+    let (mut child, _) = spawn(&mut cmd);
     let wanted: Vec<u16> = ports.values().flat_map(|&p| [p, p + 1]).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !wanted.iter().all(|&p| udp_port_in_use(p)) {

@@ -80,13 +80,7 @@ fn two_hundred_clients_play_to_the_end_and_leave_nothing_behind() {
         after[ROUNDS - 1] <= after[ROUNDS - 2] + LEAK_SLACK_KIB,
         "memory grows with every round of sessions: {after:?} KiB after each round"
     );
-    let stopped = server.stop();
-    assert!(
-        stopped.status.success(),
-        "the server exited with {}:\n{}",
-        stopped.status,
-        stopped.stderr
-    );
+    server.stop_cleanly();
 }
 
 /// Plays [`CLIENTS`] sessions at once, half UDP, half TCP, each to its end;

@@ -687,6 +687,5 @@ fn limits_and_timeouts_hold() {
     assert_eq!(record["s-pkts-sent"], sent.to_string(), "{record:?}");
     drop(conn);
     drop(silent);
-    let stopped = server.stop();
-    assert!(stopped.status.success(), "{}", stopped.stderr);
+    server.stop_cleanly();
 }

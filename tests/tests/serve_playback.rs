@@ -14,27 +14,13 @@ use std::thread;
 use std::time::Duration;
 
 use loader::{Movie, PacketFlags};
-use streamalot_tests::ffmpeg::{framemd5, key_frames, Frame};
+use streamalot_tests::ffmpeg::{framemd5, key_frames, Frame, FRAME_HASHES};
 use streamalot_tests::media::media;
 use streamalot_tests::rtp::{ffmpeg_stream_for, hinted_aac_frames, loader_packets, RtpPacket};
 use streamalot_tests::rtsp::{rtp_info, Lower, Player, Stream};
 use streamalot_tests::server::{library, Server};
 
 const PLAY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// ffmpeg output arguments: video decoded (hashes of the pictures, the same
-/// whether the bitstream came in MP4 or RTP framing), audio copied (hashes
-/// of the AAC frames), every frame kept as it comes.
-const FRAMES: &[&str] = &[
-    "-map",
-    "0:v:0",
-    "-map",
-    "0:a:0",
-    "-c:a",
-    "copy",
-    "-fps_mode",
-    "passthrough",
-];
 
 #[test]
 fn ffmpeg_plays_every_movie_bit_exact_over_tcp_and_udp() {
@@ -47,7 +33,7 @@ fn ffmpeg_plays_every_movie_bit_exact_over_tcp_and_udp() {
             let url = server.url(clip.name);
             let name = clip.name;
             runs.push(thread::spawn(move || {
-                let got = framemd5(&["-rtsp_transport", transport], &url, FRAMES, PLAY_TIMEOUT);
+                let got = framemd5(&["-rtsp_transport", transport], &url, FRAME_HASHES, PLAY_TIMEOUT);
                 (name, transport, got)
             }));
         }
@@ -57,7 +43,12 @@ fn ffmpeg_plays_every_movie_bit_exact_over_tcp_and_udp() {
         let (name, transport, got) = run.join().expect("an ffmpeg run");
         let clip = media().clip(name);
         let movie = Movie::open(&clip.path).expect("a test clip");
-        let file = framemd5(&[], clip.path.to_str().expect("a UTF-8 path"), FRAMES, PLAY_TIMEOUT);
+        let file = framemd5(
+            &[],
+            clip.path.to_str().expect("a UTF-8 path"),
+            FRAME_HASHES,
+            PLAY_TIMEOUT,
+        );
         for (stream, kind) in [(0, "video"), (1, "audio")] {
             let mut want = file.hashes(stream);
             assert!(!want.is_empty(), "{name}: ffmpeg found no {kind} frames in the file");
@@ -100,7 +91,7 @@ fn ffmpeg_seeks_to_the_key_frame_at_or_before() {
     let server = Server::start(&library("seek", &[clip]), &[]);
     let url = server.url("h264-aac.mp4");
     let keys = key_frames(clip);
-    let file = framemd5(&["-copyts"], clip.to_str().expect("UTF-8"), FRAMES, PLAY_TIMEOUT);
+    let file = framemd5(&["-copyts"], clip.to_str().expect("UTF-8"), FRAME_HASHES, PLAY_TIMEOUT);
     let file_video = file.frames(0);
     let tb = file.time_base[&0];
     // ffmpeg asks for a little before `-ss` when the video has B-frames (3/23
@@ -121,7 +112,7 @@ fn ffmpeg_seeks_to_the_key_frame_at_or_before() {
         let got = framemd5(
             &["-ss", seek, "-noaccurate_seek", "-copyts", "-rtsp_transport", "tcp"],
             &url,
-            FRAMES,
+            FRAME_HASHES,
             PLAY_TIMEOUT,
         );
         assert_eq!(got.time_base[&0], tb, "the decoded video's time base");
