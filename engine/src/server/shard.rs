@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
-use glommio::net::{TcpStream, UdpSocket};
+use glommio::net::TcpStream;
 use loader::{Movie, Packet};
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
@@ -28,7 +28,7 @@ use super::{now, parse_session_id, read_more, release_if_empty, session_id, From
 use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::library::Library;
-use crate::net::UdpPair;
+use crate::net::{recv_batch, RecvBufs, UdpPair};
 use crate::pacer::{self, KeyMap, Schedule, UdpRound};
 use crate::playback::{Nanos, StreamSeeds};
 use crate::rtcp;
@@ -50,6 +50,8 @@ const SR_INTERVAL: Nanos = 5_000 * MS;
 const ENDED_GRACE: Nanos = 5_000 * MS;
 /// At most this many messages per `sendmmsg`.
 const BATCH: usize = 256;
+/// At most this many RTCP datagrams per `recvmmsg`.
+const RTCP_BATCH: usize = 64;
 /// Capacity an interleaved connection's write buffers may keep between
 /// writes.
 const WRITE_BUFFER_KEEP: usize = 64 * 1024;
@@ -126,6 +128,8 @@ struct Shard {
     ports: (u16, u16),
     rtp: std::net::UdpSocket,
     rtcp: std::net::UdpSocket,
+    /// Buffers for draining `rtcp`; out of their place while in use.
+    rtcp_bufs: Option<RecvBufs>,
     sessions: KeyMap<SessionKey, Entry>,
     schedule: Schedule,
     /// The sessions that have each client RTCP address. Usually one, but a
@@ -168,15 +172,6 @@ pub async fn run(
         }
     };
     let UdpPair { rtp, rtcp } = pair;
-    let rtcp_rx = match rtcp.try_clone() {
-        // SAFETY: `into_raw_fd` gives up the clone's only owner, so glommio's
-        // socket becomes the sole owner of that descriptor.
-        Ok(c) => unsafe { UdpSocket::from_raw_fd(c.into_raw_fd()) },
-        Err(e) => {
-            warn!(shard = index, error = %e, "cannot read RTCP: receiver reports will be ignored");
-            return;
-        }
-    };
     let library = match Library::new(config.media.clone()) {
         Ok(l) => l,
         Err(e) => {
@@ -191,6 +186,7 @@ pub async fn run(
         ports,
         rtp,
         rtcp,
+        rtcp_bufs: Some(RecvBufs::new(RTCP_BATCH, 2048)),
         sessions: KeyMap::default(),
         schedule: Schedule::default(),
         rtcp_routes: HashMap::new(),
@@ -212,7 +208,6 @@ pub async fn run(
     }));
     info!(shard = index, rtp = ports.0, rtcp = ports.1, "shard ready");
     let pacer = glommio::spawn_local(pace(shard.clone(), pacer_rx));
-    let rtcp_task = glommio::spawn_local(receive_rtcp(shard.clone(), rtcp_rx));
     let outbox = glommio::spawn_local(deliver(shard.clone(), outbox_rx, back));
     while let Some(cmd) = commands.recv().await {
         match cmd {
@@ -233,7 +228,6 @@ pub async fn run(
     // Let the writers and the outbox drain.
     glommio::timer::sleep(Duration::from_millis(100)).await;
     let _ = pacer.cancel().await;
-    let _ = rtcp_task.cancel().await;
     let _ = outbox.cancel().await;
 }
 
@@ -412,6 +406,7 @@ impl Shard {
     /// Sends every packet due by now (plus the lookahead), then does the
     /// housekeeping if it is time. Returns when to run again.
     fn pump(&mut self, now: Nanos) -> Nanos {
+        self.drain_rtcp(now);
         let horizon = now + LOOKAHEAD;
         let Shard {
             sessions,
@@ -581,6 +576,33 @@ impl Shard {
         }
     }
 
+    /// Reads every RTCP datagram waiting on the shard's socket, in batched
+    /// `recvmmsg` calls. Reports are read once a round rather than as each
+    /// arrives: a receiver report every few seconds from thousands of
+    /// clients would otherwise wake the shard thousands of times a second,
+    /// and nothing in one needs an answer within a millisecond.
+    fn drain_rtcp(&mut self, now: Nanos) {
+        let Some(mut bufs) = self.rtcp_bufs.take() else { return };
+        loop {
+            let got = match recv_batch(&self.rtcp, &mut bufs) {
+                Ok(got) => got,
+                Err(e) => {
+                    debug!(shard = self.index, error = %e, "reading RTCP");
+                    break;
+                }
+            };
+            let mut n = 0;
+            for (from, data) in got {
+                n += 1;
+                self.on_rtcp_udp(from, data, now);
+            }
+            if n < RTCP_BATCH {
+                break;
+            }
+        }
+        self.rtcp_bufs = Some(bufs);
+    }
+
     /// An RTCP datagram from `from` on the shard's socket. Each report block
     /// names the stream it reports on, and so its session; a report with no
     /// blocks (sent before any media arrived) is a sign of life for every
@@ -691,16 +713,6 @@ async fn pace(shard: Rc<RefCell<Shard>>, wake: LocalReceiver<()>) {
             wake.recv().await;
         };
         futures_lite::future::or(sleep, woken).await;
-    }
-}
-
-async fn receive_rtcp(shard: Rc<RefCell<Shard>>, socket: UdpSocket) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-            continue;
-        };
-        shard.borrow_mut().on_rtcp_udp(from, &buf[..n], now());
     }
 }
 
