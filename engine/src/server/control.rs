@@ -289,7 +289,9 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr)
                 Ok(Some((Message::Request(req), used))) => {
                     buf.drain(..used);
                     out.clear();
-                    match handle(&ctl, req, client, &mut out, &mut stream, &mut buf).await {
+                    // Boxed: the request handling awaits shards and builds messages, and
+                    // inline its state would make every idle connection's task that big.
+                    match Box::pin(handle(&ctl, req, client, &mut out, &mut stream, &mut buf)).await {
                         Next::Continue => {}
                         Next::Close => break 'conn,
                         Next::HandedOver => return,
@@ -297,6 +299,7 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr)
                     if !out.is_empty() && stream.write_all(&out).await.is_err() {
                         break 'conn;
                     }
+                    out.clear();
                     release_if_empty(&mut out);
                 }
                 // RTCP or a response from a client that has no session here.
