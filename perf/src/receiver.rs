@@ -3,6 +3,7 @@
 //! sender's figures come with the loss a real receiver would see.
 
 use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -35,8 +36,20 @@ pub fn socket(port: u16, sleeps: bool) -> Result<UdpSocket, String> {
 
 impl Receiver {
     /// Drains `sockets` in turn, `recvmmsg` of up to 64 datagrams of up to
-    /// `size` bytes each, on a thread pinned to `core`.
+    /// `size` bytes each, on a thread pinned to `core`, polling them without
+    /// ever sleeping.
     pub fn start(sockets: Vec<UdpSocket>, core: usize, size: usize) -> Receiver {
+        Receiver::spawn(sockets, core, size, false)
+    }
+
+    /// As [`start`](Receiver::start), but sleeping in `poll(2)` when every
+    /// socket is empty, as a real client does: the kernel then wakes it for
+    /// the next datagram, in the sender's system call on loopback.
+    pub fn start_sleeping(sockets: Vec<UdpSocket>, core: usize, size: usize) -> Receiver {
+        Receiver::spawn(sockets, core, size, true)
+    }
+
+    fn spawn(sockets: Vec<UdpSocket>, core: usize, size: usize, sleeps: bool) -> Receiver {
         let received = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -46,7 +59,20 @@ impl Receiver {
                     eprintln!("receiver: {e}");
                 }
                 let mut bufs = RecvBufs::new(64, size);
+                let mut fds: Vec<libc::pollfd> = sockets
+                    .iter()
+                    .map(|s| libc::pollfd {
+                        fd: s.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
                 while !stop.load(Ordering::Relaxed) {
+                    if sleeps {
+                        // SAFETY: `fds` is a live array of `fds.len()`
+                        // pollfds whose descriptors `sockets` keeps open.
+                        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
+                    }
                     for rx in &sockets {
                         match recv_batch(rx, &mut bufs) {
                             Ok(got) => {

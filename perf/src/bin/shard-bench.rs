@@ -76,6 +76,10 @@ struct Args {
     /// Core the receiver runs on.
     #[arg(long, default_value_t = 0)]
     receiver_core: usize,
+    /// Let the receiver sleep in poll(2) when its sockets are empty, as a real client does,
+    /// so the sender pays for waking it (by default it polls and never sleeps).
+    #[arg(long)]
+    receiver_sleeps: bool,
     /// Run only these loops (a, b, c), e.g. `--only b` under a profiler.
     #[arg(long, value_delimiter = ',')]
     only: Vec<char>,
@@ -179,7 +183,11 @@ fn run(args: &Args) -> Result<(), String> {
         args.receiver_core,
         args.shard_core
     );
-    let receiver = Receiver::start(sockets, args.receiver_core, 2048);
+    let receiver = if args.receiver_sleeps {
+        Receiver::start_sleeping(sockets, args.receiver_core, 2048)
+    } else {
+        Receiver::start(sockets, args.receiver_core, 2048)
+    };
     let tx = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000..=60000)
         .map_err(|e| format!("sender socket: {e}"))?
         .rtp;
