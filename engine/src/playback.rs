@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use loader::{Movie, MovieCursor, Packet};
+use smallvec::SmallVec;
 
 /// A monotonic instant, in nanoseconds.
 pub type Nanos = u64;
@@ -72,7 +73,9 @@ pub struct Outgoing<'a> {
 pub struct Playback {
     movie: Arc<Movie>,
     cursor: MovieCursor,
-    streams: Vec<Stream>,
+    /// Inline for the usual two, like the cursor's tracks: a shard touches
+    /// a playback's streams for every packet it sends.
+    streams: SmallVec<[Stream; 2]>,
     state: State,
     /// Packets the loader could not decode (damaged samples), skipped.
     pub skipped: u64,

@@ -5,6 +5,8 @@
 //! passing the movie to [`HintCursor::next_packet`]. That keeps it small and
 //! lets a long-lived streaming session own it next to an `Arc<Movie>`.
 
+use smallvec::SmallVec;
+
 use crate::error::{Error, Result};
 use crate::hint::{flag, packet_at, sample_packet_count, Constructor, PacketEntry, CONSTRUCTOR_LEN, FIRST_PACKET};
 use crate::movie::Movie;
@@ -561,7 +563,10 @@ fn compressed_spans(
 /// The hint tracks of a movie merged in transmit order.
 #[derive(Debug, Clone)]
 pub struct MovieCursor {
-    lanes: Vec<Lane>,
+    /// Inline for the usual two tracks (video and audio): a session's
+    /// cursor is then one block of memory with the session's state, which
+    /// matters when a server walks thousands of them per millisecond.
+    lanes: SmallVec<[Lane; 2]>,
 }
 
 #[derive(Debug, Clone)]

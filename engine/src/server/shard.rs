@@ -71,7 +71,7 @@ struct Entry {
     /// The connection carrying the session's media, for TCP.
     conn: Option<u64>,
     /// Destination per playback stream, fixed at PLAY.
-    dests: Vec<Destination>,
+    dests: SmallVec<[Destination; 2]>,
     next_sr: Nanos,
     ended_at: Option<Nanos>,
     reception: Vec<Reception>,
@@ -287,7 +287,7 @@ impl Entry {
             client,
             generation: 0,
             conn: None,
-            dests: Vec::new(),
+            dests: SmallVec::new(),
             next_sr: 0,
             ended_at: None,
             reception: Vec::new(),
