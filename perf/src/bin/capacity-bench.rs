@@ -313,7 +313,9 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<(f64, u64), String> {
         })
         .collect();
     let client_core = args.client_cores.first().copied().unwrap_or(0);
-    let receiver = Receiver::start(sockets, client_core, 2048);
+    // Sleeping when its sockets are empty, as rtpload does, so the raw loop
+    // pays for waking its receiver as the server does.
+    let receiver = Receiver::start_sleeping(sockets, client_core, 2048);
     let sim = Sim {
         movie: movie.clone(),
         dests: Arc::new(dests),
@@ -741,8 +743,11 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: (f64, u64),
          lateness over the whole run (its histogram: how long after its due time a packet left); *arrival \
          p99* is rtpload's arrival lateness (behind the stream's RTP-timestamp schedule), *first packet* the \
          time from PLAY to the first packet and *RTSP* the response time, all at p99 over every session. The \
-         raw limit is shard-bench's loop (a): this movie's datagrams for 2,000 sessions replayed prebuilt on the \
-         shard's core; its session count is how many sessions that packet rate would feed.\n"
+         raw limit is shard-bench's loop (a) with a receiver that sleeps when it has nothing to read, as \
+         rtpload does: this movie's datagrams for 2,000 sessions replayed prebuilt on the shard's core; its \
+         session count is how many sessions that packet rate would feed. On loopback the kernel delivers each \
+         datagram, and wakes its receiver, inside the sender's system call, so both the server's and the raw \
+         loop's CPU include receive work a network would leave to the client's machine.\n"
     );
     let best = steps
         .iter()
