@@ -302,9 +302,19 @@ impl Shard {
         let _ = self.wake_outbox.try_send(());
     }
 
+    /// Random seeds for a new stream, with an SSRC no stream of this shard
+    /// has: reports are routed by SSRC, and a load client sharing one port
+    /// pair among many sessions tells their packets apart by it. (Among ten
+    /// thousand random SSRCs, two alike would otherwise come up about one
+    /// time in a hundred.)
     fn seeds(&mut self) -> StreamSeeds {
-        let r = self.rng.next_u64();
-        (r as u32, (r >> 32) as u16, self.rng.next_u64() as u32)
+        loop {
+            let r = self.rng.next_u64();
+            let ssrc = r as u32;
+            if !self.ssrc_routes.contains_key(&ssrc) {
+                return (ssrc, (r >> 32) as u16, self.rng.next_u64() as u32);
+            }
+        }
     }
 
     /// Makes session `key` (which the control core admitted) from its first
