@@ -226,3 +226,50 @@ impl UdpRound {
         total
     }
 }
+
+/// The RTCP packets a round sends (sender reports, BYEs), written into one
+/// buffer as they come up and sent together in one `sendmmsg`, as the
+/// round's RTP packets are.
+#[derive(Default)]
+pub struct RtcpRound {
+    buf: Vec<u8>,
+    /// Destination and end offset in `buf` of each packet.
+    packets: Vec<(SocketAddr, usize)>,
+    batch: SendBatch,
+}
+
+impl RtcpRound {
+    /// Queues one compound packet for `dest`, written by `write` onto the
+    /// end of the round's buffer.
+    pub fn push(&mut self, dest: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.buf);
+        self.packets.push((dest, self.buf.len()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// Sends what is queued from `sock` and forgets it.
+    pub fn flush(&mut self, sock: &UdpSocket) -> Flushed {
+        let mut b = self.batch.begin();
+        let mut start = 0;
+        for &(dest, end) in &self.packets {
+            b.push_datagram(dest, &self.buf[start..end]);
+            start = end;
+        }
+        let flushed = match b.flush(sock) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "sendmmsg of RTCP failed");
+                Flushed {
+                    failed: self.packets.len(),
+                    ..Flushed::default()
+                }
+            }
+        };
+        self.buf.clear();
+        self.packets.clear();
+        flushed
+    }
+}

@@ -404,6 +404,36 @@ impl<'a> Batch<'a> {
         });
     }
 
+    /// Queues one datagram that is not an RTP packet (an RTCP compound
+    /// packet, say): its first bytes ride in the header slot, the rest, if
+    /// any, is an iovec of its own and must live for `'a`.
+    pub fn push_datagram(&mut self, dest: SocketAddr, bytes: &'a [u8]) {
+        let b = &mut *self.inner;
+        if b.last_dest != Some(dest) {
+            b.addrs.push(RawAddr::new(&dest));
+            b.last_dest = Some(dest);
+        }
+        let iov_start = b.iovs.len();
+        let (head, rest) = bytes.split_at(bytes.len().min(HEADER_SLOT));
+        let mut slot = [0u8; HEADER_SLOT];
+        slot[..head.len()].copy_from_slice(head);
+        b.headers.push(slot);
+        b.iovs.push(libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: head.len(),
+        });
+        if !rest.is_empty() {
+            b.push_iov(rest);
+        }
+        b.msgs.push(Msg {
+            addr: (b.addrs.len() - 1) as u32,
+            iov_start: iov_start as u32,
+            iov_len: (b.iovs.len() - iov_start) as u32,
+            head: head.len() as u8,
+            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        });
+    }
+
     /// Packets pushed and not yet flushed.
     pub fn len(&self) -> usize {
         self.inner.msgs.len()
@@ -656,6 +686,25 @@ mod tests {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..12], &header(seq));
             assert_eq!(&buf[12..n], &parts.concat()[..]);
+        }
+    }
+
+    #[test]
+    fn datagrams_of_any_length_go_as_they_are() {
+        let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let data = movie();
+        let mut storage = SendBatch::new();
+        let mut batch = storage.begin();
+        let (short, long) = (&data[3..11], &data[100..700]);
+        batch.push_datagram(rx.local_addr().unwrap(), short);
+        batch.push_datagram(rx.local_addr().unwrap(), long);
+        batch.push(rx.local_addr().unwrap(), &header(5), [&data[0..4]]);
+        assert_eq!(batch.flush(&tx).unwrap().sent, 3);
+        let mut buf = [0u8; 2048];
+        for want in [short, long, &[&header(5)[..], &data[0..4]].concat()[..]] {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
         }
     }
 

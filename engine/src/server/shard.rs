@@ -29,7 +29,7 @@ use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::library::Library;
 use crate::net::{recv_batch, RecvBufs, UdpPair};
-use crate::pacer::{self, KeyMap, Schedule, UdpRound};
+use crate::pacer::{self, KeyMap, RtcpRound, Schedule, UdpRound};
 use crate::playback::{Nanos, StreamSeeds};
 use crate::rtcp;
 use crate::rtsp::message::{self, Message, Method, Request, Response};
@@ -147,6 +147,8 @@ struct Shard {
     library: Library,
     stats: ShardStats,
     udp: UdpRound,
+    /// The round's RTCP (sender reports, BYEs), sent from the RTCP socket.
+    rtcp_out: RtcpRound,
     outbox: VecDeque<FromShard>,
     next_housekeeping: Nanos,
     rng: crate::random::Rng,
@@ -198,6 +200,7 @@ pub async fn run(
         library,
         stats: ShardStats::default(),
         udp: UdpRound::new(BATCH),
+        rtcp_out: RtcpRound::default(),
         outbox: VecDeque::new(),
         next_housekeeping: 0,
         rng: crate::random::Rng::new(),
@@ -424,6 +427,8 @@ impl Shard {
             conns,
             stats,
             udp,
+            rtcp_out,
+            cname,
             ..
         } = self;
         let mut ended = Vec::new();
@@ -445,6 +450,13 @@ impl Shard {
                 None if pb.has_ended() => ended.push(key),
                 None => {}
             }
+            // Sender reports ride with the media: due with the session's
+            // packets, they spread over the rounds as the sessions do, rather
+            // than coming all at once from a sweep of every session.
+            if now >= e.next_sr && pb.is_playing() {
+                e.next_sr = now + SR_INTERVAL;
+                reports(e, now, cname, rtcp_out, conns, false);
+            }
         }
         self.flush_udp();
         for key in ended {
@@ -454,6 +466,7 @@ impl Shard {
             self.housekeeping(now);
             self.next_housekeeping = now + HOUSEKEEPING;
         }
+        self.flush_rtcp();
         let next = self.schedule.next_due().unwrap_or(u64::MAX);
         next.min(self.next_housekeeping)
     }
@@ -486,53 +499,38 @@ impl Shard {
     fn housekeeping(&mut self, now: Nanos) {
         let timeout = self.config.session_timeout.saturating_mul(1_000) * MS;
         let mut expired = Vec::new();
-        let mut reports = Vec::new();
-        for (&key, e) in &mut self.sessions {
+        for (&key, e) in &self.sessions {
             if now.saturating_sub(e.session.last_seen) > timeout {
                 expired.push((key, "timeout"));
             } else if e.ended_at.is_some_and(|t| now.saturating_sub(t) > ENDED_GRACE) {
                 expired.push((key, "media ended"));
-            } else if e.session.playback.as_ref().is_some_and(|p| p.is_playing()) && now >= e.next_sr {
-                e.next_sr = now + SR_INTERVAL;
-                reports.push(key);
             }
-        }
-        for key in reports {
-            self.send_rtcp(key, now, false);
         }
         for (key, why) in expired {
             self.end_session(key, now, why);
         }
     }
 
-    /// An RTCP compound packet (SR + SDES, and BYE when `bye`) per stream.
+    /// Queues session `key`'s RTCP (see [`reports`]); it goes with the
+    /// round's, or at [`flush_rtcp`](Self::flush_rtcp).
     fn send_rtcp(&mut self, key: SessionKey, now: Nanos, bye: bool) {
-        let Some(e) = self.sessions.get(&key) else { return };
-        let Some(pb) = e.session.playback.as_ref() else { return };
-        let ntp = rtcp::ntp_from_unix(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default(),
-        );
-        for (i, s) in pb.streams().iter().enumerate() {
-            let rtp_ts = pb.rtp_time_now(i, now).unwrap_or(s.ts_offset);
-            let mut pkt = Vec::with_capacity(96);
-            rtcp::sender_report(&mut pkt, s.ssrc, ntp, rtp_ts, s.packets as u32, s.octets as u32, &[]);
-            rtcp::sdes_cname(&mut pkt, s.ssrc, &self.cname);
-            if bye {
-                rtcp::bye(&mut pkt, &[s.ssrc], None);
-            }
-            match e.dests.get(i) {
-                Some(Destination::Udp { rtcp, .. }) => {
-                    let _ = self.rtcp.send_to(&pkt, rtcp);
-                }
-                Some(&Destination::Tcp { rtcp_channel, .. }) => {
-                    if let Some(c) = e.conn.and_then(|c| self.conns.get(&c)) {
-                        c.frame(rtcp_channel, &[&pkt]);
-                    }
-                }
-                None => {}
-            }
+        let Shard {
+            sessions,
+            rtcp_out,
+            conns,
+            cname,
+            ..
+        } = self;
+        if let Some(e) = sessions.get(&key) {
+            reports(e, now, cname, rtcp_out, conns, bye);
+        }
+    }
+
+    /// Sends the RTCP queued this round, in one `sendmmsg`.
+    fn flush_rtcp(&mut self) {
+        if !self.rtcp_out.is_empty() {
+            let f = self.rtcp_out.flush(&self.rtcp);
+            self.stats.dropped_udp += (f.would_block + f.failed) as u64;
         }
     }
 
@@ -542,6 +540,7 @@ impl Shard {
         let already_said_bye = self.sessions.get(&key).is_some_and(|e| e.ended_at.is_some());
         if !already_said_bye {
             self.send_rtcp(key, now, true);
+            self.flush_rtcp();
         }
         let Some(e) = self.sessions.remove(&key) else { return };
         if let Some(c) = e.conn.and_then(|c| self.conns.get(&c)) {
@@ -662,6 +661,39 @@ impl Shard {
         };
         for block in report_blocks(packets) {
             e.note_report(&block);
+        }
+    }
+}
+
+/// An RTCP compound packet per stream of session `e` (SR and SDES CNAME,
+/// and BYE when `bye`): over UDP into `out`, interleaved onto its
+/// connection.
+fn reports(e: &Entry, now: Nanos, cname: &str, out: &mut RtcpRound, conns: &HashMap<u64, Rc<Conn>>, bye: bool) {
+    let Some(pb) = e.session.playback.as_ref() else { return };
+    let ntp = rtcp::ntp_from_unix(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    for (i, s) in pb.streams().iter().enumerate() {
+        let rtp_ts = pb.rtp_time_now(i, now).unwrap_or(s.ts_offset);
+        let write = |pkt: &mut Vec<u8>| {
+            rtcp::sender_report(pkt, s.ssrc, ntp, rtp_ts, s.packets as u32, s.octets as u32, &[]);
+            rtcp::sdes_cname(pkt, s.ssrc, cname);
+            if bye {
+                rtcp::bye(pkt, &[s.ssrc], None);
+            }
+        };
+        match e.dests.get(i) {
+            Some(&Destination::Udp { rtcp, .. }) => out.push(rtcp, write),
+            Some(&Destination::Tcp { rtcp_channel, .. }) => {
+                if let Some(c) = e.conn.and_then(|c| conns.get(&c)) {
+                    let mut pkt = Vec::with_capacity(96);
+                    write(&mut pkt);
+                    c.frame(rtcp_channel, &[&pkt]);
+                }
+            }
+            None => {}
         }
     }
 }
