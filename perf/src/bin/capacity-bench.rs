@@ -46,7 +46,11 @@ use streamalot_perf::{movie_maker, os, process};
 )]
 struct Args {
     /// Concurrency steps, in order; stepping stops at the first that does not hold.
-    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000,6000,8000,10000,12000,16000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500,1000,2000,4000,6000,8000,10000,12000,16000"
+    )]
     steps: Vec<u32>,
     /// Steps for GStreamer's server (it holds far fewer sessions).
     #[arg(long, value_delimiter = ',', default_value = "50,100,200,400,800")]
