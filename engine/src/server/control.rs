@@ -31,8 +31,9 @@ struct Control {
     config: Config,
     library: RefCell<Library>,
     shards: Vec<ConnectedSender<ToShard>>,
-    /// Where each live session is, and for whom.
-    sessions: RefCell<KeyMap<SessionKey, (usize, IpAddr)>>,
+    /// Where each live session is, and for whom; kept by [`Control::admit`]
+    /// and [`Control::forget`], with the counts the limits need.
+    sessions: RefCell<Sessions>,
     connections: RefCell<HashMap<IpAddr, usize>>,
     total_connections: RefCell<usize>,
     /// Replies awaited from shards.
@@ -59,7 +60,7 @@ pub async fn run(
     let ctl = Rc::new(Control {
         library: RefCell::new(library),
         shards,
-        sessions: RefCell::default(),
+        sessions: RefCell::new(Sessions::default()),
         connections: RefCell::default(),
         total_connections: RefCell::new(0),
         waiting: RefCell::default(),
@@ -179,7 +180,7 @@ async fn shard_events(
                 .detach();
             }
             FromShard::SessionEnded { key, record } => {
-                ctl.sessions.borrow_mut().remove(&key);
+                ctl.forget(key);
                 if let Err(e) = ctl.log.borrow_mut().write(&record) {
                     warn!(error = %e, "cannot write the access log");
                 }
@@ -344,7 +345,7 @@ async fn handle(
         // A Session header that does not parse names no session we made.
         req.headers.get("Session").map(|_| 0)
     }) {
-        let shard = ctl.sessions.borrow().get(&key).map(|s| s.0);
+        let shard = ctl.sessions.borrow().where_is.get(&key).map(|s| s.0);
         let Some(shard) = shard else {
             Response::new(454, Some(&cseq)).write_to(out);
             return Next::Continue;
@@ -436,7 +437,7 @@ async fn setup(
             Ok(fd) => fd,
             Err(e) => {
                 warn!(error = %e, "cannot hand a connection over");
-                ctl.sessions.borrow_mut().remove(&key);
+                ctl.forget(key);
                 Response::new(503, Some(&cseq)).write_to(out);
                 return Next::Continue;
             }
@@ -458,7 +459,7 @@ async fn setup(
             })
             .await;
         if sent.is_err() {
-            ctl.sessions.borrow_mut().remove(&key);
+            ctl.forget(key);
             return Next::Close;
         }
         // The shard owns the socket now through its own descriptor; this one
@@ -481,11 +482,21 @@ async fn setup(
         // A refusal has been reported as a SessionEnded, which removes it.
         Some(FromShard::Reply { response, .. }) => response.write_to(out),
         _ => {
-            ctl.sessions.borrow_mut().remove(&key);
+            ctl.forget(key);
             Response::new(503, Some(&cseq)).write_to(out);
         }
     }
     Next::Continue
+}
+
+/// The live sessions, and the counts the limits and the choice of shard
+/// need, kept up to date rather than counted on every SETUP.
+#[derive(Default)]
+struct Sessions {
+    /// Shard and client of each session.
+    where_is: KeyMap<SessionKey, (usize, IpAddr)>,
+    per_client: HashMap<IpAddr, usize>,
+    per_shard: Vec<usize>,
 }
 
 impl Control {
@@ -493,27 +504,39 @@ impl Control {
     /// it, picks its shard (the least loaded one, unless `shard` is given),
     /// makes its key and records it. `None` means 453.
     fn admit(&self, client: IpAddr, shard: Option<usize>) -> Option<(usize, SessionKey)> {
-        let mut sessions = self.sessions.borrow_mut();
-        let mine = sessions.values().filter(|s| s.1 == client).count();
-        if sessions.len() >= self.config.max_sessions || mine >= self.config.max_sessions_per_client {
+        let mut s = self.sessions.borrow_mut();
+        let mine = s.per_client.get(&client).copied().unwrap_or(0);
+        if s.where_is.len() >= self.config.max_sessions || mine >= self.config.max_sessions_per_client {
             return None;
         }
-        let shard = shard.unwrap_or_else(|| {
-            let mut load = vec![0usize; self.shards.len()];
-            for s in sessions.values() {
-                load[s.0] += 1;
-            }
-            (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
-        });
+        s.per_shard.resize(self.shards.len(), 0);
+        let shard = shard.unwrap_or_else(|| (0..s.per_shard.len()).min_by_key(|&i| s.per_shard[i]).unwrap_or(0));
         // Unguessable IDs: a session ID is all a client needs to control one.
         let key = loop {
             let k = crate::random::u64();
-            if k != 0 && !sessions.contains_key(&k) {
+            if k != 0 && !s.where_is.contains_key(&k) {
                 break k;
             }
         };
-        sessions.insert(key, (shard, client));
+        s.where_is.insert(key, (shard, client));
+        *s.per_client.entry(client).or_default() += 1;
+        s.per_shard[shard] += 1;
         Some((shard, key))
+    }
+
+    /// Forgets session `key`, which has ended or never came to be.
+    fn forget(&self, key: SessionKey) {
+        let mut s = self.sessions.borrow_mut();
+        let Some((shard, client)) = s.where_is.remove(&key) else {
+            return;
+        };
+        if let Some(n) = s.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_client.remove(&client);
+            }
+        }
+        s.per_shard[shard] -= 1;
     }
 }
 
