@@ -273,3 +273,55 @@ impl RtcpRound {
         flushed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn schedule_pops_in_due_order_up_to_the_horizon() {
+        let mut s = Schedule::default();
+        for (due, key) in [(30, 3), (10, 1), (20, 2), (40, 4)] {
+            s.push(due, key, 0);
+        }
+        assert_eq!(s.next_due(), Some(10));
+        let mut popped = Vec::new();
+        while let Some((due, key, _)) = s.pop_due(30) {
+            popped.push((due, key));
+        }
+        assert_eq!(popped, [(10, 1), (20, 2), (30, 3)]);
+        assert_eq!((s.len(), s.next_due()), (1, Some(40)));
+    }
+
+    #[test]
+    fn key_hashes_spread_small_keys_over_the_whole_word() {
+        // hashbrown takes its control bits from the top of the hash: keys
+        // that differ only low (SSRCs, counters) must differ there too.
+        let build = BuildHasherDefault::<KeyHasher>::default();
+        let tops: std::collections::HashSet<u64> = (0u32..1000).map(|k| build.hash_one(k) >> 57).collect();
+        assert!(tops.len() > 64, "only {} distinct top-7-bit values", tops.len());
+        assert_ne!(build.hash_one(1u64), build.hash_one(2u64));
+    }
+
+    #[test]
+    fn rtcp_round_sends_each_packet_whole_to_its_destination() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut round = RtcpRound::default();
+        assert!(round.is_empty());
+        let long: Vec<u8> = (0..200).collect();
+        round.push(a.local_addr().unwrap(), |out| out.extend_from_slice(b"\x80\xc8short"));
+        round.push(b.local_addr().unwrap(), |out| out.extend_from_slice(&long));
+        round.push(a.local_addr().unwrap(), |out| out.extend_from_slice(b"third"));
+        assert_eq!(round.flush(&tx).sent, 3);
+        assert!(round.is_empty(), "a flush forgets what it sent");
+        let mut buf = [0u8; 512];
+        for (sock, want) in [(&a, &b"\x80\xc8short"[..]), (&b, &long[..]), (&a, &b"third"[..])] {
+            let n = sock.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
+        assert_eq!(round.flush(&tx).sent, 0);
+    }
+}
