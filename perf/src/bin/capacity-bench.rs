@@ -181,9 +181,9 @@ fn run(args: &Args) -> Result<(), String> {
     let raw = raw_limit(&movie, args)?;
     println!(
         "raw sendmmsg limit: {:.0} packets per CPU-second ({:.0} ns/packet) = {:.0} sessions of this movie on one core",
-        raw.0,
-        1e9 / raw.0,
-        raw.0 / movie_pps
+        raw.pps,
+        1e9 / raw.pps,
+        raw.pps / movie_pps
     );
 
     let mut steps = Vec::new();
@@ -212,11 +212,11 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
 
-    let report = report(args, &movie_path, kbps, movie_pps, raw, &steps);
+    let report = report(args, &movie_path, kbps, movie_pps, &raw, &steps);
     let report_path = args.out.join("report.md");
     std::fs::write(&report_path, &report).map_err(|e| format!("{}: {e}", report_path.display()))?;
     let svg_path = args.out.join("capacity.svg");
-    std::fs::write(&svg_path, plot(&steps, raw.0, movie_pps, args.max_send_p99_ms))
+    std::fs::write(&svg_path, plot(&steps, raw.pps, movie_pps, args.max_send_p99_ms))
         .map_err(|e| format!("{}: {e}", svg_path.display()))?;
     println!();
     print!("{report}");
@@ -293,8 +293,16 @@ fn bitrate_kbps(movie: &Movie) -> f64 {
     bytes as f64 * 8.0 / 1e3 / (last as f64 / 1e9).max(1e-3)
 }
 
-/// The raw sendmmsg loop on the server's core: packets per CPU-second.
-fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<(f64, u64), String> {
+/// The raw limit on the server's core.
+struct Raw {
+    /// Packets per CPU-second.
+    pps: f64,
+    /// Sessions whose datagrams it replayed.
+    sessions: usize,
+}
+
+/// The raw sendmmsg loop on the server's core.
+fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<Raw, String> {
     let sessions = if args.smoke { 50 } else { 2000 };
     let streams = movie.hint_tracks().count();
     let mut sockets = Vec::new();
@@ -335,7 +343,16 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<(f64, u64), String> {
         os::pin(Some(core))?;
         replay.send(&tx, Duration::from_secs_f64(seconds))
     })?;
-    Ok((1e9 / run.cpu_ns_per_packet(), run.received))
+    if run.received < run.flushed.sent as u64 {
+        eprintln!(
+            "capacity-bench: the raw loop's receiver got {} of {} datagrams",
+            run.received, run.flushed.sent
+        );
+    }
+    Ok(Raw {
+        pps: 1e9 / run.cpu_ns_per_packet(),
+        sessions,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -653,7 +670,7 @@ fn print_step(s: &Step) {
 }
 
 /// The Markdown report: how it was made, the table, and what it says.
-fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: (f64, u64), steps: &[Step]) -> String {
+fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps: &[Step]) -> String {
     let mut r = String::new();
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -731,12 +748,12 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: (f64, u64),
             s.client_cpu * 100.0
         );
     }
-    let raw_ns = 1e9 / raw.0;
+    let raw_ns = 1e9 / raw.pps;
     let _ = writeln!(
         r,
         "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | |\n",
-        raw.0 / movie_pps,
-        raw.0
+        raw.pps / movie_pps,
+        raw.pps
     );
     let _ = writeln!(
         r,
@@ -748,10 +765,11 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: (f64, u64),
          p99* is rtpload's arrival lateness (behind the stream's RTP-timestamp schedule), *first packet* the \
          time from PLAY to the first packet and *RTSP* the response time, all at p99 over every session. The \
          raw limit is shard-bench's loop (a) with a receiver that sleeps when it has nothing to read, as \
-         rtpload does: this movie's datagrams for 2,000 sessions replayed prebuilt on the shard's core; its \
+         rtpload does: this movie's datagrams for {} sessions replayed prebuilt on the shard's core; its \
          session count is how many sessions that packet rate would feed. On loopback the kernel delivers each \
          datagram, and wakes its receiver, inside the sender's system call, so both the server's and the raw \
-         loop's CPU include receive work a network would leave to the client's machine.\n"
+         loop's CPU include receive work a network would leave to the client's machine.\n",
+        raw.sessions
     );
     let best = steps
         .iter()
