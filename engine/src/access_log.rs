@@ -32,8 +32,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::rtsp::message::Request;
-use crate::session::split_uri;
+use proto::rtsp::message::Request;
+use proto::rtsp::url::split_uri;
 
 /// The `#Fields:` directive: the order [`AccessLog::write`] writes in.
 pub const FIELDS: &str = "c-ip date time cs-uri-stem c-starttime x-duration c-status cs(User-Agent) \
@@ -398,11 +398,11 @@ mod tests {
         format_record(&mut s, &AccessRecord::default(), UNIX_EPOCH);
         assert_eq!(s, "0.0.0.0 1970-01-01 00:00:00 - - 0.000 0 - 0 0 - udp\n");
 
-        let mut headers = crate::rtsp::message::Headers::default();
+        let mut headers = proto::rtsp::message::Headers::default();
         headers.push("CSeq", "3");
         headers.push("User-Agent", "Lavf/61.7.100");
         let req = Request {
-            method: crate::rtsp::message::Method::Setup,
+            method: proto::rtsp::message::Method::Setup,
             uri: "rtsp://example.com:8554/sample.mp4/trackID=1".to_owned(),
             headers,
             body: Vec::new(),

@@ -4,11 +4,9 @@
 pub mod access_log;
 pub mod config;
 pub mod library;
-pub mod net;
 pub mod pacer;
 pub mod playback;
 pub mod random;
-pub mod rtcp;
 pub mod rtsp;
 pub mod server;
 pub mod session;

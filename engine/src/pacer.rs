@@ -14,9 +14,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 
 use loader::Span;
+use net::{Flushed, SendBatch, RTP_HEADER_LEN};
 use smallvec::SmallVec;
 
-use crate::net::{Flushed, SendBatch, RTP_HEADER_LEN};
 use crate::playback::{Nanos, Outgoing, Playback};
 use crate::session::Destination;
 use crate::stats::ShardStats;

@@ -10,10 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use loader::Movie;
+use proto::rtsp::header::{npt, Lower, NptRange, ReplyTransport, Transport};
+use proto::rtsp::message::{Method, Request, Response};
+use proto::rtsp::url::split_uri;
 
 use crate::playback::{Nanos, Playback, StreamSeeds};
-use crate::rtsp::header::{npt, Lower, NptRange, ReplyTransport, Transport};
-use crate::rtsp::message::{Method, Request, Response};
 
 /// Where one set-up track's packets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,27 +78,6 @@ pub struct Session {
     pub last_seen: Nanos,
     pub started: Nanos,
     pub lower: Option<Lower>,
-}
-
-/// Splits a request URI into the path of the movie and the track ID it
-/// names, if any: `rtsp://h:554/dir/a.mp4/trackID=3` gives
-/// (`/dir/a.mp4`, Some(3)). Query strings are dropped.
-pub fn split_uri(uri: &str) -> Option<(&str, Option<u32>)> {
-    let rest = if let Some(r) = uri.strip_prefix("rtsp://").or_else(|| uri.strip_prefix("RTSP://")) {
-        &r[r.find('/')?..]
-    } else if uri.starts_with('/') {
-        uri
-    } else {
-        return None;
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if let Some((path, last)) = rest.rsplit_once('/') {
-        if let Some(id) = last.strip_prefix("trackID=") {
-            return Some((path, Some(id.parse().ok()?)));
-        }
-    }
-    Some((rest, None))
 }
 
 impl Session {
@@ -364,7 +344,7 @@ enum Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtsp::message::{parse, Limits, Message};
+    use proto::rtsp::message::{parse, Limits, Message};
 
     fn req(text: &str) -> Request {
         match parse(text.as_bytes(), &Limits::default()).unwrap().unwrap().0 {
@@ -393,16 +373,6 @@ mod tests {
         let text =
             format!("SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n");
         s.handle(&req(&text), &ctx(0)).0
-    }
-
-    #[test]
-    fn uris() {
-        assert_eq!(split_uri("rtsp://h:554/a/b.mp4/trackID=3"), Some(("/a/b.mp4", Some(3))));
-        assert_eq!(split_uri("rtsp://h/b.mp4/"), Some(("/b.mp4", None)));
-        assert_eq!(split_uri("rtsp://h/b.mp4?x=1"), Some(("/b.mp4", None)));
-        assert_eq!(split_uri("/b.mp4/trackID=x"), None);
-        assert_eq!(split_uri("b.mp4"), None);
-        assert_eq!(split_uri("rtsp://hostonly"), None);
     }
 
     #[test]

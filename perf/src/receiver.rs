@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use streamalot::net::{recv_batch, RecvBufs};
+use net::{recv_batch, RecvBufs};
 
 /// A running receiver.
 pub struct Receiver {

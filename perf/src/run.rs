@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::Duration;
 
-use streamalot::net::Flushed;
+use net::Flushed;
 
 use crate::os::Cpu;
 use crate::receiver::Receiver;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loader::Movie;
-use streamalot::net::RTP_HEADER_LEN;
+use net::RTP_HEADER_LEN;
 use streamalot::pacer::{self, KeyMap, Schedule, SessionKey, UdpRound};
 use streamalot::playback::{Nanos, Playback, StreamSeeds};
 use streamalot::session::Destination;

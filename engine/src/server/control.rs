@@ -12,6 +12,9 @@ use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
+use proto::rtsp::header::{Lower, Transport};
+use proto::rtsp::message::{self, Message, Method, Request, Response};
+use proto::rtsp::url::split_uri;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -21,9 +24,6 @@ use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::library::Library;
 use crate::pacer::KeyMap;
-use crate::rtsp::header::{Lower, Transport};
-use crate::rtsp::message::{self, Message, Method, Request, Response};
-use crate::session::split_uri;
 use crate::stats::ShardStats;
 
 /// The control core's state, shared by its tasks (one thread: `RefCell`).

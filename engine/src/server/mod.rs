@@ -16,11 +16,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use loader::Movie;
+use proto::rtsp::message::{Request, Response};
 
 use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::playback::Nanos;
-use crate::rtsp::message::{Request, Response};
 use crate::stats::ShardStats;
 
 mod control;
@@ -65,7 +65,7 @@ pub fn session_id(key: SessionKey) -> String {
 }
 
 pub fn parse_session_id(header: &str) -> Option<SessionKey> {
-    let id = crate::rtsp::header::session_id(header);
+    let id = proto::rtsp::header::session_id(header);
     if id.len() != 16 {
         return None;
     }
@@ -186,7 +186,7 @@ pub enum ServeError {
 pub fn run(config: Config) -> Result<(), ServeError> {
     now();
     let signals = Signals::install().map_err(ServeError::Signals)?;
-    match crate::net::raise_fd_limit() {
+    match net::raise_fd_limit() {
         // Each connection is a descriptor; a few dozen more are the server's own.
         Ok(limit) if (limit as usize) < config.max_connections.saturating_add(64) => tracing::warn!(
             limit,
@@ -210,7 +210,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let (back_tx, back_rx) = glommio::channels::shared_channel::new_bounded::<FromShard>(4096);
         to_shards.push(tx);
         from_shards.push(back_rx);
-        let pair = crate::net::bind_pair(config.bind, config.rtp_ports.clone()).map_err(|source| ServeError::Bind {
+        let pair = net::bind_pair(config.bind, config.rtp_ports.clone()).map_err(|source| ServeError::Bind {
             what: format!("a UDP port pair in {:?} for shard {i}", config.rtp_ports),
             source,
         })?;

@@ -21,6 +21,10 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::TcpStream;
 use loader::{Movie, Packet};
+use net::{recv_batch, RecvBufs, UdpPair};
+use proto::rtcp;
+use proto::rtsp::message::{self, Message, Method, Request, Response};
+use proto::rtsp::url::split_uri;
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
@@ -28,11 +32,8 @@ use super::{now, parse_session_id, read_more, release_if_empty, session_id, From
 use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::library::Library;
-use crate::net::{recv_batch, RecvBufs, UdpPair};
 use crate::pacer::{self, KeyMap, RtcpRound, Schedule, UdpRound};
 use crate::playback::{Nanos, StreamSeeds};
-use crate::rtcp;
-use crate::rtsp::message::{self, Message, Method, Request, Response};
 use crate::session::{Context, Destination, Effect, Session};
 use crate::stats::ShardStats;
 
@@ -939,7 +940,7 @@ impl Shard {
                 let Some(key) = admitted else {
                     return Response::new(453, Some(cseq));
                 };
-                let opened = crate::session::split_uri(&req.uri)
+                let opened = split_uri(&req.uri)
                     .ok_or(400)
                     .and_then(|(path, _)| Ok((path, self.library.open(path).map_err(|e| e.status())?)));
                 match opened {

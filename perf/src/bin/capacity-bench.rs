@@ -30,8 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use loader::Movie;
+use net::bind_pair;
 use serde_json::Value;
-use streamalot::net::bind_pair;
 use streamalot_perf::plot::{self, Chart, Series, PALETTE};
 use streamalot_perf::receiver::{self, Receiver};
 use streamalot_perf::run::measure;

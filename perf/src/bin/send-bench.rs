@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use streamalot::net::{bind_pair, Flushed, SendBatch, RTP_HEADER_LEN};
+use net::{bind_pair, Flushed, SendBatch, RTP_HEADER_LEN};
 use streamalot::playback::rtp_header;
 use streamalot_perf::os::{self, Cpu};
 use streamalot_perf::receiver::{self, Receiver};

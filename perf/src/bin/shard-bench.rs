@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use loader::Movie;
-use streamalot::net::bind_pair;
+use net::bind_pair;
 use streamalot::playback::Nanos;
 use streamalot_perf::movie_maker;
 use streamalot_perf::os;

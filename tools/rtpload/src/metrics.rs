@@ -7,8 +7,8 @@
 //! whole run.
 
 use hdrhistogram::Histogram;
+use proto::rtsp::message::Method;
 use serde::Serialize;
-use streamalot::rtsp::message::Method;
 
 use crate::reception::{Measured, Nanos};
 

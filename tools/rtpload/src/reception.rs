@@ -7,7 +7,7 @@
 //! Everything here is driven by packet headers and arrival times; the
 //! caller owns the clock and the histograms.
 
-use streamalot::rtcp::{self, ReportBlock, SenderInfo};
+use proto::rtcp::{self, ReportBlock, SenderInfo};
 
 use crate::rtp::RtpHeader;
 

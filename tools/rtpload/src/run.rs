@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use proto::rtsp::header::Lower;
+use proto::rtsp::message::Limits;
+use proto::rtsp::url::{RtspUrl, UrlError};
 use serde_json::json;
-use streamalot::rtsp::header::Lower;
-use streamalot::rtsp::message::Limits;
 use tracing::{info, warn};
 
 use crate::cli::{Args, TransportArg};
@@ -21,7 +22,6 @@ use crate::plot;
 use crate::progress::Progress;
 use crate::reception::Nanos;
 use crate::session::{Outcome, Settings};
-use crate::url::{RtspUrl, UrlError};
 use crate::worker::{self, Plan, Report, SessionSummary, Target, UdpPlan};
 
 const SEC: f64 = 1e9;
@@ -301,7 +301,7 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
     };
 
     // Each session holds a connection (and UDP workers a few sockets).
-    match streamalot::net::raise_fd_limit() {
+    match net::raise_fd_limit() {
         Ok(limit) if limit < u64::from(args.sessions) + 64 => warn!(
             limit,
             sessions = args.sessions,

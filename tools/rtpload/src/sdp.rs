@@ -13,9 +13,8 @@
 //!   are known. A dynamic one without `a=rtpmap` has no clock rate, and jitter
 //!   and lateness cannot be measured, so that is an error.
 
-use streamalot::rtsp::header::NptRange;
-
-use crate::url;
+use proto::rtsp::header::NptRange;
+use proto::rtsp::url;
 
 /// One RTP medium (`m=` section).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,7 @@
 //!
 //! - The presentation's base URL is `Content-Base`, else `Content-Location`,
 //!   else the DESCRIBE URL (RFC 2326 C.1.1); controls resolve against it as
-//!   [`crate::url::resolve`] explains.
+//!   [`proto::rtsp::url::resolve`] explains.
 //! - The Session header may carry `;timeout=N`; keep-alives go at half of
 //!   it (60 s when absent). Servers that refuse GET_PARAMETER (405, 451,
 //!   501) get none, and rely on the receiver reports.
@@ -47,16 +47,16 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use proto::rtcp::{self, ReportBlock, RtcpPacket};
+use proto::rtsp::header::{self, Lower, NptRange, Transport};
+use proto::rtsp::message::{self, Limits, Message, Method, Request, Response};
+use proto::rtsp::url::{self, RtspUrl};
 use smallvec::SmallVec;
-use streamalot::rtcp::{self, ReportBlock, RtcpPacket};
-use streamalot::rtsp::header::{self, Lower, NptRange, Transport};
-use streamalot::rtsp::message::{self, Limits, Message, Method, Request, Response};
 
 use crate::metrics::Histograms;
 use crate::reception::{Nanos, Stream};
 use crate::rtp::{RtpError, RtpHeader};
 use crate::sdp::{self, Presentation, SdpError};
-use crate::url::{self, RtspUrl};
 
 const SEC: Nanos = 1_000_000_000;
 /// After the PLAY range has run out, the media must be quiet this long for

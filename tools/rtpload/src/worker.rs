@@ -28,11 +28,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use net::{self, RecvBufs};
+use proto::rtcp::{self, RtcpPacket};
+use proto::rtsp::header::Lower;
+use proto::rtsp::url::RtspUrl;
 use smallvec::SmallVec;
 use socket2::{Domain, Protocol, Socket, Type};
-use streamalot::net::{self, RecvBufs};
-use streamalot::rtcp::{self, RtcpPacket};
-use streamalot::rtsp::header::Lower;
 use tracing::{debug, warn};
 
 use crate::metrics::{Counters, Histograms};
@@ -40,7 +41,6 @@ use crate::reception::Nanos;
 use crate::rtp::RtpHeader;
 use crate::session::{Event, Outcome, Session, Settings, Totals, UdpStream};
 use crate::sys::{Interest, Poller, Readiness};
-use crate::url::RtspUrl;
 
 /// Datagrams per `recvmmsg`, and the most bytes each may have.
 const RECV_BATCH: usize = 64;

@@ -18,9 +18,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use proto::rtsp::header::{session_id, Transport};
+use proto::rtsp::message::{parse, Limits, Message, Method, Request, Response};
 use rtpload::cli::Args;
-use streamalot::rtsp::header::{session_id, Transport};
-use streamalot::rtsp::message::{parse, Limits, Message, Method, Request, Response};
 
 const SDP: &str = "v=0\r\ns=scripted\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
                    a=control:v\r\nm=audio 0 RTP/AVP 97\r\na=rtpmap:97 L16/8000\r\na=control:a\r\n";

@@ -1,5 +1,6 @@
-//! RTSP URLs: the ones given on the command line, and the control URLs a
-//! DESCRIBE answer makes the client derive from its base.
+//! RTSP URLs: the ones a client is given, the control URLs a DESCRIBE
+//! answer makes it derive from its base, and the movie path and track a
+//! server reads from a request URI.
 //!
 //! RFC 2326 C.1.1 says a relative `a=control` resolves against the base as
 //! RFC 1808 relative URLs do, which would make `trackID=1` under
@@ -126,6 +127,27 @@ pub fn resolve(base: &str, control: &str) -> String {
     }
 }
 
+/// Splits a request URI into the path of the movie and the track ID it
+/// names, if any: `rtsp://h:554/dir/a.mp4/trackID=3` gives
+/// (`/dir/a.mp4`, Some(3)). Query strings are dropped.
+pub fn split_uri(uri: &str) -> Option<(&str, Option<u32>)> {
+    let rest = if let Some(r) = uri.strip_prefix("rtsp://").or_else(|| uri.strip_prefix("RTSP://")) {
+        &r[r.find('/')?..]
+    } else if uri.starts_with('/') {
+        uri
+    } else {
+        return None;
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some((path, last)) = rest.rsplit_once('/') {
+        if let Some(id) = last.strip_prefix("trackID=") {
+            return Some((path, Some(id.parse().ok()?)));
+        }
+    }
+    Some((rest, None))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +203,15 @@ mod tests {
         assert_eq!(resolve(base, "/elsewhere/track1"), "rtsp://h:8554/elsewhere/track1");
         assert_eq!(resolve("rtsp://h:8554", "/t"), "rtsp://h:8554/t");
         assert_eq!(resolve(base, " stream=1 "), "rtsp://h:8554/dir/movie.mp4/stream=1");
+    }
+
+    #[test]
+    fn uris() {
+        assert_eq!(split_uri("rtsp://h:554/a/b.mp4/trackID=3"), Some(("/a/b.mp4", Some(3))));
+        assert_eq!(split_uri("rtsp://h/b.mp4/"), Some(("/b.mp4", None)));
+        assert_eq!(split_uri("rtsp://h/b.mp4?x=1"), Some(("/b.mp4", None)));
+        assert_eq!(split_uri("/b.mp4/trackID=x"), None);
+        assert_eq!(split_uri("b.mp4"), None);
+        assert_eq!(split_uri("rtsp://hostonly"), None);
     }
 }

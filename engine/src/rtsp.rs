@@ -1,13 +1,10 @@
-//! RTSP 1.0 (RFC 2326) without IO: messages on a byte stream and the header
-//! fields with structure.
+//! The server's RTSP policy: which methods it implements and how it answers
+//! requests outside a session. The codec itself is [`proto::rtsp`].
 
-pub mod header;
-pub mod message;
+use proto::rtsp::message::{Method, Request, Response};
 
 /// The methods the server implements, for `Public` and `Allow`.
 pub const PUBLIC_METHODS: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
-
-use message::{Method, Request, Response};
 
 /// The answer to a request that names no session and needs no movie:
 /// everything but DESCRIBE and SETUP, which the caller handles.

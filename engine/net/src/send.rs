@@ -317,7 +317,7 @@ impl SendBatch {
 ///
 /// ```
 /// # use std::net::UdpSocket;
-/// # use streamalot::net::SendBatch;
+/// # use net::SendBatch;
 /// # let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
 /// # let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
 /// let movie = vec![7u8; 4096]; // stands in for the mapping
@@ -332,7 +332,7 @@ impl SendBatch {
 ///
 /// ```compile_fail
 /// # use std::net::UdpSocket;
-/// # use streamalot::net::SendBatch;
+/// # use net::SendBatch;
 /// # let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
 /// let mut storage = SendBatch::new();
 /// let mut batch = storage.begin();

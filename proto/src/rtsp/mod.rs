@@ -1,0 +1,6 @@
+//! RTSP 1.0 (RFC 2326) without IO: messages on a byte stream, the header
+//! fields with structure, and URLs.
+
+pub mod header;
+pub mod message;
+pub mod url;
