@@ -311,11 +311,8 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
     }
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal ends the process at once; the first asks the
-        // sessions to tear down and the outputs to be written.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone());
-        let _ = signal_hook::flag::register(signal, stop.clone());
+    if let Err(e) = crate::sys::stop_on_signals(stop.clone()) {
+        warn!(error = %e, "cannot handle SIGINT and SIGTERM; they end the run without a report");
     }
     let started = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel();

@@ -1,5 +1,5 @@
-//! The system calls rtpload makes itself (UDP receive lives in the engine's
-//! `net` module): readiness with `epoll` and the process's CPU time.
+//! The system calls rtpload makes itself (UDP receive lives in the `net`
+//! crate): readiness with `epoll`, the process's CPU time, and Ctrl-C.
 //!
 //! Why epoll and plain threads rather than an async runtime: each worker is
 //! one loop over sans-IO state machines that already say what to write and
@@ -10,6 +10,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a registered descriptor is waited for.
@@ -149,6 +152,41 @@ pub fn cpu_time() -> (Duration, Duration) {
     (tv(usage.ru_utime), tv(usage.ru_stime))
 }
 
+/// The flag SIGINT and SIGTERM raise, for [`on_signal`]. It comes from
+/// `Arc::into_raw` and is never released: a handler may read it at any time.
+static STOP: AtomicPtr<AtomicBool> = AtomicPtr::new(ptr::null_mut());
+
+/// Makes SIGINT and SIGTERM set `stop`, so that the sessions tear down and
+/// the outputs are written; a second signal, or one after `stop` was already
+/// raised, ends the process at once with status 130, for a user who does not
+/// want to wait for the teardown.
+pub fn stop_on_signals(stop: Arc<AtomicBool>) -> io::Result<()> {
+    // A flag installed earlier stays allocated: a handler may still hold it.
+    STOP.store(Arc::into_raw(stop).cast_mut(), Ordering::SeqCst);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: an all-zero `sigaction` is valid (no flags, empty mask).
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        // SAFETY: `action` is a live, initialised `sigaction` the call only
+        // reads, and `on_signal` only does what a signal handler may.
+        if unsafe { libc::sigaction(signal, &action, ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Async-signal-safe: an atomic swap and `_exit`.
+extern "C" fn on_signal(_: libc::c_int) {
+    let stop = STOP.load(Ordering::SeqCst);
+    // SAFETY: a non-null `STOP` came from `Arc::into_raw` and is never freed.
+    if !stop.is_null() && unsafe { &*stop }.swap(true, Ordering::SeqCst) {
+        // SAFETY: `_exit` is async-signal-safe and takes no pointers.
+        unsafe { libc::_exit(130) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +242,14 @@ mod tests {
         std::hint::black_box(x);
         let (u1, s1) = cpu_time();
         assert!(u1 + s1 > u0 + s0);
+    }
+
+    #[test]
+    fn a_signal_raises_the_stop_flag() {
+        let stop = Arc::new(AtomicBool::new(false));
+        stop_on_signals(stop.clone()).unwrap();
+        // SAFETY: raising a signal this process handles; no pointers.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        assert!(stop.load(Ordering::SeqCst));
     }
 }
