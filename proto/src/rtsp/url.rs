@@ -15,6 +15,8 @@ use std::fmt;
 /// The port RTSP uses when a URL names none (RFC 2326 section 3.2).
 pub const DEFAULT_PORT: u16 = 554;
 
+/// Why a string is not a usable RTSP URL. The URL in the message has any
+/// password taken out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     #[error("{0:?} is not an rtsp:// URL")]
@@ -23,38 +25,68 @@ pub enum UrlError {
     NoHost(String),
     #[error("{0:?} has a bad port")]
     Port(String),
-    #[error("{0:?} carries credentials; authentication is not supported")]
-    Credentials(String),
+    #[error("{0:?} has a user name or password with a bad %-escape")]
+    Userinfo(String),
 }
 
-/// An `rtsp://host[:port]/path` URL, kept as written (requests send it back
-/// verbatim) with where to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An `rtsp://[user[:password]@]host[:port][/path][?query]` URL.
+///
+/// The credentials are taken out of the text: [`as_str`](RtspUrl::as_str) is
+/// the URL as written without them, which is what requests carry (RFC 7826
+/// section 4.2 forbids userinfo in a request URL, and servers such as
+/// live555 refuse it) and what logs may show. The user name and password are
+/// kept apart, %-decoded, for authentication.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RtspUrl {
     text: String,
     host: String,
     port: u16,
+    /// Where the path (or query, or the end) starts in `text`.
+    path_at: usize,
+    user: Option<String>,
+    password: Option<String>,
 }
 
 impl RtspUrl {
     pub fn parse(s: &str) -> Result<RtspUrl, UrlError> {
         let s = s.trim();
-        let rest = strip_scheme(s).ok_or_else(|| UrlError::Scheme(s.to_owned()))?;
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if authority.contains('@') {
-            return Err(UrlError::Credentials(s.to_owned()));
-        }
-        let (host, port) = split_host_port(authority).ok_or_else(|| UrlError::Port(s.to_owned()))?;
+        let redacted = || redact(s);
+        let rest = strip_scheme(s).ok_or_else(|| UrlError::Scheme(redacted()))?;
+        let scheme_len = s.len() - rest.len();
+        let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, after) = rest.split_at(authority_len);
+        // The last `@`: people type passwords with an unescaped `@` in them,
+        // and a host never has one.
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (host, port) = split_host_port(host_port).ok_or_else(|| UrlError::Port(redacted()))?;
         if host.is_empty() {
-            return Err(UrlError::NoHost(s.to_owned()));
+            return Err(UrlError::NoHost(redacted()));
         }
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, password) = match u.split_once(':') {
+                    Some((user, password)) => (user, Some(password)),
+                    None => (u, None),
+                };
+                let decode = |t: &str| percent_decode(t).ok_or_else(|| UrlError::Userinfo(redacted()));
+                (Some(decode(user)?), password.map(decode).transpose()?)
+            }
+        };
         Ok(RtspUrl {
-            text: s.to_owned(),
+            text: format!("{}{host_port}{after}", &s[..scheme_len]),
             host: host.to_owned(),
             port: port.unwrap_or(DEFAULT_PORT),
+            path_at: scheme_len + host_port.len(),
+            user,
+            password,
         })
     }
 
+    /// The URL without credentials, as requests carry it.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -67,12 +99,80 @@ impl RtspUrl {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The path, `/` and all (empty when the URL names none), without the
+    /// query.
+    pub fn path(&self) -> &str {
+        let rest = &self.text[self.path_at..];
+        &rest[..rest.find(['?', '#']).unwrap_or(rest.len())]
+    }
+
+    /// What follows `?`, up to any `#`.
+    pub fn query(&self) -> Option<&str> {
+        let rest = &self.text[self.path_at..];
+        let rest = &rest[..rest.find('#').unwrap_or(rest.len())];
+        rest.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The user name, %-decoded, when the URL has credentials.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The password, %-decoded, when the URL has one after the user name.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
 }
 
 impl fmt::Display for RtspUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
+}
+
+/// Without the password, so that it never reaches a log.
+impl fmt::Debug for RtspUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RtspUrl")
+            .field("text", &self.text)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "..."))
+            .finish()
+    }
+}
+
+/// `s` with the userinfo of an `scheme://userinfo@host` URL replaced by
+/// `...`, for error messages.
+fn redact(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_owned();
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://...@{host}{}", &rest[authority.len()..]),
+        None => s.to_owned(),
+    }
+}
+
+/// RFC 3986 %-decoding; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// What follows `rtsp://`, if `s` is an RTSP URL (the scheme is
@@ -178,10 +278,41 @@ mod tests {
         assert!(matches!(RtspUrl::parse("rtsp://h:0/x"), Err(UrlError::Port(_))));
         assert!(matches!(RtspUrl::parse("rtsp://h:/x"), Err(UrlError::Port(_))));
         assert!(matches!(RtspUrl::parse("rtsp://[::1/x"), Err(UrlError::Port(_))));
-        assert!(matches!(
-            RtspUrl::parse("rtsp://user:pw@h/x"),
-            Err(UrlError::Credentials(_))
-        ));
+    }
+
+    #[test]
+    fn credentials_are_kept_apart() {
+        let u = RtspUrl::parse("rtsp://user:pa%40ss@cam.example:8554/live/1?res=hd#x").unwrap();
+        assert_eq!((u.user(), u.password()), (Some("user"), Some("pa@ss")));
+        assert_eq!((u.host(), u.port()), ("cam.example", 8554));
+        assert_eq!(u.as_str(), "rtsp://cam.example:8554/live/1?res=hd#x");
+        assert_eq!((u.path(), u.query()), ("/live/1", Some("res=hd")));
+        assert!(!format!("{u:?}").contains("pa@ss"), "Debug hides the password");
+        // An unescaped `@` in a password, a user without one, an empty one.
+        let u = RtspUrl::parse("rtsp://admin:p@ss@[::1]/x").unwrap();
+        assert_eq!((u.user(), u.password(), u.host()), (Some("admin"), Some("p@ss"), "::1"));
+        let u = RtspUrl::parse("rtsp://admin@h").unwrap();
+        assert_eq!(
+            (u.user(), u.password(), u.path(), u.query()),
+            (Some("admin"), None, "", None)
+        );
+        let u = RtspUrl::parse("rtsp://:@h/").unwrap();
+        assert_eq!((u.user(), u.password(), u.as_str()), (Some(""), Some(""), "rtsp://h/"));
+        // Errors never repeat the password.
+        for bad in ["rtsp://u:secret@h:x/", "rtsp://u:secret@/", "rtsp://u:secret%zz@h/"] {
+            let e = RtspUrl::parse(bad).unwrap_err();
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+        assert!(matches!(RtspUrl::parse("rtsp://u:%e9@h/"), Err(UrlError::Userinfo(_))));
+        assert!(matches!(RtspUrl::parse("rtsp://u:%4@h/"), Err(UrlError::Userinfo(_))));
+    }
+
+    #[test]
+    fn paths_and_queries() {
+        let u = RtspUrl::parse("rtsp://h/a/b.mp4").unwrap();
+        assert_eq!((u.path(), u.query()), ("/a/b.mp4", None));
+        let u = RtspUrl::parse("rtsp://h?x=1").unwrap();
+        assert_eq!((u.path(), u.query()), ("", Some("x=1")));
     }
 
     #[test]

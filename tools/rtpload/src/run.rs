@@ -34,6 +34,8 @@ pub enum RunError {
     UrlFile { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Url(#[from] UrlError),
+    #[error("{0} carries credentials; authentication is not supported")]
+    Credentials(String),
     #[error("cannot resolve {host}: {reason}")]
     Resolve { host: String, reason: String },
     #[error("cannot write {path}: {source}")]
@@ -71,7 +73,16 @@ fn collect_urls(args: &Args) -> Result<Vec<RtspUrl>, RunError> {
             "no URL to play: give one or more, or --urls FILE".into(),
         ));
     }
-    texts.iter().map(|t| Ok(RtspUrl::parse(t)?)).collect()
+    texts
+        .iter()
+        .map(|t| {
+            let url = RtspUrl::parse(t)?;
+            match url.user() {
+                Some(_) => Err(RunError::Credentials(url.to_string())),
+                None => Ok(url),
+            }
+        })
+        .collect()
 }
 
 /// The longest time any option may give, in seconds (about 115 days): far
@@ -753,6 +764,9 @@ mod tests {
         std::fs::remove_file(&dir).unwrap();
         let bad = Args::try_parse_from(["rtpload", "http://h/"]).unwrap();
         assert!(matches!(collect_urls(&bad), Err(RunError::Url(_))));
+        let bad = Args::try_parse_from(["rtpload", "rtsp://user:pw@h/x"]).unwrap();
+        let e = collect_urls(&bad).unwrap_err();
+        assert!(matches!(&e, RunError::Credentials(u) if u == "rtsp://h/x"), "{e}");
     }
 
     #[test]
