@@ -1,16 +1,24 @@
-//! RTCP without IO (RFC 3550 section 6, RFC 3551, RFC 4585 section 6): the
-//! compound packets a sender emits, and a parser for what clients send back.
+//! RTCP without IO (RFC 3550 section 6, RFC 3551, RFC 4585 section 6):
+//! builders for the packets a compound datagram is made of, and a parser for
+//! what the other side sends.
 //!
-//! The server is a sender. Every RTCP interval it sends each client a sender
-//! report and its CNAME ([`compound_sr`]); when a stream ends it says goodbye
-//! ([`compound_bye`], [`compound_sr_bye`]). Builders append to a caller-owned
-//! `Vec<u8>`, so a shard can reuse one buffer for every report it writes.
+//! Builders append one packet each to a caller-owned `Vec<u8>`, so one buffer
+//! serves every report of a round: [`sender_report`] and
+//! [`receiver_report`] (with their [`ReportBlock`]s), [`sdes_cname`] and
+//! [`bye`]. A caller makes a compound packet by appending them in order: an
+//! SR or RR first and the CNAME in every one (RFC 3550 section 6.1). The
+//! server sends SR + CNAME on its reporting interval and SR + CNAME + BYE
+//! when a stream ends; a receiver (rtpload) sends RR + CNAME, and BYE when
+//! it leaves.
 //!
-//! Clients answer with receiver reports (loss, jitter, round-trip data), their
-//! own CNAME, BYE when they leave, and under AVPF generic NACKs and picture
-//! loss indications. [`parse_compound`] checks a whole datagram once, then
-//! hands out zero-copy views of its packets: nothing is allocated, and a
-//! length field can never make it read or reserve more than the datagram.
+//! What comes back from a client is receiver reports (loss, jitter,
+//! round-trip data), its own CNAME, BYE when it leaves, and under AVPF
+//! generic NACKs and picture loss indications; from a server, sender reports
+//! as well. [`parse_compound`] checks a whole datagram once, then hands out
+//! zero-copy views of its packets ([`RtcpPacket`]): nothing is allocated, and
+//! a length field can never make it read or reserve more than the datagram.
+//! [`ntp_from_unix`] and [`ntp_middle32`] do the NTP time arithmetic reports
+//! need.
 //!
 //! A datagram is accepted or rejected as a whole, as the validity checks of
 //! RFC 3550 appendix A.2 do: an error anywhere means none of it is used,
@@ -349,31 +357,6 @@ pub fn bye(out: &mut Vec<u8>, ssrcs: &[u32], reason: Option<&str>) {
         finish(out, start);
         rest = later;
     }
-}
-
-/// Appends the compound packet a sender sends every RTCP interval: an SR
-/// with no report blocks, then the CNAME. RFC 3550 section 6.1 requires a
-/// compound packet to start with SR or RR and to carry the CNAME.
-pub fn compound_sr(out: &mut Vec<u8>, ssrc: u32, ntp: u64, rtp_ts: u32, packets: u32, octets: u32, cname: &str) {
-    sender_report(out, ssrc, ntp, rtp_ts, packets, octets, &[]);
-    sdes_cname(out, ssrc, cname);
-}
-
-/// Appends the compound packet that ends a stream when there is nothing new
-/// to report: an empty RR, the CNAME, and BYE for `ssrc`.
-pub fn compound_bye(out: &mut Vec<u8>, ssrc: u32, cname: &str) {
-    receiver_report(out, ssrc, &[]);
-    sdes_cname(out, ssrc, cname);
-    bye(out, &[ssrc], None);
-}
-
-/// Appends the compound packet that ends a stream with its final counts: an
-/// SR, the CNAME, and BYE for `ssrc`. A client that keeps statistics gets
-/// the last packet and octet counts this way.
-pub fn compound_sr_bye(out: &mut Vec<u8>, ssrc: u32, ntp: u64, rtp_ts: u32, packets: u32, octets: u32, cname: &str) {
-    sender_report(out, ssrc, ntp, rtp_ts, packets, octets, &[]);
-    sdes_cname(out, ssrc, cname);
-    bye(out, &[ssrc], None);
 }
 
 // ---------------------------------------------------------------------------
@@ -1219,10 +1202,18 @@ mod tests {
         }
     }
 
+    /// The compound packet a server sends every interval: an SR without
+    /// blocks and the CNAME (RFC 3550 section 6.1: SR or RR first, CNAME in
+    /// every compound packet).
+    fn sr_cname(out: &mut Vec<u8>, ssrc: u32, ntp: u64, rtp_ts: u32, packets: u32, octets: u32, cname: &str) {
+        sender_report(out, ssrc, ntp, rtp_ts, packets, octets, &[]);
+        sdes_cname(out, ssrc, cname);
+    }
+
     #[test]
     fn compound_sr_round_trips() {
         let mut out = Vec::new();
-        compound_sr(
+        sr_cname(
             &mut out,
             0xcafe,
             0x0123_4567_89ab_cdef,
@@ -1258,7 +1249,9 @@ mod tests {
     #[test]
     fn compound_byes_round_trip() {
         let mut out = Vec::new();
-        compound_bye(&mut out, 42, "srv");
+        receiver_report(&mut out, 42, &[]);
+        sdes_cname(&mut out, 42, "srv");
+        bye(&mut out, &[42], None);
         #[rustfmt::skip]
         let want = [
             0x80, 201, 0, 1, 0, 0, 0, 42,
@@ -1280,7 +1273,8 @@ mod tests {
         assert_eq!(ssrcs.clone().collect::<Vec<_>>(), [42]);
 
         out.clear();
-        compound_sr_bye(&mut out, 42, 5 << 32, 7, 100, 100_000, "srv");
+        sr_cname(&mut out, 42, 5 << 32, 7, 100, 100_000, "srv");
+        bye(&mut out, &[42], None);
         let packets = parse(&out);
         assert_eq!(packets.len(), 3);
         assert!(matches!(
@@ -1752,7 +1746,7 @@ mod tests {
     fn every_truncation_of_valid_datagrams() {
         let mut all = Vec::new();
         all.extend_from_slice(&FFMPEG_RR);
-        compound_sr(&mut all, 5, 6, 7, 8, 9, "edge");
+        sr_cname(&mut all, 5, 6, 7, 8, 9, "edge");
         sender_report(&mut all, 1, 2, 3, 4, 5, &[block(1), block(2)]);
         bye(&mut all, &[1, 2, 3], Some("gone away"));
         all.extend_from_slice(&[0x81, 205, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 9, 0xff, 0xff]);
@@ -1861,7 +1855,8 @@ mod tests {
     fn mutated_valid_datagrams_never_panic() {
         let mut seed = Vec::new();
         seed.extend_from_slice(&FFMPEG_RR);
-        compound_sr_bye(&mut seed, 5, 6, 7, 8, 9, "streamalot");
+        sr_cname(&mut seed, 5, 6, 7, 8, 9, "streamalot");
+        bye(&mut seed, &[5], None);
         seed.extend_from_slice(&[0x81, 205, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 9, 0xff, 0xff]);
         let mut rng = Rng(42);
         for _ in 0..50_000 {
