@@ -21,6 +21,9 @@ use crate::playback::{Nanos, Outgoing, Playback};
 use crate::session::Destination;
 use crate::stats::ShardStats;
 
+// The socket layer's header slot holds exactly the header the protocol writes.
+const _: () = assert!(RTP_HEADER_LEN == proto::rtp::HEADER_LEN);
+
 /// A session's key in its shard.
 pub type SessionKey = u64;
 
@@ -136,7 +139,7 @@ pub fn serve_due(
 struct Pending {
     key: SessionKey,
     dest: SocketAddr,
-    header: [u8; 12],
+    header: [u8; RTP_HEADER_LEN],
     spans: SmallVec<[Span; 6]>,
 }
 

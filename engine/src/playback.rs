@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use loader::{Movie, MovieCursor, Packet};
+use proto::rtp;
 use smallvec::SmallVec;
 
 /// A monotonic instant, in nanoseconds.
@@ -64,7 +65,7 @@ pub struct PlayStart {
 #[derive(Debug)]
 pub struct Outgoing<'a> {
     pub stream: usize,
-    pub header: [u8; 12],
+    pub header: [u8; rtp::HEADER_LEN],
     pub packet: &'a Packet,
     /// How late it is: `now` minus the time it was due.
     pub late_ns: u64,
@@ -282,7 +283,14 @@ impl Playback {
             };
             let s = &mut self.streams[stream];
             let ts = p.timestamp.wrapping_add(s.ts_offset);
-            let header = rtp_header(p.marker, p.payload_type, s.next_seq, ts, s.ssrc);
+            let header = rtp::Header {
+                marker: p.marker,
+                payload_type: p.payload_type,
+                sequence: s.next_seq,
+                timestamp: ts,
+                ssrc: s.ssrc,
+            }
+            .to_bytes();
             s.next_seq = s.next_seq.wrapping_add(1);
             s.packets += 1;
             s.octets += p.payload_len() as u64;
@@ -296,18 +304,6 @@ impl Playback {
         }
         sent
     }
-}
-
-/// The fixed RTP header (RFC 3550 section 5.1): version 2, no padding,
-/// extension or CSRCs.
-pub fn rtp_header(marker: bool, payload_type: u8, seq: u16, timestamp: u32, ssrc: u32) -> [u8; 12] {
-    let mut h = [0u8; 12];
-    h[0] = 0x80;
-    h[1] = (u8::from(marker) << 7) | (payload_type & 0x7f);
-    h[2..4].copy_from_slice(&seq.to_be_bytes());
-    h[4..8].copy_from_slice(&timestamp.to_be_bytes());
-    h[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    h
 }
 
 #[cfg(test)]
@@ -332,9 +328,8 @@ mod tests {
         let mut now = from;
         while now <= until {
             pb.poll(now, |o| {
-                let seq = u16::from_be_bytes([o.header[2], o.header[3]]);
-                let ts = u32::from_be_bytes(o.header[4..8].try_into().unwrap());
-                out.push((o.stream, seq, ts, o.late_ns));
+                let h = rtp::Packet::new_unchecked(&o.header);
+                out.push((o.stream, h.sequence(), h.timestamp(), o.late_ns));
             });
             now += step;
         }
@@ -413,13 +408,5 @@ mod tests {
         let last_ts = sent.iter().rev().find(|p| p.0 == 0).unwrap().2;
         let span = last_ts.wrapping_sub(rtptime) as f64 / 90_000.0;
         assert!((1.8..2.01).contains(&span), "{span}");
-    }
-
-    #[test]
-    fn header_layout() {
-        assert_eq!(
-            rtp_header(true, 96, 0x1234, 0xdead_beef, 7),
-            [0x80, 0xe0, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 7]
-        );
     }
 }

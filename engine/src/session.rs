@@ -397,7 +397,7 @@ mod tests {
             &req("PLAY rtsp://h/sample.mp4/ RTSP/1.0\r\nCSeq: 4\r\nRange: npt=5-\r\n\r\n"),
             &ctx(10),
         );
-        assert_eq!((r.status, e), (200, Effect::Schedule));
+        assert_eq!((r.status.code(), e), (200, Effect::Schedule));
         assert_eq!(r.headers.get("Range"), Some("npt=4.000-10.000"));
         let info = r.headers.get("RTP-Info").unwrap();
         assert!(
@@ -416,7 +416,7 @@ mod tests {
             &req("TEARDOWN rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 6\r\n\r\n"),
             &ctx(30),
         );
-        assert_eq!((r.status, e), (200, Effect::End));
+        assert_eq!((r.status.code(), e), (200, Effect::End));
     }
 
     #[test]

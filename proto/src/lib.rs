@@ -5,5 +5,7 @@
 //! takes bytes (and, where time matters, the time as a value) and returns
 //! values or bytes. The server, the load client and the tests all use it.
 
+pub mod interleaved;
 pub mod rtcp;
+pub mod rtp;
 pub mod rtsp;

@@ -22,9 +22,9 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use glommio::net::TcpStream;
 use loader::{Movie, Packet};
 use net::{recv_batch, RecvBufs, UdpPair};
-use proto::rtcp;
 use proto::rtsp::message::{self, Message, Method, Request, Response};
 use proto::rtsp::url::split_uri;
+use proto::{interleaved, rtcp, rtp};
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
@@ -108,16 +108,11 @@ impl Conn {
     /// frame is dropped (never part of one) and `false` returned.
     fn frame(&self, channel: u8, parts: &[&[u8]]) -> bool {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if len > usize::from(u16::MAX) || self.queued() + len + 4 > self.bound {
+        if self.queued() + interleaved::HEADER_LEN + len > self.bound
+            || interleaved::emit(&mut self.out.borrow_mut(), channel, parts).is_err()
+        {
             return false;
         }
-        let mut out = self.out.borrow_mut();
-        out.extend_from_slice(&[b'$', channel]);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-        for p in parts {
-            out.extend_from_slice(p);
-        }
-        drop(out);
         let _ = self.kick.try_send(());
         true
     }
@@ -342,7 +337,7 @@ impl Shard {
             self.stats.sessions_started += 1;
         } else {
             self.sessions.remove(&key);
-            self.refuse(key, client, req, response.status);
+            self.refuse(key, client, req, response.status.code());
         }
         response
     }
@@ -397,7 +392,7 @@ impl Shard {
             }
         }
         if req.method == Method::Play {
-            e.status = response.status;
+            e.status = response.status.code();
         }
         match effect {
             Effect::None => {}
@@ -727,7 +722,7 @@ impl Entry {
 }
 
 /// Queues one media packet as a `$` frame on a TCP connection.
-fn send_tcp(c: &Conn, channel: u8, header: &[u8; 12], packet: &Packet, data: &[u8]) -> bool {
+fn send_tcp(c: &Conn, channel: u8, header: &[u8; rtp::HEADER_LEN], packet: &Packet, data: &[u8]) -> bool {
     let mut parts: SmallVec<[&[u8]; 8]> = SmallVec::new();
     parts.push(header);
     parts.extend(packet.payload.iter().map(|s| s.bytes(data)));

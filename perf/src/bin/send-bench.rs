@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use net::{bind_pair, Flushed, SendBatch, RTP_HEADER_LEN};
-use streamalot::playback::rtp_header;
+use proto::rtp;
 use streamalot_perf::os::{self, Cpu};
 use streamalot_perf::receiver::{self, Receiver};
 use streamalot_perf::run::{measure, Run};
@@ -220,7 +220,7 @@ fn raw_loop(
 ) -> Result<Run, String> {
     os::pin(Some(core))?;
     let mut packet = vec![0xa5u8; RTP_HEADER_LEN + payload];
-    packet[..RTP_HEADER_LEN].copy_from_slice(&rtp_header(false, 96, 1, 2, 3));
+    packet[..RTP_HEADER_LEN].copy_from_slice(&header(false, 1, 2, 3));
     let SocketAddr::V4(dest) = dest else {
         return Err("the raw loop sends to IPv4 only".into());
     };
@@ -351,7 +351,7 @@ fn batch_loop(
                 at = 0;
             }
             let dest = dests[packets / run % dests.len()];
-            let header = rtp_header(i + 1 == batch, 96, seq, ts, ssrc);
+            let header = header(i + 1 == batch, seq, ts, ssrc);
             // Like a hinted video packet: a couple of immediate bytes from the
             // hint sample, then the media sample's bytes, split where the
             // payload crosses into the next sample every other packet.
@@ -384,4 +384,16 @@ fn batch_loop(
         cpu,
         ..Run::default()
     })
+}
+
+/// The RTP header the server writes, with the payload type of a video track.
+fn header(marker: bool, sequence: u16, timestamp: u32, ssrc: u32) -> [u8; RTP_HEADER_LEN] {
+    rtp::Header {
+        marker,
+        payload_type: 96,
+        sequence,
+        timestamp,
+        ssrc,
+    }
+    .to_bytes()
 }

@@ -8,6 +8,9 @@
 
 use std::fmt::{self, Write as _};
 
+use super::status::Status;
+use crate::interleaved;
+
 /// Bounds on what one request may occupy, so a client cannot make the server
 /// hold unbounded memory for it.
 #[derive(Debug, Clone, Copy)]
@@ -197,13 +200,13 @@ pub enum ParseError {
 }
 
 impl ParseError {
-    /// The status code that answers this error.
-    pub fn status(&self) -> u16 {
+    /// The status that answers this error.
+    pub fn status(&self) -> Status {
         match self {
-            ParseError::HeadersTooLarge(_) | ParseError::TooManyHeaders(_) => 400,
-            ParseError::BodyTooLarge(_) => 413,
-            ParseError::BadVersion(_) => 505,
-            _ => 400,
+            ParseError::HeadersTooLarge(_) | ParseError::TooManyHeaders(_) => Status::BAD_REQUEST,
+            ParseError::BodyTooLarge(_) => Status::REQUEST_ENTITY_TOO_LARGE,
+            ParseError::BadVersion(_) => Status::RTSP_VERSION_NOT_SUPPORTED,
+            _ => Status::BAD_REQUEST,
         }
     }
 }
@@ -235,19 +238,16 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Message, usize)>, Pa
     if rest.is_empty() {
         return Ok(None);
     }
-    if rest[0] == b'$' {
-        if rest.len() < 4 {
-            return Ok(None);
+    match interleaved::parse(rest) {
+        interleaved::Parsed::Frame(f) => {
+            let msg = Message::Interleaved {
+                channel: f.channel,
+                data: f.data.to_vec(),
+            };
+            return Ok(Some((msg, skip + f.wire_len())));
         }
-        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
-        if rest.len() < 4 + len {
-            return Ok(None);
-        }
-        let msg = Message::Interleaved {
-            channel: rest[1],
-            data: rest[4..4 + len].to_vec(),
-        };
-        return Ok(Some((msg, skip + 4 + len)));
+        interleaved::Parsed::Partial { .. } => return Ok(None),
+        interleaved::Parsed::NotFrame => {}
     }
     let Some(head_len) = find_header_end(rest) else {
         if rest.len() > limits.max_header_bytes {
@@ -266,9 +266,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Message, usize)>, Pa
     let start = if start.starts_with("RTSP/") {
         let mut parts = start.splitn(3, ' ');
         let (_version, status) = (parts.next(), parts.next());
-        let status: u16 = status
+        let status = status
             .and_then(|s| s.parse().ok())
-            .filter(|s| (100..1000).contains(s))
+            .and_then(Status::from_wire)
             .ok_or(ParseError::BadRequestLine)?;
         StartLine::Status(status)
     } else {
@@ -333,56 +333,26 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Message, usize)>, Pa
 
 enum StartLine<'a> {
     Request(&'a str, &'a str, &'a str),
-    Status(u16),
-}
-
-/// The reason phrase for a status code (RFC 2326 section 7.1.1).
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        408 => "Request Timeout",
-        413 => "Request Entity Too Large",
-        414 => "Request-URI Too Large",
-        415 => "Unsupported Media Type",
-        451 => "Parameter Not Understood",
-        453 => "Not Enough Bandwidth",
-        454 => "Session Not Found",
-        455 => "Method Not Valid in This State",
-        457 => "Invalid Range",
-        459 => "Aggregate Operation Not Allowed",
-        460 => "Only Aggregate Operation Allowed",
-        461 => "Unsupported Transport",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "RTSP Version Not Supported",
-        _ => "Unknown",
-    }
+    Status(Status),
 }
 
 /// A response to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    pub status: u16,
+    pub status: Status,
     pub headers: Headers,
     pub body: Vec<u8>,
 }
 
 impl Response {
     /// A response with `status` that echoes the request's CSeq (when it had one).
-    pub fn new(status: u16, cseq: Option<&str>) -> Response {
+    pub fn new(status: impl Into<Status>, cseq: Option<&str>) -> Response {
         let mut headers = Headers::default();
         if let Some(c) = cseq {
             headers.push("CSeq", c);
         }
         Response {
-            status,
+            status: status.into(),
             headers,
             body: Vec::new(),
         }
@@ -402,7 +372,7 @@ impl Response {
     /// Appends the response's bytes to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let mut head = String::with_capacity(128);
-        let _ = write!(head, "RTSP/1.0 {} {}\r\n", self.status, reason(self.status));
+        let _ = write!(head, "RTSP/1.0 {}\r\n", self.status);
         write_fields(&mut head, &self.headers, self.body.len());
         out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(&self.body);
@@ -500,11 +470,11 @@ mod tests {
             b"RTSP/1.0 404 Not Found\r\nCSeq: 3\r\n\r\nRTSP/1.0 200 OK\r\nCSeq: 4\r\nContent-Length: 3\r\n\r\nv=0";
         let (m, used) = one(text).unwrap().unwrap();
         let Message::Response(r) = m else { panic!("{m:?}") };
-        assert_eq!((r.status, r.headers.get("cseq")), (404, Some("3")));
+        assert_eq!((r.status, r.headers.get("cseq")), (Status::NOT_FOUND, Some("3")));
         let Message::Response(r) = one(&text[used..]).unwrap().unwrap().0 else {
             panic!()
         };
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"v=0"[..]));
+        assert_eq!((r.status, r.body.as_slice()), (Status::OK, &b"v=0"[..]));
         assert_eq!(one(b"RTSP/1.0 abc OK\r\n\r\n").unwrap_err(), ParseError::BadRequestLine);
         assert_eq!(
             one(b"RTSP/1.0 99999 OK\r\n\r\n").unwrap_err(),

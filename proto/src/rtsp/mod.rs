@@ -1,6 +1,7 @@
 //! RTSP 1.0 (RFC 2326) without IO: messages on a byte stream, the header
-//! fields with structure, and URLs.
+//! fields with structure, status codes, and URLs.
 
 pub mod header;
 pub mod message;
+pub mod status;
 pub mod url;

@@ -8,8 +8,7 @@
 //! caller owns the clock and the histograms.
 
 use proto::rtcp::{self, ReportBlock, SenderInfo};
-
-use crate::rtp::RtpHeader;
+use proto::rtp;
 
 /// Nanoseconds on the caller's monotonic clock.
 pub type Nanos = u64;
@@ -343,7 +342,7 @@ impl Stream {
     /// Accounts for a packet of `len` bytes that arrived at `arrival`.
     /// Returns what it measured, or `None` for a duplicate or an unconfirmed
     /// jump, whose timing says nothing about the stream.
-    pub fn on_packet(&mut self, header: &RtpHeader, len: usize, arrival: Nanos) -> Option<Measured> {
+    pub fn on_packet(&mut self, header: &rtp::Header, len: usize, arrival: Nanos) -> Option<Measured> {
         self.packets += 1;
         self.bytes += len as u64;
         self.ssrc.get_or_insert(header.ssrc);
@@ -600,14 +599,13 @@ mod tests {
         }
     }
 
-    fn header(seq: u16, ts: u32) -> RtpHeader {
-        RtpHeader {
+    fn header(seq: u16, ts: u32) -> rtp::Header {
+        rtp::Header {
             marker: false,
             payload_type: 96,
             sequence: seq,
             timestamp: ts,
             ssrc: 0x5555,
-            payload_len: 100,
         }
     }
 

@@ -47,15 +47,17 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use proto::interleaved;
 use proto::rtcp::{self, ReportBlock, RtcpPacket};
+use proto::rtp::{self, RtpError};
 use proto::rtsp::header::{self, Lower, NptRange, Transport};
 use proto::rtsp::message::{self, Limits, Message, Method, Request, Response};
+use proto::rtsp::status::Status;
 use proto::rtsp::url::{self, RtspUrl};
 use smallvec::SmallVec;
 
 use crate::metrics::Histograms;
 use crate::reception::{Nanos, Stream};
-use crate::rtp::{RtpError, RtpHeader};
 use crate::sdp::{self, Presentation, SdpError};
 
 const SEC: Nanos = 1_000_000_000;
@@ -104,12 +106,11 @@ pub enum SessionError {
     Parse(message::ParseError),
     #[error("the server answered with HTTP, not RTSP")]
     NotRtsp,
-    #[error("{method} {url} answered {status} {reason}")]
+    #[error("{method} {url} answered {status}")]
     Status {
         method: String,
         url: String,
-        status: u16,
-        reason: String,
+        status: Status,
     },
     #[error("the response with {} does not answer {method} (CSeq {want})", cseq_text(.got))]
     CSeq {
@@ -586,7 +587,7 @@ impl Session {
     pub fn on_rtp(
         &mut self,
         stream: u32,
-        header: &RtpHeader,
+        header: &rtp::Header,
         len: usize,
         arrival: Nanos,
         rec: &mut Histograms,
@@ -761,13 +762,14 @@ impl Session {
             if rest.is_empty() {
                 break;
             }
-            if rest[0] == b'$' {
-                let Some(head) = rest.get(..4) else { break };
-                let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-                let Some(frame) = rest.get(4..4 + len) else { break };
-                self.on_frame(head[1], frame, now, rec);
-                at += 4 + len;
-                continue;
+            match interleaved::parse(rest) {
+                interleaved::Parsed::Frame(f) => {
+                    self.on_frame(f.channel, f.data, now, rec);
+                    at += f.wire_len();
+                    continue;
+                }
+                interleaved::Parsed::Partial { .. } => break,
+                interleaved::Parsed::NotFrame => {}
             }
             match message::parse(rest, &self.settings.limits) {
                 Ok(Some((msg, used))) => {
@@ -810,7 +812,7 @@ impl Session {
         };
         if track.channels.0 == channel {
             let stream = track.stream;
-            match RtpHeader::parse(data) {
+            match rtp::Header::parse(&rtp::Packet::new_unchecked(data)) {
                 Ok(h) => {
                     self.on_rtp(stream, &h, data.len(), now, rec);
                 }
@@ -844,15 +846,14 @@ impl Session {
             return self.fail(e, now);
         }
         rec.rtsp_response(&pending.method, now.saturating_sub(pending.sent_at));
-        let ok = (200..300).contains(&resp.status);
+        let ok = resp.status.is_success();
         // A server that does not do GET_PARAMETER keep-alives may say so.
-        let refused_keepalive = pending.method == Method::GetParameter && matches!(resp.status, 405 | 451 | 501);
+        let refused_keepalive = pending.method == Method::GetParameter && matches!(resp.status.code(), 405 | 451 | 501);
         if !ok && !refused_keepalive {
             let e = SessionError::Status {
                 method: pending.method.to_string(),
                 url: pending.url,
                 status: resp.status,
-                reason: message::reason(resp.status).to_owned(),
             };
             return self.fail(e, now);
         }
@@ -1209,10 +1210,8 @@ impl Session {
                     let (stream, channel) = (self.tracks[i].stream, self.tracks[i].channels.1);
                     let start = self.rtcp.len();
                     self.write_report(&[stream], now, bye);
-                    let len = self.rtcp.len() - start;
-                    self.out.extend_from_slice(&[b'$', channel]);
-                    self.out.extend_from_slice(&(len as u16).to_be_bytes());
-                    self.out.extend_from_slice(&self.rtcp[start..]);
+                    // A report for one stream is a few dozen bytes: it fits.
+                    let _ = interleaved::emit(&mut self.out, channel, &[&self.rtcp[start..]]);
                     self.rtcp.truncate(start);
                 }
             }
@@ -1289,11 +1288,13 @@ fn base_url(resp: &Response, request_url: &str) -> String {
 /// RTSP message instead, whose length its text will tell.
 fn missing(buf: &[u8]) -> Option<usize> {
     let rest = &buf[buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()..];
-    match rest {
-        [] => Some(0),
-        [b'$', _, hi, lo, ..] => Some((4 + usize::from(u16::from_be_bytes([*hi, *lo]))).saturating_sub(rest.len())),
-        [b'$', ..] => Some(4 - rest.len()),
-        _ => None,
+    if rest.is_empty() {
+        return Some(0);
+    }
+    match interleaved::parse(rest) {
+        interleaved::Parsed::Frame(_) => Some(0),
+        interleaved::Parsed::Partial { missing } => Some(missing),
+        interleaved::Parsed::NotFrame => None,
     }
 }
 

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use net::{self, RecvBufs};
 use proto::rtcp::{self, RtcpPacket};
+use proto::rtp;
 use proto::rtsp::header::Lower;
 use proto::rtsp::url::RtspUrl;
 use smallvec::SmallVec;
@@ -38,7 +39,6 @@ use tracing::{debug, warn};
 
 use crate::metrics::{Counters, Histograms};
 use crate::reception::Nanos;
-use crate::rtp::RtpHeader;
 use crate::session::{Event, Outcome, Session, Settings, Totals, UdpStream};
 use crate::sys::{Interest, Poller, Readiness};
 
@@ -734,7 +734,7 @@ impl Worker {
                     Some(at) => mono_now.saturating_sub(real_now.saturating_sub(at).as_nanos() as Nanos),
                     None => mono_now,
                 };
-                let Ok(h) = RtpHeader::parse(d.data) else {
+                let Ok(h) = rtp::Header::parse(&rtp::Packet::new_unchecked(d.data)) else {
                     counters.unmatched += 1;
                     continue;
                 };

@@ -2,10 +2,23 @@
 
 use super::*;
 use crate::metrics::Metric;
-use crate::rtp::tests::packet;
 
 const MS: Nanos = 1_000_000;
 const PEER: &str = "127.0.0.1:8554";
+
+/// An RTP packet with the given header fields and `payload` zero bytes.
+fn packet(payload_type: u8, sequence: u16, timestamp: u32, ssrc: u32, payload: usize) -> Vec<u8> {
+    let header = rtp::Header {
+        marker: false,
+        payload_type,
+        sequence,
+        timestamp,
+        ssrc,
+    };
+    let mut p = header.to_bytes().to_vec();
+    p.resize(p.len() + payload, 0);
+    p
+}
 
 fn settings(lower: Lower, duration_s: u64) -> Arc<Settings> {
     Arc::new(Settings {
@@ -119,7 +132,7 @@ impl Script {
 
     fn rtp(&mut self, stream: u32, pt: u8, seq: u16, ts: u32, ssrc: u32) -> bool {
         let p = packet(pt, seq, ts, ssrc, 188);
-        let h = RtpHeader::parse(&p).unwrap();
+        let h = rtp::Header::parse(&rtp::Packet::new_unchecked(&p)).unwrap();
         self.s.on_rtp(stream, &h, p.len(), self.now, &mut self.rec)
     }
 
@@ -657,7 +670,11 @@ fn servers_may_ask_things_too() {
     let d = sc.request();
     sc.feed(b"OPTIONS * RTSP/1.0\r\nCSeq: 99\r\n\r\nANNOUNCE rtsp://h/m RTSP/1.0\r\nCSeq: 100\r\n\r\n");
     let w = sc.written();
-    let answers: Vec<(u16, Option<&str>)> = w.responses.iter().map(|r| (r.status, r.headers.get("CSeq"))).collect();
+    let answers: Vec<(u16, Option<&str>)> = w
+        .responses
+        .iter()
+        .map(|r| (r.status.code(), r.headers.get("CSeq")))
+        .collect();
     assert_eq!(answers, [(200, Some("99")), (501, Some("100"))]);
     // ... and the session goes on.
     sc.reply(&d, 200, &[], "v=0\r\nm=audio 0 RTP/AVP 0\r\n");
@@ -709,8 +726,7 @@ fn bad_responses_fail_the_session_clearly() {
         SessionError::Status {
             method: "SETUP".into(),
             url: "rtsp://h/m".into(),
-            status: 461,
-            reason: "Unsupported Transport".into()
+            status: Status::UNSUPPORTED_TRANSPORT,
         }
     );
     assert!(matches!(
@@ -746,7 +762,10 @@ fn bad_describe_answers() {
     };
     assert!(matches!(
         describe_with(404, &[], ""),
-        SessionError::Status { status: 404, .. }
+        SessionError::Status {
+            status: Status::NOT_FOUND,
+            ..
+        }
     ));
     assert!(matches!(
         describe_with(200, &[], "<html>"),
