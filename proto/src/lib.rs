@@ -9,3 +9,4 @@ pub mod interleaved;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtsp;
+pub mod sdp;

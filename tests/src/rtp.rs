@@ -1,6 +1,10 @@
 //! RTP as it appears on the wire, and ffmpeg's RTP muxer as the reference for
 //! what a hint track should send.
 //!
+//! [`RtpPacket::parse`] reads packets here, not with `proto::rtp`, which
+//! writes the server's headers: what checks the server's packets must not be
+//! the code that made them.
+//!
 //! [`ffmpeg_rtp`] runs `ffmpeg -i FILE -map STREAM -c copy -f rtp` against
 //! UDP sockets of our own and returns every packet it sent. ffmpeg's hinter
 //! (`-movflags +rtphint`) packetizes with that same RTP muxer, so the loader's

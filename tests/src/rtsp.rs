@@ -1,8 +1,11 @@
 //! A small, strict RTSP client for protocol-level checks of the server.
 //!
-//! It shares no code with the server: responses are parsed here from the
-//! bytes on the wire, so a server that writes something a careful client
-//! cannot read fails the tests. On a connection carrying interleaved media,
+//! It shares no code with the server, and on purpose none with the
+//! `proto` crate either: the server writes its responses and `$` frames with
+//! `proto`, so a client built on it would read back whatever `proto` wrote,
+//! mistakes included. Responses are parsed here from the bytes on the wire,
+//! so a server that writes something a careful client cannot read fails the
+//! tests. On a connection carrying interleaved media,
 //! every byte must belong either to a whole response or to a whole `$` frame
 //! (RFC 2326 section 10.12); anything else panics with what was found.
 

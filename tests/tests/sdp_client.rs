@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use loader::Movie;
+use proto::sdp::{Connection, SessionDescription};
 use streamalot_tests::ffmpeg::{FrameHashes, FRAME_HASHES};
 use streamalot_tests::media::media;
 use streamalot_tests::rtp::{hinted_aac_frames, RtpPacket};
@@ -106,36 +107,33 @@ fn describe_child(name: &str) -> String {
 type Ports = BTreeMap<u32, u16>;
 
 /// The loader's SDP with an address and a port per media section, the way a
-/// client sees it once it has set up each stream.
+/// client sees it once it has set up each stream. It is rewritten with
+/// `proto::sdp`, as the server will rewrite descriptions; the loader's text
+/// must come back from it byte for byte first, so nothing is lost on the way.
 fn client_sdp(movie: &Movie, ports: &Ports) -> String {
     let sdp = movie.sdp();
-    let lines: Vec<&str> = sdp.lines().collect();
-    let mut out = String::new();
-    for (i, line) in lines.iter().enumerate() {
-        let line = if line.starts_with("c=") {
-            "c=IN IP4 127.0.0.1".to_owned()
-        } else if let Some(rest) = line.strip_prefix("m=") {
-            // This section's track: the next `a=control:trackID=` line.
-            let track_id = lines[i..]
-                .iter()
-                .filter_map(|l| l.strip_prefix("a=control:trackID="))
-                .next()
-                .and_then(|id| id.trim().parse::<u32>().ok())
-                .unwrap_or_else(|| panic!("media section `{line}` has no a=control:trackID= line:\n{sdp}"));
-            let port = ports
-                .get(&track_id)
-                .unwrap_or_else(|| panic!("the SDP names track {track_id}, which is no hint track"));
-            let mut fields: Vec<String> = rest.split(' ').map(str::to_owned).collect();
-            assert!(fields.len() >= 4, "malformed media line `{line}`");
-            fields[1] = port.to_string();
-            format!("m={}", fields.join(" "))
-        } else {
-            (*line).to_owned()
-        };
-        out.push_str(&line);
-        out.push_str("\r\n");
+    let mut sd = SessionDescription::parse(sdp.as_bytes()).unwrap_or_else(|e| panic!("{e}:\n{sdp}"));
+    assert_eq!(sd.to_string(), sdp, "the loader's SDP does not read back as it is");
+    let local = Connection {
+        network_type: "IN".into(),
+        address_type: "IP4".into(),
+        address: "127.0.0.1".into(),
+    };
+    if let Some(c) = &mut sd.connection {
+        *c = local.clone();
     }
-    out
+    for m in &mut sd.media {
+        let track_id = m
+            .control()
+            .and_then(|c| c.strip_prefix("trackID="))
+            .and_then(|id| id.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("media section `{m}` has no a=control:trackID= line:\n{sdp}"));
+        m.port = *ports
+            .get(&track_id)
+            .unwrap_or_else(|| panic!("the SDP names track {track_id}, which is no hint track"));
+        m.connections.iter_mut().for_each(|c| *c = local.clone());
+    }
+    sd.to_string()
 }
 
 /// Starts ffmpeg on the client SDP and waits until it listens on every port.

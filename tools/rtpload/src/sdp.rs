@@ -1,12 +1,13 @@
-//! The parts of a DESCRIBE answer's SDP (RFC 8866, RFC 2326 appendix C) that
-//! a receiving client needs: each RTP medium with its payload type, clock
-//! rate and control URL, and the presentation's aggregate control.
+//! What a receiving client takes from a DESCRIBE answer's SDP (RFC 2326
+//! appendix C): each RTP medium with its payload type, clock rate and
+//! control URL, and the presentation's aggregate control and length. The
+//! SDP itself is read by [`proto::sdp`], which takes care of bare LF line
+//! ends, trailing whitespace and the port 0 RTSP servers put in `m=`; this
+//! is the client's policy on top:
 //!
-//! What servers get wrong, and how it is taken:
-//! - Line ends are CRLF by the RFC; many servers send bare LF, some a mix.
-//!   Both are accepted, and trailing whitespace is ignored.
-//! - `m=` ports are 0 in most RTSP SDPs (the port is chosen at SETUP); that
-//!   does not mean the medium is disabled, as it would in offer/answer.
+//! - Only RTP/AVP media (AVP, AVPF, AVP/TCP) are played; SRTP (`RTP/SAVP`)
+//!   and non-RTP media are skipped, as a plain RTP receiver cannot read them.
+//! - A medium plays its first payload type.
 //! - A single medium may have no `a=control`: RFC 2326 C.1.1 then has it set
 //!   up with the aggregate URL. With several media, each needs its own.
 //! - Static payload types (RFC 3551) need no `a=rtpmap`; their clock rates
@@ -15,6 +16,7 @@
 
 use proto::rtsp::header::NptRange;
 use proto::rtsp::url;
+use proto::sdp::SessionDescription;
 
 /// One RTP medium (`m=` section).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +46,8 @@ pub struct Presentation {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
-    #[error("the SDP is not UTF-8")]
-    NotText,
-    #[error("the SDP does not start with a v=0 line")]
-    NoVersion,
-    #[error("malformed SDP line {line}: {text:?}")]
-    Line { line: usize, text: String },
+    #[error(transparent)]
+    Syntax(#[from] proto::sdp::SdpError),
     #[error("the SDP describes no RTP/AVP media")]
     NoMedia,
     #[error("media {index} ({kind}) has dynamic payload type {payload_type} and no a=rtpmap clock rate for it")]
@@ -92,131 +90,58 @@ fn static_clock_rate(pt: u8) -> Option<(u32, &'static str)> {
     })
 }
 
-/// A medium while its section is read.
-struct Section {
-    kind: String,
-    rtp: bool,
-    payload_type: u8,
-    rtpmap: Option<(String, u32)>,
-    control: Option<String>,
-}
-
 pub fn parse(body: &[u8]) -> Result<Presentation, SdpError> {
-    let text = std::str::from_utf8(body).map_err(|_| SdpError::NotText)?;
-    let mut lines = text
-        .split('\n')
-        .map(|l| l.trim_end())
-        .enumerate()
-        .filter(|(_, l)| !l.is_empty());
-    match lines.next() {
-        Some((_, "v=0")) => {}
-        _ => return Err(SdpError::NoVersion),
-    }
-    let mut control = None;
-    let mut duration_secs = None;
-    let mut sections: Vec<Section> = Vec::new();
-    for (i, line) in lines {
-        let bad = || SdpError::Line {
-            line: i + 1,
-            text: line.chars().take(80).collect(),
-        };
-        let (kind, value) = line.split_once('=').ok_or_else(bad)?;
-        if kind.len() != 1 {
-            return Err(bad());
-        }
-        match kind {
-            "m" => {
-                let mut words = value.split_ascii_whitespace();
-                let (Some(media), Some(_port), Some(proto)) = (words.next(), words.next(), words.next()) else {
-                    return Err(bad());
-                };
-                // RTP/AVP, RTP/AVPF, RTP/AVP/TCP...; not RTP/SAVP (SRTP) or
-                // non-RTP media, which a plain RTP receiver cannot read.
-                let rtp = proto.to_ascii_uppercase().starts_with("RTP/AVP");
-                let payload_type = match words.next().map(str::parse::<u8>) {
-                    Some(Ok(pt)) if pt < 128 => pt,
-                    _ if !rtp => 0,
-                    _ => return Err(bad()),
-                };
-                sections.push(Section {
-                    kind: media.to_owned(),
-                    rtp,
-                    payload_type,
-                    rtpmap: None,
-                    control: None,
-                });
-            }
-            "a" => {
-                let (name, arg) = value.split_once(':').unwrap_or((value, ""));
-                let arg = arg.trim();
-                match (name, sections.last_mut()) {
-                    ("control", None) => control = Some(arg.to_owned()),
-                    // Media-level ranges, and ones that do not parse, say
-                    // nothing the PLAY answer will not.
-                    ("range", None) => {
-                        duration_secs = NptRange::parse(arg)
-                            .ok()
-                            .and_then(|r| Some(r.end? - r.start.unwrap_or(0.0)))
-                            .filter(|d| *d > 0.0)
-                    }
-                    ("control", Some(s)) => s.control = Some(arg.to_owned()),
-                    ("rtpmap", Some(s)) => {
-                        // `a=rtpmap:<pt> <encoding>/<clock>[/<channels>]`
-                        let (pt, map) = arg.split_once(char::is_whitespace).ok_or_else(bad)?;
-                        let Ok(pt) = pt.parse::<u8>() else { return Err(bad()) };
-                        if pt == s.payload_type {
-                            let mut parts = map.trim().split('/');
-                            let encoding = parts.next().unwrap_or_default().to_owned();
-                            let clock = parts.next().and_then(|c| c.trim().parse::<u32>().ok());
-                            match clock {
-                                Some(c) if c > 0 => s.rtpmap = Some((encoding, c)),
-                                _ => return Err(bad()),
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-    let rtp: Vec<Section> = sections.into_iter().filter(|s| s.rtp).collect();
+    let sd = SessionDescription::parse(body)?;
+    // Media-level ranges, and ones that do not parse, say nothing the PLAY
+    // answer will not.
+    let duration_secs = sd
+        .range()
+        .and_then(|r| NptRange::parse(r).ok())
+        .and_then(|r| Some(r.end? - r.start.unwrap_or(0.0)))
+        .filter(|d| *d > 0.0);
+    let rtp: Vec<&proto::sdp::Media> = sd
+        .media
+        .iter()
+        .filter(|m| m.protocol.to_ascii_uppercase().starts_with("RTP/AVP"))
+        .collect();
     if rtp.is_empty() {
         return Err(SdpError::NoMedia);
     }
     let count = rtp.len();
     let mut media = Vec::with_capacity(count);
-    for (index, s) in rtp.into_iter().enumerate() {
-        let (encoding, clock_rate) = match s.rtpmap {
-            Some(map) => map,
-            None => match static_clock_rate(s.payload_type) {
+    for (index, m) in rtp.into_iter().enumerate() {
+        // The parser has checked that an RTP medium has payload types.
+        let payload_type = m.payload_types().next().unwrap_or_default();
+        let (encoding, clock_rate) = match m.rtpmap(payload_type) {
+            Some(map) => (map.encoding, map.clock_rate),
+            None => match static_clock_rate(payload_type) {
                 Some((rate, name)) => (name.to_owned(), rate),
                 None => {
                     return Err(SdpError::NoClockRate {
                         index,
-                        kind: s.kind,
-                        payload_type: s.payload_type,
+                        kind: m.kind.clone(),
+                        payload_type,
                     })
                 }
             },
         };
-        if s.control.is_none() && count > 1 {
+        if m.control().is_none() && count > 1 {
             return Err(SdpError::NoControl {
                 index,
-                kind: s.kind,
+                kind: m.kind.clone(),
                 count,
             });
         }
         media.push(Media {
-            kind: s.kind,
-            payload_type: s.payload_type,
+            kind: m.kind.clone(),
+            payload_type,
             encoding,
             clock_rate,
-            control: s.control,
+            control: m.control().map(str::to_owned),
         });
     }
     Ok(Presentation {
-        control,
+        control: sd.control().map(str::to_owned),
         duration_secs,
         media,
     })
@@ -323,28 +248,24 @@ mod tests {
 
     #[test]
     fn bad_sdps_say_what_is_wrong() {
-        assert_eq!(parse(b"\xff\xfe"), Err(SdpError::NotText));
-        assert_eq!(parse(b""), Err(SdpError::NoVersion));
-        assert_eq!(parse(b"<html>404</html>"), Err(SdpError::NoVersion));
+        use proto::sdp::SdpError::{Line, NoVersion, NotText};
+        assert_eq!(parse(b"\xff\xfe"), Err(SdpError::Syntax(NotText { line: 1 })));
+        assert_eq!(parse(b""), Err(SdpError::Syntax(NoVersion)));
+        assert_eq!(parse(b"<html>404</html>"), Err(SdpError::Syntax(NoVersion)));
         assert_eq!(parse(b"v=0\ns=x\n"), Err(SdpError::NoMedia));
-        assert!(matches!(parse(b"v=0\ngarbage\n"), Err(SdpError::Line { line: 2, .. })));
-        assert!(matches!(parse(b"v=0\nm=video 0\n"), Err(SdpError::Line { .. })));
         assert!(matches!(
-            parse(b"v=0\nm=video 0 RTP/AVP x\n"),
-            Err(SdpError::Line { .. })
+            parse(b"v=0\ngarbage\n"),
+            Err(SdpError::Syntax(Line { line: 2, .. }))
         ));
-        assert!(matches!(
-            parse(b"v=0\nm=video 0 RTP/AVP 200\n"),
-            Err(SdpError::Line { .. })
-        ));
-        assert!(matches!(
-            parse(b"v=0\nm=video 0 RTP/AVP 96\na=rtpmap:96 H264/0\n"),
-            Err(SdpError::Line { .. })
-        ));
-        assert!(matches!(
-            parse(b"v=0\nm=video 0 RTP/AVP 96\na=rtpmap:96 H264\n"),
-            Err(SdpError::Line { .. })
-        ));
+        for bad in [
+            &b"v=0\nm=video 0\n"[..],
+            b"v=0\nm=video 0 RTP/AVP x\n",
+            b"v=0\nm=video 0 RTP/AVP 200\n",
+            b"v=0\nm=video 0 RTP/AVP 96\na=rtpmap:96 H264/0\n",
+            b"v=0\nm=video 0 RTP/AVP 96\na=rtpmap:96 H264\n",
+        ] {
+            assert!(matches!(parse(bad), Err(SdpError::Syntax(Line { .. }))), "{bad:?}");
+        }
         assert_eq!(
             parse(b"v=0\nm=video 0 RTP/AVP 96\na=control:v\n"),
             Err(SdpError::NoClockRate {

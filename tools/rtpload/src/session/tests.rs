@@ -770,7 +770,7 @@ fn bad_describe_answers() {
     assert!(matches!(
         describe_with(200, &[], "<html>"),
         SessionError::Sdp {
-            error: SdpError::NoVersion,
+            error: SdpError::Syntax(proto::sdp::SdpError::NoVersion),
             ..
         }
     ));
