@@ -10,3 +10,6 @@ pub mod rtcp;
 pub mod rtp;
 pub mod rtsp;
 pub mod sdp;
+
+#[cfg(test)]
+mod test_rng;

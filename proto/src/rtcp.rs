@@ -875,6 +875,7 @@ impl Iterator for LostSeqs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     fn parse(buf: &[u8]) -> Vec<RtcpPacket<'_>> {
         parse_compound(buf).unwrap().collect()
@@ -1770,26 +1771,6 @@ mod tests {
             assert_eq!(tail.is_ok(), boundaries.contains(&cut), "from {cut}: {tail:?}");
         }
         assert_eq!(walk(&all), Ok(total));
-    }
-
-    /// xorshift64*: a small deterministic generator, so a failure reproduces.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
     }
 
     #[test]

@@ -603,6 +603,7 @@ impl fmt::Display for SessionDescription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     /// What `streamalot serve` answers for an ffmpeg-hinted H.264 + AAC movie.
     const STREAMALOT: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=sample\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
@@ -828,22 +829,6 @@ mod tests {
         );
     }
 
-    /// xorshift64*: deterministic garbage.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// Whatever parses, emits to text that parses to the same description.
     fn round_trips(bytes: &[u8]) -> bool {
         match SessionDescription::parse(bytes) {
@@ -865,7 +850,8 @@ mod tests {
         let mut parsed = 0;
         for n in 0..20_000 {
             let bytes: Vec<u8> = if n % 2 == 0 {
-                (0..rng.below(200)).map(|_| rng.next() as u8).collect()
+                let len = rng.below(200);
+                rng.bytes(len)
             } else {
                 let mut b = b"v=0\n".to_vec();
                 for _ in 0..rng.below(8) {
