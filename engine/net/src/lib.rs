@@ -18,7 +18,9 @@ mod addr;
 mod recv;
 mod send;
 mod socket;
+mod tcp;
 
 pub use recv::{enable_timestamps, recv_batch, recv_batch_timestamped, Datagram, RecvBufs};
 pub use send::{Batch, Flushed, SendBatch, MAX_IOVECS, RTP_HEADER_LEN};
 pub use socket::{bind_pair, raise_fd_limit, set_recv_buffer, UdpPair, RTCP_RECV_BUFFER_BYTES, SEND_BUFFER_BYTES};
+pub use tcp::{bind_tcp_listener, LISTEN_BACKLOG};
