@@ -194,41 +194,32 @@ pub fn scratch_dir() -> &'static Path {
     })
 }
 
+/// The sources of each workspace crate a binary is built from.
+const PROTO: [&str; 2] = ["proto/src", "proto/Cargo.toml"];
+const NET: [&str; 2] = ["engine/net/src", "engine/net/Cargo.toml"];
+const LOADER: [&str; 2] = ["loader/src", "loader/Cargo.toml"];
+const ENGINE: [&str; 2] = ["engine/src", "engine/Cargo.toml"];
+
 /// The `streamalot` binary of the same build profile as the running test.
 ///
 /// `cargo test -p streamalot-tests` does not build other packages' binaries,
-/// so when the binary is missing, or older than the engine or loader sources,
-/// it is built here (`cargo build -p streamalot --bin streamalot`), once per
-/// test process. The README's test command builds it beforehand anyway.
+/// so when the binary is missing, or older than the sources of the crates it
+/// is built from, it is built here (`cargo build -p streamalot --bin
+/// streamalot`), once per test process. The README's test command builds it
+/// beforehand anyway.
 pub fn streamalot_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        workspace_binary(
-            "streamalot",
-            "streamalot",
-            &["engine/src", "engine/Cargo.toml", "loader/src", "loader/Cargo.toml"],
-        )
-    })
+    BIN.get_or_init(|| workspace_binary("streamalot", "streamalot", &[ENGINE, PROTO, NET, LOADER].concat()))
 }
 
 /// The `rtpload` load client of the same build profile as the running test,
 /// built as [`streamalot_binary`] is when missing or older than its sources
-/// (its own and the engine's it reuses).
+/// (its own, and the protocol and socket crates it is built on).
 pub fn rtpload_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        workspace_binary(
-            "rtpload",
-            "rtpload",
-            &[
-                "tools/rtpload/src",
-                "tools/rtpload/Cargo.toml",
-                "engine/src",
-                "engine/Cargo.toml",
-                "loader/src",
-                "loader/Cargo.toml",
-            ],
-        )
+        let own = ["tools/rtpload/src", "tools/rtpload/Cargo.toml"];
+        workspace_binary("rtpload", "rtpload", &[own, PROTO, NET].concat())
     })
 }
 
@@ -236,17 +227,11 @@ pub fn rtpload_binary() -> &'static Path {
 pub fn capacity_bench_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        let own = ["perf/src", "perf/Cargo.toml"];
         workspace_binary(
             "streamalot-perf",
             "capacity-bench",
-            &[
-                "perf/src",
-                "perf/Cargo.toml",
-                "engine/src",
-                "engine/Cargo.toml",
-                "loader/src",
-                "loader/Cargo.toml",
-            ],
+            &[own, ENGINE, PROTO, NET, LOADER].concat(),
         )
     })
 }
