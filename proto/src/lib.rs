@@ -1,9 +1,21 @@
-//! Streamalot's protocols without IO: the RTSP codec and its header fields,
-//! RTSP URLs, and the RTCP wire format.
+//! Streamalot's protocols without IO, each a parser and an emitter over
+//! bytes:
 //!
-//! Nothing here touches a socket, a file, a clock or a thread: every function
-//! takes bytes (and, where time matters, the time as a value) and returns
-//! values or bytes. The server, the load client and the tests all use it.
+//! - [`rtsp`]: RTSP 1.0 messages with limits ([`rtsp::message`]), header
+//!   fields with structure such as `Transport` and `Range`
+//!   ([`rtsp::header`]), status codes ([`rtsp::status`]) and URLs
+//!   ([`rtsp::url`]);
+//! - [`sdp`]: session descriptions (RFC 8866), parsed and emitted;
+//! - [`rtp`]: a checked view of an RTP packet and its header, parsed and
+//!   emitted;
+//! - [`rtcp`]: the RTCP packets of a compound datagram, built and parsed;
+//! - [`interleaved`]: `$` frames of media on an RTSP connection.
+//!
+//! Nothing here touches a socket, a file, a clock or a thread (no glommio,
+//! no libc): time, where it matters, is a value the caller passes. The
+//! server, the load client and the tests all use it; what a server or a
+//! client decides (which methods to answer, which media to play) stays with
+//! them.
 
 pub mod interleaved;
 pub mod rtcp;

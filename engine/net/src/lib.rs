@@ -1,16 +1,25 @@
-//! The IO layer for UDP: the only module that makes socket system calls.
+//! The platform socket layer: the Linux system calls behind Streamalot's
+//! UDP media path, kept apart from the protocols (as `quinn-udp` is from
+//! `quinn-proto`) so the server and the load client share them and nothing
+//! else needs `unsafe` for sockets.
 //!
-//! Everything above this module is sans-IO. Here live the socket setup of a
-//! shard's RTP/RTCP pair ([`bind_pair`]), the batched sender that turns one
-//! tick's packets into one `sendmmsg` whose iovecs point into the mapped
-//! movie files ([`SendBatch`]), and the batched receiver for RTCP
-//! ([`recv_batch`]), which can also say when the kernel received each
-//! datagram ([`recv_batch_timestamped`]), as a load client measuring
-//! arrival times needs; and the descriptor limit every socket counts against
-//! ([`raise_fd_limit`]).
+//! - Sending: [`SendBatch`] turns one round's RTP packets into one
+//!   `sendmmsg`, with UDP GSO for runs of equal-size packets to one
+//!   destination, its iovecs pointing straight at the payload bytes (spans
+//!   of a mapped movie) after a copied 12-byte header.
+//! - Receiving: [`recv_batch`] drains a socket with `recvmmsg` into reused
+//!   [`RecvBufs`]; [`recv_batch_timestamped`] adds each datagram's kernel
+//!   receive time ([`enable_timestamps`]), which a load client measuring
+//!   arrival needs.
+//! - Setup: [`bind_pair`] binds an RTP/RTCP pair (even port, odd port) with
+//!   big buffers; [`set_recv_buffer`] asks for more room past the sysctl cap
+//!   where allowed; [`bind_tcp_listener`] binds an RTSP port, shared with
+//!   `SO_REUSEPORT` only when asked; [`raise_fd_limit`] lifts the open-file
+//!   limit every connection counts against.
 //!
-//! The unsafe code of the engine is confined to this module; each block says
-//! why it is sound. The rule that makes the sender safe to call: iovecs are
+//! Nothing here knows RTSP, sessions or time: callers hand in addresses and
+//! byte slices and get counts and datagrams back. Each `unsafe` block says
+//! why it is sound; the rule that makes the sender sound is that iovecs are
 //! only ever handed to the kernel from a live [`Batch<'a>`], and everything
 //! they point at either borrows for `'a` or belongs to the batch itself.
 
