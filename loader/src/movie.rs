@@ -114,6 +114,14 @@ impl Movie {
         &self.data
     }
 
+    /// The whole file as the reference-counted owner of every span: a send
+    /// path that holds a clone keeps the mapping alive without borrowing the
+    /// movie, and one clone covers every packet of the movie.
+    #[inline]
+    pub fn bytes(&self) -> &Bytes {
+        &self.data
+    }
+
     /// A zero-copy handle on the bytes of `span`.
     pub fn slice(&self, span: Span) -> Bytes {
         self.data.slice(span.offset as usize..span.end() as usize)
