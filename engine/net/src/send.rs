@@ -21,6 +21,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::mem;
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use super::addr::RawAddr;
@@ -139,6 +140,9 @@ pub struct SendBatch {
     weights: Vec<u32>,
     cmsgs: Vec<SegmentCmsg>,
     gso: bool,
+    /// Positions (in push order) of the packets the last flush did not
+    /// send; kept until the next [`begin`](SendBatch::begin).
+    unsent: Vec<Range<usize>>,
 }
 
 // SAFETY: the raw pointers inside `iovs` and `hdrs` are only dereferenced
@@ -183,6 +187,7 @@ impl SendBatch {
             weights: Vec::with_capacity(packets),
             cmsgs: Vec::with_capacity(packets / 2),
             gso: true,
+            unsent: Vec::new(),
         }
     }
 
@@ -197,9 +202,20 @@ impl SendBatch {
         self.gso = enabled;
     }
 
+    /// The packets the last [`Batch::flush`] did not send, as ranges of
+    /// their positions in push order (the first packet pushed is 0): runs
+    /// left over when the socket buffer filled, and single packets (or GSO
+    /// runs) the kernel refused. A caller that counted packets as it pushed
+    /// them takes these back out. Empty after a flush that sent everything;
+    /// cleared by the next [`begin`](Self::begin).
+    pub fn unsent(&self) -> &[Range<usize>] {
+        &self.unsent
+    }
+
     /// Starts a batch. Every payload slice pushed to it must outlive `'a`.
     pub fn begin(&mut self) -> Batch<'_> {
         self.clear();
+        self.unsent.clear();
         Batch {
             inner: self,
             _payload: PhantomData,
@@ -451,7 +467,8 @@ impl<'a> Batch<'a> {
     /// [`Flushed::failed`]; a full socket buffer ends the flush and counts
     /// the remainder in [`Flushed::would_block`]. `Err` means the socket
     /// itself is unusable (a closed or non-socket descriptor); the batch is
-    /// discarded then too.
+    /// discarded then too, and counted as unsent from where that pass began.
+    /// Which packets did not go, [`SendBatch::unsent`] says.
     pub fn flush(&mut self, sock: &UdpSocket) -> io::Result<Flushed> {
         let b = &mut *self.inner;
         if b.msgs.is_empty() {
@@ -464,7 +481,8 @@ impl<'a> Batch<'a> {
         let result = loop {
             b.build(from, gso);
             let hdrs = &mut b.hdrs;
-            let driven = drive(&b.weights, |pos, count| {
+            let unsent_before = b.unsent.len();
+            let driven = drive(&b.weights, &mut b.unsent, |pos, count| {
                 let msgs = &mut hdrs[pos..pos + count];
                 // SAFETY: `msgs` is a live slice of `count` initialised
                 // `mmsghdr`s. Their names point into `addrs`, their control
@@ -481,9 +499,16 @@ impl<'a> Batch<'a> {
                     Ok(n as usize)
                 }
             });
+            for r in &mut b.unsent[unsent_before..] {
+                *r = r.start + from..r.end + from;
+            }
             let driven = match driven {
                 Ok(d) => d,
-                Err(e) => break Err(e),
+                Err(e) => {
+                    b.unsent.truncate(unsent_before);
+                    b.unsent.push(from..b.msgs.len());
+                    break Err(e);
+                }
             };
             total.add(driven.flushed);
             if retrying_refused_run && driven.first_sent {
@@ -519,28 +544,42 @@ struct Driven {
 
 /// Feeds the messages, which carry `weights[i]` packets each, to
 /// `send(position, count)`, which returns how many messages it sent from
-/// `position` on, and sorts the outcome into packet counts.
-fn drive(weights: &[u32], mut send: impl FnMut(usize, usize) -> io::Result<usize>) -> io::Result<Driven> {
+/// `position` on, and sorts the outcome into packet counts. The packets
+/// that did not go are appended to `unsent` as ranges of packet positions
+/// (the first message's first packet is 0).
+fn drive(
+    weights: &[u32],
+    unsent: &mut Vec<Range<usize>>,
+    mut send: impl FnMut(usize, usize) -> io::Result<usize>,
+) -> io::Result<Driven> {
     let packets = |range: &[u32]| range.iter().map(|&w| w as usize).sum::<usize>();
     let mut done = Driven::default();
     let mut pos = 0;
+    // The position of message `pos`'s first packet.
+    let mut first = 0;
     while pos < weights.len() {
         let count = (weights.len() - pos).min(MAX_MESSAGES_PER_CALL);
         match send(pos, count) {
             Ok(0) => {
                 // Not expected for count > 0; don't spin on it.
-                done.flushed.would_block += packets(&weights[pos..]);
+                let rest = packets(&weights[pos..]);
+                done.flushed.would_block += rest;
+                unsent.push(first..first + rest);
                 break;
             }
             Ok(n) => {
                 done.first_sent |= pos == 0;
-                done.flushed.sent += packets(&weights[pos..pos + n]);
+                let went = packets(&weights[pos..pos + n]);
+                done.flushed.sent += went;
+                first += went;
                 pos += n;
             }
             Err(e) => match e.raw_os_error() {
                 Some(libc::EINTR) => {}
                 Some(libc::EAGAIN | libc::ENOBUFS) => {
-                    done.flushed.would_block += packets(&weights[pos..]);
+                    let rest = packets(&weights[pos..]);
+                    done.flushed.would_block += rest;
+                    unsent.push(first..first + rest);
                     break;
                 }
                 // What a kernel or route without GSO answers (no
@@ -557,7 +596,13 @@ fn drive(weights: &[u32], mut send: impl FnMut(usize, usize) -> io::Result<usize
                 // of the call; the ones before it were sent (and counted by
                 // an earlier `Ok`). Skip the bad one and carry on.
                 Some(_) => {
-                    done.flushed.failed += weights[pos] as usize;
+                    let refused = weights[pos] as usize;
+                    done.flushed.failed += refused;
+                    match unsent.last_mut() {
+                        Some(last) if last.end == first => last.end += refused,
+                        _ => unsent.push(first..first + refused),
+                    }
+                    first += refused;
                     pos += 1;
                 }
             },
@@ -786,6 +831,7 @@ mod tests {
                 failed: 3
             }
         );
+        assert_eq!(storage.unsent(), [0..1, 3..5]);
         let mut buf = [0u8; 64];
         for seq in [1u16, 2, 5] {
             let n = rx.recv(&mut buf).unwrap();
@@ -812,6 +858,9 @@ mod tests {
             }
             let flushed = batch.flush(&tx).unwrap();
             assert_eq!(flushed.sent + flushed.would_block + flushed.failed, 200);
+            let unsent: usize = storage.unsent().iter().map(|r| r.len()).sum();
+            assert_eq!(unsent, flushed.would_block + flushed.failed);
+            assert!(storage.unsent().iter().all(|r| r.end <= 200 && !r.is_empty()));
             total.add(flushed);
         }
         assert_eq!(total.sent + total.would_block + total.failed, 4000);
@@ -830,11 +879,13 @@ mod tests {
         ];
         script.reverse();
         let mut calls = Vec::new();
-        let done = drive(&[1; 10], |pos, count| {
+        let mut unsent = Vec::new();
+        let done = drive(&[1; 10], &mut unsent, |pos, count| {
             calls.push((pos, count));
             script.pop().unwrap()
         })
         .unwrap();
+        assert_eq!(unsent, [4..5, 8..10], "the refused one, then what the full buffer left");
         let expected = Flushed {
             sent: 7,
             would_block: 2,
@@ -848,16 +899,17 @@ mod tests {
 
         // More messages than one call takes.
         let mut calls = Vec::new();
-        let done = drive(&[1; 2500], |pos, count| {
+        let done = drive(&[1; 2500], &mut unsent, |pos, count| {
             calls.push((pos, count));
             Ok(count)
         })
         .unwrap();
         assert_eq!(done.flushed.sent, 2500);
+        assert_eq!(unsent, [4..5, 8..10], "nothing more left out");
         assert_eq!(calls, [(0, 1024), (1024, 1024), (2048, 452)]);
 
         // A dead socket is an error, not a count.
-        assert!(drive(&[1; 3], |_, _| err(libc::EBADF)).is_err());
+        assert!(drive(&[1; 3], &mut Vec::new(), |_, _| err(libc::EBADF)).is_err());
     }
 
     #[test]
@@ -867,24 +919,28 @@ mod tests {
         // unreachable, the run of 2 goes, then the buffer is full.
         let mut script: Vec<io::Result<usize>> = vec![Ok(2), err(libc::ENETUNREACH), Ok(1), err(libc::EAGAIN)];
         script.reverse();
-        let done = drive(&[5, 1, 3, 2, 4], |_, _| script.pop().unwrap()).unwrap();
+        let mut unsent = Vec::new();
+        let done = drive(&[5, 1, 3, 2, 4], &mut unsent, |_, _| script.pop().unwrap()).unwrap();
         let expected = Flushed {
             sent: 8,
             would_block: 4,
             failed: 3,
         };
         assert_eq!((done.flushed, done.gso_refused_at), (expected, None));
+        assert_eq!(unsent, [6..9, 11..15], "positions are packets, not messages");
 
         // GSO refused at the third message: what went before counts, the rest is left to retry.
         let mut script: Vec<io::Result<usize>> = vec![Ok(2), err(libc::EIO)];
         script.reverse();
-        let done = drive(&[5, 1, 3, 2], |_, _| script.pop().unwrap()).unwrap();
+        let mut unsent = Vec::new();
+        let done = drive(&[5, 1, 3, 2], &mut unsent, |_, _| script.pop().unwrap()).unwrap();
         assert_eq!(done.flushed.sent, 6);
         assert_eq!(done.gso_refused_at, Some(2));
+        assert!(unsent.is_empty(), "a run refused as GSO is retried, not lost");
         // The same error on a single packet is that packet's failure.
         let mut script: Vec<io::Result<usize>> = vec![err(libc::EINVAL), Ok(1)];
         script.reverse();
-        let done = drive(&[1, 1], |_, _| script.pop().unwrap()).unwrap();
+        let done = drive(&[1, 1], &mut Vec::new(), |_, _| script.pop().unwrap()).unwrap();
         assert_eq!(
             (done.flushed.sent, done.flushed.failed, done.gso_refused_at),
             (1, 1, None)
