@@ -3,22 +3,32 @@
 //! one batched `sendmmsg`.
 //!
 //! A round goes: pop every session due by the horizon from the
-//! [`Schedule`], let [`serve_due`] take what its
-//! [`Playback`](crate::playback::Playback) has due (UDP packets into the
-//! [`UdpRound`], interleaved ones to their connection), push the session back
-//! with its next due time, then [`UdpRound::flush`] once.
+//! [`Schedule`], let [`serve_due`] take what its [`Source`] has due (UDP
+//! packets into the [`UdpRound`], interleaved ones to their connection),
+//! push the session back with its next due time, then [`UdpRound::flush`]
+//! once.
+//!
+//! A queued UDP packet keeps its payload as spans plus an index into the
+//! round's table of payload owners (one `Bytes` clone per distinct owner
+//! per round, found by pointer, most often "the same as the last packet's"),
+//! so the flush needs no session and each packet costs no reference-count
+//! traffic. Packets are counted as sent when the kernel takes them: the
+//! flush records the ones it did not take, and the shard takes those back
+//! out of their streams' counters ([`UdpRound::take_unsent`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
 
+use bytes::Bytes;
 use loader::Span;
 use net::{Flushed, SendBatch, RTP_HEADER_LEN};
 use smallvec::SmallVec;
 
-use crate::playback::{Nanos, Outgoing, Playback};
 use crate::session::Destination;
+use crate::source::{Nanos, Outgoing, Source};
 use crate::stats::ShardStats;
 
 // The socket layer's header slot holds exactly the header the protocol writes.
@@ -54,6 +64,11 @@ impl Hasher for KeyHasher {
     #[inline]
     fn write_u32(&mut self, n: u32) {
         self.0 = u64::from(n);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0 = n as u64;
     }
 
     #[inline]
@@ -98,16 +113,18 @@ impl Schedule {
 }
 
 /// Takes every packet session `key` has due by `horizon` (`now` plus the
-/// round's lookahead): UDP packets go into `udp`, interleaved ones to `tcp`
-/// with their RTP channel, which says whether it could queue them (a full
-/// queue drops the packet, and that is counted). Every packet sent is
-/// counted in `stats` with how late it is at `now`. Returns when the session
-/// is due next; `None` when it is paused or has ended.
+/// round's lookahead): UDP packets go into `udp`, which counts them when the
+/// kernel takes them; interleaved ones go to `tcp` with their RTP channel,
+/// which says whether it could queue them. A packet queued on a connection
+/// is counted in `stats` with how late it is at `now`; one its full queue
+/// refused is counted as dropped and taken back out of its stream's counts.
+/// Returns when the session is due next; `None` when it is paused or has
+/// ended.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn serve_due(
     key: SessionKey,
-    playback: &mut Playback,
+    source: &mut Source,
     dests: &[Destination],
     now: Nanos,
     horizon: Nanos,
@@ -115,39 +132,75 @@ pub fn serve_due(
     stats: &mut ShardStats,
     mut tcp: impl FnMut(u8, &Outgoing<'_>) -> bool,
 ) -> Option<Nanos> {
-    playback.poll(horizon, |o| {
-        let due_at = horizon - o.late_ns;
+    // (stream, payload bytes) of interleaved packets a full queue refused.
+    let mut refused: SmallVec<[(usize, usize); 4]> = SmallVec::new();
+    source.poll(horizon, |o| {
+        let late = now.saturating_sub(horizon - o.late_ns);
         match dests.get(o.stream) {
-            Some(&Destination::Udp { rtp, .. }) => udp.queue(key, rtp, &o),
+            Some(&Destination::Udp { rtp, .. }) => udp.queue(key, rtp, late, &o),
             Some(&Destination::Tcp { rtp_channel, .. }) => {
-                if !tcp(rtp_channel, &o) {
+                if tcp(rtp_channel, &o) {
+                    stats.record_send(late, (RTP_HEADER_LEN + o.payload.len()) as u64);
+                } else {
                     stats.dropped_tcp += 1;
-                    return;
+                    refused.push((o.stream, o.payload.len()));
                 }
             }
-            None => return,
+            None => refused.push((o.stream, o.payload.len())),
         }
-        let bytes = RTP_HEADER_LEN + o.packet.payload_len();
-        stats.record_send(now.saturating_sub(due_at), bytes as u64);
     });
-    playback.next_due()
+    for (stream, len) in refused {
+        if let Some(s) = source.streams_mut().get_mut(stream) {
+            s.unsend(len);
+        }
+    }
+    source.next_due()
 }
 
-/// A UDP packet chosen this round. The payload is kept as spans of the
-/// movie, so choosing (which borrows the playback mutably) and sending
-/// (which borrows the movie's bytes) need not overlap.
+/// A UDP packet chosen this round: where to, its header, and its payload as
+/// spans of owner `owner` in the round's table, so choosing (which borrows
+/// the source mutably) and sending need not overlap.
 struct Pending {
     key: SessionKey,
     dest: SocketAddr,
     header: [u8; RTP_HEADER_LEN],
+    /// Index into [`UdpRound::owners`].
+    owner: u32,
+    /// Payload bytes.
+    len: u32,
+    stream: u16,
+    /// How late it was when it was chosen.
+    late_ns: u64,
     spans: SmallVec<[Span; 6]>,
+}
+
+/// A packet the kernel did not take: the session and stream that counted
+/// it, and its payload length, to take back out of the stream's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsent {
+    pub key: SessionKey,
+    pub stream: usize,
+    pub payload_len: usize,
 }
 
 /// The round's UDP packets, sent together.
 pub struct UdpRound {
     pending: Vec<Pending>,
+    /// The payload owners of `pending`, one clone each per round.
+    owners: Vec<Bytes>,
+    /// Owner index by the owner's address, for a packet whose owner is not
+    /// the previous packet's.
+    owner_index: KeyMap<usize, u32>,
+    /// (address, length, index) of the last owner looked up.
+    last_owner: Option<(usize, usize, u32)>,
     batch: SendBatch,
     capacity: usize,
+    /// Packets the flushes did not send, until [`take_unsent`](Self::take_unsent).
+    unsent: Vec<Unsent>,
+    /// For [`flush_with`](Self::flush_with): a whole datagram, and the
+    /// positions it refused.
+    scratch: Vec<u8>,
+    refused: Vec<Range<usize>>,
 }
 
 impl UdpRound {
@@ -155,18 +208,56 @@ impl UdpRound {
     pub fn new(per_call: usize) -> UdpRound {
         UdpRound {
             pending: Vec::with_capacity(per_call),
+            owners: Vec::new(),
+            owner_index: KeyMap::default(),
+            last_owner: None,
             batch: SendBatch::with_capacity(per_call),
             capacity: per_call.max(1),
+            unsent: Vec::new(),
+            scratch: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
-    pub fn queue(&mut self, key: SessionKey, dest: SocketAddr, out: &Outgoing<'_>) {
+    /// Queues `out` for `dest`, `late_ns` late, for stream `out.stream` of
+    /// session `key`.
+    #[inline]
+    pub fn queue(&mut self, key: SessionKey, dest: SocketAddr, late_ns: u64, out: &Outgoing<'_>) {
+        let owner = self.owner(out.payload.owner);
         self.pending.push(Pending {
             key,
             dest,
             header: out.header,
-            spans: out.packet.payload.clone(),
+            owner,
+            len: out.payload.len() as u32,
+            stream: out.stream as u16,
+            late_ns,
+            spans: SmallVec::from_slice(out.payload.spans),
         });
+    }
+
+    /// The index of `owner` in this round's table, adding a clone of it if
+    /// it is new this round. The same owner is recognised by its address
+    /// (and length): consecutive packets nearly always share it.
+    #[inline]
+    fn owner(&mut self, owner: &Bytes) -> u32 {
+        let id = (owner.as_ptr() as usize, owner.len());
+        if let Some((ptr, len, index)) = self.last_owner {
+            if (ptr, len) == id {
+                return index;
+            }
+        }
+        let index = match self.owner_index.get(&id.0) {
+            Some(&i) if self.owners[i as usize].len() == id.1 => i,
+            _ => {
+                let i = self.owners.len() as u32;
+                self.owners.push(owner.clone());
+                self.owner_index.insert(id.0, i);
+                i
+            }
+        };
+        self.last_owner = Some((id.0, id.1, index));
+        index
     }
 
     /// Whether runs of equal-size packets to one client go out as one UDP
@@ -183,15 +274,26 @@ impl UdpRound {
     /// The queued datagrams' destinations and lengths (RTP header included),
     /// in sending order.
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
-        self.pending.iter().map(|p| {
-            let payload: usize = p.spans.iter().map(|s| s.len as usize).sum();
-            (p.dest, RTP_HEADER_LEN + payload)
-        })
+        self.pending.iter().map(|p| (p.dest, RTP_HEADER_LEN + p.len as usize))
     }
 
-    /// Forgets what is queued without sending it.
+    /// How many distinct payload owners the queued packets have.
+    pub fn owners(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Forgets what is queued without sending or counting it.
     pub fn clear(&mut self) {
         self.pending.clear();
+        self.forget_owners();
+    }
+
+    fn forget_owners(&mut self) {
+        self.owners.clear();
+        if !self.owner_index.is_empty() {
+            self.owner_index.clear();
+        }
+        self.last_owner = None;
     }
 
     pub fn len(&self) -> usize {
@@ -203,15 +305,24 @@ impl UdpRound {
     }
 
     /// Sends everything queued from `sock`, `per_call` packets per
-    /// `sendmmsg`; `data(key)` is the mapped movie of session `key` (`None`
-    /// if it is gone: its packets are skipped). Returns the totals.
-    pub fn flush<'d>(&mut self, sock: &UdpSocket, data: impl Fn(SessionKey) -> Option<&'d [u8]>) -> Flushed {
+    /// `sendmmsg`. Each packet the kernel took is counted in `stats` (with
+    /// its lateness); each it did not is counted as dropped and kept for
+    /// [`take_unsent`](Self::take_unsent). Returns the totals.
+    pub fn flush(&mut self, sock: &UdpSocket, stats: &mut ShardStats) -> Flushed {
+        let UdpRound {
+            pending,
+            owners,
+            batch,
+            capacity,
+            unsent,
+            ..
+        } = self;
         let mut total = Flushed::default();
-        for chunk in self.pending.chunks(self.capacity) {
-            let mut b = self.batch.begin();
+        for chunk in pending.chunks(*capacity) {
+            let mut b = batch.begin();
             for p in chunk {
-                let Some(d) = data(p.key) else { continue };
-                b.push(p.dest, &p.header, p.spans.iter().map(|s| s.bytes(d)));
+                let data: &[u8] = &owners[p.owner as usize];
+                b.push(p.dest, &p.header, p.spans.iter().map(|s| s.bytes(data)));
             }
             match b.flush(sock) {
                 Ok(f) => {
@@ -224,9 +335,61 @@ impl UdpRound {
                     total.failed += chunk.len();
                 }
             }
+            account(chunk, batch.unsent(), stats, unsent);
         }
         self.pending.clear();
+        self.forget_owners();
         total
+    }
+
+    /// As [`flush`](Self::flush), but each datagram, whole, goes to `send`,
+    /// which says whether it was taken: for simulations and tests that run
+    /// the send round without sockets.
+    pub fn flush_with(&mut self, stats: &mut ShardStats, mut send: impl FnMut(SocketAddr, &[u8]) -> bool) -> Flushed {
+        let mut total = Flushed::default();
+        self.refused.clear();
+        for (i, p) in self.pending.iter().enumerate() {
+            let data: &[u8] = &self.owners[p.owner as usize];
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&p.header);
+            for s in &p.spans {
+                self.scratch.extend_from_slice(s.bytes(data));
+            }
+            if send(p.dest, &self.scratch) {
+                total.sent += 1;
+            } else {
+                total.failed += 1;
+                self.refused.push(i..i + 1);
+            }
+        }
+        account(&self.pending, &self.refused, stats, &mut self.unsent);
+        self.pending.clear();
+        self.forget_owners();
+        total
+    }
+
+    /// The packets the flushes since the last call did not send.
+    pub fn take_unsent(&mut self) -> std::vec::Drain<'_, Unsent> {
+        self.unsent.drain(..)
+    }
+}
+
+/// Counts the packets of `chunk` that went in `stats`, and those at the
+/// positions in `unsent_ranges` (ascending) as dropped, into `unsent`.
+fn account(chunk: &[Pending], unsent_ranges: &[Range<usize>], stats: &mut ShardStats, unsent: &mut Vec<Unsent>) {
+    let mut ranges = unsent_ranges.iter().peekable();
+    for (i, p) in chunk.iter().enumerate() {
+        while ranges.next_if(|r| r.end <= i).is_some() {}
+        if ranges.peek().is_some_and(|r| r.contains(&i)) {
+            stats.dropped_udp += 1;
+            unsent.push(Unsent {
+                key: p.key,
+                stream: usize::from(p.stream),
+                payload_len: p.len as usize,
+            });
+        } else {
+            stats.record_send(p.late_ns, (RTP_HEADER_LEN + p.len as usize) as u64);
+        }
     }
 }
 
@@ -251,6 +414,32 @@ impl RtcpRound {
 
     pub fn is_empty(&self) -> bool {
         self.packets.is_empty()
+    }
+
+    /// The queued packets, in order, with their destinations.
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        let mut start = 0;
+        self.packets.iter().map(move |&(dest, end)| {
+            let packet = &self.buf[start..end];
+            start = end;
+            (dest, packet)
+        })
+    }
+
+    /// Hands each queued packet to `send`, which says whether it was taken,
+    /// and forgets them: for simulations and tests without sockets.
+    pub fn flush_with(&mut self, mut send: impl FnMut(SocketAddr, &[u8]) -> bool) -> Flushed {
+        let mut flushed = Flushed::default();
+        for (dest, packet) in self.datagrams() {
+            if send(dest, packet) {
+                flushed.sent += 1;
+            } else {
+                flushed.failed += 1;
+            }
+        }
+        self.buf.clear();
+        self.packets.clear();
+        flushed
     }
 
     /// Sends what is queued from `sock` and forgets it.
@@ -280,7 +469,131 @@ impl RtcpRound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::{PacketFlags, Payload};
     use std::hash::BuildHasher;
+
+    fn header(seq: u16) -> [u8; RTP_HEADER_LEN] {
+        proto::rtp::Header {
+            marker: false,
+            payload_type: 96,
+            sequence: seq,
+            timestamp: 0,
+            ssrc: 0x5151,
+        }
+        .to_bytes()
+    }
+
+    /// Queues a packet of `len` bytes from the start of `owner`.
+    fn queue(round: &mut UdpRound, key: SessionKey, stream: usize, dest: SocketAddr, owner: &Bytes, len: u32) {
+        let spans = [Span { offset: 0, len }];
+        let out = Outgoing {
+            stream,
+            header: header(key as u16),
+            payload: Payload { owner, spans: &spans },
+            late_ns: 0,
+            flags: PacketFlags::empty(),
+        };
+        round.queue(key, dest, 0, &out);
+    }
+
+    fn localhost_socket() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    #[test]
+    fn each_owner_is_kept_once_per_round() {
+        let a = Bytes::from(vec![b'a'; 100]);
+        let b = Bytes::from(vec![b'b'; 100]);
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut round = UdpRound::new(8);
+        for (key, owner) in [(1, &a), (2, &a), (3, &b), (4, &a), (5, &b), (6, &b)] {
+            queue(&mut round, key, 0, dest, owner, key as u32);
+        }
+        assert_eq!((round.len(), round.owners()), (6, 2));
+        let mut stats = ShardStats::default();
+        let mut got = Vec::new();
+        round.flush_with(&mut stats, |_, d| {
+            got.push(d[12..].to_vec());
+            true
+        });
+        let want: Vec<Vec<u8>> = [(1, b'a'), (2, b'a'), (3, b'b'), (4, b'a'), (5, b'b'), (6, b'b')]
+            .into_iter()
+            .map(|(n, c)| vec![c; n])
+            .collect();
+        assert_eq!(got, want, "each packet's payload from its own owner");
+        assert_eq!((round.len(), round.owners()), (0, 0), "a flush lets go of the owners");
+        assert_eq!(stats.packets, 6);
+        assert_eq!(stats.bytes, (1..=6).map(|n| 12 + n).sum::<u64>());
+    }
+
+    #[test]
+    fn packets_the_kernel_refuses_are_not_counted_as_sent() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let good = rx.local_addr().unwrap();
+        // An IPv6 destination on an IPv4 socket: refused, packet by packet.
+        let bad: SocketAddr = "[::1]:9".parse().unwrap();
+        let owner = Bytes::from(vec![7u8; 1000]);
+        let mut round = UdpRound::new(4);
+        let plan = [
+            (1, 0, good),
+            (1, 1, bad),
+            (2, 0, good),
+            (2, 1, good),
+            (3, 0, bad),
+            (3, 1, good),
+        ];
+        for (i, &(key, stream, dest)) in plan.iter().enumerate() {
+            queue(&mut round, key, stream, dest, &owner, 100 + i as u32);
+        }
+        let mut stats = ShardStats::default();
+        let f = round.flush(&localhost_socket(), &mut stats);
+        assert_eq!((f.sent, f.failed), (4, 2));
+        assert_eq!(stats.packets, 4, "only what the kernel took");
+        assert_eq!(stats.bytes, [100, 102, 103, 105].iter().map(|n| 12 + n).sum::<u64>());
+        assert_eq!(stats.dropped_udp, 2);
+        assert_eq!(stats.lateness.len(), 4);
+        let unsent: Vec<Unsent> = round.take_unsent().collect();
+        assert_eq!(
+            unsent,
+            [
+                Unsent {
+                    key: 1,
+                    stream: 1,
+                    payload_len: 101
+                },
+                Unsent {
+                    key: 3,
+                    stream: 0,
+                    payload_len: 104
+                },
+            ]
+        );
+        assert_eq!(round.take_unsent().count(), 0, "taken once");
+    }
+
+    #[test]
+    fn runs_left_unsent_are_given_back_packet_by_packet() {
+        // What a full socket buffer leaves (net's `drive` reports it as
+        // ranges of positions; loopback never fills a send buffer, so the
+        // ranges are given here).
+        let owner = Bytes::from(vec![0u8; 100]);
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut round = UdpRound::new(16);
+        for key in 0..7 {
+            queue(&mut round, key, key as usize % 2, dest, &owner, 10 + key as u32);
+        }
+        let mut stats = ShardStats::default();
+        let mut unsent = Vec::new();
+        account(&round.pending, &[1..3, 5..7], &mut stats, &mut unsent);
+        let keys: Vec<u64> = unsent.iter().map(|u| u.key).collect();
+        assert_eq!(keys, [1, 2, 5, 6]);
+        assert_eq!(unsent[0].payload_len, 11);
+        assert_eq!(unsent[1].stream, 0);
+        assert_eq!((stats.packets, stats.dropped_udp), (3, 4));
+        assert_eq!(stats.bytes, [10, 13, 14].iter().map(|n| 12 + n).sum::<u64>());
+    }
 
     #[test]
     fn schedule_pops_in_due_order_up_to_the_horizon() {

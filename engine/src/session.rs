@@ -4,7 +4,7 @@
 //!
 //! A session belongs to one shard for its whole life. The shard feeds it the
 //! requests that name it (forwarded by the control core, or read from the
-//! session's own TCP connection) and drives its [`Playback`].
+//! session's own TCP connection) and drives its [`Source`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use proto::rtsp::header::{npt, Lower, NptRange, ReplyTransport, Transport};
 use proto::rtsp::message::{Method, Request, Response};
 use proto::rtsp::url::split_uri;
 
-use crate::playback::{Nanos, Playback, StreamSeeds};
+use crate::source::{MovieSource, Nanos, Source, StreamSeeds};
 
 /// Where one set-up track's packets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub enum Effect {
 }
 
 /// The facts about the request's context that the logic needs.
-pub struct Context {
+pub struct Context<'a> {
     pub now: Nanos,
     pub client: IpAddr,
     /// The shard's UDP pair, announced as `server_port`.
@@ -60,8 +60,10 @@ pub struct Context {
     /// one the control core is handing over).
     pub interleaved_ok: bool,
     pub timeout_secs: u64,
-    /// Random (ssrc, first seq, timestamp offset) for a new stream.
-    pub seeds: StreamSeeds,
+    /// Draws random (ssrc, first seq, timestamp offset) for a new stream:
+    /// called only by a SETUP of a track the session does not have yet,
+    /// never by a keep-alive or a second SETUP of a track.
+    pub seeds: &'a mut dyn FnMut() -> StreamSeeds,
 }
 
 pub struct Session {
@@ -70,7 +72,8 @@ pub struct Session {
     pub path: String,
     pub movie: Arc<Movie>,
     pub tracks: Vec<TrackSetup>,
-    pub playback: Option<Playback>,
+    /// What it plays, once a track is set up.
+    pub playback: Option<Source>,
     pub user_agent: Option<String>,
     /// Status of the last PLAY (for the access log).
     pub play_status: Option<u16>,
@@ -102,7 +105,7 @@ impl Session {
     }
 
     /// Handles a request that names this session (or creates it: SETUP).
-    pub fn handle(&mut self, req: &Request, ctx: &Context) -> (Response, Effect) {
+    pub fn handle(&mut self, req: &Request, ctx: &mut Context<'_>) -> (Response, Effect) {
         self.last_seen = ctx.now;
         if self.user_agent.is_none() {
             self.user_agent = req.headers.get("User-Agent").map(str::to_owned);
@@ -146,7 +149,7 @@ impl Session {
         }
     }
 
-    fn setup(&mut self, req: &Request, ctx: &Context) -> (Response, Effect) {
+    fn setup(&mut self, req: &Request, ctx: &mut Context<'_>) -> (Response, Effect) {
         let cseq = req.cseq();
         let Some((path, track)) = split_uri(&req.uri) else {
             return (Response::new(400, cseq), Effect::None);
@@ -183,7 +186,6 @@ impl Session {
         }
         self.lower = Some(lower);
         let url = req.uri.clone();
-        let seeds = ctx.seeds;
         match self.tracks.iter_mut().find(|t| t.track_id == track_id) {
             // Set up again: a client may change its mind about ports.
             Some(t) => {
@@ -194,13 +196,13 @@ impl Session {
                 track_id,
                 url,
                 destination,
-                seeds,
+                seeds: (ctx.seeds)(),
             }),
         }
         let ids: Vec<u32> = self.tracks.iter().map(|t| t.track_id).collect();
         let seeds: Vec<StreamSeeds> = self.tracks.iter().map(|t| t.seeds).collect();
-        match Playback::new(self.movie.clone(), &ids, &seeds) {
-            Ok(pb) => self.playback = Some(pb),
+        match MovieSource::new(self.movie.clone(), &ids, &seeds) {
+            Ok(pb) => self.playback = Some(Source::Movie(pb)),
             Err(_) => return (Response::new(404, cseq), Effect::None),
         }
         // The stream this SETUP named: on a second SETUP of an earlier
@@ -281,7 +283,7 @@ impl Session {
         None
     }
 
-    fn play(&mut self, req: &Request, ctx: &Context) -> (Response, Effect) {
+    fn play(&mut self, req: &Request, ctx: &mut Context<'_>) -> (Response, Effect) {
         let cseq = req.cseq();
         if !self.targets_aggregate(req) {
             return (Response::new(460, cseq), Effect::None);
@@ -353,14 +355,14 @@ mod tests {
         }
     }
 
-    fn ctx(now: Nanos) -> Context {
+    fn ctx(now: Nanos) -> Context<'static> {
         Context {
             now,
             client: "127.0.0.1".parse().unwrap(),
             server_ports: (6970, 6971),
             interleaved_ok: true,
             timeout_secs: 60,
-            seeds: (0xabcd, 100, 5),
+            seeds: Box::leak(Box::new(|| (0xabcd, 100, 5))),
         }
     }
 
@@ -372,7 +374,7 @@ mod tests {
     fn setup(s: &mut Session, track: u32, transport: &str) -> Response {
         let text =
             format!("SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n");
-        s.handle(&req(&text), &ctx(0)).0
+        s.handle(&req(&text), &mut ctx(0)).0
     }
 
     #[test]
@@ -395,7 +397,7 @@ mod tests {
         );
         let (r, e) = s.handle(
             &req("PLAY rtsp://h/sample.mp4/ RTSP/1.0\r\nCSeq: 4\r\nRange: npt=5-\r\n\r\n"),
-            &ctx(10),
+            &mut ctx(10),
         );
         assert_eq!((r.status.code(), e), (200, Effect::Schedule));
         assert_eq!(r.headers.get("Range"), Some("npt=4.000-10.000"));
@@ -410,11 +412,14 @@ mod tests {
             455,
             "no SETUP while playing"
         );
-        let (r, _) = s.handle(&req("PAUSE rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n"), &ctx(20));
+        let (r, _) = s.handle(
+            &req("PAUSE rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n"),
+            &mut ctx(20),
+        );
         assert_eq!(r.status, 200);
         let (r, e) = s.handle(
             &req("TEARDOWN rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 6\r\n\r\n"),
-            &ctx(30),
+            &mut ctx(30),
         );
         assert_eq!((r.status.code(), e), (200, Effect::End));
     }
@@ -423,7 +428,7 @@ mod tests {
     fn refusals() {
         let mut s = session();
         let play = req("PLAY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 1\r\n\r\n");
-        assert_eq!(s.handle(&play, &ctx(0)).0.status, 455, "PLAY before SETUP");
+        assert_eq!(s.handle(&play, &mut ctx(0)).0.status, 455, "PLAY before SETUP");
         assert_eq!(setup(&mut s, 9, "RTP/AVP;unicast;client_port=5000-5001").status, 404);
         assert_eq!(setup(&mut s, 3, "RTP/AVP;multicast").status, 461);
         assert_eq!(
@@ -436,33 +441,36 @@ mod tests {
         );
         assert_eq!(setup(&mut s, 4, "RTP/AVP/TCP;interleaved=0-1").status, 461, "no mixing");
         let agg = req("SETUP rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP;client_port=1-2\r\n\r\n");
-        assert_eq!(s.handle(&agg, &ctx(0)).0.status, 459);
+        assert_eq!(s.handle(&agg, &mut ctx(0)).0.status, 459);
         let other =
             req("SETUP rtsp://h/other.mp4/trackID=3 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP;client_port=1-2\r\n\r\n");
-        assert_eq!(s.handle(&other, &ctx(0)).0.status, 459);
+        assert_eq!(s.handle(&other, &mut ctx(0)).0.status, 459);
         let bad_range = req("PLAY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 4\r\nRange: npt=99-\r\n\r\n");
-        assert_eq!(s.handle(&bad_range, &ctx(0)).0.status, 457);
+        assert_eq!(s.handle(&bad_range, &mut ctx(0)).0.status, 457);
         let track_play = req("PLAY rtsp://h/sample.mp4/trackID=3 RTSP/1.0\r\nCSeq: 4\r\n\r\n");
         assert_eq!(
-            s.handle(&track_play, &ctx(0)).0.status,
+            s.handle(&track_play, &mut ctx(0)).0.status,
             200,
             "a one-track session may name its track"
         );
         let fly = req("FLY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n");
-        assert_eq!(s.handle(&fly, &ctx(0)).0.status, 501);
+        assert_eq!(s.handle(&fly, &mut ctx(0)).0.status, 501);
     }
 
     #[test]
     fn setup_again_answers_with_that_tracks_ssrc() {
         let mut s = session();
-        let with_seeds = |seeds: StreamSeeds| Context { seeds, ..ctx(0) };
+        let with_seeds = |seeds: StreamSeeds| Context {
+            seeds: Box::leak(Box::new(move || seeds)),
+            ..ctx(0)
+        };
         let setup_with = |s: &mut Session, track: u32, port: u16, seeds: StreamSeeds| {
             let text = format!(
                 "SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 2\r\n\
                  Transport: RTP/AVP;unicast;client_port={port}-{}\r\n\r\n",
                 port + 1
             );
-            let r = s.handle(&req(&text), &with_seeds(seeds)).0;
+            let r = s.handle(&req(&text), &mut with_seeds(seeds)).0;
             assert_eq!(r.status, 200);
             Transport::parse(r.headers.get("Transport").unwrap()).unwrap().ssrc
         };
@@ -470,6 +478,45 @@ mod tests {
         assert_eq!(setup_with(&mut s, 4, 5002, (0x4444, 1, 1)), Some(0x4444));
         // Track 3 again, to other ports: it keeps its stream, and says so.
         assert_eq!(setup_with(&mut s, 3, 6000, (0x5555, 1, 1)), Some(0x3333));
+    }
+
+    #[test]
+    fn seeds_are_drawn_only_for_a_track_not_yet_set_up() {
+        let mut s = session();
+        let mut drawn = 0u32;
+        let mut seeds = || {
+            drawn += 1;
+            (0x7000 + drawn, 1, 1)
+        };
+        let mut send = |s: &mut Session, text: &str| {
+            let mut ctx = Context {
+                seeds: &mut seeds,
+                ..ctx(0)
+            };
+            s.handle(&req(text), &mut ctx).0.status
+        };
+        let setup3 = "SETUP rtsp://h/sample.mp4/trackID=3 RTSP/1.0\r\nCSeq: 2\r\n\
+                      Transport: RTP/AVP;unicast;client_port=5000-5001\r\n\r\n";
+        let setup4 = setup3.replace("trackID=3", "trackID=4");
+        assert_eq!(send(&mut s, setup3), 200);
+        for keep_alive in ["GET_PARAMETER", "SET_PARAMETER", "OPTIONS"] {
+            let text = format!("{keep_alive} rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 3\r\n\r\n");
+            assert_eq!(send(&mut s, &text), 200);
+        }
+        assert_eq!(send(&mut s, setup3), 200, "track 3 again");
+        assert_eq!(
+            send(&mut s, "PLAY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 4\r\n\r\n"),
+            200
+        );
+        assert_eq!(
+            send(&mut s, "PAUSE rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n"),
+            200
+        );
+        assert_eq!(send(&mut s, &setup4), 200);
+        drop(send);
+        assert_eq!(drawn, 2, "one draw per new track");
+        let ssrcs: Vec<u32> = s.tracks.iter().map(|t| t.seeds.0).collect();
+        assert_eq!(ssrcs, [0x7001, 0x7002]);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use loader::Movie;
 use net::RTP_HEADER_LEN;
 use streamalot::pacer::{self, KeyMap, Schedule, SessionKey, UdpRound};
-use streamalot::playback::{Nanos, Playback, StreamSeeds};
 use streamalot::session::Destination;
+use streamalot::source::{MovieSource, Nanos, Source, StreamSeeds};
 use streamalot::stats::ShardStats;
 
 use crate::os::Cpu;
@@ -42,7 +42,7 @@ pub struct Sim {
 
 /// One session as a shard keeps it.
 struct Entry {
-    playback: Playback,
+    playback: Source,
     dests: Vec<Destination>,
 }
 
@@ -59,7 +59,8 @@ impl Sim {
             let seeds: Vec<StreamSeeds> = (0..ids.len() as u32)
                 .map(|s| (key as u32 ^ s, (i as u16).wrapping_mul(31), s.wrapping_mul(0x9e37_79b9)))
                 .collect();
-            let mut playback = Playback::new(self.movie.clone(), &ids, &seeds).expect("the movie's hint tracks");
+            let mut playback =
+                Source::Movie(MovieSource::new(self.movie.clone(), &ids, &seeds).expect("the movie's hint tracks"));
             playback.play(self.stagger_ns * i as u64 / n, None, None);
             if let Some(due) = playback.next_due() {
                 schedule.push(due, key, 0);
@@ -101,7 +102,6 @@ impl Sim {
         let mut udp = UdpRound::new(BATCH);
         udp.set_gso(gso);
         let mut stats = ShardStats::default();
-        let data = self.movie.clone();
         let mut run = Run::default();
         let mut now = 0;
         let cpu0 = Cpu::of_this_thread();
@@ -109,7 +109,7 @@ impl Sim {
         while start.elapsed() < duration {
             now += self.tick_ns;
             Self::round(&mut sessions, &mut schedule, &mut udp, &mut stats, now);
-            let f = udp.flush(tx, |key| sessions.get(&key).map(|_| data.data()));
+            let f = udp.flush(tx, &mut stats);
             run.flushed.sent += f.sent;
             run.flushed.would_block += f.would_block;
             run.flushed.failed += f.failed;

@@ -20,7 +20,7 @@ use proto::rtsp::message::{Request, Response};
 
 use crate::access_log::AccessRecord;
 use crate::config::Config;
-use crate::playback::Nanos;
+use crate::source::Nanos;
 use crate::stats::ShardStats;
 
 mod control;

@@ -20,11 +20,11 @@ use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::TcpStream;
-use loader::{Movie, Packet};
+use loader::Movie;
 use net::{recv_batch, RecvBufs, UdpPair};
 use proto::rtsp::message::{self, Message, Method, Request, Response};
 use proto::rtsp::url::split_uri;
-use proto::{interleaved, rtcp, rtp};
+use proto::{interleaved, rtcp};
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
@@ -33,8 +33,8 @@ use crate::access_log::AccessRecord;
 use crate::config::Config;
 use crate::library::Library;
 use crate::pacer::{self, KeyMap, RtcpRound, Schedule, UdpRound};
-use crate::playback::{Nanos, StreamSeeds};
 use crate::session::{Context, Destination, Effect, Session};
+use crate::source::{Nanos, Outgoing, StreamSeeds};
 use crate::stats::ShardStats;
 
 const MS: Nanos = 1_000_000;
@@ -371,15 +371,16 @@ impl Shard {
                 c.sessions.borrow_mut().push(key);
             }
         }
-        let ctx = Context {
+        let mut seeds = || seeds;
+        let mut ctx = Context {
             now,
             client: client.ip(),
             server_ports: ports,
             interleaved_ok: conn.is_some() && e.conn == conn,
             timeout_secs: timeout,
-            seeds,
+            seeds: &mut seeds,
         };
-        let (response, effect) = e.session.handle(req, &ctx);
+        let (response, effect) = e.session.handle(req, &mut ctx);
         if req.method == Method::Setup && response.status == 200 {
             for t in &e.session.tracks {
                 self.ssrc_routes.insert(t.seeds.0, key);
@@ -433,13 +434,12 @@ impl Shard {
             if e.generation != generation {
                 continue;
             }
-            // Disjoint borrows: the playback changes, the movie's bytes are read.
-            let Session { movie, playback, .. } = &mut e.session;
-            let Some(pb) = playback.as_mut() else { continue };
-            let data = movie.data();
+            let Some(pb) = e.session.playback.as_mut() else {
+                continue;
+            };
             let conn = e.conn.and_then(|c| conns.get(&c));
             let served = pacer::serve_due(key, pb, &e.dests, now, horizon, udp, stats, |channel, o| {
-                conn.is_some_and(|c| send_tcp(c, channel, &o.header, o.packet, data))
+                conn.is_some_and(|c| send_tcp(c, channel, o))
             });
             match served {
                 Some(next) => schedule.push(next, key, generation),
@@ -479,8 +479,16 @@ impl Shard {
         if udp.is_empty() {
             return;
         }
-        let f = udp.flush(rtp, |key| sessions.get(&key).map(|e| e.session.movie.data()));
-        stats.dropped_udp += (f.would_block + f.failed) as u64;
+        udp.flush(rtp, stats);
+        for u in udp.take_unsent() {
+            if let Some(s) = sessions
+                .get_mut(&u.key)
+                .and_then(|e| e.session.playback.as_mut())
+                .and_then(|p| p.streams_mut().get_mut(u.stream))
+            {
+                s.unsend(u.payload_len);
+            }
+        }
     }
 
     /// The media (or the requested range) has run out: say BYE and wait a
@@ -722,10 +730,10 @@ impl Entry {
 }
 
 /// Queues one media packet as a `$` frame on a TCP connection.
-fn send_tcp(c: &Conn, channel: u8, header: &[u8; rtp::HEADER_LEN], packet: &Packet, data: &[u8]) -> bool {
+fn send_tcp(c: &Conn, channel: u8, o: &Outgoing<'_>) -> bool {
     let mut parts: SmallVec<[&[u8]; 8]> = SmallVec::new();
-    parts.push(header);
-    parts.extend(packet.payload.iter().map(|s| s.bytes(data)));
+    parts.push(&o.header);
+    parts.extend(o.payload.slices());
     c.frame(channel, &parts)
 }
 

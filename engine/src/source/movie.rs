@@ -1,38 +1,21 @@
-//! One session's playback, without IO: which packet is due when, and the RTP
-//! header it goes out with.
+//! A movie on demand as a [`Source`](super::Source): which packet is due
+//! when, and the RTP header it goes out with, without IO.
 //!
 //! Driven by the rule str0m uses: feed it the current time, drain what is
 //! due, ask for the next deadline. Time is a monotonic count of nanoseconds
 //! supplied by the caller, so tests run on a simulated clock.
 //!
-//! Sequence numbers are the server's own: a random base plus the number of
-//! packets sent on the stream, so pauses, seeks and skipped packets never
-//! open a gap a client would count as loss. Timestamps are the hinted ones
-//! plus a random offset, so they follow the media across a pause and jump
-//! with a seek, as RTP-Info then says (RFC 2326 section 12.33).
+//! Sequence numbers are the session's own (see [`Stream`]). Timestamps are
+//! the hinted ones plus a random offset, so they follow the media across a
+//! pause and jump with a seek, as RTP-Info then says (RFC 2326 section
+//! 12.33).
 
 use std::sync::Arc;
 
-use loader::{Movie, MovieCursor, Packet};
-use proto::rtp;
+use loader::{Movie, MovieCursor};
 use smallvec::SmallVec;
 
-/// A monotonic instant, in nanoseconds.
-pub type Nanos = u64;
-
-/// The RTP state of one set-up track of a session.
-#[derive(Debug, Clone)]
-pub struct Stream {
-    pub track_id: u32,
-    pub ssrc: u32,
-    /// Sequence number of the next packet.
-    pub next_seq: u16,
-    /// Added to every hinted timestamp.
-    pub ts_offset: u32,
-    pub rtp_timescale: u32,
-    pub packets: u64,
-    pub octets: u64,
-}
+use super::{Nanos, Outgoing, Payload, PlayStart, Stream, StreamSeeds};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -50,67 +33,36 @@ enum State {
     Ended { at: i64 },
 }
 
-/// What a PLAY started: the npt range and, per stream, the sequence number
-/// and RTP timestamp at its start (for `Range` and `RTP-Info`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlayStart {
-    pub npt_start_ns: i64,
-    pub npt_end_ns: Option<i64>,
-    /// (track ID, seq, rtptime) per stream.
-    pub streams: Vec<(u32, u16, u32)>,
-}
-
-/// A packet ready to go: its stream, the 12-byte RTP header, and the recipe
-/// (whose spans are the payload).
-#[derive(Debug)]
-pub struct Outgoing<'a> {
-    pub stream: usize,
-    pub header: [u8; rtp::HEADER_LEN],
-    pub packet: &'a Packet,
-    /// How late it is: `now` minus the time it was due.
-    pub late_ns: u64,
-}
-
-pub struct Playback {
+pub struct MovieSource {
     movie: Arc<Movie>,
     cursor: MovieCursor,
     /// Inline for the usual two, like the cursor's tracks: a shard touches
     /// a playback's streams for every packet it sends.
     streams: SmallVec<[Stream; 2]>,
     state: State,
-    /// Packets the loader could not decode (damaged samples), skipped.
-    pub skipped: u64,
+    /// Packets the loader could not decode (damaged samples), skipped since
+    /// [`take_skipped`](Self::take_skipped) was last called.
+    skipped: u64,
 }
 
-/// Per-stream random values: (ssrc, first seq, timestamp offset).
-pub type StreamSeeds = (u32, u16, u32);
-
-impl Playback {
+impl MovieSource {
     /// A playback of the hint tracks `track_ids` of `movie`, with one set of
     /// random seeds per track.
-    pub fn new(movie: Arc<Movie>, track_ids: &[u32], seeds: &[StreamSeeds]) -> Result<Playback, loader::Error> {
+    pub fn new(movie: Arc<Movie>, track_ids: &[u32], seeds: &[StreamSeeds]) -> Result<MovieSource, loader::Error> {
         assert_eq!(track_ids.len(), seeds.len(), "one seed set per track");
         let cursor = movie.movie_cursor(track_ids)?;
         let streams = track_ids
             .iter()
             .zip(seeds)
-            .map(|(&id, &(ssrc, seq, ts))| {
+            .map(|(&id, &seeds)| {
                 let rtp = movie
                     .track(id)
                     .and_then(|t| t.rtp)
                     .expect("movie_cursor checked the IDs");
-                Stream {
-                    track_id: id,
-                    ssrc,
-                    next_seq: seq,
-                    ts_offset: ts,
-                    rtp_timescale: rtp.rtp_timescale,
-                    packets: 0,
-                    octets: 0,
-                }
+                Stream::new(id, rtp.rtp_timescale, seeds)
             })
             .collect();
-        Ok(Playback {
+        Ok(MovieSource {
             movie,
             cursor,
             streams,
@@ -121,6 +73,15 @@ impl Playback {
 
     pub fn streams(&self) -> &[Stream] {
         &self.streams
+    }
+
+    pub fn streams_mut(&mut self) -> &mut [Stream] {
+        &mut self.streams
+    }
+
+    /// Skipped packets since the last call.
+    pub fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
     }
 
     pub fn movie(&self) -> &Arc<Movie> {
@@ -281,24 +242,16 @@ impl Playback {
             let Some(stream) = self.streams.iter().position(|s| s.track_id == p.track_id) else {
                 continue;
             };
-            let s = &mut self.streams[stream];
-            let ts = p.timestamp.wrapping_add(s.ts_offset);
-            let header = rtp::Header {
-                marker: p.marker,
-                payload_type: p.payload_type,
-                sequence: s.next_seq,
-                timestamp: ts,
-                ssrc: s.ssrc,
-            }
-            .to_bytes();
-            s.next_seq = s.next_seq.wrapping_add(1);
-            s.packets += 1;
-            s.octets += p.payload_len() as u64;
+            let header = self.streams[stream].next_header(p.marker, p.payload_type, p.timestamp, p.payload_len());
             send(Outgoing {
                 stream,
                 header,
-                packet: &p,
+                payload: Payload {
+                    owner: self.movie.bytes(),
+                    spans: &p.payload,
+                },
                 late_ns: now - due,
+                flags: p.flags,
             });
             sent += 1;
         }
@@ -309,6 +262,7 @@ impl Playback {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::rtp;
 
     const MS: u64 = 1_000_000;
 
@@ -316,14 +270,14 @@ mod tests {
         Arc::new(Movie::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp4")).unwrap())
     }
 
-    fn playback(movie: &Arc<Movie>) -> Playback {
+    fn playback(movie: &Arc<Movie>) -> MovieSource {
         let ids: Vec<u32> = movie.hint_tracks().map(|t| t.id).collect();
         let seeds: Vec<StreamSeeds> = (0..ids.len() as u32).map(|i| (0x1000 + i, 65_530, 7 + i)).collect();
-        Playback::new(movie.clone(), &ids, &seeds).unwrap()
+        MovieSource::new(movie.clone(), &ids, &seeds).unwrap()
     }
 
     /// (stream, seq, ts, late) of everything due up to `until`, in steps of `step`.
-    fn run(pb: &mut Playback, from: Nanos, until: Nanos, step: Nanos) -> Vec<(usize, u16, u32, u64)> {
+    fn run(pb: &mut MovieSource, from: Nanos, until: Nanos, step: Nanos) -> Vec<(usize, u16, u32, u64)> {
         let mut out = Vec::new();
         let mut now = from;
         while now <= until {

@@ -2,7 +2,7 @@
 //! many sessions of a real hinted movie, beside a raw `sendmmsg` loop that
 //! sends the very same datagrams with no server logic, in the same run.
 //!
-//! The shard's path is the engine's own: sessions are [`Playback`]s of the
+//! The shard's path is the engine's own: sessions are [`Source`]s of the
 //! movie in a [`Schedule`], and each round pops the sessions due, lets
 //! [`pacer::serve_due`] take their packets into the [`UdpRound`] (a fresh RTP
 //! header per packet, the payload as spans of the mapped movie) and flushes
@@ -27,7 +27,7 @@ use std::time::Duration;
 use clap::Parser;
 use loader::Movie;
 use net::bind_pair;
-use streamalot::playback::Nanos;
+use streamalot::source::Nanos;
 use streamalot_perf::movie_maker;
 use streamalot_perf::os;
 use streamalot_perf::receiver::{self, Receiver};
