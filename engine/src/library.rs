@@ -26,20 +26,39 @@
 //! could swap a directory for a symlink; the library directory is trusted to
 //! be writable only by its operator.
 //!
+//! # One library for every core
+//!
+//! The server has one `Library`, shared by the control core and every shard
+//! (`Arc<Library>`; the cache is behind a mutex held only for map lookups),
+//! so each file is mapped and indexed once, whichever core asks first.
 //! Opened movies are cached by canonical path together with the file's
 //! identity (device, inode, size, modification time), re-read with one
-//! `stat` on every [`Library::open`]. A file replaced by rename or rewritten
-//! is opened again; sessions already playing keep the old `Arc<Movie>` (and
-//! its mapping of the old file) until they end. Files that fail to open as a
-//! movie are cached the same way, so a damaged file is parsed and warned
-//! about once per version, not on every request.
+//! `stat` on every lookup: that check is cheap and runs on the caller's
+//! core. A file replaced by rename or rewritten is opened again; sessions
+//! already playing keep the old `Arc<Movie>` (and its mapping of the old
+//! file) until they end. Files that fail to open as a movie are cached the
+//! same way, so a damaged file is parsed and warned about once per version,
+//! not on every request.
+//!
+//! Indexing a movie is not cheap (about 25 ms for a cold two-hour movie), so
+//! [`Library::lookup`] never does it: a movie not indexed yet comes back as a
+//! [`Parse`] to run where blocking does no harm (the server runs it on a
+//! thread of glommio's blocking pool, which it places on the control core's
+//! CPU, away from the pacing shards). Concurrent lookups of one file version
+//! share one `Parse` slot: the first to run it indexes the file, the others
+//! wait for that result.
+//!
+//! [`Library::prune`], which the control core calls on a timer, drops the
+//! entries of files that are gone or changed, and of movies no session holds
+//! and nobody asked for in a while, so that their mappings and indexes are
+//! released.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use loader::Movie;
 use tracing::{debug, warn};
@@ -150,14 +169,86 @@ impl Stamp {
 
 struct Entry {
     stamp: Stamp,
-    movie: Result<Arc<Movie>, Arc<loader::Error>>,
+    slot: Arc<Slot>,
+    /// When a lookup last asked for it.
+    last_used: Instant,
 }
 
-/// The movies under one directory. Owned by the control core; the movies it
-/// hands out are shared with the shards.
+/// One version of one file: indexed once, by whoever runs its [`Parse`]
+/// first.
+struct Slot {
+    file: PathBuf,
+    opened: OnceLock<Result<Arc<Movie>, Failure>>,
+}
+
+/// Why a file version could not be opened as a movie.
+#[derive(Clone)]
+enum Failure {
+    /// Not a movie this server can stream: cached, answered 415.
+    Unsupported(Arc<loader::Error>),
+    /// The file system failed (the file vanished between the `stat` and the
+    /// open, say): not cached, the next lookup tries again. Kept as its
+    /// error code to be rebuilt for every waiter.
+    Io(io::ErrorKind, Option<i32>),
+}
+
+impl Slot {
+    fn failed_io(&self) -> bool {
+        matches!(self.opened.get(), Some(Err(Failure::Io(..))))
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// The movie, indexed.
+    Ready(Arc<Movie>),
+    /// A file version not indexed yet: [`Parse::run`] indexes it (or waits
+    /// for the lookup that got there first to finish), blocking.
+    Parse(Parse),
+}
+
+/// A movie to index before it can be served. Send it where blocking is
+/// harmless and run it there.
+pub struct Parse {
+    slot: Arc<Slot>,
+    path: String,
+}
+
+impl Parse {
+    /// Indexes the file, or waits for the parse already under way for this
+    /// version, and returns the movie or why there is none.
+    pub fn run(self) -> Result<Arc<Movie>, LibraryError> {
+        let slot = &self.slot;
+        let opened = slot.opened.get_or_init(|| match Movie::open(&slot.file) {
+            Ok(m) => Ok(Arc::new(m)),
+            Err(loader::Error::Io { source, .. }) => Err(Failure::Io(source.kind(), source.raw_os_error())),
+            Err(e) => {
+                warn!(file = %slot.file.display(), error = %e, "cannot stream this file");
+                Err(Failure::Unsupported(Arc::new(e)))
+            }
+        });
+        answer(&self.path, opened)
+    }
+}
+
+fn answer(path: &str, opened: &Result<Arc<Movie>, Failure>) -> Result<Arc<Movie>, LibraryError> {
+    match opened {
+        Ok(m) => Ok(m.clone()),
+        Err(Failure::Unsupported(source)) => Err(LibraryError::Unsupported {
+            path: path.to_owned(),
+            source: source.clone(),
+        }),
+        Err(Failure::Io(kind, code)) => {
+            let e = code.map_or_else(|| io::Error::from(*kind), io::Error::from_raw_os_error);
+            Err(fs_error(path, e))
+        }
+    }
+}
+
+/// The movies under one directory, shared by every core.
 pub struct Library {
     root: PathBuf,
-    cache: HashMap<PathBuf, Entry>,
+    cache: Mutex<HashMap<PathBuf, Entry>>,
 }
 
 impl Library {
@@ -172,7 +263,7 @@ impl Library {
         }
         Ok(Library {
             root,
-            cache: HashMap::new(),
+            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -181,15 +272,34 @@ impl Library {
         &self.root
     }
 
-    /// How many file versions are cached (movies and failures).
+    /// How many file versions are cached (movies and failures, indexed or
+    /// being indexed).
     pub fn cached(&self) -> usize {
-        self.cache.len()
+        self.cache().len()
+    }
+
+    /// The cache. A panic while it was held leaves nothing half-done in it
+    /// (every change is one map operation), so a poisoned lock is used as is.
+    fn cache(&self) -> MutexGuard<'_, HashMap<PathBuf, Entry>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The movie at a request path such as `/sample.mp4` or
     /// `/dir/clip%20one.mov` (the URL's path, without scheme, host, query or
-    /// track suffix). Reopens the file if it changed since it was cached.
-    pub fn open(&mut self, path: &str) -> Result<Arc<Movie>, LibraryError> {
+    /// track suffix), indexing it here if it is not yet: for callers that may
+    /// block (tools, tests). The server uses [`lookup`](Self::lookup).
+    pub fn open(&self, path: &str) -> Result<Arc<Movie>, LibraryError> {
+        match self.lookup(path)? {
+            Lookup::Ready(m) => Ok(m),
+            Lookup::Parse(p) => p.run(),
+        }
+    }
+
+    /// Finds the movie at a request path without indexing anything: checks
+    /// the path, `stat`s the file and looks the version up. A version not
+    /// indexed yet comes back as a [`Parse`] to run off the pacing cores; a
+    /// file that changed since it was cached is a new version.
+    pub fn lookup(&self, path: &str) -> Result<Lookup, LibraryError> {
         let relative = decode_path(path).map_err(|why| LibraryError::BadPath {
             path: path.to_owned(),
             why,
@@ -201,7 +311,7 @@ impl Library {
                 // Gone: let go of the old mapping so the disk space is freed.
                 // (The key is canonical; with no symlinks on the way the
                 // candidate is that key.)
-                self.cache.remove(&candidate);
+                self.cache().remove(&candidate);
                 return Err(fs_error(path, e));
             }
         };
@@ -215,7 +325,7 @@ impl Library {
         let meta = match std::fs::metadata(&canonical) {
             Ok(m) => m,
             Err(e) => {
-                self.cache.remove(&canonical);
+                self.cache().remove(&canonical);
                 return Err(fs_error(path, e));
             }
         };
@@ -226,37 +336,67 @@ impl Library {
             });
         }
         let stamp = Stamp::of(&meta);
-        let entry = match self.cache.get(&canonical) {
-            Some(entry) if entry.stamp == stamp => entry,
-            _ => {
-                // Stat before open: if the file changes in between, the
-                // stored stamp is stale and the next call opens it again.
-                let movie = match Movie::open(&canonical) {
-                    Ok(m) => Ok(Arc::new(m)),
-                    Err(loader::Error::Io { source, .. }) => return Err(fs_error(path, source)),
-                    Err(e) => {
-                        warn!(file = %canonical.display(), error = %e, "cannot stream this file");
-                        Err(Arc::new(e))
-                    }
-                };
-                self.cache.insert(canonical.clone(), Entry { stamp, movie });
-                &self.cache[&canonical]
+        let now = Instant::now();
+        let slot = {
+            let mut cache = self.cache();
+            match cache.get_mut(&canonical) {
+                Some(entry) if entry.stamp == stamp && !entry.slot.failed_io() => {
+                    entry.last_used = now;
+                    entry.slot.clone()
+                }
+                _ => {
+                    // Stat before open: if the file changes in between, the
+                    // stored stamp is stale and the next lookup opens it again.
+                    let slot = Arc::new(Slot {
+                        file: canonical.clone(),
+                        opened: OnceLock::new(),
+                    });
+                    let entry = Entry {
+                        stamp,
+                        slot: slot.clone(),
+                        last_used: now,
+                    };
+                    cache.insert(canonical, entry);
+                    slot
+                }
             }
         };
-        entry.movie.clone().map_err(|source| LibraryError::Unsupported {
-            path: path.to_owned(),
-            source,
-        })
+        match slot.opened.get() {
+            Some(opened) => answer(path, opened).map(Lookup::Ready),
+            None => Ok(Lookup::Parse(Parse {
+                slot,
+                path: path.to_owned(),
+            })),
+        }
     }
 
-    /// Drops cached entries whose file is gone or has changed, releasing
-    /// their mappings once no session holds them. Returns how many were
-    /// dropped. Call it now and then (each entry costs one `stat`).
-    pub fn prune(&mut self) -> usize {
-        let before = self.cache.len();
-        self.cache
-            .retain(|path, entry| std::fs::metadata(path).is_ok_and(|m| m.is_file() && Stamp::of(&m) == entry.stamp));
-        before - self.cache.len()
+    /// Drops the cached entries whose file is gone or has changed, and those
+    /// of movies that no session holds and no lookup has asked for since
+    /// `now - unused_for`, releasing their mappings and indexes. Returns how
+    /// many were dropped. Each entry costs one `stat`, made without the lock.
+    pub fn prune(&self, now: Instant, unused_for: Duration) -> usize {
+        let files: Vec<(PathBuf, Stamp)> = self.cache().iter().map(|(p, e)| (p.clone(), e.stamp)).collect();
+        let changed: Vec<PathBuf> = files
+            .into_iter()
+            .filter(|(path, stamp)| !std::fs::metadata(path).is_ok_and(|m| m.is_file() && Stamp::of(&m) == *stamp))
+            .map(|(path, _)| path)
+            .collect();
+        let mut cache = self.cache();
+        let before = cache.len();
+        for path in &changed {
+            cache.remove(path);
+        }
+        cache.retain(|_, e| {
+            let recent = now.saturating_duration_since(e.last_used) < unused_for;
+            let held = match e.slot.opened.get() {
+                Some(Ok(movie)) => Arc::strong_count(movie) > 1,
+                Some(Err(_)) => false,
+                // Being indexed: someone is waiting for it.
+                None => true,
+            };
+            recent || held
+        });
+        before - cache.len()
     }
 }
 
@@ -355,7 +495,7 @@ mod tests {
         dir
     }
 
-    fn status(lib: &mut Library, path: &str) -> u16 {
+    fn status(lib: &Library, path: &str) -> u16 {
         match lib.open(path) {
             Ok(_) => 200,
             Err(e) => {
@@ -424,45 +564,41 @@ mod tests {
         std::os::unix::fs::symlink("sample.mp4", root.join("alias.mp4")).unwrap();
         std::os::unix::fs::symlink("loop.mp4", root.join("loop.mp4")).unwrap();
 
-        let mut lib = Library::new(root.clone()).unwrap();
+        let lib = Library::new(root.clone()).unwrap();
         assert_eq!(lib.root(), root.canonicalize().unwrap());
-        assert_eq!(status(&mut lib, "/sample.mp4"), 200);
-        assert_eq!(status(&mut lib, "/dir/clip%20one.mp4"), 200);
-        assert_eq!(
-            status(&mut lib, "/alias.mp4"),
-            200,
-            "symlinks inside the root are followed"
-        );
+        assert_eq!(status(&lib, "/sample.mp4"), 200);
+        assert_eq!(status(&lib, "/dir/clip%20one.mp4"), 200);
+        assert_eq!(status(&lib, "/alias.mp4"), 200, "symlinks inside the root are followed");
         // One cache entry per file: the alias shares the sample's.
         assert_eq!(lib.cached(), 2);
         let a = lib.open("/sample.mp4").unwrap();
         let b = lib.open("/alias.mp4").unwrap();
         assert!(Arc::ptr_eq(&a, &b));
 
-        assert_eq!(status(&mut lib, "/missing.mp4"), 404);
-        assert_eq!(status(&mut lib, "/dir"), 404, "directories are not movies");
-        assert_eq!(status(&mut lib, "/dir/"), 404);
-        assert_eq!(status(&mut lib, "/sample.mp4/x"), 404);
-        assert_eq!(status(&mut lib, "/escape.mp4"), 404, "a symlink out of the root");
+        assert_eq!(status(&lib, "/missing.mp4"), 404);
+        assert_eq!(status(&lib, "/dir"), 404, "directories are not movies");
+        assert_eq!(status(&lib, "/dir/"), 404);
+        assert_eq!(status(&lib, "/sample.mp4/x"), 404);
+        assert_eq!(status(&lib, "/escape.mp4"), 404, "a symlink out of the root");
         assert_eq!(
-            status(&mut lib, "/out/secret.mp4"),
+            status(&lib, "/out/secret.mp4"),
             404,
             "a directory symlink out of the root"
         );
-        assert_eq!(status(&mut lib, "/loop.mp4"), 404);
-        assert_eq!(status(&mut lib, "/../outside/secret.mp4"), 400);
-        assert_eq!(status(&mut lib, "/%2e%2e/outside/secret.mp4"), 400);
-        assert_eq!(status(&mut lib, "/dir/%2E%2E%2F%2E%2E%2Foutside/secret.mp4"), 400);
-        assert_eq!(status(&mut lib, "//etc/passwd"), 400);
-        assert_eq!(status(&mut lib, "/dir\\..\\sample.mp4"), 400);
-        assert_eq!(status(&mut lib, "/sample.mp4%00.txt"), 400);
-        assert_eq!(status(&mut lib, "/\x1b[31mred\n"), 400);
+        assert_eq!(status(&lib, "/loop.mp4"), 404);
+        assert_eq!(status(&lib, "/../outside/secret.mp4"), 400);
+        assert_eq!(status(&lib, "/%2e%2e/outside/secret.mp4"), 400);
+        assert_eq!(status(&lib, "/dir/%2E%2E%2F%2E%2E%2Foutside/secret.mp4"), 400);
+        assert_eq!(status(&lib, "//etc/passwd"), 400);
+        assert_eq!(status(&lib, "/dir\\..\\sample.mp4"), 400);
+        assert_eq!(status(&lib, "/sample.mp4%00.txt"), 400);
+        assert_eq!(status(&lib, "/\x1b[31mred\n"), 400);
 
         let err = lib.open("/garbage.mov").unwrap_err();
         assert_eq!(err.status(), 415, "{err}");
         assert!(!err.is_not_hinted());
         // Failures are cached too, and answered the same.
-        assert_eq!(status(&mut lib, "/garbage.mov"), 415);
+        assert_eq!(status(&lib, "/garbage.mov"), 415);
     }
 
     #[cfg(unix)]
@@ -473,9 +609,9 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: `c` is a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let mut lib = Library::new(dir.join("root")).unwrap();
+        let lib = Library::new(dir.join("root")).unwrap();
         // Would block forever if the library tried to open it.
-        assert_eq!(status(&mut lib, "/pipe.mp4"), 404);
+        assert_eq!(status(&lib, "/pipe.mp4"), 404);
     }
 
     #[test]
@@ -487,7 +623,7 @@ mod tests {
         let dir = scratch("unhinted");
         std::fs::copy(&plain, dir.join("root/plain.mp4")).unwrap();
         let _ = std::fs::remove_file(plain);
-        let mut lib = Library::new(dir.join("root")).unwrap();
+        let lib = Library::new(dir.join("root")).unwrap();
         let err = lib.open("/plain.mp4").unwrap_err();
         assert_eq!(err.status(), 415);
         assert!(err.is_not_hinted(), "{err}");
@@ -510,7 +646,7 @@ mod tests {
         let dir = scratch("replace");
         let root = dir.join("root");
         std::fs::copy(sample(), root.join("movie.mp4")).unwrap();
-        let mut lib = Library::new(root.clone()).unwrap();
+        let lib = Library::new(root.clone()).unwrap();
         let first = lib.open("/movie.mp4").unwrap();
         let again = lib.open("/movie.mp4").unwrap();
         assert!(Arc::ptr_eq(&first, &again), "unchanged: served from the cache");
@@ -530,7 +666,7 @@ mod tests {
 
         // Deleted: refused, and the cache lets go of it.
         std::fs::remove_file(root.join("movie.mp4")).unwrap();
-        assert_eq!(status(&mut lib, "/movie.mp4"), 404);
+        assert_eq!(status(&lib, "/movie.mp4"), 404);
         assert_eq!(lib.cached(), 0);
     }
 
@@ -540,12 +676,87 @@ mod tests {
         let root = dir.join("root");
         std::fs::copy(sample(), root.join("a.mp4")).unwrap();
         std::fs::copy(sample(), root.join("b.mp4")).unwrap();
-        let mut lib = Library::new(root.clone()).unwrap();
+        let lib = Library::new(root.clone()).unwrap();
         lib.open("/a.mp4").unwrap();
         lib.open("/b.mp4").unwrap();
-        assert_eq!(lib.prune(), 0);
+        let forever = Duration::from_secs(1 << 30);
+        assert_eq!(lib.prune(Instant::now(), forever), 0);
         std::fs::remove_file(root.join("a.mp4")).unwrap();
-        assert_eq!(lib.prune(), 1);
+        assert_eq!(lib.prune(Instant::now(), forever), 1);
+        assert_eq!(lib.cached(), 1);
+    }
+
+    #[test]
+    fn prune_evicts_movies_nobody_holds_or_asked_for_lately() {
+        let dir = scratch("evict");
+        let root = dir.join("root");
+        for name in ["held.mp4", "idle.mp4", "asked.mp4"] {
+            std::fs::copy(sample(), root.join(name)).unwrap();
+        }
+        std::fs::write(root.join("junk.mov"), b"not a movie").unwrap();
+        let lib = Library::new(root.clone()).unwrap();
+        let held = lib.open("/held.mp4").unwrap();
+        lib.open("/idle.mp4").unwrap();
+        assert_eq!(lib.open("/junk.mov").unwrap_err().status(), 415);
+        let minute = Duration::from_secs(60);
+        // Just asked for: everything stays.
+        assert_eq!(lib.prune(Instant::now(), minute), 0);
+        // Opened and let go of at once, like a DESCRIBE.
+        lib.open("/asked.mp4").unwrap();
+        // Seen from two minutes on, every entry was last asked for two
+        // minutes before.
+        let later = Instant::now() + 2 * minute;
+        assert_eq!(lib.prune(later, 3 * minute), 0, "all within three minutes");
+        assert_eq!(
+            lib.prune(later, minute),
+            3,
+            "idle, asked and the failure go; the held one stays"
+        );
+        assert_eq!(lib.cached(), 1);
+        let again = lib.open("/held.mp4").unwrap();
+        assert!(Arc::ptr_eq(&held, &again), "the held movie was not indexed again");
+        drop((held, again));
+        assert_eq!(
+            lib.prune(Instant::now() + 2 * minute, minute),
+            1,
+            "let go of, it goes too"
+        );
+        assert_eq!(lib.cached(), 0);
+    }
+
+    #[test]
+    fn a_lookup_never_indexes_and_concurrent_opens_index_once() {
+        let dir = scratch("once");
+        let root = dir.join("root");
+        std::fs::copy(sample(), root.join("movie.mp4")).unwrap();
+        let lib = Arc::new(Library::new(root).unwrap());
+        let parse = match lib.lookup("/movie.mp4").unwrap() {
+            Lookup::Parse(p) => p,
+            Lookup::Ready(_) => panic!("indexed by a lookup"),
+        };
+        // A second lookup before the first parse ran shares its slot.
+        let second = match lib.lookup("/movie.mp4").unwrap() {
+            Lookup::Parse(p) => p,
+            Lookup::Ready(_) => panic!("indexed by a lookup"),
+        };
+        assert!(Arc::ptr_eq(&parse.slot, &second.slot));
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (lib, barrier) = (lib.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    lib.open("/movie.mp4").unwrap()
+                })
+            })
+            .collect();
+        let movies: Vec<Arc<Movie>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            movies.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])),
+            "one index for all"
+        );
+        assert!(Arc::ptr_eq(&parse.run().unwrap(), &movies[0]));
+        assert!(matches!(lib.lookup("/movie.mp4").unwrap(), Lookup::Ready(m) if Arc::ptr_eq(&m, &movies[0])));
         assert_eq!(lib.cached(), 1);
     }
 
