@@ -2,7 +2,9 @@
 //! (as it lands) the thin runtime layer that drives it.
 
 pub mod access_log;
+pub mod admission;
 pub mod config;
+pub mod door;
 pub mod library;
 pub mod pacer;
 pub mod random;

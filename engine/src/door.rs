@@ -1,0 +1,310 @@
+//! The front door: every RTSP request, from every connection on whichever
+//! core owns it, is classified here once, and the cores only carry out the
+//! [`Route`] it returns. Sans-IO: a request and what is known about its
+//! connection in, a route out.
+//!
+//! What the door decides, in order:
+//!
+//! 1. A request without `CSeq` is answered 400 (RFC 2326 12.17 makes it
+//!    mandatory, and an answer without one cannot be matched by the client).
+//! 2. A `Session` header names a session: one this server made and that still
+//!    exists is [`Route::Session`], anything else (unparsable, unknown, ended)
+//!    is 454. The caller says which keys exist, because only it knows: the
+//!    control core knows every session's shard, a shard knows its own.
+//! 3. Without a session: DESCRIBE needs the library ([`Route::Describe`]),
+//!    SETUP opens a session ([`Route::Open`], which says whether the client
+//!    asked for interleaved TCP, since such a session takes its connection
+//!    along), and everything else is answered here ([`Route::Answer`]):
+//!    OPTIONS, keep-alives sent before a session exists (some clients ping
+//!    with GET_PARAMETER as soon as they connect), 454 for PLAY, PAUSE and
+//!    TEARDOWN outside a session, 405 for the recording methods, 501 for the
+//!    rest. Bytes that do not parse as a message at all get their status
+//!    from [`reject`].
+//!
+//! # Where the next pieces go
+//!
+//! The door is where every check that concerns a request rather than a
+//! session belongs, so that the control core and the shards cannot drift
+//! apart:
+//!
+//! - **Address rules and authentication** (DSS's `qtaccess` files, Basic and
+//!   Digest): a step before 2, given the [`Caller`]'s address and the
+//!   request's `Authorization`, answering 401 (with the challenge) or 403.
+//!   `Caller` is where the connection's authenticated user will be kept.
+//! - **HTTP on the RTSP ports** (RTSP-over-HTTP tunnels, the admin API,
+//!   `/metrics`, the status page, Icecast/ICY sources and listeners): told
+//!   apart by the first request line before the RTSP parser sees it, in the
+//!   connection loop, which asks the door where such a connection goes.
+//! - **Limits** beyond the parser's size limits (request rates, methods an
+//!   operator turns off): as step 0, a `Route::Answer` with 503 or 405.
+
+use std::net::SocketAddr;
+
+use loader::Movie;
+use proto::rtsp::header::{Lower, Transport};
+use proto::rtsp::message::{Method, ParseError, Request, Response};
+use proto::rtsp::url::split_uri;
+use tracing::debug;
+
+use crate::library::LibraryError;
+use crate::pacer::SessionKey;
+
+/// The methods the server implements, for `Public` and `Allow`.
+pub const PUBLIC_METHODS: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+
+/// What the door knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub client: SocketAddr,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Route {
+    /// Answered by the door: send it, nothing else to do.
+    Answer(Response),
+    /// DESCRIBE of the movie at `path` (a library path such as
+    /// `/dir/a.mp4`): open it and answer with [`describe`].
+    Describe { path: String },
+    /// SETUP outside a session: a new session for the movie at `path`, if
+    /// the movie opens and the session limits allow it. With `interleaved`,
+    /// the media will ride the request's connection, which then belongs to
+    /// the session's shard.
+    Open { path: String, interleaved: bool },
+    /// A request for session `key`, which exists.
+    Session(SessionKey),
+}
+
+/// The door. Stateless today; the rules of the pieces to come (see the
+/// module documentation) will live in it.
+#[derive(Debug, Default, Clone)]
+pub struct Door {}
+
+impl Door {
+    pub fn new() -> Door {
+        Door {}
+    }
+
+    /// Classifies `req`, which came from `caller`. `exists` says whether a
+    /// session key is one the calling core knows.
+    pub fn route(&self, req: &Request, _caller: &Caller, exists: impl Fn(SessionKey) -> bool) -> Route {
+        let Some(cseq) = req.cseq() else {
+            return Route::Answer(Response::new(400, None));
+        };
+        if let Some(header) = req.headers.get("Session") {
+            return match parse_session_id(header) {
+                Some(key) if exists(key) => Route::Session(key),
+                // A session we never made, or one that has ended.
+                _ => Route::Answer(Response::new(454, Some(cseq))),
+            };
+        }
+        match &req.method {
+            Method::Describe | Method::Setup => {
+                let Some((path, _)) = split_uri(&req.uri) else {
+                    return Route::Answer(Response::new(400, Some(cseq)));
+                };
+                let path = path.to_owned();
+                if req.method == Method::Describe {
+                    Route::Describe { path }
+                } else {
+                    Route::Open {
+                        path,
+                        interleaved: wants_interleaved(req),
+                    }
+                }
+            }
+            Method::Options => Route::Answer(Response::new(200, Some(cseq)).header("Public", PUBLIC_METHODS)),
+            // PLAY, PAUSE and TEARDOWN only mean something within a session.
+            Method::Play | Method::Pause | Method::Teardown => Route::Answer(Response::new(454, Some(cseq))),
+            // Keep-alives before a session exists, or pings.
+            Method::GetParameter | Method::SetParameter => Route::Answer(Response::new(200, Some(cseq))),
+            Method::Announce | Method::Record | Method::Redirect => {
+                Route::Answer(Response::new(405, Some(cseq)).header("Allow", PUBLIC_METHODS))
+            }
+            Method::Other(_) => Route::Answer(Response::new(501, Some(cseq))),
+        }
+    }
+}
+
+/// The answer to bytes that are not a message (or one past the limits),
+/// after which the connection is closed: the stream cannot be resynchronised.
+pub fn reject(e: &ParseError) -> Response {
+    Response::new(e.status(), None)
+}
+
+/// Whether the first transport a SETUP offers is interleaved TCP. Clients
+/// list their preference first; one that offers UDP first and TCP second
+/// gets UDP, which the shard can set up without taking the connection.
+fn wants_interleaved(req: &Request) -> bool {
+    req.headers
+        .get("Transport")
+        .map(Transport::parse_list)
+        .and_then(|l| l.into_iter().flatten().next())
+        .is_some_and(|t| t.lower == Lower::Tcp)
+}
+
+/// The answer to a DESCRIBE of `path`: the movie's SDP, with the base URL
+/// its relative track controls resolve against, or the library's refusal.
+pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>) -> Response {
+    let cseq = req.cseq();
+    match movie {
+        Ok(movie) => {
+            let base = match req.uri.split_once("://") {
+                Some((_, rest)) => {
+                    let authority = rest.split('/').next().unwrap_or_default();
+                    format!("rtsp://{authority}{path}/")
+                }
+                None => format!("{path}/"),
+            };
+            Response::new(200, cseq)
+                .header("Content-Base", base)
+                .body("application/sdp", movie.sdp().as_bytes().to_vec())
+        }
+        Err(e) => {
+            debug!(uri = %req.uri, error = %e, "DESCRIBE refused");
+            Response::new(e.status(), cseq)
+        }
+    }
+}
+
+/// A session key as clients see it: 16 hexadecimal digits.
+pub fn session_id(key: SessionKey) -> String {
+    format!("{key:016X}")
+}
+
+/// The key of a `Session` header (`ID` or `ID;timeout=60`), if it is one
+/// this server could have made.
+pub fn parse_session_id(header: &str) -> Option<SessionKey> {
+    let id = proto::rtsp::header::session_id(header);
+    if id.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(id, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::rtsp::message::{parse, Limits, Message};
+
+    fn req(text: &str) -> Request {
+        match parse(text.as_bytes(), &Limits::default()).unwrap().unwrap().0 {
+            Message::Request(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn route(text: &str) -> Route {
+        let caller = Caller {
+            client: "192.0.2.1:4000".parse().unwrap(),
+        };
+        Door::new().route(&req(text), &caller, |key| key == 0xAB)
+    }
+
+    fn answer(text: &str) -> (u16, Response) {
+        match route(text) {
+            Route::Answer(r) => (r.status.code(), r),
+            other => panic!("{text:?} routed to {other:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_what_needs_no_session_or_movie() {
+        let (status, r) = answer("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+        assert_eq!((status, r.headers.get("Public")), (200, Some(PUBLIC_METHODS)));
+        assert_eq!(r.headers.get("CSeq"), Some("1"));
+        assert_eq!(
+            answer("GET_PARAMETER rtsp://h/a.mp4 RTSP/1.0\r\nCSeq: 2\r\n\r\n").0,
+            200
+        );
+        assert_eq!(
+            answer("SET_PARAMETER rtsp://h/a.mp4 RTSP/1.0\r\nCSeq: 2\r\n\r\n").0,
+            200
+        );
+        for m in ["PLAY", "PAUSE", "TEARDOWN"] {
+            assert_eq!(
+                answer(&format!("{m} rtsp://h/a.mp4 RTSP/1.0\r\nCSeq: 3\r\n\r\n")).0,
+                454,
+                "{m}"
+            );
+        }
+        for m in ["ANNOUNCE", "RECORD", "REDIRECT"] {
+            let (status, r) = answer(&format!("{m} rtsp://h/a.mp4 RTSP/1.0\r\nCSeq: 4\r\n\r\n"));
+            assert_eq!((status, r.headers.get("Allow")), (405, Some(PUBLIC_METHODS)), "{m}");
+        }
+        assert_eq!(answer("FLY rtsp://h/a.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n").0, 501);
+        let (status, r) = answer("OPTIONS * RTSP/1.0\r\n\r\n");
+        assert_eq!((status, r.headers.get("CSeq")), (400, None), "no CSeq");
+    }
+
+    #[test]
+    fn sessions_are_named_by_a_known_key() {
+        assert!(matches!(
+            route("PLAY rtsp://h/a.mp4 RTSP/1.0\r\nCSeq: 1\r\nSession: 00000000000000AB;timeout=60\r\n\r\n"),
+            Route::Session(0xAB)
+        ));
+        // Any method with a Session header goes to the session, which decides.
+        assert!(matches!(
+            route("DESCRIBE rtsp://h/a.mp4 RTSP/1.0\r\nCSeq: 1\r\nSession: 00000000000000ab\r\n\r\n"),
+            Route::Session(0xAB)
+        ));
+        for session in ["00000000000000AC", "AB", "not-a-session", "00000000000000AB0"] {
+            let text = format!("PLAY rtsp://h/a.mp4 RTSP/1.0\r\nCSeq: 1\r\nSession: {session}\r\n\r\n");
+            assert_eq!(answer(&text).0, 454, "{session}");
+        }
+        assert_eq!(
+            parse_session_id(&session_id(0x0123_4567_89AB_CDEF)),
+            Some(0x0123_4567_89AB_CDEF)
+        );
+    }
+
+    #[test]
+    fn describe_and_setup_name_their_movie() {
+        assert!(matches!(
+            route("DESCRIBE rtsp://h:554/dir/a%20b.mp4?x=1 RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+            Route::Describe { path } if path == "/dir/a%20b.mp4"
+        ));
+        let setup = |transport: &str| {
+            route(&format!(
+                "SETUP rtsp://h/a.mp4/trackID=3 RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n"
+            ))
+        };
+        assert!(matches!(
+            setup("RTP/AVP;unicast;client_port=5000-5001"),
+            Route::Open { path, interleaved: false } if path == "/a.mp4"
+        ));
+        assert!(matches!(
+            setup("RTP/AVP/TCP;unicast;interleaved=0-1,RTP/AVP;unicast;client_port=5000-5001"),
+            Route::Open { interleaved: true, .. }
+        ));
+        assert!(matches!(
+            setup("RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast"),
+            Route::Open { interleaved: false, .. }
+        ));
+        assert_eq!(answer("DESCRIBE nonsense RTSP/1.0\r\nCSeq: 1\r\n\r\n").0, 400);
+        assert_eq!(answer("SETUP nonsense RTSP/1.0\r\nCSeq: 1\r\n\r\n").0, 400);
+    }
+
+    #[test]
+    fn describe_answers_with_the_sdp_and_its_base() {
+        let movie = Movie::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp4")).unwrap();
+        let r = req("DESCRIBE rtsp://h:8554/sample.mp4 RTSP/1.0\r\nCSeq: 7\r\n\r\n");
+        let ok = describe(&r, "/sample.mp4", Ok(&movie));
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.headers.get("Content-Base"), Some("rtsp://h:8554/sample.mp4/"));
+        assert_eq!(ok.headers.get("Content-Type"), Some("application/sdp"));
+        assert_eq!(ok.body, movie.sdp().as_bytes());
+        let missing = LibraryError::NotFound {
+            path: "/x.mp4".into(),
+            why: "no such movie",
+        };
+        let refused = describe(&r, "/x.mp4", Err(&missing));
+        assert_eq!((refused.status.code(), refused.headers.get("CSeq")), (404, Some("7")));
+    }
+
+    #[test]
+    fn unparsable_bytes_get_the_parser_status() {
+        assert_eq!(reject(&ParseError::BodyTooLarge(1 << 30)).status, 413);
+        assert_eq!(reject(&ParseError::BadVersion("HTTP/1.1".into())).status, 505);
+    }
+}
