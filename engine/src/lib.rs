@@ -11,5 +11,6 @@ pub mod random;
 pub mod rtsp;
 pub mod server;
 pub mod session;
+pub mod shard;
 pub mod source;
 pub mod stats;

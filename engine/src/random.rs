@@ -25,6 +25,12 @@ impl Rng {
         Rng(u64() | 1)
     }
 
+    /// A generator that gives the same values every time: for tests and
+    /// simulations that must repeat.
+    pub fn from_seed(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

@@ -36,6 +36,9 @@ pub struct ShardStats {
     pub sessions_ended: u64,
     /// RTCP packets that did not parse.
     pub bad_rtcp: u64,
+    /// Hint packets skipped because the loader could not decode them (a
+    /// damaged sample in a movie): the operator's cue to check the file.
+    pub skipped: u64,
     /// Send lateness in microseconds.
     pub lateness: Histogram<u64>,
 }
@@ -50,6 +53,7 @@ impl Default for ShardStats {
             sessions_started: 0,
             sessions_ended: 0,
             bad_rtcp: 0,
+            skipped: 0,
             lateness: Histogram::new_with_bounds(1, LATENESS_MAX_US, 3).expect("constant histogram bounds are valid"),
         }
     }
@@ -86,6 +90,7 @@ impl ShardStats {
         self.sessions_started += other.sessions_started;
         self.sessions_ended += other.sessions_ended;
         self.bad_rtcp += other.bad_rtcp;
+        self.skipped += other.skipped;
         // Same bounds on both sides, so adding cannot fail; a histogram
         // made otherwise is merged value by value, clamped.
         if self.lateness.add(&other.lateness).is_err() {
@@ -106,6 +111,7 @@ impl ShardStats {
             "dropped_tcp": self.dropped_tcp,
             "dropped_udp": self.dropped_udp,
             "bad_rtcp": self.bad_rtcp,
+            "skipped": self.skipped,
             "sessions": {
                 "started": self.sessions_started,
                 "ended": self.sessions_ended,
@@ -152,10 +158,11 @@ impl ShardStats {
         );
         let _ = writeln!(
             out,
-            "  dropped   {} tcp (queue full), {} udp (socket full or refused), {} bad rtcp",
+            "  dropped   {} tcp (queue full), {} udp (socket full or refused), {} bad rtcp, {} damaged hint packets skipped",
             group(self.dropped_tcp),
             group(self.dropped_udp),
-            group(self.bad_rtcp)
+            group(self.bad_rtcp),
+            group(self.skipped)
         );
         let h = &self.lateness;
         if h.is_empty() {
@@ -257,6 +264,7 @@ mod tests {
         s.sessions_started = 3;
         s.sessions_ended = 1;
         s.dropped_udp = 2;
+        s.skipped = 5;
         assert_eq!(s.packets, 1_000);
         assert_eq!(s.bytes, 1_000_000);
         assert_eq!(s.live_sessions(), 2);
@@ -270,6 +278,7 @@ mod tests {
         assert!(lines[1].contains("1 000 packets, 976.6 KiB"), "{r}");
         assert!(lines[2].contains("2 live, 3 started, 1 ended"), "{r}");
         assert!(lines[3].contains("2 udp"), "{r}");
+        assert!(lines[3].contains("5 damaged hint packets skipped"), "{r}");
         assert!(lines[4].contains("p50 0.005"), "{r}");
         assert!(lines[4].contains("max 50.0"), "{r}");
         assert_eq!(lines.len(), 5 + ROWS.len(), "{r}");
@@ -296,12 +305,14 @@ mod tests {
         b.dropped_tcp = 4;
         b.sessions_started = 2;
         b.bad_rtcp = 1;
+        b.skipped = 3;
         a.merge(&b);
         assert_eq!(a.packets, 3);
         assert_eq!(a.bytes, 500);
         assert_eq!(a.dropped_tcp, 4);
         assert_eq!(a.sessions_started, 2);
         assert_eq!(a.bad_rtcp, 1);
+        assert_eq!(a.skipped, 3);
         assert_eq!(a.lateness.len(), 3);
         assert!((a.lateness_ms(1.0) - 3.0).abs() < 0.01);
 

@@ -1,0 +1,1061 @@
+//! A shard's logic without IO: [`ShardCore`] owns the sessions of one core,
+//! their schedule, the RTSP connections the shard owns (as queues of bytes
+//! to write), the routes RTCP reports are matched by, the shard's
+//! statistics and its random numbers. It never touches a socket, a timer or
+//! a clock; the glommio shard (`server/shard.rs`) only drives it.
+//!
+//! # The driving rule
+//!
+//! As str0m and quinn-proto document theirs:
+//!
+//! 1. Feed what happened with [`ShardCore::handle_input`]: a command from
+//!    the control core, a request read from a connection the shard owns
+//!    (already routed by the [door](crate::door) and with its movie and its
+//!    admission already resolved), an RTCP datagram, a connection opened,
+//!    written or closed. Each call takes `now`.
+//! 2. When [`ShardCore::poll_timeout`] comes, call
+//!    [`ShardCore::handle_timeout`]: that is a send round (due media into the
+//!    round's UDP batch and the connections' queues, sender reports riding
+//!    with the media, the BYE of media that ran out, and every 250 ms the
+//!    housekeeping: session timeouts and the grace after the end).
+//! 3. After every call, send what the call queued for the network with
+//!    [`ShardCore::transmit`] (one batched `sendmmsg` for RTP, one for RTCP,
+//!    through the `net` crate: never a datagram at a time), then drain
+//!    [`ShardCore::poll_output`] until it returns `None`: events for the
+//!    control core (replies, sessions ended, statistics), and which
+//!    connections have bytes to write ([`ShardCore::take_conn_bytes`]) or are
+//!    to be closed.
+//! 4. Sleep until the new [`ShardCore::poll_timeout`] or the next input.
+//!
+//! The core never waits for anything: steps that would (opening a movie,
+//! asking the control core whether a session may be admitted) happen in the
+//! driver before the input is fed, so every input arrives resolved.
+//!
+//! A packet is counted as sent when the kernel takes it. Those a flush did
+//! not send are taken back out of their streams' counters at the start of
+//! the next call, before anything (a sender report, a BYE) reports them,
+//! which is why a stream's final report and BYE go out a round after its
+//! last packet rather than beside it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use loader::Movie;
+use net::Flushed;
+use proto::rtsp::message::{Method, Request, Response};
+use proto::{interleaved, rtcp};
+use smallvec::SmallVec;
+use tracing::debug;
+
+use crate::access_log::AccessRecord;
+use crate::door::session_id;
+use crate::pacer::{self, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
+use crate::random::Rng;
+use crate::session::{Context, Destination, Effect, Session};
+use crate::source::{Nanos, Outgoing, StreamSeeds};
+use crate::stats::ShardStats;
+
+#[cfg(test)]
+mod tests;
+
+const MS: Nanos = 1_000_000;
+/// A round sends every packet due within this much of its start, and the
+/// next round comes no sooner than this much later: at most a thousand
+/// rounds a second, each one batch, with packets at most this early and
+/// (timer slack aside) never late. Waking for every packet instead costs a
+/// context switch per packet, which under load costs more than the sending.
+pub const LOOKAHEAD: Nanos = MS;
+/// How often timeouts are looked for.
+pub const HOUSEKEEPING: Nanos = 250 * MS;
+/// RTCP sender reports, per stream (RFC 3550 suggests about 5 s).
+pub const SR_INTERVAL: Nanos = 5_000 * MS;
+/// How long a session whose media has ended waits for its TEARDOWN.
+pub const ENDED_GRACE: Nanos = 5_000 * MS;
+/// At most this many messages per `sendmmsg`.
+pub const BATCH: usize = 256;
+
+/// A connection the shard owns, by the number its driver gave it.
+pub type ConnId = u64;
+/// The number a reply is awaited under by the control core.
+pub type ReplyId = u64;
+
+/// What a shard core is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The shard's number, for logs.
+    pub index: usize,
+    /// The shard's UDP pair (RTP, RTCP), announced as `server_port`.
+    pub server_ports: (u16, u16),
+    /// Seconds without RTSP or RTCP after which a session ends.
+    pub session_timeout_secs: u64,
+    /// Media bytes an owned connection may queue; past it frames are dropped.
+    pub tcp_queue_bytes: usize,
+    /// The CNAME of the shard's RTCP.
+    pub cname: String,
+    /// The wall clock (since the Unix epoch) at `now == 0`: sender reports
+    /// carry wall time, derived from the monotonic `now` so that they are
+    /// steady (and testable).
+    pub wall_at_zero: Duration,
+}
+
+/// What the control core asks of a shard.
+#[derive(Debug)]
+pub enum Command {
+    /// The first SETUP of a new session, admitted by the control core. With
+    /// `conn`, the client asked for interleaved TCP and its connection has
+    /// been handed over (and opened with [`Input::ConnOpened`]): the answer
+    /// goes there. Otherwise it goes back as [`Event::Reply`].
+    NewSession {
+        key: SessionKey,
+        path: String,
+        movie: Arc<Movie>,
+        request: Request,
+        client: SocketAddr,
+        conn: Option<ConnId>,
+        reply: ReplyId,
+    },
+    /// A request naming one of the shard's sessions, read by the control core.
+    Request {
+        key: SessionKey,
+        request: Request,
+        client: SocketAddr,
+        reply: ReplyId,
+    },
+    /// A copy of the statistics, as [`Event::Stats`].
+    Stats { reply: ReplyId },
+    /// Say goodbye to every client, report, and close every connection.
+    Shutdown,
+}
+
+/// Something that happened, fed to [`ShardCore::handle_input`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    Command(Command),
+    /// The driver took over a connection from `client` (handed from the
+    /// control core) and calls it `conn`.
+    ConnOpened {
+        conn: ConnId,
+        client: SocketAddr,
+    },
+    /// A request on `conn` that the door routed to session `key`.
+    ConnRequest {
+        conn: ConnId,
+        key: SessionKey,
+        request: Request,
+    },
+    /// A SETUP on `conn` opening session `key` (admitted by the control core)
+    /// for `movie` (opened by the driver).
+    ConnOpen {
+        conn: ConnId,
+        key: SessionKey,
+        path: String,
+        movie: Arc<Movie>,
+        request: Request,
+    },
+    /// A SETUP on `conn` that could not open a session before it got here
+    /// (no such movie, no room): answered with `status` and logged. `key`
+    /// is the session the control core admitted, if it got that far.
+    ConnRefused {
+        conn: ConnId,
+        key: Option<SessionKey>,
+        request: Request,
+        status: u16,
+    },
+    /// An answer the door or the driver made for a request on `conn`.
+    ConnAnswer {
+        conn: ConnId,
+        response: Response,
+    },
+    /// A `$` frame the client sent on `conn` (RTCP on an odd channel).
+    Interleaved {
+        conn: ConnId,
+        channel: u8,
+        data: &'a [u8],
+    },
+    /// A datagram on the shard's RTCP socket.
+    Rtcp {
+        from: SocketAddr,
+        data: &'a [u8],
+    },
+    /// The bytes last taken from `conn` are written.
+    ConnWritten {
+        conn: ConnId,
+    },
+    /// `conn` is done (the client closed it, it failed, or its loop gave up
+    /// on it): its sessions end, and what is queued is written before it
+    /// closes.
+    ConnClosed {
+        conn: ConnId,
+    },
+}
+
+/// What the shard tells the control core.
+#[derive(Debug)]
+pub enum Event {
+    /// The answer to a [`Command::NewSession`] without a connection or a
+    /// [`Command::Request`]. A new session that failed is reported with
+    /// `SessionEnded` too.
+    Reply {
+        reply: ReplyId,
+        response: Response,
+    },
+    /// A session ended, or a SETUP that would have opened one was refused
+    /// (`key` is `None` if it never got one): its access-log record.
+    SessionEnded {
+        key: Option<SessionKey>,
+        record: AccessRecord,
+    },
+    /// An owned connection from `client` closed.
+    ConnectionClosed {
+        client: SocketAddr,
+    },
+    Stats {
+        reply: ReplyId,
+        stats: Box<ShardStats>,
+    },
+    /// The answer to [`Command::Shutdown`]: the last statistics.
+    Stopped {
+        stats: Box<ShardStats>,
+    },
+}
+
+/// What [`ShardCore::poll_output`] returns.
+#[derive(Debug)]
+pub enum Output {
+    Event(Event),
+    /// Connection `conn` has bytes to write: take them with
+    /// [`ShardCore::take_conn_bytes`].
+    ConnReady(ConnId),
+    /// Connection `conn` is to be closed once what it has queued is
+    /// written: take until [`Taken::Closed`].
+    ConnClose(ConnId),
+}
+
+/// What [`ShardCore::take_conn_bytes`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Bytes to write; report with [`Input::ConnWritten`] when written.
+    Bytes,
+    /// Nothing now; wait for [`Output::ConnReady`].
+    Idle,
+    /// Nothing more: close the connection. The core has forgotten it.
+    Closed,
+}
+
+/// What RTCP receiver reports say about one stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reception {
+    cumulative_lost: i64,
+}
+
+struct Entry {
+    session: Session,
+    client: SocketAddr,
+    /// Bumped whenever the schedule changes; stale heap entries are skipped.
+    generation: u32,
+    /// The connection carrying the session's media, for TCP.
+    conn: Option<ConnId>,
+    /// Destination per stream, fixed at PLAY.
+    dests: SmallVec<[Destination; 2]>,
+    next_sr: Nanos,
+    /// When the BYE at the end of the media went.
+    ended_at: Option<Nanos>,
+    reception: Vec<Reception>,
+    status: u16,
+}
+
+impl Entry {
+    fn new(session: Session, client: SocketAddr) -> Entry {
+        Entry {
+            session,
+            client,
+            generation: 0,
+            conn: None,
+            dests: SmallVec::new(),
+            next_sr: 0,
+            ended_at: None,
+            reception: Vec::new(),
+            status: 200,
+        }
+    }
+
+    /// Keeps what a receiver report says about one of the session's streams.
+    fn note_report(&mut self, block: &rtcp::ReportBlock) {
+        let Some(source) = self.session.playback.as_ref() else {
+            return;
+        };
+        if let Some(i) = source.streams().iter().position(|s| s.ssrc == block.ssrc) {
+            if let Some(r) = self.reception.get_mut(i) {
+                r.cumulative_lost = i64::from(block.cumulative_lost);
+            }
+        }
+    }
+}
+
+/// An RTSP connection the shard owns: its bounded queue of whole responses
+/// and whole `$` frames.
+struct Conn {
+    client: SocketAddr,
+    out: Vec<u8>,
+    /// Bytes taken by the writer and not yet written.
+    in_flight: usize,
+    bound: usize,
+    /// The sessions whose media rides it.
+    sessions: SmallVec<[SessionKey; 1]>,
+    /// Whether the driver has been told it has bytes and has not taken them.
+    signalled: bool,
+    closing: bool,
+}
+
+impl Conn {
+    fn queued(&self) -> usize {
+        self.out.len() + self.in_flight
+    }
+
+    /// Queues a response: always, whatever the bound.
+    fn respond(&mut self, r: &Response) {
+        r.write_to(&mut self.out);
+    }
+
+    /// Queues a `$` frame, unless the queue is past its bound: then the whole
+    /// frame is dropped (never part of one) and `false` returned.
+    fn frame(&mut self, channel: u8, parts: &[&[u8]]) -> bool {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.queued() + interleaved::HEADER_LEN + len <= self.bound
+            && interleaved::emit(&mut self.out, channel, parts).is_ok()
+    }
+}
+
+/// Tells the driver once that `conn` has bytes, until it takes them.
+fn signal(outputs: &mut VecDeque<Output>, id: ConnId, conn: &mut Conn) {
+    if !conn.signalled && !conn.out.is_empty() {
+        conn.signalled = true;
+        outputs.push_back(Output::ConnReady(id));
+    }
+}
+
+/// A shard's sessions and everything they need, driven by the rule in the
+/// module documentation.
+pub struct ShardCore {
+    config: Config,
+    sessions: KeyMap<SessionKey, Entry>,
+    schedule: Schedule,
+    /// The sessions that have each client RTCP address. Usually one, but a
+    /// load client (or a NAT) may use one port pair for many sessions. Keyed
+    /// by what clients choose, so with the standard (keyed) hash.
+    rtcp_routes: HashMap<SocketAddr, SmallVec<[SessionKey; 1]>>,
+    /// The session of each of our streams' SSRCs, to tell apart reports that
+    /// come from one address for several sessions.
+    ssrc_routes: KeyMap<u32, SessionKey>,
+    conns: KeyMap<ConnId, Conn>,
+    stats: ShardStats,
+    udp: UdpRound,
+    /// The round's RTCP (sender reports, BYEs), sent from the RTCP socket.
+    rtcp: RtcpRound,
+    outputs: VecDeque<Output>,
+    next_housekeeping: Nanos,
+    /// When the last round ran: the next is no sooner than a round later.
+    last_round: Nanos,
+    /// A session (re)scheduled by a request wants a round before that.
+    urgent: Option<Nanos>,
+    /// Sessions whose media ran out in the last round: their BYE goes in
+    /// the next, once that round's packets are counted.
+    ended: Vec<SessionKey>,
+    rng: Rng,
+}
+
+/// The shard's round of RTP and RTCP datagrams, to send after a call.
+pub struct Transmit<'a> {
+    udp: &'a mut UdpRound,
+    rtcp: &'a mut RtcpRound,
+    stats: &'a mut ShardStats,
+}
+
+/// What a [`Transmit`] flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub rtp: Flushed,
+    pub rtcp: Flushed,
+}
+
+impl Transmit<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.udp.is_empty() && self.rtcp.is_empty()
+    }
+
+    /// The queued RTP datagrams.
+    pub fn udp(&self) -> &UdpRound {
+        self.udp
+    }
+
+    /// Sends the round's RTP from `rtp` and its RTCP from `rtcp`, each in
+    /// batched `sendmmsg` calls.
+    pub fn flush(self, rtp: &UdpSocket, rtcp: &UdpSocket) -> Sent {
+        let mut sent = Sent::default();
+        if !self.udp.is_empty() {
+            sent.rtp = self.udp.flush(rtp, self.stats);
+        }
+        if !self.rtcp.is_empty() {
+            sent.rtcp = self.rtcp.flush(rtcp);
+            self.stats.dropped_udp += (sent.rtcp.would_block + sent.rtcp.failed) as u64;
+        }
+        sent
+    }
+
+    /// As [`flush`](Self::flush), each datagram to `rtp` or `rtcp`, which
+    /// say whether it was taken: for tests and simulations without sockets.
+    pub fn flush_with(
+        self,
+        rtp: impl FnMut(SocketAddr, &[u8]) -> bool,
+        rtcp: impl FnMut(SocketAddr, &[u8]) -> bool,
+    ) -> Sent {
+        let rtp = self.udp.flush_with(self.stats, rtp);
+        let rtcp = self.rtcp.flush_with(rtcp);
+        self.stats.dropped_udp += (rtcp.would_block + rtcp.failed) as u64;
+        Sent { rtp, rtcp }
+    }
+}
+
+impl ShardCore {
+    pub fn new(config: Config, rng: Rng) -> ShardCore {
+        ShardCore {
+            config,
+            sessions: KeyMap::default(),
+            schedule: Schedule::default(),
+            rtcp_routes: HashMap::new(),
+            ssrc_routes: KeyMap::default(),
+            conns: KeyMap::default(),
+            stats: ShardStats::default(),
+            udp: UdpRound::new(BATCH),
+            rtcp: RtcpRound::default(),
+            outputs: VecDeque::new(),
+            next_housekeeping: 0,
+            last_round: 0,
+            urgent: None,
+            ended: Vec::new(),
+            rng,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether session `key` is one of this shard's: what the door asks.
+    pub fn has_session(&self, key: SessionKey) -> bool {
+        self.sessions.contains_key(&key)
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// Whether UDP GSO is used for runs of packets to one client.
+    pub fn set_gso(&mut self, enabled: bool) {
+        self.udp.set_gso(enabled);
+    }
+
+    /// What the last call queued for the network.
+    pub fn transmit(&mut self) -> Transmit<'_> {
+        Transmit {
+            udp: &mut self.udp,
+            rtcp: &mut self.rtcp,
+            stats: &mut self.stats,
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next: a
+    /// lookahead before the next packet is due, so that the timer's own
+    /// delay does not make it late, but no sooner than a round after the
+    /// last one, unless a request has just started a session's media.
+    pub fn poll_timeout(&self) -> Option<Nanos> {
+        let paced = self.schedule.next_due().map(|d| d.saturating_sub(LOOKAHEAD));
+        let mut next = paced.map_or(self.next_housekeeping, |p| p.min(self.next_housekeeping));
+        if !self.ended.is_empty() {
+            next = 0;
+        }
+        next = next.max(self.last_round + LOOKAHEAD);
+        if let Some(u) = self.urgent {
+            next = next.min(u);
+        }
+        Some(next)
+    }
+
+    /// Gives the writer of `conn` what it has queued, swapping it with the
+    /// (empty) `buf`, whose capacity the connection keeps for its next bytes.
+    pub fn take_conn_bytes(&mut self, conn: ConnId, buf: &mut Vec<u8>) -> Taken {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Taken::Closed;
+        };
+        c.signalled = false;
+        if !c.out.is_empty() {
+            buf.clear();
+            std::mem::swap(buf, &mut c.out);
+            c.in_flight = buf.len();
+            return Taken::Bytes;
+        }
+        if !c.closing {
+            return Taken::Idle;
+        }
+        let client = c.client;
+        self.conns.remove(&conn);
+        self.outputs
+            .push_back(Output::Event(Event::ConnectionClosed { client }));
+        Taken::Closed
+    }
+
+    pub fn handle_input(&mut self, now: Nanos, input: Input<'_>) {
+        self.settle();
+        match input {
+            Input::Command(c) => self.command(now, c),
+            Input::ConnOpened { conn, client } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        client,
+                        out: Vec::new(),
+                        in_flight: 0,
+                        bound: self.config.tcp_queue_bytes,
+                        sessions: SmallVec::new(),
+                        signalled: false,
+                        closing: false,
+                    },
+                );
+            }
+            Input::ConnRequest { conn, key, request } => {
+                let Some(client) = self.conns.get(&conn).map(|c| c.client) else {
+                    return;
+                };
+                let response = self.request(key, &request, client, Some(conn), now);
+                self.respond(conn, &response);
+            }
+            Input::ConnOpen {
+                conn,
+                key,
+                path,
+                movie,
+                request,
+            } => {
+                let Some(client) = self.conns.get(&conn).map(|c| c.client) else {
+                    // Gone meanwhile: the admitted session never came to be.
+                    self.refuse(Some(key), "0.0.0.0:0".parse().expect("an address"), &request, 503);
+                    return;
+                };
+                let response = self.open_session(key, path, movie, &request, client, Some(conn), now);
+                self.respond(conn, &response);
+            }
+            Input::ConnRefused {
+                conn,
+                key,
+                request,
+                status,
+            } => {
+                let client = self.conns.get(&conn).map(|c| c.client);
+                if let Some(client) = client {
+                    self.refuse(key, client, &request, status);
+                    self.respond(conn, &Response::new(status, request.cseq()));
+                }
+            }
+            Input::ConnAnswer { conn, response } => self.respond(conn, &response),
+            Input::Interleaved { conn, channel, data } => {
+                // RTCP from the client rides the odd channels of its session.
+                let key = self.conns.get(&conn).and_then(|c| {
+                    c.sessions.iter().copied().find(|k| {
+                        self.sessions.get(k).is_some_and(|e| {
+                            e.dests
+                                .iter()
+                                .any(|d| matches!(d, Destination::Tcp { rtcp_channel, .. } if *rtcp_channel == channel))
+                        })
+                    })
+                });
+                if let Some(key) = key {
+                    self.on_rtcp(key, data, now);
+                }
+            }
+            Input::Rtcp { from, data } => self.on_rtcp_udp(from, data, now),
+            Input::ConnWritten { conn } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.in_flight = 0;
+                }
+            }
+            Input::ConnClosed { conn } => {
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                c.closing = true;
+                let keys = std::mem::take(&mut c.sessions);
+                for key in keys {
+                    self.end_session(key, now, "connection closed");
+                }
+                self.outputs.push_back(Output::ConnClose(conn));
+            }
+        }
+    }
+
+    fn command(&mut self, now: Nanos, cmd: Command) {
+        match cmd {
+            Command::NewSession {
+                key,
+                path,
+                movie,
+                request,
+                client,
+                conn,
+                reply,
+            } => {
+                let response = self.open_session(key, path, movie, &request, client, conn, now);
+                match conn {
+                    Some(c) => self.respond(c, &response),
+                    None => self.event(Event::Reply { reply, response }),
+                }
+            }
+            Command::Request {
+                key,
+                request,
+                client,
+                reply,
+            } => {
+                let response = self.request(key, &request, client, None, now);
+                self.event(Event::Reply { reply, response });
+            }
+            Command::Stats { reply } => {
+                let stats = Box::new(self.stats.clone());
+                self.event(Event::Stats { reply, stats });
+            }
+            Command::Shutdown => {
+                let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+                for key in keys {
+                    self.end_session(key, now, "server shutdown");
+                }
+                let stats = Box::new(self.stats.clone());
+                self.event(Event::Stopped { stats });
+                let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+                for id in conns {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.closing = true;
+                    }
+                    self.outputs.push_back(Output::ConnClose(id));
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    /// Queues a response on `conn`.
+    fn respond(&mut self, conn: ConnId, r: &Response) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.respond(r);
+            signal(&mut self.outputs, conn, c);
+        }
+    }
+
+    /// Takes the packets the last flush did not send back out of their
+    /// streams' counts.
+    fn settle(&mut self) {
+        let ShardCore { udp, sessions, .. } = self;
+        for u in udp.take_unsent() {
+            if let Some(s) = sessions
+                .get_mut(&u.key)
+                .and_then(|e| e.session.playback.as_mut())
+                .and_then(|p| p.streams_mut().get_mut(u.stream))
+            {
+                s.unsend(u.payload_len);
+            }
+        }
+    }
+
+    /// Makes session `key` (which the control core admitted) from its first
+    /// SETUP. If the SETUP fails, the session is not, and the control core is
+    /// told so, to log the refusal and count the session no more.
+    #[allow(clippy::too_many_arguments)]
+    fn open_session(
+        &mut self,
+        key: SessionKey,
+        path: String,
+        movie: Arc<Movie>,
+        req: &Request,
+        client: SocketAddr,
+        conn: Option<ConnId>,
+        now: Nanos,
+    ) -> Response {
+        self.sessions
+            .insert(key, Entry::new(Session::new(session_id(key), path, movie, now), client));
+        let response = self.request(key, req, client, conn, now);
+        if response.status == 200 {
+            self.stats.sessions_started += 1;
+        } else if self.sessions.remove(&key).is_some() {
+            self.refuse(Some(key), client, req, response.status.code());
+        }
+        response
+    }
+
+    /// Tells the control core that a SETUP opened no session.
+    fn refuse(&mut self, key: Option<SessionKey>, client: SocketAddr, req: &Request, status: u16) {
+        let record = AccessRecord::refused(client, req, status);
+        self.event(Event::SessionEnded { key, record });
+    }
+
+    /// Handles a request naming session `key`, from the control core or
+    /// from connection `conn`.
+    fn request(
+        &mut self,
+        key: SessionKey,
+        req: &Request,
+        client: SocketAddr,
+        conn: Option<ConnId>,
+        now: Nanos,
+    ) -> Response {
+        let ShardCore {
+            sessions,
+            conns,
+            rng,
+            ssrc_routes,
+            config,
+            ..
+        } = self;
+        let Some(e) = sessions.get_mut(&key) else {
+            return Response::new(454, req.cseq());
+        };
+        if e.session.tracks.is_empty() && e.conn != conn {
+            // The first SETUP decides where the session's media goes.
+            e.conn = conn;
+            if let Some(c) = conn.and_then(|c| conns.get_mut(&c)) {
+                c.sessions.push(key);
+            }
+        }
+        let mut seeds = || draw_seeds(rng, ssrc_routes);
+        let mut ctx = Context {
+            now,
+            client: client.ip(),
+            server_ports: config.server_ports,
+            interleaved_ok: conn.is_some() && e.conn == conn,
+            timeout_secs: config.session_timeout_secs,
+            seeds: &mut seeds,
+        };
+        let (response, effect) = e.session.handle(req, &mut ctx);
+        if req.method == Method::Setup && response.status == 200 {
+            for t in &e.session.tracks {
+                self.ssrc_routes.insert(t.seeds.0, key);
+                if let Destination::Udp { rtcp, .. } = t.destination {
+                    let keys = self.rtcp_routes.entry(rtcp).or_default();
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        if req.method == Method::Play {
+            e.status = response.status.code();
+        }
+        match effect {
+            Effect::None => {}
+            Effect::Schedule => {
+                e.generation = e.generation.wrapping_add(1);
+                e.ended_at = None;
+                let n = e.session.playback.as_ref().map_or(0, |p| p.streams().len());
+                e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
+                e.reception.resize(n, Reception::default());
+                if let Some(due) = e.session.playback.as_mut().and_then(|p| p.next_due()) {
+                    self.schedule.push(due, key, e.generation);
+                    // A new PLAY does not wait for the round.
+                    let wanted = due.saturating_sub(LOOKAHEAD).max(now);
+                    self.urgent = Some(self.urgent.map_or(wanted, |u| u.min(wanted)));
+                }
+            }
+            Effect::End => self.end_session(key, now, "teardown"),
+        }
+        response
+    }
+
+    /// A send round at `now`; see the module documentation.
+    pub fn handle_timeout(&mut self, now: Nanos) {
+        self.settle();
+        self.last_round = now;
+        self.urgent = None;
+        // The BYE of media that ran out last round, now that what it sent
+        // is counted.
+        for key in std::mem::take(&mut self.ended) {
+            let Some(e) = self.sessions.get_mut(&key) else { continue };
+            if e.ended_at.is_none() && e.session.playback.as_ref().is_some_and(|p| p.has_ended()) {
+                e.ended_at = Some(now);
+                self.send_rtcp(key, now, true);
+            }
+        }
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+            self.next_housekeeping = now + HOUSEKEEPING;
+        }
+        let horizon = now + LOOKAHEAD;
+        let ntp = self.ntp(now);
+        let ShardCore {
+            sessions,
+            schedule,
+            conns,
+            stats,
+            udp,
+            rtcp,
+            outputs,
+            config,
+            ended,
+            ..
+        } = self;
+        while let Some((_, key, generation)) = schedule.pop_due(horizon) {
+            let Some(e) = sessions.get_mut(&key) else { continue };
+            if e.generation != generation {
+                continue;
+            }
+            // Sender reports ride with the media: due with the session's
+            // packets, they spread over the rounds as the sessions do, rather
+            // than coming all at once from a sweep of every session. Written
+            // before this round's packets are counted (they have not gone
+            // yet), they go out after them.
+            if now >= e.next_sr && e.session.playback.as_ref().is_some_and(|p| p.is_playing()) {
+                e.next_sr = now + SR_INTERVAL;
+                write_reports(e, now, ntp, &config.cname, rtcp, conns, outputs, false);
+            }
+            let Some(source) = e.session.playback.as_mut() else {
+                continue;
+            };
+            let mut conn = e.conn.and_then(|c| conns.get_mut(&c).map(|conn| (c, conn)));
+            let served = pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, |channel, o| {
+                conn.as_mut().is_some_and(|(id, c)| {
+                    let queued = send_tcp(c, channel, o);
+                    signal(outputs, *id, c);
+                    queued
+                })
+            });
+            stats.skipped += source.take_skipped();
+            match served {
+                Some(next) => schedule.push(next, key, generation),
+                None if source.has_ended() => ended.push(key),
+                None => {}
+            }
+        }
+    }
+
+    /// The NTP time of `now` for sender reports.
+    fn ntp(&self, now: Nanos) -> u64 {
+        rtcp::ntp_from_unix(self.config.wall_at_zero + Duration::from_nanos(now))
+    }
+
+    fn housekeeping(&mut self, now: Nanos) {
+        let timeout = self.config.session_timeout_secs.saturating_mul(1_000) * MS;
+        let mut expired = Vec::new();
+        for (&key, e) in &self.sessions {
+            if now.saturating_sub(e.session.last_seen) > timeout {
+                expired.push((key, "timeout"));
+            } else if e.ended_at.is_some_and(|t| now.saturating_sub(t) > ENDED_GRACE) {
+                expired.push((key, "media ended"));
+            }
+        }
+        for (key, why) in expired {
+            self.end_session(key, now, why);
+        }
+    }
+
+    /// Queues session `key`'s RTCP (see [`write_reports`]).
+    fn send_rtcp(&mut self, key: SessionKey, now: Nanos, bye: bool) {
+        let ntp = self.ntp(now);
+        let ShardCore {
+            sessions,
+            rtcp,
+            conns,
+            outputs,
+            config,
+            ..
+        } = self;
+        if let Some(e) = sessions.get(&key) {
+            write_reports(e, now, ntp, &config.cname, rtcp, conns, outputs, bye);
+        }
+    }
+
+    /// Ends a session: BYE (unless the media's end already said it), the
+    /// access-log record to the control core, and its state dropped.
+    fn end_session(&mut self, key: SessionKey, now: Nanos, why: &str) {
+        let already_said_bye = self.sessions.get(&key).is_some_and(|e| e.ended_at.is_some());
+        if !already_said_bye {
+            self.send_rtcp(key, now, true);
+        }
+        let Some(e) = self.sessions.remove(&key) else { return };
+        if let Some(c) = e.conn.and_then(|c| self.conns.get_mut(&c)) {
+            c.sessions.retain(|k| *k != key);
+        }
+        for t in &e.session.tracks {
+            self.ssrc_routes.remove(&t.seeds.0);
+            if let Destination::Udp { rtcp, .. } = t.destination {
+                if let Some(keys) = self.rtcp_routes.get_mut(&rtcp) {
+                    keys.retain(|k| *k != key);
+                    if keys.is_empty() {
+                        self.rtcp_routes.remove(&rtcp);
+                    }
+                }
+            }
+        }
+        self.stats.sessions_ended += 1;
+        debug!(shard = self.config.index, session = %e.session.id, why, "session ended");
+        let record = record(&e, now);
+        self.event(Event::SessionEnded { key: Some(key), record });
+    }
+
+    /// An RTCP datagram from `from` on the shard's socket. Each report block
+    /// names the stream it reports on, and so its session; a report with no
+    /// blocks (sent before any media arrived) is a sign of life for every
+    /// session at that address.
+    fn on_rtcp_udp(&mut self, from: SocketAddr, data: &[u8], now: Nanos) {
+        let Some(keys) = self.rtcp_routes.get(&from) else {
+            // Not from a client we know: ignore it, it changes nothing.
+            self.stats.bad_rtcp += 1;
+            return;
+        };
+        let Ok(packets) = rtcp::parse_compound(data) else {
+            self.stats.bad_rtcp += 1;
+            return;
+        };
+        let mut reported = false;
+        for block in report_blocks(packets) {
+            let Some(&key) = self.ssrc_routes.get(&block.ssrc) else {
+                continue;
+            };
+            // Only the address the stream is sent to may report on it.
+            let Some(e) = self.sessions.get_mut(&key) else { continue };
+            if e.dests
+                .iter()
+                .any(|d| matches!(d, Destination::Udp { rtcp, .. } if *rtcp == from))
+            {
+                e.session.last_seen = now;
+                e.note_report(&block);
+                reported = true;
+            }
+        }
+        if !reported {
+            for key in keys.clone() {
+                if let Some(e) = self.sessions.get_mut(&key) {
+                    e.session.last_seen = now;
+                }
+            }
+        }
+    }
+
+    /// RTCP that arrived on session `key`'s own interleaved channel.
+    fn on_rtcp(&mut self, key: SessionKey, data: &[u8], now: Nanos) {
+        let Some(e) = self.sessions.get_mut(&key) else { return };
+        e.session.last_seen = now;
+        let Ok(packets) = rtcp::parse_compound(data) else {
+            self.stats.bad_rtcp += 1;
+            return;
+        };
+        for block in report_blocks(packets) {
+            e.note_report(&block);
+        }
+    }
+}
+
+/// Random seeds for a new stream, with an SSRC no stream of this shard
+/// has: reports are routed by SSRC, and a load client sharing one port pair
+/// among many sessions tells their packets apart by it. (Among ten thousand
+/// random SSRCs, two alike would otherwise come up about one time in a
+/// hundred.)
+fn draw_seeds(rng: &mut Rng, taken: &KeyMap<u32, SessionKey>) -> StreamSeeds {
+    loop {
+        let r = rng.next_u64();
+        let ssrc = r as u32;
+        if !taken.contains_key(&ssrc) {
+            return (ssrc, (r >> 32) as u16, rng.next_u64() as u32);
+        }
+    }
+}
+
+/// An RTCP compound packet per stream of session `e` (SR and SDES CNAME,
+/// and BYE when `bye`): over UDP into `out`, interleaved onto its
+/// connection.
+#[allow(clippy::too_many_arguments)]
+fn write_reports(
+    e: &Entry,
+    now: Nanos,
+    ntp: u64,
+    cname: &str,
+    out: &mut RtcpRound,
+    conns: &mut KeyMap<ConnId, Conn>,
+    outputs: &mut VecDeque<Output>,
+    bye: bool,
+) {
+    let Some(source) = e.session.playback.as_ref() else {
+        return;
+    };
+    for (i, s) in source.streams().iter().enumerate() {
+        let rtp_ts = source.rtp_time_now(i, now).unwrap_or(s.ts_offset);
+        let write = |pkt: &mut Vec<u8>| {
+            rtcp::sender_report(pkt, s.ssrc, ntp, rtp_ts, s.packets as u32, s.octets as u32, &[]);
+            rtcp::sdes_cname(pkt, s.ssrc, cname);
+            if bye {
+                rtcp::bye(pkt, &[s.ssrc], None);
+            }
+        };
+        match e.dests.get(i) {
+            Some(&Destination::Udp { rtcp, .. }) => out.push(rtcp, write),
+            Some(&Destination::Tcp { rtcp_channel, .. }) => {
+                if let Some((id, c)) = e.conn.and_then(|id| conns.get_mut(&id).map(|c| (id, c))) {
+                    let mut pkt = Vec::with_capacity(96);
+                    write(&mut pkt);
+                    c.frame(rtcp_channel, &[&pkt]);
+                    signal(outputs, id, c);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// The report blocks of every SR and RR in a compound packet.
+fn report_blocks(packets: rtcp::Compound<'_>) -> impl Iterator<Item = rtcp::ReportBlock> + '_ {
+    packets
+        .flat_map(|p| match p {
+            rtcp::RtcpPacket::ReceiverReport { reports, .. } | rtcp::RtcpPacket::SenderReport { reports, .. } => {
+                Some(reports)
+            }
+            _ => None,
+        })
+        .flatten()
+}
+
+/// Queues one media packet as a `$` frame on a TCP connection.
+fn send_tcp(c: &mut Conn, channel: u8, o: &Outgoing<'_>) -> bool {
+    let mut parts: SmallVec<[&[u8]; 8]> = SmallVec::new();
+    parts.push(&o.header);
+    parts.extend(o.payload.slices());
+    c.frame(channel, &parts)
+}
+
+/// The access-log record of a session that ends at `now`.
+fn record(e: &Entry, now: Nanos) -> AccessRecord {
+    let (packets, bytes) = e.session.playback.as_ref().map_or((0, 0), |p| {
+        p.streams()
+            .iter()
+            .fold((0, 0), |a, s| (a.0 + s.packets, a.1 + s.octets + 12 * s.packets))
+    });
+    let lost: Option<i64> =
+        (!e.reception.is_empty()).then(|| e.reception.iter().map(|r| r.cumulative_lost.max(0)).sum());
+    AccessRecord {
+        client: e.client.ip(),
+        uri: e.session.path.clone(),
+        duration: Duration::from_nanos(now.saturating_sub(e.session.started)),
+        bytes,
+        packets,
+        status: e.session.play_status.unwrap_or(e.status),
+        user_agent: e.session.user_agent.clone(),
+        transport: if e.conn.is_some() { "tcp" } else { "udp" },
+        packets_lost: lost,
+        ..AccessRecord::default()
+    }
+}

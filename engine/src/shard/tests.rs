@@ -1,0 +1,845 @@
+//! The shard core on a simulated clock: no sockets, no threads. A [`Sim`]
+//! drives one [`ShardCore`] by the documented rule, delivers its datagrams
+//! into lists and drains (or, for a slow reader, does not drain) its
+//! connections.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use proto::rtsp::header::Transport;
+use proto::rtsp::message::{parse, Limits, Message};
+
+use super::*;
+use crate::door::parse_session_id;
+
+const S: Nanos = 1_000_000_000;
+const CLIENT: &str = "127.0.0.1";
+const VIDEO: u32 = 3;
+const AUDIO: u32 = 4;
+/// The sample's hint packets per track (`streamalot inspect media/sample.mp4`).
+const VIDEO_PACKETS: usize = 343;
+const AUDIO_PACKETS: usize = 66;
+
+fn movie() -> Arc<Movie> {
+    static MOVIE: OnceLock<Arc<Movie>> = OnceLock::new();
+    MOVIE
+        .get_or_init(|| Arc::new(Movie::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp4")).unwrap()))
+        .clone()
+}
+
+fn request(text: &str) -> Request {
+    match parse(text.as_bytes(), &Limits::default()).unwrap().unwrap().0 {
+        Message::Request(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::new(CLIENT.parse().unwrap(), port)
+}
+
+fn config(timeout_secs: u64) -> Config {
+    Config {
+        index: 0,
+        server_ports: (6970, 6971),
+        session_timeout_secs: timeout_secs,
+        tcp_queue_bytes: 256 * 1024,
+        cname: "shard-0@test".into(),
+        wall_at_zero: Duration::from_secs(1_700_000_000),
+    }
+}
+
+/// A datagram the core sent: the time of the call that sent it, where to,
+/// and its bytes.
+#[derive(Debug, Clone)]
+struct Datagram {
+    at: Nanos,
+    to: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// An RTP packet's header fields.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rtp {
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+}
+
+fn rtp(data: &[u8]) -> Rtp {
+    assert!(data.len() >= 12 && data[0] >> 6 == 2, "not RTP: {data:?}");
+    Rtp {
+        seq: u16::from_be_bytes([data[2], data[3]]),
+        ts: u32::from_be_bytes(data[4..8].try_into().unwrap()),
+        ssrc: u32::from_be_bytes(data[8..12].try_into().unwrap()),
+    }
+}
+
+/// The sender reports in an RTCP datagram, and the SSRCs it says BYE for.
+fn rtcp_of(data: &[u8]) -> (Vec<(u32, rtcp::SenderInfo)>, Vec<u32>) {
+    let mut reports = Vec::new();
+    let mut byes = Vec::new();
+    for p in rtcp::parse_compound(data).expect("our RTCP parses") {
+        match p {
+            rtcp::RtcpPacket::SenderReport { ssrc, info, .. } => reports.push((ssrc, info)),
+            rtcp::RtcpPacket::Bye { ssrcs, .. } => byes.extend(ssrcs),
+            _ => {}
+        }
+    }
+    (reports, byes)
+}
+
+/// One ShardCore and what it did.
+struct Sim {
+    core: ShardCore,
+    now: Nanos,
+    rtp: Vec<Datagram>,
+    rtcp: Vec<Datagram>,
+    /// Events with the time they came.
+    events: Vec<(Nanos, Event)>,
+    /// Bytes written to each connection.
+    written: HashMap<ConnId, Vec<u8>>,
+    /// Connections whose client does not read: their writer takes nothing.
+    stalled: HashSet<ConnId>,
+    /// Which RTP datagrams "the kernel" takes; all by default.
+    take_rtp: Box<dyn FnMut(&Datagram) -> bool>,
+    next_reply: ReplyId,
+}
+
+impl Sim {
+    fn new(config: Config) -> Sim {
+        Sim::seeded(config, 7)
+    }
+
+    fn seeded(config: Config, seed: u64) -> Sim {
+        Sim {
+            core: ShardCore::new(config, Rng::from_seed(seed)),
+            now: 0,
+            rtp: Vec::new(),
+            rtcp: Vec::new(),
+            events: Vec::new(),
+            written: HashMap::new(),
+            stalled: HashSet::new(),
+            take_rtp: Box::new(|_| true),
+            next_reply: 0,
+        }
+    }
+
+    /// Step 3 of the rule: transmit, then drain the outputs.
+    fn after(&mut self) {
+        let now = self.now;
+        let Sim {
+            core,
+            rtp,
+            rtcp,
+            take_rtp,
+            ..
+        } = self;
+        core.transmit().flush_with(
+            |to, data| {
+                let d = Datagram {
+                    at: now,
+                    to,
+                    data: data.to_vec(),
+                };
+                let taken = take_rtp(&d);
+                if taken {
+                    rtp.push(d);
+                }
+                taken
+            },
+            |to, data| {
+                rtcp.push(Datagram {
+                    at: now,
+                    to,
+                    data: data.to_vec(),
+                });
+                true
+            },
+        );
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Event(e) => self.events.push((now, e)),
+                Output::ConnReady(c) | Output::ConnClose(c) => self.write(c),
+            }
+        }
+    }
+
+    /// A connection's writer: takes and "writes" until there is nothing.
+    fn write(&mut self, conn: ConnId) {
+        if self.stalled.contains(&conn) {
+            return;
+        }
+        let mut buf = Vec::new();
+        while self.core.take_conn_bytes(conn, &mut buf) == Taken::Bytes {
+            self.written.entry(conn).or_default().extend_from_slice(&buf);
+            self.core.handle_input(self.now, Input::ConnWritten { conn });
+        }
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        self.core.handle_input(self.now, input);
+        self.after();
+    }
+
+    /// Runs the rounds the core asks for, up to `until`.
+    fn run_until(&mut self, until: Nanos) {
+        loop {
+            let next = self.core.poll_timeout().expect("a shard always has a deadline");
+            if next > until {
+                break;
+            }
+            self.now = next.max(self.now);
+            self.core.handle_timeout(self.now);
+            self.after();
+        }
+        self.now = until;
+    }
+
+    /// Sends a command that is answered with a reply, and returns it.
+    fn ask(&mut self, make: impl FnOnce(ReplyId) -> Command) -> Response {
+        self.next_reply += 1;
+        let id = self.next_reply;
+        self.input(Input::Command(make(id)));
+        let at = self
+            .events
+            .iter()
+            .position(|(_, e)| matches!(e, Event::Reply { reply, .. } if *reply == id))
+            .expect("a reply");
+        match self.events.remove(at).1 {
+            Event::Reply { response, .. } => response,
+            _ => unreachable!(),
+        }
+    }
+
+    /// A UDP session of both tracks (RTP to `port`, `port + 2`), set up as
+    /// the control core would: its key, and the SSRC of each track.
+    fn udp_session(&mut self, key: SessionKey, port: u16) -> [u32; 2] {
+        let setup = |track: u32, port: u16, session: Option<SessionKey>| {
+            let session = session.map_or(String::new(), |k| format!("Session: {}\r\n", session_id(k)));
+            request(&format!(
+                "SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 1\r\n{session}\
+                 Transport: RTP/AVP;unicast;client_port={port}-{}\r\nUser-Agent: sim\r\n\r\n",
+                port + 1
+            ))
+        };
+        let video = self.ask(|reply| Command::NewSession {
+            key,
+            path: "/sample.mp4".into(),
+            movie: movie(),
+            request: setup(VIDEO, port, None),
+            client: addr(40_000),
+            conn: None,
+            reply,
+        });
+        assert_eq!(video.status, 200, "{video:?}");
+        let audio = self.control(key, &setup(AUDIO, port + 2, Some(key)));
+        assert_eq!(audio.status, 200, "{audio:?}");
+        [ssrc(&video), ssrc(&audio)]
+    }
+
+    /// A request for session `key` through the control core.
+    fn control(&mut self, key: SessionKey, req: &Request) -> Response {
+        self.ask(|reply| Command::Request {
+            key,
+            request: req.clone(),
+            client: addr(40_000),
+            reply,
+        })
+    }
+
+    fn method(&mut self, key: SessionKey, method: &str, extra: &str) -> Response {
+        let text = format!(
+            "{method} rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 9\r\nSession: {}\r\n{extra}\r\n",
+            session_id(key)
+        );
+        self.control(key, &request(&text))
+    }
+
+    /// An interleaved session of both tracks on connection `conn`, set up
+    /// as a handed-over connection would be.
+    fn tcp_session(&mut self, key: SessionKey, conn: ConnId) -> [u32; 2] {
+        self.input(Input::ConnOpened {
+            conn,
+            client: addr(50_000 + conn as u16),
+        });
+        let setup = |track: u32, channels: &str, session: &str| {
+            request(&format!(
+                "SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: {track}\r\n{session}\
+                 Transport: RTP/AVP/TCP;unicast;interleaved={channels}\r\n\r\n"
+            ))
+        };
+        self.input(Input::Command(Command::NewSession {
+            key,
+            path: "/sample.mp4".into(),
+            movie: movie(),
+            request: setup(VIDEO, "0-1", ""),
+            client: addr(50_000 + conn as u16),
+            conn: Some(conn),
+            reply: 0,
+        }));
+        let session = format!("Session: {}\r\n", session_id(key));
+        self.input(Input::ConnRequest {
+            conn,
+            key,
+            request: setup(AUDIO, "2-3", &session),
+        });
+        let replies = self.responses(conn);
+        assert!(replies.iter().all(|r| r.status == 200), "{replies:?}");
+        [ssrc(&replies[0]), ssrc(&replies[1])]
+    }
+
+    /// A request on connection `conn` for session `key`; its answer.
+    fn on_conn(&mut self, conn: ConnId, key: SessionKey, method: &str) -> Response {
+        let text = format!(
+            "{method} rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 20\r\nSession: {}\r\n\r\n",
+            session_id(key)
+        );
+        let before = self.responses(conn).len();
+        self.input(Input::ConnRequest {
+            conn,
+            key,
+            request: request(&text),
+        });
+        self.responses(conn).into_iter().nth(before).expect("an answer")
+    }
+
+    /// Everything written to `conn`, as messages.
+    fn messages(&self, conn: ConnId) -> Vec<Message> {
+        let mut bytes = self.written.get(&conn).map_or(&[][..], Vec::as_slice);
+        let mut out = Vec::new();
+        while let Some((m, used)) = parse(bytes, &Limits::default()).expect("whole messages and frames") {
+            out.push(m);
+            bytes = &bytes[used..];
+        }
+        assert!(bytes.is_empty(), "a partial message or frame was written");
+        out
+    }
+
+    fn responses(&self, conn: ConnId) -> Vec<Response> {
+        self.messages(conn)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Response(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `$` frames written to `conn` on `channel`.
+    fn frames(&self, conn: ConnId, channel: u8) -> Vec<Vec<u8>> {
+        self.messages(conn)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Interleaved { channel: c, data } if c == channel => Some(data),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rtp_of(&self, ssrc: u32) -> Vec<(Nanos, Rtp)> {
+        self.rtp
+            .iter()
+            .map(|d| (d.at, rtp(&d.data)))
+            .filter(|(_, r)| r.ssrc == ssrc)
+            .collect()
+    }
+
+    /// (time, report) of every SR for `ssrc` sent over UDP.
+    fn reports_of(&self, ssrc: u32) -> Vec<(Nanos, rtcp::SenderInfo)> {
+        self.rtcp
+            .iter()
+            .flat_map(|d| rtcp_of(&d.data).0.into_iter().map(move |r| (d.at, r)))
+            .filter(|(_, (s, _))| *s == ssrc)
+            .map(|(at, (_, info))| (at, info))
+            .collect()
+    }
+
+    /// When a BYE for `ssrc` went over UDP.
+    fn byes_of(&self, ssrc: u32) -> Vec<Nanos> {
+        self.rtcp
+            .iter()
+            .filter(|d| rtcp_of(&d.data).1.contains(&ssrc))
+            .map(|d| d.at)
+            .collect()
+    }
+
+    /// (time, key, record) of every SessionEnded.
+    fn ended(&self) -> Vec<(Nanos, Option<SessionKey>, &AccessRecord)> {
+        self.events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                Event::SessionEnded { key, record } => Some((*at, *key, record)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn ssrc(r: &Response) -> u32 {
+    Transport::parse(r.headers.get("Transport").expect("a Transport"))
+        .expect("our Transport parses")
+        .ssrc
+        .expect("an ssrc")
+}
+
+/// (seq, rtptime) per track from a PLAY's RTP-Info.
+fn rtp_info(r: &Response) -> Vec<(u16, u32)> {
+    r.headers
+        .get("RTP-Info")
+        .expect("RTP-Info")
+        .split(',')
+        .map(|entry| {
+            let field = |name: &str| {
+                entry
+                    .split(';')
+                    .find_map(|f| f.trim().strip_prefix(name))
+                    .expect("a field")
+                    .to_owned()
+            };
+            (field("seq=").parse().unwrap(), field("rtptime=").parse().unwrap())
+        })
+        .collect()
+}
+
+/// A receiver report from `ssrc`'s receiver about stream `ssrc`.
+fn receiver_report(ssrc: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let block = rtcp::ReportBlock {
+        ssrc,
+        cumulative_lost: 2,
+        ..Default::default()
+    };
+    rtcp::receiver_report(&mut out, 0x1111, &[block]);
+    out
+}
+
+fn ntp_of(config: &Config, now: Nanos) -> u64 {
+    rtcp::ntp_from_unix(config.wall_at_zero + Duration::from_nanos(now))
+}
+
+/// NTP difference in nanoseconds.
+fn ntp_ns(later: u64, earlier: u64) -> i64 {
+    ((later.wrapping_sub(earlier) as i64 as i128 * 1_000_000_000) >> 32) as i64
+}
+
+#[test]
+fn a_silent_session_times_out_with_a_bye_and_its_record() {
+    let mut sim = Sim::new(config(3));
+    let [video, audio] = sim.udp_session(0xA1, 5000);
+    assert_eq!(sim.method(0xA1, "PLAY", "").status, 200);
+    sim.run_until(3 * S - 1);
+    assert!(sim.ended().is_empty(), "ended before its timeout");
+    assert!(sim.core.has_session(0xA1));
+    sim.run_until(4 * S);
+    let ended = sim.ended();
+    assert_eq!(ended.len(), 1);
+    let (at, key, record) = ended[0];
+    assert_eq!(key, Some(0xA1));
+    assert!((3 * S..3 * S + HOUSEKEEPING + LOOKAHEAD).contains(&at), "ended at {at}");
+    for ssrc in [video, audio] {
+        assert_eq!(sim.byes_of(ssrc), [at], "one BYE for {ssrc:08X}, as it ended");
+        assert!(sim.rtp_of(ssrc).iter().all(|(t, _)| *t <= at), "media after the end");
+    }
+    assert_eq!(record.packets as usize, sim.rtp.len(), "the record counts what went");
+    assert!(sim.rtp.iter().all(|d| [addr(5000), addr(5002)].contains(&d.to)));
+    assert!(sim.rtcp.iter().all(|d| [addr(5001), addr(5003)].contains(&d.to)));
+    assert_eq!(
+        (record.uri.as_str(), record.transport, record.status),
+        ("/sample.mp4", "udp", 200)
+    );
+    assert_eq!(record.user_agent.as_deref(), Some("sim"));
+    assert!(!sim.core.has_session(0xA1));
+    assert_eq!(
+        (sim.core.stats().sessions_started, sim.core.stats().sessions_ended),
+        (1, 1)
+    );
+}
+
+#[test]
+fn rtsp_keep_alives_keep_a_session() {
+    let mut sim = Sim::new(config(3));
+    sim.udp_session(0xA2, 5000);
+    // Paused: no media ends it, only silence can.
+    assert_eq!(sim.method(0xA2, "PLAY", "").status, 200);
+    sim.run_until(S / 2);
+    assert_eq!(sim.method(0xA2, "PAUSE", "").status, 200);
+    for t in [2, 4, 6, 8] {
+        sim.run_until(t * S);
+        assert_eq!(sim.method(0xA2, "GET_PARAMETER", "").status, 200, "at {t} s");
+    }
+    sim.run_until(11 * S - HOUSEKEEPING);
+    assert!(sim.ended().is_empty(), "kept alive until 8 s, so alive at 10.75 s");
+    sim.run_until(12 * S);
+    let ended = sim.ended();
+    assert_eq!(ended.len(), 1);
+    assert!(ended[0].0 > 11 * S, "ended at {}", ended[0].0);
+}
+
+#[test]
+fn rtcp_keeps_a_session_only_from_the_address_it_is_sent_to() {
+    let mut sim = Sim::new(config(3));
+    let [video, _] = sim.udp_session(0xA3, 5000);
+    assert_eq!(sim.method(0xA3, "PLAY", "").status, 200);
+    sim.run_until(S / 2);
+    assert_eq!(sim.method(0xA3, "PAUSE", "").status, 200);
+    let report = receiver_report(video);
+    // From the session's own RTCP address: alive.
+    for t in [2, 4] {
+        sim.run_until(t * S);
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &report,
+        });
+    }
+    // Another session's, at another address the shard knows.
+    sim.run_until(4 * S + S / 2);
+    sim.udp_session(0xA9, 7000);
+    // Then reports on this session's stream only from elsewhere: from the
+    // other session's address (which keeps that one alive, not this one),
+    // and from addresses no session has, which are not RTCP the shard
+    // takes at all.
+    let bad_before = sim.core.stats().bad_rtcp;
+    for t in [5, 6, 7] {
+        sim.run_until(t * S);
+        for from in [addr(7001), addr(6001), "192.0.2.7:5001".parse().unwrap()] {
+            sim.input(Input::Rtcp { from, data: &report });
+        }
+    }
+    sim.run_until(7 * S + S / 2);
+    let ended = sim.ended();
+    assert_eq!(ended.len(), 1, "only the first session timed out");
+    let (at, key, record) = ended[0];
+    assert_eq!(key, Some(0xA3));
+    assert!((7 * S..7 * S + HOUSEKEEPING + LOOKAHEAD).contains(&at), "ended at {at}");
+    assert!(sim.core.has_session(0xA9));
+    assert_eq!(sim.core.stats().bad_rtcp - bad_before, 6);
+    assert_eq!(record.packets_lost, Some(2), "the report's loss is recorded");
+}
+
+#[test]
+fn rtcp_on_an_interleaved_channel_keeps_a_tcp_session() {
+    let mut sim = Sim::new(config(3));
+    let [video, _] = sim.tcp_session(0xA4, 1);
+    assert_eq!(sim.on_conn(1, 0xA4, "PLAY").status, 200);
+    sim.run_until(S / 2);
+    assert_eq!(sim.on_conn(1, 0xA4, "PAUSE").status, 200);
+    let report = receiver_report(video);
+    for t in [2, 4, 6] {
+        sim.run_until(t * S);
+        // Channel 1 is the video's RTCP; 7 is nobody's and changes nothing.
+        for channel in [1, 7] {
+            sim.input(Input::Interleaved {
+                conn: 1,
+                channel,
+                data: &report,
+            });
+        }
+    }
+    sim.run_until(8 * S);
+    assert!(sim.ended().is_empty());
+    sim.run_until(10 * S);
+    assert_eq!(sim.ended().len(), 1);
+    assert_eq!(sim.ended()[0].2.transport, "tcp");
+}
+
+#[test]
+fn sender_reports_every_five_seconds_agree_with_rtp_info() {
+    let cfg = config(60);
+    let mut sim = Sim::new(cfg.clone());
+    let ssrcs = sim.udp_session(0xB1, 5000);
+    sim.run_until(S / 10);
+    let played_at = sim.now;
+    let play = sim.method(0xB1, "PLAY", "");
+    let info = rtp_info(&play);
+    sim.run_until(9 * S);
+    for (i, &ssrc) in ssrcs.iter().enumerate() {
+        let clock = [90_000i64, 48_000][i];
+        let reports = sim.reports_of(ssrc);
+        assert_eq!(reports.len(), 2, "at the start and 5 s later: {reports:?}");
+        let gap = reports[1].0 - reports[0].0;
+        // Due when the session next has a packet due: within a frame time.
+        assert!((SR_INTERVAL..SR_INTERVAL + 100 * MS).contains(&gap), "{gap} ns apart");
+        let sent = sim.rtp_of(ssrc);
+        for (at, r) in &reports {
+            assert_eq!(r.ntp, ntp_of(&cfg, *at), "NTP time is the round's wall time");
+            // The NTP/RTP pair is on RTP-Info's mapping: rtptime at the
+            // PLAY, plus the media time since.
+            let since = ntp_ns(r.ntp, ntp_of(&cfg, played_at));
+            let want = info[i].1 as i64 + since * clock / 1_000_000_000;
+            let got = info[i].1 as i64 + r.rtp_ts.wrapping_sub(info[i].1) as i32 as i64;
+            assert!((got - want).abs() <= 1, "stream {i}: rtptime {got}, want {want}");
+            // It counts the packets sent in earlier rounds (this round's go
+            // out just before it, uncounted yet).
+            let before: Vec<_> = sent.iter().filter(|(t, _)| t < at).collect();
+            assert_eq!(r.packets as usize, before.len(), "stream {i} at {at}");
+        }
+    }
+}
+
+#[test]
+fn bye_follows_the_last_packet_and_the_session_waits_for_teardown() {
+    let mut sim = Sim::new(config(60));
+    let ssrcs = sim.udp_session(0xB2, 5000);
+    sim.method(0xB2, "PLAY", "");
+    sim.run_until(11 * S);
+    for (&ssrc, want) in ssrcs.iter().zip([VIDEO_PACKETS, AUDIO_PACKETS]) {
+        let sent = sim.rtp_of(ssrc);
+        assert_eq!(sent.len(), want, "every hinted packet once");
+        assert!(sent.windows(2).all(|w| w[1].1.seq == w[0].1.seq.wrapping_add(1)));
+        let byes = sim.byes_of(ssrc);
+        assert_eq!(byes.len(), 1);
+        let last_media = sim.rtp.iter().map(|d| d.at).max().unwrap();
+        assert!(
+            byes[0] > last_media && byes[0] <= last_media + 2 * LOOKAHEAD,
+            "BYE at {} after the last packet at {last_media}",
+            byes[0]
+        );
+        // The report beside the BYE counts everything.
+        let last = sim.reports_of(ssrc).last().copied().unwrap();
+        assert_eq!(last.0, byes[0]);
+        assert_eq!(last.1.packets as usize, want);
+    }
+    assert!(sim.ended().is_empty(), "waits for its TEARDOWN");
+    let bye = sim.byes_of(ssrcs[0])[0];
+    sim.run_until(bye + ENDED_GRACE + HOUSEKEEPING + LOOKAHEAD);
+    let ended = sim.ended();
+    assert_eq!(ended.len(), 1, "ended after the grace");
+    assert!(ended[0].0 > bye + ENDED_GRACE);
+    assert_eq!(sim.byes_of(ssrcs[0]).len(), 1, "no second BYE");
+    assert_eq!(ended[0].2.packets as usize, VIDEO_PACKETS + AUDIO_PACKETS);
+}
+
+#[test]
+fn shutdown_says_bye_to_every_client_and_closes_its_connections() {
+    let mut sim = Sim::new(config(60));
+    let udp = sim.udp_session(0xC1, 5000);
+    let tcp = sim.tcp_session(0xC2, 1);
+    sim.method(0xC1, "PLAY", "");
+    assert_eq!(sim.on_conn(1, 0xC2, "PLAY").status, 200);
+    sim.run_until(2 * S);
+    sim.input(Input::Command(Command::Shutdown));
+    for ssrc in udp {
+        assert_eq!(sim.byes_of(ssrc), [2 * S]);
+    }
+    let byes: Vec<u32> = [1, 3]
+        .into_iter()
+        .flat_map(|ch| sim.frames(1, ch))
+        .flat_map(|f| rtcp_of(&f).1)
+        .collect();
+    assert_eq!(byes.len(), 2);
+    assert!(tcp.iter().all(|s| byes.contains(s)), "BYE on both interleaved streams");
+    let ended: Vec<Option<SessionKey>> = sim.ended().iter().map(|e| e.1).collect();
+    assert_eq!(ended.len(), 2);
+    assert!(ended.contains(&Some(0xC1)) && ended.contains(&Some(0xC2)));
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::Stopped { stats } if stats.sessions_ended == 2)));
+    assert!(
+        sim.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ConnectionClosed { client } if client.port() == 50_001)),
+        "the connection was written out and closed"
+    );
+    assert_eq!(sim.core.take_conn_bytes(1, &mut Vec::new()), Taken::Closed);
+}
+
+#[test]
+fn pause_and_play_leave_no_gap_and_keep_the_timestamp_offset() {
+    let mut sim = Sim::new(config(60));
+    let ssrcs = sim.udp_session(0xD1, 5000);
+    let first = rtp_info(&sim.method(0xD1, "PLAY", ""));
+    sim.run_until(3 * S);
+    assert_eq!(sim.method(0xD1, "PAUSE", "").status, 200);
+    let paused_with = sim.rtp.len();
+    sim.run_until(5 * S);
+    assert_eq!(sim.rtp.len(), paused_with, "nothing sent while paused");
+    let resumed = rtp_info(&sim.method(0xD1, "PLAY", ""));
+    sim.run_until(12 * S);
+    let m = movie();
+    for (i, (&ssrc, track)) in ssrcs.iter().zip([VIDEO, AUDIO]).enumerate() {
+        let sent = sim.rtp_of(ssrc);
+        let hinted: Vec<u32> = m.packets(track).unwrap().map(|p| p.unwrap().timestamp).collect();
+        assert_eq!(sent.len(), hinted.len(), "track {track}: all of it, once");
+        assert!(
+            sent.windows(2).all(|w| w[1].1.seq == w[0].1.seq.wrapping_add(1)),
+            "no gap"
+        );
+        assert_eq!(sent[0].1.seq, first[i].0);
+        let before = sent.iter().filter(|(t, _)| *t < 4 * S).count();
+        assert_eq!(resumed[i].0, sent[before].1.seq, "RTP-Info names the next packet");
+        assert_eq!(sent[before].1.seq, sent[before - 1].1.seq.wrapping_add(1));
+        // One offset between the hinted and the sent timestamps, before and
+        // after the pause: timestamps follow the media, not the wall clock.
+        let offset = sent[0].1.ts.wrapping_sub(hinted[0]);
+        assert!(sent.iter().zip(&hinted).all(|(s, h)| s.1.ts.wrapping_sub(*h) == offset));
+        // RTP-Info's rtptime moved on by the 3 s of media played.
+        let clock = [90_000, 48_000][i];
+        let advanced = resumed[i].1.wrapping_sub(first[i].1) as i64;
+        assert!((advanced - 3 * clock).abs() <= 1, "stream {i}: {advanced}");
+    }
+}
+
+#[test]
+fn a_slow_tcp_reader_loses_whole_frames_and_the_others_play_on() {
+    let mut cfg = config(60);
+    cfg.tcp_queue_bytes = 16 * 1024;
+    let mut sim = Sim::new(cfg);
+    let slow = sim.tcp_session(0xE1, 1);
+    let fast = sim.tcp_session(0xE2, 2);
+    let udp = sim.udp_session(0xE3, 5000);
+    assert_eq!(sim.on_conn(1, 0xE1, "PLAY").status, 200);
+    // From now on its client reads nothing.
+    sim.stalled.insert(1);
+    assert_eq!(sim.on_conn(2, 0xE2, "PLAY").status, 200);
+    sim.method(0xE3, "PLAY", "");
+    sim.run_until(11 * S);
+    let dropped = sim.core.stats().dropped_tcp;
+    assert!(dropped > 0, "the stalled reader's queue filled");
+    let queued = sim.core.conns.get(&1).unwrap().queued();
+    assert!(queued <= 16 * 1024, "{queued} bytes queued past the bound");
+    // The others got everything.
+    let fast_video = sim.frames(2, 0);
+    assert_eq!(fast_video.len(), VIDEO_PACKETS);
+    assert!(fast_video
+        .windows(2)
+        .all(|w| rtp(&w[1]).seq == rtp(&w[0]).seq.wrapping_add(1)));
+    assert_eq!(sim.frames(2, 2).len(), AUDIO_PACKETS);
+    assert_eq!(rtp(&fast_video[0]).ssrc, fast[0]);
+    assert_eq!(sim.rtp_of(udp[0]).len(), VIDEO_PACKETS);
+    // The slow reader reads again: whole frames, fewer of them, and its
+    // report counts only those.
+    sim.stalled.remove(&1);
+    sim.write(1);
+    let frames: usize = [0, 2].iter().map(|&ch| sim.frames(1, ch).len()).sum();
+    assert_eq!(frames as u64 + dropped, (VIDEO_PACKETS + AUDIO_PACKETS) as u64);
+    // Its sender reports never count more video than it was given.
+    let slow_video = sim.frames(1, 0).len();
+    for report in sim.frames(1, 1) {
+        for (ssrc, info) in rtcp_of(&report).0 {
+            assert_eq!(ssrc, slow[0]);
+            assert!(info.packets as usize <= slow_video, "{} > {slow_video}", info.packets);
+        }
+    }
+    assert_eq!(sim.on_conn(1, 0xE1, "TEARDOWN").status, 200);
+    let record = sim.ended().into_iter().find(|e| e.1 == Some(0xE1)).unwrap().2;
+    assert_eq!(
+        record.packets as usize, frames,
+        "dropped frames are not counted as sent"
+    );
+}
+
+#[test]
+fn packets_the_kernel_did_not_take_are_not_reported_as_sent() {
+    let mut sim = Sim::new(config(60));
+    let mut n = 0;
+    sim.take_rtp = Box::new(move |_| {
+        n += 1;
+        n % 3 != 0
+    });
+    let ssrcs = sim.udp_session(0xF1, 5000);
+    sim.method(0xF1, "PLAY", "");
+    sim.run_until(11 * S);
+    let total = VIDEO_PACKETS + AUDIO_PACKETS;
+    let went = sim.rtp.len();
+    assert_eq!(went, total - total / 3);
+    let stats = sim.core.stats();
+    assert_eq!((stats.packets as usize, stats.dropped_udp as usize), (went, total / 3));
+    for ssrc in ssrcs {
+        let last = sim.reports_of(ssrc).last().copied().unwrap();
+        assert_eq!(
+            last.1.packets as usize,
+            sim.rtp_of(ssrc).len(),
+            "the final SR counts what went"
+        );
+        let octets: usize = sim
+            .rtp
+            .iter()
+            .filter(|d| rtp(&d.data).ssrc == ssrc)
+            .map(|d| d.data.len() - 12)
+            .sum();
+        assert_eq!(last.1.octets as usize, octets);
+    }
+    assert_eq!(sim.method(0xF1, "TEARDOWN", "").status, 200);
+    assert_eq!(sim.ended()[0].2.packets as usize, went);
+}
+
+#[test]
+fn seeds_are_drawn_only_for_new_streams() {
+    // Two shards with the same generator: one hears keep-alives and a
+    // repeated SETUP between its two new streams, the other does not. If
+    // anything but a new stream drew seeds, their second SSRCs would differ.
+    let mut busy = Sim::seeded(config(60), 99);
+    let mut quiet = Sim::seeded(config(60), 99);
+    let setup = |track: u32, port: u16| {
+        request(&format!(
+            "SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 1\r\nSession: {}\r\n\
+             Transport: RTP/AVP;unicast;client_port={port}-{}\r\n\r\n",
+            session_id(0x51),
+            port + 1
+        ))
+    };
+    let mut first = Vec::new();
+    for sim in [&mut busy, &mut quiet] {
+        let r = sim.ask(|reply| Command::NewSession {
+            key: 0x51,
+            path: "/sample.mp4".into(),
+            movie: movie(),
+            request: setup(VIDEO, 5000),
+            client: addr(40_000),
+            conn: None,
+            reply,
+        });
+        first.push(ssrc(&r));
+    }
+    for method in ["GET_PARAMETER", "SET_PARAMETER", "OPTIONS", "GET_PARAMETER"] {
+        assert_eq!(busy.method(0x51, method, "").status, 200);
+    }
+    assert_eq!(busy.control(0x51, &setup(VIDEO, 6000)).status, 200, "track 3 again");
+    let second: Vec<u32> = [&mut busy, &mut quiet]
+        .into_iter()
+        .map(|sim| ssrc(&sim.control(0x51, &setup(AUDIO, 5002))))
+        .collect();
+    assert_eq!(first[0], first[1]);
+    assert_eq!(second[0], second[1], "the busy shard drew seeds for something else");
+    assert_ne!(first[0], second[0]);
+}
+
+#[test]
+fn a_refused_setup_is_answered_and_logged() {
+    let mut sim = Sim::new(config(60));
+    sim.input(Input::ConnOpened {
+        conn: 4,
+        client: addr(50_004),
+    });
+    let setup = request("SETUP rtsp://h/sample.mp4/trackID=3 RTSP/1.0\r\nCSeq: 5\r\nTransport: RTP/AVP/TCP\r\n\r\n");
+    sim.input(Input::ConnRefused {
+        conn: 4,
+        key: None,
+        request: setup.clone(),
+        status: 453,
+    });
+    let answers = sim.responses(4);
+    assert_eq!(
+        (answers[0].status.code(), answers[0].headers.get("CSeq")),
+        (453, Some("5"))
+    );
+    let ended = sim.ended();
+    assert_eq!((ended[0].1, ended[0].2.status), (None, 453));
+    // Admitted, but the session's own checks refuse it: the control core is
+    // told the key, to count it no more.
+    let bad = request("SETUP rtsp://h/sample.mp4/trackID=9 RTSP/1.0\r\nCSeq: 6\r\nTransport: RTP/AVP/TCP\r\n\r\n");
+    sim.input(Input::ConnOpen {
+        conn: 4,
+        key: 0x99,
+        path: "/sample.mp4".into(),
+        movie: movie(),
+        request: bad,
+    });
+    assert_eq!(sim.responses(4)[1].status, 404);
+    assert_eq!(sim.ended()[1].1, Some(0x99));
+    assert!(!sim.core.has_session(0x99));
+    assert_eq!(parse_session_id(&session_id(0x99)), Some(0x99));
+}
