@@ -55,6 +55,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
 
+    /// Share the RTSP ports with other servers that ask to share them too (SO_REUSEPORT), as a
+    /// restart without downtime needs; without it a port already in use is an error
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
+
     /// Number of shard threads that send media, one core each [default: every core but one, at least 1]
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
@@ -127,6 +132,8 @@ pub struct Config {
     /// RTSP ports, in the order given, without duplicates; never empty.
     pub rtsp_ports: Vec<u16>,
     pub bind: IpAddr,
+    /// Whether the RTSP ports are bound with `SO_REUSEPORT`.
+    pub reuse_port: bool,
     /// At least 1.
     pub shards: usize,
     /// Holds at least one even/odd pair per shard.
@@ -212,6 +219,7 @@ struct FileSettings {
     media: Option<PathBuf>,
     rtsp_port: Option<OneOrMany>,
     bind: Option<IpAddr>,
+    reuse_port: Option<bool>,
     shards: Option<usize>,
     rtp_ports: Option<String>,
     session_timeout: Option<u64>,
@@ -282,6 +290,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     let rtsp_ports = check_rtsp_ports(ports, ports_origin)?;
 
     let bind = pick(args.bind, file.bind, &file_origin).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |v| v.0);
+    let reuse_port = pick(args.reuse_port.then_some(true), file.reuse_port, &file_origin).is_some_and(|v| v.0);
 
     let shards = match pick(args.shards, file.shards, &file_origin) {
         Some((0, origin)) => return Err(invalid("shards", 0, origin, "there must be at least one shard")),
@@ -393,6 +402,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         media,
         rtsp_ports,
         bind,
+        reuse_port,
         shards,
         rtp_ports,
         session_timeout,
@@ -602,6 +612,7 @@ mod tests {
         assert_eq!(c.access_log, None);
         assert_eq!(c.stats_interval, None);
         assert_eq!(c.stats_json, None);
+        assert!(!c.reuse_port, "a port in use is an error unless asked");
     }
 
     #[test]
@@ -641,8 +652,10 @@ mod tests {
             "10",
             "--stats-json",
             "/run/streamalot/stats.json",
+            "--reuse-port",
         ]))
         .unwrap();
+        assert!(c.reuse_port);
         assert_eq!(c.rtsp_ports, vec![554, 8554], "duplicates dropped, order kept");
         assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(c.shards, 3);
@@ -681,9 +694,11 @@ mod tests {
                 access_log = "logs/access.log"
                 stats_interval = 5
                 stats_json = "stats.json"
+                reuse_port = true
             "#,
         );
         let c = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap();
+        assert!(c.reuse_port);
         // Relative paths in the file are relative to the file.
         assert_eq!(c.media, dir.join("media").canonicalize().unwrap());
         assert_eq!(c.access_log, Some(dir.join("logs/access.log")));

@@ -1,5 +1,7 @@
-//! Streamalot's engine: the protocol logic of the server, without IO, and
-//! (as it lands) the thin runtime layer that drives it.
+//! Streamalot's engine: the server. Its logic has no IO (the front door,
+//! sessions, sources, the pacer, the shard core, the library's path rules,
+//! the counts and limits) and is driven by one glommio layer, [`server`].
+//! ARCHITECTURE.md at the repository's root is the map.
 
 pub mod access_log;
 pub mod admission;
@@ -8,7 +10,6 @@ pub mod door;
 pub mod library;
 pub mod pacer;
 pub mod random;
-pub mod rtsp;
 pub mod server;
 pub mod session;
 pub mod shard;

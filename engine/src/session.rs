@@ -132,7 +132,7 @@ impl Session {
             Method::GetParameter | Method::SetParameter | Method::Options => (ok(self), Effect::None),
             Method::Describe => (Response::new(455, req.cseq()), Effect::None),
             Method::Announce | Method::Record | Method::Redirect => (
-                Response::new(405, req.cseq()).header("Allow", crate::rtsp::PUBLIC_METHODS),
+                Response::new(405, req.cseq()).header("Allow", crate::door::PUBLIC_METHODS),
                 Effect::None,
             ),
             Method::Other(_) => (Response::new(501, req.cseq()), Effect::None),
@@ -513,7 +513,6 @@ mod tests {
             200
         );
         assert_eq!(send(&mut s, &setup4), 200);
-        drop(send);
         assert_eq!(drawn, 2, "one draw per new track");
         let ssrcs: Vec<u32> = s.tracks.iter().map(|t| t.seeds.0).collect();
         assert_eq!(ssrcs, [0x7001, 0x7002]);

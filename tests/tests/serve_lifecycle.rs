@@ -1,9 +1,12 @@
 //! A session's life around its media: RTCP sender reports while playing, the
 //! BYE at the end, the end of a session whose connection goes away, what an
-//! operator's signals do, a movie replaced on disk, and a graceful shutdown
-//! that says goodbye to every client and keeps every log line.
+//! operator's signals do (including SIGHUP's reopening of a rotated access
+//! log), a movie replaced on disk, a graceful shutdown that says goodbye to
+//! every client and keeps every log line, and a second server started on a
+//! port already served.
 
-use std::process::Command;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -11,7 +14,8 @@ use loader::Movie;
 use streamalot_tests::media::media;
 use streamalot_tests::rtp::loader_packets;
 use streamalot_tests::rtsp::{Connection, Lower, Player, Stream};
-use streamalot_tests::server::{library, Server};
+use streamalot_tests::server::{free_tcp_port, free_udp_run, library, parse_access_log, Server};
+use streamalot_tests::{run_within, spawn, streamalot_binary, wait_with_timeout};
 
 /// The fields of an RTCP sender report (RFC 3550 section 6.4.1).
 #[derive(Debug, Clone, Copy)]
@@ -210,4 +214,116 @@ fn signals_report_and_shut_down_gracefully() {
     let mut transports: Vec<&str> = records.iter().map(|r| r["transport"].as_str()).collect();
     transports.sort_unstable();
     assert_eq!(transports, ["tcp", "udp"]);
+}
+
+#[test]
+fn sighup_reopens_a_rotated_access_log() {
+    let clip = media().h264_mp4();
+    let server = Server::start(&library("rotate", &[clip]), &[]);
+    let url = server.url("h264-aac.mp4");
+    let session = |server: &Server| {
+        let mut player = Player::setup(server.addr, &url, Lower::Udp);
+        assert_eq!(player.control("TEARDOWN", &[]).status, 200);
+    };
+    session(&server);
+    server.wait_for_records(1, Duration::from_secs(20));
+    // Rotated away, the way logrotate does it: renamed, then a SIGHUP.
+    let rotated = server.access_log.with_extension("log.1");
+    std::fs::rename(&server.access_log, &rotated).expect("rotate the log");
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.access_log.exists() {
+        assert!(Instant::now() < deadline, "no new access log after SIGHUP");
+        thread::sleep(Duration::from_millis(20));
+    }
+    session(&server);
+    let fresh = server.wait_for_records(1, Duration::from_secs(20));
+    assert_eq!(fresh.len(), 1, "the new file has the new session only");
+    let text = std::fs::read_to_string(&server.access_log).expect("the new log");
+    assert!(
+        text.starts_with("#Software: Streamalot") && text.contains("#Fields: c-ip"),
+        "the new file starts with its own header:\n{text}"
+    );
+    let old = parse_access_log(&std::fs::read_to_string(&rotated).expect("the rotated log"));
+    assert_eq!(old.len(), 1, "the rotated file keeps the first session");
+    // Still serving, and it stops as it should (SIGHUP did not end it).
+    let mut conn = Connection::connect(server.addr);
+    assert_eq!(conn.request("OPTIONS", "*", &[]).status, 200);
+    server.stop_cleanly();
+}
+
+/// `streamalot serve` on `rtsp_ports` over `media`, with UDP ports of its own.
+fn serve_command(media: &std::path::Path, rtsp_ports: &[u16], extra: &[&str]) -> Command {
+    let rtp = free_udp_run(8);
+    let mut cmd = Command::new(streamalot_binary());
+    cmd.arg("serve")
+        .arg("--media")
+        .arg(media)
+        .args(["--bind", "127.0.0.1", "--shards", "1"])
+        .args(["--rtp-ports", &format!("{rtp}-{}", rtp + 7)])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for port in rtsp_ports {
+        cmd.args(["--rtsp-port", &port.to_string()]);
+    }
+    cmd
+}
+
+#[test]
+fn a_second_server_on_a_busy_port_says_so_and_exits() {
+    let dir = library("busy-port", &[media().h264_mp4()]);
+    let first = Server::start(&dir, &[]);
+    let port = first.addr.port();
+    let want = format!("port {port} is already in use: is another streamalot running? --reuse-port shares it");
+    // Asking to share is not enough: the first server did not.
+    for extra in [&[][..], &["--reuse-port"][..]] {
+        let out = run_within(&mut serve_command(&dir, &[port], extra), Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "a second server started on busy port {port} ({extra:?})"
+        );
+        assert!(stderr.contains(&want), "{extra:?}: no clear message:\n{stderr}");
+    }
+    // The first one serves on, untouched.
+    let mut conn = Connection::connect(first.addr);
+    assert_eq!(conn.request("OPTIONS", "*", &[]).status, 200);
+    first.stop_cleanly();
+}
+
+#[test]
+fn servers_that_all_ask_share_a_port() {
+    let dir = library("shared-port", &[media().h264_mp4()]);
+    let first = Server::start(&dir, &["--reuse-port"]);
+    let shared = first.addr.port();
+    // The second also listens on a port of its own, to be reached for sure.
+    let own = free_tcp_port();
+    let (child, what) = spawn(&mut serve_command(&dir, &[shared, own], &["--reuse-port"]));
+    let own_addr = SocketAddr::from(([127, 0, 0, 1], own));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        if let Ok(stream) = std::net::TcpStream::connect_timeout(&own_addr, Duration::from_millis(200)) {
+            break Connection::over(stream);
+        }
+        assert!(Instant::now() < deadline, "{what} did not start");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(conn.request("OPTIONS", "*", &[]).status, 200);
+    drop(conn);
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(term.success());
+    let out = wait_with_timeout(child, Duration::from_secs(15), &what);
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    let mut conn = Connection::connect(first.addr);
+    assert_eq!(conn.request("OPTIONS", "*", &[]).status, 200);
+    first.stop_cleanly();
 }

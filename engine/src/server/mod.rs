@@ -1,56 +1,36 @@
-//! The running server: one control executor and N shard executors, each a
-//! glommio executor pinned to its own core.
+//! The running server: the only glommio code. One control executor and N
+//! shard executors, each pinned to its own core.
 //!
-//! The control core accepts RTSP connections, answers OPTIONS and DESCRIBE,
-//! and routes each new session to the least loaded shard. A shard owns its
-//! sessions outright: their playback, RTP and RTCP state, and, for sessions
-//! interleaved on TCP, their RTSP connection (handed over at SETUP, so media
-//! and responses have one writer). Requests for a UDP session that reach the
-//! control core are forwarded to the shard and answered with its reply.
-//! Cores talk only through glommio's shared channels.
+//! The control core accepts RTSP connections and runs each through the
+//! connection loop ([`conn`]), whose requests the [door](crate::door)
+//! routes: it answers what needs no session, describes movies, admits new
+//! sessions (counting them in an [`Admission`](crate::admission::Admission))
+//! and sends each to the least loaded shard, and forwards requests for a
+//! session to its shard. A shard ([`shard`]) drives a
+//! [`ShardCore`](crate::shard::ShardCore) with its sockets and timers and
+//! owns, for sessions interleaved on TCP, their RTSP connection: handed over
+//! at SETUP with the bytes read but not yet parsed, it runs through the same
+//! connection loop there, so media and responses have one writer. Every core
+//! opens movies through one shared [`Library`]. Cores talk only through
+//! glommio's shared channels.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use loader::Movie;
-use proto::rtsp::message::{Request, Response};
 
-use crate::access_log::AccessRecord;
 use crate::config::Config;
+use crate::library::{Library, LibraryError, Lookup};
+use crate::pacer::SessionKey;
+use crate::shard::{Command, Event};
 use crate::source::Nanos;
-use crate::stats::ShardStats;
 
+mod conn;
 mod control;
 mod shard;
-
-/// How much a connection reads at a time. Requests are small; the read goes
-/// into a buffer of this size inside the connection's task and is then
-/// appended to the connection's buffer, which is given back whenever it is
-/// empty (see [`release_if_empty`]). So an idle connection, which is what
-/// most RTSP connections are while their media flows, holds no heap buffer
-/// while it waits, and a big request costs an extra copy of a few hundred
-/// bytes per read.
-const READ_CHUNK: usize = 512;
-
-/// Reads what has arrived onto the end of `buf`. Returns the bytes read, 0
-/// at the end of the stream.
-async fn read_more<R: futures_lite::AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    use futures_lite::AsyncReadExt;
-    let mut chunk = [0u8; READ_CHUNK];
-    let n = reader.read(&mut chunk).await?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
-}
-
-/// Frees a connection buffer's memory once it holds nothing.
-fn release_if_empty(buf: &mut Vec<u8>) {
-    if buf.is_empty() && buf.capacity() > 0 {
-        *buf = Vec::new();
-    }
-}
 
 /// Nanoseconds since the process's first call: the clock every core paces by.
 pub fn now() -> Nanos {
@@ -58,109 +38,94 @@ pub fn now() -> Nanos {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as Nanos
 }
 
-pub use crate::pacer::SessionKey;
-
-pub fn session_id(key: SessionKey) -> String {
-    format!("{key:016X}")
+/// The wall clock at [`now`]` == 0`, for the shards' sender reports.
+fn wall_at_zero() -> Duration {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    wall.saturating_sub(Duration::from_nanos(now()))
 }
 
-pub fn parse_session_id(header: &str) -> Option<SessionKey> {
-    let id = proto::rtsp::header::session_id(header);
-    if id.len() != 16 {
-        return None;
+/// The movie at a library path. Checking the file is cheap and done here;
+/// indexing one not indexed yet runs on the executor's blocking thread,
+/// which [`executor`] places on the control core's CPU, never on a shard's.
+async fn open_movie(library: &Arc<Library>, path: &str) -> Result<Arc<Movie>, LibraryError> {
+    match library.lookup(path)? {
+        Lookup::Ready(movie) => Ok(movie),
+        Lookup::Parse(parse) => glommio::executor().spawn_blocking(move || parse.run()).await,
     }
-    u64::from_str_radix(id, 16).ok()
 }
 
-/// A connection's bytes and socket, moved from the control core to a shard.
+/// A connection's socket and unparsed bytes, moved from the control core to
+/// a shard.
 pub struct Handover {
     pub fd: OwnedFd,
     pub client: SocketAddr,
-    /// Bytes read but not yet parsed (pipelined requests).
+    /// Bytes read but not yet parsed (requests pipelined after the SETUP).
     pub pending: Vec<u8>,
 }
 
-/// What the control core asks of a shard.
+/// What the control core sends a shard.
 pub enum ToShard {
-    /// The first SETUP of a new session. With `conn`, the client asked for
-    /// interleaved TCP: the shard takes the connection over and answers on
-    /// it; otherwise it answers through [`FromShard::Reply`].
-    NewSession {
-        key: SessionKey,
-        path: String,
-        movie: Arc<Movie>,
-        request: Request,
-        client: SocketAddr,
-        conn: Option<Handover>,
-        reply: u64,
-    },
-    /// A request naming one of the shard's sessions.
-    Request {
-        key: SessionKey,
-        request: Request,
-        client: SocketAddr,
-        reply: u64,
+    Command(Command),
+    /// A new interleaved session: take the connection over, then carry out
+    /// the command (a [`Command::NewSession`], which will name it).
+    Adopt {
+        conn: Handover,
+        command: Command,
     },
     /// The answer to a [`FromShard::Admit`]: the new session's key, or
     /// `None` when a session limit says no.
-    Admission { ticket: u64, key: Option<SessionKey> },
-    /// Send a copy of the shard's statistics.
-    Stats { reply: u64 },
-    /// Say goodbye to every client and stop.
-    Shutdown,
+    Admission {
+        ticket: u64,
+        key: Option<SessionKey>,
+    },
 }
 
-/// What a shard tells the control core.
+/// What a shard sends the control core.
 pub enum FromShard {
-    /// The answer to a request the control core forwarded. A NewSession
-    /// that failed is also reported with `SessionEnded`.
-    Reply {
-        reply: u64,
-        response: Response,
-    },
+    Event(Event),
     /// A client asks for a new session on a connection the shard owns: may
-    /// it have one? The control core keeps the session count, so it decides
-    /// and answers with [`ToShard::Admission`]; an admitted session that then
-    /// fails to set up is reported with `SessionEnded`.
+    /// it have one? The control core keeps the counts, so it decides, and
+    /// answers with [`ToShard::Admission`].
     Admit {
         client: SocketAddr,
         ticket: u64,
     },
-    SessionEnded {
-        key: SessionKey,
-        record: AccessRecord,
-    },
-    /// A handed-over connection closed.
-    ConnectionClosed {
-        client: SocketAddr,
-    },
-    Stats {
-        reply: u64,
-        stats: Box<ShardStats>,
-    },
-    Stopped {
-        stats: Box<ShardStats>,
-    },
 }
 
-/// Set by SIGINT/SIGTERM and SIGUSR1; read by the control core.
+/// Set by signals; read by the control core.
 pub struct Signals {
+    /// SIGINT, SIGTERM.
     pub shutdown: Arc<AtomicBool>,
+    /// SIGUSR1: print the statistics.
     pub report: Arc<AtomicBool>,
+    /// SIGHUP: reopen the access log (after it was rotated away).
+    pub reopen: Arc<AtomicBool>,
 }
 
 impl Signals {
     fn install() -> std::io::Result<Signals> {
         let shutdown = Arc::new(AtomicBool::new(false));
         let report = Arc::new(AtomicBool::new(false));
+        let reopen = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGINT, shutdown.clone())?;
         signal_hook::flag::register(signal_hook::consts::SIGTERM, shutdown.clone())?;
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, report.clone())?;
-        Ok(Signals { shutdown, report })
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen.clone())?;
+        Ok(Signals {
+            shutdown,
+            report,
+            reopen,
+        })
     }
 
     fn take_report(&self) -> bool {
         self.report.swap(false, Ordering::Relaxed)
+    }
+
+    fn take_reopen(&self) -> bool {
+        self.reopen.swap(false, Ordering::Relaxed)
     }
 
     fn shutting_down(&self) -> bool {
@@ -174,6 +139,8 @@ pub enum ServeError {
     Executor { what: String, source: std::io::Error },
     #[error("cannot bind {what}: {source}")]
     Bind { what: String, source: std::io::Error },
+    #[error("port {port} is already in use: is another streamalot running? --reuse-port shares it")]
+    PortInUse { port: u16 },
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -196,11 +163,21 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
+    let library = Library::new(config.media.clone()).map_err(|source| ServeError::Bind {
+        what: format!("the media library {}", config.media.display()),
+        source,
+    })?;
+    let library = Arc::new(library);
+    // The listeners first: a port in use stops the server before anything
+    // else has started.
+    let listeners = control::bind(&config)?;
     let cores: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_default();
     let core = |i: usize| (!cores.is_empty()).then(|| cores[i % cores.len()]);
+    let control_cpu = core(0);
     let shards = config.shards.max(1);
+    let wall = wall_at_zero();
 
     let mut to_shards = Vec::new();
     let mut from_shards = Vec::new();
@@ -214,17 +191,17 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             what: format!("a UDP port pair in {:?} for shard {i}", config.rtp_ports),
             source,
         })?;
-        let shard_config = config.clone();
-        let handle = executor(&format!("shard-{i}"), core(i + 1))
-            .spawn(move || async move { shard::run(i, shard_config, pair, rx, back_tx).await })
+        let (shard_config, library) = (config.clone(), library.clone());
+        let handle = executor(&format!("shard-{i}"), core(i + 1), control_cpu)
+            .spawn(move || async move { shard::run(i, shard_config, library, wall, pair, rx, back_tx).await })
             .map_err(|e| ServeError::Executor {
                 what: format!("shard {i}"),
                 source: std::io::Error::other(e.to_string()),
             })?;
         handles.push(handle);
     }
-    let control = executor("control", core(0))
-        .spawn(move || async move { control::run(config, signals, to_shards, from_shards).await })
+    let control = executor("control", control_cpu, control_cpu)
+        .spawn(move || async move { control::run(config, library, listeners, signals, to_shards, from_shards).await })
         .map_err(|e| ServeError::Executor {
             what: "the control core".into(),
             source: std::io::Error::other(e.to_string()),
@@ -236,11 +213,20 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     result
 }
 
-fn executor(name: &str, core: Option<usize>) -> glommio::LocalExecutorBuilder {
+/// An executor on `core`, whose blocking thread (where movies are indexed)
+/// runs on `blocking_core`: the control core's, so that indexing a movie
+/// never takes a pacing core's time.
+fn executor(name: &str, core: Option<usize>, blocking_core: Option<usize>) -> glommio::LocalExecutorBuilder {
     let placement = match core {
         Some(c) => glommio::Placement::Fixed(c),
         None => glommio::Placement::Unbound,
     };
+    let blocking = blocking_core
+        .and_then(|c| glommio::CpuSet::online().ok().map(|set| set.filter(|l| l.cpu == c)))
+        .filter(|set| !set.is_empty())
+        .map_or(glommio::PoolPlacement::Unbound(1), |set| {
+            glommio::PoolPlacement::Custom(vec![set])
+        });
     // Small io_uring buffers: the server's IO is sockets, not files, and
     // the default reservation can exceed a container's RLIMIT_MEMLOCK.
     // No spinning before parking: a shard sleeps between rounds (up to a
@@ -249,4 +235,5 @@ fn executor(name: &str, core: Option<usize>) -> glommio::LocalExecutorBuilder {
     glommio::LocalExecutorBuilder::new(placement)
         .name(name)
         .io_memory(1 << 20)
+        .blocking_thread_pool_placement(blocking)
 }
