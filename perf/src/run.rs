@@ -14,6 +14,8 @@ use crate::receiver::Receiver;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Run {
     pub flushed: Flushed,
+    /// RTCP datagrams the loop sent besides (a shard's sender reports).
+    pub rtcp: usize,
     pub rounds: u64,
     pub wall: Duration,
     pub cpu: Cpu,
@@ -34,6 +36,7 @@ impl Run {
         self.flushed.sent += o.flushed.sent;
         self.flushed.would_block += o.flushed.would_block;
         self.flushed.failed += o.flushed.failed;
+        self.rtcp += o.rtcp;
         self.rounds += o.rounds;
         self.wall += o.wall;
         self.cpu.add(o.cpu);
@@ -63,6 +66,12 @@ impl Run {
             "    not sent    {:>11} (EAGAIN/ENOBUFS), {} other errors",
             self.flushed.would_block, self.flushed.failed
         );
+        if self.rtcp > 0 {
+            println!(
+                "    and         {:>11} RTCP datagrams (sender reports), not counted as packets",
+                self.rtcp
+            );
+        }
         println!(
             "    received    {:>11} packets, lost {lost} ({:.3}%)",
             self.received,

@@ -2,12 +2,15 @@
 //! for the same datagrams: what shard-bench measures, and what the capacity
 //! benchmark takes as the machine's limit.
 //!
-//! [`Sim`] holds sessions of a movie the way a shard does and serves them
-//! round by round with the engine's own schedule, playback and
-//! [`pacer::serve_due`], the round's "now" advancing by a fixed tick of
-//! simulated time, so the core always has work. [`Replay`] is the raw limit:
-//! the datagrams those rounds send, recorded once and sent again prebuilt,
-//! one iovec each, with no server logic.
+//! [`Sim`] drives the engine's own [`ShardCore`], as the server's shard
+//! driver does: its sessions are made by the SETUP and PLAY requests the
+//! control core would send it, each round is the core's `handle_timeout`,
+//! and the round's datagrams leave through the same `net` calls the server
+//! makes ([`Transmit::flush`](streamalot::shard::Transmit::flush)). Only the
+//! clock differs: the round's "now" advances by a fixed tick of simulated
+//! time, so the core always has work. [`Replay`] is the raw limit: the
+//! datagrams those rounds send, recorded once and sent again prebuilt, one
+//! iovec each, with no server logic.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -17,16 +20,21 @@ use std::time::{Duration, Instant};
 
 use loader::Movie;
 use net::RTP_HEADER_LEN;
-use streamalot::pacer::{self, KeyMap, Schedule, SessionKey, UdpRound};
-use streamalot::session::Destination;
-use streamalot::source::{MovieSource, Nanos, Source, StreamSeeds};
-use streamalot::stats::ShardStats;
+use proto::rtsp::message::{Method, Request};
+use streamalot::door::session_id;
+use streamalot::random::Rng;
+use streamalot::shard::{self, Command, Input, Output, ShardCore};
+use streamalot::source::Nanos;
 
 use crate::os::Cpu;
 use crate::run::Run;
 
 /// At most this many datagrams per `sendmmsg`: the shard's batch.
-pub const BATCH: usize = 256;
+pub const BATCH: usize = shard::BATCH;
+
+/// The simulated sessions say nothing (no RTSP keep-alive, no RTCP), so
+/// their timeout is a day of simulated time: longer than any run.
+const TIMEOUT_SECS: u64 = 86_400;
 
 /// The sessions a shard serves, from their start.
 #[derive(Clone)]
@@ -34,109 +42,124 @@ pub struct Sim {
     pub movie: Arc<Movie>,
     /// Per session, the RTP destination of each of its streams.
     pub dests: Arc<Vec<Vec<SocketAddr>>>,
+    /// The port every stream's RTCP (sender reports) goes to, at the
+    /// session's address: a socket nobody reads, which drops them.
+    pub rtcp_port: u16,
     /// The sessions start evenly over this much simulated time.
     pub stagger_ns: Nanos,
     /// Simulated time per round.
     pub tick_ns: Nanos,
 }
 
-/// One session as a shard keeps it.
-struct Entry {
-    playback: Source,
-    dests: Vec<Destination>,
-}
-
 impl Sim {
-    /// Fresh sessions, each started, in a schedule, as the shard has them
-    /// after their PLAY.
-    fn start(&self) -> (KeyMap<SessionKey, Entry>, Schedule) {
-        let ids: Vec<u32> = self.movie.hint_tracks().map(|t| t.id).collect();
+    /// A shard core with every session set up and played, by the requests
+    /// the control core would forward to it.
+    fn start(&self) -> ShardCore {
+        let mut core = ShardCore::new(
+            shard::Config {
+                index: 0,
+                server_ports: (6970, 6971),
+                session_timeout_secs: TIMEOUT_SECS,
+                tcp_queue_bytes: 256 * 1024,
+                cname: "shard-bench@simulation".into(),
+                wall_at_zero: Duration::from_secs(1_700_000_000),
+            },
+            Rng::from_seed(0x5eed),
+        );
+        let tracks: Vec<u32> = self.movie.hint_tracks().map(|t| t.id).collect();
         let n = self.dests.len() as u64;
-        let mut sessions = KeyMap::default();
-        let mut schedule = Schedule::default();
+        let url = "rtsp://shard-bench/movie.mp4";
         for (i, dests) in self.dests.iter().enumerate() {
             let key = 0x5eed_0000_0000 + i as u64;
-            let seeds: Vec<StreamSeeds> = (0..ids.len() as u32)
-                .map(|s| (key as u32 ^ s, (i as u16).wrapping_mul(31), s.wrapping_mul(0x9e37_79b9)))
-                .collect();
-            let mut playback =
-                Source::Movie(MovieSource::new(self.movie.clone(), &ids, &seeds).expect("the movie's hint tracks"));
-            playback.play(self.stagger_ns * i as u64 / n, None, None);
-            if let Some(due) = playback.next_due() {
-                schedule.push(due, key, 0);
+            let id = session_id(key);
+            let client = SocketAddr::new(dests[0].ip(), 40_000);
+            for (s, (&track, dest)) in tracks.iter().zip(dests).enumerate() {
+                let transport = format!("RTP/AVP;unicast;client_port={}-{}", dest.port(), self.rtcp_port);
+                let mut request = Request::new(Method::Setup, format!("{url}/trackID={track}"))
+                    .header("CSeq", (s + 1).to_string())
+                    .header("Transport", transport);
+                let command = if s == 0 {
+                    Command::NewSession {
+                        key,
+                        path: "/movie.mp4".into(),
+                        movie: self.movie.clone(),
+                        request,
+                        client,
+                        conn: None,
+                        reply: 0,
+                    }
+                } else {
+                    request = request.header("Session", id.as_str());
+                    Command::Request {
+                        key,
+                        request,
+                        client,
+                        reply: 0,
+                    }
+                };
+                core.handle_input(0, Input::Command(command));
+                expect_ok(&mut core, "SETUP");
             }
-            let dests = dests
-                .iter()
-                .map(|&rtp| Destination::Udp {
-                    rtp,
-                    rtcp: SocketAddr::new(rtp.ip(), rtp.port() + 1),
-                })
-                .collect();
-            sessions.insert(key, Entry { playback, dests });
+            let request = Request::new(Method::Play, url)
+                .header("CSeq", "9")
+                .header("Session", id.as_str());
+            let at = self.stagger_ns * i as u64 / n;
+            core.handle_input(
+                at,
+                Input::Command(Command::Request {
+                    key,
+                    request,
+                    client,
+                    reply: 0,
+                }),
+            );
+            expect_ok(&mut core, "PLAY");
         }
-        (sessions, schedule)
-    }
-
-    /// One round at simulated time `now`: every session due by then hands
-    /// its packets to `udp`, exactly as `Shard::pump` does (lookahead aside).
-    fn round(
-        sessions: &mut KeyMap<SessionKey, Entry>,
-        schedule: &mut Schedule,
-        udp: &mut UdpRound,
-        stats: &mut ShardStats,
-        now: Nanos,
-    ) {
-        while let Some((_, key, generation)) = schedule.pop_due(now) {
-            let Some(e) = sessions.get_mut(&key) else { continue };
-            let next = pacer::serve_due(key, &mut e.playback, &e.dests, now, now, udp, stats, |_, _| false);
-            if let Some(next) = next {
-                schedule.push(next, key, generation);
-            }
-        }
+        core
     }
 
     /// The shard's path: rounds as fast as they go for `duration`, each
-    /// flushed to `tx`.
+    /// flushed to `tx` (RTP and RTCP alike).
     pub fn serve(&self, tx: &UdpSocket, gso: bool, duration: Duration) -> Result<Run, String> {
-        let (mut sessions, mut schedule) = self.start();
-        let mut udp = UdpRound::new(BATCH);
-        udp.set_gso(gso);
-        let mut stats = ShardStats::default();
+        let mut core = self.start();
+        core.set_gso(gso);
         let mut run = Run::default();
         let mut now = 0;
         let cpu0 = Cpu::of_this_thread();
         let start = Instant::now();
         while start.elapsed() < duration {
             now += self.tick_ns;
-            Self::round(&mut sessions, &mut schedule, &mut udp, &mut stats, now);
-            let f = udp.flush(tx, &mut stats);
-            run.flushed.sent += f.sent;
-            run.flushed.would_block += f.would_block;
-            run.flushed.failed += f.failed;
+            core.handle_timeout(now);
+            let sent = core.transmit().flush(tx, tx);
+            run.flushed.sent += sent.rtp.sent;
+            run.flushed.would_block += sent.rtp.would_block;
+            run.flushed.failed += sent.rtp.failed;
+            run.rtcp += sent.rtcp.sent;
+            while core.poll_output().is_some() {}
             run.rounds += 1;
         }
         run.wall = start.elapsed();
         run.cpu = Cpu::of_this_thread().since(cpu0);
-        if gso && !udp.gso() {
+        if gso && !core.transmit().udp().gso() {
             eprintln!("shard-bench: the kernel refused UDP GSO; (c) ran without it");
         }
         Ok(run)
     }
 
-    /// The datagrams (size, destination) of the shard's first rounds, up to
-    /// about `limit` of them, without sending anything.
+    /// The RTP datagrams (size, destination) of the shard's first rounds, up
+    /// to about `limit` of them, without sending anything.
     pub fn record(&self, limit: usize) -> Replay {
-        let (mut sessions, mut schedule) = self.start();
-        let mut stats = ShardStats::default();
-        let mut udp = UdpRound::new(BATCH);
+        let mut core = self.start();
         let mut replay = Replay::default();
         let mut names: HashMap<SocketAddr, u32> = HashMap::new();
         let mut now = 0;
-        while replay.lens.len() < limit && !schedule.is_empty() {
+        let end = self.stagger_ns + self.movie.duration_secs() as Nanos * 1_000_000_000;
+        while replay.lens.len() < limit && now < end {
             now += self.tick_ns;
-            Self::round(&mut sessions, &mut schedule, &mut udp, &mut stats, now);
+            core.handle_timeout(now);
             let before = replay.lens.len();
-            for (dest, len) in udp.datagrams() {
+            let transmit = core.transmit();
+            for (dest, len) in transmit.udp().datagrams() {
                 let next = names.len() as u32;
                 let index = *names.entry(dest).or_insert(next);
                 if index == next {
@@ -145,12 +168,23 @@ impl Sim {
                 replay.dests.push(index);
                 replay.lens.push(len as u16);
             }
-            udp.clear();
+            transmit.clear();
+            while core.poll_output().is_some() {}
             if replay.lens.len() > before {
                 replay.rounds.push((before, replay.lens.len()));
             }
         }
         replay
+    }
+}
+
+/// Drains the core's outputs after a command, which must have been
+/// answered 200.
+fn expect_ok(core: &mut ShardCore, what: &str) {
+    while let Some(out) = core.poll_output() {
+        if let Output::Event(shard::Event::Reply { response, .. }) = out {
+            assert_eq!(response.status, 200, "the simulation's {what}: {response:?}");
+        }
     }
 }
 
@@ -167,7 +201,6 @@ fn sockaddr(dest: SocketAddr) -> libc::sockaddr_in {
         sin_zero: [0; 8],
     }
 }
-
 /// Recorded datagrams: per datagram its length and destination, and the
 /// rounds as ranges of datagrams.
 #[derive(Default)]

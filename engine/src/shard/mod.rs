@@ -404,6 +404,13 @@ impl Transmit<'_> {
         sent
     }
 
+    /// Forgets the round's datagrams without sending or counting them: for
+    /// a benchmark that records what a round would send.
+    pub fn clear(self) {
+        self.udp.clear();
+        self.rtcp.flush_with(|_, _| true);
+    }
+
     /// As [`flush`](Self::flush), each datagram to `rtp` or `rtcp`, which
     /// say whether it was taken: for tests and simulations without sockets.
     pub fn flush_with(

@@ -328,9 +328,12 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<Raw, String> {
     // Sleeping when its sockets are empty, as rtpload does, so the raw loop
     // pays for waking its receiver as the server does.
     let receiver = Receiver::start_sleeping(sockets, client_core, 2048);
+    // Sender reports go to a socket nobody reads (the receiver counts RTP).
+    let rtcp_sink = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("RTCP sink: {e}"))?;
     let sim = Sim {
         movie: movie.clone(),
         dests: Arc::new(dests),
+        rtcp_port: rtcp_sink.local_addr().map_err(|e| e.to_string())?.port(),
         stagger_ns: 2_000_000_000,
         tick_ns: 1_000_000,
     };

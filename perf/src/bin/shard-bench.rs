@@ -2,15 +2,17 @@
 //! many sessions of a real hinted movie, beside a raw `sendmmsg` loop that
 //! sends the very same datagrams with no server logic, in the same run.
 //!
-//! The shard's path is the engine's own: sessions are [`Source`]s of the
-//! movie in a [`Schedule`], and each round pops the sessions due, lets
-//! [`pacer::serve_due`] take their packets into the [`UdpRound`] (a fresh RTP
-//! header per packet, the payload as spans of the mapped movie) and flushes
-//! the round in batched `sendmmsg` calls, with the lateness of every packet
-//! recorded in [`ShardStats`], as `Shard::pump` does. Only the clock differs:
-//! the round's "now" advances by a fixed tick of simulated time per round,
-//! so the shard always has work and the figure is its throughput, not the
-//! movie's bit rate.
+//! The shard's path is the engine's own [`ShardCore`](streamalot::shard::ShardCore):
+//! its sessions are made by the SETUP and PLAY requests the control core
+//! would send it, each round is its `handle_timeout` (the schedule, each
+//! session's source writing RTP headers over spans of the mapped movie,
+//! sender reports, housekeeping), and the round's datagrams leave through
+//! the same batched `sendmmsg` calls of the `net` crate as the server's, with
+//! every packet's lateness recorded in the shard's statistics. Only the
+//! clock differs: the round's "now" advances by a fixed tick of simulated
+//! time per round, so the shard always has work and the figure is its
+//! throughput, not the movie's bit rate. Sender reports go to a socket
+//! nobody reads; they are printed beside the packets, not counted in them.
 //!
 //! The raw limit replays the datagrams the shard path sends (the same sizes,
 //! to the same destinations, in the same rounds), prebuilt, one iovec each,
@@ -107,7 +109,9 @@ impl Loop {
     fn label(self) -> &'static str {
         match self {
             Loop::Raw => "(a) raw sendmmsg: the shard's datagrams replayed, prebuilt, 1 iovec each",
-            Loop::Shard => "(b) shard round, GSO off: schedule, playback, RTP headers, spans of the mapped movie",
+            Loop::Shard => {
+                "(b) the shard core's rounds, GSO off: schedule, sources, RTP headers, reports, spans of the movie"
+            }
             Loop::ShardGso => "(c) shard round as shipped: as (b), with UDP GSO for runs to one client",
         }
     }
@@ -192,9 +196,12 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("sender socket: {e}"))?
         .rtp;
 
+    // Sender reports go to a socket nobody reads (the receiver counts RTP).
+    let rtcp_sink = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("RTCP sink: {e}"))?;
     let sim = Sim {
         movie: movie.clone(),
         dests: Arc::new(dests),
+        rtcp_port: rtcp_sink.local_addr().map_err(|e| e.to_string())?.port(),
         stagger_ns: (args.stagger * 1e9) as Nanos,
         tick_ns: args.tick_us * 1_000,
     };
