@@ -105,6 +105,8 @@ struct Sim {
     /// Which RTP datagrams "the kernel" takes; all by default.
     take_rtp: Box<dyn FnMut(&Datagram) -> bool>,
     next_reply: ReplyId,
+    /// Rounds run, and when.
+    rounds: Vec<Nanos>,
 }
 
 impl Sim {
@@ -123,6 +125,7 @@ impl Sim {
             stalled: HashSet::new(),
             take_rtp: Box::new(|_| true),
             next_reply: 0,
+            rounds: Vec::new(),
         }
     }
 
@@ -191,6 +194,7 @@ impl Sim {
                 break;
             }
             self.now = next.max(self.now);
+            self.rounds.push(self.now);
             self.core.handle_timeout(self.now);
             self.after();
         }
@@ -842,4 +846,35 @@ fn a_refused_setup_is_answered_and_logged() {
     assert_eq!(sim.ended()[1].1, Some(0x99));
     assert!(!sim.core.has_session(0x99));
     assert_eq!(parse_session_id(&session_id(0x99)), Some(0x99));
+}
+
+#[test]
+fn rounds_come_before_packets_are_due_and_at_most_once_a_millisecond() {
+    // Rounds run exactly when the core asks: then no packet is ever late,
+    // and the core asks for no more than a round per lookahead except when a
+    // request starts media.
+    let mut sim = Sim::new(config(60));
+    sim.udp_session(0x71, 5000);
+    sim.tcp_session(0x72, 1);
+    sim.method(0x71, "PLAY", "");
+    sim.run_until(S + S / 3);
+    assert_eq!(sim.on_conn(1, 0x72, "PLAY").status, 200);
+    sim.run_until(3 * S);
+    sim.method(0x71, "PAUSE", "");
+    sim.run_until(4 * S);
+    sim.method(0x71, "PLAY", "");
+    sim.run_until(16 * S);
+    let stats = sim.core.stats();
+    assert_eq!(stats.packets as usize, 2 * (VIDEO_PACKETS + AUDIO_PACKETS));
+    assert_eq!(stats.lateness.max(), 0, "a packet went late on a punctual clock");
+    let close: Vec<_> = sim.rounds.windows(2).filter(|w| w[1] - w[0] < LOOKAHEAD).collect();
+    // The rounds a PLAY asked for (three PLAYs) may come sooner.
+    assert!(close.len() <= 3, "rounds closer than a lookahead: {close:?}");
+    // And it sleeps when there is nothing to do: after the media and the
+    // grace, a round per housekeeping interval at most.
+    let idle = sim.rounds.iter().filter(|&&t| t > 15 * S).count();
+    assert!(
+        idle <= (S / HOUSEKEEPING) as usize + 1,
+        "{idle} rounds in the last idle second"
+    );
 }
