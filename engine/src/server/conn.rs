@@ -38,6 +38,15 @@ use crate::shard::ConnId;
 /// costs an extra copy of a few hundred bytes per read.
 const READ_CHUNK: usize = 512;
 
+/// The parser's limits, from the configuration.
+pub(crate) fn limits(config: &crate::config::Config) -> Limits {
+    Limits {
+        max_header_bytes: config.max_header_bytes,
+        max_body_bytes: config.max_body_bytes,
+        ..Default::default()
+    }
+}
+
 /// One connection as the loop and its host see it.
 pub(crate) struct Link {
     pub id: ConnId,

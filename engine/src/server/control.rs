@@ -84,11 +84,7 @@ pub async fn run(
     let log = AccessLog::open(config.access_log.as_deref()).map_err(ServeError::AccessLog)?;
     let ctl = Rc::new(Control {
         door: Door::new(),
-        limits: Limits {
-            max_header_bytes: config.max_header_bytes,
-            max_body_bytes: config.max_body_bytes,
-            ..Default::default()
-        },
+        limits: conn::limits(&config),
         library,
         admission: RefCell::new(Admission::new(admission::Limits::from_config(&config), shards.len())),
         shards,
@@ -398,13 +394,23 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
         return Step::Continue;
     };
     let client = link.client;
+    let cseq = req.cseq().map(str::to_owned);
+    let new_session = move |reply| Command::NewSession {
+        key,
+        path,
+        movie,
+        request: req,
+        client,
+        conn: None,
+        reply,
+    };
     if interleaved {
         let fd = match link.clone_fd() {
             Ok(fd) => fd,
             Err(e) => {
                 warn!(error = %e, "cannot hand a connection over");
                 ctl.admission.borrow_mut().forget(key);
-                ctl.refuse(link, &req, 503);
+                ctl.answer(link, &Response::new(503, cseq.as_deref()));
                 return Step::Continue;
             }
         };
@@ -413,34 +419,14 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
             client,
             pending: std::mem::take(&mut link.buf),
         };
-        let command = Command::NewSession {
-            key,
-            path,
-            movie,
-            request: req,
-            client,
-            conn: None,
-            reply: 0,
-        };
+        let command = new_session(0);
         if ctl.shards[shard].send(ToShard::Adopt { conn, command }).await.is_err() {
             ctl.admission.borrow_mut().forget(key);
             return Step::Close;
         }
         return Step::HandedOver;
     }
-    let cseq = req.cseq().map(str::to_owned);
-    let asked = ask(ctl, shard, |reply| {
-        ToShard::Command(Command::NewSession {
-            key,
-            path,
-            movie,
-            request: req,
-            client,
-            conn: None,
-            reply,
-        })
-    })
-    .await;
+    let asked = ask(ctl, shard, |reply| ToShard::Command(new_session(reply))).await;
     match asked {
         // A refusal has been reported as a SessionEnded, which removes it.
         Some(Event::Reply { response, .. }) => ctl.answer(link, &response),

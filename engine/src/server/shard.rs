@@ -105,11 +105,7 @@ pub async fn run(
         rtcp,
         rtcp_bufs: RefCell::new(RecvBufs::new(RTCP_BATCH, 2048)),
         door: Door::new(),
-        limits: Limits {
-            max_header_bytes: config.max_header_bytes,
-            max_body_bytes: config.max_body_bytes,
-            ..Default::default()
-        },
+        limits: conn::limits(&config),
         library,
         writers: RefCell::default(),
         next_conn: Cell::new(1),
