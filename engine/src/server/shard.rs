@@ -331,6 +331,8 @@ async fn write_loop(
         }
     }
     driver.writers.borrow_mut().remove(&id);
+    // The core has forgotten the connection and has an event to say so.
+    driver.after(&mut driver.core.borrow_mut());
     let _ = writer.close().await;
 }
 
