@@ -416,6 +416,12 @@ impl RtcpRound {
         self.packets.is_empty()
     }
 
+    /// Forgets what is queued without sending it.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.packets.clear();
+    }
+
     /// The queued packets, in order, with their destinations.
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
         let mut start = 0;
@@ -437,8 +443,7 @@ impl RtcpRound {
                 flushed.failed += 1;
             }
         }
-        self.buf.clear();
-        self.packets.clear();
+        self.clear();
         flushed
     }
 

@@ -408,7 +408,7 @@ impl Transmit<'_> {
     /// a benchmark that records what a round would send.
     pub fn clear(self) {
         self.udp.clear();
-        self.rtcp.flush_with(|_, _| true);
+        self.rtcp.clear();
     }
 
     /// As [`flush`](Self::flush), each datagram to `rtp` or `rtcp`, which
