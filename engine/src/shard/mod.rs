@@ -73,6 +73,24 @@ pub const HOUSEKEEPING: Nanos = 250 * MS;
 pub const SR_INTERVAL: Nanos = 5_000 * MS;
 /// How long a session whose media has ended waits for its TEARDOWN.
 pub const ENDED_GRACE: Nanos = 5_000 * MS;
+/// How long after the last packet the end-of-media BYE waits (plus up to
+/// one housekeeping interval).
+///
+/// GStreamer (1.22) mishandles a BYE right behind the last packets, which is
+/// where one sent in the next round would be:
+/// - over UDP, `rtspsrc` turns the BYE into EOS sent to the stream's RTP
+///   `udpsrc` (`on_bye_ssrc` in gstrtspsrc.c), which pushes it and reads no
+///   more: packets still in the socket, the movie's last pictures, are lost
+///   about one play in two;
+/// - over TCP the EOS can reach the jitterbuffer while it still holds the
+///   last packets; pushing them re-arms its end-of-stream timer after its
+///   timer thread has gone idle, and the EOS then waits for ever: the
+///   pipeline never ends and the decoder never gives out its last pictures.
+///
+/// A quarter of a second later both have long taken the packets. ffmpeg is
+/// fine either way, and the BYE still comes well before a client's own
+/// end-of-range timer (rtspsrc's is its latency, 2 s, after the range).
+pub const BYE_DELAY: Nanos = 250 * MS;
 /// At most this many messages per `sendmmsg`.
 pub const BATCH: usize = 256;
 
@@ -260,8 +278,10 @@ struct Entry {
     /// Destination per stream, fixed at PLAY.
     dests: SmallVec<[Destination; 2]>,
     next_sr: Nanos,
-    /// When the BYE at the end of the media went.
+    /// When the media (or the requested range) ran out.
     ended_at: Option<Nanos>,
+    /// Whether the BYE for this end of the media went (see [`BYE_DELAY`]).
+    said_bye: bool,
     reception: Vec<Reception>,
     status: u16,
 }
@@ -276,6 +296,7 @@ impl Entry {
             dests: SmallVec::new(),
             next_sr: 0,
             ended_at: None,
+            said_bye: false,
             reception: Vec::new(),
             status: 200,
         }
@@ -770,6 +791,7 @@ impl ShardCore {
             Effect::Schedule => {
                 e.generation = e.generation.wrapping_add(1);
                 e.ended_at = None;
+                e.said_bye = false;
                 let n = e.session.playback.as_ref().map_or(0, |p| p.streams().len());
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
                 e.reception.resize(n, Reception::default());
@@ -790,13 +812,12 @@ impl ShardCore {
         self.settle();
         self.last_round = now;
         self.urgent = None;
-        // The BYE of media that ran out last round, now that what it sent
-        // is counted.
+        // Media that ran out last round: its BYE goes from the housekeeping,
+        // BYE_DELAY on (and so after what it reports is counted).
         for key in std::mem::take(&mut self.ended) {
             let Some(e) = self.sessions.get_mut(&key) else { continue };
             if e.ended_at.is_none() && e.session.playback.as_ref().is_some_and(|p| p.has_ended()) {
                 e.ended_at = Some(now);
-                self.send_rtcp(key, now, true);
             }
         }
         if now >= self.next_housekeeping {
@@ -859,11 +880,20 @@ impl ShardCore {
     fn housekeeping(&mut self, now: Nanos) {
         let timeout = self.config.session_timeout_secs.saturating_mul(1_000) * MS;
         let mut expired = Vec::new();
+        let mut byes = Vec::new();
         for (&key, e) in &self.sessions {
             if now.saturating_sub(e.session.last_seen) > timeout {
                 expired.push((key, "timeout"));
             } else if e.ended_at.is_some_and(|t| now.saturating_sub(t) > ENDED_GRACE) {
                 expired.push((key, "media ended"));
+            } else if !e.said_bye && e.ended_at.is_some_and(|t| now.saturating_sub(t) >= BYE_DELAY) {
+                byes.push(key);
+            }
+        }
+        for key in byes {
+            self.send_rtcp(key, now, true);
+            if let Some(e) = self.sessions.get_mut(&key) {
+                e.said_bye = true;
             }
         }
         for (key, why) in expired {
@@ -890,7 +920,7 @@ impl ShardCore {
     /// Ends a session: BYE (unless the media's end already said it), the
     /// access-log record to the control core, and its state dropped.
     fn end_session(&mut self, key: SessionKey, now: Nanos, why: &str) {
-        let already_said_bye = self.sessions.get(&key).is_some_and(|e| e.ended_at.is_some());
+        let already_said_bye = self.sessions.get(&key).is_some_and(|e| e.said_bye);
         if !already_said_bye {
             self.send_rtcp(key, now, true);
         }
