@@ -45,8 +45,9 @@ enum State {
     },
     /// Paused at npt `at`.
     Paused { at: i64, npt_end: Option<i64> },
-    /// Everything up to the end of the range was sent.
-    Ended { at: i64 },
+    /// Everything up to the end of the range was sent; the play's clock
+    /// (npt `npt_start` at wall time `wall_start`) runs on.
+    Ended { at: i64, wall_start: Nanos, npt_start: i64 },
 }
 
 /// What a PLAY started: the npt range and, per stream, the sequence number
@@ -141,7 +142,7 @@ impl Playback {
             State::Playing {
                 wall_start, npt_start, ..
             } => npt_start + now.saturating_sub(wall_start) as i64,
-            State::Paused { at, .. } | State::Ended { at } => at,
+            State::Paused { at, .. } | State::Ended { at, .. } => at,
         }
     }
 
@@ -150,10 +151,20 @@ impl Playback {
     /// agree with it and across streams. (A packet's own timestamp will not
     /// do: video timestamps are presentation times, ahead of when the packet
     /// is sent by up to the reordering delay.)
+    ///
+    /// After the end the RTP clock runs on with wall time, as RFC 3550
+    /// section 6.4.1 has it, so the report that comes with a BYE sent some
+    /// time after the last packet still maps its NTP time right.
     pub fn rtp_time_now(&self, stream: usize, now: Nanos) -> Option<u32> {
         let s = self.streams.get(stream)?;
         let track = self.movie.track(s.track_id)?;
-        Some(track.rtp_time_at(self.position_ns(now))?.wrapping_add(s.ts_offset))
+        let npt = match self.state {
+            State::Ended {
+                wall_start, npt_start, ..
+            } => npt_start + now.saturating_sub(wall_start) as i64,
+            _ => self.position_ns(now),
+        };
+        Some(track.rtp_time_at(npt)?.wrapping_add(s.ts_offset))
     }
 
     /// Starts or resumes sending.
@@ -256,12 +267,16 @@ impl Playback {
             let Some(t) = self.next_transmit_ns() else {
                 self.state = State::Ended {
                     at: self.position_ns(now),
+                    wall_start,
+                    npt_start,
                 };
                 break;
             };
             if npt_end.is_some_and(|end| t >= end) {
                 self.state = State::Ended {
                     at: npt_end.unwrap_or_default(),
+                    wall_start,
+                    npt_start,
                 };
                 break;
             }
@@ -391,6 +406,21 @@ mod tests {
                 "stream {i}: first ts {} vs rtptime {rtptime}",
                 next.2
             );
+        }
+    }
+
+    #[test]
+    fn the_rtp_clock_runs_on_after_the_end() {
+        let movie = sample();
+        let mut pb = playback(&movie);
+        let start = pb.play(0, Some(0), Some(2_000 * MS as i64));
+        run(&mut pb, 0, 3_000 * MS, MS);
+        assert!(pb.has_ended());
+        // A report sent at 2.5 s, after the last packet, maps 2.5 s of the
+        // play, as it would have during it.
+        for (i, s) in pb.streams().iter().enumerate() {
+            let elapsed = pb.rtp_time_now(i, 2_500 * MS).unwrap().wrapping_sub(start.streams[i].2);
+            assert_eq!(elapsed, s.rtp_timescale * 5 / 2, "stream {i}");
         }
     }
 
