@@ -48,6 +48,23 @@ const HOUSEKEEPING: Nanos = 250 * MS;
 const SR_INTERVAL: Nanos = 5_000 * MS;
 /// How long a session whose media has ended waits for its TEARDOWN.
 const ENDED_GRACE: Nanos = 5_000 * MS;
+/// How long after the last packet the end-of-media BYE waits (plus up to
+/// one housekeeping interval).
+///
+/// GStreamer (1.22) mishandles a BYE right behind the last packets, which is
+/// where one sent in the same round would be:
+/// - over UDP, `rtspsrc` turns the BYE into EOS sent to the stream's RTP
+///   `udpsrc`, which pushes it and reads no more: the round's packets still
+///   in the socket, the movie's last pictures, are lost about one play in two;
+/// - over TCP the EOS reaches the jitterbuffer while it still holds the last
+///   packets; pushing them re-arms its end-of-stream timer after its timer
+///   thread has gone idle, and the EOS waits for that timer forever: the
+///   pipeline never ends, and the decoder never gives out its last pictures.
+///
+/// A quarter of a second later both have long taken the packets. ffmpeg is
+/// fine either way; the BYE still comes well before a client's own
+/// end-of-range timer (rtspsrc's is 2 s, its latency, after the range).
+const BYE_DELAY: Nanos = 250 * MS;
 /// At most this many messages per `sendmmsg`.
 const BATCH: usize = 256;
 /// At most this many RTCP datagrams per `recvmmsg`.
@@ -73,7 +90,10 @@ struct Entry {
     /// Destination per playback stream, fixed at PLAY.
     dests: SmallVec<[Destination; 2]>,
     next_sr: Nanos,
+    /// When the media (or the requested range) ran out.
     ended_at: Option<Nanos>,
+    /// BYE has gone for this end of the media (see [`BYE_DELAY`]).
+    said_bye: bool,
     reception: Vec<Reception>,
     status: u16,
 }
@@ -293,6 +313,7 @@ impl Entry {
             dests: SmallVec::new(),
             next_sr: 0,
             ended_at: None,
+            said_bye: false,
             reception: Vec::new(),
             status: 200,
         }
@@ -403,6 +424,7 @@ impl Shard {
             Effect::Schedule => {
                 e.generation = e.generation.wrapping_add(1);
                 e.ended_at = None;
+                e.said_bye = false;
                 let n = e.session.playback.as_ref().map_or(0, |p| p.streams().len());
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
                 e.reception.resize(n, Reception::default());
@@ -487,10 +509,10 @@ impl Shard {
         stats.dropped_udp += (f.would_block + f.failed) as u64;
     }
 
-    /// The media (or the requested range) has run out: say BYE and wait a
-    /// little for the client's TEARDOWN.
+    /// The media (or the requested range) has run out: say BYE a little
+    /// later (see [`BYE_DELAY`]) and wait a little more for the client's
+    /// TEARDOWN.
     fn media_ended(&mut self, key: SessionKey, now: Nanos) {
-        self.send_rtcp(key, now, true);
         if let Some(e) = self.sessions.get_mut(&key) {
             e.ended_at.get_or_insert(now);
         }
@@ -499,11 +521,20 @@ impl Shard {
     fn housekeeping(&mut self, now: Nanos) {
         let timeout = self.config.session_timeout.saturating_mul(1_000) * MS;
         let mut expired = Vec::new();
+        let mut byes = Vec::new();
         for (&key, e) in &self.sessions {
             if now.saturating_sub(e.session.last_seen) > timeout {
                 expired.push((key, "timeout"));
             } else if e.ended_at.is_some_and(|t| now.saturating_sub(t) > ENDED_GRACE) {
                 expired.push((key, "media ended"));
+            } else if !e.said_bye && e.ended_at.is_some_and(|t| now.saturating_sub(t) >= BYE_DELAY) {
+                byes.push(key);
+            }
+        }
+        for key in byes {
+            self.send_rtcp(key, now, true);
+            if let Some(e) = self.sessions.get_mut(&key) {
+                e.said_bye = true;
             }
         }
         for (key, why) in expired {
@@ -537,7 +568,7 @@ impl Shard {
     /// Ends a session: BYE (unless the media's end already said it), the
     /// access-log record to the control core, and its state dropped.
     fn end_session(&mut self, key: SessionKey, now: Nanos, why: &str) {
-        let already_said_bye = self.sessions.get(&key).is_some_and(|e| e.ended_at.is_some());
+        let already_said_bye = self.sessions.get(&key).is_some_and(|e| e.said_bye);
         if !already_said_bye {
             self.send_rtcp(key, now, true);
             self.flush_rtcp();
