@@ -4,11 +4,12 @@
 //! against itself: ffmpeg makes the hinted movies ([`media`]), ffmpeg's own RTP
 //! muxer is the reference for every packet ([`rtp`]), ffprobe says where the
 //! key frames are, and ffmpeg plays the loader's SDP. Nothing here needs
-//! anything outside the repository except ffmpeg and ffprobe (and, for the
-//! load client against a second server, GStreamer's RTSP server), which the
-//! README's test command installs; when they are missing the tests fail and
-//! say so, never pass quietly. [`peers`] runs `streamalot serve` and that
-//! peer for the tests that drive them over the network.
+//! anything outside the repository except ffmpeg and ffprobe, and GStreamer
+//! (as a client, [`gstreamer`], and its RTSP server, for the load client
+//! against a second server), which the README's test command installs; when
+//! they are missing the tests fail and say so, never pass quietly. [`peers`]
+//! runs `streamalot serve` and that peer for the tests that drive them over
+//! the network.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod ffmpeg;
+pub mod gstreamer;
 pub mod media;
 pub mod peers;
 pub mod rtp;
@@ -29,26 +31,28 @@ pub mod server;
 /// hang into a failure that says which command hung.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Checks that `tool` (`ffmpeg` or `ffprobe`) can be run, once per process,
-/// and panics with the way out when it cannot.
+/// Checks that `tool` (`ffmpeg`, `ffprobe` or `gst-launch-1.0`) can be run,
+/// once per process, and panics with the way out when it cannot.
 pub fn require_tool(tool: &'static str) {
     static FFMPEG: OnceLock<Result<(), String>> = OnceLock::new();
     static FFPROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    let cell = match tool {
-        "ffmpeg" => &FFMPEG,
-        "ffprobe" => &FFPROBE,
-        other => panic!("require_tool knows ffmpeg and ffprobe, not {other}"),
+    static GST_LAUNCH: OnceLock<Result<(), String>> = OnceLock::new();
+    let (cell, version) = match tool {
+        "ffmpeg" => (&FFMPEG, "-version"),
+        "ffprobe" => (&FFPROBE, "-version"),
+        "gst-launch-1.0" => (&GST_LAUNCH, "--version"),
+        other => panic!("require_tool knows ffmpeg, ffprobe and gst-launch-1.0, not {other}"),
     };
     let checked = cell.get_or_init(|| {
         match Command::new(tool)
-            .arg("-version")
+            .arg(version)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
         {
             Ok(status) if status.success() => Ok(()),
-            Ok(status) => Err(format!("`{tool} -version` failed ({status})")),
+            Ok(status) => Err(format!("`{tool} {version}` failed ({status})")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("{tool} not found")),
             Err(e) => Err(format!("{tool} cannot be run: {e}")),
         }
