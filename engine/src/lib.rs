@@ -2,6 +2,7 @@
 //! (as it lands) the thin runtime layer that drives it.
 
 pub mod access_log;
+pub mod channel;
 pub mod config;
 pub mod library;
 pub mod net;
