@@ -22,6 +22,7 @@
 
 pub mod picker;
 pub mod playlist;
+pub mod timeline;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -1009,5 +1009,6 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let err = Playlist::load(&fifo, &mut Disk).unwrap_err();
         assert!(matches!(err, PlaylistError::Read { .. }), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
