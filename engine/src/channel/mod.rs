@@ -22,6 +22,7 @@
 
 pub mod picker;
 pub mod playlist;
+pub mod schedule;
 pub mod timeline;
 
 #[cfg(test)]

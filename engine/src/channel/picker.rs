@@ -208,7 +208,9 @@ impl Picker {
     /// picks from here are whole passes of the list, which a schedule
     /// catching up on hours of unwatched play may skip in one step.
     pub fn at_pass_start(&self) -> bool {
-        self.mode == PlayMode::SequentialLooped && self.inserted.is_empty() && self.cursor == 0
+        self.mode == PlayMode::SequentialLooped
+            && self.inserted.is_empty()
+            && (self.cursor == 0 || self.cursor >= self.entries.len())
     }
 
     /// Queues `entry` to play after the current movie, after any inserted
