@@ -20,6 +20,7 @@
 //! Every piece takes its inputs (file bytes, durations, `now`) from the
 //! caller and returns values; the engine's channel source does the IO.
 
+pub mod compat;
 pub mod picker;
 pub mod playlist;
 pub mod schedule;
