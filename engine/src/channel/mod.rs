@@ -20,10 +20,12 @@
 //! Every piece takes its inputs (file bytes, durations, `now`) from the
 //! caller and returns values; the engine's channel source does the IO.
 
+mod calendar;
 pub mod compat;
 pub mod picker;
 pub mod playlist;
 pub mod schedule;
+pub mod status;
 pub mod timeline;
 
 #[cfg(test)]
