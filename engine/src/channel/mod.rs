@@ -22,6 +22,7 @@
 
 mod calendar;
 pub mod compat;
+pub mod config;
 pub mod picker;
 pub mod playlist;
 pub mod schedule;

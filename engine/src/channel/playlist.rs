@@ -270,7 +270,7 @@ impl Playlist {
 }
 
 /// The lines of `bytes`: BOM dropped, split on LF, a CR before it dropped.
-fn lines(bytes: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
+pub(super) fn lines(bytes: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     bytes.split(|&b| b == b'\n').enumerate().map(|(i, l)| {
         let l = l.strip_suffix(b"\r").unwrap_or(l);
@@ -283,12 +283,12 @@ fn is_space(b: u8) -> bool {
     b <= 0x20
 }
 
-fn trim_start(s: &[u8]) -> &[u8] {
+pub(super) fn trim_start(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|&&b| is_space(b)).count();
     &s[n..]
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+pub(super) fn trim(s: &[u8]) -> &[u8] {
     let s = trim_start(s);
     let n = s.iter().rev().take_while(|&&b| is_space(b)).count();
     &s[..s.len() - n]
@@ -310,7 +310,7 @@ fn detect(path: &Path, bytes: &[u8]) -> Option<Format> {
 /// Splits the first word off `s` (after leading white space): a bare word
 /// ends at white space; a quoted one at its closing quote, with `""` inside
 /// standing for one quote. `Err` for a quote that never closes.
-fn word(s: &[u8]) -> Result<(Vec<u8>, &[u8]), ()> {
+pub(super) fn word(s: &[u8]) -> Result<(Vec<u8>, &[u8]), ()> {
     let s = trim_start(s);
     if s.first() != Some(&b'"') {
         let n = s.iter().take_while(|&&b| !is_space(b)).count();
@@ -353,7 +353,7 @@ fn resolve(dir: &Path, name: &[u8]) -> PathBuf {
     out
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(super) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
