@@ -50,7 +50,7 @@
 //! end). DSS reread its list only at the end of each pass, so changes showed
 //! a pass late; this rule shows them from the next movie on.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -151,7 +151,13 @@ pub struct Picker {
     recent: VecDeque<PathBuf>,
     /// The configured window (`recent_movies_list_size`).
     window: usize,
+    /// How many distinct paths `entries` holds.
+    distinct: usize,
     rng: SplitMix64,
+}
+
+fn distinct_paths(entries: &[Entry]) -> usize {
+    entries.iter().map(|e| e.path.as_path()).collect::<HashSet<_>>().len()
 }
 
 impl Picker {
@@ -159,6 +165,7 @@ impl Picker {
     /// plays (used by `weighted_random` only) and a seed for its choices.
     pub fn new(entries: Vec<Entry>, mode: PlayMode, window: usize, seed: u64) -> Picker {
         Picker {
+            distinct: distinct_paths(&entries),
             entries,
             mode,
             cursor: 0,
@@ -192,10 +199,7 @@ impl Picker {
     /// The window in force: the configured one, but at most one less than
     /// the number of distinct movies, so there is always one to draw.
     pub fn effective_window(&self) -> usize {
-        let mut paths: Vec<&Path> = self.entries.iter().map(|e| e.path.as_path()).collect();
-        paths.sort();
-        paths.dedup();
-        self.window.min(paths.len().saturating_sub(1))
+        self.window.min(self.distinct.saturating_sub(1))
     }
 
     /// Whether a `sequential` list has played through (inserted movies can
@@ -280,9 +284,11 @@ impl Picker {
 
     fn next_weighted(&mut self, playable: &mut dyn FnMut(&Entry) -> bool) -> Option<Entry> {
         let window = self.effective_window();
+        // Newest first.
         let blocked: Vec<&Path> = self.recent.iter().rev().take(window).map(PathBuf::as_path).collect();
+        let blocked_set: HashSet<&Path> = blocked.iter().copied().collect();
         let mut open: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| !blocked.contains(&self.entries[i].path.as_path()))
+            .filter(|&i| !blocked_set.contains(self.entries[i].path.as_path()))
             .collect();
         loop {
             let total: u64 = open.iter().map(|&i| u64::from(self.entries[i].weight)).sum();
@@ -328,6 +334,7 @@ impl Picker {
                 self.exhausted = false;
             }
         }
+        self.distinct = distinct_paths(&entries);
         self.entries = entries;
     }
 
