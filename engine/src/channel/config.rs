@@ -97,35 +97,35 @@ impl BroadcastTime {
 /// A DSS broadcaster description file's settings, each with DSS's default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BroadcastConfig {
-    /// `playlist_file` [NAME.ply].
+    /// `playlist_file` (default NAME.ply).
     pub playlist_file: PathBuf,
-    /// `play_mode` [sequential_looped].
+    /// `play_mode` (default sequential_looped).
     pub play_mode: PlayMode,
-    /// `recent_movies_list_size` [0]: weighted_random's no-repeat window.
+    /// `recent_movies_list_size` (default 0): weighted_random's no-repeat window.
     pub recent_movies_list_size: usize,
-    /// `sdp_reference_movie` [none: the playlist's first movie].
+    /// `sdp_reference_movie` (default none: the playlist's first movie).
     pub sdp_reference_movie: Option<PathBuf>,
-    /// `destination_ip_address` [none: DSS took the host's first address]:
+    /// `destination_ip_address` (default none: DSS took the host's first address):
     /// where plain RTP goes, or the server to announce to. A name or an
     /// address; resolving it is the caller's.
     pub destination_ip_address: Option<String>,
-    /// `destination_base_port` [5004]: the first track's RTP port, the next
+    /// `destination_base_port` (default 5004): the first track's RTP port, the next
     /// track's two above; 0 lets the server choose (announcing).
     pub destination_base_port: u16,
-    /// `destination_sdp_file` [none]: the name to announce the broadcast as
+    /// `destination_sdp_file` (default none): the name to announce the broadcast as
     /// on the server (DSS's default was the placeholder `no_name`).
     pub destination_sdp_file: Option<String>,
-    /// `sdp_file` [NAME.sdp]: where the broadcast's SDP is written.
+    /// `sdp_file` (default NAME.sdp): where the broadcast's SDP is written.
     pub sdp_file: PathBuf,
-    /// `broadcast_SDP_is_dynamic` [disabled]: DSS wrote the SDP afresh at
+    /// `broadcast_SDP_is_dynamic` (default disabled): DSS wrote the SDP afresh at
     /// each start rather than keep an existing one.
     pub broadcast_sdp_is_dynamic: bool,
-    /// `max_upcoming_list_size` [7].
+    /// `max_upcoming_list_size` (default 7).
     pub max_upcoming_list_size: usize,
-    /// `logging` [enabled] and `log_file` [NAME.log].
+    /// `logging` (default enabled) and `log_file` (default NAME.log).
     pub logging: bool,
     pub log_file: PathBuf,
-    /// `show_current` [enabled], `show_upcoming` [enabled]: whether to write
+    /// `show_current` (default enabled), `show_upcoming` (default enabled): whether to write
     /// NAME.current and NAME.upcoming.
     pub show_current: bool,
     pub show_upcoming: bool,
@@ -137,23 +137,23 @@ pub struct BroadcastConfig {
     pub replacelist_file: PathBuf,
     pub stoplist_file: PathBuf,
     pub insertlist_file: PathBuf,
-    /// `broadcast_start_time`, `broadcast_end_time` [0: unbounded].
+    /// `broadcast_start_time`, `broadcast_end_time` (default 0: unbounded).
     pub broadcast_start_time: BroadcastTime,
     pub broadcast_end_time: BroadcastTime,
-    /// `broadcaster_name`, `broadcaster_password` [none]: credentials for
+    /// `broadcaster_name`, `broadcaster_password` (default none): credentials for
     /// announcing.
     pub broadcaster_name: Option<String>,
     pub broadcaster_password: Option<String>,
-    /// `multicast_ttl` [1].
+    /// `multicast_ttl` (default 1).
     pub multicast_ttl: u8,
-    /// `rtsp_port` [554]: the server's, for announcing.
+    /// `rtsp_port` (default 554): the server's, for announcing.
     pub rtsp_port: u16,
-    /// `pid_file` [none].
+    /// `pid_file` (default none).
     pub pid_file: Option<PathBuf>,
-    /// `client_buffer_delay` [0: the player's default], seconds: written as
+    /// `client_buffer_delay` (default 0: the player's default), seconds: written as
     /// `a=x-bufferdelay` in the SDP.
     pub client_buffer_delay: f32,
-    /// `max_err_file_k_size` [none: unlimited]: cap on the error log, KiB.
+    /// `max_err_file_k_size` (default none: unlimited): cap on the error log, KiB.
     pub max_err_file_k_size: Option<u64>,
 }
 

@@ -17,10 +17,11 @@
 //! - **Weights.** DSS's `PlaylistPicker` kept one bucket per weight, drew a
 //!   random lowest bucket and then picked uniformly among the movies at or
 //!   above it. A weight's effect then depends on which other weights the
-//!   list holds: two movies weighted 10 and 1 play 19 to 1, not 10 to 1, and
-//!   one movie weighted 3 beside others weighted 2 plays no more often than
-//!   they do. Here a movie weighted 10 plays ten times as often as one
-//!   weighted 1, which is what DSS's documentation says the numbers mean.
+//!   list holds: two movies weighted 10 and 1 play 19 to 1, not 10 to 1,
+//!   and two weighted 10 and 5 play 3 to 1, not 2 to 1. Here a movie
+//!   weighted 10 plays ten times as often as one weighted 1, and twice as
+//!   often as one weighted 5, which is what DSS's documentation says the
+//!   numbers mean ("the higher the weight, the more often the item plays").
 //! - **The window is by path.** DSS's window held list entries, so a movie
 //!   listed twice could play twice in a row; here a movie is one path.
 //! - **A window as large as the list** made DSS run out of movies and end the
@@ -54,6 +55,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::playlist::Entry;
 
@@ -105,8 +107,7 @@ impl FromStr for PlayMode {
 pub const MAX_WINDOW: usize = 100_000;
 
 /// SplitMix64 (Steele, Lea and Flood): any seed, zero included, gives a
-/// full-period stream, and state is one word, so a picker clones cheaply for
-/// [`Picker::upcoming`].
+/// full-period stream, and its state is one word.
 #[derive(Debug, Clone)]
 struct SplitMix64(u64);
 
@@ -138,7 +139,8 @@ pub struct Pick {
 /// Chooses the channel's movies. See the module documentation for the rules.
 #[derive(Debug, Clone)]
 pub struct Picker {
-    entries: Vec<Entry>,
+    /// Shared, so that [`Picker::upcoming`]'s look ahead copies no list.
+    entries: Arc<[Entry]>,
     mode: PlayMode,
     /// Sequential modes: the index of the next entry to try.
     cursor: usize,
@@ -166,7 +168,7 @@ impl Picker {
     pub fn new(entries: Vec<Entry>, mode: PlayMode, window: usize, seed: u64) -> Picker {
         Picker {
             distinct: distinct_paths(&entries),
-            entries,
+            entries: entries.into(),
             mode,
             cursor: 0,
             last: None,
@@ -335,7 +337,7 @@ impl Picker {
             }
         }
         self.distinct = distinct_paths(&entries);
-        self.entries = entries;
+        self.entries = entries.into();
     }
 
     /// Where the next pick starts in `new`, by the reload rule.
