@@ -20,7 +20,7 @@
 //! Every piece takes its inputs (file bytes, durations, `now`) from the
 //! caller and returns values; the engine's channel source does the IO.
 
-mod calendar;
+pub(crate) mod calendar;
 pub mod compat;
 pub mod config;
 pub mod picker;

@@ -4,8 +4,8 @@
 //!
 //! Each track keeps one random sequence base and one random timestamp base
 //! for the channel's life. A packet's sequence number is the track's count
-//! of packets sent so far plus the base, as for video on demand
-//! ([`crate::playback`]): the hinted numbers of each file are ignored, so
+//! of packets sent so far plus the base, as for video on demand: the
+//! hinted numbers of each file are ignored, so
 //! skipped or dropped packets never open a gap a client would count as loss.
 //! A packet's timestamp is the base, plus where its movie starts on the
 //! channel's clock (the channel time, in the track's RTP clock), plus its
