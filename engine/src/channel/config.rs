@@ -117,8 +117,10 @@ pub struct BroadcastConfig {
     pub destination_sdp_file: Option<String>,
     /// `sdp_file` (default NAME.sdp): where the broadcast's SDP is written.
     pub sdp_file: PathBuf,
-    /// `broadcast_SDP_is_dynamic` (default disabled): DSS wrote the SDP afresh at
-    /// each start rather than keep an existing one.
+    /// `broadcast_SDP_is_dynamic` (default disabled): what DSS's SDP
+    /// generator wrote as `a=x-broadcastcontrol:` — `RTSP` when enabled (the
+    /// server's RTSP sessions control the broadcast), `TIME` when disabled
+    /// (the `t=` times do).
     pub broadcast_sdp_is_dynamic: bool,
     /// `max_upcoming_list_size` (default 7).
     pub max_upcoming_list_size: usize,
