@@ -102,8 +102,10 @@ impl Timeline {
     }
 
     /// Starts a movie whose npt 0 falls at channel time `at` (the
-    /// schedule's slot start). `zeros` holds, per track, the movie's hinted
-    /// timestamp at npt 0. Returns how much later than `at` it starts on the
+    /// schedule's slot start). `zeros` holds, per track in the channel's
+    /// order (a movie's tracks map onto the channel's by
+    /// [`Fit`](super::compat::Fit)), the movie's hinted timestamp at npt 0.
+    /// Returns how much later than `at` it starts on the
     /// RTP clocks because the movie before ran past its end (see the module
     /// documentation); normally zero.
     pub fn start_item(&mut self, at: Duration, zeros: &[u32]) -> Duration {
