@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admission;
+pub mod channel;
 pub mod config;
 pub mod door;
 pub mod library;
