@@ -1,6 +1,7 @@
 //! Streamalot's engine: the protocol logic of the server, without IO, and
 //! (as it lands) the thin runtime layer that drives it.
 
+pub mod access;
 pub mod access_log;
 pub mod config;
 pub mod library;

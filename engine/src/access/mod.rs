@@ -1,0 +1,4 @@
+//! Access control without IO: who may watch, publish and administer.
+
+pub mod basic;
+pub mod header;
