@@ -1,4 +1,5 @@
 //! Access control without IO: who may watch, publish and administer.
 
 pub mod basic;
+pub mod digest;
 pub mod header;
