@@ -3,3 +3,4 @@
 pub mod basic;
 pub mod digest;
 pub mod header;
+pub mod users;
