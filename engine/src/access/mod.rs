@@ -2,5 +2,7 @@
 
 pub mod basic;
 pub mod digest;
+pub mod files;
 pub mod header;
+pub mod qtaccess;
 pub mod users;
