@@ -1,5 +1,6 @@
 //! Access control without IO: who may watch, publish and administer.
 
+pub mod addr;
 pub mod basic;
 pub mod digest;
 pub mod files;
