@@ -6,4 +6,5 @@ pub mod digest;
 pub mod files;
 pub mod header;
 pub mod qtaccess;
+pub mod token;
 pub mod users;
