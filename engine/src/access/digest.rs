@@ -30,8 +30,9 @@
 //! replayed for the same method and URI until its nonce expires.
 //!
 //! # Nonces
-//! A nonce is `base64url(issuer, time, HMAC-SHA-256(secret, issuer, time,
-//! client address))`: validated without any state, bound to this process
+//! A nonce is `base64url(issuer, time, sequence, HMAC-SHA-256(secret,
+//! issuer, time, sequence, client address))`: validated without any state,
+//! unique per challenge, bound to this process
 //! (a restart changes the secret), to the issuing core, to the client's
 //! address (optional) and to a lifetime. When a response is right for the
 //! nonce it names but the nonce is no longer good (expired, from another
@@ -362,8 +363,13 @@ pub fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
     candidates.iter().flatten().any(|c| c == digest_uri)
 }
 
-/// Bytes of a decoded nonce: issuer (1), time in ms (7), MAC (16).
-const NONCE_BYTES: usize = 24;
+/// Bytes of a decoded nonce: issuer (1), time in ms (6), sequence number
+/// (4), MAC (16). The sequence number makes every challenge's nonce unique,
+/// even two sent to one address in the same millisecond (two connections
+/// from one client, or from behind one NAT), whose counts would otherwise
+/// collide in the replay table.
+const NONCE_BYTES: usize = 27;
+const NONCE_HEAD_BYTES: usize = 11;
 const NONCE_MAC_BYTES: usize = 16;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -425,13 +431,15 @@ impl NonceKey {
     }
 
     /// A nonce for `client` at `now_ms` (milliseconds on the caller's
-    /// monotonic clock).
-    pub fn mint(&self, now_ms: u64, client: IpAddr) -> String {
+    /// monotonic clock, below 2^48); `seq` should differ for each nonce
+    /// minted in one millisecond.
+    pub fn mint(&self, now_ms: u64, seq: u32, client: IpAddr) -> String {
         let mut raw = [0u8; NONCE_BYTES];
         raw[0] = self.issuer;
-        raw[1..8].copy_from_slice(&now_ms.to_be_bytes()[1..]);
-        let mac = self.mac(&raw[..8], client);
-        raw[8..].copy_from_slice(&mac);
+        raw[1..7].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+        raw[7..11].copy_from_slice(&seq.to_be_bytes());
+        let mac = self.mac(&raw[..NONCE_HEAD_BYTES], client);
+        raw[NONCE_HEAD_BYTES..].copy_from_slice(&mac);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -442,12 +450,12 @@ impl NonceKey {
             Ok(NONCE_BYTES) => {}
             _ => return NonceState::Foreign,
         }
-        let mac = self.mac(&raw[..8], client);
-        if raw[0] != self.issuer || !bool::from(mac.ct_eq(&raw[8..])) {
+        let mac = self.mac(&raw[..NONCE_HEAD_BYTES], client);
+        if raw[0] != self.issuer || !bool::from(mac.ct_eq(&raw[NONCE_HEAD_BYTES..])) {
             return NonceState::Foreign;
         }
         let mut ts = [0u8; 8];
-        ts[1..].copy_from_slice(&raw[1..8]);
+        ts[2..].copy_from_slice(&raw[1..7]);
         let ms = u64::from_be_bytes(ts);
         // A nonce from the future cannot come from this clock; treat it as
         // foreign rather than let it live longer than the lifetime.
@@ -687,7 +695,7 @@ else:
 
     #[test]
     fn every_algorithm_against_python() {
-        let nonce = key().mint(5_000, CLIENT);
+        let nonce = key().mint(5_000, 0, CLIENT);
         let uri = "rtsp://127.0.0.1:8554/sub/movie.mp4?x=1";
         for (alg, py, sess) in [
             (Algorithm::Md5, "md5", false),
@@ -722,7 +730,7 @@ else:
 
     #[test]
     fn rfc2069_answer_as_gstreamer_sends_it() {
-        let nonce = key().mint(1, CLIENT);
+        let nonce = key().mint(1, 0, CLIENT);
         let uri = "rtsp://127.0.0.1:8554/movie.mp4";
         let resp = python_response("md5", false, "bob", "Streamalot", "pw", "DESCRIBE", uri, &nonce, None);
         // gstrtspconnection.c's exact layout, plus the opaque it echoes.
@@ -812,8 +820,9 @@ else:
     #[test]
     fn nonces_are_bound_to_key_issuer_address_and_time() {
         let k = key();
-        let n = k.mint(10_000, CLIENT);
-        assert_eq!(n.len(), 32);
+        let n = k.mint(10_000, 0, CLIENT);
+        assert_eq!(n.len(), 36);
+        assert_ne!(n, k.mint(10_000, 1, CLIENT));
         assert!(matches!(
             k.check(&n, 10_000, CLIENT, 1000),
             NonceState::Fresh { ms: 10_000, .. }
@@ -835,12 +844,12 @@ else:
             NonceState::Foreign
         );
         let unbound = NonceKey::new([7; 32], 0, false);
-        let n2 = unbound.mint(10_000, CLIENT);
+        let n2 = unbound.mint(10_000, 0, CLIENT);
         assert!(matches!(
             unbound.check(&n2, 10_000, other, 1000),
             NonceState::Fresh { .. }
         ));
-        for junk in ["", "x", "!!!!", &"A".repeat(32), &"A".repeat(400), &n[..31]] {
+        for junk in ["", "x", "!!!!", &"A".repeat(36), &"A".repeat(400), &n[..35]] {
             assert_eq!(k.check(junk, 10_000, CLIENT, 1000), NonceState::Foreign, "{junk}");
         }
         let mut flipped = n.into_bytes();
@@ -851,7 +860,7 @@ else:
         );
         assert_ne!(k.opaque(), NonceKey::new([7; 32], 1, true).opaque());
         let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        assert_eq!(k.check(&k.mint(5, v6), 5, CLIENT, 10), NonceState::Foreign);
+        assert_eq!(k.check(&k.mint(5, 0, v6), 5, CLIENT, 10), NonceState::Foreign);
     }
 
     fn id(b: u8) -> [u8; NONCE_BYTES] {

@@ -56,6 +56,9 @@ pub enum Action {
     Read,
     /// Publishing: ANNOUNCE and RECORD (and SETUP with `mode=record`).
     Write,
+    /// The admin API. Only config rules speak of it: `qtaccess` files are
+    /// about media folders and never grant it.
+    Admin,
 }
 
 /// A set of actions.
@@ -66,6 +69,7 @@ impl Actions {
     pub const READ: Actions = Actions(1);
     pub const WRITE: Actions = Actions(2);
     pub const BOTH: Actions = Actions(3);
+    pub const ADMIN: Actions = Actions(4);
 
     pub fn contains(self, a: Action) -> bool {
         self.0 & Actions::from(a).0 != 0
@@ -77,6 +81,7 @@ impl From<Action> for Actions {
         match a {
             Action::Read => Actions::READ,
             Action::Write => Actions::WRITE,
+            Action::Admin => Actions::ADMIN,
         }
     }
 }
@@ -157,10 +162,12 @@ impl Policy {
             scheme: None,
             users_file: None,
             groups_file: None,
-            requires: vec![match action {
-                Action::Read => Require::AnyUser,
-                Action::Write => Require::ValidUser,
-            }],
+            requires: match action {
+                Action::Read => vec![Require::AnyUser],
+                Action::Write => vec![Require::ValidUser],
+                // The caller knows the admin group; on its own, nobody.
+                Action::Admin => Vec::new(),
+            },
         }
     }
 
@@ -335,7 +342,7 @@ impl AccessFile {
 /// ```toml
 /// [[access_rule]]
 /// path = "/private"            # this folder (or file) and everything under it
-/// methods = ["read"]           # read, write; both when left out
+/// methods = ["read"]           # read, write, admin; read and write when left out
 /// users = ["alice"]
 /// groups = ["staff"]
 /// valid = false                # any user who logs in
@@ -395,7 +402,8 @@ impl ConfigRule {
             actions.0 |= match m.to_ascii_lowercase().as_str() {
                 "read" => Actions::READ.0,
                 "write" => Actions::WRITE.0,
-                _ => return Err(err(format!("method {m:?}: expected read or write"))),
+                "admin" => Actions::ADMIN.0,
+                _ => return Err(err(format!("method {m:?}: expected read, write or admin"))),
             };
         }
         if let Some(bad) = r.users.iter().chain(&r.groups).find(|n| !valid_name(n)) {
@@ -513,7 +521,7 @@ impl AccessTree {
             if let Some(p) = found {
                 return Ok(p);
             }
-            if depth == segs.len() || self.file_name.is_empty() {
+            if depth == segs.len() || self.file_name.is_empty() || action == Action::Admin {
                 continue;
             }
             let mut file = self.root.clone();
@@ -745,6 +753,22 @@ mod tests {
         let mut t = tree(&toml_rules);
         let p = t.policy(&fs, "/p/x.mp4", Action::Read, 0).unwrap();
         assert_eq!((p.realm.as_deref(), p.scheme), (Some("R"), Some(Scheme::Basic)));
+    }
+
+    #[test]
+    fn admin_comes_only_from_config_rules() {
+        let mut fs = MemoryFs::default();
+        fs.put("/media/qtaccess", "require any-user\n");
+        let mut t = tree(&[RuleSettings {
+            path: "/metrics".into(),
+            methods: vec!["admin".into()],
+            any: true,
+            ..Default::default()
+        }]);
+        assert!(t.policy(&fs, "/metrics", Action::Admin, 0).unwrap().allows_anonymous());
+        let other = t.policy(&fs, "/api/x", Action::Admin, 0).unwrap();
+        assert_eq!((other.source, other.requires), (Source::Default, vec![]));
+        assert!(parse("<Limit ADMIN>\nrequire any-user\n</Limit>\n").is_err());
     }
 
     #[test]
