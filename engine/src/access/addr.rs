@@ -38,6 +38,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use super::Settings;
 use crate::playback::Nanos;
 
 /// An IPv4 or IPv6 block. IPv4 is held as IPv4-mapped IPv6.
@@ -146,28 +147,6 @@ pub enum AddrVerdict {
     NotListed,
 }
 
-/// The address settings; the names are the proposed flags and config keys.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AddrSettings {
-    #[serde(default)]
-    pub allow: Vec<String>,
-    #[serde(default)]
-    pub deny: Vec<String>,
-    #[serde(default)]
-    pub watch_allow: Vec<String>,
-    #[serde(default)]
-    pub watch_deny: Vec<String>,
-    #[serde(default)]
-    pub publish_allow: Vec<String>,
-    #[serde(default)]
-    pub publish_deny: Vec<String>,
-    #[serde(default)]
-    pub admin_allow: Vec<String>,
-    #[serde(default)]
-    pub admin_deny: Vec<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {source}")]
 pub struct AddrSettingsError {
@@ -185,7 +164,8 @@ pub struct AddrRules {
 }
 
 impl AddrRules {
-    pub fn new(s: &AddrSettings) -> Result<AddrRules, AddrSettingsError> {
+    /// The lists of `s` (`allow`, `deny`, `watch_allow`, ... `admin_deny`).
+    pub fn new(s: &Settings) -> Result<AddrRules, AddrSettingsError> {
         let parse = |key: &'static str, list: &[String]| -> Result<Vec<Cidr>, AddrSettingsError> {
             list.iter()
                 .map(|t| t.parse().map_err(|source| AddrSettingsError { key, source }))
@@ -445,7 +425,7 @@ mod tests {
         }
     }
 
-    fn rules(s: AddrSettings) -> AddrRules {
+    fn rules(s: Settings) -> AddrRules {
         AddrRules::new(&s).unwrap()
     }
 
@@ -455,7 +435,7 @@ mod tests {
 
     #[test]
     fn the_most_specific_block_decides() {
-        let r = rules(AddrSettings {
+        let r = rules(Settings {
             deny: list(&["10.0.0.0/8"]),
             allow: list(&["10.1.2.3"]),
             watch_deny: list(&["10.1.2.3/32"]),
@@ -474,7 +454,7 @@ mod tests {
         );
         // An allow list admits only its blocks.
         assert_eq!(r.verdict(Purpose::Admin, ip("192.0.2.1")), AddrVerdict::NotListed);
-        let open = rules(AddrSettings {
+        let open = rules(Settings {
             publish_allow: list(&["127.0.0.0/8", "::1"]),
             ..Default::default()
         });
@@ -488,12 +468,12 @@ mod tests {
             open.verdict(Purpose::Publish, ip("::ffff:127.0.0.1")),
             AddrVerdict::Allowed
         );
-        assert!(rules(AddrSettings::default()).is_empty());
+        assert!(rules(Settings::default()).is_empty());
     }
 
     #[test]
     fn connections_are_refused_only_when_nothing_is_allowed() {
-        let r = rules(AddrSettings {
+        let r = rules(Settings {
             deny: list(&["198.51.100.0/24"]),
             admin_allow: list(&["198.51.100.7"]),
             ..Default::default()
@@ -502,7 +482,7 @@ mod tests {
         // The admin host may still connect; what it may do is checked per request.
         assert_eq!(r.refuses_connection(ip("198.51.100.7")), None);
         assert_eq!(r.refuses_connection(ip("192.0.2.1")), None);
-        let allow_only = rules(AddrSettings {
+        let allow_only = rules(Settings {
             allow: list(&["192.0.2.0/24"]),
             ..Default::default()
         });
@@ -514,14 +494,14 @@ mod tests {
 
     #[test]
     fn bad_settings_name_their_key() {
-        let e = AddrRules::new(&AddrSettings {
+        let e = AddrRules::new(&Settings {
             publish_deny: list(&["10.0.0.0/8", "nonsense"]),
             ..Default::default()
         })
         .unwrap_err();
         assert_eq!(e.key, "publish_deny");
-        assert!(toml::from_str::<AddrSettings>("allow = [\"10.0.0.0/8\"]\nwatch_deny = []\n").is_ok());
-        assert!(toml::from_str::<AddrSettings>("alow = []\n").is_err());
+        assert!(toml::from_str::<Settings>("allow = [\"10.0.0.0/8\"]\nwatch_deny = []\n").is_ok());
+        assert!(toml::from_str::<Settings>("alow = []\n").is_err());
     }
 
     #[test]

@@ -39,7 +39,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::playback::Nanos;
-use addr::{rate_key, AddrRules, AddrSettings, AddrVerdict, Limiter, Purpose, RateSettings, RateVerdict};
+use addr::{rate_key, AddrRules, AddrVerdict, Limiter, Purpose, RateSettings, RateVerdict};
 use digest::{Algorithm, NonceKey, NonceState, Replay, ReplayTable};
 use files::{FileCache, FileSource};
 use qtaccess::{AccessTree, Action, Policy, RuleSettings, Scheme, Source};
@@ -145,6 +145,7 @@ pub struct Settings {
     /// Basic password checks that miss the cache, per second, server-wide
     /// [default: 20]; 0 for no limit.
     pub password_checks_per_second: Option<u32>,
+    /// CIDR blocks for every purpose, then for each (see [`addr`]).
     #[serde(default)]
     pub allow: Vec<String>,
     #[serde(default)]
@@ -465,16 +466,7 @@ impl Access {
         if file_name.contains('/') || file_name == "." || file_name == ".." {
             return Err(SettingsError::FileName(file_name));
         }
-        let addresses = AddrRules::new(&AddrSettings {
-            allow: settings.allow.clone(),
-            deny: settings.deny.clone(),
-            watch_allow: settings.watch_allow.clone(),
-            watch_deny: settings.watch_deny.clone(),
-            publish_allow: settings.publish_allow.clone(),
-            publish_deny: settings.publish_deny.clone(),
-            admin_allow: settings.admin_allow.clone(),
-            admin_deny: settings.admin_deny.clone(),
-        })?;
+        let addresses = AddrRules::new(settings)?;
         let tree = AccessTree::new(media_root, &file_name, &settings.access_rule, FILE_RECHECK_NS)?;
         let tokens = match &settings.token_secret_file {
             None => None,
