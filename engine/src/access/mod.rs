@@ -71,12 +71,14 @@ pub enum Class {
 }
 
 impl Class {
-    /// The class of an RTSP request by its method; `record` is whether a
-    /// SETUP's Transport says `mode=record`.
+    /// The class of an RTSP request by its method. `record` is whether the
+    /// request is a SETUP whose Transport says `mode=record`, or belongs to
+    /// a session that records: a publisher's keep-alives and TEARDOWN are
+    /// publishing, and must not be judged by the folder's READ rules.
     pub fn of_rtsp(method: &str, record: bool) -> Class {
         match method {
             "ANNOUNCE" | "RECORD" => Class::Write,
-            "SETUP" if record => Class::Write,
+            _ if record => Class::Write,
             _ => Class::Read,
         }
     }

@@ -501,8 +501,10 @@ impl AccessTree {
         now: Nanos,
     ) -> Result<Policy, PolicyError> {
         let segs = segments(path).ok_or_else(|| PolicyError::BadPath(path.chars().take(200).collect()))?;
-        // A rule's prefix may name the file itself (depth = all segments); a
-        // qtaccess lives in a folder, so at most the parent's depth.
+        // A rule's prefix may name the file itself (depth = all segments). A
+        // qtaccess is looked for there too, in case the last segment is a
+        // folder (`rtsp://host/private` naming the folder itself); under a
+        // file that lookup finds nothing.
         for depth in (0..=segs.len()).rev() {
             let mut found: Option<Policy> = None;
             for r in self.rules.iter().filter(|r| r.actions.contains(action)) {
@@ -521,7 +523,7 @@ impl AccessTree {
             if let Some(p) = found {
                 return Ok(p);
             }
-            if depth == segs.len() || self.file_name.is_empty() || action == Action::Admin {
+            if self.file_name.is_empty() || action == Action::Admin {
                 continue;
             }
             let mut file = self.root.clone();
@@ -653,6 +655,9 @@ mod tests {
             pol(&mut t, &fs, "/private/movie.mp4/trackID=1").requires,
             vec![users(&["alice"])]
         );
+        // The folder itself, with or without its trailing slash.
+        assert_eq!(pol(&mut t, &fs, "/private").requires, vec![users(&["alice"])]);
+        assert_eq!(pol(&mut t, &fs, "/private/").requires, vec![users(&["alice"])]);
         // A sibling folder and a name that merely starts the same are not under it.
         assert_eq!(pol(&mut t, &fs, "/public/m.mp4").requires, vec![Require::AnyUser]);
         assert_eq!(pol(&mut t, &fs, "/privateer/m.mp4").requires, vec![Require::AnyUser]);

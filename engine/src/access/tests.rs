@@ -516,6 +516,14 @@ fn publishing_needs_the_write_rule() {
     assert_eq!(Class::of_rtsp("SETUP", true), Class::Write);
     assert_eq!(Class::of_rtsp("SETUP", false), Class::Read);
     assert_eq!(Class::of_rtsp("RECORD", false), Class::Write);
+    assert_eq!(Class::of_rtsp("GET_PARAMETER", true), Class::Write);
+    assert_eq!(Class::of_rtsp("DESCRIBE", false), Class::Read);
+}
+
+#[test]
+fn the_state_can_move_to_its_core() {
+    fn send<T: Send>() {}
+    send::<Access>();
 }
 
 #[test]
