@@ -251,13 +251,17 @@ pub enum RateVerdict {
 pub struct RateSettings {
     pub per_minute: u32,
     pub burst: u32,
-    /// Longest delay before refusing, in milliseconds.
+    /// Longest delay before refusing, in milliseconds [default: 4000].
     #[serde(default = "default_max_delay_ms")]
     pub max_delay_ms: u64,
 }
 
+/// Long enough to slow a guesser to a crawl, short enough that a client
+/// holding a connection open does not time out.
+pub const DEFAULT_MAX_DELAY_MS: u64 = 4_000;
+
 fn default_max_delay_ms() -> u64 {
-    2_000
+    DEFAULT_MAX_DELAY_MS
 }
 
 /// Counters of one limiter.

@@ -110,8 +110,10 @@ pub struct Settings {
     pub users: Option<PathBuf>,
     /// The server-wide groups file (`--groups`).
     pub groups: Option<PathBuf>,
-    /// The realm Basic challenges name where no `AuthName` and no users file
-    /// gives one, and the realm of users files `passwd` creates.
+    /// The realm of the users files `streamalot passwd` creates [default:
+    /// Streamalot]. Challenges name the realm of the users file that
+    /// governs the path (for Basic, the `AuthName` when there is one), as
+    /// DSS did, since a Digest secret is only good for its own realm.
     pub auth_realm: Option<String>,
     /// `digest` (the default), `basic` or `none`, where no `AuthScheme` says.
     pub auth_scheme: Option<Scheme>,
@@ -172,7 +174,7 @@ pub struct Settings {
 pub const DEFAULT_FAILED_AUTH_RATE: RateSettings = RateSettings {
     per_minute: 30,
     burst: 5,
-    max_delay_ms: 4_000,
+    max_delay_ms: addr::DEFAULT_MAX_DELAY_MS,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

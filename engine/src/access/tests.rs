@@ -711,7 +711,7 @@ fn settings_are_checked() {
         groups = ["publishers"]
     "#;
     let mut s: Settings = toml::from_str(toml_text).unwrap();
-    assert_eq!(s.failed_auth_rate.unwrap().max_delay_ms, 2_000);
+    assert_eq!(s.failed_auth_rate.unwrap().max_delay_ms, 4_000);
     resolve_paths(&mut s, Path::new("/etc/streamalot"));
     assert_eq!(s.users.as_deref(), Some(Path::new("/etc/streamalot/users")));
     assert!(toml::from_str::<Settings>("user = \"x\"").is_err());
