@@ -3,6 +3,7 @@
 //! the counts and limits) and is driven by one glommio layer, [`server`].
 //! ARCHITECTURE.md at the repository's root is the map.
 
+pub mod access;
 pub mod access_log;
 pub mod admission;
 pub mod channel;
