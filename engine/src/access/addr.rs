@@ -39,7 +39,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use super::Settings;
-use crate::playback::Nanos;
+use crate::source::Nanos;
 
 /// An IPv4 or IPv6 block. IPv4 is held as IPv4-mapped IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::users::{file_error, FileError, LineError, MAX_FILE_BYTES};
-use crate::playback::Nanos;
+use crate::source::Nanos;
 
 /// What identifies one version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

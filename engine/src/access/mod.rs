@@ -38,7 +38,7 @@ use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::playback::Nanos;
+use crate::source::Nanos;
 use addr::{rate_key, AddrRules, AddrVerdict, Limiter, Purpose, RateSettings, RateVerdict};
 use digest::{Algorithm, NonceKey, NonceState, Replay, ReplayTable};
 use files::{FileCache, FileSource};

@@ -44,7 +44,7 @@ use serde::Deserialize;
 
 use super::files::{FileCache, FileSource};
 use super::users::{self, check_realm, file_error, valid_name, FileError, Groups, LineError};
-use crate::playback::Nanos;
+use crate::source::Nanos;
 
 /// The file name DSS used (its `qtaccessfilename` preference).
 pub const DEFAULT_FILE_NAME: &str = "qtaccess";
