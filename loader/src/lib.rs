@@ -28,6 +28,7 @@ mod cursor;
 mod error;
 pub mod fourcc;
 mod hint;
+mod mapping;
 mod movie;
 mod packet;
 mod sample_table;
