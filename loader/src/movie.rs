@@ -37,10 +37,7 @@ impl Movie {
     /// rewriting them.
     pub fn open(path: impl AsRef<Path>) -> Result<Movie> {
         let path = path.as_ref();
-        let data = crate::mapping::map(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let data = crate::mapping::map(path, |path, source| Error::Io { path, source })?;
         let mut movie = Movie::parse(data)?;
         movie.path = Some(path.to_owned());
         movie.sdp = movie.build_sdp();

@@ -91,12 +91,7 @@ impl Frame {
 pub struct Mp3 {
     data: Bytes,
     path: Option<PathBuf>,
-    frames: Vec<Frame>,
-    header: FrameHeader,
-    duration_ns: u64,
-    audio_bytes: u64,
-    bit_rates: (u32, u32),
-    vbr: Option<(Span, VbrHeader)>,
+    index: Index,
     id3v2: Option<Tags>,
     id3v1: Option<Tags>,
     tags: Tags,
@@ -110,10 +105,7 @@ impl Mp3 {
     /// those of [`crate::Movie::open`]: replace files by renaming.
     pub fn open(path: impl AsRef<Path>) -> Result<Mp3> {
         let path = path.as_ref();
-        let data = crate::mapping::map(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let data = crate::mapping::map(path, |path, source| Error::Io { path, source })?;
         let mut mp3 = Mp3::index(data)?;
         mp3.path = Some(path.to_owned());
         Ok(mp3)
@@ -130,7 +122,7 @@ impl Mp3 {
         let (start, id3v2) = leading_tags(d, &mut problems);
         let trailer = trailer::find(d, start);
         let end = trailer.audio_end;
-        let walk = walk(d, start, end, &mut problems)?;
+        let index = walk(d, start, end, &mut problems)?;
         let id3v2 = match (id3v2, trailer.id3v2) {
             (Some(a), Some(b)) => Some(merge(a, b)),
             (a, b) => a.or(b),
@@ -141,12 +133,7 @@ impl Mp3 {
         };
         Ok(Mp3 {
             path: None,
-            frames: walk.frames,
-            header: walk.header,
-            duration_ns: walk.duration_ns,
-            audio_bytes: walk.audio_bytes,
-            bit_rates: walk.bit_rates,
-            vbr: walk.vbr,
+            index,
             id3v2,
             id3v1: trailer.id3v1,
             tags,
@@ -175,57 +162,57 @@ impl Mp3 {
 
     /// Every audio frame, in order; never empty.
     pub fn frames(&self) -> &[Frame] {
-        &self.frames
+        &self.index.frames
     }
 
     /// The bytes of frame `i`.
     pub fn frame_bytes(&self, i: usize) -> &[u8] {
-        self.frames[i].span().bytes(&self.data)
+        self.index.frames[i].span().bytes(&self.data)
     }
 
     /// The first audio frame's header: version, layer, sample rate, channels.
     /// Bit rate and channel mode may change from frame to frame.
     pub fn header(&self) -> &FrameHeader {
-        &self.header
+        &self.index.header
     }
 
     /// The time the frames play for, in nanoseconds (the encoder's delay and
     /// padding included: they are in the frames).
     pub fn duration_ns(&self) -> u64 {
-        self.duration_ns
+        self.index.duration_ns
     }
 
     pub fn duration_secs(&self) -> f64 {
-        self.duration_ns as f64 / 1e9
+        self.index.duration_ns as f64 / 1e9
     }
 
     /// Bytes in the audio frames.
     pub fn audio_bytes(&self) -> u64 {
-        self.audio_bytes
+        self.index.audio_bytes
     }
 
     /// The average bit rate of the frames, in bits per second: what a
     /// listener receives, on average, at real time.
     pub fn average_bit_rate(&self) -> u32 {
-        if self.duration_ns == 0 {
+        if self.index.duration_ns == 0 {
             return 0;
         }
-        (u128::from(self.audio_bytes) * 8 * 1_000_000_000 / u128::from(self.duration_ns)) as u32
+        (u128::from(self.index.audio_bytes) * 8 * 1_000_000_000 / u128::from(self.index.duration_ns)) as u32
     }
 
     /// The bit rate, when every frame has the same one (CBR).
     pub fn constant_bit_rate(&self) -> Option<u32> {
-        (self.bit_rates.0 == self.bit_rates.1).then_some(self.bit_rates.0)
+        (self.index.bit_rates.0 == self.index.bit_rates.1).then_some(self.index.bit_rates.0)
     }
 
     /// The lowest and highest frame bit rates, in bits per second.
     pub fn bit_rate_range(&self) -> (u32, u32) {
-        self.bit_rates
+        self.index.bit_rates
     }
 
     /// The Xing, Info or VBRI header, and where its frame is.
     pub fn vbr_header(&self) -> Option<(Span, &VbrHeader)> {
-        self.vbr.as_ref().map(|(s, v)| (*s, v))
+        self.index.vbr.as_ref().map(|(s, v)| (*s, v))
     }
 
     /// Title, artist and album: from ID3v2, each falling back to ID3v1.
@@ -270,13 +257,13 @@ impl Mp3 {
     /// How many frames a listener must have by media time `t_ns`: every
     /// frame that has started playing by then (at least one, from time 0).
     pub fn frames_due(&self, t_ns: u64) -> usize {
-        self.frames.partition_point(|f| f.start_ns <= t_ns)
+        self.index.frames.partition_point(|f| f.start_ns <= t_ns)
     }
 
     /// The file offset up to which the frames are due at media time `t_ns`:
     /// the end of the last due frame.
     pub fn offset_due(&self, t_ns: u64) -> u64 {
-        self.frames[self.frames_due(t_ns) - 1].end()
+        self.index.frames[self.frames_due(t_ns) - 1].end()
     }
 
     /// The frame playing at media time `t_ns` (the last one after the end).
@@ -288,7 +275,7 @@ impl Mp3 {
     /// merged, and bytes between frames (skipped damage) are left out.
     pub fn spans(&self, frames: Range<usize>) -> Spans<'_> {
         Spans {
-            frames: self.frames.get(frames).unwrap_or(&[]),
+            frames: self.index.frames.get(frames).unwrap_or(&[]),
         }
     }
 }
@@ -372,7 +359,8 @@ fn leading_tags(d: &[u8], problems: &mut Problems) -> (usize, Option<Tags>) {
 }
 
 /// What the frame walk found.
-struct Walk {
+#[derive(Debug)]
+struct Index {
     frames: Vec<Frame>,
     header: FrameHeader,
     duration_ns: u64,
@@ -412,7 +400,7 @@ impl Clock {
 }
 
 /// Indexes the frames in `d[start..end]`.
-fn walk(d: &[u8], start: usize, end: usize, problems: &mut Problems) -> Result<Walk> {
+fn walk(d: &[u8], start: usize, end: usize, problems: &mut Problems) -> Result<Index> {
     let mut frames = Vec::new();
     let mut first: Option<FrameHeader> = None;
     let mut vbr = None;
@@ -499,7 +487,7 @@ fn walk(d: &[u8], start: usize, end: usize, problems: &mut Problems) -> Result<W
             end: end as u64,
         });
     };
-    Ok(Walk {
+    Ok(Index {
         frames,
         header,
         duration_ns: clock.now_ns(),
