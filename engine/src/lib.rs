@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod config;
+pub mod icecast;
 pub mod library;
 pub mod net;
 pub mod pacer;
