@@ -10,6 +10,11 @@
 //! seeks them together to a key frame. [`Movie::sdp`] is the session
 //! description to hand a client.
 //!
+//! MPEG audio files (MP3, and layers I and II) have their own index in
+//! [`mp3`]: [`mp3::Mp3::open`] finds every frame past the tags and says which
+//! byte ranges are due at which media time, for streaming at the pace they
+//! play.
+//!
 //! There is no IO beyond the mapping, no clock and no threads: callers drive
 //! cursors by passing the movie in, and decide what time it is.
 //!
@@ -28,7 +33,9 @@ mod cursor;
 mod error;
 pub mod fourcc;
 mod hint;
+mod mapping;
 mod movie;
+pub mod mp3;
 mod packet;
 mod sample_table;
 mod sdp;

@@ -1,7 +1,6 @@
 //! A whole movie: the mapping, its tracks, its SDP, and cursors over its
 //! hint tracks.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -38,21 +37,7 @@ impl Movie {
     /// rewriting them.
     pub fn open(path: impl AsRef<Path>) -> Result<Movie> {
         let path = path.as_ref();
-        let io = |source| Error::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        let data = if len == 0 {
-            Bytes::new()
-        } else {
-            // SAFETY: the mapping is read-only and private to this process's
-            // view; the file is only read through it. Concurrent truncation by
-            // another process is the documented hazard above.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            Bytes::from_owner(map)
-        };
+        let data = crate::mapping::map(path, |path, source| Error::Io { path, source })?;
         let mut movie = Movie::parse(data)?;
         movie.path = Some(path.to_owned());
         movie.sdp = movie.build_sdp();
