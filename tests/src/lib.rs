@@ -9,7 +9,8 @@
 //! against a second server), which the README's test command installs; when
 //! they are missing the tests fail and say so, never pass quietly. [`peers`]
 //! runs `streamalot serve` and that peer for the tests that drive them over
-//! the network.
+//! the network. [`hinter`] hints ffmpeg's movies as Apple's hinter hints
+//! them.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub mod ffmpeg;
 pub mod gstreamer;
+pub mod hinter;
 pub mod media;
 pub mod peers;
 pub mod rtp;
