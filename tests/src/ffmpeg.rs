@@ -126,3 +126,103 @@ pub fn key_frames(file: &Path) -> Vec<i64> {
     keys.sort_unstable();
     keys
 }
+
+/// One packet of a stream of a file, as ffmpeg demuxes it.
+#[derive(Debug, Clone)]
+pub struct FilePacket {
+    /// Presentation and decode times in the stream's time base, after the
+    /// edit lists.
+    pub pts: i64,
+    pub dts: i64,
+    pub key: bool,
+    /// The bytes as stored (for H.264 in MP4: length-prefixed NAL units).
+    pub data: Vec<u8>,
+}
+
+/// The packets of one stream of a file, in decode order.
+#[derive(Debug)]
+pub struct StreamPackets {
+    /// (numerator, denominator) of the time base of `pts` and `dts`.
+    pub time_base: (i64, i64),
+    pub packets: Vec<FilePacket>,
+}
+
+/// Every packet of `stream` (`v:0`, `a:0`) of `file`: times and flags from
+/// `ffprobe -show_packets`, bytes from `ffmpeg -c copy -f data`, which
+/// writes the packets back to back.
+pub fn stream_packets(file: &Path, stream: &str) -> StreamPackets {
+    require_tool("ffprobe");
+    let probe = run_ok(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", stream])
+            .args([
+                "-show_entries",
+                "stream=time_base:packet=pts,dts,size,flags",
+                "-of",
+                "json",
+            ])
+            .arg(file),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("ffprobe writes JSON");
+    let time_base = json["streams"][0]["time_base"]
+        .as_str()
+        .and_then(|tb| tb.split_once('/'))
+        .and_then(|(n, d)| Some((n.parse().ok()?, d.parse().ok()?)))
+        .unwrap_or_else(|| panic!("ffprobe gave no time base for {stream} of {}", file.display()));
+    let data = run_ok(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i"])
+            .arg(file)
+            .args(["-map", &format!("0:{stream}"), "-c", "copy", "-f", "data", "-"]),
+    )
+    .stdout;
+    let mut at = 0;
+    let mut packets = Vec::new();
+    for p in json["packets"].as_array().expect("ffprobe lists packets") {
+        let field = |name: &str| {
+            p[name]
+                .as_i64()
+                .or_else(|| p[name].as_str()?.parse().ok())
+                .unwrap_or_else(|| panic!("ffprobe packet without {name}: {p}"))
+        };
+        let size = field("size") as usize;
+        let bytes = data.get(at..at + size).unwrap_or_else(|| {
+            panic!(
+                "ffmpeg wrote {} bytes of {stream}, fewer than ffprobe's packets",
+                data.len()
+            )
+        });
+        packets.push(FilePacket {
+            pts: field("pts"),
+            dts: field("dts"),
+            key: p["flags"].as_str().is_some_and(|f| f.contains('K')),
+            data: bytes.to_vec(),
+        });
+        at += size;
+    }
+    assert_eq!(
+        at,
+        data.len(),
+        "ffmpeg wrote more bytes of {stream} than ffprobe's packets hold"
+    );
+    StreamPackets { time_base, packets }
+}
+
+/// The picture type (`I`, `P`, `B`) of each decoded picture of the video,
+/// by presentation time in the stream's time base (`ffprobe -show_frames`).
+pub fn picture_types(file: &Path) -> BTreeMap<i64, String> {
+    require_tool("ffprobe");
+    let out = run_ok(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0"])
+            .args(["-show_entries", "frame=pts,pict_type", "-of", "csv=p=0"])
+            .arg(file),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (pts, kind) = line.trim().split_once(',')?;
+            Some((pts.parse().ok()?, kind.to_owned()))
+        })
+        .collect()
+}

@@ -10,7 +10,8 @@
 //! they are missing the tests fail and say so, never pass quietly. [`peers`]
 //! runs `streamalot serve` and that peer for the tests that drive them over
 //! the network. [`hinter`] hints ffmpeg's movies as Apple's hinter hints
-//! them.
+//! them, and [`depacketize`] puts RTP packets back together as a receiver
+//! does, to compare with the file.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod depacketize;
 pub mod ffmpeg;
 pub mod gstreamer;
 pub mod hinter;

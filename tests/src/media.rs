@@ -12,6 +12,11 @@
 //!   encoder (no libopencore-amrnb), so AAC stands in for it.
 //!
 //! plus one movie without hint tracks, which the server must refuse.
+//!
+//! [`apple_style`] makes movies like the ones Apple's hinter made: H.264 and
+//! AAC encoded as in Apple's sample (the same size, frame rate and profile,
+//! one B-frame between references, two slices a frame, 8 kHz stereo AAC),
+//! unhinted, then hinted by [`crate::hinter`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -65,6 +70,8 @@ struct Recipe {
     name: &'static str,
     format: &'static str,
     inputs: fn() -> Vec<String>,
+    /// Which input streams go in, in which order, and muxer flags.
+    layout: &'static [&'static str],
     encode: &'static [&'static str],
     hinted: bool,
 }
@@ -113,6 +120,8 @@ const H264_ENCODE: &[&str] = &[
     "aac",
     "-b:a",
     "64k",
+    "-ac",
+    "1",
 ];
 
 const RECIPES: &[Recipe] = &[
@@ -120,6 +129,7 @@ const RECIPES: &[Recipe] = &[
         name: "h264-aac.mp4",
         format: "mp4",
         inputs: h264_inputs,
+        layout: &[],
         encode: H264_ENCODE,
         hinted: true,
     },
@@ -127,6 +137,7 @@ const RECIPES: &[Recipe] = &[
         name: "h264-aac.mov",
         format: "mov",
         inputs: h264_inputs,
+        layout: &[],
         encode: H264_ENCODE,
         hinted: true,
     },
@@ -134,20 +145,23 @@ const RECIPES: &[Recipe] = &[
         name: "h263-aac.3gp",
         format: "3gp",
         inputs: qcif_inputs,
-        encode: &["-c:v", "h263", "-g", "15", "-c:a", "aac", "-b:a", "32k"],
+        layout: &[],
+        encode: &["-c:v", "h263", "-g", "15", "-c:a", "aac", "-b:a", "32k", "-ac", "1"],
         hinted: true,
     },
     Recipe {
         name: "mpeg4-aac.3gp",
         format: "3gp",
         inputs: qcif_inputs,
-        encode: &["-c:v", "mpeg4", "-g", "15", "-c:a", "aac", "-b:a", "32k"],
+        layout: &[],
+        encode: &["-c:v", "mpeg4", "-g", "15", "-c:a", "aac", "-b:a", "32k", "-ac", "1"],
         hinted: true,
     },
     Recipe {
         name: "unhinted.mp4",
         format: "mp4",
         inputs: h264_inputs,
+        layout: &[],
         encode: H264_ENCODE,
         hinted: false,
     },
@@ -160,43 +174,9 @@ pub fn media() -> &'static TestMedia {
 }
 
 fn generate() -> TestMedia {
-    require_tool("ffmpeg");
-    let dir = scratch_dir().join("media");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    // Start every encode at once, then wait for them all: together they take
-    // about as long as the slowest.
-    let jobs: Vec<(&Recipe, PathBuf, PathBuf, Child, String)> = RECIPES
-        .iter()
-        .map(|r| {
-            let path = dir.join(r.name);
-            // Written under a temporary name and renamed into place, so a file
-            // with the final name is always complete.
-            let partial = dir.join(format!(".{}.{}.partial", r.name, std::process::id()));
-            let mut cmd = Command::new("ffmpeg");
-            cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-                .args((r.inputs)())
-                .args(r.encode)
-                .args(["-ac", "1"]);
-            if r.hinted {
-                cmd.args(["-movflags", "+rtphint"]);
-            }
-            cmd.args(["-f", r.format]).arg(&partial);
-            let (child, what) = crate::spawn(&mut cmd);
-            (r, path, partial, child, what)
-        })
-        .collect();
     let mut hinted = Vec::new();
     let mut unhinted = None;
-    for (recipe, path, partial, child, what) in jobs {
-        let out = wait_with_timeout(child, COMMAND_TIMEOUT, &what);
-        assert!(
-            out.status.success(),
-            "making test media failed: {what} ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::rename(&partial, &path)
-            .unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", partial.display(), path.display()));
+    for (recipe, path) in RECIPES.iter().zip(encode(RECIPES)) {
         if recipe.hinted {
             hinted.push(Clip {
                 name: recipe.name,
@@ -209,5 +189,154 @@ fn generate() -> TestMedia {
     TestMedia {
         hinted,
         unhinted: unhinted.expect("the recipes include an unhinted movie"),
+    }
+}
+
+/// Makes every movie of `recipes` in the media directory, all encodes at
+/// once (together they take about as long as the slowest), and returns
+/// their paths in order.
+fn encode(recipes: &[Recipe]) -> Vec<PathBuf> {
+    require_tool("ffmpeg");
+    let dir = scratch_dir().join("media");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let jobs: Vec<(PathBuf, PathBuf, Child, String)> = recipes
+        .iter()
+        .map(|r| {
+            let path = dir.join(r.name);
+            // Written under a temporary name and renamed into place, so a file
+            // with the final name is always complete.
+            let partial = dir.join(format!(".{}.{}.partial", r.name, std::process::id()));
+            let mut cmd = Command::new("ffmpeg");
+            cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+                .args((r.inputs)())
+                .args(r.layout)
+                .args(r.encode);
+            if r.hinted {
+                cmd.args(["-movflags", "+rtphint"]);
+            }
+            cmd.args(["-f", r.format]).arg(&partial);
+            let (child, what) = crate::spawn(&mut cmd);
+            (path, partial, child, what)
+        })
+        .collect();
+    jobs.into_iter()
+        .map(|(path, partial, child, what)| {
+            let out = wait_with_timeout(child, COMMAND_TIMEOUT, &what);
+            assert!(
+                out.status.success(),
+                "making test media failed: {what} ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            rename(&partial, &path);
+            path
+        })
+        .collect()
+}
+
+fn rename(from: &Path, to: &Path) {
+    std::fs::rename(from, to).unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", from.display(), to.display()));
+}
+
+/// Frame rate of the Apple-style clips, Apple's sample's.
+pub const APPLE_FPS: u32 = 30;
+/// Key-frame interval of the Apple-style clips, in frames: Apple's sample's.
+pub const APPLE_GOP: u32 = 60;
+
+/// A movie hinted by [`crate::hinter`], and the unhinted movie it was made from.
+#[derive(Debug)]
+pub struct AppleClip {
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub source: PathBuf,
+}
+
+fn apple_inputs() -> Vec<String> {
+    // Apple's sample is 192x242 at 30 frames a second, with 8 kHz audio.
+    lavfi_inputs("192x242", APPLE_FPS, 8000, 4)
+}
+
+/// What makes the video like Apple's sample's: Main profile (x264 picks it
+/// for B-frames) at level 1.2; exactly one B-frame, never referenced, between
+/// reference frames (no adaptive placement, no pyramid); two slices a frame;
+/// a key frame every two seconds. `-crf 12` makes frames large enough that
+/// the hinter needs all three kinds of packet: STAP-A, single NAL unit, FU-A.
+/// The audio is AAC, 8 kHz stereo, as Apple's.
+const APPLE_ENCODE: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-crf",
+    "12",
+    "-bf",
+    "1",
+    "-x264-params",
+    "b-adapt=0:b-pyramid=0:slices=2",
+    "-g",
+    "60",
+    "-keyint_min",
+    "60",
+    "-sc_threshold",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+    "-b:a",
+    "24k",
+    "-ac",
+    "2",
+];
+
+/// The unhinted sources: in `.mp4` with the audio track first, as in Apple's
+/// sample, and `moov` after `mdat`, as ffmpeg writes it; in `.mov` with the
+/// video first and `moov` before `mdat` (`+faststart`).
+const APPLE_SOURCES: &[Recipe] = &[
+    Recipe {
+        name: "apple-style-source.mp4",
+        format: "mp4",
+        inputs: apple_inputs,
+        layout: &["-map", "1:a", "-map", "0:v"],
+        encode: APPLE_ENCODE,
+        hinted: false,
+    },
+    Recipe {
+        name: "apple-style-source.mov",
+        format: "mov",
+        inputs: apple_inputs,
+        layout: &["-map", "0:v", "-map", "1:a", "-movflags", "+faststart"],
+        encode: APPLE_ENCODE,
+        hinted: false,
+    },
+];
+
+/// The Apple-style hinted movies, `apple-style.mp4` and `apple-style.mov`,
+/// made on first use by each test process.
+pub fn apple_style() -> &'static [AppleClip] {
+    static CLIPS: OnceLock<Vec<AppleClip>> = OnceLock::new();
+    CLIPS.get_or_init(|| {
+        let names = ["apple-style.mp4", "apple-style.mov"];
+        encode(APPLE_SOURCES)
+            .into_iter()
+            .zip(names)
+            .map(|(source, name)| {
+                let path = source.with_file_name(name);
+                let partial = source.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+                crate::hinter::hint(&source, &partial).unwrap_or_else(|e| panic!("hinting {}: {e}", source.display()));
+                rename(&partial, &path);
+                AppleClip { name, path, source }
+            })
+            .collect()
+    })
+}
+
+impl AppleClip {
+    /// The Apple-style clip called `name`.
+    pub fn named(name: &str) -> &'static AppleClip {
+        apple_style()
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no Apple-style clip called {name}"))
     }
 }
