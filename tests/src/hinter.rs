@@ -22,7 +22,15 @@
 //!   is the presentation time on the movie's timeline (composition offset
 //!   minus the media edit's start), so the first picture is at 0; where it
 //!   differs from the decode time, the packet carries an `rtpo` TLV (flag
-//!   0x4) with the difference, and only then.
+//!   0x4) with the difference, and only then. Apple's audio has no edit
+//!   (its encoder's priming frames are plain frames at 0), so its audio
+//!   packets never carry one. An audio track whose edit starts later (ffmpeg
+//!   marks its AAC encoder's priming frame so) gets, by the same rule,
+//!   packets stamped before 0 but sent at 0: GStreamer 1.22's `rtpbin` then
+//!   delays the video by as much to keep lip sync, and the depayloader's
+//!   segment, which ends where the PLAY range ends, cut the last two
+//!   pictures of a 4 s clip in 7 of 12 plays. The suite's Apple-style clips
+//!   have their audio without an edit, as Apple's.
 //! - **H.264** (RFC 6184, packetization mode 1): when all of an access unit's
 //!   NAL units fit one packet, one STAP-A (type 24) carries them; otherwise
 //!   each NAL unit goes alone, and one too big for a packet is cut into FU-A

@@ -15,8 +15,8 @@
 //!
 //! [`apple_style`] makes movies like the ones Apple's hinter made: H.264 and
 //! AAC encoded as in Apple's sample (the same size, frame rate and profile,
-//! one B-frame between references, two slices a frame, 8 kHz stereo AAC),
-//! unhinted, then hinted by [`crate::hinter`].
+//! one B-frame between references, two slices a frame, 8 kHz stereo AAC
+//! without an edit), unhinted, then hinted by [`crate::hinter`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -251,9 +251,38 @@ pub struct AppleClip {
     pub source: PathBuf,
 }
 
+/// The AAC of the Apple-style clips: ffmpeg's encoder marks its priming
+/// frame with an edit that starts the audio 1024 samples in, which Apple's
+/// movies do not have (its encoder's priming frames are plain frames at 0).
+/// Encoded alone into ADTS, which has no room for that, the audio is muxed
+/// as Apple's is: an edit from 0, the first frame at 0.
+const APPLE_AUDIO: Recipe = Recipe {
+    name: "apple-style-audio.aac",
+    format: "adts",
+    inputs: apple_audio_input,
+    layout: &[],
+    encode: &["-c:a", "aac", "-b:a", "24k", "-ac", "2"],
+    hinted: false,
+};
+
+fn apple_audio_input() -> Vec<String> {
+    // Apple's sample has 8 kHz audio.
+    ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=4"]
+        .map(String::from)
+        .to_vec()
+}
+
 fn apple_inputs() -> Vec<String> {
-    // Apple's sample is 192x242 at 30 frames a second, with 8 kHz audio.
-    lavfi_inputs("192x242", APPLE_FPS, 8000, 4)
+    // Apple's sample is 192x242 at 30 frames a second.
+    let audio = scratch_dir().join("media").join(APPLE_AUDIO.name);
+    vec![
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        format!("testsrc=size=192x242:rate={APPLE_FPS}:duration=4"),
+        "-i".into(),
+        audio.to_string_lossy().into_owned(),
+    ]
 }
 
 /// What makes the video like Apple's sample's: Main profile (x264 picks it
@@ -261,7 +290,7 @@ fn apple_inputs() -> Vec<String> {
 /// reference frames (no adaptive placement, no pyramid); two slices a frame;
 /// a key frame every two seconds. `-crf 12` makes frames large enough that
 /// the hinter needs all three kinds of packet: STAP-A, single NAL unit, FU-A.
-/// The audio is AAC, 8 kHz stereo, as Apple's.
+/// The audio ([`APPLE_AUDIO`]) is copied.
 const APPLE_ENCODE: &[&str] = &[
     "-c:v",
     "libx264",
@@ -282,11 +311,7 @@ const APPLE_ENCODE: &[&str] = &[
     "-pix_fmt",
     "yuv420p",
     "-c:a",
-    "aac",
-    "-b:a",
-    "24k",
-    "-ac",
-    "2",
+    "copy",
 ];
 
 /// The unhinted sources: in `.mp4` with the audio track first, as in Apple's
@@ -317,6 +342,7 @@ pub fn apple_style() -> &'static [AppleClip] {
     static CLIPS: OnceLock<Vec<AppleClip>> = OnceLock::new();
     CLIPS.get_or_init(|| {
         let names = ["apple-style.mp4", "apple-style.mov"];
+        encode(&[APPLE_AUDIO]);
         encode(APPLE_SOURCES)
             .into_iter()
             .zip(names)
