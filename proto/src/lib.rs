@@ -10,7 +10,9 @@
 //!   emitted;
 //! - [`rtcp`]: the RTCP packets of a compound datagram, built and parsed;
 //! - [`interleaved`]: `$` frames of media on an RTSP connection;
-//! - [`rtx`]: RTP retransmission packets and their SDP parameters (RFC 4588).
+//! - [`rtx`]: RTP retransmission packets and their SDP parameters (RFC 4588);
+//! - [`qtss`]: QuickTime's RTCP APP packets: reliable-UDP acks, client
+//!   reports and server information, as Darwin Streaming Server spoke them.
 //!
 //! Nothing here touches a socket, a file, a clock or a thread (no glommio,
 //! no libc): time, where it matters, is a value the caller passes. The
@@ -19,6 +21,7 @@
 //! them.
 
 pub mod interleaved;
+pub mod qtss;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtsp;
