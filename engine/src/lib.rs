@@ -12,6 +12,7 @@ pub mod door;
 pub mod library;
 pub mod pacer;
 pub mod random;
+pub mod repair;
 pub mod server;
 pub mod session;
 pub mod shard;
