@@ -14,6 +14,7 @@
 //! - [`thinning`]: which frames to leave out when a client falls behind.
 
 pub mod history;
+pub mod nack;
 
 /// A monotonic instant in nanoseconds, from whoever drives the logic (the
 /// shard's clock, or a test's).
