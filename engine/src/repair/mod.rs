@@ -15,6 +15,7 @@
 
 pub mod history;
 pub mod nack;
+pub mod reliable;
 
 /// A monotonic instant in nanoseconds, from whoever drives the logic (the
 /// shard's clock, or a test's).
