@@ -13,6 +13,7 @@
 //! - [`burst`]: how far ahead of real time a session may be sent.
 //! - [`thinning`]: which frames to leave out when a client falls behind.
 
+pub mod burst;
 pub mod history;
 pub mod nack;
 pub mod reliable;
