@@ -17,6 +17,7 @@ pub mod burst;
 pub mod history;
 pub mod nack;
 pub mod reliable;
+pub mod thinning;
 
 /// A monotonic instant in nanoseconds, from whoever drives the logic (the
 /// shard's clock, or a test's).
