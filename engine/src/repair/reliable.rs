@@ -233,12 +233,14 @@ impl Congestion {
     /// to an ack for a packet it no longer had, "who knows what it really
     /// was", opens the window by one segment all the same.
     fn empty(&mut self, bytes: u32, in_flight: bool) {
-        if bytes == 0 || !self.ready() {
-            return;
-        }
         let bytes = u64::from(bytes).min(self.in_flight);
         if in_flight {
             self.in_flight -= bytes;
+        }
+        // Without a window (a caller that sent before setting one) the
+        // bytes still leave, but there is no window to open.
+        if bytes == 0 || !self.ready() {
+            return;
         }
         let b = bytes as i64;
         if self.cwnd >= self.ssthresh {
@@ -807,6 +809,13 @@ mod tests {
         let mut r = Resender::new(8);
         r.on_ack(&mut cc, 1, 0);
         assert_eq!(r.stats().acks_for_missing, 0);
+        assert_eq!(cc.congestion_window(), MSS);
+        // A caller that sends before it sets a window: what expires still
+        // leaves the bytes in flight.
+        r.on_send(&mut cc, 1, 500, 0, DROP_ALL_MS, 0);
+        assert_eq!(cc.bytes_in_flight(), 500);
+        r.poll(&mut cc, 3000 * MS, &mut Vec::new());
+        assert_eq!((cc.bytes_in_flight(), r.stats().expired), (0, 1));
         assert_eq!(cc.congestion_window(), MSS);
     }
 
