@@ -18,19 +18,20 @@
 //!
 //! Sequence numbers are consecutive in what a session sends (skipped and
 //! thinned packets take none), so an entry's place in the ring follows
-//! from its number. A gap (a packet the kernel refused kept its number but
-//! is pushed anyway; a caller that skipped one) is held as vacant entries,
-//! answered as never sent; a jump backwards or further than the ring holds
-//! starts the history again.
+//! from its number. (A packet the kernel refused keeps its number and is
+//! kept here too: sending it again is just what the client will ask for.)
+//! A gap in the numbers pushed is held as vacant entries, answered as never
+//! sent; a jump backwards or further than the ring holds starts the history
+//! again.
 //!
 //! A lookup tells three answers apart, and counts each: the packet
 //! ([`Lookup::Found`]), a packet that was sent but is no longer kept
 //! ([`Lookup::TooOld`]), and a number this stream has not sent
 //! ([`Lookup::NeverSent`]: ahead of the newest, in a gap, or before the
 //! first packet). Clients NACK all three: GStreamer's jitter buffer keeps
-//! asking for a packet until its own deadline passes, long after a short
-//! history has let it go, and a confused or hostile client asks for
-//! anything.
+//! asking for a packet until its own deadline passes, after a short history
+//! may have let it go, and asks for the packet it expects next before it
+//! was sent; a confused or hostile client asks for anything.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -4,21 +4,22 @@
 //!
 //! Feedback comes from the network, so every answer is bounded:
 //!
-//! - **Duplicates.** GStreamer's jitter buffer asks again for a packet that
-//!   has not come after about a round trip, and libavformat repeats a NACK
-//!   in each report while the hole stays open. A packet sent again less
-//!   than a round trip ago (the RTT from RTCP receiver reports; 100 ms
-//!   until one is known) is not sent again: the first resend is still on
-//!   its way. Once that time has passed a new ask is honoured, since the
-//!   resend itself may have been lost.
+//! - **Duplicates.** GStreamer's jitter buffer (`rtspsrc
+//!   do-retransmission=true`) asks again for a packet that has not come
+//!   after its `rtx-retry-timeout` (about a round trip), with no limit on
+//!   retries by default, for as long as its `rtx-retry-period` (its
+//!   latency) runs. A packet sent again less than a round trip ago (the
+//!   RTT from RTCP receiver reports; 100 ms until one is known) is not sent
+//!   again: the first resend is still on its way. Once that time has passed
+//!   a new ask is honoured, since the resend itself may have been lost.
 //! - **Rate.** Resends draw on a token bucket per stream, refilled at a
 //!   fraction of the stream's bit rate (half, by default) and a second
 //!   per session, so a NACK storm costs at most that much bandwidth and
 //!   one stream's storm cannot take another's share. What does not fit is
 //!   dropped, not queued: by the time tokens come back the client has
 //!   moved on.
-//! - **Work.** A NACK can name up to 17 numbers per entry and 16,000
-//!   entries per packet, and a client can send many packets. Numbers looked
+//! - **Work.** A NACK names up to 17 numbers per entry and may have tens
+//!   of thousands of entries, and a client can send many NACKs. Numbers looked
 //!   at are counted against a third bucket, twice the stream's packet rate
 //!   per second, and at most [`NackConfig::max_per_nack`] of one NACK are
 //!   looked at; the rest of a flood is not even read.
