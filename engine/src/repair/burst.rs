@@ -39,7 +39,7 @@
 
 use std::time::Duration;
 
-use super::Nanos;
+use crate::source::Nanos;
 
 /// Limits of sending ahead.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -40,7 +40,8 @@ use bytes::Bytes;
 use loader::Span;
 use proto::rtp::HEADER_LEN;
 
-use super::Nanos;
+use crate::source::Nanos;
+use crate::source::Payload;
 
 /// How much a history keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,9 +93,17 @@ pub struct Resend<'a> {
     pub spans: &'a [Span],
 }
 
-impl Resend<'_> {
+impl<'a> Resend<'a> {
     pub fn payload_len(&self) -> usize {
         self.spans.iter().map(|s| s.len as usize).sum()
+    }
+
+    /// The payload as the send round takes it.
+    pub fn payload(&self) -> Payload<'a> {
+        Payload {
+            owner: self.owner,
+            spans: self.spans,
+        }
     }
 }
 
@@ -378,6 +387,12 @@ impl History {
         });
     }
 
+    /// Records an [`Outgoing`](crate::source::Outgoing)'s header and
+    /// payload as sent at `now`.
+    pub fn push_payload(&mut self, header: &[u8; HEADER_LEN], payload: Payload<'_>, now: Nanos) {
+        self.push(header, payload.owner, payload.spans, now);
+    }
+
     fn append(&mut self, e: Entry) {
         if self.len == self.entries.len() {
             self.pop_oldest();
@@ -542,7 +557,9 @@ mod tests {
         let o = owner();
         let mut h = History::new(cfg(8, 32, 1000));
         for (i, seq) in (65_530u16..=65_535).chain(0..6).enumerate() {
-            h.push(&header(seq, seq.into()), &o, &spans(seq, 2), i as u64 * MS);
+            let s = spans(seq, 2);
+            let payload = Payload { owner: &o, spans: &s };
+            h.push_payload(&header(seq, seq.into()), payload, i as u64 * MS);
         }
         let now = 12 * MS;
         // The newest 8 are kept, across the wrap.
@@ -560,7 +577,7 @@ mod tests {
             let r = h.resend(seq, now).unwrap();
             assert_eq!(r.header, header(seq, seq.into()));
             assert_eq!(r.spans, &spans(seq, 2)[..]);
-            assert_eq!(r.payload_len(), 7);
+            assert_eq!((r.payload_len(), r.payload().len()), (7, 7));
             assert!(same_owner(r.owner, &o));
         }
         // The four before were sent and pushed out.

@@ -19,10 +19,6 @@ pub mod nack;
 pub mod reliable;
 pub mod thinning;
 
-/// A monotonic instant in nanoseconds, from whoever drives the logic (the
-/// shard's clock, or a test's).
-pub type Nanos = u64;
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -35,6 +31,7 @@ mod tests {
     use super::history::{History, HistoryConfig};
     use super::nack::{NackConfig, NackResponder, SessionBudget};
     use super::*;
+    use crate::source::Nanos;
 
     const MS: Nanos = 1_000_000;
 

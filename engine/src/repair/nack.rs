@@ -32,7 +32,7 @@
 use std::time::Duration;
 
 use super::history::{History, Lookup};
-use super::Nanos;
+use crate::source::Nanos;
 
 /// RTX packets carry the original sequence number in front of the payload.
 const OSN_LEN: usize = proto::rtx::OSN_LEN;

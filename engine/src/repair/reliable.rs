@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use proto::qtss::Ack;
 
-use super::Nanos;
+use crate::source::Nanos;
 
 /// DSS's guess at an Ethernet segment (`kMaximumSegmentSize`).
 pub const MSS: u32 = 1466;

@@ -42,7 +42,7 @@
 
 use loader::PacketFlags;
 
-use super::Nanos;
+use crate::source::Nanos;
 
 /// Quality levels, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
