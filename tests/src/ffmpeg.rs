@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::thread;
 use std::time::Duration;
 
-use crate::{describe, require_tool, run_ok, run_within};
+use crate::server::Server;
+use crate::{describe, first_difference, require_tool, run_ok, run_within};
 
 /// ffmpeg output arguments for comparing what it read with what the file
 /// holds: video decoded (hashes of the pictures, the same whether the
@@ -101,6 +103,58 @@ pub fn framemd5(input_args: &[&str], input: &str, output_args: &[&str], timeout:
         String::from_utf8_lossy(&out.stderr)
     );
     FrameHashes::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Plays every clip (its name in `server`'s library, and its file) with
+/// ffmpeg over TCP and over UDP, all plays at once, and compares each play's
+/// decoded pictures and AAC frames ([`FRAME_HASHES`]) with what ffmpeg reads
+/// from the file, of whose AAC frames the first `audio_frames(name)` are
+/// expected (`None`: all). Returns a line for each stream of a play that
+/// differs.
+pub fn playback_differences(
+    server: &Server,
+    clips: &[(&'static str, &Path)],
+    audio_frames: impl Fn(&str) -> Option<usize>,
+    timeout: Duration,
+) -> Vec<String> {
+    let mut runs = Vec::new();
+    for &(name, _) in clips {
+        for transport in ["tcp", "udp"] {
+            let url = server.url(name);
+            runs.push(thread::spawn(move || {
+                let got = framemd5(&["-rtsp_transport", transport], &url, FRAME_HASHES, timeout);
+                (name, transport, got)
+            }));
+        }
+    }
+    let files: Vec<_> = clips
+        .iter()
+        .map(|&(name, path)| {
+            let file = framemd5(&[], path.to_str().expect("a UTF-8 path"), FRAME_HASHES, timeout);
+            (name, file)
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for run in runs {
+        let (name, transport, got) = run.join().expect("an ffmpeg run");
+        let file = &files.iter().find(|f| f.0 == name).expect("a clip played").1;
+        for (stream, kind) in [(0, "video"), (1, "audio")] {
+            let mut want = file.hashes(stream);
+            assert!(!want.is_empty(), "{name}: ffmpeg found no {kind} frames in the file");
+            if kind == "audio" {
+                want.truncate(audio_frames(name).unwrap_or(usize::MAX));
+            }
+            if let Some(d) = first_difference(&want, &got.hashes(stream)) {
+                failures.push(format!("{name} over {transport}: {kind} frame {d}"));
+            }
+        }
+    }
+    failures
+}
+
+/// The latest of `keys` (nanoseconds) at or before `ns`.
+pub fn key_frame_at_or_before(keys: &[i64], ns: i64) -> Option<i64> {
+    keys.iter().copied().filter(|&k| k <= ns).max()
 }
 
 /// Presentation times, in nanoseconds, of the video's key frames, by ffprobe.

@@ -4,9 +4,46 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::thread;
 use std::time::Duration;
 
-use crate::{describe, require_tool, run_within};
+use crate::server::Server;
+use crate::{describe, first_difference, require_tool, run_within};
+
+/// Plays every clip (its name in `server`'s library, and its file) with
+/// `rtspsrc` once over each of `transports`, all plays at once, and compares
+/// each play's pictures with what GStreamer decodes from the file. Returns a
+/// line for each play that differs.
+pub fn playback_differences(
+    server: &Server,
+    clips: &[(&'static str, &Path)],
+    transports: &[&'static str],
+    timeout: Duration,
+) -> Vec<String> {
+    let mut runs = Vec::new();
+    for &(name, _) in clips {
+        for &transport in transports {
+            let url = server.url(name);
+            runs.push(thread::spawn(move || {
+                (name, transport, rtsp_video_hashes(&url, transport, timeout))
+            }));
+        }
+    }
+    let files: Vec<_> = clips
+        .iter()
+        .map(|&(name, path)| (name, file_video_hashes(path, timeout)))
+        .collect();
+    let mut failures = Vec::new();
+    for run in runs {
+        let (name, transport, got) = run.join().expect("a gst-launch run");
+        let want = &files.iter().find(|f| f.0 == name).expect("a clip played").1;
+        assert!(!want.is_empty(), "{name}: GStreamer decoded no pictures from the file");
+        if let Some(d) = first_difference(want, &got) {
+            failures.push(format!("{name} over {transport}: picture {d}"));
+        }
+    }
+    failures
+}
 
 /// MD5 of each picture `avdec_h264` decodes from the file at `path`
 /// (`qtdemux`, which plays the video track and not the hint tracks).

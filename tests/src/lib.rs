@@ -296,3 +296,17 @@ fn is_stale(bin: &Path, sources: &[&str]) -> bool {
     let root = workspace_root();
     sources.iter().filter_map(|p| newest(&root.join(p))).any(|t| t > built)
 }
+
+/// Where `got` first differs from `want` (what the file holds, what a client
+/// received), said for a failure message: the index, both lengths and both
+/// items there.
+pub fn first_difference<T: std::fmt::Debug + PartialEq>(want: &[T], got: &[T]) -> Option<String> {
+    let i = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i))?;
+    Some(format!(
+        "{i} of {} differs (received {}): file {:?}, RTSP {:?}",
+        want.len(),
+        got.len(),
+        want.get(i),
+        got.get(i)
+    ))
+}

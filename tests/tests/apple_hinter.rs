@@ -22,7 +22,9 @@ use std::time::Duration;
 use loader::Movie;
 use serde_json::Value;
 use streamalot_tests::depacketize::{aac_frames, h264_access_units, length_prefixed_nal_units};
-use streamalot_tests::ffmpeg::{framemd5, key_frames, picture_types, stream_packets, StreamPackets, FRAME_HASHES};
+use streamalot_tests::ffmpeg::{
+    framemd5, key_frame_at_or_before, key_frames, picture_types, stream_packets, StreamPackets, FRAME_HASHES,
+};
 use streamalot_tests::media::{apple_style, AppleClip};
 use streamalot_tests::rtp::RtpPacket;
 use streamalot_tests::rtsp::{rtp_info, Lower, Player};
@@ -362,12 +364,7 @@ fn a_seek_starts_at_the_videos_key_frame_not_the_hint_tracks() {
     let clip = AppleClip::named("apple-style.mp4");
     let server = Server::start(&library("apple-seek", &[&clip.path]), &[]);
     let keys = key_frames(&clip.path);
-    let key = keys
-        .iter()
-        .copied()
-        .filter(|&k| k <= 2_500_000_000)
-        .max()
-        .expect("a key frame");
+    let key = key_frame_at_or_before(&keys, 2_500_000_000).expect("a key frame");
     assert!(key > 0, "the clip has a key frame after its first, at {keys:?}");
     let mut player = Player::setup(server.addr, &server.url(clip.name), Lower::Tcp);
     let reply = player.play(Some("npt=2.5-"));

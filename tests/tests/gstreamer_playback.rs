@@ -12,10 +12,9 @@
 //! at once: with such a BYE, that every one comes through whole is unlikely
 //! (the test failed five runs out of five with it).
 
-use std::thread;
 use std::time::Duration;
 
-use streamalot_tests::gstreamer::{file_video_hashes, rtsp_video_hashes};
+use streamalot_tests::gstreamer::playback_differences;
 use streamalot_tests::media::media;
 use streamalot_tests::server::{library, Server};
 
@@ -28,35 +27,9 @@ fn gstreamer_decodes_every_frame_over_udp_and_tcp() {
     let clips = [media().clip("h264-aac.mp4"), media().clip("h264-aac.mov")];
     let paths: Vec<_> = clips.iter().map(|c| c.path.as_path()).collect();
     let server = Server::start(&library("gstreamer", &paths), &[]);
-    let mut runs = Vec::new();
-    for clip in &clips {
-        for transport in ["tcp"].into_iter().chain(["udp"; UDP_PLAYS]) {
-            let url = server.url(clip.name);
-            let name = clip.name;
-            runs.push(thread::spawn(move || {
-                (name, transport, rtsp_video_hashes(&url, transport, PLAY_TIMEOUT))
-            }));
-        }
-    }
-    let files: Vec<_> = clips
-        .iter()
-        .map(|c| (c.name, file_video_hashes(&c.path, PLAY_TIMEOUT)))
-        .collect();
-    let mut failures = Vec::new();
-    for run in runs {
-        let (name, transport, got) = run.join().expect("a gst-launch run");
-        let want = &files.iter().find(|f| f.0 == name).expect("a clip played").1;
-        assert!(!want.is_empty(), "{name}: GStreamer decoded no pictures from the file");
-        if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i)) {
-            failures.push(format!(
-                "{name} over {transport}: picture {i} of {} differs (decoded {}): file {:?}, RTSP {:?}",
-                want.len(),
-                got.len(),
-                want.get(i),
-                got.get(i)
-            ));
-        }
-    }
+    let clips: Vec<_> = clips.iter().map(|c| (c.name, c.path.as_path())).collect();
+    let transports: Vec<&str> = ["tcp"].into_iter().chain(["udp"; UDP_PLAYS]).collect();
+    let failures = playback_differences(&server, &clips, &transports, PLAY_TIMEOUT);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Each play was one session over the transport it asked for.
