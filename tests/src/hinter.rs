@@ -73,12 +73,13 @@
 //!   a `free` box of the same size (so no chunk offset changes, whether
 //!   `moov` came before `mdat` or after), and a new `mdat` with all hint
 //!   samples (one chunk per hint track) and a new `moov` follow at the end.
-//! - Apple's hinter leaves the last video frame unhinted (2099 hint samples
-//!   for 2100 frames): every client then misses the last picture. Here every
-//!   frame is hinted.
+//! - In its H.264 movie Apple's hinter left the last video frame unhinted
+//!   (2099 hint samples for 2100 frames), so every client misses the last
+//!   picture. Here every frame is hinted.
 //! - `hinf` has Apple's boxes in Apple's order, with the values measured
-//!   here (Apple's `tmin`/`tmax` hold junk; its audio `maxr` looks like an
-//!   average rather than a peak). Nothing reads `hinf` to play a movie.
+//!   here but for the H.264 track's `maxr`, Apple's 0x7fffffff (Apple's
+//!   `tmin`/`tmax` hold junk; its audio `maxr` looks like an average rather
+//!   than a peak). Nothing reads `hinf` to play a movie.
 //! - Whether Apple aggregates only some of an access unit's NAL units, its
 //!   movie cannot show: its frames have two slices each. Here consecutive
 //!   NAL units are aggregated greedily, which agrees with every frame of it.
@@ -645,6 +646,9 @@ fn h264_packets(sample: &[u8], length_size: usize) -> Result<Vec<Vec<Piece>>, St
         }
         nals.push((at + length_size, len));
         at += length_size + len;
+    }
+    if nals.is_empty() {
+        return Err("an access unit without NAL units".into());
     }
     let mut packets = Vec::new();
     let mut i = 0;
@@ -1361,6 +1365,7 @@ mod tests {
             h264_packets(&[0, 0, 0, 9, 0x65], 4).is_err(),
             "a NAL unit past the sample"
         );
+        assert!(h264_packets(&[], 4).is_err(), "an empty sample");
         assert!(aac_packet(1435).is_err());
         assert!(hint_bytes(b"\0\0\0\x08free").unwrap_err().contains("no moov"));
     }

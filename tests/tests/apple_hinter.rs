@@ -403,10 +403,10 @@ fn a_seek_starts_at_the_videos_key_frame_not_the_hint_tracks() {
 
 /// By hand: `APPLE_HINTED_MOVIE=FILE cargo test -p streamalot-tests --test
 /// apple_hinter -- --ignored`, FILE an H.264 + AAC movie hinted by Apple's
-/// tools. Its media are hinted again here, and each of the two movies' hint
-/// tracks must send the same packets, byte for byte, as must their hint
-/// samples be; the differences found are listed in the hinter's docs (Apple
-/// leaves the last video frame out).
+/// tools. Its media are hinted again here; the two movies' hint tracks must
+/// send the same packets, byte for byte, from hint samples of the same bytes,
+/// and have the same SDP. What differs is in the hinter's docs (Apple left
+/// the last video frame out).
 #[test]
 #[ignore = "needs a movie hinted by Apple's tools, named by APPLE_HINTED_MOVIE"]
 fn hints_as_apples_hinter_did() {
