@@ -9,7 +9,11 @@
 //! - [`rtp`]: a checked view of an RTP packet and its header, parsed and
 //!   emitted;
 //! - [`rtcp`]: the RTCP packets of a compound datagram, built and parsed;
-//! - [`interleaved`]: `$` frames of media on an RTSP connection.
+//! - [`interleaved`]: `$` frames of media on an RTSP connection;
+//! - [`http`]: HTTP/1.x requests (heads, bodies, keep-alive) and responses,
+//!   and telling HTTP from RTSP by a connection's first line;
+//! - [`tunnel`]: RTSP over HTTP (QuickTime's GET/POST pair): which leg a
+//!   request opens, its cookie, and the POST body's streaming base64.
 //!
 //! Nothing here touches a socket, a file, a clock or a thread (no glommio,
 //! no libc): time, where it matters, is a value the caller passes. The
@@ -17,11 +21,13 @@
 //! client decides (which methods to answer, which media to play) stays with
 //! them.
 
+pub mod http;
 pub mod interleaved;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtsp;
 pub mod sdp;
+pub mod tunnel;
 
 #[cfg(test)]
 mod test_rng;
