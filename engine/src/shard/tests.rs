@@ -267,6 +267,7 @@ impl Sim {
         self.input(Input::ConnOpened {
             conn,
             client: addr(50_000 + conn as u16),
+            tunnelled: false,
         });
         let setup = |track: u32, channels: &str, session: &str| {
             request(&format!(
@@ -819,6 +820,7 @@ fn a_refused_setup_is_answered_and_logged() {
     sim.input(Input::ConnOpened {
         conn: 4,
         client: addr(50_004),
+        tunnelled: false,
     });
     let setup = request("SETUP rtsp://h/sample.mp4/trackID=3 RTSP/1.0\r\nCSeq: 5\r\nTransport: RTP/AVP/TCP\r\n\r\n");
     sim.input(Input::ConnRefused {
