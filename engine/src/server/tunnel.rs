@@ -149,6 +149,8 @@ pub(crate) struct TunnelWire<G> {
     legs: LocalReceiver<PostLeg>,
     /// How long the tunnel waits for a POST when it has none.
     wait: Duration,
+    /// Bad base64 after good: the good is read first, then this ends it.
+    failed: Option<io::Error>,
 }
 
 enum Event {
@@ -166,6 +168,7 @@ impl<G: futures_lite::AsyncRead + Unpin> TunnelWire<G> {
             decoder,
             legs,
             wait,
+            failed: None,
         }
     }
 
@@ -250,20 +253,30 @@ where
     TunnelWire<G>: WriteGet,
 {
     async fn read_more(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let before = buf.len();
         let mut text = [0u8; READ_CHUNK];
         loop {
-            match self.next(&mut text).await {
+            let decoded = match self.next(&mut text).await {
                 Event::Post(Ok(0)) => {
                     // The client closed this POST; another may follow.
                     self.post = None;
+                    Ok(())
                 }
-                Event::Post(Ok(n)) => self.decode(&text[..n], buf)?,
+                Event::Post(Ok(n)) => self.decode(&text[..n], buf),
                 Event::Post(Err(e)) => return Err(e),
-                Event::Leg(Some(leg)) => self.start(leg, buf)?,
+                Event::Leg(Some(leg)) => self.start(leg, buf),
                 // The GET leg ended, or no POST came in time: so does the tunnel.
                 Event::Get(Ok(0)) | Event::Get(Err(_)) | Event::Leg(None) | Event::Waited => return Ok(0),
-                Event::Get(Ok(_)) => {}
+                Event::Get(Ok(_)) => Ok(()),
+            };
+            match decoded {
+                // What decoded before the bad text is read first.
+                Err(e) if buf.len() > before => self.failed = Some(e),
+                Err(e) => return Err(e),
+                Ok(()) => {}
             }
             if buf.len() > before {
                 return Ok(buf.len() - before);
