@@ -211,7 +211,9 @@ pub(crate) async fn serve<H: Host, W: Wire>(host: &H, link: &mut Link, wire: &mu
             let parsed = match link.speaks {
                 Speaks::Either | Speaks::HttpOnly => sniff(host, link),
                 Speaks::Rtsp => rtsp(host, link).await,
-                Speaks::Http => serve_http(host, link).await,
+                // Boxed: few connections speak HTTP, and its state would make
+                // every RTSP connection's idle task bigger.
+                Speaks::Http => Box::pin(serve_http(host, link)).await,
             };
             match parsed {
                 Parsed::More => break,
