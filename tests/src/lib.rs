@@ -152,6 +152,19 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration, what: &str) -> Out
     }
 }
 
+/// Where `got` first differs from `want`, as "i of N (received M): file
+/// ..., got ...", or `None` when they are equal.
+pub fn first_difference<T: PartialEq + std::fmt::Debug>(want: &[T], got: &[T]) -> Option<String> {
+    let i = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i))?;
+    Some(format!(
+        "{i} of {} (received {}): file {:?}, got {:?}",
+        want.len(),
+        got.len(),
+        want.get(i),
+        got.get(i)
+    ))
+}
+
 /// A command line as a readable string, for failure messages.
 pub fn describe(command: &Command) -> String {
     let mut s = command.get_program().to_string_lossy().into_owned();

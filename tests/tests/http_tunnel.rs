@@ -20,10 +20,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use loader::Movie;
-use streamalot_tests::ffmpeg::{framemd5, FRAME_HASHES};
+use streamalot_tests::ffmpeg::{differences_from_file, framemd5, FRAME_HASHES};
+use streamalot_tests::first_difference;
 use streamalot_tests::gstreamer::{file_video_hashes, rtsp_video_hashes};
 use streamalot_tests::media::media;
-use streamalot_tests::rtp::{hinted_aac_frames, loader_packets, RtpPacket};
+use streamalot_tests::rtp::{loader_packets, RtpPacket};
 use streamalot_tests::rtsp::{
     base64, good_client, open_tunnel_get, read_http_head, tunnel_get, tunnel_post, Connection, HttpHead, Lower, Player,
 };
@@ -55,26 +56,8 @@ fn ffmpeg_plays_every_movie_bit_exact_through_a_tunnel() {
     let mut failures = Vec::new();
     for run in runs {
         let (name, got) = run.join().expect("an ffmpeg run");
-        let clip = media().clip(name);
-        let movie = Movie::open(&clip.path).expect("a test clip");
-        let file = framemd5(&[], clip.path.to_str().expect("UTF-8"), FRAME_HASHES, PLAY_TIMEOUT);
-        for (stream, kind) in [(0, "video"), (1, "audio")] {
-            let mut want = file.hashes(stream);
-            assert!(!want.is_empty(), "{name}: ffmpeg found no {kind} frames in the file");
-            if kind == "audio" {
-                want.truncate(hinted_aac_frames(&movie));
-            }
-            let got = got.hashes(stream);
-            if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i)) {
-                failures.push(format!(
-                    "{name}: {kind} differs from the file at frame {i} of {} (received {}): file {:?}, tunnel {:?}",
-                    want.len(),
-                    got.len(),
-                    want.get(i),
-                    got.get(i)
-                ));
-            }
-        }
+        let differences = differences_from_file(&media().clip(name).path, &got, PLAY_TIMEOUT);
+        failures.extend(differences.into_iter().map(|d| format!("{name} through a tunnel: {d}")));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Each play a session of its own, its media through the tunnel.
@@ -111,14 +94,8 @@ fn gstreamer_decodes_every_frame_through_a_tunnel() {
         let (name, got) = run.join().expect("a gst-launch run");
         let want = file_video_hashes(&clip.path, PLAY_TIMEOUT);
         assert!(!want.is_empty(), "{name}: GStreamer decoded no pictures from the file");
-        if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i)) {
-            failures.push(format!(
-                "{name}: picture {i} of {} differs (decoded {}): file {:?}, tunnel {:?}",
-                want.len(),
-                got.len(),
-                want.get(i),
-                got.get(i)
-            ));
+        if let Some(d) = first_difference(&want, &got) {
+            failures.push(format!("{name} through a tunnel: picture {d}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

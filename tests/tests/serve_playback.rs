@@ -14,9 +14,9 @@ use std::thread;
 use std::time::Duration;
 
 use loader::{Movie, PacketFlags};
-use streamalot_tests::ffmpeg::{framemd5, key_frames, Frame, FRAME_HASHES};
+use streamalot_tests::ffmpeg::{differences_from_file, framemd5, key_frames, Frame, FRAME_HASHES};
 use streamalot_tests::media::media;
-use streamalot_tests::rtp::{ffmpeg_stream_for, hinted_aac_frames, loader_packets, RtpPacket};
+use streamalot_tests::rtp::{ffmpeg_stream_for, loader_packets, RtpPacket};
 use streamalot_tests::rtsp::{rtp_info, Lower, Player, Stream};
 use streamalot_tests::server::{library, Server};
 
@@ -41,32 +41,8 @@ fn ffmpeg_plays_every_movie_bit_exact_over_tcp_and_udp() {
     let mut failures = Vec::new();
     for run in runs {
         let (name, transport, got) = run.join().expect("an ffmpeg run");
-        let clip = media().clip(name);
-        let movie = Movie::open(&clip.path).expect("a test clip");
-        let file = framemd5(
-            &[],
-            clip.path.to_str().expect("a UTF-8 path"),
-            FRAME_HASHES,
-            PLAY_TIMEOUT,
-        );
-        for (stream, kind) in [(0, "video"), (1, "audio")] {
-            let mut want = file.hashes(stream);
-            assert!(!want.is_empty(), "{name}: ffmpeg found no {kind} frames in the file");
-            if kind == "audio" {
-                want.truncate(hinted_aac_frames(&movie));
-            }
-            let got = got.hashes(stream);
-            if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i)) {
-                failures.push(format!(
-                    "{name} over {transport}: {kind} differs from the file at frame {i} of {} (received {}): \
-                     file {:?}, RTSP {:?}",
-                    want.len(),
-                    got.len(),
-                    want.get(i),
-                    got.get(i)
-                ));
-            }
-        }
+        let differences = differences_from_file(&media().clip(name).path, &got, PLAY_TIMEOUT);
+        failures.extend(differences.into_iter().map(|d| format!("{name} over {transport}: {d}")));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
