@@ -10,6 +10,9 @@
 //!   emitted;
 //! - [`rtcp`]: the RTCP packets of a compound datagram, built and parsed;
 //! - [`interleaved`]: `$` frames of media on an RTSP connection;
+//! - [`rtx`]: RTP retransmission packets and their SDP parameters (RFC 4588);
+//! - [`qtss`]: QuickTime's RTCP APP packets: reliable-UDP acks, client
+//!   reports and server information, as Darwin Streaming Server spoke them;
 //! - [`http`]: HTTP/1.x requests (heads, bodies, keep-alive) and responses,
 //!   and telling HTTP from RTSP by a connection's first line;
 //! - [`tunnel`]: RTSP over HTTP (QuickTime's GET/POST pair): which leg a
@@ -23,9 +26,11 @@
 
 pub mod http;
 pub mod interleaved;
+pub mod qtss;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtsp;
+pub mod rtx;
 pub mod sdp;
 pub mod tunnel;
 
