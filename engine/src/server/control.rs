@@ -392,8 +392,7 @@ async fn tunnel_get(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
     let mut link = Link::new(0, client, stream.as_raw_fd(), Speaks::Rtsp, Vec::new());
     let mut wire = TunnelWire::new(stream, None, Decoder::new(), legs, ctl.idle_timeout());
     let step = conn::serve(&*ctl, &mut link, &mut wire).await;
-    ctl.tunnel_legs.borrow_mut().remove(&id);
-    let (mut get, post, decoder, queued) = wire.into_parts().await;
+    let (mut get, post, decoder, legs) = wire.into_parts();
     if let (Step::Leave, Some(Leave::Shard { shard, command })) = (step, link.leave.take()) {
         let post = post.map(|p| p.hand_over().map(Box::new)).transpose();
         let conn = post.and_then(|post| {
@@ -405,16 +404,19 @@ async fn tunnel_get(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
             })
         });
         if ctl.hand_over(shard, *command, conn).await {
+            // From now on (the tunnel's Adopt sent first) POSTs go to the
+            // shard; those that came here meanwhile follow.
             ctl.tunnels.borrow_mut().moved(id, Place::Shard(shard));
-            // Legs the client opened meanwhile follow the tunnel.
-            for leg in queued {
+            ctl.tunnel_legs.borrow_mut().remove(&id);
+            while let Some(Some(leg)) = futures_lite::future::poll_once(legs.recv()).await {
                 ctl.post_leg(id, PostTo::Tunnel(Place::Shard(shard)), leg).await;
             }
             return;
         }
     }
     ctl.tunnels.borrow_mut().close(id);
-    drop(queued);
+    ctl.tunnel_legs.borrow_mut().remove(&id);
+    drop(legs);
     let _ = get.close().await;
     ctl.admission.borrow_mut().disconnect(client.ip());
 }

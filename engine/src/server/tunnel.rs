@@ -173,13 +173,9 @@ impl<G: futures_lite::AsyncRead + Unpin> TunnelWire<G> {
     }
 
     /// The tunnel's parts, to move it: its GET leg, its POST leg, where its
-    /// base64 stopped, and the POST legs queued behind.
-    pub async fn into_parts(self) -> (G, Option<PostLeg>, Decoder, Vec<PostLeg>) {
-        let mut queued = Vec::new();
-        while let Some(Some(leg)) = futures_lite::future::poll_once(self.legs.recv()).await {
-            queued.push(leg);
-        }
-        (self.get, self.post, self.decoder, queued)
+    /// base64 stopped, and its channel of POST legs to come.
+    pub fn into_parts(self) -> (G, Option<PostLeg>, Decoder, LocalReceiver<PostLeg>) {
+        (self.get, self.post, self.decoder, self.legs)
     }
 
     /// Decodes `text` from the current POST onto `buf`.
