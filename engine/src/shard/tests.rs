@@ -882,3 +882,39 @@ fn rounds_come_before_packets_are_due_and_at_most_once_a_millisecond() {
         "{idle} rounds in the last idle second"
     );
 }
+
+#[test]
+fn sessions_are_logged_with_the_transport_their_connection_is() {
+    let mut sim = Sim::new(config(60));
+    sim.tcp_session(0x81, 1);
+    sim.input(Input::ConnOpened {
+        conn: 2,
+        client: addr(50_002),
+        tunnelled: true,
+    });
+    sim.input(Input::Command(Command::NewSession {
+        key: 0x82,
+        path: "/sample.mp4".into(),
+        movie: movie(),
+        request: request(&format!(
+            "SETUP rtsp://h/sample.mp4/trackID={VIDEO} RTSP/1.0\r\nCSeq: 1\r\n\
+             Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+        )),
+        client: addr(50_002),
+        conn: Some(2),
+        reply: 0,
+    }));
+    assert_eq!(sim.responses(2)[0].status, 200);
+    sim.udp_session(0x83, 5000);
+    for conn in [1, 2] {
+        sim.input(Input::ConnClosed { conn });
+    }
+    sim.method(0x83, "TEARDOWN", "");
+    let mut logged: Vec<(SessionKey, &str)> = sim
+        .ended()
+        .iter()
+        .map(|(_, key, r)| (key.expect("a session"), r.transport))
+        .collect();
+    logged.sort_unstable();
+    assert_eq!(logged, [(0x81, "tcp"), (0x82, "http"), (0x83, "udp")]);
+}
