@@ -51,6 +51,11 @@ pub struct ServeArgs {
     #[arg(long = "rtsp-port", value_name = "PORT")]
     pub rtsp_port: Vec<u16>,
 
+    /// TCP port to accept HTTP only on (RTSP-over-HTTP tunnels; the RTSP ports take HTTP too);
+    /// repeat to listen on several [default: none]
+    #[arg(long = "http-port", value_name = "PORT")]
+    pub http_port: Vec<u16>,
+
     /// Address to listen on, for RTSP and the shards' UDP ports [default: 0.0.0.0]
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
@@ -130,7 +135,10 @@ pub struct Config {
     /// The media directory, canonical.
     pub media: PathBuf,
     /// RTSP ports, in the order given, without duplicates; never empty.
+    /// They take HTTP too.
     pub rtsp_ports: Vec<u16>,
+    /// Ports that take HTTP only, without duplicates, none an RTSP port.
+    pub http_ports: Vec<u16>,
     pub bind: IpAddr,
     /// Whether the RTSP ports are bound with `SO_REUSEPORT`.
     pub reuse_port: bool,
@@ -218,6 +226,7 @@ fn origin_text(origin: &Origin) -> String {
 struct FileSettings {
     media: Option<PathBuf>,
     rtsp_port: Option<OneOrMany>,
+    http_port: Option<OneOrMany>,
     bind: Option<IpAddr>,
     reuse_port: Option<bool>,
     shards: Option<usize>,
@@ -287,7 +296,30 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     });
     let (ports, ports_origin) =
         pick(cli_ports, file_ports, &file_origin).unwrap_or((vec![DEFAULT_RTSP_PORT], Origin::Default));
-    let rtsp_ports = check_rtsp_ports(ports, ports_origin)?;
+    let rtsp_ports = check_ports("rtsp_port", ports, ports_origin.clone())?;
+    if rtsp_ports.is_empty() {
+        return Err(invalid("rtsp_port", "[]", ports_origin, "at least one port is needed"));
+    }
+    let cli_http = (!args.http_port.is_empty()).then(|| args.http_port.clone());
+    let file_http = file.http_port.map(|p| match p {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    });
+    let http_ports = match pick(cli_http, file_http, &file_origin) {
+        Some((ports, origin)) => {
+            let ports = check_ports("http_port", ports, origin.clone())?;
+            if let Some(p) = ports.iter().find(|p| rtsp_ports.contains(p)) {
+                return Err(invalid(
+                    "http_port",
+                    p,
+                    origin,
+                    "is an RTSP port already (RTSP ports take HTTP too)",
+                ));
+            }
+            ports
+        }
+        None => Vec::new(),
+    };
 
     let bind = pick(args.bind, file.bind, &file_origin).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |v| v.0);
     let reuse_port = pick(args.reuse_port.then_some(true), file.reuse_port, &file_origin).is_some_and(|v| v.0);
@@ -401,6 +433,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     Ok(Config {
         media,
         rtsp_ports,
+        http_ports,
         bind,
         reuse_port,
         shards,
@@ -461,15 +494,13 @@ fn canonical_media(path: PathBuf, origin: Origin) -> Result<PathBuf, ConfigError
     Ok(canonical)
 }
 
-fn check_rtsp_ports(ports: Vec<u16>, origin: Origin) -> Result<Vec<u16>, ConfigError> {
-    if ports.is_empty() {
-        return Err(invalid("rtsp_port", "[]", origin, "at least one port is needed"));
-    }
+/// Ports in the order given, without duplicates.
+fn check_ports(key: &'static str, ports: Vec<u16>, origin: Origin) -> Result<Vec<u16>, ConfigError> {
     let mut out = Vec::with_capacity(ports.len());
     for p in ports {
         // Port 0 would bind a port nobody is told about.
         if p == 0 {
-            return Err(invalid("rtsp_port", 0, origin, "must be a port number from 1 to 65535"));
+            return Err(invalid(key, 0, origin, "must be a port number from 1 to 65535"));
         }
         if !out.contains(&p) {
             out.push(p);
@@ -613,6 +644,21 @@ mod tests {
         assert_eq!(c.stats_interval, None);
         assert_eq!(c.stats_json, None);
         assert!(!c.reuse_port, "a port in use is an error unless asked");
+        assert!(c.http_ports.is_empty(), "no HTTP-only port unless asked");
+    }
+
+    #[test]
+    fn http_ports_are_not_rtsp_ports() {
+        let dir = scratch("http-ports");
+        let media = dir.join("media");
+        let m = media.to_str().unwrap();
+        let e = resolve(&parse(&["--media", m, "--rtsp-port", "8554", "--http-port", "8554"])).unwrap_err();
+        assert!(e.to_string().contains("`--http-port 8554`"), "{e}");
+        let e = resolve(&parse(&["--media", m, "--http-port", "0"])).unwrap_err();
+        assert!(e.to_string().contains("--http-port 0"), "{e}");
+        let config = with_config(&dir, "media = \"media\"\nhttp_port = [80, 80, 8000]\n");
+        let c = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap();
+        assert_eq!(c.http_ports, vec![80, 8000]);
     }
 
     #[test]
@@ -653,10 +699,15 @@ mod tests {
             "--stats-json",
             "/run/streamalot/stats.json",
             "--reuse-port",
+            "--http-port",
+            "80",
+            "--http-port",
+            "8000",
         ]))
         .unwrap();
         assert!(c.reuse_port);
         assert_eq!(c.rtsp_ports, vec![554, 8554], "duplicates dropped, order kept");
+        assert_eq!(c.http_ports, vec![80, 8000]);
         assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(c.shards, 3);
         assert_eq!(c.rtp_ports, 20000..=20009);

@@ -33,8 +33,11 @@
 //!   `Caller` is where the connection's authenticated user will be kept.
 //! - **HTTP on the RTSP ports** (RTSP-over-HTTP tunnels, the admin API,
 //!   `/metrics`, the status page, Icecast/ICY sources and listeners): told
-//!   apart by the first request line before the RTSP parser sees it, in the
-//!   connection loop, which asks the door where such a connection goes.
+//!   apart by the first request line before any parser sees it, in the
+//!   connection loop, which asks the door where each HTTP request goes
+//!   ([`Door::route_http`], by [`crate::http::route`] over the handlers
+//!   registered in the door's [`Routes`]). Checks that concern every
+//!   request, HTTP or RTSP (address rules, authentication), go before both.
 //! - **Limits** beyond the parser's size limits (request rates, methods an
 //!   operator turns off): as step 0, a `Route::Answer` with 503 or 405.
 
@@ -46,6 +49,7 @@ use proto::rtsp::message::{Method, ParseError, Request, Response};
 use proto::rtsp::url::split_uri;
 use tracing::debug;
 
+use crate::http::{HttpRoute, Routes};
 use crate::library::LibraryError;
 use crate::pacer::SessionKey;
 
@@ -75,14 +79,26 @@ pub enum Route {
     Session(SessionKey),
 }
 
-/// The door. Stateless today; the rules of the pieces to come (see the
-/// module documentation) will live in it.
+/// The door: the HTTP handlers registered on this core, and the rules of
+/// the pieces to come (see the module documentation).
 #[derive(Debug, Default, Clone)]
-pub struct Door {}
+pub struct Door {
+    routes: Routes,
+}
 
 impl Door {
     pub fn new() -> Door {
-        Door {}
+        Door::default()
+    }
+
+    /// A door that serves HTTP requests with `routes` besides tunnels.
+    pub fn with_routes(routes: Routes) -> Door {
+        Door { routes }
+    }
+
+    /// Classifies an HTTP request head from `caller`.
+    pub fn route_http(&self, head: &proto::http::Head, _caller: &Caller) -> HttpRoute {
+        crate::http::route(head, &self.routes)
     }
 
     /// Classifies `req`, which came from `caller`. `exists` says whether a

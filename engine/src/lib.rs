@@ -9,6 +9,7 @@ pub mod admission;
 pub mod channel;
 pub mod config;
 pub mod door;
+pub mod http;
 pub mod icecast;
 pub mod library;
 pub mod pacer;

@@ -12,7 +12,11 @@
 //! - [`interleaved`]: `$` frames of media on an RTSP connection;
 //! - [`rtx`]: RTP retransmission packets and their SDP parameters (RFC 4588);
 //! - [`qtss`]: QuickTime's RTCP APP packets: reliable-UDP acks, client
-//!   reports and server information, as Darwin Streaming Server spoke them.
+//!   reports and server information, as Darwin Streaming Server spoke them;
+//! - [`http`]: HTTP/1.x requests (heads, bodies, keep-alive) and responses,
+//!   and telling HTTP from RTSP by a connection's first line;
+//! - [`tunnel`]: RTSP over HTTP (QuickTime's GET/POST pair): which leg a
+//!   request opens, its cookie, and the POST body's streaming base64.
 //!
 //! Nothing here touches a socket, a file, a clock or a thread (no glommio,
 //! no libc): time, where it matters, is a value the caller passes. The
@@ -20,6 +24,7 @@
 //! client decides (which methods to answer, which media to play) stays with
 //! them.
 
+pub mod http;
 pub mod interleaved;
 pub mod qtss;
 pub mod rtcp;
@@ -27,6 +32,7 @@ pub mod rtp;
 pub mod rtsp;
 pub mod rtx;
 pub mod sdp;
+pub mod tunnel;
 
 #[cfg(test)]
 mod test_rng;

@@ -157,6 +157,31 @@ pub fn key_frame_at_or_before(keys: &[i64], ns: i64) -> Option<i64> {
     keys.iter().copied().filter(|&k| k <= ns).max()
 }
 
+/// How what ffmpeg read from a server (`got`, with [`FRAME_HASHES`]) differs
+/// from what it reads from the movie at `file`: every video picture, and
+/// the AAC frames the movie's hint tracks carry (a file may hold more than
+/// it hints). One line per stream that differs, naming the first frame.
+pub fn differences_from_file(file: &Path, got: &FrameHashes, timeout: Duration) -> Vec<String> {
+    let movie = loader::Movie::open(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let from_file = framemd5(&[], file.to_str().expect("a UTF-8 path"), FRAME_HASHES, timeout);
+    let mut differences = Vec::new();
+    for (stream, kind) in [(0, "video"), (1, "audio")] {
+        let mut want = from_file.hashes(stream);
+        assert!(
+            !want.is_empty(),
+            "{}: ffmpeg found no {kind} frames in the file",
+            file.display()
+        );
+        if kind == "audio" {
+            want.truncate(crate::rtp::hinted_aac_frames(&movie));
+        }
+        if let Some(d) = crate::first_difference(&want, &got.hashes(stream)) {
+            differences.push(format!("{kind} differs from the file at frame {d}"));
+        }
+    }
+    differences
+}
+
 /// Presentation times, in nanoseconds, of the video's key frames, by ffprobe.
 pub fn key_frames(file: &Path) -> Vec<i64> {
     require_tool("ffprobe");

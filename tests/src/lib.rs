@@ -156,6 +156,19 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration, what: &str) -> Out
     }
 }
 
+/// Where `got` first differs from `want`, as "i of N (received M): file
+/// ..., got ...", or `None` when they are equal.
+pub fn first_difference<T: PartialEq + std::fmt::Debug>(want: &[T], got: &[T]) -> Option<String> {
+    let i = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i))?;
+    Some(format!(
+        "{i} of {} (received {}): file {:?}, got {:?}",
+        want.len(),
+        got.len(),
+        want.get(i),
+        got.get(i)
+    ))
+}
+
 /// A command line as a readable string, for failure messages.
 pub fn describe(command: &Command) -> String {
     let mut s = command.get_program().to_string_lossy().into_owned();
@@ -295,18 +308,4 @@ fn is_stale(bin: &Path, sources: &[&str]) -> bool {
     }
     let root = workspace_root();
     sources.iter().filter_map(|p| newest(&root.join(p))).any(|t| t > built)
-}
-
-/// Where `got` first differs from `want` (what the file holds, what a client
-/// received), said for a failure message: the index, both lengths and both
-/// items there.
-pub fn first_difference<T: std::fmt::Debug + PartialEq>(want: &[T], got: &[T]) -> Option<String> {
-    let i = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i))?;
-    Some(format!(
-        "{i} of {} differs (received {}): file {:?}, RTSP {:?}",
-        want.len(),
-        got.len(),
-        want.get(i),
-        got.get(i)
-    ))
 }

@@ -8,11 +8,17 @@
 //! tests. On a connection carrying interleaved media,
 //! every byte must belong either to a whole response or to a whole `$` frame
 //! (RFC 2326 section 10.12); anything else panics with what was found.
+//!
+//! A [`Connection`] may also be an RTSP-over-HTTP tunnel
+//! ([`Connection::tunnel`]): the GET leg read as above, every request
+//! written base64-encoded (by the `base64` crate, not the server's codec) on
+//! the POST leg, which may be closed and reopened as QuickTime does.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::rtp::{bind_with_big_buffer, RtpPacket};
@@ -54,12 +60,161 @@ pub struct Connection {
     next_cseq: u32,
     /// Interleaved frames read while waiting for a response.
     pub frames: VecDeque<(u8, Vec<u8>)>,
+    /// For a tunnel: where requests go, and how to open another POST.
+    tunnel: Option<TunnelLegs>,
+}
+
+/// A tunnel's client-to-server side.
+pub struct TunnelLegs {
+    pub post: Option<TcpStream>,
+    addr: SocketAddr,
+    path: String,
+    pub cookie: String,
+}
+
+/// The head of an HTTP response, as read off the wire.
+#[derive(Debug, Clone)]
+pub struct HttpHead {
+    pub version: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpHead {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads an HTTP response head from `stream`, byte by byte (so that nothing
+/// after it is consumed). `None` when the connection closed first.
+pub fn read_http_head(stream: &mut TcpStream) -> io::Result<Option<HttpHead>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return if head.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed inside an HTTP head",
+                ))
+            };
+        }
+        head.push(byte[0]);
+    }
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let text = String::from_utf8(head).map_err(|_| bad("an HTTP head that is not UTF-8".into()))?;
+    let mut lines = text.trim_end().split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut words = status_line.splitn(3, ' ');
+    let version = words.next().unwrap_or_default();
+    let status = words.next().and_then(|s| s.parse().ok());
+    let (true, Some(status)) = (version.starts_with("HTTP/1."), status) else {
+        return Err(bad(format!("bad status line {status_line:?}")));
+    };
+    let mut headers = Vec::new();
+    for line in lines {
+        let (n, v) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+        headers.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(Some(HttpHead {
+        version: version.to_owned(),
+        status,
+        headers,
+    }))
+}
+
+/// Writes a tunnel's GET (QuickTime's headers) for `path` with `cookie`.
+pub fn tunnel_get(stream: &mut TcpStream, path: &str, cookie: &str) -> io::Result<()> {
+    let text = format!(
+        "GET {path} HTTP/1.0\r\nUser-Agent: streamalot-tests\r\nx-sessioncookie: {cookie}\r\n\
+         Accept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n"
+    );
+    stream.write_all(text.as_bytes())
+}
+
+/// Writes a tunnel's POST head for `path` with `cookie`.
+pub fn tunnel_post(stream: &mut TcpStream, path: &str, cookie: &str) -> io::Result<()> {
+    let text = format!(
+        "POST {path} HTTP/1.0\r\nUser-Agent: streamalot-tests\r\nx-sessioncookie: {cookie}\r\n\
+         Content-Type: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\
+         Content-Length: 32767\r\nExpires: Sun, 9 Jan 1972 00:00:00 GMT\r\n\r\n"
+    );
+    stream.write_all(text.as_bytes())
+}
+
+/// Base64 of `bytes`, as clients encode each message they tunnel.
+pub fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Opens a tunnel's GET leg on `stream`: the answer must be the tunnel's.
+pub fn open_tunnel_get(stream: &mut TcpStream, path: &str, cookie: &str) -> Result<HttpHead, String> {
+    tunnel_get(stream, path, cookie).map_err(|e| format!("writing the GET: {e}"))?;
+    let head = read_http_head(stream)
+        .map_err(|e| format!("reading the GET's answer: {e}"))?
+        .ok_or("the GET was not answered")?;
+    if head.status != 200 || head.header("Content-Type") != Some("application/x-rtsp-tunnelled") {
+        return Err(format!("the GET was answered {head:?}"));
+    }
+    if head.header("Content-Length").is_some() {
+        return Err(format!("the GET's answer has a length: {head:?}"));
+    }
+    Ok(head)
 }
 
 impl Connection {
     pub fn connect(addr: SocketAddr) -> Connection {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         Connection::over(stream)
+    }
+
+    /// An RTSP connection through a tunnel to `addr` for `path`: the GET
+    /// leg, answered as the tunnel's, then a POST leg.
+    pub fn tunnel(addr: SocketAddr, path: &str, cookie: &str) -> Connection {
+        let mut get = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        get.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("a read timeout");
+        open_tunnel_get(&mut get, path, cookie).unwrap_or_else(|e| panic!("tunnel to {addr}{path}: {e}"));
+        let mut conn = Connection::over(get);
+        conn.tunnel = Some(TunnelLegs {
+            post: None,
+            addr,
+            path: path.to_owned(),
+            cookie: cookie.to_owned(),
+        });
+        conn.reopen_post();
+        conn
+    }
+
+    pub fn is_tunnel(&self) -> bool {
+        self.tunnel.is_some()
+    }
+
+    /// A tunnel's legs; `None` for a plain connection.
+    pub fn legs(&mut self) -> Option<&mut TunnelLegs> {
+        self.tunnel.as_mut()
+    }
+
+    /// Closes the tunnel's POST leg, if open, and opens another, as
+    /// QuickTime does between requests.
+    pub fn reopen_post(&mut self) {
+        let legs = self.tunnel.as_mut().expect("a tunnel");
+        if let Some(old) = legs.post.take() {
+            let _ = old.shutdown(Shutdown::Both);
+        }
+        let mut post = TcpStream::connect(legs.addr).unwrap_or_else(|e| panic!("connect to {}: {e}", legs.addr));
+        let _ = post.set_nodelay(true);
+        tunnel_post(&mut post, &legs.path, &legs.cookie).expect("write the POST head");
+        legs.post = Some(post);
     }
 
     /// A connection over a stream set up by the caller (with a small receive
@@ -74,6 +229,7 @@ impl Connection {
             buf: Vec::new(),
             next_cseq: 1,
             frames: VecDeque::new(),
+            tunnel: None,
         }
     }
 
@@ -104,8 +260,13 @@ impl Connection {
         reply
     }
 
+    /// Writes `bytes` for the server to read: on the connection, or
+    /// base64-encoded on a tunnel's POST leg.
     pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        match self.tunnel.as_mut().and_then(|t| t.post.as_mut()) {
+            Some(post) => post.write_all(base64(bytes).as_bytes()),
+            None => self.stream.write_all(bytes),
+        }
     }
 
     /// Reads until a response, queueing interleaved frames on the way.
@@ -351,7 +512,13 @@ pub struct Player {
 impl Player {
     /// Describes `url` and sets up each of its streams over `lower`.
     pub fn setup(addr: SocketAddr, url: &str, lower: Lower) -> Player {
-        let mut conn = Connection::connect(addr);
+        Player::setup_on(Connection::connect(addr), url, lower)
+    }
+
+    /// As [`setup`](Player::setup), on `conn` (a tunnel, say), whose peer
+    /// is the server.
+    pub fn setup_on(mut conn: Connection, url: &str, lower: Lower) -> Player {
+        let addr = conn.stream.peer_addr().expect("a connected stream");
         let described = conn.request("DESCRIBE", url, &[("Accept", "application/sdp")]);
         assert_eq!(described.status, 200, "DESCRIBE {url}: {described:?}");
         let base = described.header("Content-Base").unwrap_or(url).to_owned();
@@ -533,6 +700,70 @@ impl Player {
             stream.rtcp.push(data);
         }
     }
+}
+
+/// Plays `url` over and over on connections from `connect` until `stop`,
+/// each time checking that every packet arrived intact (`expected`, per
+/// stream); over TCP it also sends a GET_PARAMETER keep-alive every 100
+/// packets, on a tunnel after reopening its POST leg. Returns how many
+/// whole playbacks it made.
+pub fn good_client(
+    connect: impl Fn() -> Connection,
+    url: &str,
+    lower: Lower,
+    expected: &[Vec<RtpPacket>],
+    stop: &AtomicBool,
+) -> Result<usize, String> {
+    let mut plays = 0;
+    while !stop.load(Ordering::Acquire) || plays == 0 {
+        let mut player = Player::setup_on(connect(), url, lower);
+        player.play(None);
+        // Over TCP, a keep-alive every 100 video packets, answered between
+        // `$` frames.
+        let mut next_ping = 100;
+        while !player.streams.iter().all(Stream::said_bye) {
+            let n = next_ping;
+            let tcp = lower == Lower::Tcp;
+            let moved = player.receive_until(Duration::from_secs(60), |s| {
+                s.iter().all(Stream::said_bye) || (tcp && s[0].packets.len() >= n)
+            });
+            if !moved {
+                return Err("the media stopped before its end".into());
+            }
+            if tcp && !player.streams.iter().all(Stream::said_bye) {
+                if player.conn.legs().is_some() {
+                    player.conn.reopen_post();
+                }
+                let reply = player.control("GET_PARAMETER", &[]);
+                if reply.status != 200 {
+                    return Err(format!("GET_PARAMETER during playback answered {}", reply.status));
+                }
+                next_ping += 100;
+            }
+        }
+        player.receive_to_the_end(Duration::from_secs(60));
+        for (i, (s, want)) in player.streams.iter().zip(expected).enumerate() {
+            let seq0 = s.packets.first().map_or(0, |p| p.sequence);
+            let intact = s.packets.len() == want.len()
+                && s.packets.iter().zip(want).enumerate().all(|(n, (g, w))| {
+                    g.payload == w.payload && g.sequence == seq0.wrapping_add(n as u16) && g.ssrc == s.ssrc
+                });
+            if !intact {
+                return Err(format!(
+                    "playback {}: stream {i} got {} packets of {}, not all intact",
+                    plays + 1,
+                    s.packets.len(),
+                    want.len()
+                ));
+            }
+        }
+        let teardown = player.control("TEARDOWN", &[]);
+        if teardown.status != 200 {
+            return Err(format!("TEARDOWN answered {}", teardown.status));
+        }
+        plays += 1;
+    }
+    Ok(plays)
 }
 
 /// An RTP socket on an even port of 127.0.0.1 and its RTCP socket one up,

@@ -9,7 +9,10 @@
 //! time: latencies are whatever the machine gives.
 //!
 //! Sessions last longer than the 5 s clip, so each plays it, then tears down
-//! and plays it again: the restart path runs too.
+//! and plays it again: the restart path runs too. Against streamalot the
+//! sessions go over UDP, interleaved TCP and RTSP-over-HTTP tunnels; and
+//! 500 tunnelled sessions at once (1,000 connections) must all play
+//! without loss, the server's descriptors back where they were afterwards.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
@@ -39,11 +42,16 @@ struct Load {
 }
 
 fn start_load(url: &str, transport: &str, sessions: u32, seconds: u32, out: &Path) -> Load {
+    start_load_at(url, transport, sessions, 20, seconds, out)
+}
+
+/// As [`start_load`], starting `ramp` sessions a second.
+fn start_load_at(url: &str, transport: &str, sessions: u32, ramp: u32, seconds: u32, out: &Path) -> Load {
     let _ = std::fs::remove_dir_all(out);
     let mut cmd = Command::new(rtpload_binary());
     cmd.arg(url)
         .args(["--sessions", &sessions.to_string()])
-        .args(["--ramp", "20"])
+        .args(["--ramp", &ramp.to_string()])
         .args(["--duration", &seconds.to_string()])
         .args(["--transport", transport])
         .args(["--max-loss", "0"])
@@ -273,40 +281,61 @@ fn base64_decode(s: &str) -> Vec<u8> {
 }
 
 #[test]
-fn rtpload_plays_streamalot_over_udp_and_tcp() {
+fn rtpload_plays_streamalot_over_udp_tcp_and_http() {
     const UDP: u32 = 24;
     const TCP: u32 = 4;
+    const HTTP: u32 = 4;
     let name = "rtpload-streamalot";
     let server = Server::start(&library(name, &[media().h264_mp4()]), &[]);
     let url = server.url("h264-aac.mp4");
     let out = scratch_dir().join(name);
-    // Both at once, against the one server.
+    // All at once, against the one server.
     let udp = start_load(&url, "udp", UDP, 7, &out.join("udp"));
     let tcp = start_load(&url, "tcp", TCP, 7, &out.join("tcp"));
-    let (udp, tcp) = (udp.finish(), tcp.finish());
+    let http = start_load(&url, "http", HTTP, 7, &out.join("http"));
+    let (udp, tcp, http) = (udp.finish(), tcp.finish(), http.finish());
     udp.check(u64::from(UDP));
     tcp.check(u64::from(TCP));
+    http.check(u64::from(HTTP));
     assert_eq!(udp.summary["transport"], "udp");
     assert_eq!(tcp.summary["transport"], "tcp");
+    assert_eq!(http.summary["transport"], "http");
 
     // What the server says it sent is what arrived, play by play.
     let access_log = server.access_log.clone();
     server.stop_cleanly();
-    let log = parse_access_log(&std::fs::read_to_string(&access_log).expect("the access log"));
+    agrees_with_the_access_log(&access_log, &[(&udp, "udp"), (&tcp, "tcp"), (&http, "http")]);
+}
+
+/// The access log's records of rtpload's sessions over each transport are
+/// one per play, and count the packets and bytes rtpload received (summed
+/// over the runs of that transport).
+fn agrees_with_the_access_log(access_log: &Path, runs: &[(&Run, &str)]) {
+    let log = parse_access_log(&std::fs::read_to_string(access_log).expect("the access log"));
     let number = |r: &HashMap<String, String>, field: &str| -> u64 {
         r[field]
             .parse()
             .unwrap_or_else(|_| panic!("{field} is not a number in {r:?}"))
     };
-    for (run, transport) in [(&udp, "udp"), (&tcp, "tcp")] {
+    let mut transports: Vec<&str> = runs.iter().map(|r| r.1).collect();
+    transports.sort_unstable();
+    transports.dedup();
+    for transport in transports {
+        let of = |path: &[&str]| -> u64 {
+            runs.iter()
+                .filter(|r| r.1 == transport)
+                .map(|r| r.0.summary(path))
+                .sum()
+        };
         let lines: Vec<&HashMap<String, String>> = log
             .iter()
             .filter(|r| r["cs(User-Agent)"].starts_with("rtpload/") && r["transport"] == transport)
             .collect();
         assert_eq!(
             lines.len() as u64,
-            run.summary(&["sessions", "plays"]),
-            "{transport}: a server session per play: {log:?}"
+            of(&["sessions", "plays"]),
+            "{transport}: a server session per play ({} records in all)",
+            log.len()
         );
         assert!(
             lines
@@ -318,20 +347,46 @@ fn rtpload_plays_streamalot_over_udp_and_tcp() {
         let bytes: u64 = lines.iter().map(|r| number(r, "sc-bytes")).sum();
         assert_eq!(
             sent,
-            run.summary(&["packets", "received"]),
+            of(&["packets", "received"]),
             "{transport}: packets sent vs received"
         );
-        assert_eq!(
-            bytes,
-            run.summary(&["bytes", "received"]),
-            "{transport}: bytes sent vs received"
-        );
+        assert_eq!(bytes, of(&["bytes", "received"]), "{transport}: bytes sent vs received");
         // The receiver reports told the server of no loss either.
         assert!(
             lines.iter().all(|r| r["c-pkts-lost"].parse::<i64>().unwrap_or(0) <= 0),
             "{lines:?}"
         );
     }
+}
+
+#[test]
+fn rtpload_plays_500_tunnelled_sessions() {
+    const SESSIONS: u32 = 500;
+    let name = "rtpload-tunnels";
+    let server = Server::start(&library(name, &[media().h264_mp4()]), &[]);
+    let url = server.url("h264-aac.mp4");
+    // A couple of tunnels first, so that what the server opens once (the
+    // movie, its executors' own) is there before the count.
+    let warm_up = start_load(&url, "http", 2, 2, &scratch_dir().join(name).join("warm-up")).finish();
+    warm_up.check(2);
+    server.wait_for_records(2, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let fds = server.open_fds();
+    // Shorter than the clip: one play each, however slow the machine.
+    let run = start_load_at(&url, "http", SESSIONS, 100, 4, &scratch_dir().join(name).join("run")).finish();
+    run.check(u64::from(SESSIONS));
+    let p99 = run.summary(&["histograms", "first_packet", "p99_us"]);
+    let lateness = run.summary(&["histograms", "lateness", "p99_us"]);
+    eprintln!("{SESSIONS} tunnelled sessions: PLAY to first packet p99 {p99} us, lateness p99 {lateness} us");
+    // Every leg closed: the server holds what it held before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.open_fds() > fds && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.open_fds(), fds, "descriptors after {SESSIONS} tunnels");
+    let access_log = server.access_log.clone();
+    server.stop_cleanly();
+    agrees_with_the_access_log(&access_log, &[(&warm_up, "http"), (&run, "http")]);
 }
 
 #[test]

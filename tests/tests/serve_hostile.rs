@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use loader::Movie;
 use streamalot_tests::media::media;
 use streamalot_tests::rtp::{loader_packets, RtpPacket};
-use streamalot_tests::rtsp::{Connection, Item, Lower, Player, Stream};
+use streamalot_tests::rtsp::{good_client, Connection, Item, Lower, Player};
 use streamalot_tests::scratch_dir;
 use streamalot_tests::server::{library, Server};
 
@@ -49,7 +49,7 @@ fn bad_requests_get_the_right_answers_while_good_sessions_play_on() {
         .into_iter()
         .map(|lower| {
             let (addr, url, expected, stop) = (server.addr, url.clone(), expected.clone(), stop.clone());
-            thread::spawn(move || good_client(addr, &url, lower, &expected, &stop))
+            thread::spawn(move || good_client(|| Connection::connect(addr), &url, lower, &expected, &stop))
         })
         .collect();
 
@@ -196,65 +196,6 @@ fn bad_requests_get_the_right_answers_while_good_sessions_play_on() {
         totals["dropped_tcp"].as_u64() > Some(0),
         "the stalled reader's packets should have been dropped: {totals}"
     );
-}
-
-/// Plays `url` over and over until `stop`, each time checking that every
-/// packet arrived intact; over TCP it also sends a GET_PARAMETER keep-alive
-/// every 100 packets. Returns how many whole playbacks it made.
-fn good_client(
-    addr: SocketAddr,
-    url: &str,
-    lower: Lower,
-    expected: &[Vec<RtpPacket>],
-    stop: &AtomicBool,
-) -> Result<usize, String> {
-    let mut plays = 0;
-    while !stop.load(Ordering::Acquire) || plays == 0 {
-        let mut player = Player::setup(addr, url, lower);
-        player.play(None);
-        // Over TCP, a keep-alive every 100 video packets, answered between
-        // `$` frames.
-        let mut next_ping = 100;
-        while !player.streams.iter().all(Stream::said_bye) {
-            let n = next_ping;
-            let tcp = lower == Lower::Tcp;
-            let moved = player.receive_until(Duration::from_secs(60), |s| {
-                s.iter().all(Stream::said_bye) || (tcp && s[0].packets.len() >= n)
-            });
-            if !moved {
-                return Err("the media stopped before its end".into());
-            }
-            if tcp && !player.streams.iter().all(Stream::said_bye) {
-                let reply = player.control("GET_PARAMETER", &[]);
-                if reply.status != 200 {
-                    return Err(format!("GET_PARAMETER during playback answered {}", reply.status));
-                }
-                next_ping += 100;
-            }
-        }
-        player.receive_to_the_end(Duration::from_secs(60));
-        for (i, (s, want)) in player.streams.iter().zip(expected).enumerate() {
-            let seq0 = s.packets.first().map_or(0, |p| p.sequence);
-            let intact = s.packets.len() == want.len()
-                && s.packets.iter().zip(want).enumerate().all(|(n, (g, w))| {
-                    g.payload == w.payload && g.sequence == seq0.wrapping_add(n as u16) && g.ssrc == s.ssrc
-                });
-            if !intact {
-                return Err(format!(
-                    "playback {}: stream {i} got {} packets of {}, not all intact",
-                    plays + 1,
-                    s.packets.len(),
-                    want.len()
-                ));
-            }
-        }
-        let teardown = player.control("TEARDOWN", &[]);
-        if teardown.status != 200 {
-            return Err(format!("TEARDOWN answered {}", teardown.status));
-        }
-        plays += 1;
-    }
-    Ok(plays)
 }
 
 /// Sends `bytes`; the server must answer `status` and close, or close

@@ -1,29 +1,36 @@
-//! The control core's driver: binds and accepts the RTSP ports, runs each
-//! connection through the [connection loop](super::conn) and executes the
-//! door's routes, keeps the connection and session counts
-//! ([`Admission`]), writes the access log, and watches the signals and the
-//! timers (statistics reports, the library's pruning).
+//! The control core's driver: binds and accepts the RTSP and HTTP ports,
+//! runs each connection through the [connection loop](super::conn) and
+//! executes the door's routes, keeps the connection and session counts
+//! ([`Admission`]) and the tunnels' [`Registry`], writes the access log, and
+//! watches the signals and the timers (statistics reports, the library's
+//! pruning, tunnel legs that waited too long for each other).
 
 use std::cell::{Cell, RefCell};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
-use glommio::channels::local_channel;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
 use proto::rtsp::message::{Limits, Request, Response};
-use tracing::{info, warn};
+use proto::tunnel::{Cookie, Decoder, Leg};
+use tracing::{debug, info, warn};
 
-use super::conn::{self, Host, Link, Step};
-use super::{open_movie, FromShard, Handover, ServeError, Signals, ToShard};
+use super::conn::{self, Host, Leave, Link, Speaks, Step};
+use super::tunnel::{give_leg, Carry, Counted, PostLeg, TunnelWire};
+use super::{now, open_movie, FromShard, Handover, ServeError, Signals, ToShard};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::admission::{self, Admission};
 use crate::config::Config;
 use crate::door::{self, Door, Route};
+use crate::http::tunnel::{Expired, Place, PostTo, Registry, TunnelId, PAIRING_WINDOW};
+use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
 use crate::library::Library;
 use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId};
@@ -33,6 +40,8 @@ use crate::stats::ShardStats;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A movie no session holds is let go of when nobody asked for it this long.
 const UNUSED_FOR: Duration = Duration::from_secs(300);
+/// POST legs that may wait behind a tunnel's current one.
+const LEG_QUEUE: usize = 2;
 
 /// The control core's state, shared by its tasks (one thread: `RefCell`).
 struct Control {
@@ -46,21 +55,41 @@ struct Control {
     waiting: RefCell<KeyMap<ReplyId, local_channel::LocalSender<Event>>>,
     next_reply: Cell<ReplyId>,
     log: RefCell<AccessLog>,
+    tunnels: RefCell<Registry>,
+    /// Where the POST legs of tunnels on this core go: one channel per
+    /// tunnel, read by its wire.
+    tunnel_legs: RefCell<KeyMap<TunnelId, LocalSender<PostLeg>>>,
+    /// The other ends, from a GET's answer until its task takes them.
+    tunnel_starts: RefCell<KeyMap<TunnelId, LocalReceiver<PostLeg>>>,
+    /// POSTs that came before their GET.
+    held_posts: RefCell<KeyMap<TunnelId, PostLeg>>,
+    /// Gives a connection's count back (for legs, which outlive the task
+    /// that accepted them).
+    release: Rc<dyn Fn(IpAddr)>,
 }
 
-/// Binds the RTSP ports: without `SO_REUSEPORT` unless the operator asks
-/// for sharing, so that a second server on a port in use fails at once
-/// instead of quietly taking some of the first one's connections.
-pub fn bind(config: &Config) -> Result<Vec<StdListener>, ServeError> {
+/// A bound port and what it speaks.
+pub struct Listener {
+    socket: StdListener,
+    /// Whether RTSP is welcome besides HTTP.
+    rtsp: bool,
+}
+
+/// Binds the RTSP ports (which take HTTP too) and the HTTP-only ports:
+/// without `SO_REUSEPORT` unless the operator asks for sharing, so that a
+/// second server on a port in use fails at once instead of quietly taking
+/// some of the first one's connections.
+pub fn bind(config: &Config) -> Result<Vec<Listener>, ServeError> {
     let mut listeners = Vec::new();
-    for &port in &config.rtsp_ports {
+    let ports = config.rtsp_ports.iter().map(|&p| (p, true));
+    for (port, rtsp) in ports.chain(config.http_ports.iter().map(|&p| (p, false))) {
         let addr = SocketAddr::new(config.bind, port);
         match net::bind_tcp_listener(addr, config.reuse_port) {
-            Ok(l) => listeners.push(l),
+            Ok(socket) => listeners.push(Listener { socket, rtsp }),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(ServeError::PortInUse { port }),
             Err(source) => {
                 return Err(ServeError::Bind {
-                    what: format!("RTSP port {addr}"),
+                    what: format!("{} port {addr}", if rtsp { "RTSP" } else { "HTTP" }),
                     source,
                 })
             }
@@ -72,7 +101,7 @@ pub fn bind(config: &Config) -> Result<Vec<StdListener>, ServeError> {
 pub async fn run(
     config: Config,
     library: Arc<Library>,
-    listeners: Vec<StdListener>,
+    listeners: Vec<Listener>,
     signals: Signals,
     to_shards: Vec<SharedSender<ToShard>>,
     from_shards: Vec<SharedReceiver<FromShard>>,
@@ -82,27 +111,43 @@ pub async fn run(
         shards.push(tx.connect().await);
     }
     let log = AccessLog::open(config.access_log.as_deref()).map_err(ServeError::AccessLog)?;
-    let ctl = Rc::new(Control {
-        door: Door::new(),
-        limits: conn::limits(&config),
-        library,
-        admission: RefCell::new(Admission::new(admission::Limits::from_config(&config), shards.len())),
-        shards,
-        waiting: RefCell::default(),
-        next_reply: Cell::new(1),
-        log: RefCell::new(log),
-        config,
+    // HTTP handlers (the admin API, /metrics, the status page, Icecast)
+    // are registered here; see the `http` module.
+    let routes = Routes::new();
+    let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
+        let me = me.clone();
+        Control {
+            door: Door::with_routes(routes),
+            limits: conn::limits(&config),
+            library,
+            admission: RefCell::new(Admission::new(admission::Limits::from_config(&config), shards.len())),
+            shards,
+            waiting: RefCell::default(),
+            next_reply: Cell::new(1),
+            log: RefCell::new(log),
+            tunnels: RefCell::new(Registry::new(PAIRING_WINDOW)),
+            tunnel_legs: RefCell::default(),
+            tunnel_starts: RefCell::default(),
+            held_posts: RefCell::default(),
+            release: Rc::new(move |ip| {
+                if let Some(ctl) = me.upgrade() {
+                    ctl.admission.borrow_mut().disconnect(ip);
+                }
+            }),
+            config,
+        }
     });
     let mut accept_tasks = Vec::new();
     for l in listeners {
-        let addr = l.local_addr().ok();
+        let addr = l.socket.local_addr().ok();
         // SAFETY: `into_raw_fd` releases the bound, listening socket's only
         // owner; the glommio listener takes it over.
-        let l = unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) };
+        let socket = unsafe { TcpListener::from_raw_fd(l.socket.into_raw_fd()) };
         if let Some(addr) = addr {
-            info!(%addr, "listening for RTSP");
+            info!(%addr, "listening for {}", if l.rtsp { "RTSP and HTTP" } else { "HTTP" });
         }
-        accept_tasks.push(glommio::spawn_local(accept(ctl.clone(), l)));
+        let speaks = if l.rtsp { Speaks::Either } else { Speaks::HttpOnly };
+        accept_tasks.push(glommio::spawn_local(accept(ctl.clone(), socket, speaks)));
     }
     info!(
         shards = ctl.shards.len(),
@@ -141,6 +186,7 @@ pub async fn run(
         if let Err(e) = ctl.log.borrow_mut().flush_if_due() {
             warn!(error = %e, "cannot write the access log");
         }
+        ctl.expire_tunnel_legs();
         if Instant::now() >= next_prune {
             let dropped = ctl.library.prune(Instant::now(), UNUSED_FOR);
             if dropped > 0 {
@@ -231,6 +277,8 @@ async fn shard_events(
                     let _ = stopped.try_send(stats);
                 }
             },
+            FromShard::LegClosed { client } => ctl.admission.borrow_mut().disconnect(client),
+            FromShard::TunnelClosed { tunnel } => ctl.tunnels.borrow_mut().close(tunnel),
         }
     }
 }
@@ -260,7 +308,7 @@ async fn ask(ctl: &Control, i: usize, make: impl FnOnce(ReplyId) -> ToShard) -> 
     rx.recv().await
 }
 
-async fn accept(ctl: Rc<Control>, listener: TcpListener) {
+async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -272,10 +320,16 @@ async fn accept(ctl: Rc<Control>, listener: TcpListener) {
         };
         let Ok(client) = stream.peer_addr() else { continue };
         if !ctl.admission.borrow_mut().connect(client.ip()) {
-            // Past a connection limit: say so, then close.
+            // Past a connection limit: say so, then close. What the client
+            // speaks is not known yet; on a shared port RTSP is assumed.
             glommio::spawn_local(async move {
                 let mut out = Vec::new();
-                Response::new(503, None).write_to(&mut out);
+                if speaks == Speaks::HttpOnly {
+                    let r = proto::http::Response::new(503);
+                    web::write(&mut out, &r, proto::http::Version::Http11, false, false);
+                } else {
+                    Response::new(503, None).write_to(&mut out);
+                }
                 let mut stream = stream;
                 let _ = stream.write_all(&out).await;
                 let _ = stream.close().await;
@@ -284,27 +338,195 @@ async fn accept(ctl: Rc<Control>, listener: TcpListener) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(connection(ctl.clone(), stream, client)).detach();
+        glommio::spawn_local(connection(ctl.clone(), stream, client, speaks)).detach();
     }
 }
 
-async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr) {
+async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr, speaks: Speaks) {
     // A connection that says nothing for a session timeout is stalled.
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(ctl.config.session_timeout.max(1))));
-    let mut link = Link::new(0, client, stream.as_raw_fd(), Vec::new());
+    let _ = stream.set_read_timeout(Some(ctl.idle_timeout()));
+    let mut link = Link::new(0, client, stream.as_raw_fd(), speaks, Vec::new());
     let step = conn::serve(&*ctl, &mut link, &mut stream).await;
-    if step == Step::HandedOver {
-        // The shard owns the socket now through its own descriptor; this one
-        // is closed when the stream is dropped (no shutdown: that would end
-        // the connection for the shard too). The connection's count moves
-        // with it: the shard reports when it closes.
-        return;
+    match (step, link.leave.take()) {
+        (Step::Leave, Some(Leave::Shard { shard, command })) => {
+            let conn = link.clone_fd().map(|fd| Handover {
+                fd,
+                client,
+                pending: std::mem::take(&mut link.buf),
+                tunnel: None,
+            });
+            // Handed over, the shard owns the socket through its own
+            // descriptor; this one is closed when the stream is dropped (no
+            // shutdown: that would end the connection for the shard too),
+            // and the connection's count moves with it: the shard reports
+            // when it closes.
+            if ctl.hand_over(shard, *command, conn).await {
+                return;
+            }
+        }
+        (Step::Leave, Some(Leave::Http(Takeover::TunnelGet(id)))) => return tunnel_get(ctl, stream, client, id).await,
+        (Step::Leave, Some(Leave::Http(Takeover::TunnelPost(id, to)))) => {
+            let counted = Counted::new(client.ip(), ctl.release.clone());
+            let leg = PostLeg::new(stream, client, std::mem::take(&mut link.buf), counted);
+            return ctl.post_leg(id, to, leg).await;
+        }
+        _ => {}
     }
     let _ = stream.close().await;
     ctl.admission.borrow_mut().disconnect(client.ip());
 }
 
+/// Runs tunnel `id` from its GET leg, answered already: the RTSP
+/// conversation over its POST legs, until the client closes the GET or the
+/// tunnel moves to a shard.
+async fn tunnel_get(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr, id: TunnelId) {
+    let Some(legs) = ctl.tunnel_starts.borrow_mut().remove(&id) else {
+        // Given up before this task ran.
+        let _ = stream.close().await;
+        ctl.admission.borrow_mut().disconnect(client.ip());
+        return;
+    };
+    // The GET leg carries nothing from the client, so silence on it is no
+    // sign of a stall; the POST legs time out instead.
+    let _ = stream.set_read_timeout(None);
+    let mut link = Link::new(0, client, stream.as_raw_fd(), Speaks::Rtsp, Vec::new());
+    let mut wire = TunnelWire::new(stream, None, Decoder::new(), legs, ctl.idle_timeout());
+    let step = conn::serve(&*ctl, &mut link, &mut wire).await;
+    let (mut get, post, decoder, legs) = wire.into_parts();
+    if let (Step::Leave, Some(Leave::Shard { shard, command })) = (step, link.leave.take()) {
+        let post = post.map(|p| p.hand_over().map(Box::new)).transpose();
+        let conn = post.and_then(|post| {
+            Ok(Handover {
+                fd: link.clone_fd()?,
+                client,
+                pending: std::mem::take(&mut link.buf),
+                tunnel: Some(Carry { id, post, decoder }),
+            })
+        });
+        if ctl.hand_over(shard, *command, conn).await {
+            // From now on (the tunnel's Adopt sent first) POSTs go to the
+            // shard; those that came here meanwhile follow.
+            ctl.tunnels.borrow_mut().moved(id, Place::Shard(shard));
+            ctl.tunnel_legs.borrow_mut().remove(&id);
+            while let Some(Some(leg)) = futures_lite::future::poll_once(legs.recv()).await {
+                ctl.post_leg(id, PostTo::Tunnel(Place::Shard(shard)), leg).await;
+            }
+            return;
+        }
+    }
+    ctl.tunnels.borrow_mut().close(id);
+    ctl.tunnel_legs.borrow_mut().remove(&id);
+    drop(legs);
+    let _ = get.close().await;
+    ctl.admission.borrow_mut().disconnect(client.ip());
+}
+
 impl Control {
+    /// How long a connection may say nothing before it is closed.
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.session_timeout.max(1))
+    }
+
+    /// Sends a connection (or its failure to be duplicated) to `shard` with
+    /// the new session's `command`. On failure the session is forgotten,
+    /// and `false` says the connection stays here to be closed.
+    async fn hand_over(&self, shard: usize, command: Command, conn: std::io::Result<Handover>) -> bool {
+        let key = match &command {
+            Command::NewSession { key, .. } => Some(*key),
+            _ => None,
+        };
+        let sent = match conn {
+            Ok(conn) => self.shards[shard].send(ToShard::Adopt { conn, command }).await.is_ok(),
+            Err(e) => {
+                warn!(error = %e, "cannot hand a connection over");
+                false
+            }
+        };
+        if !sent {
+            if let Some(key) = key {
+                self.admission.borrow_mut().forget(key);
+            }
+        }
+        sent
+    }
+
+    /// Takes a tunnel leg the door routed here: the registry pairs it.
+    fn tunnel_leg(&self, client: IpAddr, leg: Leg, cookie: &Cookie) -> Reply {
+        let refused = |r: crate::http::tunnel::Refusal| {
+            debug!(%client, cookie = cookie.as_str(), ?leg, error = %r, "tunnel leg refused");
+            Reply::Respond(proto::http::Response::new(r.status()))
+        };
+        match leg {
+            Leg::Get => match self.tunnels.borrow_mut().get(cookie, client, now()) {
+                Ok((id, _)) => {
+                    let (tx, rx) = local_channel::new_bounded(LEG_QUEUE);
+                    // A POST that came first is the tunnel's first leg.
+                    if let Some(held) = self.held_posts.borrow_mut().remove(&id) {
+                        let _ = tx.try_send(held);
+                    }
+                    self.tunnel_legs.borrow_mut().insert(id, tx);
+                    self.tunnel_starts.borrow_mut().insert(id, rx);
+                    Reply::Take {
+                        head: Some(proto::tunnel::get_response()),
+                        to: Takeover::TunnelGet(id),
+                    }
+                }
+                Err(r) => refused(r),
+            },
+            Leg::Post => match self.tunnels.borrow_mut().post(cookie, client, now()) {
+                Ok((id, to)) => Reply::Take {
+                    head: None,
+                    to: Takeover::TunnelPost(id, to),
+                },
+                Err(r) => refused(r),
+            },
+        }
+    }
+
+    /// Delivers a POST leg to tunnel `id`, wherever `to` says it is.
+    async fn post_leg(&self, id: TunnelId, to: PostTo, leg: PostLeg) {
+        match to {
+            PostTo::Held => {
+                self.held_posts.borrow_mut().insert(id, leg);
+            }
+            PostTo::Tunnel(Place::Control) => {
+                let refused = give_leg(self.tunnel_legs.borrow().get(&id), leg);
+                if let Some((leg, status)) = refused {
+                    leg.refuse(status).await;
+                }
+            }
+            PostTo::Tunnel(Place::Shard(shard)) => match leg.hand_over() {
+                Ok(leg) => {
+                    // A shard that has stopped takes the leg down with it.
+                    let _ = self.shards[shard].send(ToShard::TunnelPost { tunnel: id, leg }).await;
+                }
+                Err(e) => warn!(error = %e, "cannot hand a tunnel's POST over"),
+            },
+        }
+    }
+
+    /// Gives up the tunnel legs that waited too long for each other: a GET
+    /// is closed (its wire sees its channel of legs close), a POST answered
+    /// 404.
+    fn expire_tunnel_legs(&self) {
+        let expired = self.tunnels.borrow_mut().expire(now());
+        for x in expired {
+            match x {
+                Expired::Get(id) => {
+                    debug!(tunnel = id, "a tunnel's GET had no POST in time");
+                    self.tunnel_legs.borrow_mut().remove(&id);
+                    self.tunnel_starts.borrow_mut().remove(&id);
+                }
+                Expired::Post(id) => {
+                    if let Some(leg) = self.held_posts.borrow_mut().remove(&id) {
+                        debug!(tunnel = id, "a tunnel's POST had no GET in time");
+                        glommio::spawn_local(leg.refuse(404)).detach();
+                    }
+                }
+            }
+        }
+    }
+
     fn log_record(&self, record: &AccessRecord) {
         if let Err(e) = self.log.borrow_mut().write(record) {
             warn!(error = %e, "cannot write the access log");
@@ -373,6 +595,61 @@ impl Host for Control {
     /// `$` frames before a session owns the connection: RTCP from a client
     /// that has no session here, or garbage. Nothing to do with them.
     fn interleaved(&self, _link: &Link, _channel: u8, _data: &[u8]) {}
+
+    async fn execute_http(&self, link: &mut Link, req: proto::http::Request, route: HttpRoute) -> Step {
+        let version = req.head.version;
+        let head_only = req.head.method == "HEAD";
+        let mut keep_alive = req.head.keep_alive();
+        let reply = match route {
+            HttpRoute::Answer(r) => Reply::Respond(r),
+            HttpRoute::Handler { handler, .. } => {
+                let cx = Context {
+                    client: link.client,
+                    server: self,
+                };
+                handler.serve(&req, cx).await
+            }
+            HttpRoute::Tunnel { leg, cookie } => {
+                // A tunnel leg that is answered is refused: it goes.
+                keep_alive = false;
+                self.tunnel_leg(link.client.ip(), leg, &cookie)
+            }
+        };
+        match reply {
+            Reply::Respond(r) => {
+                debug!(client = %link.client, method = req.head.method, target = req.head.target, status = r.status, "HTTP");
+                web::write(&mut link.out, &r, version, keep_alive, head_only);
+                if r.closes(keep_alive) {
+                    Step::Close
+                } else {
+                    Step::Continue
+                }
+            }
+            Reply::Take { head, to } => {
+                if let Some(head) = head {
+                    web::write(&mut link.out, &head, version, false, head_only);
+                }
+                link.leave = Some(Leave::Http(to));
+                Step::Leave
+            }
+        }
+    }
+}
+
+impl ServerView for Control {
+    fn counts(&self) -> Counts {
+        let a = self.admission.borrow();
+        Counts {
+            connections: a.connections(),
+            sessions: a.sessions(),
+            per_shard: a.loads().to_vec(),
+            tunnels: self.tunnels.borrow().len(),
+        }
+    }
+
+    fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>> {
+        Box::pin(collect_stats(self))
+    }
 }
 
 /// A SETUP that opens a session: open the movie, admit the session, and
@@ -405,26 +682,12 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
         reply,
     };
     if interleaved {
-        let fd = match link.clone_fd() {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!(error = %e, "cannot hand a connection over");
-                ctl.admission.borrow_mut().forget(key);
-                ctl.answer(link, &Response::new(503, cseq.as_deref()));
-                return Step::Continue;
-            }
-        };
-        let conn = Handover {
-            fd,
-            client,
-            pending: std::mem::take(&mut link.buf),
-        };
-        let command = new_session(0);
-        if ctl.shards[shard].send(ToShard::Adopt { conn, command }).await.is_err() {
-            ctl.admission.borrow_mut().forget(key);
-            return Step::Close;
-        }
-        return Step::HandedOver;
+        // Whoever runs the connection hands it over, with what it holds.
+        link.leave = Some(Leave::Shard {
+            shard,
+            command: Box::new(new_session(0)),
+        });
+        return Step::Leave;
     }
     let asked = ask(ctl, shard, |reply| ToShard::Command(new_session(reply))).await;
     match asked {

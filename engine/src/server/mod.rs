@@ -13,6 +13,13 @@
 //! connection loop there, so media and responses have one writer. Every core
 //! opens movies through one shared [`Library`]. Cores talk only through
 //! glommio's shared channels.
+//!
+//! HTTP arrives on the same ports (and on `--http-port`s) and is read by
+//! the same loop on the control core. An RTSP-over-HTTP tunnel ([`tunnel`])
+//! is two connections, paired there by cookie; it runs on the control core
+//! like any RTSP connection until an interleaved SETUP, then moves to the
+//! session's shard with both legs, and a POST the client opens later
+//! follows it there ([`ToShard::TunnelPost`]).
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -31,6 +38,7 @@ use crate::source::Nanos;
 mod conn;
 mod control;
 mod shard;
+mod tunnel;
 
 /// Nanoseconds since the process's first call: the clock every core paces by.
 pub fn now() -> Nanos {
@@ -61,8 +69,11 @@ async fn open_movie(library: &Arc<Library>, path: &str) -> Result<Arc<Movie>, Li
 pub struct Handover {
     pub fd: OwnedFd,
     pub client: SocketAddr,
-    /// Bytes read but not yet parsed (requests pipelined after the SETUP).
+    /// Bytes read but not yet parsed (requests pipelined after the SETUP;
+    /// for a tunnel's POST leg, base64 that came with its head).
     pub pending: Vec<u8>,
+    /// For a tunnel, whose `fd` is its GET leg: the rest of it.
+    pub tunnel: Option<tunnel::Carry>,
 }
 
 /// What the control core sends a shard.
@@ -80,6 +91,11 @@ pub enum ToShard {
         ticket: u64,
         key: Option<SessionKey>,
     },
+    /// A POST leg the client opened for a tunnel that runs on the shard.
+    TunnelPost {
+        tunnel: crate::http::tunnel::TunnelId,
+        leg: Handover,
+    },
 }
 
 /// What a shard sends the control core.
@@ -91,6 +107,14 @@ pub enum FromShard {
     Admit {
         client: SocketAddr,
         ticket: u64,
+    },
+    /// A tunnel's POST leg from `client`, handed to the shard, closed.
+    LegClosed {
+        client: std::net::IpAddr,
+    },
+    /// A tunnel that ran on the shard ended: its cookie is free.
+    TunnelClosed {
+        tunnel: crate::http::tunnel::TunnelId,
     },
 }
 

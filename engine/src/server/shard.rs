@@ -8,11 +8,15 @@
 //! calls, then runs the round), one reads the control core's commands, one
 //! delivers the core's events to the control core, and each owned
 //! connection has a reader (the [connection loop](super::conn)) and a
-//! writer (draining the core's queue for it). The executor is
-//! single-threaded, and no borrow of the core is held across an `.await`.
+//! writer (draining the core's queue for it). For an RTSP-over-HTTP tunnel
+//! the writer has the GET leg and the reader the POST legs, through a
+//! [`TunnelWire`]; POSTs the client opens later arrive as
+//! [`ToShard::TunnelPost`]. The executor is single-threaded, and no borrow
+//! of the core is held across an `.await`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,10 +30,12 @@ use net::{recv_batch, RecvBufs, UdpPair};
 use proto::rtsp::message::{Limits, Request, Response};
 use tracing::{debug, info, warn};
 
-use super::conn::{self, Host, Link, Step};
+use super::conn::{self, Host, Link, Speaks, Step, Wire};
+use super::tunnel::{give_leg, Counted, PostLeg, TunnelWire};
 use super::{now, open_movie, FromShard, Handover, ToShard};
 use crate::config::Config;
 use crate::door::{self, Door, Route};
+use crate::http::tunnel::TunnelId;
 use crate::library::Library;
 use crate::pacer::{KeyMap, SessionKey};
 use crate::random::Rng;
@@ -41,6 +47,8 @@ const RTCP_BATCH: usize = 64;
 /// Capacity an interleaved connection's write buffer may keep between
 /// writes.
 const WRITE_BUFFER_KEEP: usize = 64 * 1024;
+/// POST legs that may wait behind a tunnel's current one.
+const LEG_QUEUE: usize = 2;
 
 struct Driver {
     index: usize,
@@ -64,6 +72,12 @@ struct Driver {
     /// sooner wakes it.
     planned: Cell<Nanos>,
     wake_pacer: LocalSender<()>,
+    /// Where the POST legs of the tunnels on this shard go.
+    tunnels: RefCell<KeyMap<TunnelId, LocalSender<PostLeg>>>,
+    /// How long a tunnel without a POST waits for one.
+    tunnel_wait: Duration,
+    /// Tells the control core that a POST leg's connection closed.
+    release: Rc<dyn Fn(IpAddr)>,
 }
 
 pub async fn run(
@@ -98,7 +112,17 @@ pub async fn run(
     );
     let (wake_pacer, pacer_rx) = local_channel::new_bounded(1);
     let (wake_outbox, outbox_rx) = local_channel::new_bounded(1);
-    let driver = Rc::new(Driver {
+    let driver = Rc::new_cyclic(|me: &std::rc::Weak<Driver>| Driver {
+        release: {
+            let me = me.clone();
+            Rc::new(move |client| {
+                if let Some(d) = me.upgrade() {
+                    d.post(FromShard::LegClosed { client });
+                }
+            })
+        },
+        tunnels: RefCell::default(),
+        tunnel_wait: Duration::from_secs(config.session_timeout.max(1)),
         index,
         core: RefCell::new(core),
         rtp,
@@ -130,6 +154,13 @@ pub async fn run(
             ToShard::Admission { ticket, key } => {
                 if let Some(waiting) = driver.admissions.borrow_mut().remove(&ticket) {
                     let _ = waiting.try_send(key);
+                }
+            }
+            ToShard::TunnelPost { tunnel, leg } => {
+                let leg = driver.post_leg(leg);
+                let refused = give_leg(driver.tunnels.borrow().get(&tunnel), leg);
+                if let Some((leg, status)) = refused {
+                    glommio::spawn_local(leg.refuse(status)).detach();
                 }
             }
         }
@@ -207,6 +238,15 @@ impl Driver {
         self.after(&mut core);
     }
 
+    /// A tunnel's POST leg handed to this shard.
+    fn post_leg(&self, h: Handover) -> PostLeg {
+        // SAFETY: the handover carries the only owner of a duplicated
+        // descriptor; `into_raw_fd` releases it to the stream.
+        let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
+        let counted = Counted::new(h.client.ip(), self.release.clone());
+        PostLeg::new(stream, h.client, h.pending, counted)
+    }
+
     /// Asks the control core whether `client` may have one more session,
     /// and waits for the answer: the new session's key, or `None`.
     async fn admit(&self, client: std::net::SocketAddr) -> Option<SessionKey> {
@@ -279,20 +319,38 @@ fn adopt(driver: &Rc<Driver>, h: Handover, mut command: Command) {
     driver.feed(Input::ConnOpened {
         conn: id,
         client: h.client,
+        tunnelled: h.tunnel.is_some(),
     });
     if let Command::NewSession { conn, .. } = &mut command {
         *conn = Some(id);
     }
     driver.feed(Input::Command(command));
-    let link = Link::new(id, h.client, stream.as_raw_fd(), h.pending);
+    let link = Link::new(id, h.client, stream.as_raw_fd(), Speaks::Rtsp, h.pending);
     let (reader, writer) = futures_lite::io::split(stream);
     glommio::spawn_local(write_loop(driver.clone(), id, writer, kicked)).detach();
-    glommio::spawn_local(read_loop(driver.clone(), link, reader)).detach();
+    let Some(carry) = h.tunnel else {
+        glommio::spawn_local(read_loop(driver.clone(), link, reader)).detach();
+        return;
+    };
+    // A tunnel: the reader reads its POST legs, this one and those to come,
+    // and watches the GET leg for its end.
+    let (tx, legs) = local_channel::new_bounded(LEG_QUEUE);
+    driver.tunnels.borrow_mut().insert(carry.id, tx);
+    let post = carry.post.map(|p| driver.post_leg(*p));
+    let wire = TunnelWire::new(reader, post, carry.decoder, legs, driver.tunnel_wait);
+    let driver = driver.clone();
+    glommio::spawn_local(async move {
+        read_loop(driver.clone(), link, wire).await;
+        driver.tunnels.borrow_mut().remove(&carry.id);
+        driver.post(FromShard::TunnelClosed { tunnel: carry.id });
+    })
+    .detach();
 }
 
-async fn read_loop(driver: Rc<Driver>, mut link: Link, mut reader: futures_lite::io::ReadHalf<TcpStream>) {
+async fn read_loop<W: Wire>(driver: Rc<Driver>, mut link: Link, mut wire: W) {
     let host = ShardHost(driver.clone());
-    conn::serve(&host, &mut link, &mut reader).await;
+    conn::serve(&host, &mut link, &mut wire).await;
+    drop(wire);
     // The connection is gone (or hopeless): so are the sessions riding on it.
     driver.feed(Input::ConnClosed { conn: link.id });
 }

@@ -152,10 +152,12 @@ pub enum Command {
 pub enum Input<'a> {
     Command(Command),
     /// The driver took over a connection from `client` (handed from the
-    /// control core) and calls it `conn`.
+    /// control core) and calls it `conn`; `tunnelled` when it is an
+    /// RTSP-over-HTTP tunnel (its sessions are logged as `http`).
     ConnOpened {
         conn: ConnId,
         client: SocketAddr,
+        tunnelled: bool,
     },
     /// A request on `conn` that the door routed to session `key`.
     ConnRequest {
@@ -328,6 +330,7 @@ struct Conn {
     /// Whether the driver has been told it has bytes and has not taken them.
     signalled: bool,
     closing: bool,
+    tunnelled: bool,
 }
 
 impl Conn {
@@ -546,7 +549,11 @@ impl ShardCore {
         self.settle();
         match input {
             Input::Command(c) => self.command(now, c),
-            Input::ConnOpened { conn, client } => {
+            Input::ConnOpened {
+                conn,
+                client,
+                tunnelled,
+            } => {
                 self.conns.insert(
                     conn,
                     Conn {
@@ -557,6 +564,7 @@ impl ShardCore {
                         sessions: SmallVec::new(),
                         signalled: false,
                         closing: false,
+                        tunnelled,
                     },
                 );
             }
@@ -941,7 +949,8 @@ impl ShardCore {
         }
         self.stats.sessions_ended += 1;
         debug!(shard = self.config.index, session = %e.session.id, why, "session ended");
-        let record = record(&e, now);
+        let tunnelled = e.conn.and_then(|c| self.conns.get(&c)).is_some_and(|c| c.tunnelled);
+        let record = record(&e, tunnelled, now);
         self.event(Event::SessionEnded { key: Some(key), record });
     }
 
@@ -1075,7 +1084,7 @@ fn send_tcp(c: &mut Conn, channel: u8, o: &Outgoing<'_>) -> bool {
 }
 
 /// The access-log record of a session that ends at `now`.
-fn record(e: &Entry, now: Nanos) -> AccessRecord {
+fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
     let (packets, bytes) = e.session.playback.as_ref().map_or((0, 0), |p| {
         p.streams()
             .iter()
@@ -1091,7 +1100,11 @@ fn record(e: &Entry, now: Nanos) -> AccessRecord {
         packets,
         status: e.session.play_status.unwrap_or(e.status),
         user_agent: e.session.user_agent.clone(),
-        transport: if e.conn.is_some() { "tcp" } else { "udp" },
+        transport: match (e.conn, tunnelled) {
+            (Some(_), true) => "http",
+            (Some(_), false) => "tcp",
+            (None, _) => "udp",
+        },
         packets_lost: lost,
         ..AccessRecord::default()
     }

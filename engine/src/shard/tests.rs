@@ -267,6 +267,7 @@ impl Sim {
         self.input(Input::ConnOpened {
             conn,
             client: addr(50_000 + conn as u16),
+            tunnelled: false,
         });
         let setup = |track: u32, channels: &str, session: &str| {
             request(&format!(
@@ -819,6 +820,7 @@ fn a_refused_setup_is_answered_and_logged() {
     sim.input(Input::ConnOpened {
         conn: 4,
         client: addr(50_004),
+        tunnelled: false,
     });
     let setup = request("SETUP rtsp://h/sample.mp4/trackID=3 RTSP/1.0\r\nCSeq: 5\r\nTransport: RTP/AVP/TCP\r\n\r\n");
     sim.input(Input::ConnRefused {
@@ -879,4 +881,40 @@ fn rounds_come_before_packets_are_due_and_at_most_once_a_millisecond() {
         idle <= (S / HOUSEKEEPING) as usize + 1,
         "{idle} rounds in the last idle second"
     );
+}
+
+#[test]
+fn sessions_are_logged_with_the_transport_their_connection_is() {
+    let mut sim = Sim::new(config(60));
+    sim.tcp_session(0x81, 1);
+    sim.input(Input::ConnOpened {
+        conn: 2,
+        client: addr(50_002),
+        tunnelled: true,
+    });
+    sim.input(Input::Command(Command::NewSession {
+        key: 0x82,
+        path: "/sample.mp4".into(),
+        movie: movie(),
+        request: request(&format!(
+            "SETUP rtsp://h/sample.mp4/trackID={VIDEO} RTSP/1.0\r\nCSeq: 1\r\n\
+             Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+        )),
+        client: addr(50_002),
+        conn: Some(2),
+        reply: 0,
+    }));
+    assert_eq!(sim.responses(2)[0].status, 200);
+    sim.udp_session(0x83, 5000);
+    for conn in [1, 2] {
+        sim.input(Input::ConnClosed { conn });
+    }
+    sim.method(0x83, "TEARDOWN", "");
+    let mut logged: Vec<(SessionKey, &str)> = sim
+        .ended()
+        .iter()
+        .map(|(_, key, r)| (key.expect("a session"), r.transport))
+        .collect();
+    logged.sort_unstable();
+    assert_eq!(logged, [(0x81, "tcp"), (0x82, "http"), (0x83, "udp")]);
 }

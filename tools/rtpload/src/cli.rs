@@ -51,7 +51,8 @@ pub struct Args {
     #[arg(short, long, value_name = "SECONDS", default_value_t = 10.0)]
     pub duration: f64,
 
-    /// How the media travels: RTP over UDP, or interleaved on the RTSP connection
+    /// How the media travels: RTP over UDP, interleaved on the RTSP connection, or interleaved
+    /// on an RTSP-over-HTTP tunnel (QuickTime's GET and POST legs, on the URL's port)
     #[arg(short, long, value_enum, default_value_t = TransportArg::Udp)]
     pub transport: TransportArg,
 
@@ -110,6 +111,7 @@ pub struct Args {
 pub enum TransportArg {
     Udp,
     Tcp,
+    Http,
 }
 
 impl TransportArg {
@@ -117,6 +119,7 @@ impl TransportArg {
         match self {
             TransportArg::Udp => "udp",
             TransportArg::Tcp => "tcp",
+            TransportArg::Http => "http",
         }
     }
 }
@@ -172,6 +175,8 @@ mod tests {
         assert_eq!((a.max_loss, a.max_p99_ms), (Some(0.001), Some(50.0)));
         assert_eq!(a.udp_ports, 20000..=29999);
         assert!(Args::try_parse_from(["rtpload", "--transport", "sctp"]).is_err());
+        let http = Args::try_parse_from(["rtpload", "--transport", "http"]).unwrap();
+        assert_eq!((http.transport, http.transport.name()), (TransportArg::Http, "http"));
         assert!(Args::try_parse_from(["rtpload", "--udp-ports", "5000"]).is_err());
         assert!(Args::try_parse_from(["rtpload", "--udp-ports", "5000-5000"]).is_err());
         let help = Args::command().render_long_help().to_string();

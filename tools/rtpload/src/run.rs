@@ -251,10 +251,11 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
     let targets = resolve(&urls)?;
     let lower = match args.transport {
         TransportArg::Udp => Lower::Udp,
-        TransportArg::Tcp => Lower::Tcp,
+        TransportArg::Tcp | TransportArg::Http => Lower::Tcp,
     };
     let settings = Arc::new(Settings {
         lower,
+        tunnel: args.transport == TransportArg::Http,
         duration: (args.duration * SEC) as Nanos,
         rtsp_timeout: (args.rtsp_timeout * SEC) as Nanos,
         media_timeout: (args.media_timeout * SEC) as Nanos,

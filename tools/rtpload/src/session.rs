@@ -37,6 +37,14 @@
 //!   the first that arrives count as lost.
 //! - Servers may send requests of their own (OPTIONS as a keep-alive check):
 //!   OPTIONS and GET_PARAMETER are answered 200, anything else 501.
+//! - Over an HTTP tunnel (`Settings::tunnel`, QuickTime's scheme in
+//!   [`proto::tunnel`]) the session opens the GET leg on its connection, and
+//!   once the server has answered it 200, asks its owner for a second
+//!   connection ([`Event::OpenPost`]) and writes the POST head there; from
+//!   then on every request and RTCP report goes to that connection
+//!   base64-encoded, one padded block per message as real clients send
+//!   them, and the conversation reads as over TCP on the first. The server
+//!   never answers the POST: bytes on it are a refusal.
 //! - Anything malformed (a response that does not parse, a wrong CSeq, an
 //!   SDP without usable media, a broken RTP or RTCP packet on an interleaved
 //!   channel) fails this session with an error that says what; it never
@@ -54,6 +62,7 @@ use proto::rtsp::header::{self, Lower, NptRange, Transport};
 use proto::rtsp::message::{self, Limits, Message, Method, Request, Response};
 use proto::rtsp::status::Status;
 use proto::rtsp::url::{self, RtspUrl};
+use proto::tunnel::{self, Cookie};
 use smallvec::SmallVec;
 
 use crate::metrics::Histograms;
@@ -79,6 +88,8 @@ const MAX_MEDIA: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub lower: Lower,
+    /// RTSP over an HTTP tunnel (with `lower` TCP: media interleaved on it).
+    pub tunnel: bool,
     /// How long each session lasts, from its start.
     pub duration: Nanos,
     /// How long a connection attempt or a request may go unanswered.
@@ -106,6 +117,8 @@ pub enum SessionError {
     Parse(message::ParseError),
     #[error("the server answered with HTTP, not RTSP")]
     NotRtsp,
+    #[error("the server answered the tunnel's {leg} with {answer:?}")]
+    Tunnel { leg: &'static str, answer: String },
     #[error("{method} {url} answered {status}")]
     Status {
         method: String,
@@ -167,6 +180,9 @@ pub enum Event {
     Retired { upto: u32 },
     /// The conversation is over: write what output remains, then close.
     Close,
+    /// The tunnel's GET is answered: connect its POST leg to `to`, then
+    /// call [`Session::on_post_connected`].
+    OpenPost { to: SocketAddr },
 }
 
 /// A stream the worker routes UDP datagrams to.
@@ -186,6 +202,9 @@ pub struct UdpStream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Connecting,
+    /// The tunnel's GET is written, its answer awaited (then its POST leg
+    /// connected).
+    Tunnelling,
     Describing,
     /// Setting up track `next` (its SETUP is outstanding).
     SettingUp {
@@ -206,6 +225,7 @@ impl State {
     fn doing(self) -> &'static str {
         match self {
             State::Connecting => "connecting",
+            State::Tunnelling => "opening the HTTP tunnel",
             State::Describing => "describing",
             State::SettingUp { .. } => "setting up",
             State::Ready => "waiting to play",
@@ -297,6 +317,15 @@ pub struct Session {
     retiring: SmallVec<[(Nanos, u32); 2]>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
+    /// For the tunnel's POST leg: its head, then base64.
+    post_out: Vec<u8>,
+    /// The tunnel's cookie, when tunnelling.
+    cookie: Option<Cookie>,
+    /// When the tunnel's GET was written, until its POST leg is up.
+    tunnel_since: Option<Nanos>,
+    tunnel_answered: bool,
+    /// A message to be base64-encoded onto the POST leg.
+    scratch: Vec<u8>,
     rtcp: Vec<u8>,
     /// Datagrams in `rtcp`: destination, start, end.
     rtcp_queue: SmallVec<[(SocketAddr, usize, usize); 2]>,
@@ -339,6 +368,11 @@ impl Session {
     ) -> Session {
         let mut rng = seed ^ u64::from(id).wrapping_mul(0x2545_f491_4f6c_dd1d);
         let ssrc = next_random(&mut rng) as u32;
+        // A cookie no other session of any run is likely to have.
+        let cookie = settings
+            .tunnel
+            .then(|| Cookie::parse(&format!("rtpload{id:08x}{:016x}", next_random(&mut rng))))
+            .and_then(Result::ok);
         let ends_at = now.saturating_add(settings.duration);
         Session {
             id,
@@ -368,6 +402,11 @@ impl Session {
             retiring: SmallVec::new(),
             inbuf: Vec::new(),
             out: Vec::new(),
+            post_out: Vec::new(),
+            cookie,
+            tunnel_since: None,
+            tunnel_answered: false,
+            scratch: Vec::new(),
             rtcp: Vec::new(),
             rtcp_queue: SmallVec::new(),
             events: VecDeque::new(),
@@ -436,6 +475,24 @@ impl Session {
         &mut self.out
     }
 
+    /// Bytes waiting to be written on the tunnel's POST leg, as
+    /// [`output`](Session::output).
+    pub fn post_output(&mut self) -> &mut Vec<u8> {
+        &mut self.post_out
+    }
+
+    /// Writes a message the server is to read: on the RTSP connection, or
+    /// base64-encoded on the tunnel's POST leg.
+    fn emit(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.cookie.is_some() {
+            self.scratch.clear();
+            write(&mut self.scratch);
+            tunnel::encode(&self.scratch, &mut self.post_out);
+        } else {
+            write(&mut self.out);
+        }
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -480,6 +537,9 @@ impl Session {
         if self.state == State::Connecting {
             at(self.started_at + self.settings.rtsp_timeout);
         }
+        if let Some(since) = self.tunnel_since {
+            at(since + self.settings.rtsp_timeout);
+        }
         if let Some(p) = &self.pending {
             at(p.sent_at + self.settings.rtsp_timeout);
         }
@@ -508,7 +568,85 @@ impl Session {
             return;
         }
         self.peer = Some(peer);
+        match &self.cookie {
+            Some(cookie) => {
+                let (path, host) = self.tunnel_target();
+                tunnel::get_request(&mut self.out, &path, &host, cookie, &self.settings.user_agent);
+                self.state = State::Tunnelling;
+                self.tunnel_since = Some(now);
+            }
+            None => self.describe(now),
+        }
+    }
+
+    /// The path and `Host` of the tunnel's requests.
+    fn tunnel_target(&self) -> (String, String) {
+        let (h, port) = (self.url.host(), self.url.port());
+        let host = if h.contains(':') {
+            format!("[{h}]:{port}")
+        } else {
+            format!("{h}:{port}")
+        };
+        let path = match (self.url.path(), self.url.query()) {
+            ("", q) => format!("/{}", q.map(|q| format!("?{q}")).unwrap_or_default()),
+            (p, Some(q)) => format!("{p}?{q}"),
+            (p, None) => p.to_owned(),
+        };
+        (path, host)
+    }
+
+    /// The tunnel's POST leg is connected: its head goes, then the
+    /// conversation starts.
+    pub fn on_post_connected(&mut self, now: Nanos) {
+        let (Some(cookie), State::Tunnelling) = (&self.cookie, self.state) else {
+            return;
+        };
+        let (path, host) = self.tunnel_target();
+        tunnel::post_request(&mut self.post_out, &path, &host, cookie, &self.settings.user_agent);
+        self.tunnel_since = None;
         self.describe(now);
+    }
+
+    /// Bytes arrived on the tunnel's POST leg, which the server never
+    /// answers unless it refuses it; `None` when it closed it.
+    pub fn on_post_data(&mut self, data: Option<&[u8]>, now: Nanos) {
+        let answer = data.map_or_else(
+            || "a closed connection".to_owned(),
+            |d| {
+                String::from_utf8_lossy(d.split(|&b| b == b'\r').next().unwrap_or(d))
+                    .chars()
+                    .take(80)
+                    .collect()
+            },
+        );
+        self.fail(SessionError::Tunnel { leg: "POST", answer }, now);
+    }
+
+    /// The tunnel's GET answer, once its head is in `inbuf`: 200 opens the
+    /// POST leg. Returns whether it was whole.
+    fn on_tunnel_answer(&mut self, now: Nanos) -> bool {
+        let Some(end) = self.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if self.inbuf.len() > self.settings.limits.max_header_bytes {
+                let answer = String::from_utf8_lossy(&self.inbuf[..80.min(self.inbuf.len())]).into_owned();
+                self.fail(SessionError::Tunnel { leg: "GET", answer }, now);
+            }
+            return false;
+        };
+        let head = String::from_utf8_lossy(&self.inbuf[..end]).into_owned();
+        self.inbuf.drain(..end + 4);
+        let status = head.lines().next().unwrap_or_default();
+        let ok = status.starts_with("HTTP/1.") && status.split(' ').nth(1) == Some("200");
+        match self.peer {
+            Some(to) if ok => {
+                self.tunnel_answered = true;
+                self.events.push_back(Event::OpenPost { to });
+            }
+            _ => {
+                let answer = status.chars().take(80).collect();
+                self.fail(SessionError::Tunnel { leg: "GET", answer }, now);
+            }
+        }
+        true
     }
 
     /// Connecting failed.
@@ -553,6 +691,18 @@ impl Session {
     /// Bytes read from the RTSP connection at `now`: responses, requests
     /// from the server, and interleaved frames.
     pub fn on_rtsp_data(&mut self, mut data: &[u8], now: Nanos, rec: &mut Histograms) {
+        if self.state == State::Tunnelling && !self.tunnel_answered {
+            // The GET's answer comes first, in HTTP.
+            self.inbuf.extend_from_slice(data);
+            if !self.on_tunnel_answer(now) {
+                return;
+            }
+            let rest = std::mem::take(&mut self.inbuf);
+            if !rest.is_empty() && self.state != State::Done {
+                self.on_rtsp_data(&rest, now, rec);
+            }
+            return;
+        }
         // A message cut by the previous read is completed in `inbuf`,
         // copying only what it lacks (for a `$` frame, its length says how
         // much); whole messages after it are read straight from `data`.
@@ -670,6 +820,10 @@ impl Session {
         if self.state == State::Done {
             return;
         }
+        if self.tunnel_since.is_some_and(|t| now >= t + self.settings.rtsp_timeout) {
+            let answer = "nothing".to_owned();
+            return self.fail(SessionError::Tunnel { leg: "GET", answer }, now);
+        }
         if self.state == State::Connecting && now >= self.started_at + self.settings.rtsp_timeout {
             let e = SessionError::ConnectTimeout {
                 url: self.url.to_string(),
@@ -742,8 +896,8 @@ impl Session {
         if let Some(id) = &self.session_id {
             req = req.header("Session", id.clone());
         }
-        req.header("User-Agent", self.settings.user_agent.clone())
-            .write_to(&mut self.out);
+        let req = req.header("User-Agent", self.settings.user_agent.clone());
+        self.emit(|out| req.write_to(out));
         self.pending = Some(Pending {
             method,
             url,
@@ -829,7 +983,8 @@ impl Session {
             Method::Options | Method::GetParameter => 200,
             _ => 501,
         };
-        Response::new(status, req.cseq()).write_to(&mut self.out);
+        let response = Response::new(status, req.cseq());
+        self.emit(|out| response.write_to(out));
     }
 
     fn on_response(&mut self, resp: Response, now: Nanos, rec: &mut Histograms) {
@@ -1161,7 +1316,11 @@ impl Session {
         // problem.
         let connection_broken = matches!(
             e,
-            SessionError::Closed { .. } | SessionError::Io { .. } | SessionError::Parse(_) | SessionError::NotRtsp
+            SessionError::Closed { .. }
+                | SessionError::Io { .. }
+                | SessionError::Parse(_)
+                | SessionError::NotRtsp
+                | SessionError::Tunnel { .. }
         );
         if self.session_id.is_some() && !connection_broken && !matches!(self.state, State::TearingDown { .. }) {
             let url = self.aggregate.clone();
@@ -1211,8 +1370,10 @@ impl Session {
                     let start = self.rtcp.len();
                     self.write_report(&[stream], now, bye);
                     // A report for one stream is a few dozen bytes: it fits.
-                    let _ = interleaved::emit(&mut self.out, channel, &[&self.rtcp[start..]]);
-                    self.rtcp.truncate(start);
+                    let report = self.rtcp.split_off(start);
+                    self.emit(|out| {
+                        let _ = interleaved::emit(out, channel, &[&report]);
+                    });
                 }
             }
         }

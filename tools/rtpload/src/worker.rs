@@ -15,6 +15,11 @@
 //! waiting to learn from the same source and payload type, a session that
 //! would be the second waits before its PLAY until the first has learned.
 //!
+//! A tunnelled session has two connections: the GET leg, its RTSP
+//! connection as for TCP, and the POST leg, opened when the session asks
+//! ([`Event::OpenPost`]), which carries what the session writes to the
+//! server and on which anything the server says is a refusal.
+//!
 //! Per packet the worker parses the RTP header in the receive buffer, looks
 //! up one hash map, and updates the stream's counters and two histograms:
 //! nothing is allocated or copied.
@@ -57,6 +62,8 @@ const RTP_RECV_BUFFER: usize = 8 << 20;
 const STOP_CHECK: Nanos = 100_000_000;
 /// Tokens with this bit are UDP sockets: pair index << 1 | is-RTCP.
 const UDP_TOKEN: u64 = 1 << 63;
+/// Tokens with this bit are tunnels' POST legs: the session's slot.
+const POST_TOKEN: u64 = 1 << 62;
 
 /// Where a session goes.
 #[derive(Debug)]
@@ -215,6 +222,10 @@ struct Slot {
     conn: Option<TcpStream>,
     connecting: bool,
     want_write: bool,
+    /// A tunnel's POST leg.
+    post: Option<TcpStream>,
+    post_connecting: bool,
+    post_want_write: bool,
     pair: u16,
     /// The routes this session's streams have: (key, stream).
     routes: SmallVec<[(RouteKey, u32); 4]>,
@@ -416,6 +427,9 @@ impl Worker {
             conn: None,
             connecting: false,
             want_write: false,
+            post: None,
+            post_connecting: false,
+            post_want_write: false,
             pair: pair as u16,
             routes: SmallVec::new(),
             armed: None,
@@ -462,7 +476,9 @@ impl Worker {
             Err(e) => warn!(worker = self.index, error = %e, "epoll_wait failed"),
         }
         for r in &ready {
-            if r.token & UDP_TOKEN != 0 {
+            if r.token & POST_TOKEN != 0 {
+                self.on_post(r);
+            } else if r.token & UDP_TOKEN != 0 {
                 let pair = ((r.token & !UDP_TOKEN) >> 1) as usize;
                 if r.token & 1 == 0 {
                     self.receive_rtp(pair);
@@ -501,6 +517,50 @@ impl Worker {
         self.service(i, now);
     }
 
+    /// Something happened on a tunnel's POST leg: connected, or the server
+    /// said something (which is a refusal) or closed it.
+    fn on_post(&mut self, r: &Readiness) {
+        let i = (r.token & !POST_TOKEN) as usize;
+        let now = self.now();
+        let Some(slot) = self.slots.get_mut(i) else { return };
+        let Some(post) = slot.post.as_mut() else { return };
+        if slot.post_connecting {
+            if !(r.writable || r.error) {
+                return;
+            }
+            slot.post_connecting = false;
+            match post.take_error().and_then(|e| e.map_or(Ok(()), Err)) {
+                Ok(()) => slot.session.on_post_connected(now),
+                Err(e) => slot.session.on_connect_failed(&e.to_string(), now),
+            }
+        } else if r.readable || r.error {
+            let mut buf = [0u8; 512];
+            match post.read(&mut buf) {
+                Ok(0) => slot.session.on_post_data(None, now),
+                Ok(n) => slot.session.on_post_data(Some(&buf[..n]), now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => slot.session.on_closed(Some(&e.to_string()), now),
+            }
+        }
+        self.service(i, now);
+    }
+
+    /// Connects session `i`'s tunnel POST leg to `to`.
+    fn open_post(&mut self, i: usize, to: SocketAddr, now: Nanos) {
+        match connect(to).and_then(|c| {
+            self.poller.add(&c, POST_TOKEN | i as u64, Interest::READ_WRITE)?;
+            Ok(c)
+        }) {
+            Ok(c) => {
+                let slot = &mut self.slots[i];
+                slot.post = Some(c);
+                slot.post_connecting = true;
+                slot.post_want_write = true;
+            }
+            Err(e) => self.slots[i].session.on_connect_failed(&e.to_string(), now),
+        }
+    }
+
     /// Reads what has arrived on session `i`'s connection.
     fn read_conn(&mut self, i: usize, now: Nanos) {
         let Worker {
@@ -524,32 +584,27 @@ impl Worker {
         }
     }
 
-    /// Writes as much of session `i`'s output as the connection takes.
+    /// Writes as much of session `i`'s output as its connections take.
     fn flush(&mut self, i: usize) {
         let slot = &mut self.slots[i];
-        let Some(conn) = slot.conn.as_mut() else {
-            slot.session.output().clear();
-            return;
-        };
-        if slot.connecting {
-            return;
-        }
-        let out = slot.session.output();
-        while !out.is_empty() {
-            match conn.write(out) {
-                Ok(n) => {
-                    out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break, // WouldBlock: later; errors show up on read
-            }
-        }
-        let want = !out.is_empty();
-        if want != slot.want_write {
-            slot.want_write = want;
-            let interest = if want { Interest::READ_WRITE } else { Interest::READ };
-            let _ = self.poller.modify(conn, i as u64, interest);
-        }
+        let post_out = std::mem::take(slot.session.post_output());
+        *slot.session.post_output() = flush_to(
+            &self.poller,
+            slot.post.as_mut(),
+            slot.post_connecting,
+            &mut slot.post_want_write,
+            POST_TOKEN | i as u64,
+            post_out,
+        );
+        let out = std::mem::take(slot.session.output());
+        *slot.session.output() = flush_to(
+            &self.poller,
+            slot.conn.as_mut(),
+            slot.connecting,
+            &mut slot.want_write,
+            i as u64,
+            out,
+        );
     }
 
     /// Carries out what session `i` asks, and rearms its timer.
@@ -559,6 +614,7 @@ impl Worker {
                 Event::Ready => self.on_ready(i, now),
                 Event::Retired { upto } => self.unroute(i, Some(upto), now),
                 Event::Close => self.close(i),
+                Event::OpenPost { to } => self.open_post(i, to, now),
             }
         }
         let slot = &mut self.slots[i];
@@ -685,7 +741,7 @@ impl Worker {
     fn close(&mut self, i: usize) {
         self.flush(i);
         let slot = &mut self.slots[i];
-        if let Some(conn) = slot.conn.take() {
+        for conn in [slot.conn.take(), slot.post.take()].into_iter().flatten() {
             let _ = self.poller.delete(&conn);
             let _ = conn.shutdown(std::net::Shutdown::Both);
         }
@@ -839,6 +895,42 @@ impl Worker {
             self.service(i, now);
         }
     }
+}
+
+/// Writes what `conn` takes of `out` and returns the rest; watches the
+/// connection for writability while something is left. Without a
+/// connection the output is dropped; while connecting it waits.
+fn flush_to(
+    poller: &Poller,
+    conn: Option<&mut TcpStream>,
+    connecting: bool,
+    want_write: &mut bool,
+    token: u64,
+    mut out: Vec<u8>,
+) -> Vec<u8> {
+    let Some(conn) = conn else {
+        out.clear();
+        return out;
+    };
+    if connecting {
+        return out;
+    }
+    let mut written = 0;
+    while written < out.len() {
+        match conn.write(&out[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break, // WouldBlock: later; errors show up on read
+        }
+    }
+    out.drain(..written);
+    let want = !out.is_empty();
+    if want != *want_write {
+        *want_write = want;
+        let interest = if want { Interest::READ_WRITE } else { Interest::READ };
+        let _ = poller.modify(&*conn, token, interest);
+    }
+    out
 }
 
 /// Starts a non-blocking connection to `addr`.

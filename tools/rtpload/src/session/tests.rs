@@ -23,6 +23,7 @@ fn packet(payload_type: u8, sequence: u16, timestamp: u32, ssrc: u32, payload: u
 fn settings(lower: Lower, duration_s: u64) -> Arc<Settings> {
     Arc::new(Settings {
         lower,
+        tunnel: false,
         duration: duration_s * SEC,
         rtsp_timeout: 5 * SEC,
         media_timeout: 4 * SEC,
@@ -975,4 +976,103 @@ fn header_values_and_base_urls() {
         "rtsp://r/y/sub/"
     );
     assert_eq!(base_url(&resp("Other", "z"), "rtsp://r/y"), "rtsp://r/y");
+}
+
+/// A tunnelled session: its settings, and the session connected.
+fn tunnelled() -> Script {
+    let url = Arc::new(RtspUrl::parse("rtsp://127.0.0.1:8554/a.mp4").unwrap());
+    let mut settings = (*settings(Lower::Tcp, 30)).clone();
+    settings.tunnel = true;
+    let mut sc = Script {
+        s: Session::new(7, url, Arc::new(settings), None, 42, 1_000 * MS),
+        rec: Histograms::default(),
+        now: 1_000 * MS,
+    };
+    sc.connect();
+    sc
+}
+
+/// What the session wrote on its POST leg, after the head: decoded.
+fn posted(sc: &mut Script) -> Vec<u8> {
+    let out = std::mem::take(sc.s.post_output());
+    let mut decoded = Vec::new();
+    tunnel::Decoder::new().decode(&out, &mut decoded).unwrap();
+    decoded
+}
+
+#[test]
+fn a_tunnel_opens_its_get_then_posts_base64() {
+    let mut sc = tunnelled();
+    let get = std::mem::take(sc.s.output());
+    let limits = proto::http::Limits::default();
+    let (head, used) = proto::http::parse_head(&get, &limits).unwrap().unwrap();
+    assert_eq!(
+        (head.method.as_str(), head.target.as_str(), used),
+        ("GET", "/a.mp4", get.len())
+    );
+    assert_eq!(head.headers.get("Host"), Some("127.0.0.1:8554"));
+    let Some(Ok((tunnel::Leg::Get, cookie))) = tunnel::classify(&head.method, &head.headers) else {
+        panic!("not a tunnel GET: {head:?}")
+    };
+    assert!(sc.events().is_empty(), "no POST before the GET's answer");
+    // The answer, cut in two, with nothing after it.
+    sc.feed(b"HTTP/1.0 200 OK\r\nContent-Type: application/x-rtsp-tunnelled\r\n");
+    assert!(sc.events().is_empty());
+    sc.feed(b"Cache-Control: no-store\r\n\r\n");
+    assert_eq!(
+        sc.events(),
+        [Event::OpenPost {
+            to: PEER.parse().unwrap()
+        }]
+    );
+    sc.s.on_post_connected(sc.now);
+    let post = std::mem::take(sc.s.post_output());
+    let (head, used) = proto::http::parse_head(&post, &limits).unwrap().unwrap();
+    assert_eq!(
+        tunnel::classify(&head.method, &head.headers),
+        Some(Ok((tunnel::Leg::Post, cookie)))
+    );
+    let mut describe = Vec::new();
+    tunnel::Decoder::new().decode(&post[used..], &mut describe).unwrap();
+    let Message::Request(req) = message::parse(&describe, &Limits::default()).unwrap().unwrap().0 else {
+        panic!("not a request")
+    };
+    assert_eq!(
+        (&req.method, req.uri.as_str()),
+        (&Method::Describe, "rtsp://127.0.0.1:8554/a.mp4")
+    );
+    assert!(sc.s.output().is_empty(), "requests go on the POST leg only");
+    // Answers come on the GET leg as over TCP; the SETUP goes out base64.
+    sc.reply(&req, 200, &[("Content-Base", "rtsp://127.0.0.1:8554/a.mp4/")], SDP);
+    let setup = posted(&mut sc);
+    let Message::Request(req) = message::parse(&setup, &Limits::default()).unwrap().unwrap().0 else {
+        panic!("not a request")
+    };
+    assert_eq!(req.method, Method::Setup);
+    assert!(req
+        .headers
+        .get("Transport")
+        .unwrap()
+        .starts_with("RTP/AVP/TCP;unicast;interleaved=0-1"));
+}
+
+#[test]
+fn a_refused_tunnel_fails_the_session() {
+    let mut sc = tunnelled();
+    sc.feed(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+    assert!(matches!(sc.failure(), SessionError::Tunnel { leg: "GET", answer } if answer.contains("403")));
+    let mut sc = tunnelled();
+    sc.feed(b"HTTP/1.0 200 OK\r\n\r\n");
+    sc.events();
+    sc.s.on_post_connected(sc.now);
+    sc.s.on_post_data(Some(b"HTTP/1.0 404 Not Found\r\n\r\n"), sc.now);
+    let e = sc.failure();
+    assert_eq!(
+        e.to_string(),
+        "the server answered the tunnel's POST with \"HTTP/1.0 404 Not Found\""
+    );
+    // A GET never answered times out.
+    let mut sc = tunnelled();
+    sc.advance(6 * SEC);
+    assert!(matches!(sc.failure(), SessionError::Tunnel { leg: "GET", .. }));
 }

@@ -1,0 +1,421 @@
+//! HTTP on the RTSP ports (and on `--http-port`s): what a request is for,
+//! without IO. A connection whose first line is an HTTP request is read by
+//! the same connection loop as RTSP (`server/conn.rs`), and each request is
+//! classified once, by [`route`] behind the [door](crate::door), into an
+//! [`HttpRoute`] that the control core carries out.
+//!
+//! What is served:
+//!
+//! - **RTSP-over-HTTP tunnels** ([`tunnel`], [`proto::tunnel`]): a GET or
+//!   POST that carries `x-sessioncookie` (or the tunnel's media type) on any
+//!   path. The legs are paired by the control core's [`tunnel::Registry`].
+//! - **Handlers registered for a path** ([`Routes::add`]): the seam for the
+//!   admin API, `/metrics`, the status page and Icecast. An unknown path is
+//!   404, a method the path has no handler for 405 with `Allow`.
+//!
+//! # Adding a handler
+//!
+//! A handler is a value that answers a request, registered in
+//! `server/control.rs` where the control core builds its [`Routes`]:
+//!
+//! ```
+//! use std::future::Future;
+//! use std::pin::Pin;
+//! use proto::http::{Request, Response};
+//! use streamalot::http::{Context, Handler, Reply, Routes};
+//!
+//! struct Health;
+//!
+//! impl Handler for Health {
+//!     fn serve<'a>(&'a self, _req: &'a Request, cx: Context<'a>) -> Pin<Box<dyn Future<Output = Reply> + 'a>> {
+//!         Box::pin(async move {
+//!             let counts = cx.server.counts();
+//!             let body = format!("{{\"sessions\":{},\"connections\":{}}}", counts.sessions, counts.connections);
+//!             Reply::Respond(Response::new(200).body("application/json", body))
+//!         })
+//!     }
+//! }
+//!
+//! let mut routes = Routes::new();
+//! routes.add("/api/v1/health", &["GET"], Health);
+//! ```
+//!
+//! It runs on the control core, may wait (for the shards' statistics,
+//! `cx.server.stats().await`), and answers with a whole [`Response`]; HEAD is
+//! served by the GET handler with the body left out. [`ServerView`] is what
+//! the control core lets handlers see; what the admin API needs beyond it
+//! (sessions, ending one) belongs there.
+//!
+//! Two kinds of request keep their connection once answered, and the seam
+//! has room for both: a **streaming response** (an Icecast listener's `GET
+//! /x.mp3`: a [`Reply::Take`] whose head is a [`Response::streaming`] one,
+//! after which the connection moves, as a tunnel's GET leg does, to the
+//! shard that feeds it, through a [`Takeover`] variant of its own), and a
+//! **streaming request body** (Icecast's `SOURCE`/`PUT`, like a tunnel's
+//! POST: registered with [`Routes::add_streaming`], its handler is called as
+//! soon as the head has arrived, and the body's first bytes stay in the
+//! connection's buffer for whoever takes it).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use proto::http::{Head, Request, Response, Version};
+use proto::tunnel::{Cookie, Leg};
+
+use crate::stats::ShardStats;
+
+pub mod tunnel;
+
+/// The `Server` header of every HTTP response.
+pub const SERVER: &str = concat!("Streamalot/", env!("CARGO_PKG_VERSION"));
+
+/// Writes `response` to `out` with the server's own headers: in `version`,
+/// answering a request that asked for `keep_alive`, without the body for
+/// HEAD (`head_only`).
+pub fn write(out: &mut Vec<u8>, response: &Response, version: Version, keep_alive: bool, head_only: bool) {
+    let mut r = response.clone();
+    r.headers.push("Server", SERVER);
+    r.write_to(out, version, keep_alive, head_only);
+}
+
+/// What the control core tells handlers.
+pub trait ServerView {
+    /// Connections, sessions and shards now.
+    fn counts(&self) -> Counts;
+    /// Every shard's statistics, merged.
+    fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>>;
+}
+
+/// Connections and sessions on the control core's books.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub connections: usize,
+    pub sessions: usize,
+    /// Sessions per shard.
+    pub per_shard: Vec<usize>,
+    /// Tunnels open or being paired.
+    pub tunnels: usize,
+}
+
+/// What a handler is given besides the request.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub client: SocketAddr,
+    pub server: &'a dyn ServerView,
+}
+
+/// What a handler makes of a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// A whole response; the connection then carries on or closes by the
+    /// keep-alive rules.
+    Respond(Response),
+    /// The connection leaves the HTTP loop: `head`, if any, is written (a
+    /// streaming response), and the control core hands the connection on
+    /// as `to` says.
+    Take { head: Option<Response>, to: Takeover },
+}
+
+/// Where a connection goes when it leaves the HTTP loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// It is the server-to-client leg of tunnel `id`, answered: its
+    /// RTSP conversation starts once a POST brings the other half.
+    TunnelGet(tunnel::TunnelId),
+    /// It is a client-to-server leg of tunnel `id`, for wherever the
+    /// tunnel is.
+    TunnelPost(tunnel::TunnelId, tunnel::PostTo),
+}
+
+/// Answers requests to a path. See the module documentation.
+pub trait Handler {
+    fn serve<'a>(&'a self, req: &'a Request, cx: Context<'a>) -> Pin<Box<dyn Future<Output = Reply> + 'a>>;
+}
+
+/// When a handler is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// Once the whole body has arrived (at most `--max-body-bytes`).
+    Whole,
+    /// As soon as the head has arrived; the body is the handler's stream.
+    Stream,
+}
+
+#[derive(Clone)]
+struct Entry {
+    path: String,
+    prefix: bool,
+    methods: Vec<&'static str>,
+    body: BodyMode,
+    handler: Rc<dyn Handler>,
+}
+
+/// The registered handlers, by path. Exact paths win over prefixes; among
+/// prefixes the longest wins.
+#[derive(Clone, Default)]
+pub struct Routes {
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| (&e.path, e.prefix, &e.methods)))
+            .finish()
+    }
+}
+
+impl Routes {
+    pub fn new() -> Routes {
+        Routes::default()
+    }
+
+    /// Serves `methods` on exactly `path` with `handler`, once the body has
+    /// arrived.
+    pub fn add(&mut self, path: &str, methods: &[&'static str], handler: impl Handler + 'static) {
+        self.push(path, false, methods, BodyMode::Whole, Rc::new(handler));
+    }
+
+    /// Serves `methods` on every path under `prefix` (`/api/v1/` serves
+    /// `/api/v1/sessions`).
+    pub fn add_prefix(&mut self, prefix: &str, methods: &[&'static str], handler: impl Handler + 'static) {
+        self.push(prefix, true, methods, BodyMode::Whole, Rc::new(handler));
+    }
+
+    /// Serves `methods` on `path`, calling `handler` as soon as the head has
+    /// arrived: the body streams to it (an Icecast source).
+    pub fn add_streaming(&mut self, path: &str, methods: &[&'static str], handler: impl Handler + 'static) {
+        self.push(path, false, methods, BodyMode::Stream, Rc::new(handler));
+    }
+
+    fn push(&mut self, path: &str, prefix: bool, methods: &[&'static str], body: BodyMode, handler: Rc<dyn Handler>) {
+        self.entries.push(Entry {
+            path: path.to_owned(),
+            prefix,
+            methods: methods.to_vec(),
+            body,
+            handler,
+        });
+    }
+
+    /// The handlers for `path`, best match first.
+    fn matching(&self, path: &str) -> Vec<&Entry> {
+        let mut found: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| {
+                if e.prefix {
+                    path.starts_with(&e.path)
+                } else {
+                    path == e.path
+                }
+            })
+            .collect();
+        found.sort_by_key(|e| (e.prefix, std::cmp::Reverse(e.path.len())));
+        found
+    }
+}
+
+/// What to do with an HTTP request.
+pub enum HttpRoute {
+    /// Answered here.
+    Answer(Response),
+    /// A registered handler serves it.
+    Handler { handler: Rc<dyn Handler>, body: BodyMode },
+    /// A tunnel leg: the control core pairs it by its cookie.
+    Tunnel { leg: Leg, cookie: Cookie },
+}
+
+impl std::fmt::Debug for HttpRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpRoute::Answer(r) => f.debug_tuple("Answer").field(&r.status).finish(),
+            HttpRoute::Handler { body, .. } => f.debug_struct("Handler").field("body", body).finish(),
+            HttpRoute::Tunnel { leg, cookie } => f
+                .debug_struct("Tunnel")
+                .field("leg", leg)
+                .field("cookie", cookie)
+                .finish(),
+        }
+    }
+}
+
+/// Classifies an HTTP request head: a tunnel leg wherever it points, else
+/// the handler registered for its path and method, else 404 or 405.
+pub fn route(head: &Head, routes: &Routes) -> HttpRoute {
+    match proto::tunnel::classify(&head.method, &head.headers) {
+        Some(Ok((leg, cookie))) => return HttpRoute::Tunnel { leg, cookie },
+        Some(Err(e)) => {
+            let mut r = Response::new(e.status());
+            if e.status() == 405 {
+                r = r.header("Allow", "GET, POST");
+            }
+            return HttpRoute::Answer(r);
+        }
+        None => {}
+    }
+    let entries = routes.matching(head.path());
+    if entries.is_empty() {
+        return HttpRoute::Answer(Response::new(404));
+    }
+    // HEAD is GET without the body.
+    let method = if head.method == "HEAD" {
+        "GET"
+    } else {
+        head.method.as_str()
+    };
+    if let Some(e) = entries.iter().find(|e| e.methods.contains(&method)) {
+        return HttpRoute::Handler {
+            handler: e.handler.clone(),
+            body: e.body,
+        };
+    }
+    let mut allow: Vec<&str> = Vec::new();
+    for m in entries.iter().flat_map(|e| e.methods.iter().copied()) {
+        if !allow.contains(&m) {
+            allow.push(m);
+        }
+        if m == "GET" && !allow.contains(&"HEAD") {
+            allow.push("HEAD");
+        }
+    }
+    HttpRoute::Answer(Response::new(405).header("Allow", allow.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::http::{parse_head, Limits};
+
+    struct Fixed(&'static str);
+
+    impl Handler for Fixed {
+        fn serve<'a>(&'a self, req: &'a Request, cx: Context<'a>) -> Pin<Box<dyn Future<Output = Reply> + 'a>> {
+            Box::pin(async move {
+                let body = format!(
+                    "{} {} {} {}",
+                    self.0,
+                    req.head.method,
+                    req.body.len(),
+                    cx.server.counts().sessions
+                );
+                Reply::Respond(Response::new(200).body("text/plain", body))
+            })
+        }
+    }
+
+    struct View;
+
+    impl ServerView for View {
+        fn counts(&self) -> Counts {
+            Counts {
+                sessions: 7,
+                ..Counts::default()
+            }
+        }
+
+        fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>> {
+            Box::pin(async { ShardStats::default() })
+        }
+    }
+
+    fn head(text: &str) -> Head {
+        parse_head(text.as_bytes(), &Limits::default()).unwrap().unwrap().0
+    }
+
+    fn routes() -> Routes {
+        let mut r = Routes::new();
+        r.add("/metrics", &["GET"], Fixed("metrics"));
+        r.add_prefix("/api/v1/", &["GET", "POST"], Fixed("api"));
+        r.add_prefix("/api/v1/sessions/", &["DELETE"], Fixed("end"));
+        r.add_streaming("/live.mp3", &["SOURCE", "PUT"], Fixed("source"));
+        r
+    }
+
+    /// Routes `text` and runs its handler's future, which here never waits.
+    fn serve(routes: &Routes, text: &str) -> (BodyMode, String) {
+        let route = route(&head(text), routes);
+        let HttpRoute::Handler { handler, body } = route else {
+            panic!("{text}: {route:?}")
+        };
+        let req = Request {
+            head: head(text),
+            body: b"xy".to_vec(),
+        };
+        let cx = Context {
+            client: "192.0.2.1:9".parse().unwrap(),
+            server: &View,
+        };
+        let reply = futures_lite::future::block_on(handler.serve(&req, cx));
+        let Reply::Respond(r) = reply else { panic!("{reply:?}") };
+        (body, String::from_utf8(r.body).unwrap())
+    }
+
+    fn status(route: HttpRoute) -> (u16, Option<String>) {
+        match route {
+            HttpRoute::Answer(r) => (r.status, r.headers.get("Allow").map(str::to_owned)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn handlers_are_found_by_path_and_method() {
+        let r = routes();
+        let at = |text: &str| route(&head(text), &r);
+        let (mode, body) = serve(&r, "GET /metrics HTTP/1.1\r\n\r\n");
+        assert_eq!((mode, body.as_str()), (BodyMode::Whole, "metrics GET 2 7"));
+        assert_eq!(serve(&r, "HEAD /metrics HTTP/1.1\r\n\r\n").1, "metrics HEAD 2 7");
+        assert_eq!(
+            serve(&r, "GET /api/v1/sessions?page=2 HTTP/1.1\r\n\r\n").1,
+            "api GET 2 7"
+        );
+        // The longer prefix wins where it has the method, the shorter serves the rest.
+        assert_eq!(
+            serve(&r, "DELETE /api/v1/sessions/AB HTTP/1.1\r\n\r\n").1,
+            "end DELETE 2 7"
+        );
+        assert_eq!(serve(&r, "POST /api/v1/sessions/AB HTTP/1.1\r\n\r\n").1, "api POST 2 7");
+        assert_eq!(serve(&r, "SOURCE /live.mp3 HTTP/1.0\r\n\r\n").0, BodyMode::Stream);
+        assert_eq!(status(at("GET /nothing HTTP/1.1\r\n\r\n")), (404, None));
+        assert_eq!(
+            status(at("GET /metrics/x HTTP/1.1\r\n\r\n")),
+            (404, None),
+            "exact is exact"
+        );
+        assert_eq!(
+            status(at("POST /metrics HTTP/1.1\r\n\r\n")),
+            (405, Some("GET, HEAD".into()))
+        );
+        assert_eq!(
+            status(at("PUT /api/v1/sessions/AB HTTP/1.1\r\n\r\n")),
+            (405, Some("DELETE, GET, HEAD, POST".into()))
+        );
+        assert_eq!(
+            status(route(&head("GET /metrics HTTP/1.1\r\n\r\n"), &Routes::new())),
+            (404, None)
+        );
+    }
+
+    #[test]
+    fn tunnels_come_first_on_any_path() {
+        let r = routes();
+        let at = |text: &str| route(&head(text), &r);
+        let get = at("GET /metrics HTTP/1.0\r\nx-sessioncookie: abc\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n");
+        assert!(matches!(get, HttpRoute::Tunnel { leg: Leg::Get, cookie } if cookie.as_str() == "abc"));
+        let post = at("POST /a.mp4 HTTP/1.0\r\nx-sessioncookie: abc\r\nContent-Length: 32767\r\n\r\n");
+        assert!(matches!(post, HttpRoute::Tunnel { leg: Leg::Post, .. }));
+        assert_eq!(
+            status(at(
+                "GET /a.mp4 HTTP/1.1\r\nAccept: application/x-rtsp-tunnelled\r\n\r\n"
+            )),
+            (400, None),
+            "a tunnel without a cookie"
+        );
+        assert_eq!(
+            status(at("PUT /a.mp4 HTTP/1.1\r\nx-sessioncookie: abc\r\n\r\n")),
+            (405, Some("GET, POST".into()))
+        );
+    }
+}
