@@ -24,7 +24,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use loader::Span;
-use net::{Flushed, SendBatch, RTP_HEADER_LEN};
+use net::{Flushed, SendBatch, SendPath, RING_ENTRIES, RTP_HEADER_LEN};
 use smallvec::SmallVec;
 
 use crate::session::Destination;
@@ -195,6 +195,10 @@ pub struct UdpRound {
     last_owner: Option<(usize, usize, u32)>,
     batch: SendBatch,
     capacity: usize,
+    /// Packets per flush of the batch: `capacity` for `sendmmsg`, the whole
+    /// round for io_uring (whose ring takes as many as it has entries per
+    /// `io_uring_enter`).
+    chunk: usize,
     /// Packets the flushes did not send, until [`take_unsent`](Self::take_unsent).
     unsent: Vec<Unsent>,
     /// For [`flush_with`](Self::flush_with): a whole datagram, and the
@@ -213,6 +217,7 @@ impl UdpRound {
             last_owner: None,
             batch: SendBatch::with_capacity(per_call),
             capacity: per_call.max(1),
+            chunk: per_call.max(1),
             unsent: Vec::new(),
             scratch: Vec::new(),
             refused: Vec::new(),
@@ -271,6 +276,22 @@ impl UdpRound {
         self.batch.gso()
     }
 
+    /// Sends through `path` from now on. With io_uring the whole round goes
+    /// in one submission rather than in `sendmmsg` calls of `per_call`
+    /// packets. An error (no io_uring here) leaves the round on `sendmmsg`.
+    pub fn set_send_path(&mut self, path: SendPath) -> std::io::Result<()> {
+        set_path(&mut self.batch, path, RING_ENTRIES)?;
+        self.chunk = match path {
+            SendPath::Sendmmsg => self.capacity,
+            SendPath::IoUring => usize::MAX,
+        };
+        Ok(())
+    }
+
+    pub fn send_path(&self) -> SendPath {
+        self.batch.send_path()
+    }
+
     /// The queued datagrams' destinations and lengths (RTP header included),
     /// in sending order.
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
@@ -313,12 +334,12 @@ impl UdpRound {
             pending,
             owners,
             batch,
-            capacity,
+            chunk: per_flush,
             unsent,
             ..
         } = self;
         let mut total = Flushed::default();
-        for chunk in pending.chunks(*capacity) {
+        for chunk in pending.chunks(*per_flush) {
             let mut b = batch.begin();
             for p in chunk {
                 let data: &[u8] = &owners[p.owner as usize];
@@ -331,7 +352,7 @@ impl UdpRound {
                     total.failed += f.failed;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "sendmmsg failed");
+                    tracing::warn!(error = %e, path = %batch.send_path(), "sending the round failed");
                     total.failed += chunk.len();
                 }
             }
@@ -393,6 +414,19 @@ fn account(chunk: &[Pending], unsent_ranges: &[Range<usize>], stats: &mut ShardS
     }
 }
 
+/// Entries of the RTCP round's ring.
+const RTCP_RING_ENTRIES: u32 = 64;
+
+fn set_path(batch: &mut SendBatch, path: SendPath, entries: u32) -> std::io::Result<()> {
+    match path {
+        SendPath::Sendmmsg => {
+            batch.use_sendmmsg();
+            Ok(())
+        }
+        SendPath::IoUring => batch.use_io_uring(entries),
+    }
+}
+
 /// The RTCP packets a round sends (sender reports, BYEs), written into one
 /// buffer as they come up and sent together in one `sendmmsg`, as the
 /// round's RTP packets are.
@@ -445,6 +479,12 @@ impl RtcpRound {
         }
         self.clear();
         flushed
+    }
+
+    /// Sends through `path` from now on (a small ring: a round's reports
+    /// are few). An error leaves it on `sendmmsg`.
+    pub fn set_send_path(&mut self, path: SendPath) -> std::io::Result<()> {
+        set_path(&mut self.batch, path, RTCP_RING_ENTRIES)
     }
 
     /// Sends what is queued from `sock` and forgets it.
@@ -533,14 +573,15 @@ mod tests {
         assert_eq!(stats.bytes, (1..=6).map(|n| 12 + n).sum::<u64>());
     }
 
-    #[test]
-    fn packets_the_kernel_refuses_are_not_counted_as_sent() {
+    fn refused_packets_on(path: SendPath) {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let good = rx.local_addr().unwrap();
         // An IPv6 destination on an IPv4 socket: refused, packet by packet.
         let bad: SocketAddr = "[::1]:9".parse().unwrap();
         let owner = Bytes::from(vec![7u8; 1000]);
         let mut round = UdpRound::new(4);
+        round.set_send_path(path).unwrap();
+        assert_eq!(round.send_path(), path);
         let plan = [
             (1, 0, good),
             (1, 1, bad),
@@ -576,6 +617,12 @@ mod tests {
             ]
         );
         assert_eq!(round.take_unsent().count(), 0, "taken once");
+    }
+
+    #[test]
+    fn packets_the_kernel_refuses_are_not_counted_as_sent() {
+        refused_packets_on(SendPath::Sendmmsg);
+        refused_packets_on(SendPath::IoUring);
     }
 
     #[test]
@@ -637,9 +684,18 @@ mod tests {
         round.push(b.local_addr().unwrap(), |out| out.extend_from_slice(&long));
         round.push(a.local_addr().unwrap(), |out| out.extend_from_slice(b"third"));
         assert_eq!(round.flush(&tx).sent, 3);
+        // The same through an io_uring.
+        round.set_send_path(SendPath::IoUring).unwrap();
+        round.push(b.local_addr().unwrap(), |out| out.extend_from_slice(b"fourth"));
+        assert_eq!(round.flush(&tx).sent, 1);
         assert!(round.is_empty(), "a flush forgets what it sent");
         let mut buf = [0u8; 512];
-        for (sock, want) in [(&a, &b"\x80\xc8short"[..]), (&b, &long[..]), (&a, &b"third"[..])] {
+        for (sock, want) in [
+            (&a, &b"\x80\xc8short"[..]),
+            (&b, &long[..]),
+            (&a, &b"third"[..]),
+            (&b, &b"fourth"[..]),
+        ] {
             let n = sock.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], want);
         }
