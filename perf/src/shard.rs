@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loader::Movie;
-use net::RTP_HEADER_LEN;
+use net::{SendPath, RING_ENTRIES, RTP_HEADER_LEN};
 use proto::rtsp::message::{Method, Request};
 use streamalot::door::session_id;
 use streamalot::random::Rng;
@@ -28,6 +28,7 @@ use streamalot::source::Nanos;
 
 use crate::os::Cpu;
 use crate::run::Run;
+use crate::uring::RawRing;
 
 /// At most this many datagrams per `sendmmsg`: the shard's batch.
 pub const BATCH: usize = shard::BATCH;
@@ -119,10 +120,11 @@ impl Sim {
     }
 
     /// The shard's path: rounds as fast as they go for `duration`, each
-    /// flushed to `tx` (RTP and RTCP alike).
-    pub fn serve(&self, tx: &UdpSocket, gso: bool, duration: Duration) -> Result<Run, String> {
+    /// flushed to `tx` (RTP and RTCP alike) through `path`.
+    pub fn serve(&self, tx: &UdpSocket, gso: bool, path: SendPath, duration: Duration) -> Result<Run, String> {
         let mut core = self.start();
         core.set_gso(gso);
+        core.set_send_path(path).map_err(|e| format!("{path}: {e}"))?;
         let mut run = Run::default();
         let mut now = 0;
         let cpu0 = Cpu::of_this_thread();
@@ -218,8 +220,12 @@ unsafe impl Sync for Replay {}
 
 impl Replay {
     /// The raw limit: each recorded round as `sendmmsg` calls of at most
-    /// [`BATCH`] prebuilt messages, one iovec each, round after round.
-    pub fn send(&self, tx: &UdpSocket, duration: Duration) -> Result<Run, String> {
+    /// [`BATCH`] prebuilt messages, one iovec each, round after round; or,
+    /// with io_uring, each round as one submission of SENDMSG entries.
+    pub fn send(&self, tx: &UdpSocket, path: SendPath, duration: Duration) -> Result<Run, String> {
+        if path == SendPath::IoUring {
+            return self.send_uring(tx, duration);
+        }
         let max = self.lens.iter().copied().max().unwrap_or(0) as usize;
         let mut buf = vec![0x80u8; max.max(RTP_HEADER_LEN)];
         let mut iovs: Vec<libc::iovec> = vec![
@@ -281,6 +287,57 @@ impl Replay {
                         }
                     }
                 }
+                run.rounds += 1;
+            }
+        }
+        run.wall = start.elapsed();
+        run.cpu = Cpu::of_this_thread().since(cpu0);
+        Ok(run)
+    }
+
+    fn send_uring(&self, tx: &UdpSocket, duration: Duration) -> Result<Run, String> {
+        let max = self.lens.iter().copied().max().unwrap_or(0) as usize;
+        let biggest = self.rounds.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
+        let buf = vec![0x80u8; max.max(RTP_HEADER_LEN)];
+        let mut iovs: Vec<libc::iovec> = vec![
+            libc::iovec {
+                iov_base: buf.as_ptr() as *mut libc::c_void,
+                iov_len: 0,
+            };
+            biggest
+        ];
+        // SAFETY: an all-zero `mmsghdr` is valid; the fields used are set per round.
+        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; biggest];
+        let mut ring = RawRing::new(RING_ENTRIES)?;
+        let fd = tx.as_raw_fd();
+        let mut run = Run::default();
+        let cpu0 = Cpu::of_this_thread();
+        let start = Instant::now();
+        'timed: loop {
+            for &(from, to) in &self.rounds {
+                if start.elapsed() >= duration {
+                    break 'timed;
+                }
+                let n = to - from;
+                for (j, p) in (from..to).enumerate() {
+                    iovs[j].iov_len = self.lens[p] as usize;
+                    let h = &mut hdrs[j].msg_hdr;
+                    h.msg_name = &self.names[self.dests[p] as usize] as *const libc::sockaddr_in as *mut libc::c_void;
+                    h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                    h.msg_iov = &mut iovs[j];
+                    h.msg_iovlen = 1;
+                }
+                // SAFETY: `hdrs[..n]` point at live addresses in `self.names`
+                // and at iovecs over `buf`, unchanged until the call returns.
+                let sent = unsafe { ring.send(fd, &hdrs[..n]) }?;
+                if let Some(errno) = sent.errno {
+                    return Err(format!(
+                        "io_uring SENDMSG: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    ));
+                }
+                run.flushed.sent += sent.sent;
+                run.flushed.would_block += sent.would_block;
                 run.rounds += 1;
             }
         }

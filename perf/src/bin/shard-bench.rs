@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use loader::Movie;
-use net::bind_pair;
+use net::{bind_pair, SendPath};
 use streamalot::source::Nanos;
 use streamalot_perf::movie_maker;
 use streamalot_perf::os;
@@ -82,27 +82,48 @@ struct Args {
     /// so the sender pays for waking it (by default it polls and never sleeps).
     #[arg(long)]
     receiver_sleeps: bool,
-    /// Run only these loops (a, b, c), e.g. `--only b` under a profiler.
+    /// Run only these loops (a to f), e.g. `--only b` under a profiler.
     #[arg(long, value_delimiter = ',')]
     only: Vec<char>,
 }
 
-/// The loops measured, in the order they run each round.
+/// The loops measured, in the order they run each round: each `sendmmsg`
+/// loop beside its io_uring twin.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Loop {
     Raw,
+    RawUring,
     Shard,
+    ShardUring,
     ShardGso,
+    ShardGsoUring,
 }
 
 impl Loop {
-    const ALL: [Loop; 3] = [Loop::Raw, Loop::Shard, Loop::ShardGso];
+    const ALL: [Loop; 6] = [
+        Loop::Raw,
+        Loop::RawUring,
+        Loop::Shard,
+        Loop::ShardUring,
+        Loop::ShardGso,
+        Loop::ShardGsoUring,
+    ];
 
     fn letter(self) -> char {
         match self {
             Loop::Raw => 'a',
             Loop::Shard => 'b',
             Loop::ShardGso => 'c',
+            Loop::RawUring => 'd',
+            Loop::ShardUring => 'e',
+            Loop::ShardGsoUring => 'f',
+        }
+    }
+
+    fn path(self) -> SendPath {
+        match self {
+            Loop::Raw | Loop::Shard | Loop::ShardGso => SendPath::Sendmmsg,
+            Loop::RawUring | Loop::ShardUring | Loop::ShardGsoUring => SendPath::IoUring,
         }
     }
 
@@ -113,6 +134,9 @@ impl Loop {
                 "(b) the shard core's rounds, GSO off: schedule, sources, RTP headers, reports, spans of the movie"
             }
             Loop::ShardGso => "(c) shard round as shipped: as (b), with UDP GSO for runs to one client",
+            Loop::RawUring => "(d) raw io_uring: as (a), each round one submission of SENDMSG entries",
+            Loop::ShardUring => "(e) as (b), GSO off, the round sent through io_uring (--send-path io-uring)",
+            Loop::ShardGsoUring => "(f) as (c), with GSO, the round sent through io_uring",
         }
     }
 }
@@ -141,7 +165,11 @@ fn run(args: &Args) -> Result<(), String> {
     }
 
     println!("shard-bench: one shard core's send path, beside raw sendmmsg of the same datagrams");
-    println!("machine: {}", os::machine());
+    println!(
+        "machine: {}; load average {} (1, 5, 15 min)",
+        os::machine(),
+        os::load_average()
+    );
     println!(
         "movie: {} ({:.0} s, {streams} hint tracks, {:.0} packets/s of movie)",
         path.display(),
@@ -207,7 +235,7 @@ fn run(args: &Args) -> Result<(), String> {
     };
     // The raw loop's datagrams: what the shard sends in its first rounds,
     // recorded once, replayed as often as the loop needs.
-    let wants_raw = args.only.is_empty() || args.only.contains(&'a');
+    let wants_raw = args.only.is_empty() || args.only.contains(&'a') || args.only.contains(&'d');
     let replay = Arc::new(sim.record(if wants_raw { 5_000_000 } else { 0 }));
     println!(
         "raw replay: {} datagrams in {} rounds ({:.0} per round), {:.1} MiB of payload",
@@ -229,10 +257,11 @@ fn run(args: &Args) -> Result<(), String> {
             let (sim, replay, core) = (sim.clone(), replay.clone(), args.shard_core);
             let run = measure(&receiver, move || {
                 os::pin(Some(core))?;
+                let path = which.path();
                 match which {
-                    Loop::Raw => replay.send(&tx, duration),
-                    Loop::Shard => sim.serve(&tx, false, duration),
-                    Loop::ShardGso => sim.serve(&tx, true, duration),
+                    Loop::Raw | Loop::RawUring => replay.send(&tx, path, duration),
+                    Loop::Shard | Loop::ShardUring => sim.serve(&tx, false, path, duration),
+                    Loop::ShardGso | Loop::ShardGsoUring => sim.serve(&tx, true, path, duration),
                 }
             })?;
             runs[i] = run;
@@ -270,17 +299,33 @@ fn print_runs(runs: &[Run; Loop::ALL.len()]) {
             run.print(which.label());
         }
     }
-    let [raw, shard, gso] = runs;
-    if raw.flushed.sent == 0 {
-        return;
-    }
+    let [raw, raw_u, shard, shard_u, gso, gso_u] = runs;
     // Packets per CPU-second compare the loops even when something else on
     // the machine took the core from one of them for a while.
-    for (name, run) in [("(b)/(a)", shard), ("(c)/(a)", gso)] {
-        println!(
-            "{name}: {:.3}x the raw loop's packets per CPU-second ({:.3}x its packets/s of wall time)",
-            raw.cpu_ns_per_packet() / run.cpu_ns_per_packet(),
-            run.pps() / raw.pps()
-        );
-    }
+    let ratio = |name: &str, run: &Run, base: &Run, what: &str| {
+        if run.flushed.sent > 0 && base.flushed.sent > 0 {
+            println!(
+                "{name}: {:.3}x {what}'s packets per CPU-second ({:.3}x its packets/s of wall time)",
+                base.cpu_ns_per_packet() / run.cpu_ns_per_packet(),
+                run.pps() / base.pps()
+            );
+        }
+    };
+    ratio("(b)/(a)", shard, raw, "the raw sendmmsg loop");
+    ratio("(c)/(a)", gso, raw, "the raw sendmmsg loop");
+    ratio("(e)/(a)", shard_u, raw, "the raw sendmmsg loop");
+    ratio("(f)/(a)", gso_u, raw, "the raw sendmmsg loop");
+    ratio("(d)/(a)", raw_u, raw, "raw sendmmsg (raw io_uring against it)");
+    ratio(
+        "(e)/(b)",
+        shard_u,
+        shard,
+        "the shard on sendmmsg (io_uring against it, GSO off)",
+    );
+    ratio(
+        "(f)/(c)",
+        gso_u,
+        gso,
+        "the shard on sendmmsg (io_uring against it, GSO on)",
+    );
 }
