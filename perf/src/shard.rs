@@ -120,13 +120,32 @@ impl Sim {
     }
 
     /// The shard's path: rounds as fast as they go for `duration`, each
-    /// flushed to `tx` (RTP and RTCP alike) through `path`.
+    /// flushed to `tx` (RTP and RTCP alike) through `path`. The rounds of
+    /// the stagger, while sessions are still starting, run first and are
+    /// not measured (nor sent): the figure is the steady state.
     pub fn serve(&self, tx: &UdpSocket, gso: bool, path: SendPath, duration: Duration) -> Result<Run, String> {
         let mut core = self.start();
         core.set_gso(gso);
         core.set_send_path(path).map_err(|e| format!("{path}: {e}"))?;
-        let mut run = Run::default();
         let mut now = 0;
+        while now < self.stagger_ns {
+            now += self.tick_ns;
+            core.handle_timeout(now);
+            core.transmit().clear();
+            while core.poll_output().is_some() {}
+        }
+        let run = self.rounds(&mut core, now, tx, duration);
+        if gso && !core.transmit().udp().gso() {
+            eprintln!("shard-bench: the kernel refused UDP GSO; it ran without it");
+        }
+        Ok(run)
+    }
+
+    /// The measured rounds, from simulated time `now` on (a function of its
+    /// own, for profilers: `--toggle-collect` in callgrind).
+    #[inline(never)]
+    fn rounds(&self, core: &mut ShardCore, mut now: Nanos, tx: &UdpSocket, duration: Duration) -> Run {
+        let mut run = Run::default();
         let cpu0 = Cpu::of_this_thread();
         let start = Instant::now();
         while start.elapsed() < duration {
@@ -142,10 +161,7 @@ impl Sim {
         }
         run.wall = start.elapsed();
         run.cpu = Cpu::of_this_thread().since(cpu0);
-        if gso && !core.transmit().udp().gso() {
-            eprintln!("shard-bench: the kernel refused UDP GSO; (c) ran without it");
-        }
-        Ok(run)
+        run
     }
 
     /// The RTP datagrams (size, destination) of the shard's first rounds, up

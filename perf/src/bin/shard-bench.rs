@@ -8,8 +8,9 @@
 //! session's source writing RTP headers over spans of the mapped movie,
 //! sender reports, housekeeping), and the round's datagrams leave through
 //! the same batched `sendmmsg` calls of the `net` crate as the server's, with
-//! every packet's lateness recorded in the shard's statistics. Only the
-//! clock differs: the round's "now" advances by a fixed tick of simulated
+//! every packet's lateness recorded in the shard's statistics. The rounds
+//! while the sessions are starting (`--stagger`) are run first and not
+//! measured. Only the clock differs: the round's "now" advances by a fixed tick of simulated
 //! time per round, so the shard always has work and the figure is its
 //! throughput, not the movie's bit rate. Sender reports go to a socket
 //! nobody reads; they are printed beside the packets, not counted in them.
