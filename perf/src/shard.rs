@@ -124,9 +124,20 @@ impl Sim {
     /// the stagger, while sessions are still starting, run first and are
     /// not measured (nor sent): the figure is the steady state.
     pub fn serve(&self, tx: &UdpSocket, gso: bool, path: SendPath, duration: Duration) -> Result<Run, String> {
-        let mut core = self.start();
+        let (mut core, now) = self.warmed();
         core.set_gso(gso);
         core.set_send_path(path).map_err(|e| format!("{path}: {e}"))?;
+        let run = self.rounds(&mut core, now, tx, duration);
+        if gso && !core.transmit().udp().gso() {
+            eprintln!("shard-bench: the kernel refused UDP GSO; it ran without it");
+        }
+        Ok(run)
+    }
+
+    /// A core whose sessions have all started: the rounds of the stagger
+    /// run, their datagrams forgotten. Returns it and its simulated time.
+    fn warmed(&self) -> (ShardCore, Nanos) {
+        let mut core = self.start();
         let mut now = 0;
         while now < self.stagger_ns {
             now += self.tick_ns;
@@ -134,11 +145,7 @@ impl Sim {
             core.transmit().clear();
             while core.poll_output().is_some() {}
         }
-        let run = self.rounds(&mut core, now, tx, duration);
-        if gso && !core.transmit().udp().gso() {
-            eprintln!("shard-bench: the kernel refused UDP GSO; it ran without it");
-        }
-        Ok(run)
+        (core, now)
     }
 
     /// The measured rounds, from simulated time `now` on (a function of its
@@ -162,6 +169,20 @@ impl Sim {
         run.wall = start.elapsed();
         run.cpu = Cpu::of_this_thread().since(cpu0);
         run
+    }
+
+    /// The shard core's memory per session: this process's anonymous
+    /// resident memory grown by making every session and playing it through
+    /// the stagger, divided by the sessions. The mapped movie is not in it
+    /// (its pages are file-backed), and neither is anything of the control
+    /// core's (the connection, the admission counts).
+    pub fn memory_per_session(&self) -> Option<f64> {
+        let before = crate::os::anon_resident()?;
+        let core = self.warmed();
+        let after = crate::os::anon_resident()?;
+        let per = after.saturating_sub(before) as f64 / self.dests.len().max(1) as f64;
+        drop(core);
+        Some(per)
     }
 
     /// The RTP datagrams (size, destination) of the shard's first rounds, up

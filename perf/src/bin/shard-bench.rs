@@ -234,6 +234,13 @@ fn run(args: &Args) -> Result<(), String> {
         stagger_ns: (args.stagger * 1e9) as Nanos,
         tick_ns: args.tick_us * 1_000,
     };
+    if let Some(bytes) = sim.memory_per_session() {
+        println!(
+            "shard core memory: {bytes:.0} bytes per session (anonymous resident memory grown by making and \
+             playing {} sessions)",
+            args.sessions
+        );
+    }
     // The raw loop's datagrams: what the shard sends in its first rounds,
     // recorded once, replayed as often as the loop needs.
     let wants_raw = args.only.is_empty() || args.only.contains(&'a') || args.only.contains(&'d');
