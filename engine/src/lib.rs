@@ -13,6 +13,7 @@ pub mod icecast;
 pub mod library;
 pub mod pacer;
 pub mod random;
+pub mod repair;
 pub mod server;
 pub mod session;
 pub mod shard;

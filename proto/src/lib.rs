@@ -9,7 +9,10 @@
 //! - [`rtp`]: a checked view of an RTP packet and its header, parsed and
 //!   emitted;
 //! - [`rtcp`]: the RTCP packets of a compound datagram, built and parsed;
-//! - [`interleaved`]: `$` frames of media on an RTSP connection.
+//! - [`interleaved`]: `$` frames of media on an RTSP connection;
+//! - [`rtx`]: RTP retransmission packets and their SDP parameters (RFC 4588);
+//! - [`qtss`]: QuickTime's RTCP APP packets: reliable-UDP acks, client
+//!   reports and server information, as Darwin Streaming Server spoke them.
 //!
 //! Nothing here touches a socket, a file, a clock or a thread (no glommio,
 //! no libc): time, where it matters, is a value the caller passes. The
@@ -18,9 +21,11 @@
 //! them.
 
 pub mod interleaved;
+pub mod qtss;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtsp;
+pub mod rtx;
 pub mod sdp;
 
 #[cfg(test)]

@@ -872,6 +872,134 @@ impl Iterator for LostSeqs<'_> {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Feedback and application-defined packets
+
+/// The entries of a generic NACK for the sequence numbers `lost`: (PID,
+/// BLP) pairs, each covering its PID and the 16 numbers after it.
+///
+/// Numbers are taken in the order given; one within 16 after the current
+/// entry's PID sets a bit of its BLP, any other starts a new entry, and a
+/// repeat of the PID is dropped. In ascending order (wrapping past 65535)
+/// the list is as short as it can be; in any other order it is still
+/// correct, only longer.
+pub fn nack_entries(lost: &[u16]) -> impl Iterator<Item = (u16, u16)> + '_ {
+    let mut rest = lost;
+    std::iter::from_fn(move || {
+        let (&pid, tail) = rest.split_first()?;
+        let mut blp = 0u16;
+        let mut used = 0;
+        for &seq in tail {
+            match seq.wrapping_sub(pid) {
+                0 => {}
+                d @ 1..=16 => blp |= 1 << (d - 1),
+                _ => break,
+            }
+            used += 1;
+        }
+        rest = &tail[used..];
+        Some((pid, blp))
+    })
+}
+
+/// Appends a generic NACK (RTPFB 205, FMT 1, RFC 4585 section 6.2.1) from
+/// `sender_ssrc` asking the source `media_ssrc` for the packets `lost` (see
+/// [`nack_entries`] for how they are packed). With nothing lost, nothing is
+/// appended: an empty NACK is not allowed.
+///
+/// Under AVPF a receiver may send it at once as early feedback when its
+/// RTCP budget allows, otherwise with its next regular report (RFC 4585
+/// section 3.5); that timing is the caller's.
+pub fn generic_nack(out: &mut Vec<u8>, sender_ssrc: u32, media_ssrc: u32, lost: &[u16]) {
+    if lost.is_empty() {
+        return;
+    }
+    let start = begin(out, usize::from(FMT_GENERIC_NACK), PT_RTPFB);
+    out.extend_from_slice(&sender_ssrc.to_be_bytes());
+    out.extend_from_slice(&media_ssrc.to_be_bytes());
+    // The length field counts at most 65536 words: header, two SSRCs and
+    // 65533 entries. No real loss list comes near; a longer one is cut.
+    for (pid, blp) in nack_entries(lost).take(MAX_WORDS - 3) {
+        out.extend_from_slice(&pid.to_be_bytes());
+        out.extend_from_slice(&blp.to_be_bytes());
+    }
+    finish(out, start);
+}
+
+/// An application-defined packet (APP, PT 204, RFC 3550 section 6.7): the
+/// subtype in the count field, the sender's SSRC, a four-character name and
+/// data the name's owner defines. QuickTime's reliable-UDP acknowledgements
+/// (`qtak`, `ack `) and its client reports (`QTSS`) travel as APP packets;
+/// see the `qtss` module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct App<'a> {
+    pub subtype: u8,
+    pub ssrc: u32,
+    pub name: [u8; 4],
+    /// What follows the name, padding removed. RFC 3550 asks for a whole
+    /// number of words; that is left to the readers of each name.
+    pub data: &'a [u8],
+}
+
+/// The most 32-bit words a packet can have: the length field holds words
+/// minus one in 16 bits.
+const MAX_WORDS: usize = 1 << 16;
+
+/// The fixed part of an APP packet after the common header: SSRC and name.
+const APP_FIXED: usize = 8;
+
+impl<'a> RtcpPacket<'a> {
+    /// This packet as an APP packet, if it is one: `None` for other types,
+    /// an error for an APP packet too short for its SSRC and name.
+    pub fn app(&self) -> Option<Result<App<'a>, RtcpError>> {
+        match *self {
+            RtcpPacket::Other {
+                pt: PT_APP,
+                count,
+                body,
+            } => Some(App::parse(count, body)),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> App<'a> {
+    /// Reads an APP packet's body: what follows its 4-byte common header,
+    /// padding removed, as [`RtcpPacket::Other`] hands it out.
+    pub fn parse(subtype: u8, body: &'a [u8]) -> Result<App<'a>, RtcpError> {
+        if body.len() < APP_FIXED {
+            return Err(RtcpError::Body {
+                offset: 0,
+                pt: PT_APP,
+                what: "APP SSRC and name",
+                need: field::HEADER_LEN + APP_FIXED,
+                have: field::HEADER_LEN + body.len(),
+            });
+        }
+        let mut name = [0; 4];
+        name.copy_from_slice(&body[4..8]);
+        Ok(App {
+            subtype,
+            ssrc: be32(body, 0..4),
+            name,
+            data: &body[APP_FIXED..],
+        })
+    }
+}
+
+/// Appends an APP packet with `data`, padded with zeros to a whole word.
+/// The subtype keeps its low five bits.
+/// Data past what the length field can count (256 KiB) is cut.
+pub fn app(out: &mut Vec<u8>, subtype: u8, ssrc: u32, name: [u8; 4], data: &[u8]) {
+    let data = &data[..data.len().min((MAX_WORDS - 3) * 4)];
+    let start = begin(out, usize::from(subtype & 0x1f), PT_APP);
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    out.extend_from_slice(&name);
+    out.extend_from_slice(data);
+    pad_to_word(out, start);
+    finish(out, start);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1867,5 +1995,133 @@ mod tests {
             err.to_string(),
             "RTCP packet type 201 at offset 52 is 4 bytes, too short for its SSRC and report blocks (8 bytes)"
         );
+    }
+}
+
+/// The generic NACK builder and the APP view, apart from the parser's own
+/// tests above.
+#[cfg(test)]
+mod feedback_tests {
+    use super::*;
+
+    fn nacked(buf: &[u8]) -> (u32, u32, Vec<(u16, u16)>, Vec<u16>) {
+        match parse_compound(buf).unwrap().next().unwrap() {
+            RtcpPacket::GenericNack {
+                sender_ssrc,
+                media_ssrc,
+                nacks,
+            } => (
+                sender_ssrc,
+                media_ssrc,
+                nacks.entries().collect(),
+                nacks.lost().collect(),
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nack_bytes() {
+        let mut out = Vec::new();
+        generic_nack(&mut out, 0x0102_0304, 0x0a0b_0c0d, &[100, 101, 116, 118]);
+        #[rustfmt::skip]
+        let want = [
+            0x81, 205, 0, 4,
+            0x01, 0x02, 0x03, 0x04,
+            0x0a, 0x0b, 0x0c, 0x0d,
+            0, 100, 0x80, 0x01, // 101 is bit 0, 116 bit 15; 118 is too far
+            0, 118, 0, 0,
+        ];
+        assert_eq!(out, want);
+        // Nothing lost, nothing written.
+        let mut out = vec![9];
+        generic_nack(&mut out, 1, 2, &[]);
+        assert_eq!(out, [9]);
+    }
+
+    #[test]
+    fn nack_round_trips_through_the_parser() {
+        for lost in [
+            vec![5u16],
+            (0..17).collect(),
+            (0..18).collect(),
+            vec![65_534, 65_535, 0, 1, 20],
+            vec![7, 7, 7, 8],
+            vec![300, 10, 11, 299],
+            (0..1000).map(|i| i * 3).collect(),
+        ] {
+            let mut out = Vec::new();
+            generic_nack(&mut out, 1, 2, &lost);
+            let (s, m, entries, back) = nacked(&out);
+            assert_eq!((s, m), (1, 2));
+            let mut want: Vec<u16> = lost.clone();
+            want.dedup();
+            let mut got = back.clone();
+            got.dedup();
+            // Every number asked for is in the packet, and nothing else.
+            let mut a = want.clone();
+            a.sort_unstable();
+            a.dedup();
+            let mut b = got.clone();
+            b.sort_unstable();
+            b.dedup();
+            assert_eq!(a, b, "{lost:?}");
+            assert!(entries.len() <= lost.len());
+        }
+        // Ascending runs pack 17 to an entry.
+        let lost: Vec<u16> = (0..170).collect();
+        let mut out = Vec::new();
+        generic_nack(&mut out, 1, 2, &lost);
+        assert_eq!(nacked(&out).2.len(), 10);
+    }
+
+    #[test]
+    fn nack_longer_than_the_length_field_is_cut() {
+        let lost: Vec<u16> = (0..70_000u32).map(|i| (i * 20) as u16).collect();
+        let mut out = Vec::new();
+        generic_nack(&mut out, 1, 2, &lost);
+        assert_eq!(out.len(), 65_536 * 4);
+        assert_eq!(nacked(&out).2.len(), 65_533);
+    }
+
+    #[test]
+    fn app_packets() {
+        let mut out = Vec::new();
+        app(&mut out, 3, 0xdead_beef, *b"TEST", &[1, 2, 3]);
+        assert_eq!(
+            out,
+            [0x83, 204, 0, 3, 0xde, 0xad, 0xbe, 0xef, b'T', b'E', b'S', b'T', 1, 2, 3, 0]
+        );
+        let packets: Vec<RtcpPacket<'_>> = parse_compound(&out).unwrap().collect();
+        let a = packets[0].app().unwrap().unwrap();
+        assert_eq!(
+            a,
+            App {
+                subtype: 3,
+                ssrc: 0xdead_beef,
+                name: *b"TEST",
+                data: &[1, 2, 3, 0]
+            }
+        );
+        // Other packet types are not APP packets.
+        let mut rr = Vec::new();
+        receiver_report(&mut rr, 1, &[]);
+        assert!(parse_compound(&rr).unwrap().next().unwrap().app().is_none());
+        // An APP packet with no room for its name.
+        let short = [0x80, 204, 0, 1, 0, 0, 0, 1];
+        let p = parse_compound(&short).unwrap().next().unwrap();
+        assert!(matches!(
+            p.app(),
+            Some(Err(RtcpError::Body {
+                pt: PT_APP,
+                need: 12,
+                have: 8,
+                ..
+            }))
+        ));
+        // Subtypes keep five bits.
+        let mut out = Vec::new();
+        app(&mut out, 0xff, 1, *b"abcd", &[]);
+        assert_eq!(out[0], 0x9f);
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod header;
 pub mod message;
+pub mod quicktime;
 pub mod status;
 pub mod url;
