@@ -66,6 +66,10 @@ struct Args {
     /// Use the streamalot binary in DIR instead of building a release one.
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+    /// Drive this RTSP URL (a server started by hand, under a profiler say) instead of starting the
+    /// servers; its CPU time is then not measured.
+    #[arg(long)]
+    url: Option<String>,
 }
 
 /// Microseconds of each phase of one session.
@@ -109,6 +113,17 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    if let Some(url) = &args.url {
+        println!("setup-bench: RTSP session setups per second against {url}");
+        println!(
+            "machine: {}; load average {} (1, 5, 15 min)",
+            os::machine(),
+            os::load_average()
+        );
+        let mut o = drive(args, url, None)?;
+        print_outcome(url, &mut o);
+        return Ok(());
+    }
     let bins = servers::binaries(args.bin_dir.as_deref())?;
     let movie = match &args.movie {
         Some(p) => p.clone(),
@@ -163,7 +178,7 @@ fn run(args: &Args) -> Result<(), String> {
             .to_vec();
             let server = servers::start(&bins, peer, &library, name, &dir, &serve_args, &args.peer_cpus)?;
             thread::sleep(Duration::from_millis(300));
-            let mut o = drive(args, &server.url, server.child.id())?;
+            let mut o = drive(args, &server.url, Some(server.child.id()))?;
             drop(server);
             print_outcome(&format!("{} (round {round})", peer.name()), &mut o);
             let t = &mut totals[i];
@@ -203,10 +218,10 @@ fn cpu_per_setup(o: &Outcome) -> f64 {
 }
 
 /// `--concurrency` clients, each doing sessions back to back for
-/// `--seconds`, and the server's CPU time over that.
-fn drive(args: &Args, url: &str, pid: u32) -> Result<Outcome, String> {
+/// `--seconds`, and the CPU time of the server `pid` over that.
+fn drive(args: &Args, url: &str, pid: Option<u32>) -> Result<Outcome, String> {
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu0 = process::cpu_time(pid)?;
+    let cpu0 = pid.map(process::cpu_time).transpose()?;
     let start = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
@@ -226,7 +241,9 @@ fn drive(args: &Args, url: &str, pid: u32) -> Result<Outcome, String> {
         o.latencies.append(&mut lat);
     }
     o.wall = start.elapsed();
-    o.server_cpu = process::cpu_time(pid)?.saturating_sub(cpu0);
+    if let (Some(pid), Some(cpu0)) = (pid, cpu0) {
+        o.server_cpu = process::cpu_time(pid)?.saturating_sub(cpu0);
+    }
     o.load = os::load1();
     Ok(o)
 }

@@ -83,6 +83,12 @@ struct Args {
     /// so the sender pays for waking it (by default it polls and never sleeps).
     #[arg(long)]
     receiver_sleeps: bool,
+    /// Shards running at once, each its own core of --sessions sessions sending as shipped (loop
+    /// c), pinned in turn to the shard core, the receiver core, and any others: how a box's packet
+    /// rate grows with shards, and whether a shard's cost per packet holds when others run
+    /// beside it. Replaces the loops (a) to (f).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     /// Run only these loops (a to f), e.g. `--only b` under a profiler.
     #[arg(long, value_delimiter = ',')]
     only: Vec<char>,
@@ -243,7 +249,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     // The raw loop's datagrams: what the shard sends in its first rounds,
     // recorded once, replayed as often as the loop needs.
-    let wants_raw = args.only.is_empty() || args.only.contains(&'a') || args.only.contains(&'d');
+    let wants_raw = args.shards <= 1 && (args.only.is_empty() || args.only.contains(&'a') || args.only.contains(&'d'));
     let replay = Arc::new(sim.record(if wants_raw { 5_000_000 } else { 0 }));
     println!(
         "raw replay: {} datagrams in {} rounds ({:.0} per round), {:.1} MiB of payload",
@@ -254,6 +260,9 @@ fn run(args: &Args) -> Result<(), String> {
     );
 
     let duration = Duration::from_secs_f64(args.seconds);
+    if args.shards > 1 {
+        return shards_at_once(args, &sim, &tx, &receiver, duration);
+    }
     let mut totals = [Run::default(); Loop::ALL.len()];
     for round in 1..=args.rounds {
         let mut runs = [Run::default(); Loop::ALL.len()];
@@ -286,6 +295,62 @@ fn run(args: &Args) -> Result<(), String> {
         println!("all {} rounds together:", args.rounds);
     }
     print_runs(&totals);
+    Ok(())
+}
+
+/// `--shards` shard cores at once, as shipped, for `--rounds` rounds.
+fn shards_at_once(
+    args: &Args,
+    sim: &Sim,
+    tx: &std::net::UdpSocket,
+    receiver: &Receiver,
+    duration: Duration,
+) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let order: Vec<usize> = std::iter::once(args.shard_core)
+        .chain(std::iter::once(args.receiver_core))
+        .chain((0..cores).filter(|&c| c != args.shard_core && c != args.receiver_core))
+        .collect();
+    let placement: Vec<usize> = (0..args.shards).map(|i| order[i % order.len()]).collect();
+    println!(
+        "{} shards at once, each {} sessions sending as shipped (loop c), on cores {placement:?}",
+        args.shards, args.sessions
+    );
+    for round in 1..=args.rounds {
+        let (sim, placement) = (sim.clone(), placement.clone());
+        let txs: Vec<std::net::UdpSocket> = placement
+            .iter()
+            .map(|_| tx.try_clone().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let shards = args.shards as u32;
+        let total = measure(receiver, move || {
+            let threads: Vec<_> = placement
+                .into_iter()
+                .zip(txs)
+                .map(|(core, tx)| {
+                    let sim = sim.clone();
+                    std::thread::spawn(move || {
+                        os::pin(Some(core))?;
+                        sim.serve(&tx, true, SendPath::Sendmmsg, duration)
+                    })
+                })
+                .collect();
+            let mut total = Run::default();
+            for t in threads {
+                let run = t.join().map_err(|_| "a shard thread panicked".to_string())??;
+                total.add(&run);
+            }
+            // Side by side, not one after the other: the wall time is one loop's.
+            total.wall /= shards;
+            Ok(total)
+        })?;
+        println!();
+        println!("round {round}:");
+        total.print(&format!(
+            "{} shards together (CPU and packets summed over the shards)",
+            args.shards
+        ));
+    }
     Ok(())
 }
 
