@@ -156,3 +156,19 @@ impl Cpu {
         self.sys += other.sys;
     }
 }
+
+/// `dest` as the kernel's `sockaddr_in`, for the raw loops' prebuilt
+/// messages; `None` for an IPv6 address.
+pub fn sockaddr_v4(dest: std::net::SocketAddr) -> Option<libc::sockaddr_in> {
+    let std::net::SocketAddr::V4(dest) = dest else {
+        return None;
+    };
+    Some(libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dest.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dest.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    })
+}

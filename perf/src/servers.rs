@@ -66,6 +66,21 @@ impl Peer {
     }
 }
 
+/// A library directory `out/media` holding only `movie`, linked in (or
+/// copied) as `movie.mp4`: what the servers under test serve. Returns the
+/// directory and the name.
+pub fn library(out: &Path, movie: &Path) -> Result<(PathBuf, &'static str), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let library = out.join("media");
+    let _ = std::fs::remove_dir_all(&library);
+    std::fs::create_dir_all(&library).map_err(|e| e.to_string())?;
+    let name = "movie.mp4";
+    if std::fs::hard_link(movie, library.join(name)).is_err() {
+        std::fs::copy(movie, library.join(name)).map_err(|e| format!("copy the movie: {e}"))?;
+    }
+    Ok((library, name))
+}
+
 /// A server under test; dropping it stops it.
 pub struct Server {
     pub child: Child,

@@ -202,7 +202,9 @@ impl Sim {
                 let next = names.len() as u32;
                 let index = *names.entry(dest).or_insert(next);
                 if index == next {
-                    replay.names.push(sockaddr(dest));
+                    replay
+                        .names
+                        .push(crate::os::sockaddr_v4(dest).expect("the destinations are IPv4"));
                 }
                 replay.dests.push(index);
                 replay.lens.push(len as u16);
@@ -227,19 +229,6 @@ fn expect_ok(core: &mut ShardCore, what: &str) {
     }
 }
 
-fn sockaddr(dest: SocketAddr) -> libc::sockaddr_in {
-    let SocketAddr::V4(dest) = dest else {
-        unreachable!("the destinations are IPv4")
-    };
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: dest.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(dest.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
-}
 /// Recorded datagrams: per datagram its length and destination, and the
 /// rounds as ranges of datagrams.
 #[derive(Default)]
@@ -260,20 +249,24 @@ impl Replay {
     /// [`BATCH`] prebuilt messages, one iovec each, round after round; or,
     /// with io_uring, each round as one submission of SENDMSG entries.
     pub fn send(&self, tx: &UdpSocket, path: SendPath, duration: Duration) -> Result<Run, String> {
-        if path == SendPath::IoUring {
-            return self.send_uring(tx, duration);
-        }
         let max = self.lens.iter().copied().max().unwrap_or(0) as usize;
-        let mut buf = vec![0x80u8; max.max(RTP_HEADER_LEN)];
+        let (chunk, mut ring) = match path {
+            SendPath::Sendmmsg => (BATCH, None),
+            SendPath::IoUring => {
+                let biggest = self.rounds.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
+                (biggest.max(1), Some(RawRing::new(RING_ENTRIES)?))
+            }
+        };
+        let buf = vec![0x80u8; max.max(RTP_HEADER_LEN)];
         let mut iovs: Vec<libc::iovec> = vec![
             libc::iovec {
-                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_base: buf.as_ptr() as *mut libc::c_void,
                 iov_len: 0,
             };
-            BATCH
+            chunk
         ];
         // SAFETY: an all-zero `mmsghdr` is valid; the fields used are set per call.
-        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; chunk];
         let fd = tx.as_raw_fd();
         let mut run = Run::default();
         let cpu0 = Cpu::of_this_thread();
@@ -283,10 +276,10 @@ impl Replay {
                 if start.elapsed() >= duration {
                     break 'timed;
                 }
-                for chunk_start in (from..to).step_by(BATCH) {
-                    let chunk = chunk_start..to.min(chunk_start + BATCH);
-                    let n = chunk.len();
-                    for (j, p) in chunk.enumerate() {
+                for chunk_start in (from..to).step_by(chunk) {
+                    let packets = chunk_start..to.min(chunk_start + chunk);
+                    let n = packets.len();
+                    for (j, p) in packets.enumerate() {
                         iovs[j].iov_len = self.lens[p] as usize;
                         let h = &mut hdrs[j].msg_hdr;
                         h.msg_name =
@@ -294,6 +287,21 @@ impl Replay {
                         h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
                         h.msg_iov = &mut iovs[j];
                         h.msg_iovlen = 1;
+                    }
+                    if let Some(ring) = ring.as_mut() {
+                        // SAFETY: `hdrs[..n]` point at live addresses in
+                        // `self.names` and at iovecs over `buf`, unchanged
+                        // until the call returns.
+                        let sent = unsafe { ring.send(fd, &hdrs[..n]) }?;
+                        if let Some(errno) = sent.errno {
+                            return Err(format!(
+                                "io_uring SENDMSG: {}",
+                                std::io::Error::from_raw_os_error(errno)
+                            ));
+                        }
+                        run.flushed.sent += sent.sent;
+                        run.flushed.would_block += sent.would_block;
+                        continue;
                     }
                     let mut pos = 0;
                     while pos < n {
@@ -324,57 +332,6 @@ impl Replay {
                         }
                     }
                 }
-                run.rounds += 1;
-            }
-        }
-        run.wall = start.elapsed();
-        run.cpu = Cpu::of_this_thread().since(cpu0);
-        Ok(run)
-    }
-
-    fn send_uring(&self, tx: &UdpSocket, duration: Duration) -> Result<Run, String> {
-        let max = self.lens.iter().copied().max().unwrap_or(0) as usize;
-        let biggest = self.rounds.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
-        let buf = vec![0x80u8; max.max(RTP_HEADER_LEN)];
-        let mut iovs: Vec<libc::iovec> = vec![
-            libc::iovec {
-                iov_base: buf.as_ptr() as *mut libc::c_void,
-                iov_len: 0,
-            };
-            biggest
-        ];
-        // SAFETY: an all-zero `mmsghdr` is valid; the fields used are set per round.
-        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; biggest];
-        let mut ring = RawRing::new(RING_ENTRIES)?;
-        let fd = tx.as_raw_fd();
-        let mut run = Run::default();
-        let cpu0 = Cpu::of_this_thread();
-        let start = Instant::now();
-        'timed: loop {
-            for &(from, to) in &self.rounds {
-                if start.elapsed() >= duration {
-                    break 'timed;
-                }
-                let n = to - from;
-                for (j, p) in (from..to).enumerate() {
-                    iovs[j].iov_len = self.lens[p] as usize;
-                    let h = &mut hdrs[j].msg_hdr;
-                    h.msg_name = &self.names[self.dests[p] as usize] as *const libc::sockaddr_in as *mut libc::c_void;
-                    h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                    h.msg_iov = &mut iovs[j];
-                    h.msg_iovlen = 1;
-                }
-                // SAFETY: `hdrs[..n]` point at live addresses in `self.names`
-                // and at iovecs over `buf`, unchanged until the call returns.
-                let sent = unsafe { ring.send(fd, &hdrs[..n]) }?;
-                if let Some(errno) = sent.errno {
-                    return Err(format!(
-                        "io_uring SENDMSG: {}",
-                        std::io::Error::from_raw_os_error(errno)
-                    ));
-                }
-                run.flushed.sent += sent.sent;
-                run.flushed.would_block += sent.would_block;
                 run.rounds += 1;
             }
         }

@@ -155,15 +155,7 @@ fn run(args: &Args) -> Result<(), String> {
     let movie = Arc::new(Movie::open(&movie_path).map_err(|e| format!("{}: {e}", movie_path.display()))?);
     let movie_pps = packets_per_second(&movie);
     let kbps = bitrate_kbps(&movie);
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    // The library: the one movie, linked in under a plain name.
-    let library = args.out.join("media");
-    let _ = std::fs::remove_dir_all(&library);
-    std::fs::create_dir_all(&library).map_err(|e| e.to_string())?;
-    let name = "movie.mp4";
-    if std::fs::hard_link(&movie_path, library.join(name)).is_err() {
-        std::fs::copy(&movie_path, library.join(name)).map_err(|e| format!("copy the movie: {e}"))?;
-    }
+    let (library, name) = servers::library(&args.out, &movie_path)?;
     let fd_limit = process::open_file_limit().unwrap_or(1024);
 
     println!("capacity-bench: sessions of one movie on one shard core");

@@ -286,17 +286,7 @@ fn raw_loop(
     os::pin(Some(core))?;
     let mut packet = vec![0xa5u8; RTP_HEADER_LEN + payload];
     packet[..RTP_HEADER_LEN].copy_from_slice(&header(false, 1, 2, 3));
-    let SocketAddr::V4(dest) = dest else {
-        return Err("the raw loop sends to IPv4 only".into());
-    };
-    let name = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: dest.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(dest.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
+    let name = os::sockaddr_v4(dest).ok_or("the raw loop sends to IPv4 only")?;
     // With GSO, one message is as many packets as fit in 64 KiB (49 of 1316
     // bytes), and the call carries enough messages for `batch` packets.
     let (segments, messages) = if gso {

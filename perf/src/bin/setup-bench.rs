@@ -129,14 +129,7 @@ fn run(args: &Args) -> Result<(), String> {
         Some(p) => p.clone(),
         None => movie_maker::ensure(&args.data_dir, 10)?,
     };
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let library = args.out.join("media");
-    let _ = std::fs::remove_dir_all(&library);
-    std::fs::create_dir_all(&library).map_err(|e| e.to_string())?;
-    let name = "movie.mp4";
-    if std::fs::hard_link(&movie, library.join(name)).is_err() {
-        std::fs::copy(&movie, library.join(name)).map_err(|e| format!("copy the movie: {e}"))?;
-    }
+    let (library, name) = servers::library(&args.out, &movie)?;
     println!("setup-bench: RTSP session setups per second");
     println!(
         "machine: {}; load average {} (1, 5, 15 min)",

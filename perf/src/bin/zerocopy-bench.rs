@@ -278,17 +278,7 @@ fn send_loop(
     rate: u64,
     duration: Duration,
 ) -> Result<(Run, Copied), String> {
-    let SocketAddr::V4(dest) = dest else {
-        return Err("IPv4 only".into());
-    };
-    let name = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: dest.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(dest.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
+    let name = os::sockaddr_v4(dest).ok_or("IPv4 only")?;
     let len = datagram * segments;
     if way == Way::SendmmsgZerocopy {
         setsockopt(tx, libc::SOL_SOCKET, libc::SO_ZEROCOPY, 1)?;
@@ -409,29 +399,10 @@ fn send_loop(
                             .map_err(|_| "more messages per burst than the ring has entries".to_string())?;
                     }
                 }
-                let mut requests = burst;
-                while requests > 0 || in_flight > 1024 {
-                    match ring.submit_and_wait(1) {
-                        Ok(_) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                        Err(e) => panic!("io_uring_enter: {e}"),
-                    }
-                    for cqe in ring.completion() {
-                        if cqueue::notif(cqe.flags()) {
-                            in_flight = in_flight.saturating_sub(1);
-                            copied.notified += 1;
-                            copied.copied += u64::from(cqe.result() & NOTIF_COPIED != 0);
-                            continue;
-                        }
-                        requests -= 1;
-                        in_flight += usize::from(cqueue::more(cqe.flags()));
-                        match cqe.result() {
-                            r if r >= 0 => run.flushed.sent += segments,
-                            r if -r == libc::EAGAIN || -r == libc::ENOBUFS => run.flushed.would_block += segments,
-                            r => return Err(format!("{}: {}", way.label(), std::io::Error::from_raw_os_error(-r))),
-                        }
-                    }
-                }
+                let (sent, would_block) = reap_zc(ring, burst, &mut in_flight, 1024, &mut copied)
+                    .map_err(|errno| format!("{}: {}", way.label(), std::io::Error::from_raw_os_error(errno)))?;
+                run.flushed.sent += sent * segments;
+                run.flushed.would_block += would_block * segments;
             }
         }
         run.rounds += 1;
@@ -446,26 +417,52 @@ fn send_loop(
         }
         Way::UringSendmsgZc | Way::UringSendZc => {
             let ring = ring.as_mut().expect("a ring").ring();
-            while in_flight > 0 {
-                match ring.submit_and_wait(1) {
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                    Err(e) => panic!("io_uring_enter: {e}"),
-                }
-                for cqe in ring.completion() {
-                    if cqueue::notif(cqe.flags()) {
-                        in_flight = in_flight.saturating_sub(1);
-                        copied.notified += 1;
-                        copied.copied += u64::from(cqe.result() & NOTIF_COPIED != 0);
-                    }
-                }
-            }
+            reap_zc(ring, 0, &mut in_flight, 0, &mut copied)
+                .map_err(|errno| format!("{}: {}", way.label(), std::io::Error::from_raw_os_error(errno)))?;
         }
         _ => {}
     }
     run.wall = start.elapsed();
     run.cpu = Cpu::of_this_thread().since(cpu0);
     Ok((run, copied))
+}
+
+/// Reaps io_uring zero-copy completions until `requests` sends have
+/// completed and at most `limit` notifications are outstanding
+/// (`in_flight`, kept up to date). Returns the sends that went and those
+/// refused for want of room; another refusal is its `errno`.
+fn reap_zc(
+    ring: &mut io_uring::IoUring,
+    mut requests: usize,
+    in_flight: &mut usize,
+    limit: usize,
+    copied: &mut Copied,
+) -> Result<(usize, usize), i32> {
+    let (mut sent, mut would_block) = (0, 0);
+    while requests > 0 || *in_flight > limit {
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            // Sends may be in flight: returning would let their pages go.
+            Err(e) => panic!("io_uring_enter: {e}"),
+        }
+        for cqe in ring.completion() {
+            if cqueue::notif(cqe.flags()) {
+                *in_flight = in_flight.saturating_sub(1);
+                copied.notified += 1;
+                copied.copied += u64::from(cqe.result() & NOTIF_COPIED != 0);
+                continue;
+            }
+            requests = requests.saturating_sub(1);
+            *in_flight += usize::from(cqueue::more(cqe.flags()));
+            match cqe.result() {
+                r if r >= 0 => sent += 1,
+                r if -r == libc::EAGAIN || -r == libc::ENOBUFS => would_block += 1,
+                r => return Err(-r),
+            }
+        }
+    }
+    Ok((sent, would_block))
 }
 
 /// Reads `MSG_ZEROCOPY` notifications off the socket's error queue (waiting
