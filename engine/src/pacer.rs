@@ -83,8 +83,8 @@ const BUCKET_SHIFT: u32 = 20;
 /// Buckets in the wheel: 256 of them reach about 268 ms ahead, past the gap
 /// between two wake-ups of a session (ffmpeg's hinter sends video in groups
 /// of three frames, 120 ms apart at 25 frames a second, and AAC in packets
-/// of seven frames, 149 ms apart; a wheel of 64 sent nearly every entry
-/// through the heap). Every bucket keeps the capacity it grew to, about a
+/// of seven frames, 149 ms apart; a wheel of 64 sent a quarter of its
+/// entries through the heap). Every bucket keeps the capacity it grew to, about a
 /// 120th of the sessions each, some 80 bytes per session in all.
 const BUCKETS: u64 = 256;
 
