@@ -101,8 +101,8 @@ type Due = (Nanos, SessionKey, u32);
 /// thousands of sessions a heap's sift-down is a dozen dependent cache
 /// misses per pop (at 8,000 sessions it was the shard's costliest function
 /// of its own). A push here appends to its bucket; the earliest bucket is
-/// sorted once when it comes up (a few hundred entries in contiguous
-/// memory) and popped from its end. Entries due further ahead than the wheel
+/// sorted once when it comes up (some tens of entries at 8,000 sessions, in
+/// contiguous memory) and popped from its end. Entries due further ahead than the wheel
 /// reaches wait in a heap and move into the wheel as it turns. Entries come
 /// out in exactly the order a heap of `(due, key, generation)` gives.
 #[derive(Debug, Default)]
