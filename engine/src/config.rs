@@ -18,6 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
+use net::SendPath;
 use serde::Deserialize;
 
 /// The default RTSP port: 554 needs privileges, so like most servers run
@@ -34,6 +35,9 @@ pub const DEFAULT_TCP_QUEUE_BYTES: usize = 256 * 1024;
 /// Smaller than this, a TCP queue could not hold even a few packets and
 /// every interleaved session would drop media at once.
 pub const MIN_TCP_QUEUE_BYTES: usize = 4096;
+/// How the shards hand their UDP rounds to the kernel, unless told: see
+/// perf/RESULTS.md for the measurement that chose it.
+pub const DEFAULT_SEND_PATH: SendPath = SendPath::Sendmmsg;
 
 /// Stream the hinted movies of a directory over RTSP/RTP.
 ///
@@ -127,6 +131,12 @@ pub struct ServeArgs {
     /// [default: none]
     #[arg(long = "stats-json", value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+
+    /// How the shards send each round's UDP packets: sendmmsg (one call per round), or io-uring
+    /// (SENDMSG entries on a small io_uring per shard, one submission per round); the same
+    /// messages and GSO either way [default: sendmmsg]
+    #[arg(long = "send-path", value_name = "PATH")]
+    pub send_path: Option<SendPath>,
 }
 
 /// The resolved settings the server runs with. Every value is checked.
@@ -163,6 +173,8 @@ pub struct Config {
     pub stats_interval: Option<u64>,
     /// Where reports are also written as JSON.
     pub stats_json: Option<PathBuf>,
+    /// How the shards send their rounds.
+    pub send_path: SendPath,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -242,6 +254,7 @@ struct FileSettings {
     access_log: Option<PathBuf>,
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
+    send_path: Option<String>,
 }
 
 /// `rtsp_port = 554` or `rtsp_port = [554, 8554]`.
@@ -430,6 +443,15 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         None => None,
     };
 
+    let file_path = match file.send_path {
+        Some(text) => Some(
+            text.parse::<SendPath>()
+                .map_err(|why| invalid("send_path", &text, file_origin.clone(), why))?,
+        ),
+        None => None,
+    };
+    let send_path = pick(args.send_path, file_path, &file_origin).map_or(DEFAULT_SEND_PATH, |v| v.0);
+
     Ok(Config {
         media,
         rtsp_ports,
@@ -449,6 +471,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         access_log,
         stats_interval,
         stats_json,
+        send_path,
     })
 }
 
@@ -643,6 +666,7 @@ mod tests {
         assert_eq!(c.access_log, None);
         assert_eq!(c.stats_interval, None);
         assert_eq!(c.stats_json, None);
+        assert_eq!(c.send_path, DEFAULT_SEND_PATH);
         assert!(!c.reuse_port, "a port in use is an error unless asked");
         assert!(c.http_ports.is_empty(), "no HTTP-only port unless asked");
     }
@@ -703,8 +727,11 @@ mod tests {
             "80",
             "--http-port",
             "8000",
+            "--send-path",
+            "io-uring",
         ]))
         .unwrap();
+        assert_eq!(c.send_path, SendPath::IoUring);
         assert!(c.reuse_port);
         assert_eq!(c.rtsp_ports, vec![554, 8554], "duplicates dropped, order kept");
         assert_eq!(c.http_ports, vec![80, 8000]);
@@ -746,6 +773,7 @@ mod tests {
                 stats_interval = 5
                 stats_json = "stats.json"
                 reuse_port = true
+                send_path = "io-uring"
             "#,
         );
         let c = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap();
@@ -767,6 +795,7 @@ mod tests {
         assert_eq!(c.tcp_queue_bytes, 65536);
         assert_eq!(c.stats_interval, Some(5));
         assert_eq!(c.stats_json, Some(dir.join("stats.json")));
+        assert_eq!(c.send_path, SendPath::IoUring);
 
         let other = dir.join("other");
         let c = resolve(&parse(&[
@@ -860,6 +889,7 @@ mod tests {
             ("bind = \"localhost\"", "bind"),
             ("rtsp_port = 70000", "rtsp_port"),
             ("media = [", "streamalot.toml"),
+            ("send_path = \"aio\"", "`send_path = aio` in"),
         ] {
             let config = with_config(&dir, &format!("media = \"media\"\n{toml}\n"));
             let config = config.to_str().unwrap();
@@ -884,6 +914,7 @@ mod tests {
             &["--max-body-bytes", "12Q"],
             &["--bind", "nowhere"],
             &["--shards", "-1"],
+            &["--send-path", "aio"],
         ] {
             let all: Vec<&str> = std::iter::once("serve").chain(args.iter().copied()).collect();
             assert!(Cli::try_parse_from(all).is_err(), "{args:?}");

@@ -2,7 +2,9 @@
 //! ([`os`]), the long hinted movie they run on ([`movie_maker`]), and a
 //! loopback receiver that drains what a sender under test sends
 //! ([`receiver`]), a shard's send path with its raw limit ([`shard`]), what
-//! /proc says of a server under test ([`process`]), and SVG charts ([`plot`]).
+//! /proc says of a server under test ([`process`]), the servers under test
+//! themselves ([`servers`]), SVG charts ([`plot`]),
+//! and the raw io_uring send loop ([`uring`]).
 
 pub mod movie_maker;
 pub mod os;
@@ -10,4 +12,6 @@ pub mod plot;
 pub mod process;
 pub mod receiver;
 pub mod run;
+pub mod servers;
 pub mod shard;
+pub mod uring;

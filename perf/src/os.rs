@@ -78,6 +78,24 @@ fn page_size() -> usize {
     usize::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
 }
 
+/// The load averages over 1, 5 and 15 minutes, as `/proc/loadavg` gives
+/// them ("1.20 2.36 3.15"): on a shared machine, what else was running.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The 1-minute load average.
+pub fn load1() -> f64 {
+    load_average()
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// A line about the machine for the report: cores, CPU model, kernel.
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -137,4 +155,20 @@ impl Cpu {
         self.user += other.user;
         self.sys += other.sys;
     }
+}
+
+/// `dest` as the kernel's `sockaddr_in`, for the raw loops' prebuilt
+/// messages; `None` for an IPv6 address.
+pub fn sockaddr_v4(dest: std::net::SocketAddr) -> Option<libc::sockaddr_in> {
+    let std::net::SocketAddr::V4(dest) = dest else {
+        return None;
+    };
+    Some(libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dest.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dest.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    })
 }

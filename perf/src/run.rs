@@ -21,6 +21,8 @@ pub struct Run {
     pub cpu: Cpu,
     /// What the receiver counted of it, filled in by the caller.
     pub received: u64,
+    /// The 1-minute load average when it ended (the largest, once added up).
+    pub load: f64,
 }
 
 impl Run {
@@ -41,6 +43,7 @@ impl Run {
         self.wall += o.wall;
         self.cpu.add(o.cpu);
         self.received += o.received;
+        self.load = self.load.max(o.load);
     }
 }
 
@@ -86,8 +89,10 @@ impl Run {
             per(self.cpu.sys)
         );
         println!(
-            "    per core    {:>11.0} packets per CPU-second (what one core sends when the thread has it all)",
-            1e9 / self.cpu_ns_per_packet()
+            "    per core    {:>11.0} packets per CPU-second (what one core sends when the thread has it all); \
+             load average {:.2}",
+            1e9 / self.cpu_ns_per_packet(),
+            self.load
         );
     }
 }
@@ -103,5 +108,6 @@ pub fn measure(
         .join()
         .map_err(|_| "the sending thread panicked".to_string())??;
     run.received = receiver.settle() - before;
+    run.load = crate::os::load1();
     Ok(run)
 }

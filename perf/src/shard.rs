@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loader::Movie;
-use net::RTP_HEADER_LEN;
+use net::{SendPath, RING_ENTRIES, RTP_HEADER_LEN};
 use proto::rtsp::message::{Method, Request};
 use streamalot::door::session_id;
 use streamalot::random::Rng;
@@ -28,6 +28,7 @@ use streamalot::source::Nanos;
 
 use crate::os::Cpu;
 use crate::run::Run;
+use crate::uring::RawRing;
 
 /// At most this many datagrams per `sendmmsg`: the shard's batch.
 pub const BATCH: usize = shard::BATCH;
@@ -119,12 +120,39 @@ impl Sim {
     }
 
     /// The shard's path: rounds as fast as they go for `duration`, each
-    /// flushed to `tx` (RTP and RTCP alike).
-    pub fn serve(&self, tx: &UdpSocket, gso: bool, duration: Duration) -> Result<Run, String> {
-        let mut core = self.start();
+    /// flushed to `tx` (RTP and RTCP alike) through `path`. The rounds of
+    /// the stagger, while sessions are still starting, run first and are
+    /// not measured (nor sent): the figure is the steady state.
+    pub fn serve(&self, tx: &UdpSocket, gso: bool, path: SendPath, duration: Duration) -> Result<Run, String> {
+        let (mut core, now) = self.warmed();
         core.set_gso(gso);
-        let mut run = Run::default();
+        core.set_send_path(path).map_err(|e| format!("{path}: {e}"))?;
+        let run = self.rounds(&mut core, now, tx, duration);
+        if gso && !core.transmit().udp().gso() {
+            eprintln!("shard-bench: the kernel refused UDP GSO; it ran without it");
+        }
+        Ok(run)
+    }
+
+    /// A core whose sessions have all started: the rounds of the stagger
+    /// run, their datagrams forgotten. Returns it and its simulated time.
+    fn warmed(&self) -> (ShardCore, Nanos) {
+        let mut core = self.start();
         let mut now = 0;
+        while now < self.stagger_ns {
+            now += self.tick_ns;
+            core.handle_timeout(now);
+            core.transmit().clear();
+            while core.poll_output().is_some() {}
+        }
+        (core, now)
+    }
+
+    /// The measured rounds, from simulated time `now` on (a function of its
+    /// own, for profilers: `--toggle-collect` in callgrind).
+    #[inline(never)]
+    fn rounds(&self, core: &mut ShardCore, mut now: Nanos, tx: &UdpSocket, duration: Duration) -> Run {
+        let mut run = Run::default();
         let cpu0 = Cpu::of_this_thread();
         let start = Instant::now();
         while start.elapsed() < duration {
@@ -140,10 +168,21 @@ impl Sim {
         }
         run.wall = start.elapsed();
         run.cpu = Cpu::of_this_thread().since(cpu0);
-        if gso && !core.transmit().udp().gso() {
-            eprintln!("shard-bench: the kernel refused UDP GSO; (c) ran without it");
-        }
-        Ok(run)
+        run
+    }
+
+    /// The shard core's memory per session: this process's anonymous
+    /// resident memory grown by making every session and playing it through
+    /// the stagger, divided by the sessions. The mapped movie is not in it
+    /// (its pages are file-backed), and neither is anything of the control
+    /// core's (the connection, the admission counts).
+    pub fn memory_per_session(&self) -> Option<f64> {
+        let before = crate::os::anon_resident()?;
+        let core = self.warmed();
+        let after = crate::os::anon_resident()?;
+        let per = after.saturating_sub(before) as f64 / self.dests.len().max(1) as f64;
+        drop(core);
+        Some(per)
     }
 
     /// The RTP datagrams (size, destination) of the shard's first rounds, up
@@ -163,7 +202,9 @@ impl Sim {
                 let next = names.len() as u32;
                 let index = *names.entry(dest).or_insert(next);
                 if index == next {
-                    replay.names.push(sockaddr(dest));
+                    replay
+                        .names
+                        .push(crate::os::sockaddr_v4(dest).expect("the destinations are IPv4"));
                 }
                 replay.dests.push(index);
                 replay.lens.push(len as u16);
@@ -188,19 +229,6 @@ fn expect_ok(core: &mut ShardCore, what: &str) {
     }
 }
 
-fn sockaddr(dest: SocketAddr) -> libc::sockaddr_in {
-    let SocketAddr::V4(dest) = dest else {
-        unreachable!("the destinations are IPv4")
-    };
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: dest.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(dest.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
-}
 /// Recorded datagrams: per datagram its length and destination, and the
 /// rounds as ranges of datagrams.
 #[derive(Default)]
@@ -218,19 +246,27 @@ unsafe impl Sync for Replay {}
 
 impl Replay {
     /// The raw limit: each recorded round as `sendmmsg` calls of at most
-    /// [`BATCH`] prebuilt messages, one iovec each, round after round.
-    pub fn send(&self, tx: &UdpSocket, duration: Duration) -> Result<Run, String> {
+    /// [`BATCH`] prebuilt messages, one iovec each, round after round; or,
+    /// with io_uring, each round as one submission of SENDMSG entries.
+    pub fn send(&self, tx: &UdpSocket, path: SendPath, duration: Duration) -> Result<Run, String> {
         let max = self.lens.iter().copied().max().unwrap_or(0) as usize;
-        let mut buf = vec![0x80u8; max.max(RTP_HEADER_LEN)];
+        let (chunk, mut ring) = match path {
+            SendPath::Sendmmsg => (BATCH, None),
+            SendPath::IoUring => {
+                let biggest = self.rounds.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
+                (biggest.max(1), Some(RawRing::new(RING_ENTRIES)?))
+            }
+        };
+        let buf = vec![0x80u8; max.max(RTP_HEADER_LEN)];
         let mut iovs: Vec<libc::iovec> = vec![
             libc::iovec {
-                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_base: buf.as_ptr() as *mut libc::c_void,
                 iov_len: 0,
             };
-            BATCH
+            chunk
         ];
         // SAFETY: an all-zero `mmsghdr` is valid; the fields used are set per call.
-        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; chunk];
         let fd = tx.as_raw_fd();
         let mut run = Run::default();
         let cpu0 = Cpu::of_this_thread();
@@ -240,10 +276,10 @@ impl Replay {
                 if start.elapsed() >= duration {
                     break 'timed;
                 }
-                for chunk_start in (from..to).step_by(BATCH) {
-                    let chunk = chunk_start..to.min(chunk_start + BATCH);
-                    let n = chunk.len();
-                    for (j, p) in chunk.enumerate() {
+                for chunk_start in (from..to).step_by(chunk) {
+                    let packets = chunk_start..to.min(chunk_start + chunk);
+                    let n = packets.len();
+                    for (j, p) in packets.enumerate() {
                         iovs[j].iov_len = self.lens[p] as usize;
                         let h = &mut hdrs[j].msg_hdr;
                         h.msg_name =
@@ -251,6 +287,21 @@ impl Replay {
                         h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
                         h.msg_iov = &mut iovs[j];
                         h.msg_iovlen = 1;
+                    }
+                    if let Some(ring) = ring.as_mut() {
+                        // SAFETY: `hdrs[..n]` point at live addresses in
+                        // `self.names` and at iovecs over `buf`, unchanged
+                        // until the call returns.
+                        let sent = unsafe { ring.send(fd, &hdrs[..n]) }?;
+                        if let Some(errno) = sent.errno {
+                            return Err(format!(
+                                "io_uring SENDMSG: {}",
+                                std::io::Error::from_raw_os_error(errno)
+                            ));
+                        }
+                        run.flushed.sent += sent.sent;
+                        run.flushed.would_block += sent.would_block;
+                        continue;
                     }
                     let mut pos = 0;
                     while pos < n {

@@ -1,7 +1,9 @@
 //! A small run of the capacity benchmark, to keep it working: a few
 //! sessions against streamalot and GStreamer's server for a few seconds.
-//! It checks correctness only (no loss, every step held, every file
-//! written and readable), never a timing.
+//! It checks correctness only (every session completed, no loss, every
+//! file written and readable), never a timing: the benchmark judges a step
+//! by its send lateness too, and on a loaded machine a few milliseconds of
+//! lateness say nothing about the code, so that reason alone is let pass.
 
 use std::process::Command;
 use std::time::Duration;
@@ -50,8 +52,19 @@ fn the_capacity_benchmark_runs_and_writes_its_report() {
     };
     for server in ["streamalot", "GStreamer"] {
         let r = row(server);
-        // | server | sessions | held | lost | ...
-        assert_eq!(r[3], "yes", "{server} did not hold:\n{report}");
+        // | server | sessions | held | lost | ...: "yes", or "no: " and the reasons.
+        let reasons: Vec<&str> = match r[3].strip_prefix("no: ") {
+            Some(why) => why.split(", ").collect(),
+            None => {
+                assert_eq!(r[3], "yes", "{server}: a held cell is yes or no:\n{report}");
+                Vec::new()
+            }
+        };
+        let other: Vec<&&str> = reasons
+            .iter()
+            .filter(|why| !why.starts_with("send lateness p99 "))
+            .collect();
+        assert!(other.is_empty(), "{server} did not hold: {other:?}\n{report}");
         assert_eq!(r[4], "0", "{server} lost packets:\n{report}");
     }
     assert!(

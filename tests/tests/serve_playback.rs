@@ -53,6 +53,33 @@ fn ffmpeg_plays_every_movie_bit_exact_over_tcp_and_udp() {
 }
 
 #[test]
+fn ffmpeg_plays_bit_exact_over_udp_sent_through_io_uring() {
+    let clip = media().h264_mp4();
+    let name = clip.file_name().and_then(|n| n.to_str()).expect("a file name");
+    let server = Server::start(&library("io-uring", &[clip]), &["--send-path", "io-uring"]);
+    let got = framemd5(
+        &["-rtsp_transport", "udp"],
+        &server.url(name),
+        FRAME_HASHES,
+        PLAY_TIMEOUT,
+    );
+    let file = framemd5(&[], clip.to_str().expect("a UTF-8 path"), FRAME_HASHES, PLAY_TIMEOUT);
+    let movie = Movie::open(clip).expect("a test clip");
+    let mut audio = file.hashes(1);
+    audio.truncate(hinted_aac_frames(&movie));
+    assert!(!file.hashes(0).is_empty());
+    assert_eq!(got.hashes(0), file.hashes(0), "video");
+    assert_eq!(got.hashes(1), audio, "audio");
+    let stopped = server.stop();
+    let ready = stopped.stderr.lines().find(|l| l.contains("shard ready"));
+    assert!(
+        ready.is_some_and(|l| l.contains("io-uring")) && !stopped.stderr.contains("cannot use this send path"),
+        "the shard did not send through io_uring:\n{}",
+        stopped.stderr
+    );
+}
+
+#[test]
 fn ffmpeg_seeks_to_the_key_frame_at_or_before() {
     let clip = media().h264_mp4();
     let server = Server::start(&library("seek", &[clip]), &[]);

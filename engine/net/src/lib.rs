@@ -6,7 +6,9 @@
 //! - Sending: [`SendBatch`] turns one round's RTP packets into one
 //!   `sendmmsg`, with UDP GSO for runs of equal-size packets to one
 //!   destination, its iovecs pointing straight at the payload bytes (spans
-//!   of a mapped movie) after a copied 12-byte header.
+//!   of a mapped movie) after a copied 12-byte header; or the same messages
+//!   as `IORING_OP_SENDMSG` entries on a small io_uring of its own
+//!   ([`SendBatch::use_io_uring`], [`SendPath`]).
 //! - Receiving: [`recv_batch`] drains a socket with `recvmmsg` into reused
 //!   [`RecvBufs`]; [`recv_batch_timestamped`] adds each datagram's kernel
 //!   receive time ([`enable_timestamps`]), which a load client measuring
@@ -28,8 +30,10 @@ mod recv;
 mod send;
 mod socket;
 mod tcp;
+mod uring;
 
 pub use recv::{enable_timestamps, recv_batch, recv_batch_timestamped, Datagram, RecvBufs};
-pub use send::{Batch, Flushed, SendBatch, MAX_IOVECS, RTP_HEADER_LEN};
+pub use send::{Batch, Flushed, SendBatch, SendPath, MAX_IOVECS, RTP_HEADER_LEN};
 pub use socket::{bind_pair, raise_fd_limit, set_recv_buffer, UdpPair, RTCP_RECV_BUFFER_BYTES, SEND_BUFFER_BYTES};
 pub use tcp::{bind_tcp_listener, LISTEN_BACKLOG};
+pub use uring::RING_ENTRIES;

@@ -16,6 +16,11 @@
 //! equal packets are exactly such runs. Messages with and without GSO share
 //! one `sendmmsg`. Where the kernel or the route refuses GSO, the refused
 //! run goes again packet by packet and the batch stops using GSO.
+//!
+//! The same messages can go through an io_uring of the batch's own instead
+//! ([`SendBatch::use_io_uring`]): one `IORING_OP_SENDMSG` entry per message,
+//! submitted together, with the same GSO grouping and the same answer to
+//! "which packets did not go" ([`SendBatch::unsent`]).
 
 use std::io;
 use std::marker::PhantomData;
@@ -25,6 +30,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use super::addr::RawAddr;
+use super::uring::Ring;
 
 /// Length of the RTP fixed header written per packet.
 pub const RTP_HEADER_LEN: usize = 12;
@@ -105,6 +111,44 @@ impl Flushed {
     }
 }
 
+/// How a batch's messages reach the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SendPath {
+    /// `sendmmsg(2)`, as many messages per call as the kernel takes.
+    #[default]
+    Sendmmsg,
+    /// `IORING_OP_SENDMSG` entries on an io_uring of the batch's own, all of
+    /// a flush in one `io_uring_enter` (up to its queue's size).
+    IoUring,
+}
+
+impl SendPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            SendPath::Sendmmsg => "sendmmsg",
+            SendPath::IoUring => "io-uring",
+        }
+    }
+}
+
+impl std::fmt::Display for SendPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SendPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SendPath, String> {
+        match s {
+            "sendmmsg" => Ok(SendPath::Sendmmsg),
+            "io-uring" | "io_uring" => Ok(SendPath::IoUring),
+            _ => Err(format!("unknown send path {s:?}: sendmmsg or io-uring")),
+        }
+    }
+}
+
 /// Where one message's pieces live inside the batch's vectors.
 #[derive(Clone, Copy)]
 struct Msg {
@@ -138,8 +182,16 @@ pub struct SendBatch {
     /// carries, and the GSO control messages they point at.
     hdrs: Vec<libc::mmsghdr>,
     weights: Vec<u32>,
+    /// Per message, the position of its first packet.
+    firsts: Vec<u32>,
     cmsgs: Vec<SegmentCmsg>,
     gso: bool,
+    /// With [`SendPath::IoUring`], the ring the messages go through, and
+    /// the packets of its pass and those refused as GSO runs, kept to be
+    /// reused.
+    ring: Option<Box<Ring>>,
+    pass: Vec<Range<usize>>,
+    refused: Vec<Range<usize>>,
     /// Positions (in push order) of the packets the last flush did not
     /// send; kept until the next [`begin`](SendBatch::begin).
     unsent: Vec<Range<usize>>,
@@ -147,9 +199,11 @@ pub struct SendBatch {
 
 // SAFETY: the raw pointers inside `iovs` and `hdrs` are only dereferenced
 // (by the kernel) during `Batch::flush`, which runs on the thread that holds
-// the `Batch` and therefore the `SendBatch`. Outside a batch they are stale
-// values that are never read before `begin` clears them, so moving the
-// storage to another thread cannot make anything reachable from two threads.
+// the `Batch` and therefore the `SendBatch`, and which returns only when
+// the kernel is done with them (the ring's entries have all completed).
+// Outside a batch they are stale values that are never read before `begin`
+// clears them, so moving the storage to another thread cannot make anything
+// reachable from two threads.
 unsafe impl Send for SendBatch {}
 
 impl Default for SendBatch {
@@ -163,6 +217,7 @@ impl std::fmt::Debug for SendBatch {
         f.debug_struct("SendBatch")
             .field("capacity", &self.msgs.capacity())
             .field("gso", &self.gso)
+            .field("path", &self.send_path())
             .finish_non_exhaustive()
     }
 }
@@ -185,8 +240,12 @@ impl SendBatch {
             spill_iovs: Vec::new(),
             hdrs: Vec::with_capacity(packets),
             weights: Vec::with_capacity(packets),
+            firsts: Vec::with_capacity(packets),
             cmsgs: Vec::with_capacity(packets / 2),
             gso: true,
+            ring: None,
+            pass: Vec::new(),
+            refused: Vec::new(),
             unsent: Vec::new(),
         }
     }
@@ -200,6 +259,28 @@ impl SendBatch {
 
     pub fn set_gso(&mut self, enabled: bool) {
         self.gso = enabled;
+    }
+
+    /// Sends through an io_uring of this batch's own, of `entries` entries
+    /// (see [`RING_ENTRIES`](crate::RING_ENTRIES)), from now on. An error
+    /// (a kernel without io_uring, or without what the ring needs, or a
+    /// limit on rings) leaves the batch on `sendmmsg`.
+    pub fn use_io_uring(&mut self, entries: u32) -> io::Result<()> {
+        self.ring = Some(Box::new(Ring::new(entries)?));
+        Ok(())
+    }
+
+    /// Sends with `sendmmsg` from now on (the default).
+    pub fn use_sendmmsg(&mut self) {
+        self.ring = None;
+    }
+
+    pub fn send_path(&self) -> SendPath {
+        if self.ring.is_some() {
+            SendPath::IoUring
+        } else {
+            SendPath::Sendmmsg
+        }
     }
 
     /// The packets the last [`Batch::flush`] did not send, as ranges of
@@ -232,6 +313,7 @@ impl SendBatch {
         self.spill_iovs.clear();
         self.hdrs.clear();
         self.weights.clear();
+        self.firsts.clear();
         self.cmsgs.clear();
     }
 
@@ -268,44 +350,50 @@ impl SendBatch {
         }
     }
 
-    /// Builds the `mmsghdr`s for the packets from `from` on, grouping GSO
-    /// runs if `gso`.
-    fn build(&mut self, from: usize, gso: bool) {
+    /// Builds the `mmsghdr`s for the packets in `ranges` (ascending, apart),
+    /// grouping GSO runs if `gso`.
+    fn build(&mut self, ranges: &[Range<usize>], gso: bool) {
         self.hdrs.clear();
         self.weights.clear();
+        self.firsts.clear();
         self.cmsgs.clear();
         // First the grouping, so `cmsgs` is complete before anything points into it.
-        let mut i = from;
-        while let Some(&first) = self.msgs.get(i) {
-            let mut run = 1;
-            if gso && first.len <= u32::from(u16::MAX) {
-                let (mut bytes, mut iovs) = (first.len as usize, first.iov_len as usize);
-                while let Some(next) = self.msgs.get(i + run) {
-                    if run == MAX_SEGMENTS
-                        || next.addr != first.addr
-                        || next.len > first.len
-                        || bytes + next.len as usize > MAX_GSO_BYTES
-                        || iovs + next.iov_len as usize > MAX_IOVECS_PER_MESSAGE
-                    {
-                        break;
-                    }
-                    run += 1;
-                    bytes += next.len as usize;
-                    iovs += next.iov_len as usize;
-                    if next.len < first.len {
-                        break; // only the last segment may be short
+        for range in ranges {
+            let mut i = range.start;
+            while i < range.end {
+                let first = self.msgs[i];
+                let mut run = 1;
+                if gso && first.len <= u32::from(u16::MAX) {
+                    let (mut bytes, mut iovs) = (first.len as usize, first.iov_len as usize);
+                    while i + run < range.end {
+                        let next = self.msgs[i + run];
+                        if run == MAX_SEGMENTS
+                            || next.addr != first.addr
+                            || next.len > first.len
+                            || bytes + next.len as usize > MAX_GSO_BYTES
+                            || iovs + next.iov_len as usize > MAX_IOVECS_PER_MESSAGE
+                        {
+                            break;
+                        }
+                        run += 1;
+                        bytes += next.len as usize;
+                        iovs += next.iov_len as usize;
+                        if next.len < first.len {
+                            break; // only the last segment may be short
+                        }
                     }
                 }
+                if run > 1 {
+                    self.cmsgs.push(SegmentCmsg::new(first.len as u16));
+                }
+                self.weights.push(run as u32);
+                self.firsts.push(i as u32);
+                i += run;
             }
-            if run > 1 {
-                self.cmsgs.push(SegmentCmsg::new(first.len as u16));
-            }
-            self.weights.push(run as u32);
-            i += run;
         }
-        let mut i = from;
         let mut cmsgs = self.cmsgs.iter();
-        for &run in &self.weights {
+        for (&run, &i) in self.weights.iter().zip(&self.firsts) {
+            let i = i as usize;
             let (first, last) = (self.msgs[i], self.msgs[i + run as usize - 1]);
             let (name, namelen) = self.addrs[first.addr as usize].as_name();
             // SAFETY: an all-zero `mmsghdr` is valid (null pointers, zero
@@ -322,7 +410,6 @@ impl SendBatch {
                 hdr.msg_hdr.msg_controllen = mem::size_of::<SegmentCmsg>() as _;
             }
             self.hdrs.push(hdr);
-            i += run as usize;
         }
     }
 }
@@ -476,10 +563,16 @@ impl<'a> Batch<'a> {
         }
         b.settle_iovecs();
         let fd = sock.as_raw_fd();
+        if b.ring.is_some() {
+            let result = self.flush_ring(fd);
+            self.inner.clear();
+            return result;
+        }
         let mut total = Flushed::default();
         let (mut from, mut gso, mut retrying_refused_run) = (0, b.gso, false);
         let result = loop {
-            b.build(from, gso);
+            let all = from..b.msgs.len();
+            b.build(&[all], gso);
             let hdrs = &mut b.hdrs;
             let unsent_before = b.unsent.len();
             let driven = drive(&b.weights, &mut b.unsent, |pos, count| {
@@ -529,6 +622,118 @@ impl<'a> Batch<'a> {
         b.clear();
         result
     }
+
+    /// [`flush`](Self::flush) through the batch's ring: every message as
+    /// one `SENDMSG` entry, each with a result of its own. A GSO run the
+    /// kernel refused as such goes again packet by packet, as with
+    /// `sendmmsg`, and if that works the batch stops using GSO.
+    fn flush_ring(&mut self, fd: std::os::fd::RawFd) -> io::Result<Flushed> {
+        let b = &mut *self.inner;
+        let mut total = Flushed::default();
+        let (mut pass, mut refused) = (mem::take(&mut b.pass), mem::take(&mut b.refused));
+        pass.clear();
+        pass.push(0..b.msgs.len());
+        let (mut gso, mut retrying, mut fatal) = (b.gso, false, None);
+        loop {
+            refused.clear();
+            b.build(&pass, gso);
+            let ring = b.ring.as_mut().expect("flush_ring is for a batch with a ring");
+            // SAFETY: the messages point into `addrs`, `cmsgs` and `iovs`, and
+            // those iovecs at `headers`, at `spill`, or at payload slices
+            // borrowed for `'a`, which `self` (a live `Batch<'a>`) proves are
+            // alive; none of these vectors is touched until `send` returns,
+            // and it returns only when every entry has completed.
+            let results = unsafe { ring.send(fd, &b.hdrs) }?;
+            let mut first_sent = false;
+            for (m, &r) in results.iter().enumerate() {
+                let (at, weight) = (b.firsts[m] as usize, b.weights[m] as usize);
+                if r >= 0 {
+                    total.sent += weight;
+                    first_sent |= m == 0;
+                    continue;
+                }
+                match outcome(-r, weight) {
+                    Outcome::GsoRefused => {
+                        refused.push(at..at + weight);
+                        continue;
+                    }
+                    // Each entry is tried once: an interrupted one is
+                    // counted as one a full buffer left out.
+                    Outcome::Retry | Outcome::WouldBlock => total.would_block += weight,
+                    Outcome::Failed => total.failed += weight,
+                    Outcome::Fatal => {
+                        fatal = Some(-r);
+                        total.failed += weight;
+                    }
+                }
+                b.unsent.push(at..at + weight);
+            }
+            if retrying && first_sent {
+                b.gso = false;
+                tracing::warn!("the kernel refused UDP GSO; sending packets one by one from now on");
+            }
+            if refused.is_empty() || !gso {
+                break;
+            }
+            mem::swap(&mut pass, &mut refused);
+            gso = false;
+            retrying = true;
+        }
+        (b.pass, b.refused) = (pass, refused);
+        b.unsent.sort_unstable_by_key(|r| r.start);
+        merge_adjacent(&mut b.unsent);
+        match fatal {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(total),
+        }
+    }
+}
+
+/// Joins ranges that touch (`0..2, 2..5` is `0..5`), in place; `ranges`
+/// is sorted and its ranges do not overlap.
+fn merge_adjacent(ranges: &mut Vec<Range<usize>>) {
+    let mut kept = 0;
+    for i in 0..ranges.len() {
+        if kept > 0 && ranges[kept - 1].end == ranges[i].start {
+            ranges[kept - 1].end = ranges[i].end;
+        } else {
+            ranges[kept] = ranges[i].clone();
+            kept += 1;
+        }
+    }
+    ranges.truncate(kept);
+}
+
+/// What an `errno` from sending one message (carrying `weight` packets)
+/// means for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Interrupted: try it again.
+    Retry,
+    /// No room in the socket buffer (`EAGAIN`, `ENOBUFS`).
+    WouldBlock,
+    /// What a kernel or route without GSO answers for a GSO message (no
+    /// `UDP_SEGMENT`, no checksum offload, a segment above the path MTU,
+    /// ...): the run is to go again packet by packet.
+    GsoRefused,
+    /// The socket itself is unusable.
+    Fatal,
+    /// This message was refused (an unreachable network, a destination of
+    /// the wrong family, a pending `ECONNREFUSED` from an earlier ICMP
+    /// error, ...); the others may still go.
+    Failed,
+}
+
+fn outcome(errno: i32, weight: usize) -> Outcome {
+    match errno {
+        libc::EINTR => Outcome::Retry,
+        libc::EAGAIN | libc::ENOBUFS => Outcome::WouldBlock,
+        libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::EOPNOTSUPP | libc::ENOPROTOOPT if weight > 1 => {
+            Outcome::GsoRefused
+        }
+        libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP => Outcome::Fatal,
+        _ => Outcome::Failed,
+    }
 }
 
 /// How one pass of [`drive`] went.
@@ -574,28 +779,23 @@ fn drive(
                 first += went;
                 pos += n;
             }
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EINTR) => {}
-                Some(libc::EAGAIN | libc::ENOBUFS) => {
+            Err(e) => match e.raw_os_error().map(|errno| outcome(errno, weights[pos] as usize)) {
+                Some(Outcome::Retry) => {}
+                Some(Outcome::WouldBlock) => {
                     let rest = packets(&weights[pos..]);
                     done.flushed.would_block += rest;
                     unsent.push(first..first + rest);
                     break;
                 }
-                // What a kernel or route without GSO answers (no
-                // `UDP_SEGMENT`, no checksum offload, a segment above the
-                // path MTU, ...).
-                Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
-                    if weights[pos] > 1 =>
-                {
+                Some(Outcome::GsoRefused) => {
                     done.gso_refused_at = Some(pos);
                     break;
                 }
-                Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP) | None => return Err(e),
+                Some(Outcome::Fatal) | None => return Err(e),
                 // `sendmmsg` reports an error only for the first message
                 // of the call; the ones before it were sent (and counted by
                 // an earlier `Ok`). Skip the bad one and carry on.
-                Some(_) => {
+                Some(Outcome::Failed) => {
                     let refused = weights[pos] as usize;
                     done.flushed.failed += refused;
                     match unsent.last_mut() {
@@ -638,17 +838,29 @@ mod tests {
         h
     }
 
+    /// Storage sending through `path`.
+    fn storage_on(path: SendPath, packets: usize) -> SendBatch {
+        let mut storage = SendBatch::with_capacity(packets);
+        if path == SendPath::IoUring {
+            storage.use_io_uring(64).expect("an io_uring (Linux 5.18 or later)");
+        }
+        assert_eq!(storage.send_path(), path);
+        storage
+    }
+
+    const PATHS: [SendPath; 2] = [SendPath::Sendmmsg, SendPath::IoUring];
+
     /// A buffer standing in for a mapped movie.
     fn movie() -> Vec<u8> {
         (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect()
     }
 
-    fn send_and_check(ip: IpAddr) {
+    fn send_and_check(ip: IpAddr, path: SendPath) {
         let rx = receiver(ip);
         let tx = sender(ip);
         let dest = rx.local_addr().unwrap();
         let data = movie();
-        let mut storage = SendBatch::with_capacity(4);
+        let mut storage = storage_on(path, 4);
         let mut expected = Vec::new();
         {
             let mut batch = storage.begin();
@@ -693,12 +905,16 @@ mod tests {
 
     #[test]
     fn sends_split_payloads_ipv4() {
-        send_and_check(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        for path in PATHS {
+            send_and_check(IpAddr::V4(Ipv4Addr::LOCALHOST), path);
+        }
     }
 
     #[test]
     fn sends_split_payloads_ipv6() {
-        send_and_check(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        for path in PATHS {
+            send_and_check(IpAddr::V6(Ipv6Addr::LOCALHOST), path);
+        }
     }
 
     #[test]
@@ -812,58 +1028,77 @@ mod tests {
 
     #[test]
     fn bad_destination_is_skipped_and_the_rest_go() {
-        let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let good = rx.local_addr().unwrap();
-        // An IPv6 destination on an IPv4 socket: refused for that message only.
-        let bad: SocketAddr = "[::1]:9".parse().unwrap();
-        let mut storage = SendBatch::new();
-        let mut batch = storage.begin();
-        for (i, dest) in [bad, good, good, bad, bad, good].into_iter().enumerate() {
-            batch.push(dest, &header(i as u16), [&b"payload"[..]]);
-        }
-        let flushed = batch.flush(&tx).unwrap();
-        assert_eq!(
-            flushed,
-            Flushed {
-                sent: 3,
-                would_block: 0,
-                failed: 3
+        for path in PATHS {
+            let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let good = rx.local_addr().unwrap();
+            // An IPv6 destination on an IPv4 socket: refused for that message only.
+            let bad: SocketAddr = "[::1]:9".parse().unwrap();
+            let mut storage = storage_on(path, 8);
+            let mut batch = storage.begin();
+            for (i, dest) in [bad, good, good, bad, bad, good].into_iter().enumerate() {
+                batch.push(dest, &header(i as u16), [&b"payload"[..]]);
             }
-        );
-        assert_eq!(storage.unsent(), [0..1, 3..5]);
-        let mut buf = [0u8; 64];
-        for seq in [1u16, 2, 5] {
-            let n = rx.recv(&mut buf).unwrap();
-            assert_eq!(&buf[..n - 7], &header(seq));
+            let flushed = batch.flush(&tx).unwrap();
+            assert_eq!(
+                flushed,
+                Flushed {
+                    sent: 3,
+                    would_block: 0,
+                    failed: 3
+                },
+                "{path}"
+            );
+            assert_eq!(storage.unsent(), [0..1, 3..5], "{path}");
+            let mut buf = [0u8; 64];
+            for seq in [1u16, 2, 5] {
+                let n = rx.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n - 7], &header(seq), "{path}");
+            }
         }
     }
 
     #[test]
     fn tiny_send_buffer_counts_add_up() {
-        let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let tx = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        tx.set_send_buffer_size(1).unwrap();
-        tx.set_nonblocking(true).unwrap();
-        tx.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0).into())
-            .unwrap();
-        let tx: UdpSocket = tx.into();
-        let data = vec![0xabu8; 60_000];
-        let mut storage = SendBatch::new();
-        let mut total = Flushed::default();
-        for _ in 0..20 {
-            let mut batch = storage.begin();
-            for i in 0..200u16 {
-                batch.push(rx.local_addr().unwrap(), &header(i), [&data[..], &data[..1000]]);
+        for path in PATHS {
+            let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let tx = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            tx.set_send_buffer_size(1).unwrap();
+            tx.set_nonblocking(true).unwrap();
+            tx.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0).into())
+                .unwrap();
+            let tx: UdpSocket = tx.into();
+            let data = vec![0xabu8; 60_000];
+            let mut storage = storage_on(path, 200);
+            let mut total = Flushed::default();
+            for _ in 0..20 {
+                let mut batch = storage.begin();
+                for i in 0..200u16 {
+                    batch.push(rx.local_addr().unwrap(), &header(i), [&data[..], &data[..1000]]);
+                }
+                let flushed = batch.flush(&tx).unwrap();
+                assert_eq!(flushed.sent + flushed.would_block + flushed.failed, 200);
+                let unsent: usize = storage.unsent().iter().map(|r| r.len()).sum();
+                assert_eq!(unsent, flushed.would_block + flushed.failed);
+                assert!(storage.unsent().iter().all(|r| r.end <= 200 && !r.is_empty()));
+                assert!(
+                    storage.unsent().windows(2).all(|w| w[0].end < w[1].start),
+                    "ascending and apart"
+                );
+                total.add(flushed);
             }
-            let flushed = batch.flush(&tx).unwrap();
-            assert_eq!(flushed.sent + flushed.would_block + flushed.failed, 200);
-            let unsent: usize = storage.unsent().iter().map(|r| r.len()).sum();
-            assert_eq!(unsent, flushed.would_block + flushed.failed);
-            assert!(storage.unsent().iter().all(|r| r.end <= 200 && !r.is_empty()));
-            total.add(flushed);
+            assert_eq!(total.sent + total.would_block + total.failed, 4000);
         }
-        assert_eq!(total.sent + total.would_block + total.failed, 4000);
+    }
+
+    #[test]
+    fn ranges_that_touch_are_joined() {
+        let mut r = vec![0..2, 2..5, 7..8, 8..9, 10..11];
+        merge_adjacent(&mut r);
+        assert_eq!(r, [0..5, 7..9, 10..11]);
+        let mut empty: Vec<Range<usize>> = Vec::new();
+        merge_adjacent(&mut empty);
+        assert!(empty.is_empty());
     }
 
     #[test]
@@ -958,7 +1193,8 @@ mod tests {
             batch.push(dest, &header(0), [&data[..len - RTP_HEADER_LEN]]);
         }
         batch.inner.settle_iovecs();
-        batch.inner.build(0, true);
+        let all = 0..batch.inner.msgs.len();
+        batch.inner.build(&[all], true);
         assert_eq!(batch.inner.hdrs.len(), batch.inner.weights.len());
         batch.inner.weights.clone()
     }
@@ -982,7 +1218,7 @@ mod tests {
         assert_eq!(grouping(&[(20_000, 1); 3]), [3]);
     }
 
-    fn send_run(gso: bool, no_check: bool) -> (Flushed, bool) {
+    fn send_run(path: SendPath, gso: bool, no_check: bool) -> (Flushed, bool) {
         let rx = receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let tx = sender(IpAddr::V4(Ipv4Addr::LOCALHOST));
         if no_check {
@@ -1000,7 +1236,7 @@ mod tests {
             assert_eq!(rc, 0);
         }
         let data = movie();
-        let mut storage = SendBatch::new();
+        let mut storage = storage_on(path, 64);
         storage.set_gso(gso);
         let mut expected = Vec::new();
         let mut batch = storage.begin();
@@ -1029,8 +1265,10 @@ mod tests {
             sent: 42,
             ..Flushed::default()
         };
-        assert_eq!(send_run(true, false), (all, true));
-        assert_eq!(send_run(false, false), (all, false));
+        for path in PATHS {
+            assert_eq!(send_run(path, true, false), (all, true), "{path}");
+            assert_eq!(send_run(path, false, false), (all, false), "{path}");
+        }
     }
 
     #[test]
@@ -1040,6 +1278,8 @@ mod tests {
             sent: 42,
             ..Flushed::default()
         };
-        assert_eq!(send_run(true, true), (all, false));
+        for path in PATHS {
+            assert_eq!(send_run(path, true, true), (all, false), "{path}");
+        }
     }
 }

@@ -99,7 +99,7 @@ pub async fn run(
         }
     };
     let UdpPair { rtp, rtcp } = pair;
-    let core = ShardCore::new(
+    let mut core = ShardCore::new(
         core::Config {
             index,
             server_ports: ports,
@@ -110,6 +110,9 @@ pub async fn run(
         },
         Rng::new(),
     );
+    if let Err(e) = core.set_send_path(config.send_path) {
+        warn!(shard = index, error = %e, path = %config.send_path, "cannot use this send path; using sendmmsg");
+    }
     let (wake_pacer, pacer_rx) = local_channel::new_bounded(1);
     let (wake_outbox, outbox_rx) = local_channel::new_bounded(1);
     let driver = Rc::new_cyclic(|me: &std::rc::Weak<Driver>| Driver {
@@ -140,7 +143,7 @@ pub async fn run(
         planned: Cell::new(Nanos::MAX),
         wake_pacer,
     });
-    info!(shard = index, rtp = ports.0, rtcp = ports.1, "shard ready");
+    info!(shard = index, rtp = ports.0, rtcp = ports.1, send_path = %driver.core.borrow().send_path(), "shard ready");
     let pacer = glommio::spawn_local(pace(driver.clone(), pacer_rx));
     let outbox = glommio::spawn_local(deliver(driver.clone(), outbox_rx, back));
     while let Some(msg) = commands.recv().await {

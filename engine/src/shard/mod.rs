@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loader::Movie;
-use net::Flushed;
+use net::{Flushed, SendPath};
 use proto::rtsp::message::{Method, Request, Response};
 use proto::{interleaved, rtcp};
 use smallvec::SmallVec;
@@ -490,6 +490,24 @@ impl ShardCore {
     /// Whether UDP GSO is used for runs of packets to one client.
     pub fn set_gso(&mut self, enabled: bool) {
         self.udp.set_gso(enabled);
+    }
+
+    /// How the rounds' RTP and RTCP reach the kernel. An error (no io_uring
+    /// on this kernel) leaves both on `sendmmsg`.
+    pub fn set_send_path(&mut self, path: SendPath) -> std::io::Result<()> {
+        let result = self
+            .udp
+            .set_send_path(path)
+            .and_then(|()| self.rtcp.set_send_path(path));
+        if result.is_err() {
+            let _ = self.udp.set_send_path(SendPath::Sendmmsg);
+            let _ = self.rtcp.set_send_path(SendPath::Sendmmsg);
+        }
+        result
+    }
+
+    pub fn send_path(&self) -> SendPath {
+        self.udp.send_path()
     }
 
     /// What the last call queued for the network.

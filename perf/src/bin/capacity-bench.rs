@@ -20,21 +20,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use loader::Movie;
-use net::bind_pair;
+use net::{bind_pair, SendPath};
 use serde_json::Value;
 use streamalot_perf::plot::{self, Chart, Series, PALETTE};
 use streamalot_perf::receiver::{self, Receiver};
 use streamalot_perf::run::measure;
+use streamalot_perf::servers::{self, signal, terminate, Peer, Server};
 use streamalot_perf::shard::Sim;
 use streamalot_perf::{movie_maker, os, process};
 
@@ -92,6 +92,9 @@ struct Args {
     /// Skip GStreamer's server.
     #[arg(long)]
     no_peer: bool,
+    /// How streamalot's shard sends (its --send-path): sendmmsg or io-uring.
+    #[arg(long, default_value_t = streamalot::config::DEFAULT_SEND_PATH)]
+    send_path: SendPath,
     /// A few sessions for a few seconds, to check that the benchmark works (the test suite
     /// runs it): steps 4, peer steps 2, hold 2 s, ramp 20/s, a short raw loop.
     #[arg(long)]
@@ -122,6 +125,8 @@ struct Step {
     first_packet_p99_ms: f64,
     rtsp_p99_ms: f64,
     client_cpu: f64,
+    /// The 1-minute load average when the step's window closed.
+    load: f64,
     held: bool,
     why_not: Vec<String>,
 }
@@ -142,7 +147,7 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let bins = binaries(args)?;
+    let bins = servers::binaries(args.bin_dir.as_deref())?;
     let movie_path = match &args.movie {
         Some(p) => p.clone(),
         None => movie_maker::ensure(&args.data_dir, 10)?,
@@ -150,19 +155,15 @@ fn run(args: &Args) -> Result<(), String> {
     let movie = Arc::new(Movie::open(&movie_path).map_err(|e| format!("{}: {e}", movie_path.display()))?);
     let movie_pps = packets_per_second(&movie);
     let kbps = bitrate_kbps(&movie);
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    // The library: the one movie, linked in under a plain name.
-    let library = args.out.join("media");
-    let _ = std::fs::remove_dir_all(&library);
-    std::fs::create_dir_all(&library).map_err(|e| e.to_string())?;
-    let name = "movie.mp4";
-    if std::fs::hard_link(&movie_path, library.join(name)).is_err() {
-        std::fs::copy(&movie_path, library.join(name)).map_err(|e| format!("copy the movie: {e}"))?;
-    }
+    let (library, name) = servers::library(&args.out, &movie_path)?;
     let fd_limit = process::open_file_limit().unwrap_or(1024);
 
     println!("capacity-bench: sessions of one movie on one shard core");
-    println!("machine: {}", os::machine());
+    println!(
+        "machine: {}; load average {} (1, 5, 15 min)",
+        os::machine(),
+        os::load_average()
+    );
     println!(
         "movie: {} ({:.0} s, {kbps:.0} kbit/s, {movie_pps:.1} packets/s per session)",
         movie_path.display(),
@@ -229,47 +230,6 @@ fn run(args: &Args) -> Result<(), String> {
         println!("wrote {} and {}", results.display(), beside.display());
     }
     Ok(())
-}
-
-/// The two binaries: given, or built in release mode now.
-struct Binaries {
-    streamalot: PathBuf,
-    rtpload: PathBuf,
-    peer: PathBuf,
-}
-
-fn binaries(args: &Args) -> Result<Binaries, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("perf/ lives in the workspace")?
-        .to_owned();
-    let dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => {
-            eprintln!("building release binaries of streamalot and rtpload ...");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--release", "-p", "streamalot", "-p", "rtpload"])
-                .current_dir(&root)
-                .status()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build failed ({status})"));
-            }
-            root.join("target/release")
-        }
-    };
-    let bins = Binaries {
-        streamalot: dir.join("streamalot"),
-        rtpload: dir.join("rtpload"),
-        peer: root.join("tools/gst-rtsp-peer"),
-    };
-    for b in [&bins.streamalot, &bins.rtpload] {
-        if !b.exists() {
-            return Err(format!("no {}", b.display()));
-        }
-    }
-    Ok(bins)
 }
 
 /// Packets per second of movie, over its first 200,000 packets.
@@ -344,7 +304,7 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<Raw, String> {
     let (core, seconds) = (args.server_core, args.raw_seconds);
     let run = measure(&receiver, move || {
         os::pin(Some(core))?;
-        replay.send(&tx, Duration::from_secs_f64(seconds))
+        replay.send(&tx, SendPath::Sendmmsg, Duration::from_secs_f64(seconds))
     })?;
     if run.received < run.flushed.sent as u64 {
         eprintln!(
@@ -358,159 +318,14 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<Raw, String> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Peer {
-    Streamalot,
-    Gstreamer,
-}
-
-impl Peer {
-    fn name(self) -> &'static str {
-        match self {
-            Peer::Streamalot => "streamalot",
-            Peer::Gstreamer => "GStreamer",
-        }
-    }
-}
-
-/// A server under test.
-struct Server {
-    child: Child,
-    url: String,
-    stats_json: Option<PathBuf>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        terminate(&mut self.child);
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
-fn start_server(
-    args: &Args,
-    bins: &Binaries,
-    peer: Peer,
-    library: &Path,
-    name: &str,
-    dir: &Path,
-) -> Result<Server, String> {
-    let port = free_port()?;
-    let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
-    let out = std::fs::File::create(dir.join("server.out")).map_err(|e| e.to_string())?;
-    let (mut child, url, stats_json) = match peer {
-        Peer::Streamalot => {
-            let stats = dir.join("stats.json");
-            let _ = std::fs::remove_file(&stats);
-            let child = Command::new(&bins.streamalot)
-                .arg("serve")
-                .arg("--media")
-                .arg(library)
-                .args(["--bind", "127.0.0.1", "--shards", "1"])
-                .args(["--rtsp-port", &port.to_string()])
-                .args(["--rtp-ports", "40000-40099"])
-                .args([
-                    "--max-connections",
-                    "0",
-                    "--max-sessions",
-                    "0",
-                    "--session-timeout",
-                    "120",
-                ])
-                .arg("--access-log")
-                .arg(dir.join("access.log"))
-                .arg("--stats-json")
-                .arg(&stats)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", bins.streamalot.display()))?;
-            (child, format!("rtsp://127.0.0.1:{port}/{name}"), Some(stats))
-        }
-        Peer::Gstreamer => {
-            // Pinned to the shard's core, so both servers have one core.
-            let child = Command::new("taskset")
-                .args(["-c", &args.server_core.to_string()])
-                .arg(&bins.peer)
-                .args(["--port", &port.to_string()])
-                .arg(library.join(name))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| {
-                    format!(
-                        "cannot start {} (needs taskset and GStreamer): {e}",
-                        bins.peer.display()
-                    )
-                })?;
-            (child, format!("rtsp://127.0.0.1:{port}/{name}"), None)
-        }
-    };
-    if let Some(stdout) = child.stdout.take() {
-        // gst-rtsp-peer says "ready URL" once it listens; keep its pipe drained.
-        thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "{} exited ({status}) before listening; see {}",
-                peer.name(),
-                dir.display()
-            ));
-        }
-        if Instant::now() > deadline {
-            terminate(&mut child);
-            return Err(format!("{} did not listen within 30 s", peer.name()));
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    Ok(Server { child, url, stats_json })
-}
-
-/// SIGTERM, then SIGKILL after 15 s.
-fn terminate(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    signal(child.id(), "TERM");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// Asks streamalot for its statistics (SIGUSR1) and reads the JSON it
 /// writes.
 fn server_stats(pid: u32, path: &Path) -> Result<Value, String> {
     let before = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     signal(pid, "USR1");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // A saturated shard answers the control core's request for statistics
+    // only between rounds, which on a loaded machine can take seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         if now.is_some() && now != before {
@@ -528,7 +343,7 @@ fn server_stats(pid: u32, path: &Path) -> Result<Value, String> {
 /// they all play.
 fn run_step(
     args: &Args,
-    bins: &Binaries,
+    bins: &servers::Binaries,
     peer: Peer,
     library: &Path,
     name: &str,
@@ -539,7 +354,24 @@ fn run_step(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     eprintln!("{}: {n} sessions ...", peer.name());
-    let mut server = start_server(args, bins, peer, library, name, &dir)?;
+    let serve_args: Vec<String> = [
+        "--shards",
+        "1",
+        "--send-path",
+        args.send_path.name(),
+        "--rtp-ports",
+        "40000-40099",
+        "--max-connections",
+        "0",
+        "--max-sessions",
+        "0",
+        "--session-timeout",
+        "120",
+    ]
+    .map(String::from)
+    .to_vec();
+    let peer_cpus = args.server_core.to_string();
+    let mut server = servers::start(bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
     let pid = server.child.id();
     thread::sleep(Duration::from_millis(500));
     let rss_before = process::rss_kib(pid)?;
@@ -571,6 +403,7 @@ fn run_step(
     let rss = process::rss_kib(pid)?;
     sleep_until(at(window.1));
     let (cpu1, stats1) = (process::cpu_time(pid)?, stats(&server, pid)?);
+    let load = os::load1();
     let window_secs = w0.elapsed().as_secs_f64();
     let deadline = t0 + Duration::from_secs_f64(duration + 60.0);
     let status = loop {
@@ -615,6 +448,7 @@ fn run_step(
         first_packet_p99_ms: num(&summary, &["histograms", "first_packet", "p99_us"]) / 1e3,
         rtsp_p99_ms: num(&summary, &["histograms", "rtsp_response", "p99_us"]) / 1e3,
         client_cpu: num(&summary, &["cpu", "cores_used"]),
+        load,
         ..Step::default()
     };
     if !status.success() && step.failed == 0 && step.lost == 0 {
@@ -656,7 +490,7 @@ fn sleep_until(t: Instant) {
 fn print_step(s: &Step) {
     println!(
         "{} {:>6} sessions: {} | {} received, {} lost | {:.0} packets/s | CPU {:.0}% = {:.0} ns/packet | {:.1} KiB/session | \
-         send p99 {} | arrival p99 {:.2} ms | first packet p99 {:.2} ms",
+         send p99 {} | arrival p99 {:.2} ms | first packet p99 {:.2} ms | load {:.2}",
         s.server,
         s.sessions,
         if s.held { "held".to_owned() } else { format!("did not hold: {}", s.why_not.join(", ")) },
@@ -668,7 +502,8 @@ fn print_step(s: &Step) {
         s.kib_per_session,
         s.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
         s.arrival_p99_ms,
-        s.first_packet_p99_ms
+        s.first_packet_p99_ms,
+        s.load
     );
 }
 
@@ -684,6 +519,7 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown".into());
     let date = utc_date(SystemTime::now());
+    let load = os::load_average();
     let command = if args.smoke {
         "cargo run --release -p streamalot-perf --bin capacity-bench -- --smoke".to_owned()
     } else {
@@ -697,10 +533,12 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
     let _ = writeln!(r, "```sh\n{command}\n```\n");
     let _ = writeln!(
         r,
-        "**Machine**: {}. Measured {date} on commit `{commit}`. Server: `streamalot serve --shards 1` (control \
-         core {}, shard core {}); GStreamer's server (`tools/gst-rtsp-peer`) pinned to core {}; rtpload on \
+        "**Machine**: {}. Measured {date} on commit `{commit}`, load average {} at the start. Server: `streamalot \
+         serve --shards 1 --send-path {}` (control core {}, shard core {}); GStreamer's server (`tools/gst-rtsp-peer`) pinned to core {}; rtpload on \
          core(s) {:?}, UDP. Server and client share the machine.\n",
         os::machine(),
+        load,
+        args.send_path,
         args.server_core.saturating_sub(1),
         args.server_core,
         args.server_core,
@@ -717,16 +555,16 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
     let _ = writeln!(
         r,
         "| server | sessions | held | lost | packets/s | server CPU | ns/packet | KiB/session | send p99 | \
-         arrival p99 | first packet p99 | RTSP p99 | client CPU |"
+         arrival p99 | first packet p99 | RTSP p99 | client CPU | load |"
     );
     let _ = writeln!(
         r,
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for s in steps {
         let _ = writeln!(
             r,
-            "| {} | {} | {} | {} | {}{:.0} | {:.0}% | {} | {:.1} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% |",
+            "| {} | {} | {} | {} | {}{:.0} | {:.0}% | {} | {:.1} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% | {:.2} |",
             s.server,
             s.sessions,
             if s.held {
@@ -748,13 +586,14 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
             s.arrival_p99_ms,
             s.first_packet_p99_ms,
             s.rtsp_p99_ms,
-            s.client_cpu * 100.0
+            s.client_cpu * 100.0,
+            s.load
         );
     }
     let raw_ns = 1e9 / raw.pps;
     let _ = writeln!(
         r,
-        "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | |\n",
+        "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | | |\n",
         raw.pps / movie_pps,
         raw.pps
     );
@@ -766,7 +605,8 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
          is its resident memory's growth over an idle server, per session; *send p99* is the server's send \
          lateness over the whole run (its histogram: how long after its due time a packet left); *arrival \
          p99* is rtpload's arrival lateness (behind the stream's RTP-timestamp schedule), *first packet* the \
-         time from PLAY to the first packet and *RTSP* the response time, all at p99 over every session. The \
+         time from PLAY to the first packet and *RTSP* the response time, all at p99 over every session; *load* \
+         is the machine's 1-minute load average as the step's window closed. The \
          raw limit is shard-bench's loop (a) with a receiver that sleeps when it has nothing to read, as \
          rtpload does: this movie's datagrams for {} sessions replayed prebuilt on the shard's core; its \
          session count is how many sessions that packet rate would feed. On loopback the kernel delivers each \

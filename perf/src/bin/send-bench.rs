@@ -8,7 +8,10 @@
 //! `Batch` and flushed with one `sendmmsg`, first packet by packet and then
 //! with UDP GSO, which sends each run of equal-size packets to one client as
 //! one message. A raw GSO loop (identical 49-segment messages) gives that
-//! path's limit.
+//! path's limit. Each of these runs twice: with `sendmmsg`, and with the
+//! same messages as `IORING_OP_SENDMSG` entries on an io_uring (the raw
+//! loop's prebuilt, the engine's through `SendBatch::use_io_uring`), one
+//! submission per batch.
 //!
 //! With `--clients N` the engine's packets go in runs of `--run` to N
 //! destinations in turn (127.0.0.1 to 127.0.0.N, all reaching the same
@@ -26,11 +29,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use net::{bind_pair, Flushed, SendBatch, RTP_HEADER_LEN};
+use net::{bind_pair, Flushed, SendBatch, SendPath, RING_ENTRIES, RTP_HEADER_LEN};
 use proto::rtp;
 use streamalot_perf::os::{self, Cpu};
 use streamalot_perf::receiver::{self, Receiver};
 use streamalot_perf::run::{measure, Run};
+use streamalot_perf::uring::RawRing;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,9 +83,16 @@ fn main() {
     }
 }
 
-/// The loops measured, in the order they run each round.
+/// The loops measured, in the order they run each round: each of the four
+/// kinds of `sendmmsg` loop, then the same through io_uring.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Loop {
+struct Loop {
+    kind: Kind,
+    path: SendPath,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
     Raw,
     Batch,
     BatchGso,
@@ -89,15 +100,56 @@ enum Loop {
 }
 
 impl Loop {
-    const ALL: [Loop; 4] = [Loop::Raw, Loop::Batch, Loop::BatchGso, Loop::RawGso];
+    const ALL: [Loop; 8] = {
+        let (m, u) = (SendPath::Sendmmsg, SendPath::IoUring);
+        [
+            Loop {
+                kind: Kind::Raw,
+                path: m,
+            },
+            Loop {
+                kind: Kind::Raw,
+                path: u,
+            },
+            Loop {
+                kind: Kind::Batch,
+                path: m,
+            },
+            Loop {
+                kind: Kind::Batch,
+                path: u,
+            },
+            Loop {
+                kind: Kind::BatchGso,
+                path: m,
+            },
+            Loop {
+                kind: Kind::BatchGso,
+                path: u,
+            },
+            Loop {
+                kind: Kind::RawGso,
+                path: m,
+            },
+            Loop {
+                kind: Kind::RawGso,
+                path: u,
+            },
+        ]
+    };
 
-    fn label(self) -> &'static str {
-        match self {
-            Loop::Raw => "(a) raw sendmmsg: identical packets, 1 iovec each",
-            Loop::Batch => "(b) SendBatch, GSO off: fresh header + 2-3 slices of the buffer per packet",
-            Loop::BatchGso => "(c) SendBatch, GSO on: as (b), runs of equal-size packets to a client as one message",
-            Loop::RawGso => "(d) raw sendmmsg with UDP GSO: identical messages of 49 identical segments",
-        }
+    fn label(self) -> String {
+        let what = match self.kind {
+            Kind::Raw => "(a) raw: identical packets, 1 iovec each",
+            Kind::Batch => "(b) SendBatch, GSO off: fresh header + 2-3 slices of the buffer per packet",
+            Kind::BatchGso => "(c) SendBatch, GSO on: as (b), runs of equal-size packets to a client as one message",
+            Kind::RawGso => "(d) raw with UDP GSO: identical messages of 49 identical segments",
+        };
+        let how = match self.path {
+            SendPath::Sendmmsg => "sendmmsg",
+            SendPath::IoUring => "io_uring SENDMSG, one submission per batch",
+        };
+        format!("{what} [{how}]")
     }
 }
 
@@ -108,7 +160,11 @@ fn run(args: &Args) -> Result<(), String> {
     let recv_size = packet_len.max(2048);
 
     println!("send-bench: UDP send path, SendBatch vs raw sendmmsg");
-    println!("machine: {}", os::machine());
+    println!(
+        "machine: {}; load average {} (1, 5, 15 min)",
+        os::machine(),
+        os::load_average()
+    );
     println!(
         "packets: {packet_len} bytes of UDP payload ({RTP_HEADER_LEN}-byte RTP header + {} payload) over loopback, \
          {} per sendmmsg call (SendBatch flush), {:.1} s per loop, {} round(s)",
@@ -162,12 +218,13 @@ fn run(args: &Args) -> Result<(), String> {
             let tx = tx.try_clone().map_err(|e| e.to_string())?;
             let (core, batch, payload) = (args.sender_core, args.batch as usize, args.payload as usize);
             let (movie, dests, run) = (movie.clone(), dests.clone(), args.run as usize);
-            runs[i] = measure(&receiver, move || match which {
-                Loop::Raw => raw_loop(&tx, dests[0], core, batch, payload, false, duration),
-                Loop::RawGso => raw_loop(&tx, dests[0], core, batch, payload, true, duration),
-                Loop::Batch | Loop::BatchGso => {
-                    let gso = which == Loop::BatchGso;
-                    batch_loop(&tx, &dests, run, core, batch, payload, &movie, gso, duration)
+            let path = which.path;
+            runs[i] = measure(&receiver, move || match which.kind {
+                Kind::Raw => raw_loop(&tx, dests[0], core, batch, payload, false, path, duration),
+                Kind::RawGso => raw_loop(&tx, dests[0], core, batch, payload, true, path, duration),
+                Kind::Batch | Kind::BatchGso => {
+                    let gso = which.kind == Kind::BatchGso;
+                    batch_loop(&tx, &dests, run, core, batch, payload, &movie, gso, path, duration)
                 }
             })?;
             totals[i].add(&runs[i]);
@@ -190,25 +247,32 @@ fn run(args: &Args) -> Result<(), String> {
 
 fn print_runs(runs: &[Run; Loop::ALL.len()]) {
     for (which, run) in Loop::ALL.into_iter().zip(runs) {
-        run.print(which.label());
+        run.print(&which.label());
     }
-    let [raw, batch, batch_gso, raw_gso] = runs;
-    for (name, run, base, base_name) in [
-        ("(b)/(a)", batch, raw, "raw sendmmsg"),
-        ("(c)/(a)", batch_gso, raw, "raw sendmmsg"),
-        ("(c)/(d)", batch_gso, raw_gso, "raw GSO"),
-    ] {
+    let [raw, raw_u, batch, batch_u, gso, gso_u, raw_gso, raw_gso_u] = runs;
+    let ratio = |name: &str, run: &Run, base: &Run, base_name: &str| {
         println!(
             "{name}: {:.3}x the {base_name} packets/s; {:.3}x its sender CPU per packet",
             run.pps() / base.pps(),
             run.cpu_ns_per_packet() / base.cpu_ns_per_packet()
         );
-    }
+    };
+    ratio("(b)/(a) sendmmsg", batch, raw, "raw sendmmsg");
+    ratio("(c)/(a) sendmmsg", gso, raw, "raw sendmmsg");
+    ratio("(c)/(d) sendmmsg", gso, raw_gso, "raw GSO sendmmsg");
+    ratio("(b)/(a) io_uring", batch_u, raw_u, "raw io_uring");
+    ratio("(c)/(d) io_uring", gso_u, raw_gso_u, "raw GSO io_uring");
+    println!("io_uring against sendmmsg, like for like:");
+    ratio("  (a) raw", raw_u, raw, "sendmmsg");
+    ratio("  (b) SendBatch", batch_u, batch, "sendmmsg");
+    ratio("  (c) SendBatch + GSO", gso_u, gso, "sendmmsg");
+    ratio("  (d) raw + GSO", raw_gso_u, raw_gso, "sendmmsg");
 }
 
 /// The raw limits: the same `mmsghdr`s, all pointing at one packet (or, with
-/// `gso`, at 49 copies of it cut by the kernel), handed to `sendmmsg` again
-/// and again.
+/// `gso`, at 49 copies of it cut by the kernel), handed to `sendmmsg` (or
+/// to an io_uring as SENDMSG entries) again and again.
+#[allow(clippy::too_many_arguments)]
 fn raw_loop(
     tx: &UdpSocket,
     dest: SocketAddr,
@@ -216,22 +280,13 @@ fn raw_loop(
     batch: usize,
     payload: usize,
     gso: bool,
+    path: SendPath,
     duration: Duration,
 ) -> Result<Run, String> {
     os::pin(Some(core))?;
     let mut packet = vec![0xa5u8; RTP_HEADER_LEN + payload];
     packet[..RTP_HEADER_LEN].copy_from_slice(&header(false, 1, 2, 3));
-    let SocketAddr::V4(dest) = dest else {
-        return Err("the raw loop sends to IPv4 only".into());
-    };
-    let name = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: dest.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(dest.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
+    let name = os::sockaddr_v4(dest).ok_or("the raw loop sends to IPv4 only")?;
     // With GSO, one message is as many packets as fit in 64 KiB (49 of 1316
     // bytes), and the call carries enough messages for `batch` packets.
     let (segments, messages) = if gso {
@@ -277,10 +332,28 @@ fn raw_loop(
         .collect();
     let fd = tx.as_raw_fd();
     let mut flushed = Flushed::default();
+    let mut ring = match path {
+        SendPath::IoUring => Some(RawRing::new(RING_ENTRIES)?),
+        SendPath::Sendmmsg => None,
+    };
     let cpu0 = Cpu::of_this_thread();
     let start = Instant::now();
     let deadline = start + duration;
     while Instant::now() < deadline {
+        if let Some(ring) = ring.as_mut() {
+            // SAFETY: `hdrs` and all they point at (`name`, `cmsg`, `iovs`,
+            // `packet`) live, unchanged, until after the loop.
+            let sent = unsafe { ring.send(fd, &hdrs) }?;
+            if let Some(errno) = sent.errno {
+                return Err(format!(
+                    "io_uring SENDMSG: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                ));
+            }
+            flushed.sent += sent.sent * segments;
+            flushed.would_block += sent.would_block * segments;
+            continue;
+        }
         let mut pos = 0;
         while pos < messages {
             // SAFETY: `hdrs[pos..]` are initialised `mmsghdr`s pointing at
@@ -333,11 +406,17 @@ fn batch_loop(
     payload: usize,
     movie: &[u8],
     gso: bool,
+    path: SendPath,
     duration: Duration,
 ) -> Result<Run, String> {
     os::pin(Some(core))?;
     let mut storage = SendBatch::with_capacity(batch);
     storage.set_gso(gso);
+    if path == SendPath::IoUring {
+        storage
+            .use_io_uring(RING_ENTRIES)
+            .map_err(|e| format!("io_uring: {e}"))?;
+    }
     let mut flushed = Flushed::default();
     let (mut seq, mut ts, ssrc) = (0u16, 0u32, 0x5eed_0001u32);
     let (mut at, mut packets) = (0usize, 0usize);

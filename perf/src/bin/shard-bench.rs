@@ -8,8 +8,9 @@
 //! session's source writing RTP headers over spans of the mapped movie,
 //! sender reports, housekeeping), and the round's datagrams leave through
 //! the same batched `sendmmsg` calls of the `net` crate as the server's, with
-//! every packet's lateness recorded in the shard's statistics. Only the
-//! clock differs: the round's "now" advances by a fixed tick of simulated
+//! every packet's lateness recorded in the shard's statistics. The rounds
+//! while the sessions are starting (`--stagger`) are run first and not
+//! measured. Only the clock differs: the round's "now" advances by a fixed tick of simulated
 //! time per round, so the shard always has work and the figure is its
 //! throughput, not the movie's bit rate. Sender reports go to a socket
 //! nobody reads; they are printed beside the packets, not counted in them.
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use loader::Movie;
-use net::bind_pair;
+use net::{bind_pair, SendPath};
 use streamalot::source::Nanos;
 use streamalot_perf::movie_maker;
 use streamalot_perf::os;
@@ -82,27 +83,54 @@ struct Args {
     /// so the sender pays for waking it (by default it polls and never sleeps).
     #[arg(long)]
     receiver_sleeps: bool,
-    /// Run only these loops (a, b, c), e.g. `--only b` under a profiler.
+    /// Shards running at once, each its own core of --sessions sessions sending as shipped (loop
+    /// c), pinned in turn to the shard core, the receiver core, and any others: how a box's packet
+    /// rate grows with shards, and whether a shard's cost per packet holds when others run
+    /// beside it. Replaces the loops (a) to (f).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Run only these loops (a to f), e.g. `--only b` under a profiler.
     #[arg(long, value_delimiter = ',')]
     only: Vec<char>,
 }
 
-/// The loops measured, in the order they run each round.
+/// The loops measured, in the order they run each round: each `sendmmsg`
+/// loop beside its io_uring twin.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Loop {
     Raw,
+    RawUring,
     Shard,
+    ShardUring,
     ShardGso,
+    ShardGsoUring,
 }
 
 impl Loop {
-    const ALL: [Loop; 3] = [Loop::Raw, Loop::Shard, Loop::ShardGso];
+    const ALL: [Loop; 6] = [
+        Loop::Raw,
+        Loop::RawUring,
+        Loop::Shard,
+        Loop::ShardUring,
+        Loop::ShardGso,
+        Loop::ShardGsoUring,
+    ];
 
     fn letter(self) -> char {
         match self {
             Loop::Raw => 'a',
             Loop::Shard => 'b',
             Loop::ShardGso => 'c',
+            Loop::RawUring => 'd',
+            Loop::ShardUring => 'e',
+            Loop::ShardGsoUring => 'f',
+        }
+    }
+
+    fn path(self) -> SendPath {
+        match self {
+            Loop::Raw | Loop::Shard | Loop::ShardGso => SendPath::Sendmmsg,
+            Loop::RawUring | Loop::ShardUring | Loop::ShardGsoUring => SendPath::IoUring,
         }
     }
 
@@ -113,6 +141,9 @@ impl Loop {
                 "(b) the shard core's rounds, GSO off: schedule, sources, RTP headers, reports, spans of the movie"
             }
             Loop::ShardGso => "(c) shard round as shipped: as (b), with UDP GSO for runs to one client",
+            Loop::RawUring => "(d) raw io_uring: as (a), each round one submission of SENDMSG entries",
+            Loop::ShardUring => "(e) as (b), GSO off, the round sent through io_uring (--send-path io-uring)",
+            Loop::ShardGsoUring => "(f) as (c), with GSO, the round sent through io_uring",
         }
     }
 }
@@ -141,7 +172,11 @@ fn run(args: &Args) -> Result<(), String> {
     }
 
     println!("shard-bench: one shard core's send path, beside raw sendmmsg of the same datagrams");
-    println!("machine: {}", os::machine());
+    println!(
+        "machine: {}; load average {} (1, 5, 15 min)",
+        os::machine(),
+        os::load_average()
+    );
     println!(
         "movie: {} ({:.0} s, {streams} hint tracks, {:.0} packets/s of movie)",
         path.display(),
@@ -205,9 +240,16 @@ fn run(args: &Args) -> Result<(), String> {
         stagger_ns: (args.stagger * 1e9) as Nanos,
         tick_ns: args.tick_us * 1_000,
     };
+    if let Some(bytes) = sim.memory_per_session() {
+        println!(
+            "shard core memory: {bytes:.0} bytes per session (anonymous resident memory grown by making and \
+             playing {} sessions)",
+            args.sessions
+        );
+    }
     // The raw loop's datagrams: what the shard sends in its first rounds,
     // recorded once, replayed as often as the loop needs.
-    let wants_raw = args.only.is_empty() || args.only.contains(&'a');
+    let wants_raw = args.shards <= 1 && (args.only.is_empty() || args.only.contains(&'a') || args.only.contains(&'d'));
     let replay = Arc::new(sim.record(if wants_raw { 5_000_000 } else { 0 }));
     println!(
         "raw replay: {} datagrams in {} rounds ({:.0} per round), {:.1} MiB of payload",
@@ -218,6 +260,9 @@ fn run(args: &Args) -> Result<(), String> {
     );
 
     let duration = Duration::from_secs_f64(args.seconds);
+    if args.shards > 1 {
+        return shards_at_once(args, &sim, &tx, &receiver, duration);
+    }
     let mut totals = [Run::default(); Loop::ALL.len()];
     for round in 1..=args.rounds {
         let mut runs = [Run::default(); Loop::ALL.len()];
@@ -229,10 +274,11 @@ fn run(args: &Args) -> Result<(), String> {
             let (sim, replay, core) = (sim.clone(), replay.clone(), args.shard_core);
             let run = measure(&receiver, move || {
                 os::pin(Some(core))?;
+                let path = which.path();
                 match which {
-                    Loop::Raw => replay.send(&tx, duration),
-                    Loop::Shard => sim.serve(&tx, false, duration),
-                    Loop::ShardGso => sim.serve(&tx, true, duration),
+                    Loop::Raw | Loop::RawUring => replay.send(&tx, path, duration),
+                    Loop::Shard | Loop::ShardUring => sim.serve(&tx, false, path, duration),
+                    Loop::ShardGso | Loop::ShardGsoUring => sim.serve(&tx, true, path, duration),
                 }
             })?;
             runs[i] = run;
@@ -249,6 +295,62 @@ fn run(args: &Args) -> Result<(), String> {
         println!("all {} rounds together:", args.rounds);
     }
     print_runs(&totals);
+    Ok(())
+}
+
+/// `--shards` shard cores at once, as shipped, for `--rounds` rounds.
+fn shards_at_once(
+    args: &Args,
+    sim: &Sim,
+    tx: &std::net::UdpSocket,
+    receiver: &Receiver,
+    duration: Duration,
+) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let order: Vec<usize> = std::iter::once(args.shard_core)
+        .chain(std::iter::once(args.receiver_core))
+        .chain((0..cores).filter(|&c| c != args.shard_core && c != args.receiver_core))
+        .collect();
+    let placement: Vec<usize> = (0..args.shards).map(|i| order[i % order.len()]).collect();
+    println!(
+        "{} shards at once, each {} sessions sending as shipped (loop c), on cores {placement:?}",
+        args.shards, args.sessions
+    );
+    for round in 1..=args.rounds {
+        let (sim, placement) = (sim.clone(), placement.clone());
+        let txs: Vec<std::net::UdpSocket> = placement
+            .iter()
+            .map(|_| tx.try_clone().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let shards = args.shards as u32;
+        let total = measure(receiver, move || {
+            let threads: Vec<_> = placement
+                .into_iter()
+                .zip(txs)
+                .map(|(core, tx)| {
+                    let sim = sim.clone();
+                    std::thread::spawn(move || {
+                        os::pin(Some(core))?;
+                        sim.serve(&tx, true, SendPath::Sendmmsg, duration)
+                    })
+                })
+                .collect();
+            let mut total = Run::default();
+            for t in threads {
+                let run = t.join().map_err(|_| "a shard thread panicked".to_string())??;
+                total.add(&run);
+            }
+            // Side by side, not one after the other: the wall time is one loop's.
+            total.wall /= shards;
+            Ok(total)
+        })?;
+        println!();
+        println!("round {round}:");
+        total.print(&format!(
+            "{} shards together (CPU and packets summed over the shards)",
+            args.shards
+        ));
+    }
     Ok(())
 }
 
@@ -270,17 +372,33 @@ fn print_runs(runs: &[Run; Loop::ALL.len()]) {
             run.print(which.label());
         }
     }
-    let [raw, shard, gso] = runs;
-    if raw.flushed.sent == 0 {
-        return;
-    }
+    let [raw, raw_u, shard, shard_u, gso, gso_u] = runs;
     // Packets per CPU-second compare the loops even when something else on
     // the machine took the core from one of them for a while.
-    for (name, run) in [("(b)/(a)", shard), ("(c)/(a)", gso)] {
-        println!(
-            "{name}: {:.3}x the raw loop's packets per CPU-second ({:.3}x its packets/s of wall time)",
-            raw.cpu_ns_per_packet() / run.cpu_ns_per_packet(),
-            run.pps() / raw.pps()
-        );
-    }
+    let ratio = |name: &str, run: &Run, base: &Run, what: &str| {
+        if run.flushed.sent > 0 && base.flushed.sent > 0 {
+            println!(
+                "{name}: {:.3}x {what}'s packets per CPU-second ({:.3}x its packets/s of wall time)",
+                base.cpu_ns_per_packet() / run.cpu_ns_per_packet(),
+                run.pps() / base.pps()
+            );
+        }
+    };
+    ratio("(b)/(a)", shard, raw, "the raw sendmmsg loop");
+    ratio("(c)/(a)", gso, raw, "the raw sendmmsg loop");
+    ratio("(e)/(a)", shard_u, raw, "the raw sendmmsg loop");
+    ratio("(f)/(a)", gso_u, raw, "the raw sendmmsg loop");
+    ratio("(d)/(a)", raw_u, raw, "raw sendmmsg (raw io_uring against it)");
+    ratio(
+        "(e)/(b)",
+        shard_u,
+        shard,
+        "the shard on sendmmsg (io_uring against it, GSO off)",
+    );
+    ratio(
+        "(f)/(c)",
+        gso_u,
+        gso,
+        "the shard on sendmmsg (io_uring against it, GSO on)",
+    );
 }
