@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use net::SendPath;
 use serde::Deserialize;
 
+use crate::live::publish::Rule;
+
 /// The default RTSP port: 554 needs privileges, so like most servers run
 /// by hand we use the customary alternative.
 pub const DEFAULT_RTSP_PORT: u16 = 8554;
@@ -137,6 +139,22 @@ pub struct ServeArgs {
     /// messages and GSO either way [default: sendmmsg]
     #[arg(long = "send-path", value_name = "PATH")]
     pub send_path: Option<SendPath>,
+
+    /// Let publishers push live broadcasts (RTSP ANNOUNCE/RECORD, as `ffmpeg -f rtsp` does) to
+    /// paths under PREFIX, authenticating as USER with PASSWORD (Digest or Basic); repeat for more
+    /// prefixes. In the file: [[publish]] tables with prefix, user and password. Viewers play
+    /// rtsp://HOST:PORT/PREFIX/NAME [default: publishing off]
+    #[arg(long = "publish", value_name = "PREFIX=USER:PASSWORD", value_parser = parse_publish)]
+    pub publish: Vec<Rule>,
+
+    /// A publisher announcing a path that already has one takes it over (the first one's viewers
+    /// get a BYE); without it the second is refused with 455
+    #[arg(long = "publish-replace")]
+    pub publish_replace: bool,
+}
+
+fn parse_publish(text: &str) -> Result<Rule, String> {
+    text.parse()
 }
 
 /// The resolved settings the server runs with. Every value is checked.
@@ -175,6 +193,10 @@ pub struct Config {
     pub stats_json: Option<PathBuf>,
     /// How the shards send their rounds.
     pub send_path: SendPath,
+    /// Who may publish live broadcasts where; empty: nobody.
+    pub publish: Vec<Rule>,
+    /// Whether a second publisher to a busy path replaces the first.
+    pub publish_replace: bool,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -255,6 +277,17 @@ struct FileSettings {
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
     send_path: Option<String>,
+    publish: Option<Vec<PublishEntry>>,
+    publish_replace: Option<bool>,
+}
+
+/// A `[[publish]]` table.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PublishEntry {
+    prefix: String,
+    user: String,
+    password: String,
 }
 
 /// `rtsp_port = 554` or `rtsp_port = [554, 8554]`.
@@ -452,6 +485,20 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     };
     let send_path = pick(args.send_path, file_path, &file_origin).map_or(DEFAULT_SEND_PATH, |v| v.0);
 
+    let publish = if !args.publish.is_empty() {
+        args.publish.clone()
+    } else {
+        let mut rules = Vec::new();
+        for e in file.publish.unwrap_or_default() {
+            let rule = Rule::new(&e.prefix, &e.user, &e.password)
+                .map_err(|why| invalid("publish", &e.prefix, file_origin.clone(), why))?;
+            rules.push(rule);
+        }
+        rules
+    };
+    let publish_replace =
+        pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
+
     Ok(Config {
         media,
         rtsp_ports,
@@ -472,6 +519,8 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         stats_interval,
         stats_json,
         send_path,
+        publish,
+        publish_replace,
     })
 }
 

@@ -42,6 +42,7 @@
 //!   operator turns off): as step 0, a `Route::Answer` with 503 or 405.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use loader::Movie;
 use proto::rtsp::header::{Lower, Transport};
@@ -51,10 +52,14 @@ use tracing::debug;
 
 use crate::http::{HttpRoute, Routes};
 use crate::library::LibraryError;
+use crate::live::publish::Gate;
 use crate::pacer::SessionKey;
 
 /// The methods the server implements, for `Public` and `Allow`.
 pub const PUBLIC_METHODS: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+/// The same, when publishing is on.
+pub const PUBLIC_METHODS_PUBLISHING: &str =
+    "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, RECORD, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
 /// What the door knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +82,12 @@ pub enum Route {
     Open { path: String, interleaved: bool },
     /// A request for session `key`, which exists.
     Session(SessionKey),
+    /// ANNOUNCE of a broadcast at `path` by `user`, whom the publish rules
+    /// allow there.
+    Announce { path: String, user: String },
+    /// A SETUP with `mode=record` outside a session, allowed by the publish
+    /// rules: a stream of the broadcast its connection announced.
+    Publish { path: String },
 }
 
 /// The door: the HTTP handlers registered on this core, and the rules of
@@ -84,6 +95,8 @@ pub enum Route {
 #[derive(Debug, Default, Clone)]
 pub struct Door {
     routes: Routes,
+    /// Who may publish where; `None`: nobody, anywhere.
+    publish: Option<Rc<Gate>>,
 }
 
 impl Door {
@@ -93,7 +106,59 @@ impl Door {
 
     /// A door that serves HTTP requests with `routes` besides tunnels.
     pub fn with_routes(routes: Routes) -> Door {
-        Door { routes }
+        Door { routes, publish: None }
+    }
+
+    /// The door, letting publishers in by `gate`'s rules.
+    pub fn with_publishing(mut self, gate: Gate) -> Door {
+        self.publish = Some(Rc::new(gate));
+        self
+    }
+
+    /// The publish rules, if publishing is on.
+    pub fn publishing(&self) -> Option<&Gate> {
+        self.publish.as_deref()
+    }
+
+    fn public_methods(&self) -> &'static str {
+        if self.publish.is_some() {
+            PUBLIC_METHODS_PUBLISHING
+        } else {
+            PUBLIC_METHODS
+        }
+    }
+
+    /// The publishing requests (ANNOUNCE, a SETUP with `mode=record`,
+    /// RECORD) when publishing is on: checked against the publish rules
+    /// (401 with challenges, or 403), then routed. `None` for every other
+    /// request.
+    fn route_publishing(&self, req: &Request, caller: &Caller, cseq: &str) -> Option<Route> {
+        let gate = self.publish.as_ref()?;
+        let record_setup = req.method == Method::Setup && wants_record(req);
+        if !matches!(req.method, Method::Announce | Method::Record) && !record_setup {
+            return None;
+        }
+        let Some((path, _)) = split_uri(&req.uri) else {
+            return Some(Route::Answer(Response::new(400, Some(cseq))));
+        };
+        let user = match gate.check(req, path, caller.client.ip()) {
+            Ok(user) => user,
+            Err(refusal) => {
+                debug!(client = %caller.client, uri = %req.uri, status = refusal.status.code(), "publishing refused");
+                return Some(Route::Answer(refusal));
+            }
+        };
+        if req.headers.get("Session").is_some() {
+            // Allowed, and for a session: the session's owner decides.
+            return None;
+        }
+        let path = path.to_owned();
+        Some(match req.method {
+            Method::Announce => Route::Announce { path, user },
+            Method::Setup => Route::Publish { path },
+            // RECORD without the session an ANNOUNCE and SETUP made.
+            _ => Route::Answer(Response::new(454, Some(cseq))),
+        })
     }
 
     /// Classifies an HTTP request head from `caller`.
@@ -103,10 +168,13 @@ impl Door {
 
     /// Classifies `req`, which came from `caller`. `exists` says whether a
     /// session key is one the calling core knows.
-    pub fn route(&self, req: &Request, _caller: &Caller, exists: impl Fn(SessionKey) -> bool) -> Route {
+    pub fn route(&self, req: &Request, caller: &Caller, exists: impl Fn(SessionKey) -> bool) -> Route {
         let Some(cseq) = req.cseq() else {
             return Route::Answer(Response::new(400, None));
         };
+        if let Some(route) = self.route_publishing(req, caller, cseq) {
+            return route;
+        }
         if let Some(header) = req.headers.get("Session") {
             return match parse_session_id(header) {
                 Some(key) if exists(key) => Route::Session(key),
@@ -129,7 +197,7 @@ impl Door {
                     }
                 }
             }
-            Method::Options => Route::Answer(Response::new(200, Some(cseq)).header("Public", PUBLIC_METHODS)),
+            Method::Options => Route::Answer(Response::new(200, Some(cseq)).header("Public", self.public_methods())),
             // PLAY, PAUSE and TEARDOWN only mean something within a session.
             Method::Play | Method::Pause | Method::Teardown => Route::Answer(Response::new(454, Some(cseq))),
             // Keep-alives before a session exists, or pings.
@@ -148,6 +216,14 @@ pub fn reject(e: &ParseError) -> Response {
     Response::new(e.status(), None)
 }
 
+/// Whether a SETUP's transports ask to record (`mode=record`).
+pub fn wants_record(req: &Request) -> bool {
+    req.headers
+        .get("Transport")
+        .map(Transport::parse_list)
+        .is_some_and(|l| l.into_iter().flatten().any(|t| t.record))
+}
+
 /// Whether the first transport a SETUP offers is interleaved TCP. Clients
 /// list their preference first; one that offers UDP first and TCP second
 /// gets UDP, which the shard can set up without taking the connection.
@@ -164,23 +240,28 @@ fn wants_interleaved(req: &Request) -> bool {
 pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>) -> Response {
     let cseq = req.cseq();
     match movie {
-        Ok(movie) => {
-            let base = match req.uri.split_once("://") {
-                Some((_, rest)) => {
-                    let authority = rest.split('/').next().unwrap_or_default();
-                    format!("rtsp://{authority}{path}/")
-                }
-                None => format!("{path}/"),
-            };
-            Response::new(200, cseq)
-                .header("Content-Base", base)
-                .body("application/sdp", movie.sdp().as_bytes().to_vec())
-        }
+        Ok(movie) => describe_sdp(req, path, movie.sdp()),
         Err(e) => {
             debug!(uri = %req.uri, error = %e, "DESCRIBE refused");
             Response::new(e.status(), cseq)
         }
     }
+}
+
+/// The answer to a DESCRIBE of `path` whose presentation is `sdp` (a
+/// movie's, or a live broadcast's), with the base URL its relative track
+/// controls resolve against.
+pub fn describe_sdp(req: &Request, path: &str, sdp: &str) -> Response {
+    let base = match req.uri.split_once("://") {
+        Some((_, rest)) => {
+            let authority = rest.split('/').next().unwrap_or_default();
+            format!("rtsp://{authority}{path}/")
+        }
+        None => format!("{path}/"),
+    };
+    Response::new(200, req.cseq())
+        .header("Content-Base", base)
+        .body("application/sdp", sdp.as_bytes().to_vec())
 }
 
 /// A session key as clients see it: 16 hexadecimal digits.

@@ -285,6 +285,7 @@ pub fn serve_due(
         if let Some(s) = source.streams_mut().get_mut(stream) {
             s.unsend(len);
         }
+        source.refused(stream);
     }
     source.next_due()
 }

@@ -10,6 +10,7 @@
 //! It is what a viewer feels as jitter, and its tail (p99, max) is what shows
 //! a shard falling behind long before packets are lost.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
@@ -39,8 +40,52 @@ pub struct ShardStats {
     /// Hint packets skipped because the loader could not decode them (a
     /// damaged sample in a movie): the operator's cue to check the file.
     pub skipped: u64,
+    /// Live packets the shard's replicas took from the control core.
+    pub live_received: u64,
+    /// Live packets not sent to a viewer: it fell behind the replica, or
+    /// the rest of a frame its full queue had refused part of.
+    pub live_dropped: u64,
+    /// Live packets a shard's channel had no room for (counted by the
+    /// control core, which sends them).
+    pub live_channel_full: u64,
+    /// Per live broadcast, by path.
+    pub live: BTreeMap<String, LiveStats>,
     /// Send lateness in microseconds.
     pub lateness: Histogram<u64>,
+}
+
+/// One live broadcast's figures: viewers from the shards, what came in
+/// from the control core.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LiveStats {
+    pub viewers: u64,
+    /// RTP packets and bytes taken from the publisher.
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// The publisher's packets refused (malformed, another SSRC or payload
+    /// type, past its byte budget).
+    pub refused_in: u64,
+    /// Seconds on the air, for the bitrate in.
+    pub secs: f64,
+}
+
+impl LiveStats {
+    fn merge(&mut self, o: &LiveStats) {
+        self.viewers += o.viewers;
+        self.packets_in += o.packets_in;
+        self.bytes_in += o.bytes_in;
+        self.refused_in += o.refused_in;
+        self.secs = self.secs.max(o.secs);
+    }
+
+    /// The average bitrate in, bits a second.
+    pub fn bitrate_in(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.bytes_in as f64 * 8.0 / self.secs
+        } else {
+            0.0
+        }
+    }
 }
 
 impl Default for ShardStats {
@@ -54,6 +99,10 @@ impl Default for ShardStats {
             sessions_ended: 0,
             bad_rtcp: 0,
             skipped: 0,
+            live_received: 0,
+            live_dropped: 0,
+            live_channel_full: 0,
+            live: BTreeMap::new(),
             lateness: Histogram::new_with_bounds(1, LATENESS_MAX_US, 3).expect("constant histogram bounds are valid"),
         }
     }
@@ -91,6 +140,12 @@ impl ShardStats {
         self.sessions_ended += other.sessions_ended;
         self.bad_rtcp += other.bad_rtcp;
         self.skipped += other.skipped;
+        self.live_received += other.live_received;
+        self.live_dropped += other.live_dropped;
+        self.live_channel_full += other.live_channel_full;
+        for (path, l) in &other.live {
+            self.live.entry(path.clone()).or_default().merge(l);
+        }
         // Same bounds on both sides, so adding cannot fail; a histogram
         // made otherwise is merged value by value, clamped.
         if self.lateness.add(&other.lateness).is_err() {
@@ -116,6 +171,18 @@ impl ShardStats {
                 "started": self.sessions_started,
                 "ended": self.sessions_ended,
                 "live": self.live_sessions(),
+            },
+            "live": {
+                "received": self.live_received,
+                "dropped": self.live_dropped,
+                "channel_full": self.live_channel_full,
+                "streams": self.live.iter().map(|(path, l)| (path.clone(), serde_json::json!({
+                    "viewers": l.viewers,
+                    "packets_in": l.packets_in,
+                    "bytes_in": l.bytes_in,
+                    "refused_in": l.refused_in,
+                    "bitrate_in": l.bitrate_in().round(),
+                }))).collect::<serde_json::Map<String, serde_json::Value>>(),
             },
             "lateness_us": {
                 "count": h.len(),
@@ -164,6 +231,26 @@ impl ShardStats {
             group(self.bad_rtcp),
             group(self.skipped)
         );
+        if self.live_received > 0 || !self.live.is_empty() {
+            let _ = writeln!(
+                out,
+                "  live      {} packets fanned out to the shards, {} lost between cores (channel full), {} dropped for slow viewers",
+                group(self.live_received),
+                group(self.live_channel_full),
+                group(self.live_dropped)
+            );
+            for (path, l) in &self.live {
+                let _ = writeln!(
+                    out,
+                    "    {path}  {} viewers, {} packets in ({}, {:.0} kbit/s), {} refused",
+                    group(l.viewers),
+                    group(l.packets_in),
+                    human_bytes(l.bytes_in),
+                    l.bitrate_in() / 1000.0,
+                    group(l.refused_in)
+                );
+            }
+        }
         let h = &self.lateness;
         if h.is_empty() {
             let _ = writeln!(out, "  lateness  no packets sent");

@@ -40,6 +40,10 @@ mod control;
 mod shard;
 mod tunnel;
 
+/// Live messages that may wait for a shard: a few seconds of a busy
+/// broadcast's packets.
+const LIVE_CHANNEL: usize = 4096;
+
 /// Nanoseconds since the process's first call: the clock every core paces by.
 pub fn now() -> Nanos {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -205,9 +209,14 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 
     let mut to_shards = Vec::new();
     let mut from_shards = Vec::new();
+    let mut live_to_shards = Vec::new();
     let mut handles = Vec::new();
     for i in 0..shards {
         let (tx, rx) = glommio::channels::shared_channel::new_bounded::<ToShard>(1024);
+        // Live packets have a channel of their own, so a busy broadcast
+        // never holds up a command, and a full one costs only packets.
+        let (live_tx, live_rx) = glommio::channels::shared_channel::new_bounded::<crate::live::ToShard>(LIVE_CHANNEL);
+        live_to_shards.push(live_tx);
         let (back_tx, back_rx) = glommio::channels::shared_channel::new_bounded::<FromShard>(4096);
         to_shards.push(tx);
         from_shards.push(back_rx);
@@ -217,7 +226,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         })?;
         let (shard_config, library) = (config.clone(), library.clone());
         let handle = executor(&format!("shard-{i}"), core(i + 1), control_cpu)
-            .spawn(move || async move { shard::run(i, shard_config, library, wall, pair, rx, back_tx).await })
+            .spawn(move || async move { shard::run(i, shard_config, library, wall, pair, rx, back_tx, live_rx).await })
             .map_err(|e| ServeError::Executor {
                 what: format!("shard {i}"),
                 source: std::io::Error::other(e.to_string()),
@@ -225,7 +234,9 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         handles.push(handle);
     }
     let control = executor("control", control_cpu, control_cpu)
-        .spawn(move || async move { control::run(config, library, listeners, signals, to_shards, from_shards).await })
+        .spawn(move || async move {
+            control::run(config, library, listeners, signals, to_shards, from_shards, live_to_shards).await
+        })
         .map_err(|e| ServeError::Executor {
             what: "the control core".into(),
             source: std::io::Error::other(e.to_string()),
