@@ -151,6 +151,11 @@ pub struct ServeArgs {
     /// get a BYE); without it the second is refused with 455
     #[arg(long = "publish-replace")]
     pub publish_replace: bool,
+
+    /// Most a publisher may send, in kilobits a second; what comes faster is dropped (and
+    /// counted), so a flooding publisher cannot take the server's time [default: 100000]
+    #[arg(long = "publish-max-kbps", value_name = "KBPS")]
+    pub publish_max_kbps: Option<u64>,
 }
 
 fn parse_publish(text: &str) -> Result<Rule, String> {
@@ -197,6 +202,8 @@ pub struct Config {
     pub publish: Vec<Rule>,
     /// Whether a second publisher to a busy path replaces the first.
     pub publish_replace: bool,
+    /// Most a publisher may send, in bits a second.
+    pub publish_max_bitrate: u64,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -279,6 +286,7 @@ struct FileSettings {
     send_path: Option<String>,
     publish: Option<Vec<PublishEntry>>,
     publish_replace: Option<bool>,
+    publish_max_kbps: Option<u64>,
 }
 
 /// A `[[publish]]` table.
@@ -498,6 +506,11 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     };
     let publish_replace =
         pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
+    let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
+        Some((0, origin)) => return Err(invalid("publish_max_kbps", 0, origin, "must be at least 1")),
+        Some((n, _)) => n.saturating_mul(1000),
+        None => crate::live::ingest::DEFAULT_MAX_BITRATE,
+    };
 
     Ok(Config {
         media,
@@ -521,6 +534,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         send_path,
         publish,
         publish_replace,
+        publish_max_bitrate,
     })
 }
 

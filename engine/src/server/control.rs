@@ -147,7 +147,7 @@ pub async fn run(
             me: myself,
             live: RefCell::new(live::Registry::new(
                 config.publish_replace,
-                live::ingest::DEFAULT_MAX_BITRATE,
+                config.publish_max_bitrate,
                 config.session_timeout,
             )),
             live_shards,
@@ -728,9 +728,16 @@ impl Control {
                 }
             }
             Err(e) => {
-                let refused = p.ingest.counters.refused();
-                // Said at the 1st, 2nd, 4th, 8th... refusal: clear, never a flood.
-                if refused.is_power_of_two() {
+                let c = p.ingest.counters;
+                let refused = c.refused();
+                let of_kind = match e {
+                    live::ingest::Refused::Malformed(_) => c.malformed,
+                    live::ingest::Refused::OverBudget => c.over_budget,
+                    _ => c.wrong_stream,
+                };
+                // Said at the 1st, 2nd, 4th, 8th... refusal of each kind:
+                // clear, and never a flood of its own.
+                if of_kind.is_power_of_two() {
                     warn!(path = %p.desc.path, client = %p.client, error = %e, refused, "publisher's packet refused");
                 }
             }

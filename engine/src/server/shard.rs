@@ -90,9 +90,10 @@ pub async fn run(
     back: SharedSender<FromShard>,
     live: SharedReceiver<crate::live::ToShard>,
 ) {
+    // In the order the control core connects its ends, or both would wait.
     let commands = commands.connect().await;
-    let back = back.connect().await;
     let live = live.connect().await;
+    let back = back.connect().await;
     let ports = match pair.ports() {
         Ok(p) => p,
         Err(e) => {

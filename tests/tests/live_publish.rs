@@ -1,0 +1,96 @@
+//! Live broadcasts end to end: ffmpeg publishes an H.264 + AAC file with
+//! ANNOUNCE/RECORD (Digest, from the credential in its URL), over TCP and
+//! over UDP, and real players watch the live path: ffmpeg (over TCP and
+//! UDP), whose decoded pictures and AAC frames must be one contiguous run
+//! of the file's own, starting on a key frame; and GStreamer's `rtspsrc`
+//! (over UDP and TCP), whose pictures must be too.
+
+use std::thread;
+use std::time::Duration;
+
+use streamalot_tests::ffmpeg::{framemd5, FRAME_HASHES};
+use streamalot_tests::gstreamer::{file_video_hashes, rtsp_video_hashes};
+use streamalot_tests::live::{contiguous_run, publish, publish_arg, publish_url, wait_on_air, PREFIX};
+use streamalot_tests::media::{media, H264_FPS};
+use streamalot_tests::server::{library, Server};
+use streamalot_tests::wait_with_timeout;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// A viewer joins within a second or so of a five-second clip, and starts
+/// at the key frame before that: at least two seconds of it reach it.
+const MIN_SECONDS: usize = 2;
+
+#[test]
+fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key_frame() {
+    let file = media().unhinted.clone();
+    let server = Server::start(&library("live-publish", &[]), &["--publish", &publish_arg()]);
+    let from_file = framemd5(&[], file.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
+    let gst_file = file_video_hashes(&file, TIMEOUT);
+    let keys = streamalot_tests::ffmpeg::key_frames(&file);
+    let key_indexes: Vec<usize> = {
+        let frames = from_file.frames(0);
+        let tb = from_file.time_base[&0];
+        frames
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| keys.contains(&(f.pts * tb.0 * 1_000_000_000 / tb.1)))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    assert!(!key_indexes.is_empty(), "the file's key frames are found in its frames");
+    for transport in ["tcp", "udp"] {
+        let name = format!("cam-{transport}");
+        let path = format!("{PREFIX}/{name}");
+        let (publisher, what) = publish(&file, transport, &publish_url(&server, &name));
+        let sdp = wait_on_air(&server, &path);
+        assert!(sdp.contains("a=control:trackID=1") && sdp.contains("H264/90000"), "{sdp}");
+        let mut viewers = Vec::new();
+        for viewer in ["tcp", "udp"] {
+            let url = server.url(&path);
+            viewers.push(thread::spawn(move || {
+                let got = framemd5(&["-rtsp_transport", viewer], &url, FRAME_HASHES, TIMEOUT);
+                (format!("ffmpeg over {viewer}"), Some(got), Vec::new())
+            }));
+            let url = server.url(&path);
+            viewers.push(thread::spawn(move || {
+                (format!("GStreamer over {viewer}"), None, rtsp_video_hashes(&url, viewer, TIMEOUT))
+            }));
+        }
+        let out = wait_with_timeout(publisher, TIMEOUT, &what);
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let min = MIN_SECONDS * H264_FPS as usize;
+        for v in viewers {
+            let (who, ffmpeg, gst) = v.join().expect("a viewer");
+            let who = format!("published over {transport}, {who}");
+            match ffmpeg {
+                Some(got) => {
+                    let video = contiguous_run(&from_file.hashes(0), &got.hashes(0), min)
+                        .unwrap_or_else(|e| panic!("{who}: video: {e}"));
+                    assert!(key_indexes.contains(&video), "{who}: the first picture is file frame {video}, not a key frame");
+                    contiguous_run(&from_file.hashes(1), &got.hashes(1), min)
+                        .unwrap_or_else(|e| panic!("{who}: audio: {e}"));
+                }
+                None => {
+                    let first = contiguous_run(&gst_file, &gst, min).unwrap_or_else(|e| panic!("{who}: {e}"));
+                    assert!(key_indexes.contains(&first), "{who}: the first picture is file frame {first}, not a key frame");
+                }
+            }
+        }
+    }
+    // A line per publisher and per viewer (4 each), the last a moment after the end.
+    let records = server.wait_for_records(10, Duration::from_secs(20));
+    for transport in ["tcp", "udp"] {
+        let publisher = format!("publish-{transport}");
+        assert!(
+            records.iter().any(|r| r.get("transport") == Some(&publisher) && r.get("cs-uri-stem").is_some_and(|u| u.ends_with(&format!("cam-{transport}")))),
+            "a publisher's access-log line for {transport}: {records:?}"
+        );
+    }
+    let viewers = records.iter().filter(|r| r.get("cs-uri-stem").is_some_and(|u| u.starts_with(PREFIX))).count();
+    assert!(viewers >= 2 + 8, "a line per publisher and per viewer: {records:?}");
+    server.stop_cleanly();
+}
