@@ -924,6 +924,9 @@ impl ShardCore {
                 continue;
             };
             let mut conn = e.conn.and_then(|c| conns.get_mut(&c).map(|conn| (c, conn)));
+            if let (Source::Live(l), Some((_, c))) = (&mut *source, conn.as_ref()) {
+                l.set_room(c.bound.saturating_sub(c.queued()));
+            }
             let served = pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, |channel, o| {
                 conn.as_mut().is_some_and(|(id, c)| {
                     let queued = send_tcp(c, channel, o);

@@ -54,6 +54,9 @@ pub struct LiveSource {
     resume_at: Option<Nanos>,
     /// Packets dropped for this viewer since the last `take_dropped`.
     dropped: u64,
+    /// What its connection's queue can take this round (interleaved
+    /// viewers), as [`set_room`](Self::set_room) said.
+    room: usize,
 }
 
 impl LiveSource {
@@ -84,6 +87,7 @@ impl LiveSource {
             skipping: SmallVec::from_elem(false, n),
             resume_at: None,
             dropped: 0,
+            room: usize::MAX,
         })
     }
 
@@ -189,6 +193,14 @@ impl LiveSource {
         r.get(next).map(|h| h.arrival.max(since))
     }
 
+    /// How many bytes the viewer's connection can queue now: the next poll
+    /// hands out no more (each packet costing its `$` frame), so a viewer
+    /// catching up over TCP is sent as fast as it reads rather than losing
+    /// what its queue cannot hold. Holds for one poll.
+    pub fn set_room(&mut self, bytes: usize) {
+        self.room = bytes;
+    }
+
     /// A packet of `stream` handed out by the last poll could not be queued
     /// (the viewer's connection is full): the rest of its frame goes too.
     pub fn refused(&mut self, stream: usize) {
@@ -217,6 +229,7 @@ impl LiveSource {
             skipping,
             resume_at,
             dropped,
+            room,
         } = self;
         let r = replica.borrow();
         if *cursor < r.base() {
@@ -241,15 +254,20 @@ impl LiveSource {
                 }
             }
         }
+        let budget = BURST_BYTES.min(std::mem::replace(room, usize::MAX));
         let mut bytes = 0;
         let mut sent = 0;
         while let Some(h) = r.get(*cursor) {
-            if bytes >= BURST_BYTES {
+            let p = &h.packet;
+            // What it costs on the wire: a `$` frame's header, the RTP
+            // header and the payload.
+            let cost = 4 + proto::rtp::HEADER_LEN + p.payload_len();
+            if bytes + cost > budget {
+                // The rest next round, from the same packet.
                 *resume_at = Some(now + 1);
                 break;
             }
             *cursor += 1;
-            let p = &h.packet;
             let Some(&stream) = of_track.get(usize::from(p.track)) else { continue };
             if stream == NO_STREAM {
                 continue;
@@ -276,7 +294,7 @@ impl LiveSource {
                 late_ns: now.saturating_sub(h.arrival.max(since)),
                 flags,
             });
-            bytes += len;
+            bytes += cost;
             sent += 1;
         }
         if r.ended && *cursor >= r.head() {
