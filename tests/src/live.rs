@@ -49,7 +49,11 @@ pub fn wait_on_air(server: &Server, path: &str) -> String {
         if r.status == 200 {
             return String::from_utf8_lossy(&r.body).into_owned();
         }
-        assert!(Instant::now() < deadline, "{path} not on the air within 20 s: {}", r.status);
+        assert!(
+            Instant::now() < deadline,
+            "{path} not on the air within 20 s: {}",
+            r.status
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -67,7 +71,12 @@ pub fn contiguous_run<T: PartialEq + Debug>(want: &[T], got: &[T], min: usize) -
     for (i, g) in got.iter().enumerate() {
         match want.get(start + i) {
             Some(w) if w == g => {}
-            Some(w) => return Err(format!("frame {i} (file frame {}): got {g:?}, the file has {w:?}", start + i)),
+            Some(w) => {
+                return Err(format!(
+                    "frame {i} (file frame {}): got {g:?}, the file has {w:?}",
+                    start + i
+                ))
+            }
             None => return Err(format!("frame {i}: {g:?} is past the file's end")),
         }
     }

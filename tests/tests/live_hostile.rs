@@ -48,7 +48,10 @@ fn frame(channel: u8, data: &[u8]) -> Vec<u8> {
 fn hostile_publishers_get_their_status_codes_and_disturb_nothing() {
     let movie = &media().clip("h264-aac.mp4").path;
     let file = media().unhinted.clone();
-    let server = Server::start(&library("live-hostile", &[movie]), &["--publish", &publish_arg(), "--publish-max-kbps", "4000"]);
+    let server = Server::start(
+        &library("live-hostile", &[movie]),
+        &["--publish", &publish_arg(), "--publish-max-kbps", "4000"],
+    );
     let (publisher, what) = publish(&file, "tcp", &publish_url(&server, "good"));
     let good = format!("{PREFIX}/good");
     wait_on_air(&server, &good);
@@ -89,18 +92,29 @@ fn hostile_publishers_get_their_status_codes_and_disturb_nothing() {
         .filter(|(n, _)| n.eq_ignore_ascii_case("WWW-Authenticate"))
         .map(|(_, v)| v.as_str())
         .collect();
-    assert!(challenges.iter().any(|c| c.starts_with("Digest ") && c.contains("MD5")), "{challenges:?}");
+    assert!(
+        challenges.iter().any(|c| c.starts_with("Digest ") && c.contains("MD5")),
+        "{challenges:?}"
+    );
     assert!(challenges.iter().any(|c| c.starts_with("Basic ")), "{challenges:?}");
     let wrong = basic(USER, "guess");
     let (_, r) = announce("/live/x", &[sdp[0], ("Authorization", &wrong)], SDP.as_bytes());
     assert_eq!(r.status, 401, "wrong password");
     let (_, r) = announce("/elsewhere/x", &[sdp[0], ("Authorization", &auth)], SDP.as_bytes());
     assert_eq!(r.status, 403, "a path no rule allows");
-    let (_, r) = announce("/live/x", &[("Content-Type", "text/plain"), ("Authorization", &auth)], SDP.as_bytes());
+    let (_, r) = announce(
+        "/live/x",
+        &[("Content-Type", "text/plain"), ("Authorization", &auth)],
+        SDP.as_bytes(),
+    );
     assert_eq!(r.status, 415, "not SDP");
     let (_, r) = announce("/live/x", &[sdp[0], ("Authorization", &auth)], b"this is not SDP\r\n");
     assert_eq!(r.status, 400, "SDP that does not parse");
-    let (_, r) = announce("/live/x", &[sdp[0], ("Authorization", &auth)], b"v=0\r\ns=empty\r\nt=0 0\r\n");
+    let (_, r) = announce(
+        "/live/x",
+        &[sdp[0], ("Authorization", &auth)],
+        b"v=0\r\ns=empty\r\nt=0 0\r\n",
+    );
     assert_eq!(r.status, 406, "no stream");
     let (_, r) = announce(&good, &[sdp[0], ("Authorization", &auth)], SDP.as_bytes());
     assert_eq!(r.status, 455, "a second publisher for a busy path");
@@ -110,13 +124,19 @@ fn hostile_publishers_get_their_status_codes_and_disturb_nothing() {
     let r = c.request(
         "SETUP",
         &url("/live/x/streamid=0"),
-        &[("Authorization", &auth), ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record")],
+        &[
+            ("Authorization", &auth),
+            ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record"),
+        ],
     );
     assert_eq!(r.status, 455, "a record SETUP on a connection that announced nothing");
     let r = c.request(
         "SETUP",
         &url("/elsewhere/x/streamid=0"),
-        &[("Authorization", &auth), ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record")],
+        &[
+            ("Authorization", &auth),
+            ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record"),
+        ],
     );
     assert_eq!(r.status, 403, "a record SETUP on a path no rule allows");
 
@@ -134,7 +154,11 @@ fn hostile_publishers_get_their_status_codes_and_disturb_nothing() {
         ],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let r = c.request("RECORD", &url("/live/bad"), &[("Authorization", &auth), ("Session", &session)]);
+    let r = c.request(
+        "RECORD",
+        &url("/live/bad"),
+        &[("Authorization", &auth), ("Session", &session)],
+    );
     assert_eq!(r.status, 200, "{r:?}");
     let mut bytes = frame(0, &rtp(96, 1, 0xabc, &[0x65, 1, 2, 3]));
     bytes.extend(frame(0, b"garbage, not RTP"));
@@ -152,7 +176,11 @@ fn hostile_publishers_get_their_status_codes_and_disturb_nothing() {
     for _ in 0..28 {
         stream.write_all(&flood).unwrap();
     }
-    let r = c.request("TEARDOWN", &url("/live/bad"), &[("Authorization", &auth), ("Session", &session)]);
+    let r = c.request(
+        "TEARDOWN",
+        &url("/live/bad"),
+        &[("Authorization", &auth), ("Session", &session)],
+    );
     assert_eq!(r.status, 200, "the flooding publisher's connection still works");
 
     // Nobody else noticed.
@@ -165,9 +193,17 @@ fn hostile_publishers_get_their_status_codes_and_disturb_nothing() {
             .unwrap_or_else(|e| panic!("the good broadcast's stream {stream}: {e}"));
     }
     let vod = vod.join().unwrap();
-    assert_eq!(differences_from_file(movie, &vod, TIMEOUT), Vec::<String>::new(), "the movie played on demand");
+    assert_eq!(
+        differences_from_file(movie, &vod, TIMEOUT),
+        Vec::<String>::new(),
+        "the movie played on demand"
+    );
     let stopped = server.stop_cleanly();
     for refusal in ["not an RTP packet", "SSRC", "payload type", "byte budget"] {
-        assert!(stopped.stderr.contains(refusal), "the log says why packets were refused ({refusal}):\n{}", stopped.stderr);
+        assert!(
+            stopped.stderr.contains(refusal),
+            "the log says why packets were refused ({refusal}):\n{}",
+            stopped.stderr
+        );
     }
 }

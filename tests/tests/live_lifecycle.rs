@@ -33,7 +33,10 @@ fn key_indexes(file: &std::path::Path, from_file: &FrameHashes) -> Vec<usize> {
 #[test]
 fn a_broadcast_from_before_its_publisher_to_after_its_return() {
     let file = media().unhinted.clone();
-    let server = Server::start(&library("live-lifecycle", &[]), &["--publish", &publish_arg(), "--tcp-queue-bytes", "4096"]);
+    let server = Server::start(
+        &library("live-lifecycle", &[]),
+        &["--publish", &publish_arg(), "--tcp-queue-bytes", "4096"],
+    );
     let path = format!("{PREFIX}/show");
     let from_file = framemd5(&[], file.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
     let keys = key_indexes(&file, &from_file);
@@ -55,7 +58,9 @@ fn a_broadcast_from_before_its_publisher_to_after_its_return() {
         let mut stalled = Connection::connect(server.addr);
         // Small buffers on its side too, so that the server's queue for it
         // fills within the clip.
-        socket2::SockRef::from(stalled.stream()).set_recv_buffer_size(2048).unwrap();
+        socket2::SockRef::from(stalled.stream())
+            .set_recv_buffer_size(2048)
+            .unwrap();
         let r = stalled.request(
             "SETUP",
             &server.url(&format!("{path}/trackID=1")),
@@ -63,7 +68,12 @@ fn a_broadcast_from_before_its_publisher_to_after_its_return() {
         );
         assert_eq!(r.status, 200, "{r:?}");
         let session = r.session().unwrap().to_owned();
-        assert_eq!(stalled.request("PLAY", &server.url(&path), &[("Session", &session)]).status, 200);
+        assert_eq!(
+            stalled
+                .request("PLAY", &server.url(&path), &[("Session", &session)])
+                .status,
+            200
+        );
         // One viewer from the start, one that joins two key frames in.
         let early = {
             let url = server.url(&path);
@@ -88,7 +98,10 @@ fn a_broadcast_from_before_its_publisher_to_after_its_return() {
             contiguous_run(&from_file.hashes(1), &got.hashes(1), 20)
                 .unwrap_or_else(|e| panic!("{round}: {who} viewer's audio: {e}"));
         }
-        assert!(keys.contains(&early_start) && keys.contains(&late_start), "{round}: both start on key frames");
+        assert!(
+            keys.contains(&early_start) && keys.contains(&late_start),
+            "{round}: both start on key frames"
+        );
         assert!(
             late_start >= 2 * H264_GOP as usize,
             "{round}: the late viewer starts at a later key frame (frame {late_start}), not the first"

@@ -43,7 +43,10 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
         let path = format!("{PREFIX}/{name}");
         let (publisher, what) = publish(&file, transport, &publish_url(&server, &name));
         let sdp = wait_on_air(&server, &path);
-        assert!(sdp.contains("a=control:trackID=1") && sdp.contains("H264/90000"), "{sdp}");
+        assert!(
+            sdp.contains("a=control:trackID=1") && sdp.contains("H264/90000"),
+            "{sdp}"
+        );
         let mut viewers = Vec::new();
         for viewer in ["tcp", "udp"] {
             let url = server.url(&path);
@@ -53,7 +56,11 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
             }));
             let url = server.url(&path);
             viewers.push(thread::spawn(move || {
-                (format!("GStreamer over {viewer}"), None, rtsp_video_hashes(&url, viewer, TIMEOUT))
+                (
+                    format!("GStreamer over {viewer}"),
+                    None,
+                    rtsp_video_hashes(&url, viewer, TIMEOUT),
+                )
             }));
         }
         let out = wait_with_timeout(publisher, TIMEOUT, &what);
@@ -70,13 +77,19 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
                 Some(got) => {
                     let video = contiguous_run(&from_file.hashes(0), &got.hashes(0), min)
                         .unwrap_or_else(|e| panic!("{who}: video: {e}"));
-                    assert!(key_indexes.contains(&video), "{who}: the first picture is file frame {video}, not a key frame");
+                    assert!(
+                        key_indexes.contains(&video),
+                        "{who}: the first picture is file frame {video}, not a key frame"
+                    );
                     contiguous_run(&from_file.hashes(1), &got.hashes(1), min)
                         .unwrap_or_else(|e| panic!("{who}: audio: {e}"));
                 }
                 None => {
                     let first = contiguous_run(&gst_file, &gst, min).unwrap_or_else(|e| panic!("{who}: {e}"));
-                    assert!(key_indexes.contains(&first), "{who}: the first picture is file frame {first}, not a key frame");
+                    assert!(
+                        key_indexes.contains(&first),
+                        "{who}: the first picture is file frame {first}, not a key frame"
+                    );
                 }
             }
         }
@@ -86,11 +99,16 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
     for transport in ["tcp", "udp"] {
         let publisher = format!("publish-{transport}");
         assert!(
-            records.iter().any(|r| r.get("transport") == Some(&publisher) && r.get("cs-uri-stem").is_some_and(|u| u.ends_with(&format!("cam-{transport}")))),
+            records.iter().any(|r| r.get("transport") == Some(&publisher)
+                && r.get("cs-uri-stem")
+                    .is_some_and(|u| u.ends_with(&format!("cam-{transport}")))),
             "a publisher's access-log line for {transport}: {records:?}"
         );
     }
-    let viewers = records.iter().filter(|r| r.get("cs-uri-stem").is_some_and(|u| u.starts_with(PREFIX))).count();
+    let viewers = records
+        .iter()
+        .filter(|r| r.get("cs-uri-stem").is_some_and(|u| u.starts_with(PREFIX)))
+        .count();
     assert!(viewers >= 2 + 8, "a line per publisher and per viewer: {records:?}");
     server.stop_cleanly();
 }

@@ -84,7 +84,12 @@ fn static_clock_rate(pt: u8) -> Option<u32> {
 
 /// Checks an ANNOUNCE body (with its `Content-Type`) and describes the
 /// broadcast `id` at `path`.
-pub fn parse(id: BroadcastId, path: &str, content_type: Option<&str>, body: &[u8]) -> Result<Description, DescribeError> {
+pub fn parse(
+    id: BroadcastId,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Description, DescribeError> {
     // RFC 2326 10.3: the body is a presentation description; ffmpeg,
     // GStreamer and live555 all send application/sdp. A missing type is
     // taken as SDP (the body is checked anyway).

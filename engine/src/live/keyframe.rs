@@ -100,8 +100,7 @@ fn aggregated(mut p: &[u8], test: impl Fn(&[u8]) -> bool) -> bool {
 }
 
 fn mpeg4_key(p: &[u8]) -> bool {
-    p.windows(5)
-        .any(|w| w[..4] == [0, 0, 1, 0xb6] && w[4] >> 6 == 0)
+    p.windows(5).any(|w| w[..4] == [0, 0, 1, 0xb6] && w[4] >> 6 == 0)
 }
 
 #[cfg(test)]
@@ -133,9 +132,15 @@ mod tests {
         assert!(!c.is_key(&[1 << 1, 1, 0xaf], true), "TRAIL_R");
         assert!(c.is_key(&[49 << 1, 1, 0x80 | 19, 0], true), "FU start of an IDR");
         assert!(!c.is_key(&[49 << 1, 1, 19, 0], false), "FU middle");
-        assert!(c.is_key(&[48 << 1, 1, 0, 2, 32 << 1, 1, 0, 2, 19 << 1, 1], true), "AP with VPS and IDR");
+        assert!(
+            c.is_key(&[48 << 1, 1, 0, 2, 32 << 1, 1, 0, 2, 19 << 1, 1], true),
+            "AP with VPS and IDR"
+        );
         let m = Codec::Mpeg4Video;
-        assert!(m.is_key(&[0, 0, 1, 0xb0, 1, 0, 0, 1, 0xb6, 0x10], true), "VOS then I-VOP");
+        assert!(
+            m.is_key(&[0, 0, 1, 0xb0, 1, 0, 0, 1, 0xb6, 0x10], true),
+            "VOS then I-VOP"
+        );
         assert!(!m.is_key(&[0, 0, 1, 0xb6, 0x50], true), "P-VOP");
         assert_eq!(Codec::of("audio", Some("MPEG4-GENERIC")), Codec::Audio);
         assert!(Codec::Audio.is_key(&[1, 2, 3], true));

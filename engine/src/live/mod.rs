@@ -46,7 +46,7 @@ pub mod publish;
 pub mod registry;
 pub mod replica;
 
-pub use describe::{Description, DescribeError, Track};
+pub use describe::{DescribeError, Description, Track};
 pub use keyframe::Codec;
 pub use registry::Registry;
 pub use replica::Replica;
@@ -101,7 +101,10 @@ impl LivePacket {
 pub enum ToShard {
     /// A broadcast went on the air.
     Start(Arc<Description>),
-    Packet { id: BroadcastId, packet: LivePacket },
+    Packet {
+        id: BroadcastId,
+        packet: LivePacket,
+    },
     /// A sender report from the publisher for stream `track`: its NTP time
     /// and the RTP timestamp that goes with it, received at `at`.
     Report {
@@ -112,5 +115,7 @@ pub enum ToShard {
         at: Nanos,
     },
     /// The broadcast is over: viewers get what is left, then a BYE.
-    End { id: BroadcastId },
+    End {
+        id: BroadcastId,
+    },
 }

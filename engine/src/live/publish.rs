@@ -82,7 +82,9 @@ impl Rule {
     pub fn covers(&self, path: &str) -> bool {
         self.prefix == "/"
             || path == self.prefix
-            || path.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('/'))
+            || path
+                .strip_prefix(&self.prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
     }
 }
 
@@ -99,7 +101,9 @@ pub struct Gate {
 
 impl fmt::Debug for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Gate").field("rules", &self.rules).finish_non_exhaustive()
+        f.debug_struct("Gate")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
     }
 }
 

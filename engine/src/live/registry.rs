@@ -38,10 +38,7 @@ pub enum Path {
     /// `$` frames on the publisher's RTSP connection.
     Tcp { rtp_channel: u8, rtcp_channel: u8 },
     /// Datagrams from the publisher's `client` pair to the server's pair.
-    Udp {
-        client: (u16, u16),
-        server: (u16, u16),
-    },
+    Udp { client: (u16, u16), server: (u16, u16) },
 }
 
 /// What a record SETUP asks for, before the server binds anything.
@@ -169,7 +166,6 @@ impl Registry {
     /// An ANNOUNCE of `path` from `client` by `user`, as session `key` (a
     /// key the caller drew, no other session's). The answer, and the
     /// publisher it replaced if the server replaces publishers.
-    #[allow(clippy::too_many_arguments)]
     pub fn announce(
         &mut self,
         key: SessionKey,
@@ -225,7 +221,10 @@ impl Registry {
         if p.phase == Phase::Recording {
             return Err(Response::new(455, cseq));
         }
-        let track = p.desc.track_for_setup(&req.uri).ok_or_else(|| Response::new(404, cseq))?;
+        let track = p
+            .desc
+            .track_for_setup(&req.uri)
+            .ok_or_else(|| Response::new(404, cseq))?;
         let header = req.headers.get("Transport").ok_or_else(|| Response::new(461, cseq))?;
         for t in Transport::parse_list(header).into_iter().flatten() {
             if !t.record || t.multicast {
@@ -290,7 +289,12 @@ impl Registry {
     /// puts the broadcast on the air (the description is returned then),
     /// TEARDOWN ends it (the publisher is returned), keep-alives are
     /// answered.
-    pub fn request(&mut self, key: SessionKey, req: &Request, now: Nanos) -> (Response, Option<Arc<Description>>, Option<Publisher>) {
+    pub fn request(
+        &mut self,
+        key: SessionKey,
+        req: &Request,
+        now: Nanos,
+    ) -> (Response, Option<Arc<Description>>, Option<Publisher>) {
         let cseq = req.cseq();
         let timeout = self.session_timeout_secs;
         let Some(p) = self.publishers.get_mut(&key) else {
@@ -345,9 +349,7 @@ impl Registry {
                 Phase::Recording if now.saturating_sub(p.ingest.last_packet) > SILENCE_TIMEOUT => {
                     Some((p.key, "publisher silent"))
                 }
-                Phase::Announced if now.saturating_sub(p.last_request) > announce_wait => {
-                    Some((p.key, "no RECORD"))
-                }
+                Phase::Announced if now.saturating_sub(p.last_request) > announce_wait => Some((p.key, "no RECORD")),
                 _ => None,
             })
             .collect();

@@ -175,7 +175,9 @@ impl Replica {
 
     /// The publisher's sender report for stream `track`, received at `at`.
     pub fn report(&mut self, track: usize, ntp: u64, rtp_ts: u32, at: Nanos) {
-        let Some(slot) = self.reports.get_mut(track) else { return };
+        let Some(slot) = self.reports.get_mut(track) else {
+            return;
+        };
         let ntp_ns = ntp_ns(ntp);
         *slot = Some(Report { ntp_ns, rtp_ts });
         self.ntp_offset = Some(i128::from(ntp_ns) - i128::from(at));

@@ -32,8 +32,8 @@ use crate::door::{self, Door, Route};
 use crate::http::tunnel::{Expired, Place, PostTo, Registry, TunnelId, PAIRING_WINDOW};
 use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
 use crate::library::Library;
-use crate::live::registry::{Path as LivePath, Phase, Publisher, Wanted};
 use crate::live;
+use crate::live::registry::{Path as LivePath, Phase, Publisher, Wanted};
 use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId};
 use crate::stats::ShardStats;
@@ -611,7 +611,10 @@ impl Control {
                 break k;
             }
         };
-        let (response, replaced) = self.live.borrow_mut().announce(key, path, req, link.client, user, now());
+        let (response, replaced) = self
+            .live
+            .borrow_mut()
+            .announce(key, path, req, link.client, user, now());
         if let Some(old) = replaced {
             self.ended(old, "replaced by another publisher", 200);
         }
@@ -651,7 +654,10 @@ impl Control {
                     }
                 };
                 let from = link.client.ip();
-                let net::UdpPair { rtp: rtp_socket, rtcp: rtcp_socket } = pair;
+                let net::UdpPair {
+                    rtp: rtp_socket,
+                    rtcp: rtcp_socket,
+                } = pair;
                 for (socket, is_rtcp) in [(rtp_socket, false), (rtcp_socket, true)] {
                     let ctl = self.me.clone();
                     glommio::spawn_local(udp_ingest(ctl, key, track, socket, is_rtcp, from)).detach();

@@ -235,7 +235,16 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     }
     let control = executor("control", control_cpu, control_cpu)
         .spawn(move || async move {
-            control::run(config, library, listeners, signals, to_shards, from_shards, live_to_shards).await
+            control::run(
+                config,
+                library,
+                listeners,
+                signals,
+                to_shards,
+                from_shards,
+                live_to_shards,
+            )
+            .await
         })
         .map_err(|e| ServeError::Executor {
             what: "the control core".into(),

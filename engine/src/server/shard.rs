@@ -80,6 +80,7 @@ struct Driver {
     release: Rc<dyn Fn(IpAddr)>,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     index: usize,
     config: Config,

@@ -992,7 +992,11 @@ impl ShardCore {
             .map(|(&id, _)| id)
             .collect();
         for id in silent {
-            debug!(shard = self.config.index, broadcast = id, "live broadcast silent; ending it");
+            debug!(
+                shard = self.config.index,
+                broadcast = id,
+                "live broadcast silent; ending it"
+            );
             self.on_live(live::ToShard::End { id }, now);
         }
     }
@@ -1002,7 +1006,12 @@ impl ShardCore {
         self.live
             .entry(desc.id)
             .or_insert_with(|| {
-                Rc::new(RefCell::new(Replica::new(desc, now, live::BUFFER_AGE, live::BUFFER_BYTES)))
+                Rc::new(RefCell::new(Replica::new(
+                    desc,
+                    now,
+                    live::BUFFER_AGE,
+                    live::BUFFER_BYTES,
+                )))
             })
             .clone()
     }

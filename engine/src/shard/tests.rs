@@ -982,7 +982,7 @@ mod live {
             let f = self.frame;
             self.frame += 1;
             let ts = f * 3600;
-            let key = f % self.gop == 0;
+            let key = f.is_multiple_of(self.gop);
             let nal = if key { 5 } else { 1 };
             let mut payloads = [vec![0x7c, 0x80 | nal], vec![0x7c, 0x40 | nal]];
             for (part, p) in payloads.iter_mut().enumerate() {
@@ -1017,7 +1017,8 @@ mod live {
 
     /// The frame number a packet's payload names, if it is video.
     fn video_frame(data: &[u8]) -> Option<(u32, u8)> {
-        (data.len() > 12 + 7 && data[12] == 0x7c).then(|| (u32::from_be_bytes(data[14..18].try_into().unwrap()), data[18]))
+        (data.len() > 12 + 7 && data[12] == 0x7c)
+            .then(|| (u32::from_be_bytes(data[14..18].try_into().unwrap()), data[18]))
     }
 
     fn viewer_udp(sim: &mut Sim, key: SessionKey, port: u16) -> [u32; 2] {
@@ -1067,18 +1068,29 @@ mod live {
         publisher.run(&mut sim, 1_500 * MS);
         let ssrcs = viewer_udp(&mut sim, 1, 5000);
         let r = play(&mut sim, 1);
-        assert_eq!(r.headers.get("Range"), Some("npt=0.000-"), "no seeking in a live broadcast");
+        assert_eq!(
+            r.headers.get("Range"),
+            Some("npt=0.000-"),
+            "no seeking in a live broadcast"
+        );
         let info = rtp_info(&r);
         sim.run_until(sim.now + 2 * MS);
         let video = to_port(&sim, 5000);
         let first = video_frame(&video[0].data).unwrap();
         let newest_key = (publisher.frame - 1) / 10 * 10;
-        assert_eq!(first, (newest_key, 0), "starts at the first packet of the newest key frame");
+        assert_eq!(
+            first,
+            (newest_key, 0),
+            "starts at the first packet of the newest key frame"
+        );
         // The whole GOP up to the live edge went at once, in order.
         let frames: Vec<(u32, u8)> = video.iter().map(|d| video_frame(&d.data).unwrap()).collect();
         let want: Vec<(u32, u8)> = (newest_key..publisher.frame).flat_map(|f| [(f, 0), (f, 1)]).collect();
         assert_eq!(frames, want);
-        assert!(video.iter().all(|d| d.at == video[0].at), "the catch-up is sent as fast as it can go");
+        assert!(
+            video.iter().all(|d| d.at == video[0].at),
+            "the catch-up is sent as fast as it can go"
+        );
         // Live from here: each new frame goes within a round of arriving.
         let before = video.len();
         let start = sim.now;
@@ -1099,7 +1111,9 @@ mod live {
         }
         // The publisher's timestamps, moved by one offset per stream.
         let v = to_port(&sim, 5000);
-        let offset = rtp(&v[0].data).ts.wrapping_sub(video_frame(&v[0].data).unwrap().0 * 3600);
+        let offset = rtp(&v[0].data)
+            .ts
+            .wrapping_sub(video_frame(&v[0].data).unwrap().0 * 3600);
         assert!(v
             .iter()
             .all(|d| rtp(&d.data).ts.wrapping_sub(video_frame(&d.data).unwrap().0 * 3600) == offset));
@@ -1195,9 +1209,16 @@ mod live {
         let last = publisher.frame - 1;
         sim.run_until(sim.now + 2_000 * MS);
         let video = to_port(&sim, 5000);
-        assert_eq!(video_frame(&video.last().unwrap().data), Some((last, 1)), "the last packet went");
+        assert_eq!(
+            video_frame(&video.last().unwrap().data),
+            Some((last, 1)),
+            "the last packet went"
+        );
         let byes: Vec<u32> = sim.rtcp.iter().flat_map(|d| rtcp_of(&d.data).1).collect();
-        assert!(ssrcs.iter().all(|s| byes.contains(s)), "a BYE for each stream: {byes:?}");
+        assert!(
+            ssrcs.iter().all(|s| byes.contains(s)),
+            "a BYE for each stream: {byes:?}"
+        );
         sim.run_until(sim.now + 10_000 * MS);
         assert_eq!(sim.core.sessions(), 0, "the viewer's session ended");
         // A viewer of a broadcast that never started again sees nothing.
@@ -1227,7 +1248,9 @@ mod live {
         let offset = {
             publisher.run(&mut sim, 600 * MS);
             let v = to_port(&sim, 5000);
-            rtp(&v[0].data).ts.wrapping_sub(video_frame(&v[0].data).unwrap().0 * 3600)
+            rtp(&v[0].data)
+                .ts
+                .wrapping_sub(video_frame(&v[0].data).unwrap().0 * 3600)
         };
         publisher.run(&mut sim, 6_000 * MS);
         let (reports, _) = sim
@@ -1240,8 +1263,15 @@ mod live {
         // Our NTP time of the report is `now` on our wall clock; the RTP
         // time is the publisher's clock at that moment plus the offset.
         let ours = rtcp::ntp_from_unix(config(60).wall_at_zero);
-        let at_ns = ((info.ntp - ours) >> 32) * 1_000_000_000 + (((info.ntp - ours) & 0xffff_ffff) * 1_000_000_000 >> 32);
-        let expected = 900_000u32.wrapping_add(((at_ns - 500 * MS) * 9 / 100_000) as u32).wrapping_add(offset);
-        assert!((info.rtp_ts.wrapping_sub(expected) as i32).abs() <= 1, "{} vs {expected}", info.rtp_ts);
+        let at_ns =
+            ((info.ntp - ours) >> 32) * 1_000_000_000 + ((((info.ntp - ours) & 0xffff_ffff) * 1_000_000_000) >> 32);
+        let expected = 900_000u32
+            .wrapping_add(((at_ns - 500 * MS) * 9 / 100_000) as u32)
+            .wrapping_add(offset);
+        assert!(
+            (info.rtp_ts.wrapping_sub(expected) as i32).abs() <= 1,
+            "{} vs {expected}",
+            info.rtp_ts
+        );
     }
 }

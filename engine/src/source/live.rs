@@ -32,7 +32,9 @@ const NO_STREAM: u8 = u8::MAX;
 enum State {
     Ready,
     /// Sending since `since`.
-    Playing { since: Nanos },
+    Playing {
+        since: Nanos,
+    },
     Paused,
     /// The broadcast ended and everything it sent was sent.
     Ended,
@@ -268,7 +270,9 @@ impl LiveSource {
                 break;
             }
             *cursor += 1;
-            let Some(&stream) = of_track.get(usize::from(p.track)) else { continue };
+            let Some(&stream) = of_track.get(usize::from(p.track)) else {
+                continue;
+            };
             if stream == NO_STREAM {
                 continue;
             }
