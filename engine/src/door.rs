@@ -17,9 +17,16 @@
 //!    along), and everything else is answered here ([`Route::Answer`]):
 //!    OPTIONS, keep-alives sent before a session exists (some clients ping
 //!    with GET_PARAMETER as soon as they connect), 454 for PLAY, PAUSE and
-//!    TEARDOWN outside a session, 405 for the recording methods, 501 for the
-//!    rest. Bytes that do not parse as a message at all get their status
-//!    from [`reject`].
+//!    TEARDOWN outside a session, 405 for the recording methods (when
+//!    publishing is off), 501 for the rest. Bytes that do not parse as a
+//!    message at all get their status from [`reject`].
+//!
+//! Before 2, the publishing requests (ANNOUNCE, a SETUP with `mode=record`,
+//! RECORD), when publishing is on: checked against the publish rules
+//! ([`Gate`]: 401 with challenges, 403), then ANNOUNCE opens a broadcast
+//! ([`Route::Announce`]), a record SETUP outside a session sets up one of
+//! its streams ([`Route::Publish`]), and RECORD outside a session is 454.
+//! With a `Session` header they go on to step 2 like any request.
 //!
 //! # Where the next pieces go
 //!
