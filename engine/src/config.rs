@@ -156,6 +156,11 @@ pub struct ServeArgs {
     /// counted), so a flooding publisher cannot take the server's time [default: 100000]
     #[arg(long = "publish-max-kbps", value_name = "KBPS")]
     pub publish_max_kbps: Option<u64>,
+
+    /// The interface (its IPv4 address) on which to join the multicast groups that `.sdp` files
+    /// in the media folder name [default: the kernel's choice]
+    #[arg(long = "multicast-interface", value_name = "ADDR")]
+    pub multicast_interface: Option<std::net::Ipv4Addr>,
 }
 
 fn parse_publish(text: &str) -> Result<Rule, String> {
@@ -204,6 +209,8 @@ pub struct Config {
     pub publish_replace: bool,
     /// Most a publisher may send, in bits a second.
     pub publish_max_bitrate: u64,
+    /// Where `.sdp` sources join their multicast groups.
+    pub multicast_interface: Option<std::net::Ipv4Addr>,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -287,6 +294,7 @@ struct FileSettings {
     publish: Option<Vec<PublishEntry>>,
     publish_replace: Option<bool>,
     publish_max_kbps: Option<u64>,
+    multicast_interface: Option<std::net::Ipv4Addr>,
 }
 
 /// A `[[publish]]` table.
@@ -535,6 +543,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         publish,
         publish_replace,
         publish_max_bitrate,
+        multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),
     })
 }
 

@@ -45,6 +45,7 @@ pub mod keyframe;
 pub mod publish;
 pub mod registry;
 pub mod replica;
+pub mod sdp_source;
 
 pub use describe::{DescribeError, Description, Track};
 pub use keyframe::Codec;

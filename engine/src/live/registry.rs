@@ -213,6 +213,51 @@ impl Registry {
         (response, replaced)
     }
 
+    /// A number for a new broadcast.
+    pub fn take_id(&mut self) -> BroadcastId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Puts the broadcast an `.sdp` file describes on the air as session
+    /// `key`: a publisher without a connection, whose streams arrive on the
+    /// port pairs `listen` names.
+    pub fn open_source(
+        &mut self,
+        key: SessionKey,
+        desc: Description,
+        listen: &[super::sdp_source::Listen],
+        now: Nanos,
+    ) -> Arc<Description> {
+        let desc = Arc::new(desc);
+        let mut paths = vec![None; desc.tracks.len()];
+        for l in listen {
+            if let Some(p) = paths.get_mut(l.track) {
+                *p = Some(Path::Udp {
+                    client: (0, 0),
+                    server: (l.port, l.port.wrapping_add(1)),
+                });
+            }
+        }
+        let publisher = Publisher {
+            key,
+            session_id: crate::door::session_id(key),
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            user: "(sdp file)".into(),
+            user_agent: None,
+            ingest: Ingest::new(desc.clone(), self.max_bitrate, now),
+            desc: desc.clone(),
+            phase: Phase::Recording,
+            paths,
+            started: now,
+            last_request: now,
+        };
+        self.by_path.insert(desc.path.clone(), key);
+        self.publishers.insert(key, publisher);
+        desc
+    }
+
     /// What a record SETUP for session `key` asks for: the stream and its
     /// transport, or the refusal.
     pub fn wanted(&self, key: SessionKey, req: &Request) -> Result<(usize, Wanted), Response> {

@@ -597,6 +597,78 @@ impl Control {
         gate.is_live_path(path).then(|| Response::new(404, req.cseq()))
     }
 
+    /// A session key no session or publisher has.
+    fn new_key(&self) -> SessionKey {
+        loop {
+            let k = crate::random::u64();
+            if k != 0 && !self.exists(k) {
+                return k;
+            }
+        }
+    }
+
+    /// The broadcast an `.sdp` file at `path` describes, put on the air if
+    /// it is not yet: its ports bound (and groups joined), its readers
+    /// started, the shards told. `None` if `path` is no such file.
+    async fn sdp_source(&self, path: &str) -> Option<Arc<live::Description>> {
+        if !path.ends_with(".sdp") {
+            return None;
+        }
+        if let Some(d) = self.live.borrow().on_air(path) {
+            return Some(d.clone());
+        }
+        let file = self.library.file(path).ok()?;
+        let text = match std::fs::read(&file) {
+            Ok(t) if t.len() <= MAX_SDP_FILE => t,
+            Ok(_) => {
+                warn!(path, "an .sdp file over 64 KiB; not a session description");
+                return None;
+            }
+            Err(e) => {
+                warn!(path, error = %e, "cannot read an .sdp file");
+                return None;
+            }
+        };
+        let id = self.live.borrow_mut().take_id();
+        let (desc, listen) = match live::sdp_source::parse(id, path, &text) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(path, error = %e, "an .sdp file that describes no broadcast");
+                return None;
+            }
+        };
+        let mut sockets = Vec::new();
+        for l in &listen {
+            match bind_source(l, self.config.bind, self.config.multicast_interface) {
+                Ok(pair) => sockets.push((l.track, pair)),
+                Err(e) => {
+                    // Perhaps a viewer opened it meanwhile: its sockets have the ports.
+                    if let Some(d) = self.live.borrow().on_air(path) {
+                        return Some(d.clone());
+                    }
+                    warn!(path, port = l.port, error = %e, "cannot receive an .sdp file's stream");
+                    return None;
+                }
+            }
+        }
+        let key = self.new_key();
+        let desc = self.live.borrow_mut().open_source(key, desc, &listen, now());
+        for (track, (rtp, rtcp)) in sockets {
+            for (socket, is_rtcp) in [(rtp, false), (rtcp, true)] {
+                glommio::spawn_local(udp_ingest(self.me.clone(), key, track, socket, is_rtcp, None)).detach();
+            }
+        }
+        for tx in &self.live_shards {
+            let _ = tx.send(live::ToShard::Start(desc.clone())).await;
+        }
+        info!(
+            path,
+            streams = desc.tracks.len(),
+            "broadcast of an .sdp file on the air"
+        );
+        Some(desc)
+    }
+
     /// An ANNOUNCE the publish rules allowed: a new publisher session,
     /// bound to this connection.
     fn announce(&self, link: &mut Link, req: &Request, path: &str, user: String) {
@@ -605,12 +677,7 @@ impl Control {
             self.answer(link, &Response::new(455, req.cseq()));
             return;
         }
-        let key = loop {
-            let k = crate::random::u64();
-            if k != 0 && !self.exists(k) {
-                break k;
-            }
-        };
+        let key = self.new_key();
         let (response, replaced) = self
             .live
             .borrow_mut()
@@ -653,7 +720,7 @@ impl Control {
                         return self.answer(link, &Response::new(453, req.cseq()));
                     }
                 };
-                let from = link.client.ip();
+                let from = Some(link.client.ip());
                 let net::UdpPair {
                     rtp: rtp_socket,
                     rtcp: rtcp_socket,
@@ -821,6 +888,10 @@ impl Host for Control {
                     self.answer(link, &response);
                     return Step::Continue;
                 }
+                if let Some(desc) = self.sdp_source(&path).await {
+                    self.answer(link, &door::describe_sdp(&req, &path, &desc.sdp));
+                    return Step::Continue;
+                }
                 let movie = open_movie(&self.library, &path).await;
                 let response = door::describe(&req, &path, movie.as_deref());
                 self.answer(link, &response);
@@ -932,16 +1003,55 @@ impl ServerView for Control {
     }
 }
 
+/// Largest `.sdp` file read.
+const MAX_SDP_FILE: usize = 64 * 1024;
+
+/// The RTP and RTCP sockets of one stream of an `.sdp` source: on the
+/// server's address, or for a multicast group on any address with the group
+/// joined on `interface`.
+fn bind_source(
+    l: &live::sdp_source::Listen,
+    bind: IpAddr,
+    interface: Option<std::net::Ipv4Addr>,
+) -> std::io::Result<(std::net::UdpSocket, std::net::UdpSocket)> {
+    let one = |port: u16| -> std::io::Result<std::net::UdpSocket> {
+        let ip = match l.group {
+            Some(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            None => bind,
+        };
+        let addr = SocketAddr::new(ip, port);
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        if let Some(group) = l.group {
+            // Other receivers of the group on this box may have the port too.
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            s.join_multicast_v4(&group, &interface.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))?;
+        } else {
+            s.bind(&addr.into())?;
+        }
+        s.set_nonblocking(true)?;
+        // A burst of a key frame must not overflow the default buffer.
+        let _ = s.set_recv_buffer_size(1 << 20);
+        Ok(s.into())
+    };
+    Ok((one(l.port)?, one(l.port.wrapping_add(1))?))
+}
+
 /// Reads one UDP socket of publisher `key`'s stream `track` (its RTP, or its
-/// RTCP) until the publisher is gone. Datagrams from any address but the
-/// publisher's are ignored: nobody else can inject into a broadcast.
+/// RTCP) until the publisher is gone. With `from`, datagrams from any other
+/// address are ignored: nobody else can inject into a publisher's broadcast
+/// (an `.sdp` source takes what reaches its ports, as DSS's did).
 async fn udp_ingest(
     ctl: std::rc::Weak<Control>,
     key: SessionKey,
     track: usize,
     socket: std::net::UdpSocket,
     rtcp: bool,
-    from: IpAddr,
+    from: Option<IpAddr>,
 ) {
     // SAFETY: `into_raw_fd` releases the bound socket's only owner; the
     // glommio socket takes it over.
@@ -956,7 +1066,7 @@ async fn udp_ingest(
             return;
         }
         match got {
-            Ok((n, peer)) if peer.ip() == from => ctl.ingest(key, track, rtcp, &buf[..n]),
+            Ok((n, peer)) if from.is_none_or(|f| peer.ip() == f) => ctl.ingest(key, track, rtcp, &buf[..n]),
             Ok(_) => {}
             // A timeout (the check above is its purpose), or an error a
             // moment may clear.
@@ -972,7 +1082,10 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
         Movie(Arc<loader::Movie>),
         Live(Arc<live::Description>),
     }
-    let on_air = ctl.live.borrow().on_air(&path).cloned();
+    let mut on_air = ctl.live.borrow().on_air(&path).cloned();
+    if on_air.is_none() {
+        on_air = ctl.sdp_source(&path).await;
+    }
     let target = match on_air {
         Some(desc) => Target::Live(desc),
         // Where broadcasts are published, there are no movies: a viewer

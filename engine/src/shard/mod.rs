@@ -868,6 +868,12 @@ impl ShardCore {
                     // A new PLAY does not wait for the round.
                     let wanted = due.saturating_sub(LOOKAHEAD).max(now);
                     self.urgent = Some(self.urgent.map_or(wanted, |u| u.min(wanted)));
+                } else if let Some(Source::Live(l)) = e.session.playback.as_ref() {
+                    // Nothing to send yet (no key frame has come): the next
+                    // packet wakes it.
+                    if l.is_playing() {
+                        l.replica().borrow_mut().idle.push(key);
+                    }
                 }
             }
             Effect::End => self.end_session(key, now, "teardown"),

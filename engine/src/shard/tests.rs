@@ -1196,6 +1196,25 @@ mod live {
     }
 
     #[test]
+    fn a_viewer_that_plays_before_any_key_frame_waits_for_one() {
+        let mut sim = Sim::new(config(60));
+        sim.input(Input::Live(News::Start(desc())));
+        let mut publisher = Publisher::new(10);
+        publisher.frame = 3;
+        viewer_udp(&mut sim, 1, 5000);
+        play(&mut sim, 1);
+        publisher.run(&mut sim, 1_000 * MS);
+        sim.run_until(sim.now + 5 * MS);
+        let video = to_port(&sim, 5000);
+        assert!(!video.is_empty(), "the viewer got the broadcast");
+        assert_eq!(
+            video_frame(&video[0].data),
+            Some((10, 0)),
+            "from the first key frame on"
+        );
+    }
+
+    #[test]
     fn the_end_of_a_broadcast_sends_what_is_left_then_bye() {
         let mut sim = Sim::new(config(60));
         sim.input(Input::Live(News::Start(desc())));

@@ -247,8 +247,10 @@ impl LiveSource {
                     *cursor = k;
                     *waiting_for_key = false;
                 }
+                // The cursor stays: a key frame whose access unit began
+                // after it (its parameter sets may come a round before its
+                // slice) is where the viewer starts.
                 _ => {
-                    *cursor = r.head();
                     if r.ended {
                         *state = State::Ended;
                     }
