@@ -23,7 +23,18 @@ const MIN_SECONDS: usize = 2;
 #[test]
 fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key_frame() {
     let file = media().unhinted.clone();
-    let server = Server::start(&library("live-publish", &[]), &["--publish", &publish_arg()]);
+    let lib = library("live-publish", &[]);
+    let stats_json = lib.with_extension("stats.json");
+    let _ = std::fs::remove_file(&stats_json);
+    let server = Server::start(
+        &lib,
+        &[
+            "--publish",
+            &publish_arg(),
+            "--stats-json",
+            stats_json.to_str().unwrap(),
+        ],
+    );
     let from_file = framemd5(&[], file.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
     let gst_file = file_video_hashes(&file, TIMEOUT);
     let keys = streamalot_tests::ffmpeg::key_frames(&file);
@@ -63,6 +74,31 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
                 )
             }));
         }
+        // While it is on the air the statistics show the broadcast: its
+        // viewers, and what came in.
+        thread::sleep(Duration::from_millis(1500));
+        // SAFETY: a plain kill(2) of the server this test started.
+        assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGUSR1) }, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            let json: Option<serde_json::Value> = std::fs::read_to_string(&stats_json)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            if let Some(s) = json.as_ref().and_then(|j| j["live"]["streams"].get(&path)) {
+                break s.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no statistics of {path} in {}",
+                stats_json.display()
+            );
+            thread::sleep(Duration::from_millis(50));
+        };
+        assert!(stream["viewers"].as_u64() >= Some(1), "{stream}");
+        assert!(
+            stream["packets_in"].as_u64() > Some(0) && stream["bitrate_in"].as_f64() > Some(0.0),
+            "{stream}"
+        );
         let out = wait_with_timeout(publisher, TIMEOUT, &what);
         assert!(
             out.status.success(),
