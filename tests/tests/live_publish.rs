@@ -148,3 +148,42 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
     assert!(viewers >= 2 + 8, "a line per publisher and per viewer: {records:?}");
     server.stop_cleanly();
 }
+
+/// GStreamer's `rtspclientsink` publishes (ANNOUNCE/RECORD with its Digest
+/// answer, interleaved and over UDP), and `rtspsrc` watches: every picture
+/// one contiguous run of the file's from a key frame.
+#[test]
+fn gstreamer_publishes_and_gstreamer_watches() {
+    streamalot_tests::require_tool("gst-launch-1.0");
+    let file = media().unhinted.clone();
+    let server = Server::start(&library("live-gst-publish", &[]), &["--publish", &publish_arg()]);
+    let gst_file = file_video_hashes(&file, TIMEOUT);
+    for transport in ["tcp", "udp"] {
+        let name = format!("gst-{transport}");
+        let path = format!("{PREFIX}/{name}");
+        let location = format!("location={}", publish_url(&server, &name));
+        let protocols = format!("protocols={transport}");
+        let (publisher, what) = streamalot_tests::spawn(
+            std::process::Command::new("gst-launch-1.0")
+                .args([
+                    "filesrc",
+                    &format!("location={}", file.display()),
+                    "!",
+                    "qtdemux",
+                    "name=d",
+                ])
+                .args(["d.video_0", "!", "queue", "!", "h264parse", "!"])
+                .args(["rtspclientsink", "name=s", &location, &protocols])
+                .args(["d.audio_0", "!", "queue", "!", "aacparse", "!", "s."]),
+        );
+        wait_on_air(&server, &path);
+        let got = rtsp_video_hashes(&server.url(&path), "tcp", TIMEOUT);
+        // rtspclientsink may report an error of its own teardown after the
+        // end of its file (as rtspsrc does, see the gstreamer helpers): what
+        // it published is what counts.
+        let _ = wait_with_timeout(publisher, TIMEOUT, &what);
+        contiguous_run(&gst_file, &got, MIN_SECONDS * H264_FPS as usize)
+            .unwrap_or_else(|e| panic!("published by GStreamer over {transport}: {e}"));
+    }
+    server.stop_cleanly();
+}
