@@ -203,3 +203,68 @@ impl Ingest {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::describe;
+
+    fn ingest(max_bitrate: u64) -> Ingest {
+        let sdp = "v=0\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+        let desc = Arc::new(describe::parse(1, "/live/x", None, sdp.as_bytes()).unwrap());
+        Ingest::new(desc, max_bitrate, 0)
+    }
+
+    fn packet(pt: u8, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut p = rtp::Header {
+            marker,
+            payload_type: pt,
+            sequence: 1,
+            timestamp: 90,
+            ssrc,
+        }
+        .to_bytes()
+        .to_vec();
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn packets_are_checked_once_and_refusals_counted() {
+        let mut i = ingest(DEFAULT_MAX_BITRATE);
+        let first = i.rtp(0, &packet(96, 7, true, &[0x65, 1, 2]), 10).unwrap();
+        assert!(first.key && first.frame_start && first.marker);
+        assert_eq!((first.payload.offset, first.payload.len), (12, 3));
+        assert_eq!(&first.data[12..], &[0x65, 1, 2]);
+        let next = i.rtp(0, &packet(96, 7, false, &[0x41, 1]), 20).unwrap();
+        assert!(!next.key && next.frame_start, "after a marker a frame starts");
+        let middle = i.rtp(0, &packet(96, 7, true, &[0x41, 2]), 30).unwrap();
+        assert!(!middle.frame_start);
+        assert!(matches!(i.rtp(0, b"\x00garbage", 40), Err(Refused::Malformed(_))));
+        assert_eq!(
+            i.rtp(0, &packet(96, 8, true, &[1]), 40).unwrap_err(),
+            Refused::Ssrc { got: 8, want: 7 }
+        );
+        assert_eq!(
+            i.rtp(0, &packet(97, 7, true, &[1]), 40).unwrap_err(),
+            Refused::PayloadType(97)
+        );
+        assert_eq!(i.rtp(3, &packet(96, 7, true, &[1]), 40).unwrap_err(), Refused::NoStream);
+        let c = i.counters;
+        assert_eq!((c.packets, c.malformed, c.wrong_stream, c.refused()), (3, 1, 3, 4));
+        assert_eq!(i.last_packet, 30);
+    }
+
+    #[test]
+    fn a_flood_is_held_to_the_budget() {
+        // 80 kbit/s: 10,000 bytes a second, a second's worth at once.
+        let mut i = ingest(80_000);
+        let p = packet(96, 7, true, &[0x41; 988]);
+        let taken = (0..100).filter(|_| i.rtp(0, &p, 0).is_ok()).count();
+        assert_eq!(taken, 10);
+        assert_eq!(i.counters.over_budget, 90);
+        // Half a second later, half a second's worth more.
+        let taken = (0..100).filter(|_| i.rtp(0, &p, 500_000_000).is_ok()).count();
+        assert_eq!(taken, 5);
+    }
+}

@@ -207,3 +207,192 @@ impl Gate {
         r.header("WWW-Authenticate", basic::challenge(&self.realm))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::digest::tests::python_response;
+    use proto::rtsp::message::{parse, Limits, Message};
+    use std::cell::Cell as StdCell;
+
+    thread_local! {
+        static NOW: StdCell<Nanos> = const { StdCell::new(1_000_000_000) };
+    }
+
+    fn clock() -> Nanos {
+        NOW.with(|n| n.get())
+    }
+
+    fn gate() -> Gate {
+        let rules = vec![
+            "/live=caster:s3cret".parse().unwrap(),
+            "/live/vip=boss:other".parse().unwrap(),
+        ];
+        Gate::new(rules, [9; 32], clock)
+    }
+
+    fn request(method: &str, uri: &str, auth: &[String]) -> Request {
+        let mut text = format!("{method} {uri} RTSP/1.0\r\nCSeq: 3\r\n");
+        for a in auth {
+            text.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        text.push_str("\r\n");
+        match parse(text.as_bytes(), &Limits::default()).unwrap().unwrap().0 {
+            Message::Request(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// The nonce of the MD5 challenge of a 401.
+    fn nonce(r: &Response) -> String {
+        let md5 = r
+            .headers
+            .iter()
+            .find(|(n, v)| n.eq_ignore_ascii_case("WWW-Authenticate") && v.contains("algorithm=MD5"))
+            .map(|(_, v)| v.to_owned())
+            .expect("an MD5 challenge");
+        let at = md5.find("nonce=\"").unwrap() + 7;
+        md5[at..at + md5[at..].find('"').unwrap()].to_owned()
+    }
+
+    #[test]
+    fn rules_parse_and_cover_their_paths() {
+        let r: Rule = "live=a:b:c".parse().unwrap();
+        assert_eq!(
+            (r.prefix.as_str(), r.user.as_str(), r.password.as_str()),
+            ("/live", "a", "b:c")
+        );
+        assert!(r.covers("/live") && r.covers("/live/cam") && !r.covers("/lively") && !r.covers("/x"));
+        for bad in ["/live", "/live=:pw", "/live=user:", "/../x=a:b", "/live=a"] {
+            assert!(bad.parse::<Rule>().is_err(), "{bad}");
+        }
+        assert!(!format!("{r:?}").contains("b:c"), "the password stays out of logs");
+        let g = gate();
+        assert_eq!(g.rule_for("/live/vip/one").unwrap().user, "boss", "the longest prefix");
+        assert_eq!(g.rule_for("/live/cam").unwrap().user, "caster");
+    }
+
+    #[test]
+    fn basic_digest_and_refusals() {
+        let g = gate();
+        let uri = "rtsp://127.0.0.1:8554/live/cam";
+        let none = g
+            .check(&request("ANNOUNCE", uri, &[]), "/live/cam", CLIENT)
+            .unwrap_err();
+        assert_eq!(none.status, 401);
+        let schemes: Vec<&str> = none
+            .headers
+            .iter()
+            .filter(|(n, _)| *n == "WWW-Authenticate")
+            .map(|(_, v)| v.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(
+            schemes,
+            ["Digest", "Digest", "Basic"],
+            "MD5 last of the Digest ones, for ffmpeg"
+        );
+        let basic = basic::authorization("caster", "s3cret");
+        assert_eq!(
+            g.check(&request("ANNOUNCE", uri, &[basic.clone()]), "/live/cam", CLIENT)
+                .unwrap(),
+            "caster"
+        );
+        let wrong = basic::authorization("caster", "guess");
+        assert_eq!(
+            g.check(&request("ANNOUNCE", uri, &[wrong]), "/live/cam", CLIENT)
+                .unwrap_err()
+                .status,
+            401
+        );
+        let elsewhere = "rtsp://127.0.0.1:8554/other/cam";
+        assert_eq!(
+            g.check(&request("ANNOUNCE", elsewhere, &[basic.clone()]), "/other/cam", CLIENT)
+                .unwrap_err()
+                .status,
+            403
+        );
+        // The vip rule's credential only.
+        assert_eq!(
+            g.check(&request("ANNOUNCE", uri, &[basic]), "/live/vip/x", CLIENT)
+                .unwrap_err()
+                .status,
+            401
+        );
+
+        // Digest as ffmpeg answers it: MD5, qop=auth, nc counting up.
+        let n = nonce(&none);
+        let answer = |method: &str, nc: &str| {
+            let response = python_response(
+                "md5",
+                false,
+                "caster",
+                "Streamalot",
+                "s3cret",
+                method,
+                uri,
+                &n,
+                Some((nc, "abc")),
+            );
+            format!(
+                "Digest username=\"caster\", realm=\"Streamalot\", nonce=\"{n}\", uri=\"{uri}\", \
+                 response=\"{response}\", algorithm=MD5, qop=\"auth\", nc={nc}, cnonce=\"abc\""
+            )
+        };
+        assert_eq!(
+            g.check(
+                &request("ANNOUNCE", uri, &[answer("ANNOUNCE", "00000001")]),
+                "/live/cam",
+                CLIENT
+            )
+            .unwrap(),
+            "caster"
+        );
+        assert_eq!(
+            g.check(
+                &request("RECORD", uri, &[answer("RECORD", "00000002")]),
+                "/live/cam",
+                CLIENT
+            )
+            .unwrap(),
+            "caster"
+        );
+        let replay = g
+            .check(
+                &request("RECORD", uri, &[answer("RECORD", "00000002")]),
+                "/live/cam",
+                CLIENT,
+            )
+            .unwrap_err();
+        assert!(
+            replay.headers.iter().any(|(_, v)| v.contains("stale=true")),
+            "a replayed count is stale: {replay:?}"
+        );
+        assert_eq!(
+            g.check(
+                &request("RECORD", uri, &[answer("ANNOUNCE", "00000003")]),
+                "/live/cam",
+                CLIENT
+            )
+            .unwrap_err()
+            .status,
+            401,
+            "an answer for another method"
+        );
+        // RFC 2069, as GStreamer answers.
+        let response = python_response("md5", false, "caster", "Streamalot", "s3cret", "SETUP", uri, &n, None);
+        let rfc2069 = format!(
+            "Digest username=\"caster\", realm=\"Streamalot\", nonce=\"{n}\", uri=\"{uri}\", response=\"{response}\""
+        );
+        assert!(g
+            .check(&request("SETUP", uri, &[rfc2069.clone()]), "/live/cam", CLIENT)
+            .is_ok());
+        // Past the nonce's lifetime it is stale.
+        NOW.with(|t| t.set(t.get() + (LIFETIME_MS + 1) * 1_000_000));
+        let old = g
+            .check(&request("SETUP", uri, &[rfc2069]), "/live/cam", CLIENT)
+            .unwrap_err();
+        assert!(old.headers.iter().any(|(_, v)| v.contains("stale=true")));
+    }
+}

@@ -404,3 +404,115 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::rtsp::message::{parse, Limits, Message};
+
+    const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n\
+                       a=rtpmap:96 H264/90000\r\na=control:streamid=0\r\nm=audio 0 RTP/AVP 97\r\n\
+                       a=rtpmap:97 MPEG4-GENERIC/48000/2\r\na=control:streamid=1\r\n";
+    const S: Nanos = 1_000_000_000;
+
+    fn request(method: &str, uri: &str, headers: &str, body: &str) -> Request {
+        let text = format!(
+            "{method} {uri} RTSP/1.0\r\nCSeq: 2\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        match parse(text.as_bytes(), &Limits::default()).unwrap().unwrap().0 {
+            Message::Request(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn announce(r: &mut Registry, key: SessionKey, sdp: &str, content_type: &str) -> (u16, Option<Publisher>) {
+        let req = request(
+            "ANNOUNCE",
+            "rtsp://h/live/cam",
+            &format!("Content-Type: {content_type}\r\n"),
+            sdp,
+        );
+        let (response, replaced) = r.announce(key, "/live/cam", &req, "127.0.0.1:4000".parse().unwrap(), "u".into(), 0);
+        (response.status.code(), replaced)
+    }
+
+    #[test]
+    fn announce_setup_record_teardown() {
+        let mut r = Registry::new(false, 1_000_000, 60);
+        assert_eq!(announce(&mut r, 1, "garbage", "application/sdp").0, 400);
+        assert_eq!(announce(&mut r, 1, SDP, "text/plain").0, 415);
+        assert_eq!(announce(&mut r, 1, "v=0\r\ns=x\r\nt=0 0\r\n", "application/sdp").0, 406);
+        assert_eq!(announce(&mut r, 1, SDP, "application/sdp").0, 200);
+        assert!(r.on_air("/live/cam").is_none(), "not before RECORD");
+        assert_eq!(announce(&mut r, 2, SDP, "application/sdp").0, 455, "the path is busy");
+        let record = request("RECORD", "rtsp://h/live/cam", "", "");
+        assert_eq!(r.request(1, &record, S).0.status, 455, "RECORD before any SETUP");
+        let setup = |uri: &str, transport: &str| request("SETUP", uri, &format!("Transport: {transport}\r\n"), "");
+        let s0 = setup(
+            "rtsp://h/live/cam/streamid=0",
+            "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record",
+        );
+        assert_eq!(r.wanted(1, &s0).unwrap(), (0, Wanted::Tcp(0, 1)));
+        let s1 = setup(
+            "rtsp://h/live/cam/streamid=1",
+            "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record",
+        );
+        let reply = r.set_up(
+            1,
+            &s0,
+            0,
+            Path::Tcp {
+                rtp_channel: 0,
+                rtcp_channel: 1,
+            },
+            S,
+        );
+        assert_eq!(
+            reply.headers.get("Transport"),
+            Some("RTP/AVP/TCP;unicast;interleaved=0-1;mode=record")
+        );
+        assert_eq!(r.wanted(1, &s1).unwrap_err().status, 461, "its channels are taken");
+        let s1 = setup(
+            "rtsp://h/live/cam/streamid=1",
+            "RTP/AVP;unicast;client_port=5000-5001;mode=record",
+        );
+        assert_eq!(r.wanted(1, &s1).unwrap(), (1, Wanted::Udp(5000, 5001)));
+        let play = setup("rtsp://h/live/cam/streamid=1", "RTP/AVP;unicast;client_port=5000-5001");
+        assert_eq!(
+            r.wanted(1, &play).unwrap_err().status,
+            461,
+            "a SETUP that does not record"
+        );
+        let nowhere = setup(
+            "rtsp://h/live/cam/streamid=7",
+            "RTP/AVP/TCP;interleaved=4-5;mode=record",
+        );
+        assert_eq!(r.wanted(1, &nowhere).unwrap_err().status, 404);
+        let (ok, started, _) = r.request(1, &record, S);
+        assert_eq!(ok.status, 200);
+        assert_eq!(started.unwrap().path, "/live/cam");
+        assert!(r.on_air("/live/cam").is_some());
+        assert_eq!(r.get(1).unwrap().channel(1), Some((0, true)));
+        // Silent past the timeout: over.
+        assert!(r.expire(S + SILENCE_TIMEOUT).is_empty());
+        let gone = r.expire(S + SILENCE_TIMEOUT + 1);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].1, "publisher silent");
+        assert!(r.on_air("/live/cam").is_none() && !r.is_publisher(1));
+        let teardown = request("TEARDOWN", "rtsp://h/live/cam", "", "");
+        assert_eq!(r.request(1, &teardown, S).0.status, 454);
+    }
+
+    #[test]
+    fn a_second_publisher_replaces_the_first_when_asked_to() {
+        let mut r = Registry::new(true, 1_000_000, 60);
+        assert_eq!(announce(&mut r, 1, SDP, "application/sdp").0, 200);
+        let (status, replaced) = announce(&mut r, 2, SDP, "application/sdp");
+        assert_eq!(status, 200);
+        assert_eq!(replaced.map(|p| p.key), Some(1));
+        assert!(r.is_publisher(2) && !r.is_publisher(1));
+        // An announcement never recorded ends after the session timeout.
+        assert_eq!(r.expire(61 * S).len(), 1);
+    }
+}

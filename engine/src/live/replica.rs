@@ -205,3 +205,75 @@ impl Replica {
             .map(|h| h.packet.timestamp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::describe;
+    use bytes::Bytes;
+    use loader::Span;
+
+    const MS: Nanos = 1_000_000;
+
+    fn replica(max_bytes: usize) -> Replica {
+        let sdp = "v=0\r\ns=x\r\nt=0 0\r\nm=audio 0 RTP/AVP 97\r\na=rtpmap:97 L16/8000\r\n\
+                   m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+        let desc = Arc::new(describe::parse(1, "/live/x", None, sdp.as_bytes()).unwrap());
+        assert_eq!(desc.key_track, 1, "the video stream gives the key frames");
+        Replica::new(desc, 0, 1_000 * MS, max_bytes)
+    }
+
+    fn packet(track: u8, frame_start: bool, key: bool) -> LivePacket {
+        LivePacket {
+            data: Bytes::from(vec![0u8; 112]),
+            payload: Span { offset: 12, len: 100 },
+            track,
+            payload_type: 96,
+            marker: true,
+            timestamp: 0,
+            frame_start,
+            key,
+        }
+    }
+
+    #[test]
+    fn keeps_the_current_gop_and_a_bounded_buffer() {
+        let mut r = replica(1 << 20);
+        r.push(packet(1, true, false), 0);
+        assert_eq!(r.start(), None, "no key frame yet");
+        // A key frame's access unit: parameter sets first, then the slice.
+        r.push(packet(1, true, false), 10 * MS);
+        r.push(packet(0, true, true), 11 * MS);
+        r.push(packet(1, false, true), 12 * MS);
+        assert_eq!(r.start(), Some(1), "the first packet of the key frame's access unit");
+        // Audio key frames do not move the start.
+        r.push(packet(0, true, true), 13 * MS);
+        assert_eq!(r.start(), Some(1));
+        // Old packets go after the age bound; the current GOP stays (up to
+        // twice the bound).
+        for t in 0..15 {
+            r.push(packet(1, true, false), (100 + t * 100) * MS);
+        }
+        assert_eq!(r.base(), 1, "the current GOP is kept past the age bound");
+        assert_eq!(r.start(), Some(1));
+        r.push(packet(1, true, false), 2_100 * MS);
+        assert!(r.base() > 1 && r.start().is_none(), "but not past twice the bound");
+        r.push(packet(1, true, true), 2_200 * MS);
+        let key = r.head() - 1;
+        r.push(packet(1, true, false), 3_500 * MS);
+        assert_eq!(r.base(), key, "everything before the new key frame went");
+        assert_eq!(r.start(), Some(key));
+        assert_eq!(r.bytes(), 2 * 112);
+    }
+
+    #[test]
+    fn the_byte_bound_holds_too() {
+        let mut r = replica(10 * 112);
+        for i in 0..30 {
+            r.push(packet(1, true, i % 10 == 0), i * MS);
+        }
+        assert!(r.bytes() <= 2 * 10 * 112, "{}", r.bytes());
+        assert_eq!(r.start(), Some(20));
+        assert_eq!(r.get(r.base()).unwrap().arrival, r.base() * MS);
+    }
+}
