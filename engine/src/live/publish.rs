@@ -295,8 +295,12 @@ mod tests {
         );
         let basic = basic::authorization("caster", "s3cret");
         assert_eq!(
-            g.check(&request("ANNOUNCE", uri, &[basic.clone()]), "/live/cam", CLIENT)
-                .unwrap(),
+            g.check(
+                &request("ANNOUNCE", uri, std::slice::from_ref(&basic)),
+                "/live/cam",
+                CLIENT
+            )
+            .unwrap(),
             "caster"
         );
         let wrong = basic::authorization("caster", "guess");
@@ -308,9 +312,13 @@ mod tests {
         );
         let elsewhere = "rtsp://127.0.0.1:8554/other/cam";
         assert_eq!(
-            g.check(&request("ANNOUNCE", elsewhere, &[basic.clone()]), "/other/cam", CLIENT)
-                .unwrap_err()
-                .status,
+            g.check(
+                &request("ANNOUNCE", elsewhere, std::slice::from_ref(&basic)),
+                "/other/cam",
+                CLIENT
+            )
+            .unwrap_err()
+            .status,
             403
         );
         // The vip rule's credential only.
@@ -386,7 +394,11 @@ mod tests {
             "Digest username=\"caster\", realm=\"Streamalot\", nonce=\"{n}\", uri=\"{uri}\", response=\"{response}\""
         );
         assert!(g
-            .check(&request("SETUP", uri, &[rfc2069.clone()]), "/live/cam", CLIENT)
+            .check(
+                &request("SETUP", uri, std::slice::from_ref(&rfc2069)),
+                "/live/cam",
+                CLIENT
+            )
             .is_ok());
         // Past the nonce's lifetime it is stale.
         NOW.with(|t| t.set(t.get() + (LIFETIME_MS + 1) * 1_000_000));
