@@ -1,7 +1,7 @@
 //! Live broadcasts end to end: ffmpeg publishes an H.264 + AAC file with
 //! ANNOUNCE/RECORD (Digest, from the credential in its URL), over TCP and
-//! over UDP, and real players watch the live path: ffmpeg (over TCP and
-//! UDP), whose decoded pictures and AAC frames must be one contiguous run
+//! over UDP, and real players watch the live path: ffmpeg (over TCP, UDP
+//! and an RTSP-over-HTTP tunnel), whose decoded pictures and AAC frames must be one contiguous run
 //! of the file's own, starting on a key frame; and GStreamer's `rtspsrc`
 //! (over UDP and TCP), whose pictures must be too.
 
@@ -59,12 +59,14 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
             "{sdp}"
         );
         let mut viewers = Vec::new();
-        for viewer in ["tcp", "udp"] {
+        for viewer in ["tcp", "udp", "http"] {
             let url = server.url(&path);
             viewers.push(thread::spawn(move || {
                 let got = framemd5(&["-rtsp_transport", viewer], &url, FRAME_HASHES, TIMEOUT);
                 (format!("ffmpeg over {viewer}"), Some(got), Vec::new())
             }));
+        }
+        for viewer in ["udp", "tcp"] {
             let url = server.url(&path);
             viewers.push(thread::spawn(move || {
                 (
@@ -130,8 +132,8 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
             }
         }
     }
-    // A line per publisher and per viewer (4 each), the last a moment after the end.
-    let records = server.wait_for_records(10, Duration::from_secs(20));
+    // A line per publisher and per viewer (5 each), the last a moment after the end.
+    let records = server.wait_for_records(12, Duration::from_secs(20));
     for transport in ["tcp", "udp"] {
         let publisher = format!("publish-{transport}");
         assert!(
@@ -145,7 +147,7 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
         .iter()
         .filter(|r| r.get("cs-uri-stem").is_some_and(|u| u.starts_with(PREFIX)))
         .count();
-    assert!(viewers >= 2 + 8, "a line per publisher and per viewer: {records:?}");
+    assert!(viewers >= 2 + 10, "a line per publisher and per viewer: {records:?}");
     server.stop_cleanly();
 }
 
