@@ -3,8 +3,6 @@
 //! control the publisher will SET UP) and the SDP viewers are described
 //! with, whose controls are this server's own `trackID=N`.
 
-use std::sync::Arc;
-
 use proto::sdp::{Connection, SdpError, SessionDescription};
 
 use super::keyframe::Codec;
@@ -179,6 +177,3 @@ impl Description {
         self.tracks.iter().position(|t| t.track_id == track_id)
     }
 }
-
-/// A shared description, as commands carry it.
-pub type Shared = Arc<Description>;
