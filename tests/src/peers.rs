@@ -80,7 +80,16 @@ impl GstPeer {
     /// published H.264 + AAC stream, decodes it, and writes what it decoded
     /// to `report` (see `tools/gst-rtsp-peer`).
     pub fn record(report: &Path, name: &str) -> GstPeer {
-        GstPeer::launch(name, &["--record".into(), report.as_os_str().to_owned()])
+        GstPeer::record_with(report, name, &[])
+    }
+
+    /// As [`GstPeer::record`], with more of the script's options
+    /// (`--user USER:PASSWORD`, `--auth basic`).
+    pub fn record_with(report: &Path, name: &str, options: &[&str]) -> GstPeer {
+        let mut args: Vec<std::ffi::OsString> = options.iter().map(Into::into).collect();
+        args.push("--record".into());
+        args.push(report.as_os_str().to_owned());
+        GstPeer::launch(name, &args)
     }
 
     fn launch(name: &str, args: &[std::ffi::OsString]) -> GstPeer {

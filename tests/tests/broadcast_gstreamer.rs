@@ -107,3 +107,47 @@ fn publishes_a_looped_playlist_into_gstreamer_over_tcp() {
 fn publishes_a_looped_playlist_into_gstreamer_over_udp() {
     publish("udp");
 }
+
+/// A server that asks for credentials: GStreamer's Digest (RFC 2069) and
+/// Basic, answered from the URL's user and password; the wrong password
+/// and none are each refused with a message that says so.
+#[test]
+fn publishes_with_digest_and_basic_credentials() {
+    let m = broadcast::movies();
+    for auth in ["digest", "basic"] {
+        let dir = broadcast::test_dir(&format!("gst-auth-{auth}"));
+        let list = broadcast::playlist(&dir, "tv.ply", &[m.a.display().to_string()]);
+        let report = dir.join("received.txt");
+        let mut peer = GstPeer::record_with(
+            &report,
+            &format!("gst-auth-{auth}-peer"),
+            &["--user", "bob:s3 cret", "--auth", auth],
+        );
+        let with = |userinfo: &str| peer.url.replacen("rtsp://", &format!("rtsp://{userinfo}"), 1);
+        let run = |url: &str| {
+            let out = broadcast::run(&[list.to_str().unwrap(), "--to", url, "--movies", "1", "--progress", "0"]);
+            (out.status.success(), broadcast::plain(&out.stderr))
+        };
+        let (ok, log) = run(&with("bob:wrong@"));
+        assert!(
+            !ok && log.contains("refused the credentials for ANNOUNCE"),
+            "{auth}: {log}"
+        );
+        assert!(!log.contains("wrong"), "{auth}: the password is never shown: {log}");
+        let (ok, log) = run(&peer.url);
+        assert!(!ok && log.contains("asks for credentials (401)"), "{auth}: {log}");
+        let (ok, log) = run(&with("bob:s3%20cret@"));
+        assert!(ok, "{auth}: {log}");
+        std::thread::sleep(Duration::from_millis(500));
+        peer.stop();
+        let text = std::fs::read_to_string(&report).unwrap();
+        let (video, _) = broadcast::hinted_frames(&m.a);
+        let decoded = text.lines().filter(|l| l.starts_with("video ")).count();
+        assert!(decoded + 3 >= video, "{auth}: {decoded} of {video} frames\n{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("error") || l.starts_with("warning")),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
