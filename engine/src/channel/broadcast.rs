@@ -176,6 +176,24 @@ pub struct Broadcaster {
     next_report: Vec<SystemTime>,
     on_air: SystemTime,
     end: Option<SystemTime>,
+    /// Per track, for AAC with RFC 3640 AU headers: their sizes in bits.
+    aac_bits: Vec<Option<(u32, u32)>>,
+}
+
+/// Samples in an AAC frame (AAC LC and HE-AAC's core; 960-sample frames are
+/// rare in hinted files and would only make the estimate a little long).
+const AAC_FRAME: u32 = 1024;
+
+/// How many AU headers (frames) the RTP payload `p` begins with: its first
+/// 16 bits are the AU-headers-length in bits (RFC 3640 section 3.2.1).
+fn aac_frames(p: &[u8], (first, rest): (u32, u32)) -> u32 {
+    let Some(len) = p.get(..2).map(|b| u32::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        return 0;
+    };
+    if first == 0 || len < first {
+        return 0;
+    }
+    1 + (len - first) / rest.max(1)
 }
 
 /// SplitMix64, for the broadcast's seeds.
@@ -292,6 +310,7 @@ impl Broadcaster {
             });
         }
         let tracks = reference.tracks.len();
+        let aac_bits = reference.tracks.iter().map(|t| t.aac_au_header_bits()).collect();
         Ok(Broadcaster {
             reference_sdp: reference_movie.sdp().to_owned(),
             reference,
@@ -312,6 +331,7 @@ impl Broadcaster {
             next_report: vec![settings.start; tracks],
             on_air: settings.start,
             end: settings.end,
+            aac_bits,
         })
     }
 
@@ -560,6 +580,15 @@ impl Broadcaster {
             buf.extend_from_slice(span.bytes(data));
         }
         self.octets[k] += (buf.len() - 12) as u64;
+        // An AAC packet of several frames covers their time too (RFC 3640:
+        // the frames follow the packet's timestamp 1024 samples apart).
+        if let Some(bits) = self.aac_bits[k] {
+            let frames = aac_frames(&buf[12..], bits);
+            if frames > 1 {
+                self.timeline
+                    .covers(k, packet.timestamp.wrapping_add(frames * AAC_FRAME - 1));
+            }
+        }
         Step::Packet { track: k }
     }
 

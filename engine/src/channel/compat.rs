@@ -219,6 +219,19 @@ impl TrackFormat {
         self.media_track_id.unwrap_or(self.track_id)
     }
 
+    /// For AAC in RFC 3640's AU-header modes (`MPEG4-GENERIC`, `AAC-hbr`
+    /// and `AAC-lbr`): the bits of the first AU header and of the others
+    /// (`sizelength` plus `indexlength` or `indexdeltalength`), so that the
+    /// frames of a packet can be counted. `None` for anything else.
+    pub fn aac_au_header_bits(&self) -> Option<(u32, u32)> {
+        if self.codec_kind() != Kind::Aac {
+            return None;
+        }
+        let n = |name: &str| self.param(name).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(0);
+        let size = n("sizelength");
+        (size > 0).then(|| (size + n("indexlength"), size + n("indexdeltalength")))
+    }
+
     fn param(&self, name: &str) -> Option<&str> {
         self.fmtp.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }

@@ -310,3 +310,17 @@ fn sender_reports_skip_and_the_sdp() {
     assert_eq!(b.progress(now).unwrap().number, numbers_before + 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn aac_frames_are_counted_from_the_au_headers() {
+    // Two 13+3-bit headers: 32 bits.
+    assert_eq!(aac_frames(&[0, 32, 1, 2, 3, 4], (16, 16)), 2);
+    assert_eq!(aac_frames(&[0, 16, 1, 2], (16, 16)), 1);
+    assert_eq!(aac_frames(&[0], (16, 16)), 0, "too short");
+    assert_eq!(aac_frames(&[0, 8], (16, 16)), 0, "less than one header");
+    // The sample's AAC: AAC-hbr, 13+3 bits.
+    let movie = Movie::open(testing::sample()).unwrap();
+    let layout = Layout::of(&movie);
+    let bits: Vec<_> = layout.tracks.iter().map(|t| t.aac_au_header_bits()).collect();
+    assert_eq!(bits, [None, Some((16, 16))]);
+}
