@@ -66,7 +66,8 @@ pub enum TransportArg {
 /// reference movie's is skipped with a message, and so is a missing one, by
 /// its playlist line. The playlist is reread when it changes (or on
 /// SIGHUP). SIGUSR1 skips to the next movie; SIGINT or SIGTERM ends the
-/// broadcast cleanly (RTCP BYE, TEARDOWN).
+/// broadcast cleanly (RTCP BYE, TEARDOWN). Lines on standard input are
+/// commands: `skip`, `next PATH` (play PATH after the current movie), `stop`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct BroadcastArgs {
     /// The playlist: a DSS `*PLAY-LIST*` file, an M3U list, or a directory of movies

@@ -26,6 +26,15 @@ enum Command {
     /// Push a playlist of hinted movies as one continuous live stream: to an
     /// RTSP server by ANNOUNCE/RECORD, or as plain RTP to a UDP address, as
     /// DSS's PlaylistBroadcaster did.
+    ///
+    /// Sequence numbers and timestamps run on across movies (one SSRC per
+    /// track for the whole run); a movie whose tracks or codecs differ from
+    /// the reference movie's is skipped with a message, and so is a missing
+    /// one, by its playlist line. The playlist is reread when it changes (or
+    /// on SIGHUP). SIGUSR1 skips to the next movie; SIGINT or SIGTERM ends the
+    /// broadcast cleanly (RTCP BYE, TEARDOWN). Lines on standard input are
+    /// commands: `skip`, `next PATH` (play PATH after the current movie),
+    /// `stop`.
     Broadcast(Box<streamalot::broadcast::BroadcastArgs>),
 }
 

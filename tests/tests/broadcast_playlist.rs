@@ -141,3 +141,77 @@ fn a_changed_playlist_is_reread_and_its_broken_lines_reported() {
     assert_eq!(names.last().unwrap(), "c.mp4", "the new list plays: {names:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Commands on standard input: `next PATH` plays that movie after the
+/// current one, `skip` ends the current one now.
+#[test]
+fn stdin_commands_insert_and_skip() {
+    let m = broadcast::movies();
+    let dir = broadcast::test_dir("playlist-stdin");
+    let list = broadcast::playlist(&dir, "tv.ply", &[m.a.display().to_string()]);
+    let port = free_udp_run(4);
+    let mut cmd = broadcast::command(&[
+        list.to_str().unwrap(),
+        "--to",
+        &format!("udp://127.0.0.1:{port}"),
+        "--movies",
+        "4",
+        "--progress",
+        "0",
+    ]);
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let line = broadcast::plain(line.as_bytes());
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let wait_for = |what: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no {what:?}"));
+        if line.contains(what) {
+            break;
+        }
+    };
+    use std::io::Write;
+    wait_for("movie 1 starts");
+    writeln!(stdin, "next {}", m.c.display()).unwrap();
+    writeln!(stdin, "dance").unwrap();
+    wait_for("plays next");
+    writeln!(stdin, "skip").unwrap();
+    wait_for("movie 2 starts");
+    drop(stdin);
+    let what = "streamalot broadcast";
+    let out = wait_with_timeout(child, Duration::from_secs(60), what);
+    let log = reader.join().unwrap();
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("\"dance\": commands are"), "{log}");
+    assert!(log.contains("skipping to the next movie"), "{log}");
+    let names: Vec<String> = log
+        .lines()
+        .filter_map(|line| line.split(" starts: ").nth(1))
+        .map(|rest| {
+            let p = rest.split(',').next().unwrap();
+            std::path::Path::new(p)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["a.mp4", "c.mp4", "a.mp4", "a.mp4"], "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

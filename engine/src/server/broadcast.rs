@@ -6,7 +6,8 @@
 //! sends what is due, feeds the RTSP connection's bytes (read by a helper
 //! thread into a channel, whose receive timeout is also the loop's sleep),
 //! writes the status files, rereads a changed playlist, and follows the
-//! signals: SIGINT/SIGTERM stop, SIGUSR1 skips, SIGHUP rereads the playlist.
+//! signals: SIGINT/SIGTERM stop, SIGUSR1 skips, SIGHUP rereads the playlist;
+//! and the commands typed on standard input: `skip`, `next PATH`, `stop`.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
@@ -223,6 +224,23 @@ fn resolve_host(host: &str, port: u16) -> Result<SocketAddr, BroadcastRunError> 
 
 /// Writes `text` to `path` through a temporary file, so a reader never sees
 /// half of it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(Command::parse("skip\n"), Ok(Command::Skip));
+        assert_eq!(Command::parse("  stop "), Ok(Command::Stop));
+        assert_eq!(
+            Command::parse("next /m/a b.mp4"),
+            Ok(Command::Next("/m/a b.mp4".into()))
+        );
+        assert!(Command::parse("next").unwrap_err().contains("next PATH"));
+        assert!(Command::parse("skip now").is_err());
+    }
+}
+
 fn write_file(path: &Path, text: &str) -> Result<(), BroadcastRunError> {
     let tmp = {
         let mut s = path.as_os_str().to_owned();
@@ -457,7 +475,19 @@ pub fn run(plan: Plan) -> Result<(), BroadcastRunError> {
     let mut next_progress = plan.progress.map(|p| clock.now() + p);
     let mut current: Option<(u64, PathBuf)> = None;
     let mut stopped = false;
+    let commands = stdin_commands();
     loop {
+        for line in commands.try_iter() {
+            match Command::parse(&line) {
+                Ok(Command::Skip) => skip.store(true, Ordering::Relaxed),
+                Ok(Command::Stop) => stop.store(true, Ordering::Relaxed),
+                Ok(Command::Next(path)) => {
+                    info!("{} plays next", path.display());
+                    b.insert_next(path);
+                }
+                Err(why) => warn!("{why}"),
+            }
+        }
         if stop.load(Ordering::Relaxed) {
             info!("stopping");
             stopped = true;
@@ -587,6 +617,54 @@ pub fn run(plan: Plan) -> Result<(), BroadcastRunError> {
     );
     log.line(&format!("broadcast ended, {packets} packets sent"));
     Ok(())
+}
+
+/// A line typed on standard input.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    /// `skip`: the next movie now.
+    Skip,
+    /// `stop`: end the broadcast.
+    Stop,
+    /// `next PATH`: play this movie after the current one.
+    Next(PathBuf),
+}
+
+impl Command {
+    fn parse(line: &str) -> Result<Command, String> {
+        let line = line.trim();
+        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        match (word, rest.trim()) {
+            ("skip", "") => Ok(Command::Skip),
+            ("stop" | "quit", "") => Ok(Command::Stop),
+            ("next", path) if !path.is_empty() => Ok(Command::Next(PathBuf::from(path))),
+            _ => Err(format!(
+                "{line:?}: commands are `skip`, `next PATH` (play PATH after this movie) and `stop`"
+            )),
+        }
+    }
+}
+
+/// The lines of standard input, read by a thread of their own (which ends
+/// at end of input).
+fn stdin_commands() -> Receiver<String> {
+    // Run in the background of a shell (`streamalot broadcast ... &`), a
+    // read of the terminal would stop the whole process (SIGTTIN). Ignored,
+    // the read fails instead and only the command thread ends.
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
+    // and touches no memory; SIGTTIN is not one the program otherwise uses.
+    unsafe {
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+    }
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in io::stdin().lines().map_while(Result::ok) {
+            if !line.trim().is_empty() && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 fn send_error(control: &Option<Control>, e: io::Error) -> BroadcastRunError {
