@@ -18,13 +18,16 @@ pub const SECONDS: u32 = 1;
 
 /// The channel movies: `a`, `b` and `c` share the reference's layout (H.264
 /// Main 160x120, 25 fps, a key frame every 10 frames, B-frames; AAC LC 48 kHz
-/// stereo), each with a different picture; `mismatch` has 44.1 kHz audio.
+/// stereo), each with a different picture; `mismatch` has 44.1 kHz audio;
+/// `resized` is 176x144.
 #[derive(Debug)]
 pub struct ChannelMovies {
     pub a: PathBuf,
     pub b: PathBuf,
     pub c: PathBuf,
     pub mismatch: PathBuf,
+    /// As `a` at 176x144: new H.264 parameter sets, the same layout.
+    pub resized: PathBuf,
 }
 
 /// Makes the movies once per test process.
@@ -34,7 +37,7 @@ pub fn movies() -> &'static ChannelMovies {
         require_tool("ffmpeg");
         let dir = scratch_dir().join("channel-movies");
         std::fs::create_dir_all(&dir).unwrap();
-        let make = |name: &str, video: &str, rate: u32| {
+        let make = |name: &str, video: &str, size: &str, rate: u32| {
             let path = dir.join(name);
             let partial = dir.join(format!(".{name}.{}.partial.mp4", std::process::id()));
             let mut cmd = Command::new("ffmpeg");
@@ -48,7 +51,7 @@ pub fn movies() -> &'static ChannelMovies {
                 "lavfi",
                 "-i",
             ])
-            .arg(format!("{video}=size=160x120:rate={FPS}:duration={SECONDS}"))
+            .arg(format!("{video}=size={size}:rate={FPS}:duration={SECONDS}"))
             .args(["-f", "lavfi", "-i"])
             .arg(format!("sine=frequency=440:sample_rate={rate}:duration={SECONDS}"))
             .args([
@@ -88,10 +91,11 @@ pub fn movies() -> &'static ChannelMovies {
             (path, partial, child, what)
         };
         let jobs = [
-            make("a.mp4", "testsrc", 48_000),
-            make("b.mp4", "testsrc2", 48_000),
-            make("c.mp4", "smptebars", 48_000),
-            make("mismatch.mp4", "testsrc", 44_100),
+            make("a.mp4", "testsrc", "160x120", 48_000),
+            make("b.mp4", "testsrc2", "160x120", 48_000),
+            make("c.mp4", "smptebars", "160x120", 48_000),
+            make("mismatch.mp4", "testsrc", "160x120", 44_100),
+            make("resized.mp4", "testsrc", "176x144", 48_000),
         ];
         let paths: Vec<PathBuf> = jobs
             .into_iter()
@@ -107,6 +111,7 @@ pub fn movies() -> &'static ChannelMovies {
             b: paths[1].clone(),
             c: paths[2].clone(),
             mismatch: paths[3].clone(),
+            resized: paths[4].clone(),
         }
     })
 }

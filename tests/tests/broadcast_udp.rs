@@ -255,3 +255,70 @@ fn a_dss_description_file_drives_a_run() {
     assert!(current.starts_with(&format!("u={}\n", m.c.display())), "{current}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A movie at another resolution fits the channel (the same codecs) but
+/// brings its own H.264 parameter sets: they go in-band before its first
+/// frame, and the reference's again before the movie after it, so ffmpeg
+/// decodes every frame of every movie without an error.
+#[test]
+fn a_resized_movie_brings_its_parameter_sets_and_the_next_takes_them_back() {
+    require_tool("ffmpeg");
+    let m = broadcast::movies();
+    let dir = broadcast::test_dir("udp-resized");
+    let list = broadcast::playlist(
+        &dir,
+        "tv.ply",
+        &[m.a.display().to_string(), m.resized.display().to_string()],
+    );
+    let port = free_udp_run(4);
+    let sdp = dir.join("tv.sdp");
+    let to = format!("udp://127.0.0.1:{port}");
+    let out = broadcast::run(&[
+        list.to_str().unwrap(),
+        "--to",
+        &to,
+        "--sdp",
+        sdp.to_str().unwrap(),
+        "--check",
+    ]);
+    assert!(out.status.success(), "{}", broadcast::plain(&out.stderr));
+    // a, resized, a and the resized one's first ten frames.
+    let frames = 3 * FPS + 10;
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+            "-i",
+        ])
+        .arg(&sdp)
+        .args([
+            "-map",
+            "0:v",
+            "-fps_mode",
+            "passthrough",
+            "-frames:v",
+            &frames.to_string(),
+        ])
+        .args(["-f", "framemd5", "-"]);
+    let (player, what) = spawn(&mut ffmpeg);
+    std::thread::sleep(Duration::from_millis(500));
+    let (sender, sender_what) =
+        broadcast::spawn(&[list.to_str().unwrap(), "--to", &to, "--movies", "5", "--progress", "0"]);
+    let played = wait_with_timeout(player, Duration::from_secs(60), &what);
+    let sent = wait_with_timeout(sender, Duration::from_secs(60), &sender_what);
+    let log = broadcast::plain(&sent.stderr);
+    assert!(sent.status.success(), "{log}");
+    let errors = String::from_utf8_lossy(&played.stderr);
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg reported errors:\n{errors}\nbroadcast:\n{log}"
+    );
+    let hashes = FrameHashes::parse(&String::from_utf8_lossy(&played.stdout));
+    assert_eq!(hashes.frames(0).len() as u32, frames, "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -178,6 +178,11 @@ pub struct Broadcaster {
     end: Option<SystemTime>,
     /// Per track, for AAC with RFC 3640 AU headers: their sizes in bits.
     aac_bits: Vec<Option<(u32, u32)>>,
+    /// Per track: the reference's parameter sets (the SDP's), and the ones
+    /// the viewers' decoders hold now (the last sent in-band, else the
+    /// SDP's).
+    reference_sets: Vec<Vec<Vec<u8>>>,
+    active_sets: Vec<Vec<Vec<u8>>>,
 }
 
 /// Samples in an AAC frame (AAC LC and HE-AAC's core; 960-sample frames are
@@ -311,6 +316,7 @@ impl Broadcaster {
         }
         let tracks = reference.tracks.len();
         let aac_bits = reference.tracks.iter().map(|t| t.aac_au_header_bits()).collect();
+        let reference_sets: Vec<Vec<Vec<u8>>> = reference.tracks.iter().map(|t| t.parameter_sets()).collect();
         Ok(Broadcaster {
             reference_sdp: reference_movie.sdp().to_owned(),
             reference,
@@ -332,6 +338,8 @@ impl Broadcaster {
             on_air: settings.start,
             end: settings.end,
             aac_bits,
+            active_sets: reference_sets.clone(),
+            reference_sets,
         })
     }
 
@@ -666,11 +674,23 @@ impl Broadcaster {
             upcoming_text,
         }));
         self.started += 1;
-        let sets = fit
-            .tracks
-            .iter()
-            .map(|m| m.parameter_sets.iter().cloned().collect())
-            .collect();
+        // A movie's own sets when they differ from the reference's, else
+        // the reference's; sent when they are not what decoders hold now (a
+        // movie after a resized one goes back to the reference's).
+        let mut sets = Vec::with_capacity(fit.tracks.len());
+        for (k, m) in fit.tracks.iter().enumerate() {
+            let own = if m.parameter_sets.is_empty() {
+                &self.reference_sets[k]
+            } else {
+                &m.parameter_sets
+            };
+            if *own == self.active_sets[k] {
+                sets.push(VecDeque::new());
+            } else {
+                self.active_sets[k] = own.clone();
+                sets.push(own.iter().cloned().collect());
+            }
+        }
         self.playing = Some(Playing {
             slot,
             wall_start,

@@ -232,6 +232,29 @@ impl TrackFormat {
         (size > 0).then(|| (size + n("indexlength"), size + n("indexdeltalength")))
     }
 
+    /// The parameter sets the SDP gives a decoder of this track: H.264's
+    /// `sprop-parameter-sets`, H.265's `sprop-vps/sps/pps`, MPEG-4 video's
+    /// `config`; empty for other codecs. A channel that plays a movie after
+    /// one whose sets differed sends these in-band again, so the decoder
+    /// goes back to them.
+    pub fn parameter_sets(&self) -> Vec<Vec<u8>> {
+        let from = |params: &[&str]| -> Vec<Vec<u8>> {
+            params
+                .iter()
+                .filter_map(|p| self.param(p))
+                .flat_map(|v| v.split(','))
+                .filter_map(|b| base64(b.trim()))
+                .filter(|nal| !nal.is_empty())
+                .collect()
+        };
+        match self.codec_kind() {
+            Kind::H264 => from(&["sprop-parameter-sets"]),
+            Kind::H265 => from(&["sprop-vps", "sprop-sps", "sprop-pps"]),
+            Kind::Mp4v => self.param("config").and_then(hex).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn param(&self, name: &str) -> Option<&str> {
         self.fmtp.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }

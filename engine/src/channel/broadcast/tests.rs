@@ -212,13 +212,15 @@ fn a_looped_broadcast_is_one_continuous_stream() {
         }
     }
     // The resized movie's SPS and PPS go in-band before its first video
-    // packet, and only for it.
+    // packet, and the reference's before the next movie's.
     let sets_at: Vec<usize> = sent
         .iter()
         .filter(|s| s.track == 0 && matches!(s.payload[0] & 0x1f, 7 | 8))
         .map(|s| movie_of(s.at))
         .collect();
-    assert_eq!(sets_at, [1, 1, 4, 4], "SPS and PPS in movies 2 and 5");
+    // Movies 2 and 5 (the resized one) bring their own; movie 3, after it,
+    // goes back to the reference's, and movie 4 needs none (3 left them).
+    assert_eq!(sets_at, [1, 1, 2, 2, 4, 4], "SPS and PPS in movies 2, 3 and 5");
     let first_b = sent.iter().position(|s| s.track == 0 && movie_of(s.at) == 1).unwrap();
     assert_eq!(sent[first_b].payload[0] & 0x1f, 7, "SPS first");
     assert_eq!(sent[first_b + 1].payload[0] & 0x1f, 8, "then PPS");
