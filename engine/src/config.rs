@@ -1040,4 +1040,59 @@ mod tests {
         assert!(pair_count(&default_rtp_ports(1)) >= 1);
         assert!(pair_count(&default_rtp_ports(100)) >= 100);
     }
+
+    #[test]
+    fn the_admin_api_is_off_unless_a_token_is_given() {
+        let dir = scratch("admin");
+        let media = dir.join("media");
+        let m = media.to_str().unwrap();
+        let c = resolve(&parse(&["--media", m])).unwrap();
+        assert_eq!(c.admin_token, None);
+        assert_eq!(c.admin_allow, loopback_blocks());
+        assert_eq!(c.metrics_allow, loopback_blocks());
+        let c = resolve(&parse(&[
+            "--media",
+            m,
+            "--admin-token",
+            "abc-DEF_1.2~3+4/5==",
+            "--admin-allow",
+            "192.0.2.0/24",
+            "--admin-allow",
+            "2001:db8::/32",
+            "--metrics-allow",
+            "10.1.2.3",
+        ]))
+        .unwrap();
+        assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("abc-DEF_1.2~3+4/5=="));
+        assert_eq!(
+            format!("{:?}", c.admin_token),
+            "Some(***)",
+            "Debug does not give it away"
+        );
+        assert!(!format!("{c:?}").contains("abc-DEF"));
+        let blocks: Vec<String> = c.admin_allow.iter().map(ToString::to_string).collect();
+        assert_eq!(blocks, ["192.0.2.0/24", "2001:db8::/32"]);
+        assert_eq!(c.metrics_allow[0].to_string(), "10.1.2.3/32");
+        for bad in ["", "has space", "quote\"", "a=b", "tab\t"] {
+            let e = resolve(&parse(&["--media", m, "--admin-token", bad])).unwrap_err();
+            assert!(e.to_string().contains("bearer token"), "{bad:?}: {e}");
+            assert!(
+                e.to_string().contains("`--admin-token ***`"),
+                "the value is not echoed: {e}"
+            );
+        }
+        let all = ["serve", "--media", m, "--admin-allow", "192.0.2.1/24"];
+        assert!(Cli::try_parse_from(all).is_err(), "host bits past the prefix");
+        let config = with_config(
+            &dir,
+            "media = \"media\"\nadmin_token = \"from-file\"\nadmin_allow = [\"127.0.0.1\"]\nmetrics_allow = [\"0.0.0.0/0\"]\n",
+        );
+        let c = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap();
+        assert_eq!(c.admin_token, Some(Secret::new("from-file")));
+        assert_eq!(c.admin_allow[0].to_string(), "127.0.0.1/32");
+        assert_eq!(c.metrics_allow[0].to_string(), "0.0.0.0/0");
+        let config = with_config(&dir, "media = \"media\"\nadmin_allow = [\"nowhere\"]\n");
+        let e = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap_err();
+        assert!(e.to_string().contains("admin_allow = nowhere"), "{e}");
+    }
 }

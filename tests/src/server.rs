@@ -66,7 +66,11 @@ impl Server {
             .arg(media)
             .args(["--bind", "127.0.0.1"])
             // One shard unless the test asks for more.
-            .args(if extra.contains(&"--shards") { &[][..] } else { &["--shards", "1"][..] })
+            .args(if extra.contains(&"--shards") {
+                &[][..]
+            } else {
+                &["--shards", "1"][..]
+            })
             .args(["--rtsp-port", &rtsp_port.to_string()])
             .args(["--rtp-ports", &format!("{rtp_base}-{}", rtp_base + 15)])
             .arg("--access-log")

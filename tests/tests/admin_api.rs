@@ -49,7 +49,13 @@ fn the_api_is_off_refused_or_answered() {
 
     let server = Server::start(&media, &["--admin-token", TOKEN, "--admin-allow", "127.0.0.1/32"]);
     // Control characters in a header are not HTTP: the parser refuses them.
-    let r = http(server.addr, "GET", "/api/v1/sessions", &[("Authorization", "Bearer \u{1}x")], &[]);
+    let r = http(
+        server.addr,
+        "GET",
+        "/api/v1/sessions",
+        &[("Authorization", "Bearer \u{1}x")],
+        &[],
+    );
     assert_eq!(r.status, 400);
     for auth in [
         None,
