@@ -205,7 +205,8 @@ pub async fn run(
             warn!(error = %e, "cannot write the access log");
         }
         ctl.expire_tunnel_legs();
-        if Instant::now() >= next_sample {
+        // Only the admin API shows the samples.
+        if ctl.config.admin_token.is_some() && Instant::now() >= next_sample {
             next_sample += sample_every;
             let ctl = ctl.clone();
             // Its own task: the shards may take a moment to answer.
