@@ -12,13 +12,14 @@
 //!   on untouched.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use streamalot_tests::admin::{api, bearer, http, http_from, long_movie};
 use streamalot_tests::rtsp::{Lower, Player};
-use streamalot_tests::server::{library, Server};
+use streamalot_tests::server::{free_tcp_port, library, Server};
 use streamalot_tests::{require_tool, spawn, wait_with_timeout};
 
 const TOKEN: &str = "test-token_0123456789";
@@ -47,7 +48,23 @@ fn the_api_is_off_refused_or_answered() {
     assert_eq!(http(off.addr, "GET", "/", &[], &[]).status, 403);
     drop(off);
 
-    let server = Server::start(&media, &["--admin-token", TOKEN, "--admin-allow", "127.0.0.1/32"]);
+    let http_port = free_tcp_port();
+    let server = Server::start(
+        &media,
+        &[
+            "--admin-token",
+            TOKEN,
+            "--admin-allow",
+            "127.0.0.1/32",
+            "--http-port",
+            &http_port.to_string(),
+        ],
+    );
+    // On an HTTP-only port as on the RTSP port.
+    let on_http_port = SocketAddr::from(([127, 0, 0, 1], http_port));
+    assert_eq!(api(on_http_port, TOKEN, "server")["config"]["http_ports"][0], http_port);
+    assert_eq!(http(on_http_port, "GET", "/api/v1/server", &[], &[]).status, 401);
+    assert_eq!(http(on_http_port, "GET", "/metrics", &[], &[]).status, 200);
     // Control characters in a header are not HTTP: the parser refuses them.
     let r = http(
         server.addr,
