@@ -30,6 +30,8 @@
 //! until it lies after every timestamp sent for the movie before. The total
 //! moved is [`Timeline::lead`]: the RTP clocks run that far ahead of the
 //! channel's wall-clock schedule, which no player notices but a log should.
+//! A packet whose media reaches past its own timestamp (an AAC packet of
+//! several frames) says how far with [`Timeline::covers`].
 
 use std::time::Duration;
 
