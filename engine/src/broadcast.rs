@@ -74,8 +74,9 @@ pub struct BroadcastArgs {
     #[arg(value_name = "PLAYLIST")]
     pub playlist: Option<PathBuf>,
 
-    /// Where to send: rtsp://[USER:PASSWORD@]HOST:PORT/PATH (ANNOUNCE/RECORD) or udp://HOST:PORT
-    /// (plain RTP, the first track on PORT, the next on PORT+2, ...)
+    /// Where to send: rtsp://HOST:PORT/PATH, with USER:PASSWORD@ before HOST when the server asks
+    /// (ANNOUNCE/RECORD), or udp://HOST:PORT (plain RTP, the first track on PORT, the next on
+    /// PORT+2, ...)
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
 
