@@ -189,3 +189,60 @@ fn gstreamer_publishes_and_gstreamer_watches() {
     }
     server.stop_cleanly();
 }
+
+/// `streamalot broadcast`, the playlist broadcaster, publishes a playlist
+/// of the hinted clip played twice (ANNOUNCE/RECORD, Digest from its URL,
+/// over TCP and UDP) and ffmpeg watches: what it decodes is one contiguous
+/// run of the two plays of the file, across the movie boundary.
+#[test]
+fn the_playlist_broadcaster_publishes_and_ffmpeg_watches() {
+    let clip = &media().clip("h264-aac.mp4").path;
+    let lib = library("live-broadcaster", &[]);
+    let server = Server::start(&lib, &["--publish", &publish_arg()]);
+    let playlist = lib.with_extension("ply");
+    std::fs::write(&playlist, format!("*PLAY-LIST*\n{}\n", clip.display())).unwrap();
+    let once = framemd5(&[], clip.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
+    // Of the AAC frames, a play carries those the hint track does.
+    let movie = loader::Movie::open(clip).unwrap();
+    let aac = streamalot_tests::rtp::hinted_aac_frames(&movie);
+    let play = |stream: u32| {
+        let mut h = once.hashes(stream);
+        if stream == 1 {
+            h.truncate(aac);
+        }
+        h
+    };
+    for transport in ["tcp", "udp"] {
+        let name = format!("tv-{transport}");
+        let path = format!("{PREFIX}/{name}");
+        let (broadcaster, what) = streamalot_tests::spawn(
+            std::process::Command::new(streamalot_tests::streamalot_binary())
+                .arg("broadcast")
+                .arg(&playlist)
+                .args([
+                    "--to",
+                    &publish_url(&server, &name),
+                    "--transport",
+                    transport,
+                    "--movies",
+                    "2",
+                ]),
+        );
+        wait_on_air(&server, &path);
+        let got = framemd5(&["-rtsp_transport", "udp"], &server.url(&path), FRAME_HASHES, TIMEOUT);
+        let out = wait_with_timeout(broadcaster, TIMEOUT, &what);
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        for stream in [0, 1] {
+            let twice: Vec<_> = [play(stream), play(stream)].concat();
+            let start = contiguous_run(&twice, &got.hashes(stream), MIN_SECONDS * H264_FPS as usize)
+                .unwrap_or_else(|e| panic!("broadcast over {transport}, stream {stream}: {e}"));
+            if stream == 0 {
+                assert!(
+                    start + got.hashes(0).len() > play(0).len(),
+                    "over {transport}: the run goes on into the second play"
+                );
+            }
+        }
+    }
+    server.stop_cleanly();
+}
