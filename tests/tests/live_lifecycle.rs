@@ -120,3 +120,73 @@ fn a_broadcast_from_before_its_publisher_to_after_its_return() {
     }
     server.stop_cleanly();
 }
+
+/// The admin API shows the publisher and its broadcast, with its viewer,
+/// and stopping the publisher there takes the broadcast off the air.
+#[test]
+fn the_admin_api_lists_and_stops_publishers() {
+    use streamalot_tests::admin::{api, bearer, http};
+    const TOKEN: &str = "live-admin-token";
+    let file = media().unhinted.clone();
+    let server = Server::start(
+        &library("live-admin", &[]),
+        &["--publish", &publish_arg(), "--admin-token", TOKEN],
+    );
+    let path = format!("{PREFIX}/admin");
+    let (publisher, what) = publish(&file, "tcp", &publish_url(&server, "admin"));
+    wait_on_air(&server, &path);
+    let viewer = {
+        let url = server.url(&path);
+        thread::spawn(move || framemd5(&["-rtsp_transport", "tcp"], &url, FRAME_HASHES, TIMEOUT))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let streams = loop {
+        let streams = api(server.addr, TOKEN, "streams")["streams"].clone();
+        if streams[0]["viewers"].as_u64() >= Some(1) {
+            break streams;
+        }
+        assert!(std::time::Instant::now() < deadline, "no viewer in {streams}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(streams[0]["path"], path.as_str(), "{streams}");
+    assert_eq!(streams[0]["streams"].as_array().map(Vec::len), Some(2), "{streams}");
+    let publishers = api(server.addr, TOKEN, "publishers")["publishers"].clone();
+    let p = &publishers[0];
+    assert_eq!(
+        (p["path"].as_str(), p["state"].as_str(), p["transport"].as_str()),
+        (Some(path.as_str()), Some("recording"), Some("tcp")),
+        "{p}"
+    );
+    assert_eq!(p["user"], "caster");
+    assert!(p["packets_in"].as_u64() > Some(0), "{p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+    let auth = bearer(TOKEN);
+    let stop = http(
+        server.addr,
+        "DELETE",
+        &format!("/api/v1/publishers/{id}"),
+        &[("Authorization", &auth)],
+        &[],
+    );
+    assert_eq!(stop.status, 200, "{}", stop.text());
+    // Off the air: the viewer ends with its BYE, the path is empty.
+    let got = viewer.join().expect("the viewer ended");
+    assert!(!got.hashes(0).is_empty());
+    let mut c = Connection::connect(server.addr);
+    assert_eq!(c.request("DESCRIBE", &server.url(&path), &[]).status, 404);
+    assert_eq!(
+        api(server.addr, TOKEN, "publishers")["publishers"],
+        serde_json::json!([])
+    );
+    let again = http(
+        server.addr,
+        "DELETE",
+        &format!("/api/v1/publishers/{id}"),
+        &[("Authorization", &auth)],
+        &[],
+    );
+    assert_eq!(again.status, 404);
+    // The publisher itself carries on to its end, unheard.
+    let _ = wait_with_timeout(publisher, TIMEOUT, &what);
+    server.stop_cleanly();
+}

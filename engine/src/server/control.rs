@@ -1114,6 +1114,52 @@ impl ServerView for Control {
     fn throughput(&self) -> Vec<Sample> {
         self.history.borrow().samples()
     }
+
+    fn publishers(&self) -> Vec<web::PublisherView> {
+        let t = now();
+        self.live
+            .borrow()
+            .publishers()
+            .map(|p| {
+                let c = p.ingest.counters;
+                web::PublisherView {
+                    id: p.session_id.clone(),
+                    path: p.desc.path.clone(),
+                    client: p.client.ip(),
+                    user: p.user.clone(),
+                    on_air: p.phase == Phase::Recording,
+                    transport: if p.client.port() == 0 {
+                        "sdp"
+                    } else if p.uses_udp() {
+                        "udp"
+                    } else {
+                        "tcp"
+                    },
+                    streams: p.desc.tracks.iter().map(|t| (t.kind.clone(), t.clock_rate)).collect(),
+                    packets_in: c.packets,
+                    bytes_in: c.bytes,
+                    refused_in: c.refused(),
+                    secs: t.saturating_sub(p.started) as f64 / 1e9,
+                }
+            })
+            .collect()
+    }
+
+    fn stop_publisher(&self, id: &str) -> bool {
+        let key = self
+            .live
+            .borrow()
+            .publishers()
+            .find(|p| p.session_id == id)
+            .map(|p| p.key);
+        match key {
+            Some(key) => {
+                self.end_publisher(key, "stopped by the admin API", 200);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Largest `.sdp` file read.
