@@ -407,6 +407,54 @@ mod tests {
     }
 
     #[test]
+    fn publishing_requests_are_checked_then_routed() {
+        fn clock() -> crate::source::Nanos {
+            1_000_000_000
+        }
+        let rules = vec!["/live=caster:s3cret".parse().unwrap()];
+        let door = Door::new().with_publishing(Gate::new(rules, [3; 32], clock));
+        let caller = Caller {
+            client: "192.0.2.1:4000".parse().unwrap(),
+        };
+        let route = |text: &str| door.route(&req(text), &caller, |key| key == 0xAB);
+        let auth = format!(
+            "Authorization: {}\r\n",
+            crate::access::basic::authorization("caster", "s3cret")
+        );
+        let announce = "ANNOUNCE rtsp://h/live/cam RTSP/1.0\r\nCSeq: 1\r\n";
+        assert!(matches!(route(&format!("{announce}\r\n")), Route::Answer(r) if r.status == 401));
+        assert!(matches!(
+            route(&format!("{announce}{auth}\r\n")),
+            Route::Announce { path, user } if path == "/live/cam" && user == "caster"
+        ));
+        let elsewhere = format!("ANNOUNCE rtsp://h/vod/a.mp4 RTSP/1.0\r\nCSeq: 1\r\n{auth}\r\n");
+        assert!(matches!(route(&elsewhere), Route::Answer(r) if r.status == 403));
+        let record_setup = format!(
+            "SETUP rtsp://h/live/cam/streamid=0 RTSP/1.0\r\nCSeq: 2\r\n{auth}\
+             Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n\r\n"
+        );
+        assert!(matches!(route(&record_setup), Route::Publish { path } if path == "/live/cam/streamid=0"));
+        let record = format!("RECORD rtsp://h/live/cam RTSP/1.0\r\nCSeq: 3\r\n{auth}\r\n");
+        assert!(
+            matches!(route(&record), Route::Answer(r) if r.status == 454),
+            "RECORD without a session"
+        );
+        let in_session =
+            format!("RECORD rtsp://h/live/cam RTSP/1.0\r\nCSeq: 3\r\n{auth}Session: 00000000000000AB\r\n\r\n");
+        assert!(matches!(route(&in_session), Route::Session(0xAB)));
+        let unauthorised = "RECORD rtsp://h/live/cam RTSP/1.0\r\nCSeq: 3\r\nSession: 00000000000000AB\r\n\r\n";
+        assert!(
+            matches!(route(unauthorised), Route::Answer(r) if r.status == 401),
+            "a session does not stand in for the credential"
+        );
+        // Playing is not publishing.
+        let play_setup = "SETUP rtsp://h/live/cam/trackID=1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP;unicast;client_port=5000-5001\r\n\r\n";
+        assert!(matches!(route(play_setup), Route::Open { .. }));
+        let options = route("OPTIONS * RTSP/1.0\r\nCSeq: 5\r\n\r\n");
+        assert!(matches!(options, Route::Answer(r) if r.headers.get("Public") == Some(PUBLIC_METHODS_PUBLISHING)));
+    }
+
+    #[test]
     fn unparsable_bytes_get_the_parser_status() {
         assert_eq!(reject(&ParseError::BodyTooLarge(1 << 30)).status, 413);
         assert_eq!(reject(&ParseError::BadVersion("HTTP/1.1".into())).status, 505);
