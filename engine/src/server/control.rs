@@ -384,7 +384,8 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
         }
         (Step::Leave, Some(Leave::Http(Takeover::TunnelGet(id)))) => return tunnel_get(ctl, stream, client, id).await,
         (Step::Leave, Some(Leave::Http(Takeover::Listen(start)))) => {
-            if ctl.listen(&link, start).await {
+            let gone = ctl.listen(&link, start).await;
+            if gone {
                 return;
             }
         }

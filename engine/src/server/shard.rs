@@ -395,9 +395,24 @@ async fn listener_write_loop(driver: Rc<Driver>, id: ConnId, mut stream: TcpStre
                 // are one run of frames, or three where a metadata block
                 // falls inside it.
                 for b in batch.drain(..) {
-                    if ok {
-                        if let Err(e) = stream.write_all(&b).await {
+                    if !ok {
+                        continue;
+                    }
+                    // A listener the core dropped while a write waited for
+                    // it goes now, not when the write times out.
+                    let written = futures_lite::future::or(async { Some(stream.write_all(&b).await) }, async {
+                        abandoned(&driver, id, &kicked).await;
+                        None
+                    })
+                    .await;
+                    match written {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
                             debug!(shard = driver.index, error = %e, "listener gone");
+                            ok = false;
+                        }
+                        None => {
+                            debug!(shard = driver.index, "listener dropped while a write waited");
                             ok = false;
                         }
                     }
@@ -420,6 +435,20 @@ async fn listener_write_loop(driver: Rc<Driver>, id: ConnId, mut stream: TcpStre
     // The core has forgotten the listener and has its record to send.
     driver.after(&mut driver.core.borrow_mut());
     let _ = stream.close().await;
+}
+
+/// Returns once the core has dropped listener `id`, looking each time its
+/// writer is kicked. (A kick for new bytes taken here is not lost: the
+/// writer takes whatever is queued after every write.)
+async fn abandoned(driver: &Driver, id: ConnId, kicked: &LocalReceiver<()>) {
+    loop {
+        if driver.core.borrow().listener_abandoned(id) {
+            return;
+        }
+        if kicked.recv().await.is_none() {
+            return;
+        }
+    }
 }
 
 async fn read_loop<W: Wire>(driver: Rc<Driver>, mut link: Link, mut wire: W) {

@@ -391,6 +391,9 @@ struct Listening {
     bound: usize,
     signalled: bool,
     closing: bool,
+    /// Closed with its queue dropped: what its writer still writes is of
+    /// no use.
+    abandoned: bool,
     joined: Nanos,
     /// Bytes written.
     sent: u64,
@@ -406,6 +409,7 @@ impl Listening {
         if drop_queue {
             self.out.clear();
             self.queued = 0;
+            self.abandoned = true;
         }
         if !self.closing {
             self.closing = true;
@@ -708,6 +712,12 @@ impl ShardCore {
         Taken::Closed
     }
 
+    /// Whether listener `conn` was dropped (too slow, gone, shutdown): its
+    /// writer may give up a write that is waiting for the client.
+    pub fn listener_abandoned(&self, conn: ConnId) -> bool {
+        self.listeners.get(&conn).is_none_or(|l| l.abandoned)
+    }
+
     pub fn handle_input(&mut self, now: Nanos, input: Input<'_>) {
         self.settle();
         self.last_seen_now = self.last_seen_now.max(now);
@@ -722,6 +732,7 @@ impl ShardCore {
                     bound: usize::MAX,
                     signalled: false,
                     closing: false,
+                    abandoned: false,
                     joined: now,
                     sent: 0,
                     path: start.path,
