@@ -803,6 +803,8 @@ mod tests {
                 max_header_bytes = "4K"
                 max_body_bytes = 1000
                 tcp_queue_bytes = 65536
+                max_listeners = 3
+                listener_queue_bytes = "64K"
                 access_log = "logs/access.log"
                 stats_interval = 5
                 stats_json = "stats.json"
@@ -827,6 +829,8 @@ mod tests {
         assert_eq!(c.max_header_bytes, 4096);
         assert_eq!(c.max_body_bytes, 1000);
         assert_eq!(c.tcp_queue_bytes, 65536);
+        assert_eq!(c.max_listeners, 3);
+        assert_eq!(c.listener_queue_bytes, 65536);
         assert_eq!(c.stats_interval, Some(5));
         assert_eq!(c.stats_json, Some(dir.join("stats.json")));
         assert_eq!(c.send_path, SendPath::IoUring);
@@ -900,6 +904,10 @@ mod tests {
         check(
             &["--tcp-queue-bytes", "100"],
             &["--tcp-queue-bytes 100", "at least 4096"],
+        );
+        check(
+            &["--listener-queue-bytes", "1000"],
+            &["--listener-queue-bytes 1000", "at least 16384"],
         );
         check(&["--max-header-bytes", "10"], &["--max-header-bytes 10"]);
         check(&["--stats-interval", "0"], &["--stats-interval 0"]);

@@ -431,8 +431,13 @@ fn bytes_arrive_at_the_files_bit_rate_after_the_burst() {
 fn two_hundred_listeners_at_once_each_get_the_whole_stream() {
     let cbr = cbr();
     let server = serve("many", &[&cbr.path], &[]);
-    let fds_before = server.open_fds();
     let addr = server.addr;
+    // Once the server has answered a first request (and the connection its
+    // start-up check made has gone), its descriptors are what they stay at.
+    let head = listen(addr, "HEAD /cbr.mp3 HTTP/1.1\r\n\r\n");
+    assert!(head.status_line().ends_with("200 OK"));
+    thread::sleep(Duration::from_millis(300));
+    let fds_before = server.open_fds();
     let listeners: Vec<_> = (0..200)
         .map(|i| {
             thread::spawn(move || {
@@ -470,7 +475,12 @@ fn two_hundred_listeners_at_once_each_get_the_whole_stream() {
     while server.open_fds() > fds_before && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(server.open_fds(), fds_before, "every listener's descriptor is closed");
+    let fds = server.open_fds();
+    println!("descriptors: {fds_before} before the listeners, {fds} after");
+    assert!(
+        fds <= fds_before,
+        "every listener's descriptor is closed: {fds} open, {fds_before} before"
+    );
     server.stop_cleanly();
 }
 

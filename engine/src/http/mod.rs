@@ -9,8 +9,9 @@
 //! - **RTSP-over-HTTP tunnels** ([`tunnel`], [`proto::tunnel`]): a GET or
 //!   POST that carries `x-sessioncookie` (or the tunnel's media type) on any
 //!   path. The legs are paired by the control core's [`tunnel::Registry`].
-//! - **Handlers registered for a path** ([`Routes::add`]): the seam for the
-//!   admin API, `/metrics`, the status page and Icecast. An unknown path is
+//! - **Handlers registered for a path** ([`Routes::add`], by prefix or by
+//!   suffix too): the seam for the admin API, `/metrics`, the status page
+//!   and Icecast (`.mp3`, [`crate::icecast::files`]). An unknown path is
 //!   404, a method the path has no handler for 405 with `Allow`.
 //!
 //! # Adding a handler
@@ -48,9 +49,10 @@
 //!
 //! Two kinds of request keep their connection once answered, and the seam
 //! has room for both: a **streaming response** (an Icecast listener's `GET
-//! /x.mp3`: a [`Reply::Take`] whose head is a [`Response::streaming`] one,
-//! after which the connection moves, as a tunnel's GET leg does, to the
-//! shard that feeds it, through a [`Takeover`] variant of its own), and a
+//! /x.mp3`, served by [`crate::icecast::files`]: a [`Reply::Take`] with
+//! [`Takeover::Listen`], whose start carries the [`Response::streaming`]
+//! head, after which the connection moves, as a tunnel's GET leg does, to
+//! the shard that feeds it and writes the head before the audio), and a
 //! **streaming request body** (Icecast's `SOURCE`/`PUT`, like a tunnel's
 //! POST: registered with [`Routes::add_streaming`], its handler is called as
 //! soon as the head has arrived, and the body's first bytes stay in the
