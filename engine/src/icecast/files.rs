@@ -23,6 +23,10 @@
 //!   player: an HTTP/1.0 request with `Icy-MetaData: 1` from a user agent
 //!   in [`ICY_PLAYERS`] (Winamp's `WinampMPEG/5.x`, XMMS, XMPlay, Windows
 //!   Media Player's `NSPlayer`), which were written against SHOUTcast.
+//!   VLC 3 asks in HTTP/1.1 first and, seeing `icy-` headers, asks again
+//!   through its Icecast access (HTTP/1.0, `Icy-MetaData: 1`); that access
+//!   takes the end of a stream for a dropped connection and asks once more,
+//!   so VLC plays a file over and over, as it does from Icecast itself.
 //! - **Ranges** are ignored: a request with `Range` gets `200` and the
 //!   stream from the start, with `Accept-Ranges: none` (RFC 9110 lets a
 //!   server ignore `Range`). Not `416`: browsers send `Range: bytes=0-` on
