@@ -21,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod admin;
+pub mod broadcast;
 pub mod depacketize;
 pub mod ffmpeg;
 pub mod gstreamer;
