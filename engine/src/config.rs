@@ -37,6 +37,13 @@ pub const DEFAULT_TCP_QUEUE_BYTES: usize = 256 * 1024;
 /// Smaller than this, a TCP queue could not hold even a few packets and
 /// every interleaved session would drop media at once.
 pub const MIN_TCP_QUEUE_BYTES: usize = 4096;
+/// Icecast listeners at once, unless configured.
+pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
+/// What a slow listener may have waiting beyond its burst: Icecast's
+/// `queue-size` default.
+pub const DEFAULT_LISTENER_QUEUE_BYTES: usize = 512 * 1024;
+/// A few seconds of the slowest MP3 stream.
+pub const MIN_LISTENER_QUEUE_BYTES: usize = 16 * 1024;
 /// How the shards hand their UDP rounds to the kernel, unless told: see
 /// perf/RESULTS.md for the measurement that chose it.
 pub const DEFAULT_SEND_PATH: SendPath = SendPath::Sendmmsg;
@@ -117,6 +124,17 @@ pub struct ServeArgs {
     /// at the same size [default: 256K]
     #[arg(long = "tcp-queue-bytes", value_name = "N", value_parser = parse_size)]
     pub tcp_queue_bytes: Option<usize>,
+
+    /// Most Icecast (MP3 over HTTP) listeners at once; further ones get 503. Each also holds a
+    /// connection, counted against the connection limits (0 = no limit) [default: 10000]
+    #[arg(long = "max-listeners", value_name = "N")]
+    pub max_listeners: Option<usize>,
+
+    /// Bytes that may wait for an Icecast listener beyond its initial burst; a listener that
+    /// falls further behind (reads slower than the bit rate, or not at all) is dropped, as
+    /// Icecast's queue-size does (K and M suffixes allowed) [default: 512K]
+    #[arg(long = "listener-queue-bytes", value_name = "N", value_parser = parse_size)]
+    pub listener_queue_bytes: Option<usize>,
 
     /// File to append the access log to (W3C extended format, one line per session), or - for
     /// standard output [default: standard output]
@@ -215,6 +233,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub tcp_queue_bytes: usize,
+    pub max_listeners: usize,
+    pub listener_queue_bytes: usize,
     /// `None` means standard output (`-` resolves to `None` too).
     pub access_log: Option<PathBuf>,
     /// Seconds between statistics reports; `None` for none.
@@ -305,6 +325,8 @@ struct FileSettings {
     max_header_bytes: Option<Size>,
     max_body_bytes: Option<Size>,
     tcp_queue_bytes: Option<Size>,
+    max_listeners: Option<usize>,
+    listener_queue_bytes: Option<Size>,
     access_log: Option<PathBuf>,
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
@@ -434,6 +456,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     let max_connections = limit(args.max_connections, file.max_connections, DEFAULT_MAX_CONNECTIONS);
     let max_connections_per_client = limit(args.max_connections_per_client, file.max_connections_per_client, 0);
     let max_sessions = limit(args.max_sessions, file.max_sessions, DEFAULT_MAX_SESSIONS);
+    let max_listeners = limit(args.max_listeners, file.max_listeners, DEFAULT_MAX_LISTENERS);
     let max_sessions_per_client = limit(args.max_sessions_per_client, file.max_sessions_per_client, 0);
     let max_connections_per_client = nonzero_or_max(max_connections_per_client);
     let max_sessions_per_client = nonzero_or_max(max_sessions_per_client);
@@ -471,6 +494,13 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         file.tcp_queue_bytes,
         DEFAULT_TCP_QUEUE_BYTES,
         MIN_TCP_QUEUE_BYTES,
+    )?;
+    let listener_queue_bytes = size(
+        "listener_queue_bytes",
+        args.listener_queue_bytes,
+        file.listener_queue_bytes,
+        DEFAULT_LISTENER_QUEUE_BYTES,
+        MIN_LISTENER_QUEUE_BYTES,
     )?;
 
     let access_log = match (&args.access_log, &file.access_log) {
@@ -563,6 +593,8 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         max_header_bytes,
         max_body_bytes,
         tcp_queue_bytes,
+        max_listeners,
+        listener_queue_bytes,
         access_log,
         stats_interval,
         stats_json,
@@ -761,6 +793,8 @@ mod tests {
         assert_eq!(c.max_header_bytes, 16384);
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.tcp_queue_bytes, 256 * 1024);
+        assert_eq!(c.max_listeners, 10_000);
+        assert_eq!(c.listener_queue_bytes, 512 * 1024);
         assert_eq!(c.access_log, None);
         assert_eq!(c.stats_interval, None);
         assert_eq!(c.stats_json, None);
@@ -867,6 +901,8 @@ mod tests {
                 max_header_bytes = "4K"
                 max_body_bytes = 1000
                 tcp_queue_bytes = 65536
+                max_listeners = 3
+                listener_queue_bytes = "64K"
                 access_log = "logs/access.log"
                 stats_interval = 5
                 stats_json = "stats.json"
@@ -891,6 +927,8 @@ mod tests {
         assert_eq!(c.max_header_bytes, 4096);
         assert_eq!(c.max_body_bytes, 1000);
         assert_eq!(c.tcp_queue_bytes, 65536);
+        assert_eq!(c.max_listeners, 3);
+        assert_eq!(c.listener_queue_bytes, 65536);
         assert_eq!(c.stats_interval, Some(5));
         assert_eq!(c.stats_json, Some(dir.join("stats.json")));
         assert_eq!(c.send_path, SendPath::IoUring);
@@ -964,6 +1002,10 @@ mod tests {
         check(
             &["--tcp-queue-bytes", "100"],
             &["--tcp-queue-bytes 100", "at least 4096"],
+        );
+        check(
+            &["--listener-queue-bytes", "1000"],
+            &["--listener-queue-bytes 1000", "at least 16384"],
         );
         check(&["--max-header-bytes", "10"], &["--max-header-bytes 10"]);
         check(&["--stats-interval", "0"], &["--stats-interval 0"]);

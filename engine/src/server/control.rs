@@ -18,22 +18,26 @@ use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
+use loader::mp3::Mp3;
 use proto::rtsp::message::{Limits, Request, Response};
 use proto::tunnel::{Cookie, Decoder, Leg};
 use tracing::{debug, info, warn};
 
 use super::conn::{self, Host, Leave, Link, Speaks, Step};
 use super::tunnel::{give_leg, Carry, Counted, PostLeg, TunnelWire};
-use super::{now, open_movie, FromShard, Handover, ServeError, Signals, ToShard};
+use super::{now, open_movie, open_mp3, FromShard, Handover, ServeError, Signals, ToShard};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::admin::{self, AdminAccess, History};
-use crate::admission::{self, Admission};
+use crate::admission::{self, Admission, Listeners};
 use crate::config::Config;
 use crate::door::{self, Door, Route};
 use crate::http::tunnel::{Expired, Place, PostTo, Registry, TunnelId, PAIRING_WINDOW};
 use crate::http::Sample;
 use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
+use crate::icecast::files::Files;
+use crate::icecast::listener::ListenerStart;
 use crate::library::Library;
+use crate::library::LibraryError;
 use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId, Snapshot};
 use crate::stats::{RequestCounts, ShardStats};
@@ -53,6 +57,8 @@ struct Control {
     library: Arc<Library>,
     shards: Vec<ConnectedSender<ToShard>>,
     admission: RefCell<Admission>,
+    /// Icecast listeners, against `--max-listeners`, and their shards.
+    listeners: RefCell<Listeners>,
     /// Replies awaited from shards.
     waiting: RefCell<KeyMap<ReplyId, local_channel::LocalSender<Event>>>,
     next_reply: Cell<ReplyId>,
@@ -127,6 +133,13 @@ pub async fn run(
         info!(allow = %allow.join(", "), "admin API on at /api/v1/, status page at /");
     }
     admin::register(&mut routes, access, config.metrics_allow.clone());
+    routes.add_suffix(
+        ".mp3",
+        &["GET"],
+        Files {
+            queue_bytes: config.listener_queue_bytes,
+        },
+    );
     let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
         let me = me.clone();
         Control {
@@ -134,6 +147,7 @@ pub async fn run(
             limits: conn::limits(&config),
             library,
             admission: RefCell::new(Admission::new(admission::Limits::from_config(&config), shards.len())),
+            listeners: RefCell::new(Listeners::new(config.max_listeners, shards.len())),
             shards,
             waiting: RefCell::default(),
             next_reply: Cell::new(1),
@@ -309,6 +323,10 @@ async fn shard_events(
                     }
                     ctl.log_record(&record);
                 }
+                Event::ListenerEnded { record } => {
+                    ctl.listeners.borrow_mut().ended(shard);
+                    ctl.log_record(&record);
+                }
                 Event::ConnectionClosed { client } => ctl.admission.borrow_mut().disconnect(client.ip()),
                 Event::Stopped { stats } => {
                     let _ = stopped.try_send(stats);
@@ -421,6 +439,12 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
             }
         }
         (Step::Leave, Some(Leave::Http(Takeover::TunnelGet(id)))) => return tunnel_get(ctl, stream, client, id).await,
+        (Step::Leave, Some(Leave::Http(Takeover::Listen(start)))) => {
+            let gone = ctl.listen(&link, start).await;
+            if gone {
+                return;
+            }
+        }
         (Step::Leave, Some(Leave::Http(Takeover::TunnelPost(id, to)))) => {
             let counted = Counted::new(client.ip(), ctl.release.clone());
             let leg = PostLeg::new(stream, client, std::mem::take(&mut link.buf), counted);
@@ -502,6 +526,30 @@ impl Control {
             if let Some(key) = key {
                 self.admission.borrow_mut().forget(key);
             }
+        }
+        sent
+    }
+
+    /// Sends an Icecast listener, admitted by its handler, to the shard with
+    /// the fewest. `false` if it could not go: it is no longer counted, and
+    /// its connection stays here to be closed.
+    async fn listen(&self, link: &Link, start: Box<ListenerStart>) -> bool {
+        let conn = link.clone_fd().map(|fd| Handover {
+            fd,
+            client: link.client,
+            pending: Vec::new(),
+            tunnel: None,
+        });
+        let shard = self.listeners.borrow_mut().place();
+        let sent = match conn {
+            Ok(conn) => self.shards[shard].send(ToShard::Listen { conn, start }).await.is_ok(),
+            Err(e) => {
+                warn!(error = %e, "cannot hand a listener over");
+                false
+            }
+        };
+        if !sent {
+            self.listeners.borrow_mut().ended(shard);
         }
         sent
     }
@@ -710,11 +758,20 @@ impl ServerView for Control {
             sessions: a.sessions(),
             per_shard: a.loads().to_vec(),
             tunnels: self.tunnels.borrow().len(),
+            listeners: self.listeners.borrow().count(),
         }
     }
 
     fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>> {
         Box::pin(collect_stats(self))
+    }
+
+    fn open_mp3<'a>(&'a self, path: &'a str) -> Pin<Box<dyn Future<Output = Result<Arc<Mp3>, LibraryError>> + 'a>> {
+        Box::pin(open_mp3(&self.library, path))
+    }
+
+    fn admit_listener(&self, _client: SocketAddr) -> bool {
+        self.listeners.borrow_mut().admit()
     }
 
     fn config(&self) -> &Config {

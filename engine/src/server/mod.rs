@@ -19,7 +19,10 @@
 //! is two connections, paired there by cookie; it runs on the control core
 //! like any RTSP connection until an interleaved SETUP, then moves to the
 //! session's shard with both legs, and a POST the client opens later
-//! follows it there ([`ToShard::TunnelPost`]).
+//! follows it there ([`ToShard::TunnelPost`]). An Icecast listener's
+//! `GET /x.mp3` is answered by a handler on the control core, and the
+//! connection then goes to the shard with the fewest listeners
+//! ([`ToShard::Listen`]), which writes the head and paces the audio.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -27,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use loader::mp3::Mp3;
 use loader::Movie;
 
 use crate::config::Config;
@@ -65,6 +69,14 @@ async fn open_movie(library: &Arc<Library>, path: &str) -> Result<Arc<Movie>, Li
     }
 }
 
+/// The MP3 file at a library path, indexed as [`open_movie`] indexes movies.
+async fn open_mp3(library: &Arc<Library>, path: &str) -> Result<Arc<Mp3>, LibraryError> {
+    match library.lookup_mp3(path)? {
+        Lookup::Ready(mp3) => Ok(mp3),
+        Lookup::Parse(parse) => glommio::executor().spawn_blocking(move || parse.run()).await,
+    }
+}
+
 /// A connection's socket and unparsed bytes, moved from the control core to
 /// a shard.
 pub struct Handover {
@@ -91,6 +103,12 @@ pub enum ToShard {
     Admission {
         ticket: u64,
         key: Option<SessionKey>,
+    },
+    /// An Icecast listener, answered by the control core's handler: take
+    /// the connection over, write the head and pace the audio.
+    Listen {
+        conn: Handover,
+        start: Box<crate::icecast::listener::ListenerStart>,
     },
     /// A POST leg the client opened for a tunnel that runs on the shard.
     TunnelPost {
