@@ -44,6 +44,7 @@ mod track;
 pub use cursor::{HintCursor, MovieCursor, MoviePackets, TrackPackets};
 pub use error::{Error, Location, Result};
 pub use fourcc::FourCc;
+pub use mapping::{install_sigbus_guard, sigbus_guard_installed};
 pub use hint::RtpHintInfo;
 pub use movie::Movie;
 pub use packet::{Packet, PacketFlags, Payload, Span};

@@ -88,6 +88,7 @@ pub async fn run(
     pair: UdpPair,
     commands: SharedReceiver<ToShard>,
     back: SharedSender<FromShard>,
+    access: Option<crate::access::Access>,
 ) {
     let commands = commands.connect().await;
     let back = back.connect().await;
@@ -131,7 +132,7 @@ pub async fn run(
         rtp,
         rtcp,
         rtcp_bufs: RefCell::new(RecvBufs::new(RTCP_BATCH, 2048)),
-        door: Door::new(),
+        door: Door::new().with_access(access),
         limits: conn::limits(&config),
         library,
         writers: RefCell::default(),
