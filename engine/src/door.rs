@@ -117,6 +117,9 @@ pub struct Door {
     /// One per core: it holds the core's nonce-replay table and rate
     /// limits. A core runs one thread, and no borrow outlives a call.
     access: Option<RefCell<Access>>,
+    /// Whether publishing requests (ANNOUNCE, RECORD, SETUP with
+    /// `mode=record`) are routed, and so judged as `Class::Write`.
+    publishing: bool,
 }
 
 impl Door {
@@ -126,12 +129,23 @@ impl Door {
 
     /// A door that serves HTTP requests with `routes` besides tunnels.
     pub fn with_routes(routes: Routes) -> Door {
-        Door { routes, access: None }
+        Door {
+            routes,
+            access: None,
+            publishing: false,
+        }
     }
 
     /// The same door, judging requests by `access`.
     pub fn with_access(mut self, access: Option<Access>) -> Door {
         self.access = access.map(RefCell::new);
+        self
+    }
+
+    /// The same door, judging publishing requests as `Class::Write` (for
+    /// the live ingest that routes them).
+    pub fn with_publishing(mut self) -> Door {
+        self.publishing = true;
         self
     }
 
@@ -162,9 +176,13 @@ impl Door {
         let record = req.method == Method::Setup && wants_record(req);
         let class = Class::of_rtsp(req.method.as_str(), record);
         let in_session = req.headers.get("Session").is_some();
-        let judged = match req.method {
-            Method::Announce | Method::Record => true,
-            Method::Describe | Method::Setup => !in_session || class == Class::Write,
+        // Publishing is judged once the server takes it (live ingest turns
+        // it on with `with_publishing`); until then the route answers 405
+        // for ANNOUNCE and RECORD, and a session 461 for `mode=record`, as
+        // without access rules.
+        let judged = match (&req.method, class) {
+            (_, Class::Write) => self.publishing,
+            (Method::Describe | Method::Setup, _) => !in_session,
             _ => false,
         };
         if !judged {
@@ -174,17 +192,15 @@ impl Door {
             // Not a URI the door can route: its own 400 follows.
             return Gate::Pass(None);
         };
-        // The rules are judged on the decoded path, folder by folder. A path
-        // that does not decode into plain segments (a bad escape, an
-        // encoded `/`) names no movie the library would serve: 400, as the
-        // library would answer, before anyone is asked for a password.
-        let decoded = crate::library::percent_decoded(path)
-            .filter(|_| !path.to_ascii_lowercase().contains("%2f"));
-        let Some(path) = decoded else {
-            return Gate::Refuse {
-                response: Response::new(400, req.cseq()),
-                delay: 0,
-            };
+        // A path the library refuses outright (an escape, a bad or encoded
+        // `/`) names nothing that could be served: routing answers it (400)
+        // as it would without access rules. The rules are judged on the
+        // decoded path, folder by folder.
+        if !crate::library::is_plain_path(path) {
+            return Gate::Pass(None);
+        }
+        let Some(path) = crate::library::percent_decoded(path) else {
+            return Gate::Pass(None);
         };
         let authorization: Vec<&str> = req
             .headers
@@ -497,6 +513,64 @@ mod tests {
         };
         let refused = describe(&r, "/x.mp4", Err(&missing));
         assert_eq!((refused.status.code(), refused.headers.get("CSeq")), (404, Some("7")));
+    }
+
+    fn guarded_door(publishing: bool) -> Door {
+        use crate::access::files::MemoryFs;
+        let mut fs = MemoryFs::default();
+        fs.put("/media/private/qtaccess", "AuthScheme basic\nrequire valid-user\n<Limit WRITE>\nrequire valid-user\n</Limit>\n");
+        fs.put("/users", "realm Streamalot\n");
+        let settings = access::Settings {
+            users: Some("/users".into()),
+            ..Default::default()
+        };
+        let access = Access::new(&settings, "/media".into(), Box::new(fs), [7; 32], 0).unwrap();
+        let door = Door::new().with_access(Some(access));
+        if publishing {
+            door.with_publishing()
+        } else {
+            door
+        }
+    }
+
+    fn gate(door: &Door, text: &str) -> Gate {
+        let caller = Caller {
+            client: "192.0.2.1:4000".parse().unwrap(),
+        };
+        door.gate(&req(text), &caller, 1_000_000_000, 1_700_000_000)
+    }
+
+    #[test]
+    fn the_gate_judges_what_opens_something() {
+        let door = guarded_door(false);
+        let refused = |g: Gate| match g {
+            Gate::Refuse { response, .. } => (response.status.code(), response),
+            Gate::Pass(g) => panic!("passed as {g:?}"),
+        };
+        let (status, r) = refused(gate(&door, "DESCRIBE rtsp://h/private/a.mp4 RTSP/1.0\r\nCSeq: 3\r\n\r\n"));
+        assert_eq!((status, r.headers.get("CSeq")), (401, Some("3")));
+        assert!(r.headers.get("WWW-Authenticate").unwrap().starts_with("Basic realm="));
+        let setup = "SETUP rtsp://h/private/a.mp4/trackID=1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n";
+        assert_eq!(refused(gate(&door, setup)).0, 401);
+        for open in [
+            "DESCRIBE rtsp://h/public/a.mp4 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            // A session's requests ride on its key.
+            "PLAY rtsp://h/private/a.mp4 RTSP/1.0\r\nCSeq: 1\r\nSession: 00000000000000AB\r\n\r\n",
+            // The library answers these 400 itself.
+            "DESCRIBE rtsp://h/private/../x.mp4 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            // Publishing is not routed yet: 405 from the route.
+            "ANNOUNCE rtsp://h/private/live.sdp RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+        ] {
+            assert!(matches!(gate(&door, open), Gate::Pass(_)), "{open}");
+        }
+        let publishing = guarded_door(true);
+        let announce = "ANNOUNCE rtsp://h/private/live.sdp RTSP/1.0\r\nCSeq: 5\r\n\r\n";
+        assert_eq!(refused(gate(&publishing, announce)).0, 401);
+        let record = "SETUP rtsp://h/private/live.sdp/streamid=0 RTSP/1.0\r\nCSeq: 6\r\nSession: 00000000000000AB\r\nTransport: RTP/AVP/TCP;unicast;mode=\"RECORD\"\r\n\r\n";
+        assert_eq!(refused(gate(&publishing, record)).0, 401, "publishing within a session is judged");
+        // Without access rules everything passes.
+        assert!(matches!(gate(&Door::new(), announce), Gate::Pass(None)));
     }
 
     #[test]

@@ -479,6 +479,12 @@ fn decode_path(path: &str) -> Result<PathBuf, &'static str> {
     Ok(out)
 }
 
+/// Whether the library would look `path` up at all: `false` for a path it
+/// refuses outright (400: escapes, bad escapes, encoded `/`, ...).
+pub fn is_plain_path(path: &str) -> bool {
+    decode_path(path).is_ok()
+}
+
 /// A request path percent-decoded as a whole, as the access rules see it;
 /// `None` when it has a bad escape or is not UTF-8 (the library refuses such
 /// a path anyway).
