@@ -533,8 +533,14 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         access.token_secret_file = Some(t.clone());
     }
     if let Some(text) = &args.auth_scheme {
-        let scheme = crate::access::qtaccess::Scheme::parse(text)
-            .ok_or_else(|| invalid("auth_scheme", text, Origin::CommandLine, "must be digest, basic or none"))?;
+        let scheme = crate::access::qtaccess::Scheme::parse(text).ok_or_else(|| {
+            invalid(
+                "auth_scheme",
+                text,
+                Origin::CommandLine,
+                "must be digest, basic or none",
+            )
+        })?;
         access.auth_scheme = Some(scheme);
     }
     if let Some(r) = &args.auth_realm {
@@ -544,16 +550,34 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     access.deny.extend(args.deny.iter().cloned());
 
     let tls = match (
-        pick(args.tls_cert.clone(), file.tls_cert.map(|p| file_dir.join(p)), &file_origin),
-        pick(args.tls_key.clone(), file.tls_key.map(|p| file_dir.join(p)), &file_origin),
+        pick(
+            args.tls_cert.clone(),
+            file.tls_cert.map(|p| file_dir.join(p)),
+            &file_origin,
+        ),
+        pick(
+            args.tls_key.clone(),
+            file.tls_key.map(|p| file_dir.join(p)),
+            &file_origin,
+        ),
     ) {
         (Some((cert, _)), Some((key, _))) => Some(TlsFiles { cert, key }),
         (None, None) => None,
         (Some((p, origin)), None) => {
-            return Err(invalid("tls_cert", p.display(), origin, "needs --tls-key (tls_key) too"))
+            return Err(invalid(
+                "tls_cert",
+                p.display(),
+                origin,
+                "needs --tls-key (tls_key) too",
+            ))
         }
         (None, Some((p, origin))) => {
-            return Err(invalid("tls_key", p.display(), origin, "needs --tls-cert (tls_cert) too"))
+            return Err(invalid(
+                "tls_key",
+                p.display(),
+                origin,
+                "needs --tls-cert (tls_cert) too",
+            ))
         }
     };
     let cli_rtsps = (!args.rtsps_port.is_empty()).then(|| args.rtsps_port.clone());

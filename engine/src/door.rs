@@ -247,7 +247,9 @@ impl Door {
             Decision::Challenge(c) => {
                 match (&c.failure, &c.stale) {
                     (Some(f), _) => info!(%client, path = req.path, method = req.method, reason = %f, "login failed"),
-                    (None, Some(s)) => debug!(%client, path = req.path, stale = ?s, "stale Digest nonce; challenged again"),
+                    (None, Some(s)) => {
+                        debug!(%client, path = req.path, stale = ?s, "stale Digest nonce; challenged again")
+                    }
                     (None, None) => debug!(%client, path = req.path, "credentials needed; challenged"),
                 }
                 let mut response = Response::new(401, None);
@@ -346,9 +348,9 @@ fn wants_record(req: &Request) -> bool {
     req.headers.get("Transport").is_some_and(|t| {
         let first = t.split(',').next().unwrap_or_default();
         first.split(';').any(|p| {
-            p.trim()
-                .split_once('=')
-                .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("mode") && v.trim().trim_matches('"').eq_ignore_ascii_case("record"))
+            p.trim().split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("mode") && v.trim().trim_matches('"').eq_ignore_ascii_case("record")
+            })
         })
     })
 }
@@ -364,7 +366,11 @@ pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>)
                 // tracks over TLS too.
                 Some((scheme, rest)) => {
                     let authority = rest.split('/').next().unwrap_or_default();
-                    let scheme = if scheme.eq_ignore_ascii_case("rtsps") { "rtsps" } else { "rtsp" };
+                    let scheme = if scheme.eq_ignore_ascii_case("rtsps") {
+                        "rtsps"
+                    } else {
+                        "rtsp"
+                    };
                     format!("{scheme}://{authority}{path}/")
                 }
                 None => format!("{path}/"),
@@ -518,7 +524,10 @@ mod tests {
     fn guarded_door(publishing: bool) -> Door {
         use crate::access::files::MemoryFs;
         let mut fs = MemoryFs::default();
-        fs.put("/media/private/qtaccess", "AuthScheme basic\nrequire valid-user\n<Limit WRITE>\nrequire valid-user\n</Limit>\n");
+        fs.put(
+            "/media/private/qtaccess",
+            "AuthScheme basic\nrequire valid-user\n<Limit WRITE>\nrequire valid-user\n</Limit>\n",
+        );
         fs.put("/users", "realm Streamalot\n");
         let settings = access::Settings {
             users: Some("/users".into()),
@@ -547,7 +556,10 @@ mod tests {
             Gate::Refuse { response, .. } => (response.status.code(), response),
             Gate::Pass(g) => panic!("passed as {g:?}"),
         };
-        let (status, r) = refused(gate(&door, "DESCRIBE rtsp://h/private/a.mp4 RTSP/1.0\r\nCSeq: 3\r\n\r\n"));
+        let (status, r) = refused(gate(
+            &door,
+            "DESCRIBE rtsp://h/private/a.mp4 RTSP/1.0\r\nCSeq: 3\r\n\r\n",
+        ));
         assert_eq!((status, r.headers.get("CSeq")), (401, Some("3")));
         assert!(r.headers.get("WWW-Authenticate").unwrap().starts_with("Basic realm="));
         let setup = "SETUP rtsp://h/private/a.mp4/trackID=1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n";
@@ -568,7 +580,11 @@ mod tests {
         let announce = "ANNOUNCE rtsp://h/private/live.sdp RTSP/1.0\r\nCSeq: 5\r\n\r\n";
         assert_eq!(refused(gate(&publishing, announce)).0, 401);
         let record = "SETUP rtsp://h/private/live.sdp/streamid=0 RTSP/1.0\r\nCSeq: 6\r\nSession: 00000000000000AB\r\nTransport: RTP/AVP/TCP;unicast;mode=\"RECORD\"\r\n\r\n";
-        assert_eq!(refused(gate(&publishing, record)).0, 401, "publishing within a session is judged");
+        assert_eq!(
+            refused(gate(&publishing, record)).0,
+            401,
+            "publishing within a session is judged"
+        );
         // Without access rules everything passes.
         assert!(matches!(gate(&Door::new(), announce), Gate::Pass(None)));
     }

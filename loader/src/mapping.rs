@@ -338,7 +338,12 @@ mod tests {
         std::fs::write(&path, vec![1u8; page * 3]).unwrap();
         let (bytes, guard) = map_guarded(&path).unwrap();
         let guard = guard.unwrap();
-        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(10).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
         assert!(guard.check_file(&path));
         assert!(guard.is_damaged());
         // Zero-mapped already: no fault, no handler needed.

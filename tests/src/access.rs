@@ -50,7 +50,11 @@ pub fn python_hash(alg: &str, text: &str) -> String {
         ]),
         Duration::from_secs(30),
     );
-    assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -129,7 +133,17 @@ pub fn gst_play(url: &str, protocols: &str, creds: Option<(&str, &str)>, timeout
     if let Some((u, p)) = creds {
         cmd.arg(format!("user-id={u}")).arg(format!("user-pw={p}"));
     }
-    cmd.args(["!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "checksumsink", "hash=md5"]);
+    cmd.args([
+        "!",
+        "rtph264depay",
+        "!",
+        "h264parse",
+        "!",
+        "avdec_h264",
+        "!",
+        "checksumsink",
+        "hash=md5",
+    ]);
     let out = run_within(&mut cmd, timeout);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // As in `gstreamer::decoded_video_hashes`: reaching the end counts even

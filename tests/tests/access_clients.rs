@@ -25,9 +25,16 @@ const MOVIE: &str = "h264-aac.mp4";
 /// `scheme`, and a server on it.
 fn protected(name: &str, scheme: &str) -> Server {
     let lib = library(name, &[media().h264_mp4()]);
-    std::fs::write(lib.join("qtaccess"), format!("AuthScheme {scheme}\nrequire valid-user\n")).unwrap();
+    std::fs::write(
+        lib.join("qtaccess"),
+        format!("AuthScheme {scheme}\nrequire valid-user\n"),
+    )
+    .unwrap();
     // The users file sits beside the library, not in it.
-    let users = users_file(&lib.with_extension("users"), &[("alice", "wonder land"), ("bob", "builder")]);
+    let users = users_file(
+        &lib.with_extension("users"),
+        &[("alice", "wonder land"), ("bob", "builder")],
+    );
     Server::start(&lib, &["--users", users.to_str().unwrap()])
 }
 
@@ -41,9 +48,18 @@ fn url_with(server: &Server, user: &str, password: &str) -> String {
 fn ffmpeg(url: &str) -> Result<String, String> {
     require_tool("ffmpeg");
     let mut cmd = std::process::Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url])
-        .args(FRAME_HASHES)
-        .args(["-f", "framemd5", "-"]);
+    cmd.args([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-rtsp_transport",
+        "tcp",
+        "-i",
+        url,
+    ])
+    .args(FRAME_HASHES)
+    .args(["-f", "framemd5", "-"]);
     let out = run_within(&mut cmd, TIMEOUT);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -77,7 +93,11 @@ fn gstreamer_checks(server: &Server, scheme: &str) {
     }
     for creds in [None, Some(("alice", "nope")), Some(("nobody", "wonder land"))] {
         let run = gst_play(&server.url(MOVIE), "tcp", creds, TIMEOUT);
-        assert!(!run.ok && run.hashes.is_empty(), "{scheme}: {creds:?} must be refused: {}", run.output);
+        assert!(
+            !run.ok && run.hashes.is_empty(),
+            "{scheme}: {creds:?} must be refused: {}",
+            run.output
+        );
         assert!(
             run.output.contains("Unauthorized") || run.output.contains("401"),
             "{scheme}: {creds:?}: GStreamer should say unauthorized: {}",
@@ -187,7 +207,11 @@ fn ffmpeg_gstreamer_and_retina_play_a_digest_protected_movie() {
     gstreamer_checks(&server, "digest");
     retina_checks(&server, "digest", media().h264_mp4());
     let stopped = server.stop();
-    assert!(stopped.stderr.contains("login failed"), "failed logins are logged:\n{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("login failed"),
+        "failed logins are logged:\n{}",
+        stopped.stderr
+    );
 }
 
 #[test]

@@ -15,7 +15,11 @@ const MOVIE: &str = "h264-aac.mp4";
 
 fn server(name: &str, scheme: &str, extra: &[&str]) -> Server {
     let lib = library(name, &[media().h264_mp4()]);
-    std::fs::write(lib.join("qtaccess"), format!("AuthScheme {scheme}\nrequire user alice\n")).unwrap();
+    std::fs::write(
+        lib.join("qtaccess"),
+        format!("AuthScheme {scheme}\nrequire user alice\n"),
+    )
+    .unwrap();
     let users = users_file(&lib.with_extension("users"), &[("alice", "s3cret"), ("bob", "b0b")]);
     let mut args = vec!["--users", users.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -52,7 +56,10 @@ fn digest_md5_and_sha256_answers_and_replays() {
     // know MD5 (GStreamer) find theirs, those that take the first get the
     // stronger one.
     assert_eq!(offered.len(), 2, "{offered:?}");
-    assert!(offered[0].starts_with("Digest ") && offered[0].contains("algorithm=SHA-256"), "{offered:?}");
+    assert!(
+        offered[0].starts_with("Digest ") && offered[0].contains("algorithm=SHA-256"),
+        "{offered:?}"
+    );
     assert!(offered[1].contains("algorithm=MD5"), "{offered:?}");
     for c in &offered {
         assert_eq!(param(c, "realm").as_deref(), Some(REALM), "{c}");
@@ -60,7 +67,11 @@ fn digest_md5_and_sha256_answers_and_replays() {
     }
     let nonce = param(&offered[0], "nonce").expect("a nonce");
     let opaque = param(&offered[0], "opaque");
-    assert_eq!(param(&offered[1], "nonce").as_deref(), Some(nonce.as_str()), "one nonce for both");
+    assert_eq!(
+        param(&offered[1], "nonce").as_deref(),
+        Some(nonce.as_str()),
+        "one nonce for both"
+    );
 
     let mut sdp = String::new();
     for (alg, nc) in [("md5", "00000001"), ("sha256", "00000002")] {
@@ -188,7 +199,12 @@ fn hostile_authorization_headers_are_refused_and_harmless() {
     for (i, h) in hostile.iter().enumerate() {
         let mut conn = Connection::connect(server.addr);
         let r = describe(&mut conn, &url, Some(h));
-        assert_eq!(r.status, 401, "hostile header {i} ({}...): {r:?}", &h[..h.len().min(60)]);
+        assert_eq!(
+            r.status,
+            401,
+            "hostile header {i} ({}...): {r:?}",
+            &h[..h.len().min(60)]
+        );
     }
     // Two Digest headers at once.
     let mut conn = Connection::connect(server.addr);
@@ -268,7 +284,11 @@ fn repeated_failed_logins_are_slowed_then_refused_and_counted() {
     let challenged = statuses.len() + answers.iter().filter(|(s, _)| *s == 401).count();
     let stopped = server.stop();
     let logged = stopped.stderr.matches("login failed").count();
-    assert_eq!(logged, challenged, "one log line per failed login answered 401:\n{}", stopped.stderr);
+    assert_eq!(
+        logged, challenged,
+        "one log line per failed login answered 401:\n{}",
+        stopped.stderr
+    );
     let counters = stopped
         .stderr
         .lines()
@@ -282,6 +302,9 @@ fn repeated_failed_logins_are_slowed_then_refused_and_counted() {
             .unwrap_or_else(|| panic!("no {name} in {counters}"))
     };
     assert!(field("failed_logins") >= challenged as u64, "{counters}");
-    assert!(field("failed_logins_delayed") >= 1, "answers were held past the burst: {counters}");
+    assert!(
+        field("failed_logins_delayed") >= 1,
+        "answers were held past the burst: {counters}"
+    );
     assert_eq!(field("slowed_down"), refused.len() as u64, "{counters}");
 }

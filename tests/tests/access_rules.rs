@@ -39,14 +39,29 @@ fn status(server: &Server, path: &str, auth: Option<&str>) -> u16 {
 #[test]
 fn a_folders_qtaccess_protects_it_and_its_subfolders_not_its_siblings() {
     let lib = library("access-tree", &[media().h264_mp4()]);
-    for dir in ["private", "private/sub", "private/open", "public", "broken", "staff", "staff/sub-none", "writers"] {
+    for dir in [
+        "private",
+        "private/sub",
+        "private/open",
+        "public",
+        "broken",
+        "staff",
+        "staff/sub-none",
+        "writers",
+    ] {
         put_movie(&lib.join(dir));
     }
     let write = |rel: &str, text: &str| std::fs::write(lib.join(rel), text).unwrap();
-    write("private/qtaccess", "# DSS syntax\nAuthName \"Private\"\nAuthScheme basic\nrequire user alice\n");
+    write(
+        "private/qtaccess",
+        "# DSS syntax\nAuthName \"Private\"\nAuthScheme basic\nrequire user alice\n",
+    );
     // The nearest file wins: this one opens its folder to anyone.
     write("private/open/qtaccess", "AuthScheme none\nrequire any-user\n");
-    write("broken/qtaccess", "AuthScheme basic\nrequire valid-user\nrequire sometimes alice\n");
+    write(
+        "broken/qtaccess",
+        "AuthScheme basic\nrequire valid-user\nrequire sometimes alice\n",
+    );
     let groups = lib.with_extension("groups");
     std::fs::write(&groups, "staff: carol\n").unwrap();
     write("staff/qtaccess", "AuthScheme basic\nrequire group staff\n");
@@ -56,7 +71,10 @@ fn a_folders_qtaccess_protects_it_and_its_subfolders_not_its_siblings() {
         "AuthScheme basic\nrequire any-user\n<Limit WRITE>\nrequire user alice\n</Limit>\n",
     );
     // A file that says nothing about watching closes it (as DSS did).
-    write("staff/sub-none/qtaccess", "<Limit WRITE>\nrequire user alice\n</Limit>\n");
+    write(
+        "staff/sub-none/qtaccess",
+        "<Limit WRITE>\nrequire user alice\n</Limit>\n",
+    );
     let users = users_file(
         &lib.with_extension("users"),
         &[("alice", "a"), ("bob", "b"), ("carol", "c")],
@@ -152,7 +170,9 @@ fn toml_rules_protect_a_path() {
 /// A connection to `to` from the loopback address `from`.
 fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket
+        .bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     socket.connect(&to.into()).unwrap();
     TcpStream::from(socket)
 }
@@ -176,7 +196,10 @@ fn deny_rules_refuse_before_any_request_is_parsed() {
     assert_eq!(conn.request("DESCRIBE", &server.url(MOVIE), &[]).status, 200);
     let stopped = server.stop();
     assert_eq!(
-        stopped.stderr.matches("connection refused by the address rules").count(),
+        stopped
+            .stderr
+            .matches("connection refused by the address rules")
+            .count(),
         2,
         "{}",
         stopped.stderr

@@ -24,12 +24,27 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let mut cmd = Command::new("openssl");
-    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-        .args(["-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert);
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ])
+    .args([
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+    ])
+    .arg("-keyout")
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
     let out = run_within(&mut cmd, TIMEOUT);
     assert!(
         out.status.success(),
@@ -117,7 +132,11 @@ fn ffmpeg_plays_rtsps_bit_exact_and_non_tls_is_refused() {
     let got = framemd5(&[], &url, FRAME_HASHES, TIMEOUT);
     assert!(differences_from_file(media().h264_mp4(), &got, TIMEOUT).is_empty());
     let stopped = server.stop();
-    assert!(stopped.stderr.contains("TLS certificate reloaded"), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("TLS certificate reloaded"),
+        "{}",
+        stopped.stderr
+    );
 }
 
 #[test]

@@ -20,7 +20,16 @@ fn load(url: &str, out: &Path) -> (std::process::Child, String) {
     let mut cmd = Command::new(rtpload_binary());
     cmd.arg(url)
         .args(["--sessions", &SESSIONS.to_string()])
-        .args(["--ramp", "100", "--duration", "4", "--transport", "udp", "--max-loss", "0"])
+        .args([
+            "--ramp",
+            "100",
+            "--duration",
+            "4",
+            "--transport",
+            "udp",
+            "--max-loss",
+            "0",
+        ])
         .arg("--out")
         .arg(out);
     spawn(&mut cmd)
@@ -62,7 +71,11 @@ fn a_movie_truncated_in_place_ends_its_sessions_and_no_others() {
     assert!(steady_out.status.success(), "{steady_what}: {stderr}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("steady/summary.json")).unwrap()).unwrap();
-    assert_eq!(int(&summary, &["sessions", "completed"]), u64::from(SESSIONS), "{summary}");
+    assert_eq!(
+        int(&summary, &["sessions", "completed"]),
+        u64::from(SESSIONS),
+        "{summary}"
+    );
     assert_eq!(int(&summary, &["sessions", "failed"]), 0, "{summary}");
     assert_eq!(int(&summary, &["packets", "lost"]), 0, "{summary}");
     // The doomed movie's sessions did not get their whole time.

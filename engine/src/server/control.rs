@@ -113,6 +113,8 @@ pub fn bind(config: &Config) -> Result<Vec<Listener>, ServeError> {
     Ok(listeners)
 }
 
+// Each argument is a resource the core takes over for its life.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Config,
     library: Arc<Library>,

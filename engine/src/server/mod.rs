@@ -188,17 +188,27 @@ fn access_per_core(config: &Config, cores: usize) -> Result<Vec<crate::access::A
     use crate::access::{files::RealFs, users, Access};
     let s = &config.access;
     if let Some(path) = &s.users {
-        let bytes = std::fs::read(path).map_err(|e| ServeError::AccessFile(format!("users file {}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| ServeError::AccessFile(format!("users file {}: {e}", path.display())))?;
         let parsed = users::Users::parse(path, &bytes).map_err(|e| ServeError::AccessFile(e.to_string()))?;
         tracing::info!(file = %path.display(), users = parsed.len(), realm = %parsed.realm, "users file loaded");
     }
     if let Some(path) = &s.groups {
-        let bytes = std::fs::read(path).map_err(|e| ServeError::AccessFile(format!("groups file {}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| ServeError::AccessFile(format!("groups file {}: {e}", path.display())))?;
         users::Groups::parse(path, &bytes).map_err(|e| ServeError::AccessFile(e.to_string()))?;
     }
     let secret = Access::random_secret().map_err(|e| ServeError::AccessFile(format!("no random secret: {e}")))?;
     (0..cores)
-        .map(|issuer| Ok(Access::new(s, config.media.clone(), Box::new(RealFs), secret, issuer as u8)?))
+        .map(|issuer| {
+            Ok(Access::new(
+                s,
+                config.media.clone(),
+                Box::new(RealFs),
+                secret,
+                issuer as u8,
+            )?)
+        })
         .collect()
 }
 
@@ -238,7 +248,12 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let wall = wall_at_zero();
     let mut access = access_per_core(&config, shards + 1)?.into_iter();
     let control_access = access.next();
-    let tls = config.tls.as_ref().map(tls::load).transpose().map_err(ServeError::Tls)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::load)
+        .transpose()
+        .map_err(ServeError::Tls)?;
 
     let mut to_shards = Vec::new();
     let mut from_shards = Vec::new();
@@ -254,14 +269,15 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         })?;
         let (shard_config, library) = (config.clone(), library.clone());
         let shard_access = access.next();
-        let handle = executor(&format!("shard-{i}"), core(i + 1), control_cpu)
-            .spawn(move || async move {
-                shard::run(i, shard_config, library, wall, pair, rx, back_tx, shard_access).await
-            })
-            .map_err(|e| ServeError::Executor {
-                what: format!("shard {i}"),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let handle =
+            executor(&format!("shard-{i}"), core(i + 1), control_cpu)
+                .spawn(move || async move {
+                    shard::run(i, shard_config, library, wall, pair, rx, back_tx, shard_access).await
+                })
+                .map_err(|e| ServeError::Executor {
+                    what: format!("shard {i}"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
         handles.push(handle);
     }
     let control = executor("control", control_cpu, control_cpu)

@@ -80,6 +80,8 @@ struct Driver {
     release: Rc<dyn Fn(IpAddr)>,
 }
 
+// Each argument is a resource the core takes over for its life.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     index: usize,
     config: Config,

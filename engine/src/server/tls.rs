@@ -46,8 +46,8 @@ const RELAY_CHUNK: usize = 16 * 1024;
 /// settings; the error says which file and why.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let certs = read_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("private key {}: {e}", files.key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("private key {}: {e}", files.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
