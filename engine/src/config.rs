@@ -152,18 +152,14 @@ pub struct ServeArgs {
     #[arg(long = "auth-scheme", value_name = "SCHEME")]
     pub auth_scheme: Option<String>,
 
-    /// The realm `streamalot passwd` writes into new users files and Basic challenges name
-    /// [default: Streamalot]
-    #[arg(long = "auth-realm", value_name = "REALM")]
-    pub auth_realm: Option<String>,
 
     /// Address block (CIDR) allowed to connect; repeat for several; once any is given, other
     /// addresses are refused before a byte is read [default: every address]
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<String>,
 
-    /// Address block (CIDR) refused before a byte is read; repeat for several; wins over --allow
-    /// [default: none]
+    /// Address block (CIDR) refused before a byte is read; repeat for several; of the --allow and
+    /// --deny blocks an address is in, the most specific decides, --deny on a tie [default: none]
     #[arg(long, value_name = "CIDR")]
     pub deny: Vec<String>,
 
@@ -542,9 +538,6 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
             )
         })?;
         access.auth_scheme = Some(scheme);
-    }
-    if let Some(r) = &args.auth_realm {
-        access.auth_realm = Some(r.clone());
     }
     access.allow.extend(args.allow.iter().cloned());
     access.deny.extend(args.deny.iter().cloned());
