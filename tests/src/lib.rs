@@ -21,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod access;
+pub mod admin;
 pub mod depacketize;
 pub mod ffmpeg;
 pub mod gstreamer;
