@@ -23,6 +23,19 @@ enum Command {
     /// Show a hinted movie's tracks, hint-track packet counts and bitrates,
     /// its SDP, and optionally its first packet recipes.
     Inspect(inspect::Args),
+    /// Push a playlist of hinted movies as one continuous live stream: to an
+    /// RTSP server by ANNOUNCE/RECORD, or as plain RTP to a UDP address, as
+    /// DSS's PlaylistBroadcaster did.
+    ///
+    /// Sequence numbers and timestamps run on across movies (one SSRC per
+    /// track for the whole run); a movie whose tracks or codecs differ from
+    /// the reference movie's is skipped with a message, and so is a missing
+    /// one, by its playlist line. The playlist is reread when it changes (or
+    /// on SIGHUP). SIGUSR1 skips to the next movie; SIGINT or SIGTERM ends the
+    /// broadcast cleanly (RTCP BYE, TEARDOWN). Lines on standard input are
+    /// commands: `skip`, `next PATH` (play PATH after the current movie),
+    /// `stop`.
+    Broadcast(Box<streamalot::broadcast::BroadcastArgs>),
     /// Add a user to a users file, change a user's password, or delete a user (--delete). The
     /// file is replaced whole, so a running server sees the old file or the new one.
     Passwd(PasswdArgs),
@@ -79,6 +92,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Passwd(args) => passwd(&args),
+        Command::Broadcast(args) => streamalot::broadcast::resolve(&args)
+            .map_err(Into::into)
+            .and_then(|plan| streamalot::server::broadcast::run(plan).map_err(Into::into)),
         Command::Serve(args) => streamalot::config::resolve(&args)
             .map_err(Into::into)
             .and_then(|config| streamalot::server::run(config).map_err(Into::into)),

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub mod access;
 pub mod admin;
+pub mod broadcast;
 pub mod depacketize;
 pub mod ffmpeg;
 pub mod gstreamer;

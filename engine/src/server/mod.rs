@@ -35,6 +35,7 @@ use crate::pacer::SessionKey;
 use crate::shard::{Command, Event};
 use crate::source::Nanos;
 
+pub mod broadcast;
 mod conn;
 mod control;
 mod shard;
