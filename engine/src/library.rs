@@ -456,8 +456,7 @@ impl Library {
     /// made without the lock. The next lookup of such a path sees a new
     /// file version and indexes it afresh.
     pub fn check_files(&self) -> Vec<PathBuf> {
-        let movies: Vec<Arc<Movie>> = self
-            .cache()
+        let movies: Vec<Arc<Movie>> = lock(&self.cache)
             .values()
             .filter_map(|e| match e.slot.opened.get() {
                 Some(Ok(movie)) if !movie.is_damaged() => Some(movie.clone()),
