@@ -19,7 +19,10 @@
 //! is two connections, paired there by cookie; it runs on the control core
 //! like any RTSP connection until an interleaved SETUP, then moves to the
 //! session's shard with both legs, and a POST the client opens later
-//! follows it there ([`ToShard::TunnelPost`]).
+//! follows it there ([`ToShard::TunnelPost`]). An Icecast listener's
+//! `GET /x.mp3` is answered by a handler on the control core, and the
+//! connection then goes to the shard with the fewest listeners
+//! ([`ToShard::Listen`]), which writes the head and paces the audio.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -27,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use loader::mp3::Mp3;
 use loader::Movie;
 
 use crate::config::Config;
@@ -39,6 +43,7 @@ pub mod broadcast;
 mod conn;
 mod control;
 mod shard;
+mod tls;
 mod tunnel;
 
 /// Live messages that may wait for a shard: a few seconds of a busy
@@ -69,6 +74,14 @@ async fn open_movie(library: &Arc<Library>, path: &str) -> Result<Arc<Movie>, Li
     }
 }
 
+/// The MP3 file at a library path, indexed as [`open_movie`] indexes movies.
+async fn open_mp3(library: &Arc<Library>, path: &str) -> Result<Arc<Mp3>, LibraryError> {
+    match library.lookup_mp3(path)? {
+        Lookup::Ready(mp3) => Ok(mp3),
+        Lookup::Parse(parse) => glommio::executor().spawn_blocking(move || parse.run()).await,
+    }
+}
+
 /// A connection's socket and unparsed bytes, moved from the control core to
 /// a shard.
 pub struct Handover {
@@ -95,6 +108,12 @@ pub enum ToShard {
     Admission {
         ticket: u64,
         key: Option<SessionKey>,
+    },
+    /// An Icecast listener, answered by the control core's handler: take
+    /// the connection over, write the head and pace the audio.
+    Listen {
+        conn: Handover,
+        start: Box<crate::icecast::listener::ListenerStart>,
     },
     /// A POST leg the client opened for a tunnel that runs on the shard.
     TunnelPost {
@@ -176,12 +195,55 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("a {0} thread panicked")]
     Panicked(&'static str),
+    #[error("access settings: {0}")]
+    Access(#[from] crate::access::SettingsError),
+    #[error("{0}")]
+    AccessFile(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The access state of each core (the control core's first), sharing one
+/// process secret so that any of them can check the others' URL tokens;
+/// the users and groups files are read once here so that a broken one
+/// stops the server with its file and line instead of refusing everyone.
+fn access_per_core(config: &Config, cores: usize) -> Result<Vec<crate::access::Access>, ServeError> {
+    use crate::access::{files::RealFs, users, Access};
+    let s = &config.access;
+    if let Some(path) = &s.users {
+        let bytes =
+            std::fs::read(path).map_err(|e| ServeError::AccessFile(format!("users file {}: {e}", path.display())))?;
+        let parsed = users::Users::parse(path, &bytes).map_err(|e| ServeError::AccessFile(e.to_string()))?;
+        tracing::info!(file = %path.display(), users = parsed.len(), realm = %parsed.realm, "users file loaded");
+    }
+    if let Some(path) = &s.groups {
+        let bytes =
+            std::fs::read(path).map_err(|e| ServeError::AccessFile(format!("groups file {}: {e}", path.display())))?;
+        users::Groups::parse(path, &bytes).map_err(|e| ServeError::AccessFile(e.to_string()))?;
+    }
+    let secret = Access::random_secret().map_err(|e| ServeError::AccessFile(format!("no random secret: {e}")))?;
+    (0..cores)
+        .map(|issuer| {
+            Ok(Access::new(
+                s,
+                config.media.clone(),
+                Box::new(RealFs),
+                secret,
+                issuer as u8,
+            )?)
+        })
+        .collect()
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), ServeError> {
     now();
     let signals = Signals::install().map_err(ServeError::Signals)?;
+    // A movie truncated under its mapping must not kill the server: see
+    // `loader`'s mapping guard.
+    if let Err(e) = loader::install_sigbus_guard() {
+        tracing::warn!(error = %e, "cannot install the SIGBUS guard: a movie truncated while playing will stop the server");
+    }
     match net::raise_fd_limit() {
         // Each connection is a descriptor; a few dozen more are the server's own.
         Ok(limit) if (limit as usize) < config.max_connections.saturating_add(64) => tracing::warn!(
@@ -207,6 +269,14 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let control_cpu = core(0);
     let shards = config.shards.max(1);
     let wall = wall_at_zero();
+    let mut access = access_per_core(&config, shards + 1)?.into_iter();
+    let control_access = access.next();
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::load)
+        .transpose()
+        .map_err(ServeError::Tls)?;
 
     let mut to_shards = Vec::new();
     let mut from_shards = Vec::new();
@@ -226,8 +296,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             source,
         })?;
         let (shard_config, library) = (config.clone(), library.clone());
+        let shard_access = access.next();
         let handle = executor(&format!("shard-{i}"), core(i + 1), control_cpu)
-            .spawn(move || async move { shard::run(i, shard_config, library, wall, pair, rx, back_tx, live_rx).await })
+            .spawn(move || async move {
+                shard::run(i, shard_config, library, wall, pair, rx, back_tx, live_rx, shard_access).await
+            })
             .map_err(|e| ServeError::Executor {
                 what: format!("shard {i}"),
                 source: std::io::Error::other(e.to_string()),
@@ -244,6 +317,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
                 to_shards,
                 from_shards,
                 live_to_shards,
+                control_access,
+                tls,
             )
             .await
         })
