@@ -158,6 +158,47 @@ pub struct ServeArgs {
     #[arg(long = "send-path", value_name = "PATH")]
     pub send_path: Option<SendPath>,
 
+    /// Users file (`realm NAME`, then `user:argon2id:md5-ha1:sha256-ha1` lines, as `streamalot
+    /// passwd` writes them) for paths whose qtaccess names no AuthUserFile [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+
+    /// Groups file (`group: user user ...`, DSS's qtgroups) for `require group` [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub groups: Option<PathBuf>,
+
+    /// How to ask for credentials where no AuthScheme says: digest (MD5 and SHA-256), basic or
+    /// none [default: digest]
+    #[arg(long = "auth-scheme", value_name = "SCHEME")]
+    pub auth_scheme: Option<String>,
+
+    /// Address block (CIDR) allowed to connect; repeat for several; once any is given, other
+    /// addresses are refused before a byte is read [default: every address]
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
+
+    /// Address block (CIDR) refused before a byte is read; repeat for several; of the --allow and
+    /// --deny blocks an address is in, the most specific decides, --deny on a tie [default: none]
+    #[arg(long, value_name = "CIDR")]
+    pub deny: Vec<String>,
+
+    /// File holding the secret (32 bytes or more) that signs URL tokens (`?token=...`); tokens
+    /// are off without it [default: none]
+    #[arg(long = "token-secret-file", value_name = "FILE")]
+    pub token_secret_file: Option<PathBuf>,
+
+    /// TCP port for RTSP over TLS (rtsps://), which takes HTTP and tunnels over TLS too; needs
+    /// --tls-cert and --tls-key; repeat for several [default: 322 when a certificate is given]
+    #[arg(long = "rtsps-port", value_name = "PORT")]
+    pub rtsps_port: Vec<u16>,
+
+    /// PEM certificate chain for RTSPS (re-read on SIGHUP) [default: none, no TLS]
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (re-read on SIGHUP) [default: none]
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Turn on the admin API (/api/v1/ on the RTSP and HTTP ports) and the status page (/):
     /// requests must carry `Authorization: Bearer TOKEN`. Prefer the config file's
     /// `admin_token` on shared machines, where other users can read command lines
@@ -205,6 +246,9 @@ pub fn loopback_blocks() -> Vec<Cidr> {
     ]
 }
 
+/// The default RTSPS port (RFC 7826's `rtsps` registration).
+pub const DEFAULT_RTSPS_PORT: u16 = 322;
+
 /// The resolved settings the server runs with. Every value is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -249,6 +293,20 @@ pub struct Config {
     pub admin_allow: Vec<Cidr>,
     /// Who may read `/metrics`; never empty.
     pub metrics_allow: Vec<Cidr>,
+    /// Access control: the `[access]` table with the flags merged in, paths
+    /// resolved.
+    pub access: crate::access::Settings,
+    /// RTSPS ports, none an RTSP or HTTP port; empty without a certificate.
+    pub rtsps_ports: Vec<u16>,
+    /// The certificate chain and key, both or neither.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where RTSPS's certificate and key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -331,6 +389,11 @@ struct FileSettings {
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
     send_path: Option<String>,
+    /// The access settings, `[access]` (rules as `[[access.rule]]`).
+    access: Option<crate::access::Settings>,
+    rtsps_port: Option<OneOrMany>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     admin_token: Option<String>,
     admin_allow: Option<Vec<String>>,
     metrics_allow: Option<Vec<String>>,
@@ -539,6 +602,82 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     };
     let send_path = pick(args.send_path, file_path, &file_origin).map_or(DEFAULT_SEND_PATH, |v| v.0);
 
+    let mut access = file.access.unwrap_or_default();
+    crate::access::resolve_paths(&mut access, &file_dir);
+    if let Some(u) = &args.users {
+        access.users = Some(u.clone());
+    }
+    if let Some(g) = &args.groups {
+        access.groups = Some(g.clone());
+    }
+    if let Some(t) = &args.token_secret_file {
+        access.token_secret_file = Some(t.clone());
+    }
+    if let Some(text) = &args.auth_scheme {
+        let scheme = crate::access::qtaccess::Scheme::parse(text).ok_or_else(|| {
+            invalid(
+                "auth_scheme",
+                text,
+                Origin::CommandLine,
+                "must be digest, basic or none",
+            )
+        })?;
+        access.auth_scheme = Some(scheme);
+    }
+    access.allow.extend(args.allow.iter().cloned());
+    access.deny.extend(args.deny.iter().cloned());
+
+    let tls = match (
+        pick(
+            args.tls_cert.clone(),
+            file.tls_cert.map(|p| file_dir.join(p)),
+            &file_origin,
+        ),
+        pick(
+            args.tls_key.clone(),
+            file.tls_key.map(|p| file_dir.join(p)),
+            &file_origin,
+        ),
+    ) {
+        (Some((cert, _)), Some((key, _))) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some((p, origin)), None) => {
+            return Err(invalid(
+                "tls_cert",
+                p.display(),
+                origin,
+                "needs --tls-key (tls_key) too",
+            ))
+        }
+        (None, Some((p, origin))) => {
+            return Err(invalid(
+                "tls_key",
+                p.display(),
+                origin,
+                "needs --tls-cert (tls_cert) too",
+            ))
+        }
+    };
+    let cli_rtsps = (!args.rtsps_port.is_empty()).then(|| args.rtsps_port.clone());
+    let file_rtsps = file.rtsps_port.map(|p| match p {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    });
+    let rtsps_ports = match (pick(cli_rtsps, file_rtsps, &file_origin), &tls) {
+        (Some((ports, origin)), None) => {
+            let list = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+            return Err(invalid("rtsps_port", list, origin, "needs --tls-cert and --tls-key"));
+        }
+        (Some((ports, origin)), Some(_)) => {
+            let ports = check_ports("rtsps_port", ports, origin.clone())?;
+            if let Some(p) = ports.iter().find(|p| rtsp_ports.contains(p) || http_ports.contains(p)) {
+                return Err(invalid("rtsps_port", p, origin, "is an RTSP or HTTP port already"));
+            }
+            ports
+        }
+        (None, Some(_)) => vec![DEFAULT_RTSPS_PORT],
+        (None, None) => Vec::new(),
+    };
     let admin_token = match pick(args.admin_token.clone(), file.admin_token.clone(), &file_origin) {
         Some((token, origin)) => {
             // It travels in a header as a token68 (RFC 9110 11.2).
@@ -599,6 +738,9 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         stats_interval,
         stats_json,
         send_path,
+        access,
+        rtsps_ports,
+        tls,
         admin_token,
         admin_allow,
         metrics_allow,

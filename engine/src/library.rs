@@ -449,6 +449,27 @@ impl Library {
         }
     }
 
+    /// Looks for movies whose file changed under their mapping (truncated or
+    /// rewritten in place, rather than replaced by rename) and marks them
+    /// damaged, so that their sessions end before they read what is gone;
+    /// returns the paths newly found so. Each opened movie costs one `stat`,
+    /// made without the lock. The next lookup of such a path sees a new
+    /// file version and indexes it afresh.
+    pub fn check_files(&self) -> Vec<PathBuf> {
+        let movies: Vec<Arc<Movie>> = lock(&self.cache)
+            .values()
+            .filter_map(|e| match e.slot.opened.get() {
+                Some(Ok(movie)) if !movie.is_damaged() => Some(movie.clone()),
+                _ => None,
+            })
+            .collect();
+        movies
+            .into_iter()
+            .filter(|m| m.check_file())
+            .filter_map(|m| m.path().map(Path::to_path_buf))
+            .collect()
+    }
+
     /// Drops the cached entries whose file is gone or has changed, and those
     /// of files that no session or listener holds and no lookup has asked
     /// for since `now - unused_for`, releasing their mappings and indexes.
@@ -539,6 +560,19 @@ fn decode_path(path: &str) -> Result<PathBuf, &'static str> {
         out.push(name);
     }
     Ok(out)
+}
+
+/// Whether the library would look `path` up at all: `false` for a path it
+/// refuses outright (400: escapes, bad escapes, encoded `/`, ...).
+pub fn is_plain_path(path: &str) -> bool {
+    decode_path(path).is_ok()
+}
+
+/// A request path percent-decoded as a whole, as the access rules see it;
+/// `None` when it has a bad escape or is not UTF-8 (the library refuses such
+/// a path anyway).
+pub fn percent_decoded(path: &str) -> Option<String> {
+    String::from_utf8(percent_decode(path).ok()?).ok()
 }
 
 fn percent_decode(s: &str) -> Result<Vec<u8>, &'static str> {

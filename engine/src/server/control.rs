@@ -46,6 +46,8 @@ use crate::stats::{RequestCounts, ShardStats};
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A movie no session holds is let go of when nobody asked for it this long.
 const UNUSED_FOR: Duration = Duration::from_secs(300);
+/// How often the open movies' files are checked for changes in place.
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// POST legs that may wait behind a tunnel's current one.
 const LEG_QUEUE: usize = 2;
 
@@ -74,6 +76,8 @@ struct Control {
     /// Gives a connection's count back (for legs, which outlive the task
     /// that accepted them).
     release: Rc<dyn Fn(IpAddr)>,
+    /// RTSPS's settings, replaced on SIGHUP when the files load.
+    tls: RefCell<Option<Arc<futures_rustls::rustls::ServerConfig>>>,
     /// RTSP responses written here, by method and status.
     requests: RefCell<RequestCounts>,
     /// The totals sampled for the throughput chart.
@@ -86,6 +90,8 @@ pub struct Listener {
     socket: StdListener,
     /// Whether RTSP is welcome besides HTTP.
     rtsp: bool,
+    /// Whether it speaks TLS (an RTSPS port).
+    tls: bool,
 }
 
 /// Binds the RTSP ports (which take HTTP too) and the HTTP-only ports:
@@ -94,15 +100,24 @@ pub struct Listener {
 /// some of the first one's connections.
 pub fn bind(config: &Config) -> Result<Vec<Listener>, ServeError> {
     let mut listeners = Vec::new();
-    let ports = config.rtsp_ports.iter().map(|&p| (p, true));
-    for (port, rtsp) in ports.chain(config.http_ports.iter().map(|&p| (p, false))) {
+    let ports = config.rtsp_ports.iter().map(|&p| (p, true, false));
+    let http = config.http_ports.iter().map(|&p| (p, false, false));
+    let rtsps = config.rtsps_ports.iter().map(|&p| (p, true, true));
+    for (port, rtsp, tls) in ports.chain(http).chain(rtsps) {
         let addr = SocketAddr::new(config.bind, port);
         match net::bind_tcp_listener(addr, config.reuse_port) {
-            Ok(socket) => listeners.push(Listener { socket, rtsp }),
+            Ok(socket) => listeners.push(Listener { socket, rtsp, tls }),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(ServeError::PortInUse { port }),
             Err(source) => {
                 return Err(ServeError::Bind {
-                    what: format!("{} port {addr}", if rtsp { "RTSP" } else { "HTTP" }),
+                    what: format!(
+                        "{} port {addr}",
+                        match (rtsp, tls) {
+                            (_, true) => "RTSPS",
+                            (true, _) => "RTSP",
+                            _ => "HTTP",
+                        }
+                    ),
                     source,
                 })
             }
@@ -111,6 +126,8 @@ pub fn bind(config: &Config) -> Result<Vec<Listener>, ServeError> {
     Ok(listeners)
 }
 
+// Each argument is a resource the core takes over for its life.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Config,
     library: Arc<Library>,
@@ -118,6 +135,8 @@ pub async fn run(
     signals: Signals,
     to_shards: Vec<SharedSender<ToShard>>,
     from_shards: Vec<SharedReceiver<FromShard>>,
+    door_access: Option<crate::access::Access>,
+    tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
 ) -> Result<(), ServeError> {
     let mut shards = Vec::new();
     for tx in to_shards {
@@ -143,7 +162,7 @@ pub async fn run(
     let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
         let me = me.clone();
         Control {
-            door: Door::with_routes(routes),
+            door: Door::with_routes(routes).with_access(door_access),
             limits: conn::limits(&config),
             library,
             admission: RefCell::new(Admission::new(admission::Limits::from_config(&config), shards.len())),
@@ -161,6 +180,7 @@ pub async fn run(
                     ctl.admission.borrow_mut().disconnect(ip);
                 }
             }),
+            tls: RefCell::new(tls),
             requests: RefCell::default(),
             history: RefCell::default(),
             started: Instant::now(),
@@ -174,10 +194,15 @@ pub async fn run(
         // owner; the glommio listener takes it over.
         let socket = unsafe { TcpListener::from_raw_fd(l.socket.into_raw_fd()) };
         if let Some(addr) = addr {
-            info!(%addr, "listening for {}", if l.rtsp { "RTSP and HTTP" } else { "HTTP" });
+            let what = match (l.rtsp, l.tls) {
+                (_, true) => "RTSP and HTTP over TLS (rtsps://)",
+                (true, _) => "RTSP and HTTP",
+                _ => "HTTP",
+            };
+            info!(%addr, "listening for {what}");
         }
         let speaks = if l.rtsp { Speaks::Either } else { Speaks::HttpOnly };
-        accept_tasks.push(glommio::spawn_local(accept(ctl.clone(), socket, speaks)));
+        accept_tasks.push(glommio::spawn_local(accept(ctl.clone(), socket, speaks, l.tls)));
     }
     info!(
         shards = ctl.shards.len(),
@@ -196,6 +221,7 @@ pub async fn run(
     let interval = ctl.config.stats_interval.map(Duration::from_secs);
     let mut next_report = interval.map(|i| Instant::now() + i);
     let mut next_prune = Instant::now() + PRUNE_EVERY;
+    let mut next_file_check = Instant::now() + FILE_CHECK_EVERY;
     let sample_every = Duration::from_secs(admin::SAMPLE_EVERY_SECS);
     let mut next_sample = Instant::now();
     loop {
@@ -204,6 +230,7 @@ pub async fn run(
         if signals.take_report() || due {
             let stats = collect_stats(&ctl).await;
             report(&ctl.config, &stats, "streamalot: all shards");
+            log_access_counters(&ctl.door);
             next_report = interval.map(|i| Instant::now() + i);
         }
         if signals.shutting_down() {
@@ -214,11 +241,32 @@ pub async fn run(
                 Ok(()) => info!("access log reopened"),
                 Err(e) => warn!(error = %e, "cannot reopen the access log"),
             }
+            if let Some(files) = &ctl.config.tls {
+                // New connections get the new certificate; open ones keep
+                // theirs. A broken pair keeps the old one serving.
+                match super::tls::load(files) {
+                    Ok(c) => {
+                        *ctl.tls.borrow_mut() = Some(c);
+                        info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                    }
+                    Err(e) => warn!(error = %e, "cannot reload the TLS certificate; keeping the old one"),
+                }
+            }
         }
         if let Err(e) = ctl.log.borrow_mut().flush_if_due() {
             warn!(error = %e, "cannot write the access log");
         }
         ctl.expire_tunnel_legs();
+        if Instant::now() >= next_file_check {
+            for path in ctl.library.check_files() {
+                warn!(
+                    file = %path.display(),
+                    "a movie was truncated or rewritten in place: its sessions end, new ones get the new file \
+                     (replace media files by renaming new ones over them)"
+                );
+            }
+            next_file_check = Instant::now() + FILE_CHECK_EVERY;
+        }
         // Only the admin API shows the samples.
         if ctl.config.admin_token.is_some() && Instant::now() >= next_sample {
             next_sample += sample_every;
@@ -261,7 +309,28 @@ pub async fn run(
     glommio::timer::sleep(Duration::from_millis(50)).await;
     let _ = ctl.log.borrow_mut().flush();
     report(&ctl.config, &total, "streamalot: totals at shutdown");
+    log_access_counters(&ctl.door);
     Ok(())
+}
+
+/// The control core's access counters, where most requests are judged.
+fn log_access_counters(door: &Door) {
+    if let Some((s, rates)) = door.access_stats() {
+        let delayed = |i: usize| rates[i].map_or(0, |r| r.delayed);
+        info!(
+            allowed = s.allowed,
+            challenged = s.challenged,
+            forbidden = s.forbidden,
+            slowed_down = s.slowed_down,
+            failed_logins = s.failed_logins,
+            failed_logins_delayed = delayed(1),
+            stale_nonces = s.stale_nonces,
+            connections_refused = s.connections_refused,
+            connections_delayed = s.connections_delayed,
+            password_checks = s.password_checks,
+            "access counters"
+        );
+    }
 }
 
 /// Prints the statistics, and writes them to `--stats-json` if asked.
@@ -382,7 +451,7 @@ async fn ask(ctl: &Control, i: usize, make: impl FnOnce(ReplyId) -> ToShard) -> 
     rx.recv().await
 }
 
-async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks) {
+async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks, tls: bool) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -393,6 +462,22 @@ async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks) {
             }
         };
         let Ok(client) = stream.peer_addr() else { continue };
+        // Address rules and the connection rate first: a refused address
+        // is closed before a byte of it is read or parsed.
+        let delay = match ctl.door.admit(client.ip(), now()) {
+            crate::access::Admission::Admit => 0,
+            crate::access::Admission::Delay(d) => d,
+            crate::access::Admission::RefuseAddress(v) => {
+                info!(%client, verdict = ?v, "connection refused by the address rules");
+                drop(stream);
+                continue;
+            }
+            crate::access::Admission::RefuseRate { .. } => {
+                info!(%client, "connection refused: too many new connections from this address");
+                drop(stream);
+                continue;
+            }
+        };
         if !ctl.admission.borrow_mut().connect(client.ip()) {
             // Past a connection limit: say so, then close. What the client
             // speaks is not known yet; on a shared port RTSP is assumed.
@@ -412,7 +497,26 @@ async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(connection(ctl.clone(), stream, client, speaks)).detach();
+        let ctl = ctl.clone();
+        let tls = if tls { ctl.tls.borrow().clone() } else { None };
+        glommio::spawn_local(async move {
+            if delay > 0 {
+                // Over the connection rate's burst: read nothing for a while.
+                glommio::timer::sleep(Duration::from_nanos(delay)).await;
+            }
+            let stream = match tls {
+                None => stream,
+                Some(config) => match super::tls::start(stream, config).await {
+                    super::tls::Start::Plain(plain) => plain,
+                    super::tls::Start::Refused => {
+                        ctl.admission.borrow_mut().disconnect(client.ip());
+                        return;
+                    }
+                },
+            };
+            connection(ctl, stream, client, speaks).await
+        })
+        .detach();
     }
 }
 

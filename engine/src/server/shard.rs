@@ -88,6 +88,8 @@ struct Driver {
     release: Rc<dyn Fn(IpAddr)>,
 }
 
+// Each argument is a resource the core takes over for its life.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     index: usize,
     config: Config,
@@ -96,6 +98,7 @@ pub async fn run(
     pair: UdpPair,
     commands: SharedReceiver<ToShard>,
     back: SharedSender<FromShard>,
+    access: Option<crate::access::Access>,
 ) {
     let commands = commands.connect().await;
     let back = back.connect().await;
@@ -139,7 +142,7 @@ pub async fn run(
         rtp,
         rtcp,
         rtcp_bufs: RefCell::new(RecvBufs::new(RTCP_BATCH, 2048)),
-        door: Door::new(),
+        door: Door::new().with_access(access),
         limits: conn::limits(&config),
         library,
         writers: RefCell::default(),
