@@ -342,6 +342,12 @@ async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks) {
     }
 }
 
+/// One connection's task, which lives as long as the connection: most of
+/// them sit idle in `conn::serve`'s read while their media flows over UDP.
+/// What happens after the loop (handing the connection to a shard, a
+/// tunnel's GET or POST leg) is boxed: inline, the largest of those states
+/// (a tunnel's whole loop) would set the size of every idle connection's
+/// task, 4.3 KB rather than 1.1 KB.
 async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr, speaks: Speaks) {
     // A connection that says nothing for a session timeout is stalled.
     let _ = stream.set_read_timeout(Some(ctl.idle_timeout()));
@@ -360,15 +366,17 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
             // shutdown: that would end the connection for the shard too),
             // and the connection's count moves with it: the shard reports
             // when it closes.
-            if ctl.hand_over(shard, *command, conn).await {
+            if Box::pin(ctl.hand_over(shard, *command, conn)).await {
                 return;
             }
         }
-        (Step::Leave, Some(Leave::Http(Takeover::TunnelGet(id)))) => return tunnel_get(ctl, stream, client, id).await,
+        (Step::Leave, Some(Leave::Http(Takeover::TunnelGet(id)))) => {
+            return Box::pin(tunnel_get(ctl, stream, client, id)).await;
+        }
         (Step::Leave, Some(Leave::Http(Takeover::TunnelPost(id, to)))) => {
             let counted = Counted::new(client.ip(), ctl.release.clone());
             let leg = PostLeg::new(stream, client, std::mem::take(&mut link.buf), counted);
-            return ctl.post_leg(id, to, leg).await;
+            return Box::pin(ctl.post_leg(id, to, leg)).await;
         }
         _ => {}
     }
