@@ -364,7 +364,12 @@ fn signal(outputs: &mut VecDeque<Output>, id: ConnId, conn: &mut Conn) {
 /// module documentation.
 pub struct ShardCore {
     config: Config,
-    sessions: KeyMap<SessionKey, Entry>,
+    /// Boxed: an `Entry` is about 750 bytes, and inline the table's empty
+    /// slots (up to half of them after it doubles, at most 7/8 full) would
+    /// cost that much each; boxed a slot is 16 bytes. A lookup in the round
+    /// costs about the same: the slots of thousands of inline entries are
+    /// far out of the caches, the 16-byte ones mostly in them.
+    sessions: KeyMap<SessionKey, Box<Entry>>,
     schedule: Schedule,
     /// The sessions that have each client RTCP address. Usually one, but a
     /// load client (or a NAT) may use one port pair for many sessions. Keyed
@@ -744,7 +749,7 @@ impl ShardCore {
         now: Nanos,
     ) -> Response {
         self.sessions
-            .insert(key, Entry::new(Session::new(session_id(key), path, movie, now), client));
+            .insert(key, Box::new(Entry::new(Session::new(session_id(key), path, movie, now), client)));
         let response = self.request(key, req, client, conn, now);
         if response.status == 200 {
             self.stats.sessions_started += 1;
