@@ -869,7 +869,9 @@ impl ShardCore {
             ended,
             ..
         } = self;
-        while let Some((_, key, generation)) = schedule.pop_due(horizon) {
+        // Bounded (see ROUND_PACKETS): what is left goes next round.
+        while udp.len() < pacer::ROUND_PACKETS {
+            let Some((_, key, generation)) = schedule.pop_due(horizon) else { break };
             let Some(e) = sessions.get_mut(&key) else { continue };
             if e.generation != generation {
                 continue;
