@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use net::SendPath;
 use serde::Deserialize;
 
+use crate::access::addr::Cidr;
+
 /// The default RTSP port: 554 needs privileges, so like most servers run
 /// by hand we use the customary alternative.
 pub const DEFAULT_RTSP_PORT: u16 = 8554;
@@ -137,6 +139,52 @@ pub struct ServeArgs {
     /// messages and GSO either way [default: sendmmsg]
     #[arg(long = "send-path", value_name = "PATH")]
     pub send_path: Option<SendPath>,
+
+    /// Turn on the admin API (/api/v1/ on the RTSP and HTTP ports) and the status page (/):
+    /// requests must carry `Authorization: Bearer TOKEN`. Prefer the config file's
+    /// `admin_token` on shared machines, where other users can read command lines
+    /// [default: off]
+    #[arg(long = "admin-token", value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+
+    /// Address or CIDR block (192.0.2.0/24, 2001:db8::/32) whose clients may reach the admin
+    /// API and the status page; repeat for several [default: loopback only]
+    #[arg(long = "admin-allow", value_name = "CIDR")]
+    pub admin_allow: Vec<Cidr>,
+
+    /// Address or CIDR block whose clients may read the Prometheus metrics (/metrics, no token
+    /// needed); repeat for several [default: loopback only]
+    #[arg(long = "metrics-allow", value_name = "CIDR")]
+    pub metrics_allow: Vec<Cidr>,
+}
+
+/// A credential from the configuration: printed as `***` by `Debug`, so
+/// that a logged configuration does not give it away.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Who may reach what loopback alone reaches by default.
+pub fn loopback_blocks() -> Vec<Cidr> {
+    vec![
+        "127.0.0.0/8".parse().expect("a constant block"),
+        "::1/128".parse().expect("a constant block"),
+    ]
 }
 
 /// The resolved settings the server runs with. Every value is checked.
@@ -175,6 +223,12 @@ pub struct Config {
     pub stats_json: Option<PathBuf>,
     /// How the shards send their rounds.
     pub send_path: SendPath,
+    /// The admin API's bearer token; `None`: the admin API is off.
+    pub admin_token: Option<Secret>,
+    /// Who may reach the admin API and the status page; never empty.
+    pub admin_allow: Vec<Cidr>,
+    /// Who may read `/metrics`; never empty.
+    pub metrics_allow: Vec<Cidr>,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -255,6 +309,9 @@ struct FileSettings {
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
     send_path: Option<String>,
+    admin_token: Option<String>,
+    admin_allow: Option<Vec<String>>,
+    metrics_allow: Option<Vec<String>>,
 }
 
 /// `rtsp_port = 554` or `rtsp_port = [554, 8554]`.
@@ -452,6 +509,44 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     };
     let send_path = pick(args.send_path, file_path, &file_origin).map_or(DEFAULT_SEND_PATH, |v| v.0);
 
+    let admin_token = match pick(args.admin_token.clone(), file.admin_token.clone(), &file_origin) {
+        Some((token, origin)) => {
+            // It travels in a header as a token68 (RFC 9110 11.2).
+            let token68 = !token.is_empty()
+                && token
+                    .trim_end_matches('=')
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+            if !token68 {
+                return Err(invalid(
+                    "admin_token",
+                    "***",
+                    origin,
+                    "must be letters, digits and - . _ ~ + / (optionally ending in =), as a bearer token is",
+                ));
+            }
+            Some(Secret(token))
+        }
+        None => None,
+    };
+    let blocks = |key: &'static str, cli: &[Cidr], from_file: Option<Vec<String>>| -> Result<Vec<Cidr>, ConfigError> {
+        if !cli.is_empty() {
+            return Ok(cli.to_vec());
+        }
+        match from_file {
+            Some(list) if !list.is_empty() => list
+                .iter()
+                .map(|t| {
+                    t.parse::<Cidr>()
+                        .map_err(|e| invalid(key, t, file_origin.clone(), e.to_string()))
+                })
+                .collect(),
+            _ => Ok(loopback_blocks()),
+        }
+    };
+    let admin_allow = blocks("admin_allow", &args.admin_allow, file.admin_allow)?;
+    let metrics_allow = blocks("metrics_allow", &args.metrics_allow, file.metrics_allow)?;
+
     Ok(Config {
         media,
         rtsp_ports,
@@ -472,6 +567,9 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         stats_interval,
         stats_json,
         send_path,
+        admin_token,
+        admin_allow,
+        metrics_allow,
     })
 }
 
@@ -941,5 +1039,60 @@ mod tests {
         assert!(parse_size("99999999999999999999G").is_err());
         assert!(pair_count(&default_rtp_ports(1)) >= 1);
         assert!(pair_count(&default_rtp_ports(100)) >= 100);
+    }
+
+    #[test]
+    fn the_admin_api_is_off_unless_a_token_is_given() {
+        let dir = scratch("admin");
+        let media = dir.join("media");
+        let m = media.to_str().unwrap();
+        let c = resolve(&parse(&["--media", m])).unwrap();
+        assert_eq!(c.admin_token, None);
+        assert_eq!(c.admin_allow, loopback_blocks());
+        assert_eq!(c.metrics_allow, loopback_blocks());
+        let c = resolve(&parse(&[
+            "--media",
+            m,
+            "--admin-token",
+            "abc-DEF_1.2~3+4/5==",
+            "--admin-allow",
+            "192.0.2.0/24",
+            "--admin-allow",
+            "2001:db8::/32",
+            "--metrics-allow",
+            "10.1.2.3",
+        ]))
+        .unwrap();
+        assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("abc-DEF_1.2~3+4/5=="));
+        assert_eq!(
+            format!("{:?}", c.admin_token),
+            "Some(***)",
+            "Debug does not give it away"
+        );
+        assert!(!format!("{c:?}").contains("abc-DEF"));
+        let blocks: Vec<String> = c.admin_allow.iter().map(ToString::to_string).collect();
+        assert_eq!(blocks, ["192.0.2.0/24", "2001:db8::/32"]);
+        assert_eq!(c.metrics_allow[0].to_string(), "10.1.2.3/32");
+        for bad in ["", "has space", "quote\"", "a=b", "tab\t"] {
+            let e = resolve(&parse(&["--media", m, "--admin-token", bad])).unwrap_err();
+            assert!(e.to_string().contains("bearer token"), "{bad:?}: {e}");
+            assert!(
+                e.to_string().contains("`--admin-token ***`"),
+                "the value is not echoed: {e}"
+            );
+        }
+        let all = ["serve", "--media", m, "--admin-allow", "192.0.2.1/24"];
+        assert!(Cli::try_parse_from(all).is_err(), "host bits past the prefix");
+        let config = with_config(
+            &dir,
+            "media = \"media\"\nadmin_token = \"from-file\"\nadmin_allow = [\"127.0.0.1\"]\nmetrics_allow = [\"0.0.0.0/0\"]\n",
+        );
+        let c = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap();
+        assert_eq!(c.admin_token, Some(Secret::new("from-file")));
+        assert_eq!(c.admin_allow[0].to_string(), "127.0.0.1/32");
+        assert_eq!(c.metrics_allow[0].to_string(), "0.0.0.0/0");
+        let config = with_config(&dir, "media = \"media\"\nadmin_allow = [\"nowhere\"]\n");
+        let e = resolve(&parse(&["--config", config.to_str().unwrap()])).unwrap_err();
+        assert!(e.to_string().contains("admin_allow = nowhere"), "{e}");
     }
 }

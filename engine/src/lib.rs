@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod admin;
 pub mod admission;
 pub mod channel;
 pub mod config;

@@ -10,13 +10,66 @@
 //! It is what a viewer feels as jitter, and its tail (p99, max) is what shows
 //! a shard falling behind long before packets are lost.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
+use proto::rtsp::message::Method;
 
 /// Lateness is recorded in microseconds, from 1 µs to a minute (later sends
 /// are counted as a minute), to 3 significant digits.
 const LATENESS_MAX_US: u64 = 60_000_000;
+/// PLAY-to-first-packet and reported jitter are recorded in microseconds
+/// too, up to a minute, to 2 significant digits: their tails matter, their
+/// third digit does not, and at 2 digits each histogram is a few KiB.
+const SHORT_MAX_US: u64 = 60_000_000;
+
+/// The label of an RTSP method in the request counts: the standard
+/// methods by name, anything else (which a client chooses, so unbounded)
+/// as one `OTHER`; `None` (a request that did not parse) as `INVALID`.
+pub fn method_label(method: Option<&Method>) -> &'static str {
+    match method {
+        None => "INVALID",
+        Some(Method::Options) => "OPTIONS",
+        Some(Method::Describe) => "DESCRIBE",
+        Some(Method::Announce) => "ANNOUNCE",
+        Some(Method::Setup) => "SETUP",
+        Some(Method::Play) => "PLAY",
+        Some(Method::Pause) => "PAUSE",
+        Some(Method::Teardown) => "TEARDOWN",
+        Some(Method::GetParameter) => "GET_PARAMETER",
+        Some(Method::SetParameter) => "SET_PARAMETER",
+        Some(Method::Record) => "RECORD",
+        Some(Method::Redirect) => "REDIRECT",
+        Some(Method::Other(_)) => "OTHER",
+    }
+}
+
+/// RTSP responses written, by the request's method and the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestCounts(BTreeMap<(&'static str, u16), u64>);
+
+impl RequestCounts {
+    /// Counts one response with `status` to a request with `method`.
+    pub fn count(&mut self, method: Option<&Method>, status: u16) {
+        *self.0.entry((method_label(method), status)).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &RequestCounts) {
+        for (k, v) in &other.0 {
+            *self.0.entry(*k).or_default() += v;
+        }
+    }
+
+    /// (method, status, count), by method then status.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u16, u64)> + '_ {
+        self.0.iter().map(|(&(m, s), &n)| (m, s, n))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
 
 /// Counters and the lateness histogram of one shard, or of several merged.
 #[derive(Debug, Clone)]
@@ -41,6 +94,31 @@ pub struct ShardStats {
     pub skipped: u64,
     /// Send lateness in microseconds.
     pub lateness: Histogram<u64>,
+    /// From each PLAY to its first packet, in microseconds.
+    pub first_packet: Histogram<u64>,
+    /// The interarrival jitter of every report block clients sent about
+    /// our streams (RFC 3550 A.8, as they compute it), in microseconds.
+    pub rtcp_jitter: Histogram<u64>,
+    /// Packets clients reported lost: the growth of each stream's
+    /// cumulative loss from one receiver report to the next.
+    pub rtcp_lost: u64,
+    /// RTSP responses written on the shard's connections.
+    pub requests: RequestCounts,
+}
+
+fn short_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, SHORT_MAX_US, 2).expect("constant histogram bounds are valid")
+}
+
+/// Adds `from` into `into`, value by value (clamped to `max`) where their
+/// bounds differ.
+fn add_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>, max: u64) {
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            let value = v.value_iterated_to().min(max);
+            let _ = into.record_n(value, v.count_at_value());
+        }
+    }
 }
 
 impl Default for ShardStats {
@@ -55,6 +133,10 @@ impl Default for ShardStats {
             bad_rtcp: 0,
             skipped: 0,
             lateness: Histogram::new_with_bounds(1, LATENESS_MAX_US, 3).expect("constant histogram bounds are valid"),
+            first_packet: short_histogram(),
+            rtcp_jitter: short_histogram(),
+            rtcp_lost: 0,
+            requests: RequestCounts::default(),
         }
     }
 }
@@ -93,12 +175,23 @@ impl ShardStats {
         self.skipped += other.skipped;
         // Same bounds on both sides, so adding cannot fail; a histogram
         // made otherwise is merged value by value, clamped.
-        if self.lateness.add(&other.lateness).is_err() {
-            for v in other.lateness.iter_recorded() {
-                let value = v.value_iterated_to().min(LATENESS_MAX_US);
-                let _ = self.lateness.record_n(value, v.count_at_value());
-            }
-        }
+        add_histogram(&mut self.lateness, &other.lateness, LATENESS_MAX_US);
+        add_histogram(&mut self.first_packet, &other.first_packet, SHORT_MAX_US);
+        add_histogram(&mut self.rtcp_jitter, &other.rtcp_jitter, SHORT_MAX_US);
+        self.rtcp_lost += other.rtcp_lost;
+        self.requests.merge(&other.requests);
+    }
+
+    /// Counts the time from a PLAY to its first packet.
+    pub fn record_first_packet(&mut self, ns: u64) {
+        self.first_packet.saturating_record((ns / 1_000).min(SHORT_MAX_US));
+    }
+
+    /// Counts what one receiver-report block said: its jitter (already in
+    /// microseconds) and `lost` packets more than the stream's last report.
+    pub fn record_report(&mut self, jitter_us: u64, lost: u64) {
+        self.rtcp_jitter.saturating_record(jitter_us.min(SHORT_MAX_US));
+        self.rtcp_lost += lost;
     }
 
     /// The figures as one JSON object, for scripts: the counters, and the

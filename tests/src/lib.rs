@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod admin;
 pub mod depacketize;
 pub mod ffmpeg;
 pub mod gstreamer;

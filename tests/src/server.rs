@@ -51,7 +51,8 @@ pub fn library(name: &str, files: &[&Path]) -> PathBuf {
 }
 
 impl Server {
-    /// Starts `streamalot serve` on `media` with one shard, on a free RTSP
+    /// Starts `streamalot serve` on `media` with one shard (unless `extra`
+    /// says `--shards`), on a free RTSP
     /// port and a free UDP port range of 127.0.0.1, plus `extra` arguments;
     /// returns once it accepts connections.
     pub fn start(media: &Path, extra: &[&str]) -> Server {
@@ -63,7 +64,13 @@ impl Server {
         cmd.arg("serve")
             .arg("--media")
             .arg(media)
-            .args(["--bind", "127.0.0.1", "--shards", "1"])
+            .args(["--bind", "127.0.0.1"])
+            // One shard unless the test asks for more.
+            .args(if extra.contains(&"--shards") {
+                &[][..]
+            } else {
+                &["--shards", "1"][..]
+            })
             .args(["--rtsp-port", &rtsp_port.to_string()])
             .args(["--rtp-ports", &format!("{rtp_base}-{}", rtp_base + 15)])
             .arg("--access-log")

@@ -64,7 +64,10 @@ use std::rc::Rc;
 use proto::http::{Head, Request, Response, Version};
 use proto::tunnel::{Cookie, Leg};
 
-use crate::stats::ShardStats;
+use crate::config::Config;
+use crate::pacer::SessionKey;
+use crate::shard::Snapshot;
+use crate::stats::{RequestCounts, ShardStats};
 
 pub mod tunnel;
 
@@ -80,12 +83,42 @@ pub fn write(out: &mut Vec<u8>, response: &Response, version: Version, keep_aliv
     r.write_to(out, version, keep_alive, head_only);
 }
 
-/// What the control core tells handlers.
+/// What the control core tells handlers, and what it lets them do.
 pub trait ServerView {
     /// Connections, sessions and shards now.
     fn counts(&self) -> Counts;
     /// Every shard's statistics, merged.
     fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>>;
+    /// The settings the server runs with.
+    fn config(&self) -> &Config;
+    /// Since the server started, in seconds.
+    fn uptime_secs(&self) -> f64;
+    /// Movies the shared library holds indexed.
+    fn library_cached(&self) -> usize;
+    /// Each shard's snapshot, in shard order (with each session's figures
+    /// when `sessions`): the shards copy their own state when asked, over
+    /// the channels, and nothing of theirs is shared.
+    fn snapshots(&self, sessions: bool) -> Pin<Box<dyn Future<Output = Vec<Snapshot>> + '_>>;
+    /// Ends session `key` wherever it is: `false` if there is no such
+    /// session (any more).
+    fn end_session(&self, key: SessionKey) -> Pin<Box<dyn Future<Output = bool> + '_>>;
+    /// Lets go of every indexed movie that no session holds, and of those
+    /// whose file changed or went, so the next request indexes the file
+    /// as it is now. Returns how many were dropped.
+    fn reload_library(&self) -> usize;
+    /// RTSP responses the control core wrote, by method and status.
+    fn control_requests(&self) -> RequestCounts;
+    /// Packets and bytes sent, as sampled over the last minutes.
+    fn throughput(&self) -> Vec<Sample>;
+}
+
+/// The server's totals at one moment, for the throughput chart.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    /// Seconds since the server started.
+    pub at_secs: f64,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// Connections and sessions on the control core's books.
@@ -318,6 +351,38 @@ mod tests {
 
         fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>> {
             Box::pin(async { ShardStats::default() })
+        }
+
+        fn config(&self) -> &Config {
+            unimplemented!("not asked by these tests")
+        }
+
+        fn uptime_secs(&self) -> f64 {
+            0.0
+        }
+
+        fn library_cached(&self) -> usize {
+            0
+        }
+
+        fn snapshots(&self, _sessions: bool) -> Pin<Box<dyn Future<Output = Vec<Snapshot>> + '_>> {
+            Box::pin(async { Vec::new() })
+        }
+
+        fn end_session(&self, _key: SessionKey) -> Pin<Box<dyn Future<Output = bool> + '_>> {
+            Box::pin(async { false })
+        }
+
+        fn reload_library(&self) -> usize {
+            0
+        }
+
+        fn control_requests(&self) -> RequestCounts {
+            RequestCounts::default()
+        }
+
+        fn throughput(&self) -> Vec<Sample> {
+            Vec::new()
         }
     }
 

@@ -26,15 +26,17 @@ use super::conn::{self, Host, Leave, Link, Speaks, Step};
 use super::tunnel::{give_leg, Carry, Counted, PostLeg, TunnelWire};
 use super::{now, open_movie, FromShard, Handover, ServeError, Signals, ToShard};
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::admin::{self, AdminAccess, History};
 use crate::admission::{self, Admission};
 use crate::config::Config;
 use crate::door::{self, Door, Route};
 use crate::http::tunnel::{Expired, Place, PostTo, Registry, TunnelId, PAIRING_WINDOW};
+use crate::http::Sample;
 use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
 use crate::library::Library;
 use crate::pacer::{KeyMap, SessionKey};
-use crate::shard::{Command, Event, ReplyId};
-use crate::stats::ShardStats;
+use crate::shard::{Command, Event, ReplyId, Snapshot};
+use crate::stats::{RequestCounts, ShardStats};
 
 /// How often the library looks for movies to let go of.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -66,6 +68,11 @@ struct Control {
     /// Gives a connection's count back (for legs, which outlive the task
     /// that accepted them).
     release: Rc<dyn Fn(IpAddr)>,
+    /// RTSP responses written here, by method and status.
+    requests: RefCell<RequestCounts>,
+    /// The totals sampled for the throughput chart.
+    history: RefCell<History>,
+    started: Instant,
 }
 
 /// A bound port and what it speaks.
@@ -113,7 +120,13 @@ pub async fn run(
     let log = AccessLog::open(config.access_log.as_deref()).map_err(ServeError::AccessLog)?;
     // HTTP handlers (the admin API, /metrics, the status page, Icecast)
     // are registered here; see the `http` module.
-    let routes = Routes::new();
+    let mut routes = Routes::new();
+    let access = Rc::new(AdminAccess::new(config.admin_token.as_ref(), &config.admin_allow));
+    if access.is_on() {
+        let allow: Vec<String> = config.admin_allow.iter().map(ToString::to_string).collect();
+        info!(allow = %allow.join(", "), "admin API on at /api/v1/, status page at /");
+    }
+    admin::register(&mut routes, access, config.metrics_allow.clone());
     let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
         let me = me.clone();
         Control {
@@ -134,6 +147,9 @@ pub async fn run(
                     ctl.admission.borrow_mut().disconnect(ip);
                 }
             }),
+            requests: RefCell::default(),
+            history: RefCell::default(),
+            started: Instant::now(),
             config,
         }
     });
@@ -166,6 +182,8 @@ pub async fn run(
     let interval = ctl.config.stats_interval.map(Duration::from_secs);
     let mut next_report = interval.map(|i| Instant::now() + i);
     let mut next_prune = Instant::now() + PRUNE_EVERY;
+    let sample_every = Duration::from_secs(admin::SAMPLE_EVERY_SECS);
+    let mut next_sample = Instant::now();
     loop {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         let due = next_report.is_some_and(|t| Instant::now() >= t);
@@ -187,6 +205,22 @@ pub async fn run(
             warn!(error = %e, "cannot write the access log");
         }
         ctl.expire_tunnel_legs();
+        // Only the admin API shows the samples.
+        if ctl.config.admin_token.is_some() && Instant::now() >= next_sample {
+            next_sample += sample_every;
+            let ctl = ctl.clone();
+            // Its own task: the shards may take a moment to answer.
+            glommio::spawn_local(async move {
+                let totals = collect_totals(&ctl).await;
+                let at_secs = ctl.started.elapsed().as_secs_f64();
+                ctl.history.borrow_mut().push(Sample {
+                    at_secs,
+                    packets: totals.0,
+                    bytes: totals.1,
+                });
+            })
+            .detach();
+        }
         if Instant::now() >= next_prune {
             let dropped = ctl.library.prune(Instant::now(), UNUSED_FOR);
             if dropped > 0 {
@@ -260,7 +294,10 @@ async fn shard_events(
                 .detach();
             }
             FromShard::Event(event) => match event {
-                Event::Reply { reply, .. } | Event::Stats { reply, .. } => {
+                Event::Reply { reply, .. }
+                | Event::Stats { reply, .. }
+                | Event::Snapshot { reply, .. }
+                | Event::Ended { reply, .. } => {
                     let waiter = ctl.waiting.borrow_mut().remove(&reply);
                     if let Some(w) = waiter {
                         let _ = w.try_send(event);
@@ -293,6 +330,25 @@ async fn collect_stats(ctl: &Control) -> ShardStats {
         }
     }
     total
+}
+
+/// Every shard's snapshot, in shard order; a shard that does not answer
+/// (stopping) is left out.
+async fn collect_snapshots(ctl: &Control, sessions: bool) -> Vec<Snapshot> {
+    let mut all = Vec::with_capacity(ctl.shards.len());
+    for i in 0..ctl.shards.len() {
+        let asked = ask(ctl, i, |reply| ToShard::Command(Command::Snapshot { reply, sessions })).await;
+        if let Some(Event::Snapshot { snapshot, .. }) = asked {
+            all.push(*snapshot);
+        }
+    }
+    all
+}
+
+/// Packets and bytes every shard has sent.
+async fn collect_totals(ctl: &Control) -> (u64, u64) {
+    let stats = collect_stats(ctl).await;
+    (stats.packets, stats.bytes)
 }
 
 /// Sends a command to shard `i` and waits for its reply.
@@ -544,7 +600,14 @@ impl Control {
     /// Answers a SETUP that opened no session with `status`, and logs it.
     fn refuse(&self, link: &mut Link, req: &Request, status: u16) {
         self.log_record(&AccessRecord::refused(link.client, req, status));
-        self.answer(link, &Response::new(status, req.cseq()));
+        self.reply(link, Some(&req.method), &Response::new(status, req.cseq()));
+    }
+
+    /// Writes an RTSP response to a request with `method` (`None`: one
+    /// that did not parse), and counts it.
+    fn reply(&self, link: &mut Link, method: Option<&proto::rtsp::message::Method>, response: &Response) {
+        self.requests.borrow_mut().count(method, response.status.code());
+        response.write_to(&mut link.out);
     }
 }
 
@@ -562,19 +625,21 @@ impl Host for Control {
     }
 
     async fn execute(&self, link: &mut Link, req: Request, route: Route) -> Step {
+        let method = req.method.clone();
+        let method = Some(&method);
         match route {
-            Route::Answer(response) => self.answer(link, &response),
+            Route::Answer(response) => self.reply(link, method, &response),
             Route::Describe { path } => {
                 let movie = open_movie(&self.library, &path).await;
                 let response = door::describe(&req, &path, movie.as_deref());
-                self.answer(link, &response);
+                self.reply(link, method, &response);
             }
             Route::Open { path, interleaved } => return setup(self, link, req, path, interleaved).await,
             Route::Session(key) => {
                 let cseq = req.cseq().map(str::to_owned);
                 let Some(shard) = self.admission.borrow().shard_of(key) else {
                     // Ended while the request was on its way.
-                    self.answer(link, &Response::new(454, cseq.as_deref()));
+                    self.reply(link, method, &Response::new(454, cseq.as_deref()));
                     return Step::Continue;
                 };
                 let client = link.client;
@@ -588,16 +653,17 @@ impl Host for Control {
                 })
                 .await;
                 match asked {
-                    Some(Event::Reply { response, .. }) => self.answer(link, &response),
-                    _ => self.answer(link, &Response::new(503, cseq.as_deref())),
+                    Some(Event::Reply { response, .. }) => self.reply(link, method, &response),
+                    _ => self.reply(link, method, &Response::new(503, cseq.as_deref())),
                 }
             }
         }
         Step::Continue
     }
 
+    /// Answers what did not parse as a request (or was neither RTSP nor HTTP).
     fn answer(&self, link: &mut Link, response: &Response) {
-        response.write_to(&mut link.out);
+        self.reply(link, None, response);
     }
 
     /// `$` frames before a session owns the connection: RTCP from a client
@@ -658,6 +724,52 @@ impl ServerView for Control {
     fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>> {
         Box::pin(collect_stats(self))
     }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn uptime_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn library_cached(&self) -> usize {
+        self.library.cached()
+    }
+
+    fn snapshots(&self, sessions: bool) -> Pin<Box<dyn Future<Output = Vec<Snapshot>> + '_>> {
+        Box::pin(collect_snapshots(self, sessions))
+    }
+
+    fn end_session(&self, key: SessionKey) -> Pin<Box<dyn Future<Output = bool> + '_>> {
+        Box::pin(async move {
+            let Some(shard) = self.admission.borrow().shard_of(key) else {
+                return false;
+            };
+            let asked = ask(self, shard, |reply| ToShard::Command(Command::End { key, reply })).await;
+            let ended = matches!(asked, Some(Event::Ended { found: true, .. }));
+            if ended {
+                info!(session = %door::session_id(key), "session ended by the operator");
+            }
+            ended
+        })
+    }
+
+    fn reload_library(&self) -> usize {
+        // Indexing is left to the next request for each movie, off this
+        // thread's hot path as always; here only the cache is let go of.
+        let dropped = self.library.prune(Instant::now(), Duration::ZERO);
+        info!(dropped, cached = self.library.cached(), "media library reloaded");
+        dropped
+    }
+
+    fn control_requests(&self) -> RequestCounts {
+        self.requests.borrow().clone()
+    }
+
+    fn throughput(&self) -> Vec<Sample> {
+        self.history.borrow().samples()
+    }
 }
 
 /// A SETUP that opens a session: open the movie, admit the session, and
@@ -680,6 +792,7 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
     };
     let client = link.client;
     let cseq = req.cseq().map(str::to_owned);
+    let method = req.method.clone();
     let new_session = move |reply| Command::NewSession {
         key,
         path,
@@ -700,10 +813,10 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
     let asked = ask(ctl, shard, |reply| ToShard::Command(new_session(reply))).await;
     match asked {
         // A refusal has been reported as a SessionEnded, which removes it.
-        Some(Event::Reply { response, .. }) => ctl.answer(link, &response),
+        Some(Event::Reply { response, .. }) => ctl.reply(link, Some(&method), &response),
         _ => {
             ctl.admission.borrow_mut().forget(key);
-            ctl.answer(link, &Response::new(503, cseq.as_deref()));
+            ctl.reply(link, Some(&method), &Response::new(503, cseq.as_deref()));
         }
     }
     Step::Continue

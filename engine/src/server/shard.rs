@@ -418,11 +418,19 @@ impl Host for ShardHost {
         let d = &self.0;
         let conn = link.id;
         match route {
-            Route::Answer(response) => d.feed(Input::ConnAnswer { conn, response }),
+            Route::Answer(response) => d.feed(Input::ConnAnswer {
+                conn,
+                method: Some(request.method),
+                response,
+            }),
             Route::Describe { path } => {
                 let movie = open_movie(&d.library, &path).await;
                 let response = door::describe(&request, &path, movie.as_deref());
-                d.feed(Input::ConnAnswer { conn, response });
+                d.feed(Input::ConnAnswer {
+                    conn,
+                    method: Some(request.method),
+                    response,
+                });
             }
             // A new session on a connection this shard owns stays here.
             Route::Open { path, .. } => match open_movie(&d.library, &path).await {
@@ -456,6 +464,7 @@ impl Host for ShardHost {
     fn answer(&self, link: &mut Link, response: &Response) {
         self.0.feed(Input::ConnAnswer {
             conn: link.id,
+            method: None,
             response: response.clone(),
         });
     }

@@ -143,6 +143,13 @@ pub enum Command {
     },
     /// A copy of the statistics, as [`Event::Stats`].
     Stats { reply: ReplyId },
+    /// What the shard holds now, as [`Event::Snapshot`]: its statistics,
+    /// its counts, and with `sessions` a copy of each session's figures.
+    Snapshot { reply: ReplyId, sessions: bool },
+    /// End session `key` as TEARDOWN would (BYE, access-log record), and
+    /// close its connection if no other session rides it: an operator's
+    /// order. Answered with [`Event::Ended`].
+    End { key: SessionKey, reply: ReplyId },
     /// Say goodbye to every client, report, and close every connection.
     Shutdown,
 }
@@ -183,9 +190,11 @@ pub enum Input<'a> {
         request: Request,
         status: u16,
     },
-    /// An answer the door or the driver made for a request on `conn`.
+    /// An answer the door or the driver made for a request on `conn`, to a
+    /// request with `method` (`None`: one that did not parse).
     ConnAnswer {
         conn: ConnId,
+        method: Option<Method>,
         response: Response,
     },
     /// A `$` frame the client sent on `conn` (RTCP on an odd channel).
@@ -235,6 +244,15 @@ pub enum Event {
         reply: ReplyId,
         stats: Box<ShardStats>,
     },
+    Snapshot {
+        reply: ReplyId,
+        snapshot: Box<Snapshot>,
+    },
+    /// The answer to [`Command::End`]: whether the session was there.
+    Ended {
+        reply: ReplyId,
+        found: bool,
+    },
     /// The answer to [`Command::Shutdown`]: the last statistics.
     Stopped {
         stats: Box<ShardStats>,
@@ -268,7 +286,60 @@ pub enum Taken {
 #[derive(Debug, Clone, Copy, Default)]
 struct Reception {
     cumulative_lost: i64,
+    /// The last report's interarrival jitter, in microseconds.
+    jitter_us: u64,
+    /// Whether any report came.
+    reported: bool,
 }
+
+/// One session as the shard sees it, copied for the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    pub key: SessionKey,
+    /// The RTSP `Session` ID.
+    pub id: String,
+    pub client: SocketAddr,
+    pub path: String,
+    /// `udp`, `tcp` (interleaved) or `http` (tunnelled), as the access log says.
+    pub transport: &'static str,
+    /// What it plays: `vod` (a movie); live streams and channels will have theirs.
+    pub kind: &'static str,
+    /// `ready` (set up, not playing), `playing`, `paused` or `ended` (the
+    /// media ran out; waiting for TEARDOWN).
+    pub state: &'static str,
+    /// RTP packets and bytes (headers included) sent.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Cumulative loss from the client's last receiver reports, summed over
+    /// its streams; `None` before any report.
+    pub lost: Option<i64>,
+    /// The highest interarrival jitter its streams' last reports gave, in
+    /// microseconds; `None` before any report.
+    pub jitter_us: Option<u64>,
+    /// How late the session's last send round, and its latest one, came
+    /// after its packets were due, in microseconds.
+    pub late_last_us: u64,
+    pub late_max_us: u64,
+    /// Since its first SETUP.
+    pub age_ns: Nanos,
+    pub user_agent: Option<String>,
+}
+
+/// What a shard holds at one moment: for the admin API and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub shard: usize,
+    pub stats: ShardStats,
+    /// Sessions by transport: `udp`, `tcp`, `http`.
+    pub by_transport: [usize; 3],
+    /// Connections the shard owns.
+    pub connections: usize,
+    /// Each session, when asked for.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// The transports in the order of [`Snapshot::by_transport`].
+pub const TRANSPORTS: [&str; 3] = ["udp", "tcp", "http"];
 
 struct Entry {
     session: Session,
@@ -286,6 +357,11 @@ struct Entry {
     said_bye: bool,
     reception: Vec<Reception>,
     status: u16,
+    /// When the last PLAY came, until its first packet goes.
+    play_at: Option<Nanos>,
+    /// How late its last round and its latest round were.
+    late_last: Nanos,
+    late_max: Nanos,
 }
 
 impl Entry {
@@ -301,20 +377,79 @@ impl Entry {
             said_bye: false,
             reception: Vec::new(),
             status: 200,
+            play_at: None,
+            late_last: 0,
+            late_max: 0,
         }
     }
 
-    /// Keeps what a receiver report says about one of the session's streams.
-    fn note_report(&mut self, block: &rtcp::ReportBlock) {
+    /// Keeps what a receiver report says about one of the session's
+    /// streams, and counts its jitter and new losses in `stats`.
+    fn note_report(&mut self, block: &rtcp::ReportBlock, stats: &mut ShardStats) {
         let Some(source) = self.session.playback.as_ref() else {
             return;
         };
-        if let Some(i) = source.streams().iter().position(|s| s.ssrc == block.ssrc) {
-            if let Some(r) = self.reception.get_mut(i) {
-                r.cumulative_lost = i64::from(block.cumulative_lost);
-            }
+        let Some(i) = source.streams().iter().position(|s| s.ssrc == block.ssrc) else {
+            return;
+        };
+        let rate = u64::from(source.streams()[i].rtp_timescale.max(1));
+        let jitter_us = u64::from(block.jitter).saturating_mul(1_000_000) / rate;
+        if let Some(r) = self.reception.get_mut(i) {
+            // The loss may shrink (duplicates make it negative, RFC 3550
+            // 6.4.1): only growth counts as packets lost.
+            let lost = i64::from(block.cumulative_lost);
+            let grew = (lost.max(0) - r.cumulative_lost.max(0)).max(0) as u64;
+            r.cumulative_lost = lost;
+            r.jitter_us = jitter_us;
+            r.reported = true;
+            stats.record_report(jitter_us, grew);
         }
     }
+
+    /// The session's figures for the admin API, at `now`.
+    fn info(&self, key: SessionKey, transport: &'static str, now: Nanos) -> SessionInfo {
+        let (packets, bytes) = sent(self);
+        let state = match &self.session.playback {
+            None => "ready",
+            Some(_) if self.session.play_status.is_none() => "ready",
+            Some(_) if self.ended_at.is_some() => "ended",
+            Some(p) if p.has_ended() => "ended",
+            Some(p) if p.is_playing() => "playing",
+            Some(_) => "paused",
+        };
+        let reported = self.reception.iter().any(|r| r.reported);
+        SessionInfo {
+            key,
+            id: self.session.id.clone(),
+            client: self.client,
+            path: self.session.path.clone(),
+            transport,
+            kind: "vod",
+            state,
+            packets,
+            bytes,
+            lost: reported.then(|| lost(self).unwrap_or(0)),
+            jitter_us: reported.then(|| self.reception.iter().map(|r| r.jitter_us).max().unwrap_or(0)),
+            late_last_us: self.late_last / 1_000,
+            late_max_us: self.late_max / 1_000,
+            age_ns: now.saturating_sub(self.session.started),
+            user_agent: self.session.user_agent.clone(),
+        }
+    }
+}
+
+/// RTP packets and bytes (headers included) session `e` has sent.
+fn sent(e: &Entry) -> (u64, u64) {
+    e.session.playback.as_ref().map_or((0, 0), |p| {
+        p.streams()
+            .iter()
+            .fold((0, 0), |a, s| (a.0 + s.packets, a.1 + s.octets + 12 * s.packets))
+    })
+}
+
+/// The loss session `e`'s client reported, if it reported.
+fn lost(e: &Entry) -> Option<i64> {
+    (!e.reception.is_empty()).then(|| e.reception.iter().map(|r| r.cumulative_lost.max(0)).sum())
 }
 
 /// An RTSP connection the shard owns: its bounded queue of whole responses
@@ -596,7 +731,7 @@ impl ShardCore {
                     return;
                 };
                 let response = self.request(key, &request, client, Some(conn), now);
-                self.respond(conn, &response);
+                self.respond(conn, Some(&request.method), &response);
             }
             Input::ConnOpen {
                 conn,
@@ -611,7 +746,7 @@ impl ShardCore {
                     return;
                 };
                 let response = self.open_session(key, path, movie, &request, client, Some(conn), now);
-                self.respond(conn, &response);
+                self.respond(conn, Some(&request.method), &response);
             }
             Input::ConnRefused {
                 conn,
@@ -622,10 +757,10 @@ impl ShardCore {
                 let client = self.conns.get(&conn).map(|c| c.client);
                 if let Some(client) = client {
                     self.refuse(key, client, &request, status);
-                    self.respond(conn, &Response::new(status, request.cseq()));
+                    self.respond(conn, Some(&request.method), &Response::new(status, request.cseq()));
                 }
             }
-            Input::ConnAnswer { conn, response } => self.respond(conn, &response),
+            Input::ConnAnswer { conn, method, response } => self.respond(conn, method.as_ref(), &response),
             Input::Interleaved { conn, channel, data } => {
                 // RTCP from the client rides the odd channels of its session.
                 let key = self.conns.get(&conn).and_then(|c| {
@@ -672,7 +807,7 @@ impl ShardCore {
             } => {
                 let response = self.open_session(key, path, movie, &request, client, conn, now);
                 match conn {
-                    Some(c) => self.respond(c, &response),
+                    Some(c) => self.respond(c, Some(&request.method), &response),
                     None => self.event(Event::Reply { reply, response }),
                 }
             }
@@ -688,6 +823,27 @@ impl ShardCore {
             Command::Stats { reply } => {
                 let stats = Box::new(self.stats.clone());
                 self.event(Event::Stats { reply, stats });
+            }
+            Command::Snapshot { reply, sessions } => {
+                let snapshot = Box::new(self.snapshot(now, sessions));
+                self.event(Event::Snapshot { reply, snapshot });
+            }
+            Command::End { key, reply } => {
+                let conn = self.sessions.get(&key).map(|e| e.conn);
+                let found = conn.is_some();
+                if found {
+                    self.end_session(key, now, "ended by the operator");
+                }
+                // Its connection goes too, once the BYE and what was queued
+                // before it are written, unless another session rides it:
+                // a client over TCP sees the end as the connection's.
+                if let Some(Some(id)) = conn {
+                    if let Some(c) = self.conns.get_mut(&id).filter(|c| c.sessions.is_empty()) {
+                        c.closing = true;
+                        self.outputs.push_back(Output::ConnClose(id));
+                    }
+                }
+                self.event(Event::Ended { reply, found });
             }
             Command::Shutdown => {
                 let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
@@ -711,12 +867,35 @@ impl ShardCore {
         self.outputs.push_back(Output::Event(e));
     }
 
-    /// Queues a response on `conn`.
-    fn respond(&mut self, conn: ConnId, r: &Response) {
+    /// Queues a response on `conn`, to a request with `method`.
+    fn respond(&mut self, conn: ConnId, method: Option<&Method>, r: &Response) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.respond(r);
+            self.stats.requests.count(method, r.status.code());
             signal(&mut self.outputs, conn, c);
         }
+    }
+
+    /// The shard's statistics and counts, and with `sessions` each
+    /// session's figures, at `now`.
+    pub fn snapshot(&self, now: Nanos, sessions: bool) -> Snapshot {
+        let mut snap = Snapshot {
+            shard: self.config.index,
+            stats: self.stats.clone(),
+            connections: self.conns.len(),
+            ..Snapshot::default()
+        };
+        for (&key, e) in &self.sessions {
+            let tunnelled = e.conn.and_then(|c| self.conns.get(&c)).is_some_and(|c| c.tunnelled);
+            let t = transport(e.conn, tunnelled);
+            if let Some(i) = TRANSPORTS.iter().position(|&x| x == t) {
+                snap.by_transport[i] += 1;
+            }
+            if sessions {
+                snap.sessions.push(e.info(key, t, now));
+            }
+        }
+        snap
     }
 
     /// Takes the packets the last flush did not send back out of their
@@ -826,6 +1005,9 @@ impl ShardCore {
                 let n = e.session.playback.as_ref().map_or(0, |p| p.streams().len());
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
                 e.reception.resize(n, Reception::default());
+                if req.method == Method::Play {
+                    e.play_at = Some(now);
+                }
                 if let Some(due) = e.session.playback.as_mut().and_then(|p| p.next_due()) {
                     self.schedule.push(due, key, e.generation);
                     // A new PLAY does not wait for the round.
@@ -871,11 +1053,14 @@ impl ShardCore {
         } = self;
         // Bounded (see ROUND_PACKETS): what is left goes next round.
         while udp.len() < pacer::ROUND_PACKETS {
-            let Some((_, key, generation)) = schedule.pop_due(horizon) else { break };
+            let Some((due, key, generation)) = schedule.pop_due(horizon) else { break };
             let Some(e) = sessions.get_mut(&key) else { continue };
             if e.generation != generation {
                 continue;
             }
+            let late = now.saturating_sub(due);
+            e.late_last = late;
+            e.late_max = e.late_max.max(late);
             // Sender reports ride with the media: due with the session's
             // packets, they spread over the rounds as the sessions do, rather
             // than coming all at once from a sweep of every session. Written
@@ -889,6 +1074,8 @@ impl ShardCore {
                 continue;
             };
             let mut conn = e.conn.and_then(|c| conns.get_mut(&c).map(|conn| (c, conn)));
+            // Only in a PLAY's first rounds: the packets so far, to see the first go.
+            let before = e.play_at.map(|_| total_packets(source));
             let served = pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, |channel, o| {
                 conn.as_mut().is_some_and(|(id, c)| {
                     let queued = send_tcp(c, channel, o);
@@ -897,6 +1084,12 @@ impl ShardCore {
                 })
             });
             stats.skipped += source.take_skipped();
+            if let (Some(at), Some(before)) = (e.play_at, before) {
+                if total_packets(source) > before {
+                    stats.record_first_packet(now.saturating_sub(at));
+                    e.play_at = None;
+                }
+            }
             match served {
                 Some(next) => schedule.push(next, key, generation),
                 None if source.has_ended() => ended.push(key),
@@ -1005,7 +1198,7 @@ impl ShardCore {
                 .any(|d| matches!(d, Destination::Udp { rtcp, .. } if *rtcp == from))
             {
                 e.session.last_seen = now;
-                e.note_report(&block);
+                e.note_report(&block, &mut self.stats);
                 reported = true;
             }
         }
@@ -1027,7 +1220,7 @@ impl ShardCore {
             return;
         };
         for block in report_blocks(packets) {
-            e.note_report(&block);
+            e.note_report(&block, &mut self.stats);
         }
     }
 }
@@ -1100,6 +1293,10 @@ fn report_blocks(packets: rtcp::Compound<'_>) -> impl Iterator<Item = rtcp::Repo
         .flatten()
 }
 
+fn total_packets(source: &crate::source::Source) -> u64 {
+    source.streams().iter().map(|s| s.packets).sum()
+}
+
 /// Queues one media packet as a `$` frame on a TCP connection.
 fn send_tcp(c: &mut Conn, channel: u8, o: &Outgoing<'_>) -> bool {
     let mut parts: SmallVec<[&[u8]; 8]> = SmallVec::new();
@@ -1108,15 +1305,19 @@ fn send_tcp(c: &mut Conn, channel: u8, o: &Outgoing<'_>) -> bool {
     c.frame(channel, &parts)
 }
 
+/// How a session's media travels, by its connection: see [`TRANSPORTS`].
+fn transport(conn: Option<ConnId>, tunnelled: bool) -> &'static str {
+    match (conn, tunnelled) {
+        (Some(_), true) => "http",
+        (Some(_), false) => "tcp",
+        (None, _) => "udp",
+    }
+}
+
 /// The access-log record of a session that ends at `now`.
 fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
-    let (packets, bytes) = e.session.playback.as_ref().map_or((0, 0), |p| {
-        p.streams()
-            .iter()
-            .fold((0, 0), |a, s| (a.0 + s.packets, a.1 + s.octets + 12 * s.packets))
-    });
-    let lost: Option<i64> =
-        (!e.reception.is_empty()).then(|| e.reception.iter().map(|r| r.cumulative_lost.max(0)).sum());
+    let (packets, bytes) = sent(e);
+    let lost = lost(e);
     AccessRecord {
         client: e.client.ip(),
         uri: e.session.path.clone(),
@@ -1125,11 +1326,7 @@ fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
         packets,
         status: e.session.play_status.unwrap_or(e.status),
         user_agent: e.session.user_agent.clone(),
-        transport: match (e.conn, tunnelled) {
-            (Some(_), true) => "http",
-            (Some(_), false) => "tcp",
-            (None, _) => "udp",
-        },
+        transport: transport(e.conn, tunnelled),
         packets_lost: lost,
         ..AccessRecord::default()
     }

@@ -949,3 +949,150 @@ fn after_a_stall_the_backlog_goes_in_bounded_rounds() {
     );
     assert!(per_round.len() >= 2, "one round took all {total} packets");
 }
+
+/// Asks for a snapshot (with sessions) and returns it.
+fn snapshot_of(sim: &mut Sim) -> Snapshot {
+    sim.next_reply += 1;
+    let id = sim.next_reply;
+    sim.input(Input::Command(Command::Snapshot {
+        reply: id,
+        sessions: true,
+    }));
+    let at = sim
+        .events
+        .iter()
+        .position(|(_, e)| matches!(e, Event::Snapshot { reply, .. } if *reply == id))
+        .expect("a snapshot");
+    match sim.events.remove(at).1 {
+        Event::Snapshot { snapshot, .. } => *snapshot,
+        _ => unreachable!(),
+    }
+}
+
+/// Ends a session by the operator's command; whether it was there.
+fn end_by_operator(sim: &mut Sim, key: SessionKey) -> bool {
+    sim.next_reply += 1;
+    let id = sim.next_reply;
+    sim.input(Input::Command(Command::End { key, reply: id }));
+    let at = sim
+        .events
+        .iter()
+        .position(|(_, e)| matches!(e, Event::Ended { reply, .. } if *reply == id))
+        .expect("an answer");
+    match sim.events.remove(at).1 {
+        Event::Ended { found, .. } => found,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_snapshot_copies_each_session_as_it_is() {
+    let mut sim = Sim::new(config(60));
+    let [video, _] = sim.udp_session(0xD1, 5000);
+    sim.tcp_session(0xD2, 1);
+    sim.run_until(S);
+    assert_eq!(sim.method(0xD1, "PLAY", "").status, 200);
+    sim.run_until(3 * S);
+    // The client reports 5 lost and a jitter of 900 ticks at 90 kHz (10 ms),
+    // then 7 lost: 7 in all, not 12.
+    for (lost, at) in [(5, 3 * S), (7, 4 * S)] {
+        sim.run_until(at);
+        let mut report = Vec::new();
+        let block = rtcp::ReportBlock {
+            ssrc: video,
+            cumulative_lost: lost,
+            jitter: 900,
+            ..Default::default()
+        };
+        rtcp::receiver_report(&mut report, 0x2222, &[block]);
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &report,
+        });
+    }
+    let snap = snapshot_of(&mut sim);
+    assert_eq!(snap.by_transport, [1, 1, 0]);
+    assert_eq!(snap.connections, 1);
+    assert_eq!(snap.sessions.len(), 2);
+    let udp = snap.sessions.iter().find(|s| s.key == 0xD1).unwrap();
+    let tcp = snap.sessions.iter().find(|s| s.key == 0xD2).unwrap();
+    assert_eq!((udp.transport, udp.state, udp.kind), ("udp", "playing", "vod"));
+    assert_eq!((tcp.transport, tcp.state), ("tcp", "ready"));
+    assert_eq!(udp.id, session_id(0xD1));
+    assert_eq!(udp.path, "/sample.mp4");
+    assert_eq!(udp.user_agent.as_deref(), Some("sim"));
+    assert_eq!(udp.age_ns, 4 * S);
+    assert_eq!(udp.lost, Some(7));
+    assert_eq!(udp.jitter_us, Some(10_000));
+    assert_eq!(tcp.lost, None);
+    let sent: u64 = sim.rtp.iter().map(|d| d.data.len() as u64).sum();
+    assert_eq!((udp.packets, udp.bytes), (sim.rtp.len() as u64, sent));
+    assert_eq!(snap.stats.rtcp_lost, 7);
+    assert_eq!(snap.stats.rtcp_jitter.len(), 2);
+    // One PLAY, one first packet, in the PLAY's own round.
+    assert_eq!(snap.stats.first_packet.len(), 1);
+    assert!(
+        snap.stats.first_packet.max() <= LOOKAHEAD / 1_000,
+        "{}",
+        snap.stats.first_packet.max()
+    );
+    // Without sessions, the counts alone.
+    sim.next_reply += 1;
+    let id = sim.next_reply;
+    sim.input(Input::Command(Command::Snapshot {
+        reply: id,
+        sessions: false,
+    }));
+    assert!(sim.events.iter().any(|(_, e)| matches!(e, Event::Snapshot { snapshot, .. } if snapshot.sessions.is_empty() && snapshot.by_transport == [1, 1, 0])));
+}
+
+#[test]
+fn an_operator_ends_a_session_and_its_connection() {
+    let mut sim = Sim::new(config(60));
+    let [video, audio] = sim.udp_session(0xE1, 5000);
+    let [tv, _] = sim.tcp_session(0xE2, 1);
+    assert_eq!(sim.method(0xE1, "PLAY", "").status, 200);
+    assert_eq!(sim.on_conn(1, 0xE2, "PLAY").status, 200);
+    sim.run_until(2 * S);
+    assert!(end_by_operator(&mut sim, 0xE1));
+    assert!(!sim.core.has_session(0xE1));
+    assert_eq!(sim.byes_of(video).len(), 1);
+    assert_eq!(sim.byes_of(audio).len(), 1);
+    let ended = sim.ended();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].1, Some(0xE1));
+    assert!(ended[0].2.packets > 0);
+    // Gone: a second order finds nothing, and a request is 454.
+    assert!(!end_by_operator(&mut sim, 0xE1));
+    assert_eq!(sim.method(0xE1, "GET_PARAMETER", "").status, 454);
+    // Over TCP the connection closes behind the BYE, and nothing follows it.
+    assert!(end_by_operator(&mut sim, 0xE2));
+    let last = sim.frames(1, 1).last().cloned().expect("RTCP on the video's channel");
+    assert_eq!(rtcp_of(&last).1, vec![tv]);
+    let mut buf = Vec::new();
+    assert_eq!(sim.core.take_conn_bytes(1, &mut buf), Taken::Closed);
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::ConnectionClosed { .. })));
+    let written = sim.written[&1].len();
+    sim.run_until(4 * S);
+    assert_eq!(sim.written[&1].len(), written);
+    assert_eq!(snapshot_of(&mut sim).sessions.len(), 0);
+}
+
+#[test]
+fn responses_on_owned_connections_are_counted_by_method_and_status() {
+    let mut sim = Sim::new(config(60));
+    sim.tcp_session(0xF1, 1);
+    assert_eq!(sim.on_conn(1, 0xF1, "PLAY").status, 200);
+    sim.input(Input::ConnAnswer {
+        conn: 1,
+        method: None,
+        response: Response::new(400, None),
+    });
+    // Requests through the control core are its to count.
+    sim.udp_session(0xF2, 6000);
+    let counts: Vec<_> = sim.core.stats().requests.iter().collect();
+    assert_eq!(counts, vec![("INVALID", 400, 1), ("PLAY", 200, 1), ("SETUP", 200, 2)]);
+}
