@@ -317,12 +317,13 @@ pub struct Unsent {
 
 /// Packets a round takes: once its [`UdpRound`] holds this many, the shard
 /// leaves the sessions still due for the next round, a millisecond on (at
-/// most 8 million packets a second, over ten times what a core sends). A
+/// most 4 million packets a second, about ten times what a core sends). A
 /// round at 10,000 sessions takes a few hundred; after a stall (the core
 /// starved for seconds) every session's backlog would come at once, and
 /// the memory of hundreds of thousands of queued packets, tens of
-/// megabytes, would stay with the process. Also the room a `UdpRound` keeps.
-pub const ROUND_PACKETS: usize = 8192;
+/// megabytes, would stay with the process. Also the room a `UdpRound` keeps
+/// (about 550 KiB once a round has filled it).
+pub const ROUND_PACKETS: usize = 4096;
 
 /// The round's UDP packets, sent together.
 pub struct UdpRound {
