@@ -149,6 +149,66 @@ impl Admission {
     }
 }
 
+/// Icecast listeners: how many there are against `--max-listeners`, and on
+/// which shard. Their connections are counted by [`Admission`] like any
+/// other (a listener holds one from accept to close); this counts what the
+/// listener limit and the choice of shard need. A listener is counted from
+/// its admission (before the handler has even answered) until its shard
+/// reports that it ended, or its handover failed.
+#[derive(Debug)]
+pub struct Listeners {
+    max: usize,
+    /// Admitted, on a shard or on their way to one.
+    total: usize,
+    per_shard: Vec<usize>,
+}
+
+impl Listeners {
+    pub fn new(max: usize, shards: usize) -> Listeners {
+        Listeners {
+            max,
+            total: 0,
+            per_shard: vec![0; shards.max(1)],
+        }
+    }
+
+    /// Counts a new listener if the limit leaves room (`false`: 503).
+    pub fn admit(&mut self) -> bool {
+        if self.total >= self.max {
+            return false;
+        }
+        self.total += 1;
+        true
+    }
+
+    /// Picks the shard for an admitted listener: the one with the fewest.
+    pub fn place(&mut self) -> usize {
+        let shard = (0..self.per_shard.len())
+            .min_by_key(|&i| self.per_shard[i])
+            .unwrap_or(0);
+        self.per_shard[shard] += 1;
+        shard
+    }
+
+    /// An admitted listener that never reached a shard.
+    pub fn cancel(&mut self) {
+        self.total = self.total.saturating_sub(1);
+    }
+
+    /// A listener placed on `shard` ended there.
+    pub fn ended(&mut self, shard: usize) {
+        if let Some(n) = self.per_shard.get_mut(shard).filter(|n| **n > 0) {
+            *n -= 1;
+            self.total = self.total.saturating_sub(1);
+        }
+    }
+
+    /// Listeners admitted and not yet ended.
+    pub fn count(&self) -> usize {
+        self.total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +289,26 @@ mod tests {
         assert!(a.connect(B));
         a.disconnect("192.0.2.9".parse().unwrap());
         assert_eq!(a.connections(), 3, "a client never counted changes nothing");
+    }
+
+    #[test]
+    fn listeners_are_limited_and_spread_over_shards() {
+        let mut l = Listeners::new(3, 2);
+        assert!(l.admit() && l.admit() && l.admit());
+        assert!(!l.admit(), "the limit");
+        assert_eq!((l.place(), l.place()), (0, 1));
+        l.cancel();
+        assert_eq!(l.count(), 2);
+        assert!(l.admit());
+        assert_eq!(l.place(), 0);
+        l.ended(1);
+        assert_eq!(l.count(), 2);
+        assert!(l.admit());
+        assert_eq!(l.place(), 1, "the shard with the fewest");
+        // An end the books do not have changes nothing.
+        l.ended(1);
+        l.ended(1);
+        l.ended(7);
+        assert_eq!(l.count(), 2);
     }
 }

@@ -37,6 +37,13 @@ pub const DEFAULT_TCP_QUEUE_BYTES: usize = 256 * 1024;
 /// Smaller than this, a TCP queue could not hold even a few packets and
 /// every interleaved session would drop media at once.
 pub const MIN_TCP_QUEUE_BYTES: usize = 4096;
+/// Icecast listeners at once, unless configured.
+pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
+/// What a slow listener may have waiting beyond its burst: Icecast's
+/// `queue-size` default.
+pub const DEFAULT_LISTENER_QUEUE_BYTES: usize = 512 * 1024;
+/// A few seconds of the slowest MP3 stream.
+pub const MIN_LISTENER_QUEUE_BYTES: usize = 16 * 1024;
 /// How the shards hand their UDP rounds to the kernel, unless told: see
 /// perf/RESULTS.md for the measurement that chose it.
 pub const DEFAULT_SEND_PATH: SendPath = SendPath::Sendmmsg;
@@ -118,6 +125,17 @@ pub struct ServeArgs {
     #[arg(long = "tcp-queue-bytes", value_name = "N", value_parser = parse_size)]
     pub tcp_queue_bytes: Option<usize>,
 
+    /// Most Icecast (MP3 over HTTP) listeners at once; further ones get 503. Each also holds a
+    /// connection, counted against the connection limits (0 = no limit) [default: 10000]
+    #[arg(long = "max-listeners", value_name = "N")]
+    pub max_listeners: Option<usize>,
+
+    /// Bytes that may wait for an Icecast listener beyond its initial burst; a listener that
+    /// falls further behind (reads slower than the bit rate, or not at all) is dropped, as
+    /// Icecast's queue-size does (K and M suffixes allowed) [default: 512K]
+    #[arg(long = "listener-queue-bytes", value_name = "N", value_parser = parse_size)]
+    pub listener_queue_bytes: Option<usize>,
+
     /// File to append the access log to (W3C extended format, one line per session), or - for
     /// standard output [default: standard output]
     #[arg(long = "access-log", value_name = "PATH")]
@@ -140,6 +158,47 @@ pub struct ServeArgs {
     #[arg(long = "send-path", value_name = "PATH")]
     pub send_path: Option<SendPath>,
 
+    /// Users file (`realm NAME`, then `user:argon2id:md5-ha1:sha256-ha1` lines, as `streamalot
+    /// passwd` writes them) for paths whose qtaccess names no AuthUserFile [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+
+    /// Groups file (`group: user user ...`, DSS's qtgroups) for `require group` [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub groups: Option<PathBuf>,
+
+    /// How to ask for credentials where no AuthScheme says: digest (MD5 and SHA-256), basic or
+    /// none [default: digest]
+    #[arg(long = "auth-scheme", value_name = "SCHEME")]
+    pub auth_scheme: Option<String>,
+
+    /// Address block (CIDR) allowed to connect; repeat for several; once any is given, other
+    /// addresses are refused before a byte is read [default: every address]
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
+
+    /// Address block (CIDR) refused before a byte is read; repeat for several; of the --allow and
+    /// --deny blocks an address is in, the most specific decides, --deny on a tie [default: none]
+    #[arg(long, value_name = "CIDR")]
+    pub deny: Vec<String>,
+
+    /// File holding the secret (32 bytes or more) that signs URL tokens (`?token=...`); tokens
+    /// are off without it [default: none]
+    #[arg(long = "token-secret-file", value_name = "FILE")]
+    pub token_secret_file: Option<PathBuf>,
+
+    /// TCP port for RTSP over TLS (rtsps://), which takes HTTP and tunnels over TLS too; needs
+    /// --tls-cert and --tls-key; repeat for several [default: 322 when a certificate is given]
+    #[arg(long = "rtsps-port", value_name = "PORT")]
+    pub rtsps_port: Vec<u16>,
+
+    /// PEM certificate chain for RTSPS (re-read on SIGHUP) [default: none, no TLS]
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (re-read on SIGHUP) [default: none]
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Turn on the admin API (/api/v1/ on the RTSP and HTTP ports) and the status page (/):
     /// requests must carry `Authorization: Bearer TOKEN`. Prefer the config file's
     /// `admin_token` on shared machines, where other users can read command lines
@@ -187,6 +246,9 @@ pub fn loopback_blocks() -> Vec<Cidr> {
     ]
 }
 
+/// The default RTSPS port (RFC 7826's `rtsps` registration).
+pub const DEFAULT_RTSPS_PORT: u16 = 322;
+
 /// The resolved settings the server runs with. Every value is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -215,6 +277,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub tcp_queue_bytes: usize,
+    pub max_listeners: usize,
+    pub listener_queue_bytes: usize,
     /// `None` means standard output (`-` resolves to `None` too).
     pub access_log: Option<PathBuf>,
     /// Seconds between statistics reports; `None` for none.
@@ -229,6 +293,20 @@ pub struct Config {
     pub admin_allow: Vec<Cidr>,
     /// Who may read `/metrics`; never empty.
     pub metrics_allow: Vec<Cidr>,
+    /// Access control: the `[access]` table with the flags merged in, paths
+    /// resolved.
+    pub access: crate::access::Settings,
+    /// RTSPS ports, none an RTSP or HTTP port; empty without a certificate.
+    pub rtsps_ports: Vec<u16>,
+    /// The certificate chain and key, both or neither.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where RTSPS's certificate and key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -305,10 +383,17 @@ struct FileSettings {
     max_header_bytes: Option<Size>,
     max_body_bytes: Option<Size>,
     tcp_queue_bytes: Option<Size>,
+    max_listeners: Option<usize>,
+    listener_queue_bytes: Option<Size>,
     access_log: Option<PathBuf>,
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
     send_path: Option<String>,
+    /// The access settings, `[access]` (rules as `[[access.rule]]`).
+    access: Option<crate::access::Settings>,
+    rtsps_port: Option<OneOrMany>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     admin_token: Option<String>,
     admin_allow: Option<Vec<String>>,
     metrics_allow: Option<Vec<String>>,
@@ -434,6 +519,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     let max_connections = limit(args.max_connections, file.max_connections, DEFAULT_MAX_CONNECTIONS);
     let max_connections_per_client = limit(args.max_connections_per_client, file.max_connections_per_client, 0);
     let max_sessions = limit(args.max_sessions, file.max_sessions, DEFAULT_MAX_SESSIONS);
+    let max_listeners = limit(args.max_listeners, file.max_listeners, DEFAULT_MAX_LISTENERS);
     let max_sessions_per_client = limit(args.max_sessions_per_client, file.max_sessions_per_client, 0);
     let max_connections_per_client = nonzero_or_max(max_connections_per_client);
     let max_sessions_per_client = nonzero_or_max(max_sessions_per_client);
@@ -472,6 +558,13 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         DEFAULT_TCP_QUEUE_BYTES,
         MIN_TCP_QUEUE_BYTES,
     )?;
+    let listener_queue_bytes = size(
+        "listener_queue_bytes",
+        args.listener_queue_bytes,
+        file.listener_queue_bytes,
+        DEFAULT_LISTENER_QUEUE_BYTES,
+        MIN_LISTENER_QUEUE_BYTES,
+    )?;
 
     let access_log = match (&args.access_log, &file.access_log) {
         (Some(p), _) => Some(p.clone()),
@@ -509,6 +602,82 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     };
     let send_path = pick(args.send_path, file_path, &file_origin).map_or(DEFAULT_SEND_PATH, |v| v.0);
 
+    let mut access = file.access.unwrap_or_default();
+    crate::access::resolve_paths(&mut access, &file_dir);
+    if let Some(u) = &args.users {
+        access.users = Some(u.clone());
+    }
+    if let Some(g) = &args.groups {
+        access.groups = Some(g.clone());
+    }
+    if let Some(t) = &args.token_secret_file {
+        access.token_secret_file = Some(t.clone());
+    }
+    if let Some(text) = &args.auth_scheme {
+        let scheme = crate::access::qtaccess::Scheme::parse(text).ok_or_else(|| {
+            invalid(
+                "auth_scheme",
+                text,
+                Origin::CommandLine,
+                "must be digest, basic or none",
+            )
+        })?;
+        access.auth_scheme = Some(scheme);
+    }
+    access.allow.extend(args.allow.iter().cloned());
+    access.deny.extend(args.deny.iter().cloned());
+
+    let tls = match (
+        pick(
+            args.tls_cert.clone(),
+            file.tls_cert.map(|p| file_dir.join(p)),
+            &file_origin,
+        ),
+        pick(
+            args.tls_key.clone(),
+            file.tls_key.map(|p| file_dir.join(p)),
+            &file_origin,
+        ),
+    ) {
+        (Some((cert, _)), Some((key, _))) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some((p, origin)), None) => {
+            return Err(invalid(
+                "tls_cert",
+                p.display(),
+                origin,
+                "needs --tls-key (tls_key) too",
+            ))
+        }
+        (None, Some((p, origin))) => {
+            return Err(invalid(
+                "tls_key",
+                p.display(),
+                origin,
+                "needs --tls-cert (tls_cert) too",
+            ))
+        }
+    };
+    let cli_rtsps = (!args.rtsps_port.is_empty()).then(|| args.rtsps_port.clone());
+    let file_rtsps = file.rtsps_port.map(|p| match p {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    });
+    let rtsps_ports = match (pick(cli_rtsps, file_rtsps, &file_origin), &tls) {
+        (Some((ports, origin)), None) => {
+            let list = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+            return Err(invalid("rtsps_port", list, origin, "needs --tls-cert and --tls-key"));
+        }
+        (Some((ports, origin)), Some(_)) => {
+            let ports = check_ports("rtsps_port", ports, origin.clone())?;
+            if let Some(p) = ports.iter().find(|p| rtsp_ports.contains(p) || http_ports.contains(p)) {
+                return Err(invalid("rtsps_port", p, origin, "is an RTSP or HTTP port already"));
+            }
+            ports
+        }
+        (None, Some(_)) => vec![DEFAULT_RTSPS_PORT],
+        (None, None) => Vec::new(),
+    };
     let admin_token = match pick(args.admin_token.clone(), file.admin_token.clone(), &file_origin) {
         Some((token, origin)) => {
             // It travels in a header as a token68 (RFC 9110 11.2).
@@ -563,10 +732,15 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         max_header_bytes,
         max_body_bytes,
         tcp_queue_bytes,
+        max_listeners,
+        listener_queue_bytes,
         access_log,
         stats_interval,
         stats_json,
         send_path,
+        access,
+        rtsps_ports,
+        tls,
         admin_token,
         admin_allow,
         metrics_allow,
@@ -761,6 +935,8 @@ mod tests {
         assert_eq!(c.max_header_bytes, 16384);
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.tcp_queue_bytes, 256 * 1024);
+        assert_eq!(c.max_listeners, 10_000);
+        assert_eq!(c.listener_queue_bytes, 512 * 1024);
         assert_eq!(c.access_log, None);
         assert_eq!(c.stats_interval, None);
         assert_eq!(c.stats_json, None);
@@ -867,6 +1043,8 @@ mod tests {
                 max_header_bytes = "4K"
                 max_body_bytes = 1000
                 tcp_queue_bytes = 65536
+                max_listeners = 3
+                listener_queue_bytes = "64K"
                 access_log = "logs/access.log"
                 stats_interval = 5
                 stats_json = "stats.json"
@@ -891,6 +1069,8 @@ mod tests {
         assert_eq!(c.max_header_bytes, 4096);
         assert_eq!(c.max_body_bytes, 1000);
         assert_eq!(c.tcp_queue_bytes, 65536);
+        assert_eq!(c.max_listeners, 3);
+        assert_eq!(c.listener_queue_bytes, 65536);
         assert_eq!(c.stats_interval, Some(5));
         assert_eq!(c.stats_json, Some(dir.join("stats.json")));
         assert_eq!(c.send_path, SendPath::IoUring);
@@ -964,6 +1144,10 @@ mod tests {
         check(
             &["--tcp-queue-bytes", "100"],
             &["--tcp-queue-bytes 100", "at least 4096"],
+        );
+        check(
+            &["--listener-queue-bytes", "1000"],
+            &["--listener-queue-bytes 1000", "at least 16384"],
         );
         check(&["--max-header-bytes", "10"], &["--max-header-bytes 10"]);
         check(&["--stats-interval", "0"], &["--stats-interval 0"]);

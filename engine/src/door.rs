@@ -21,16 +21,32 @@
 //!    rest. Bytes that do not parse as a message at all get their status
 //!    from [`reject`].
 //!
+//! # Access control
+//!
+//! Before any of that, two checks of [`crate::access`], when the server has
+//! access rules (a door without them lets everyone in, as before):
+//!
+//! - [`Door::admit`], when a connection is accepted and before a byte of it
+//!   is read: address deny/allow rules and the connection rate limit.
+//! - [`Door::gate`], for each RTSP request before [`Door::route`]: a request
+//!   that opens something (DESCRIBE, SETUP outside a session, and every
+//!   publishing request: ANNOUNCE, RECORD, a SETUP with `mode=record`) is
+//!   judged by the address rules, the `qtaccess` files and `[[access_rule]]`
+//!   tables, the users and groups files and URL tokens, and gets one
+//!   [`Gate`]: go on, or an answer (401 with its challenges, 403, 503). The
+//!   requests of a session that was let in are not asked again: its key,
+//!   64 random bits the client learnt from the SETUP the door let through,
+//!   is the session's credential from then on (as in DSS), so a session
+//!   whose requests reach a shard needs no second judge there.
+//!   [`Door::check`] is the same judgement for any request by its class,
+//!   for HTTP handlers (the admin API asks for [`Class::Admin`]).
+//!
 //! # Where the next pieces go
 //!
 //! The door is where every check that concerns a request rather than a
 //! session belongs, so that the control core and the shards cannot drift
 //! apart:
 //!
-//! - **Address rules and authentication** (DSS's `qtaccess` files, Basic and
-//!   Digest): a step before 2, given the [`Caller`]'s address and the
-//!   request's `Authorization`, answering 401 (with the challenge) or 403.
-//!   `Caller` is where the connection's authenticated user will be kept.
 //! - **HTTP on the RTSP ports** (RTSP-over-HTTP tunnels, the admin API,
 //!   `/metrics`, the status page, Icecast/ICY sources and listeners): told
 //!   apart by the first request line before any parser sees it, in the
@@ -41,17 +57,20 @@
 //! - **Limits** beyond the parser's size limits (request rates, methods an
 //!   operator turns off): as step 0, a `Route::Answer` with 503 or 405.
 
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 
 use loader::Movie;
 use proto::rtsp::header::{Lower, Transport};
 use proto::rtsp::message::{Method, ParseError, Request, Response};
 use proto::rtsp::url::split_uri;
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::access::{self, Access, Class, Decision, Grant};
 use crate::http::{HttpRoute, Routes};
 use crate::library::LibraryError;
 use crate::pacer::SessionKey;
+use crate::source::Nanos;
 
 /// The methods the server implements, for `Public` and `Allow`.
 pub const PUBLIC_METHODS: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
@@ -79,11 +98,28 @@ pub enum Route {
     Session(SessionKey),
 }
 
-/// The door: the HTTP handlers registered on this core, and the rules of
-/// the pieces to come (see the module documentation).
-#[derive(Debug, Default, Clone)]
+/// What the access check says about a request.
+#[derive(Debug)]
+pub enum Gate {
+    /// Go on and route it, as `grant` says who (`None` when the server has
+    /// no access rules).
+    Pass(Option<Grant>),
+    /// Answer `response` (401, 403 or 503) after holding it for `delay`
+    /// (repeated failed logins), and keep reading the connection.
+    Refuse { response: Response, delay: Nanos },
+}
+
+/// The door: the HTTP handlers registered on this core, and its access
+/// state (see the module documentation).
+#[derive(Debug, Default)]
 pub struct Door {
     routes: Routes,
+    /// One per core: it holds the core's nonce-replay table and rate
+    /// limits. A core runs one thread, and no borrow outlives a call.
+    access: Option<RefCell<Access>>,
+    /// Whether publishing requests (ANNOUNCE, RECORD, SETUP with
+    /// `mode=record`) are routed, and so judged as `Class::Write`.
+    publishing: bool,
 }
 
 impl Door {
@@ -93,7 +129,154 @@ impl Door {
 
     /// A door that serves HTTP requests with `routes` besides tunnels.
     pub fn with_routes(routes: Routes) -> Door {
-        Door { routes }
+        Door {
+            routes,
+            access: None,
+            publishing: false,
+        }
+    }
+
+    /// The same door, judging requests by `access`.
+    pub fn with_access(mut self, access: Option<Access>) -> Door {
+        self.access = access.map(RefCell::new);
+        self
+    }
+
+    /// The same door, judging publishing requests as `Class::Write` (for
+    /// the live ingest that routes them).
+    pub fn with_publishing(mut self) -> Door {
+        self.publishing = true;
+        self
+    }
+
+    /// What to do with a new connection from `client`, before reading it.
+    pub fn admit(&self, client: IpAddr, now: Nanos) -> access::Admission {
+        match &self.access {
+            None => access::Admission::Admit,
+            Some(a) => a.borrow_mut().admit(client, now),
+        }
+    }
+
+    /// The access counters of this core, and its limiters' (connections,
+    /// failed logins, password checks), when it has access rules.
+    pub fn access_stats(&self) -> Option<(access::Stats, [Option<access::addr::RateStats>; 3])> {
+        self.access.as_ref().map(|a| {
+            let a = a.borrow();
+            (a.stats, a.rate_stats())
+        })
+    }
+
+    /// Judges an RTSP request before it is routed (see the module
+    /// documentation for which requests are judged). `now` is the server's
+    /// clock, `unix_time` the wall clock in seconds (for URL tokens).
+    pub fn gate(&self, req: &Request, caller: &Caller, now: Nanos, unix_time: u64) -> Gate {
+        if self.access.is_none() {
+            return Gate::Pass(None);
+        }
+        let record = req.method == Method::Setup && wants_record(req);
+        let class = Class::of_rtsp(req.method.as_str(), record);
+        let in_session = req.headers.get("Session").is_some();
+        // Publishing is judged once the server takes it (live ingest turns
+        // it on with `with_publishing`); until then the route answers 405
+        // for ANNOUNCE and RECORD, and a session 461 for `mode=record`, as
+        // without access rules.
+        let judged = match (&req.method, class) {
+            (_, Class::Write) => self.publishing,
+            (Method::Describe | Method::Setup, _) => !in_session,
+            _ => false,
+        };
+        if !judged {
+            return Gate::Pass(None);
+        }
+        let Some((path, _)) = split_uri(&req.uri) else {
+            // Not a URI the door can route: its own 400 follows.
+            return Gate::Pass(None);
+        };
+        // A path the library refuses outright (an escape, a bad or encoded
+        // `/`) names nothing that could be served: routing answers it (400)
+        // as it would without access rules. The rules are judged on the
+        // decoded path, folder by folder.
+        if !crate::library::is_plain_path(path) {
+            return Gate::Pass(None);
+        }
+        let Some(path) = crate::library::percent_decoded(path) else {
+            return Gate::Pass(None);
+        };
+        let authorization: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization"))
+            .map(|(_, v)| v)
+            .collect();
+        let request = access::Request {
+            client: caller.client.ip(),
+            class,
+            method: req.method.as_str(),
+            uri: &req.uri,
+            path: &path,
+            authorization: &authorization,
+            now,
+            unix_time,
+        };
+        match self.check(&request) {
+            Gate::Pass(g) => Gate::Pass(g),
+            Gate::Refuse { response, delay } => {
+                let mut r = Response::new(response.status, req.cseq());
+                for (n, v) in response.headers.iter() {
+                    r = r.header(n, v);
+                }
+                Gate::Refuse { response: r, delay }
+            }
+        }
+    }
+
+    /// Judges one request of any protocol, described by `req`. A refusal's
+    /// response has no CSeq; its headers (`WWW-Authenticate`,
+    /// `Retry-After`) are what an HTTP answer needs as well.
+    pub fn check(&self, req: &access::Request<'_>) -> Gate {
+        let Some(access) = &self.access else {
+            return Gate::Pass(None);
+        };
+        let decision = access.borrow_mut().decide(req);
+        let client = req.client;
+        match decision {
+            Decision::Allow(grant) => {
+                debug!(%client, path = req.path, user = ?grant.user, via = ?grant.via, "access allowed");
+                Gate::Pass(Some(grant))
+            }
+            Decision::Challenge(c) => {
+                match (&c.failure, &c.stale) {
+                    (Some(f), _) => info!(%client, path = req.path, method = req.method, reason = %f, "login failed"),
+                    (None, Some(s)) => {
+                        debug!(%client, path = req.path, stale = ?s, "stale Digest nonce; challenged again")
+                    }
+                    (None, None) => debug!(%client, path = req.path, "credentials needed; challenged"),
+                }
+                let mut response = Response::new(401, None);
+                for v in c.www_authenticate {
+                    response = response.header("WWW-Authenticate", v);
+                }
+                Gate::Refuse {
+                    response,
+                    delay: c.delay,
+                }
+            }
+            Decision::Forbidden(why) => {
+                info!(%client, path = req.path, method = req.method, reason = %why, "access refused");
+                Gate::Refuse {
+                    response: Response::new(403, None),
+                    delay: 0,
+                }
+            }
+            Decision::SlowDown { retry_after } => {
+                info!(%client, path = req.path, "too many failed logins; answered 503");
+                let secs = retry_after.div_ceil(1_000_000_000).max(1);
+                Gate::Refuse {
+                    response: Response::new(503, None).header("Retry-After", secs.to_string()),
+                    delay: 0,
+                }
+            }
+        }
     }
 
     /// Classifies an HTTP request head from `caller`.
@@ -159,6 +342,19 @@ fn wants_interleaved(req: &Request) -> bool {
         .is_some_and(|t| t.lower == Lower::Tcp)
 }
 
+/// Whether a SETUP asks to record (`mode=record` in its first transport,
+/// RFC 2326 12.39; clients write the value quoted or not, in any case).
+fn wants_record(req: &Request) -> bool {
+    req.headers.get("Transport").is_some_and(|t| {
+        let first = t.split(',').next().unwrap_or_default();
+        first.split(';').any(|p| {
+            p.trim().split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("mode") && v.trim().trim_matches('"').eq_ignore_ascii_case("record")
+            })
+        })
+    })
+}
+
 /// The answer to a DESCRIBE of `path`: the movie's SDP, with the base URL
 /// its relative track controls resolve against, or the library's refusal.
 pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>) -> Response {
@@ -166,9 +362,16 @@ pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>)
     match movie {
         Ok(movie) => {
             let base = match req.uri.split_once("://") {
-                Some((_, rest)) => {
+                // The client's own scheme: an rtsps:// client resolves its
+                // tracks over TLS too.
+                Some((scheme, rest)) => {
                     let authority = rest.split('/').next().unwrap_or_default();
-                    format!("rtsp://{authority}{path}/")
+                    let scheme = if scheme.eq_ignore_ascii_case("rtsps") {
+                        "rtsps"
+                    } else {
+                        "rtsp"
+                    };
+                    format!("{scheme}://{authority}{path}/")
                 }
                 None => format!("{path}/"),
             };
@@ -316,6 +519,74 @@ mod tests {
         };
         let refused = describe(&r, "/x.mp4", Err(&missing));
         assert_eq!((refused.status.code(), refused.headers.get("CSeq")), (404, Some("7")));
+    }
+
+    fn guarded_door(publishing: bool) -> Door {
+        use crate::access::files::MemoryFs;
+        let mut fs = MemoryFs::default();
+        fs.put(
+            "/media/private/qtaccess",
+            "AuthScheme basic\nrequire valid-user\n<Limit WRITE>\nrequire valid-user\n</Limit>\n",
+        );
+        fs.put("/users", "realm Streamalot\n");
+        let settings = access::Settings {
+            users: Some("/users".into()),
+            ..Default::default()
+        };
+        let access = Access::new(&settings, "/media".into(), Box::new(fs), [7; 32], 0).unwrap();
+        let door = Door::new().with_access(Some(access));
+        if publishing {
+            door.with_publishing()
+        } else {
+            door
+        }
+    }
+
+    fn gate(door: &Door, text: &str) -> Gate {
+        let caller = Caller {
+            client: "192.0.2.1:4000".parse().unwrap(),
+        };
+        door.gate(&req(text), &caller, 1_000_000_000, 1_700_000_000)
+    }
+
+    #[test]
+    fn the_gate_judges_what_opens_something() {
+        let door = guarded_door(false);
+        let refused = |g: Gate| match g {
+            Gate::Refuse { response, .. } => (response.status.code(), response),
+            Gate::Pass(g) => panic!("passed as {g:?}"),
+        };
+        let (status, r) = refused(gate(
+            &door,
+            "DESCRIBE rtsp://h/private/a.mp4 RTSP/1.0\r\nCSeq: 3\r\n\r\n",
+        ));
+        assert_eq!((status, r.headers.get("CSeq")), (401, Some("3")));
+        assert!(r.headers.get("WWW-Authenticate").unwrap().starts_with("Basic realm="));
+        let setup = "SETUP rtsp://h/private/a.mp4/trackID=1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n";
+        assert_eq!(refused(gate(&door, setup)).0, 401);
+        for open in [
+            "DESCRIBE rtsp://h/public/a.mp4 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            // A session's requests ride on its key.
+            "PLAY rtsp://h/private/a.mp4 RTSP/1.0\r\nCSeq: 1\r\nSession: 00000000000000AB\r\n\r\n",
+            // The library answers these 400 itself.
+            "DESCRIBE rtsp://h/private/../x.mp4 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            // Publishing is not routed yet: 405 from the route.
+            "ANNOUNCE rtsp://h/private/live.sdp RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+        ] {
+            assert!(matches!(gate(&door, open), Gate::Pass(_)), "{open}");
+        }
+        let publishing = guarded_door(true);
+        let announce = "ANNOUNCE rtsp://h/private/live.sdp RTSP/1.0\r\nCSeq: 5\r\n\r\n";
+        assert_eq!(refused(gate(&publishing, announce)).0, 401);
+        let record = "SETUP rtsp://h/private/live.sdp/streamid=0 RTSP/1.0\r\nCSeq: 6\r\nSession: 00000000000000AB\r\nTransport: RTP/AVP/TCP;unicast;mode=\"RECORD\"\r\n\r\n";
+        assert_eq!(
+            refused(gate(&publishing, record)).0,
+            401,
+            "publishing within a session is judged"
+        );
+        // Without access rules everything passes.
+        assert!(matches!(gate(&Door::new(), announce), Gate::Pass(None)));
     }
 
     #[test]

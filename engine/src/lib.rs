@@ -7,6 +7,7 @@ pub mod access;
 pub mod access_log;
 pub mod admin;
 pub mod admission;
+pub mod broadcast;
 pub mod channel;
 pub mod config;
 pub mod door;

@@ -60,6 +60,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use loader::mp3::Mp3;
 use loader::Movie;
 use tracing::{debug, warn};
 
@@ -85,6 +86,14 @@ pub enum LibraryError {
         #[source]
         source: Arc<loader::Error>,
     },
+    /// 415: the file was asked for as MP3 (an Icecast listener's request)
+    /// but is not MPEG audio: no run of frames, or free format.
+    #[error("cannot stream {} as MP3: {source}", Escaped(path))]
+    NotMp3 {
+        path: String,
+        #[source]
+        source: Arc<loader::mp3::Error>,
+    },
     /// 500: the file system failed in a way that is not the client's doing.
     #[error("cannot read {}: {source}", Escaped(path))]
     Io {
@@ -108,7 +117,7 @@ impl LibraryError {
             LibraryError::BadPath { .. } => 400,
             LibraryError::Forbidden { .. } => 403,
             LibraryError::NotFound { .. } => 404,
-            LibraryError::Unsupported { .. } => 415,
+            LibraryError::Unsupported { .. } | LibraryError::NotMp3 { .. } => 415,
             LibraryError::Io { .. } => 500,
         }
     }
@@ -167,77 +176,132 @@ impl Stamp {
     }
 }
 
-struct Entry {
+/// A kind of file the library opens and caches: movies, and MP3 files for
+/// Icecast listeners. Each kind has a cache of its own, with the same rules.
+pub trait Media: Sized + Send + Sync + 'static {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Maps and indexes the file (blocking).
+    fn open(file: &Path) -> Result<Self, Self::Error>;
+    /// The file system's error, when that is why `open` failed: such
+    /// failures are not cached.
+    fn io_error(e: &Self::Error) -> Option<&io::Error>;
+    /// The error for a request path whose file is not of this kind.
+    fn unsupported(path: String, source: Arc<Self::Error>) -> LibraryError;
+}
+
+impl Media for Movie {
+    type Error = loader::Error;
+
+    fn open(file: &Path) -> Result<Movie, loader::Error> {
+        Movie::open(file)
+    }
+
+    fn io_error(e: &loader::Error) -> Option<&io::Error> {
+        match e {
+            loader::Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    fn unsupported(path: String, source: Arc<loader::Error>) -> LibraryError {
+        LibraryError::Unsupported { path, source }
+    }
+}
+
+impl Media for Mp3 {
+    type Error = loader::mp3::Error;
+
+    fn open(file: &Path) -> Result<Mp3, loader::mp3::Error> {
+        let mp3 = Mp3::open(file)?;
+        // Damage that was stepped over is the operator's to know about, once
+        // per file version; the file still plays.
+        for p in mp3.problems() {
+            warn!(file = %file.display(), problem = %p, "damaged MP3 file");
+        }
+        Ok(mp3)
+    }
+
+    fn io_error(e: &loader::mp3::Error) -> Option<&io::Error> {
+        match e {
+            loader::mp3::Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    fn unsupported(path: String, source: Arc<loader::mp3::Error>) -> LibraryError {
+        LibraryError::NotMp3 { path, source }
+    }
+}
+
+struct Entry<T: Media> {
     stamp: Stamp,
-    slot: Arc<Slot>,
+    slot: Arc<Slot<T>>,
     /// When a lookup last asked for it.
     last_used: Instant,
 }
 
 /// One version of one file: indexed once, by whoever runs its [`Parse`]
 /// first.
-struct Slot {
+struct Slot<T: Media> {
     file: PathBuf,
-    opened: OnceLock<Result<Arc<Movie>, Failure>>,
+    opened: OnceLock<Result<Arc<T>, Failure<T::Error>>>,
 }
 
-/// Why a file version could not be opened as a movie.
-#[derive(Clone)]
-enum Failure {
-    /// Not a movie this server can stream: cached, answered 415.
-    Unsupported(Arc<loader::Error>),
+/// Why a file version could not be opened.
+enum Failure<E> {
+    /// Not a file of its kind this server can stream: cached, answered 415.
+    Unsupported(Arc<E>),
     /// The file system failed (the file vanished between the `stat` and the
     /// open, say): not cached, the next lookup tries again. Kept as its
     /// error code to be rebuilt for every waiter.
     Io(io::ErrorKind, Option<i32>),
 }
 
-impl Slot {
+impl<T: Media> Slot<T> {
     fn failed_io(&self) -> bool {
         matches!(self.opened.get(), Some(Err(Failure::Io(..))))
     }
 }
 
 /// What a lookup found.
-pub enum Lookup {
-    /// The movie, indexed.
-    Ready(Arc<Movie>),
+pub enum Lookup<T: Media = Movie> {
+    /// The movie (or MP3 file), indexed.
+    Ready(Arc<T>),
     /// A file version not indexed yet: [`Parse::run`] indexes it (or waits
     /// for the lookup that got there first to finish), blocking.
-    Parse(Parse),
+    Parse(Parse<T>),
 }
 
-/// A movie to index before it can be served. Send it where blocking is
+/// A file to index before it can be served. Send it where blocking is
 /// harmless and run it there.
-pub struct Parse {
-    slot: Arc<Slot>,
+pub struct Parse<T: Media = Movie> {
+    slot: Arc<Slot<T>>,
     path: String,
 }
 
-impl Parse {
+impl<T: Media> Parse<T> {
     /// Indexes the file, or waits for the parse already under way for this
-    /// version, and returns the movie or why there is none.
-    pub fn run(self) -> Result<Arc<Movie>, LibraryError> {
+    /// version, and returns it or why there is none.
+    pub fn run(self) -> Result<Arc<T>, LibraryError> {
         let slot = &self.slot;
-        let opened = slot.opened.get_or_init(|| match Movie::open(&slot.file) {
+        let opened = slot.opened.get_or_init(|| match T::open(&slot.file) {
             Ok(m) => Ok(Arc::new(m)),
-            Err(loader::Error::Io { source, .. }) => Err(Failure::Io(source.kind(), source.raw_os_error())),
-            Err(e) => {
-                warn!(file = %slot.file.display(), error = %e, "cannot stream this file");
-                Err(Failure::Unsupported(Arc::new(e)))
-            }
+            Err(e) => match T::io_error(&e) {
+                Some(source) => Err(Failure::Io(source.kind(), source.raw_os_error())),
+                None => {
+                    warn!(file = %slot.file.display(), error = %e, "cannot stream this file");
+                    Err(Failure::Unsupported(Arc::new(e)))
+                }
+            },
         });
         answer(&self.path, opened)
     }
 }
 
-fn answer(path: &str, opened: &Result<Arc<Movie>, Failure>) -> Result<Arc<Movie>, LibraryError> {
+fn answer<T: Media>(path: &str, opened: &Result<Arc<T>, Failure<T::Error>>) -> Result<Arc<T>, LibraryError> {
     match opened {
         Ok(m) => Ok(m.clone()),
-        Err(Failure::Unsupported(source)) => Err(LibraryError::Unsupported {
-            path: path.to_owned(),
-            source: source.clone(),
-        }),
+        Err(Failure::Unsupported(source)) => Err(T::unsupported(path.to_owned(), source.clone())),
         Err(Failure::Io(kind, code)) => {
             let e = code.map_or_else(|| io::Error::from(*kind), io::Error::from_raw_os_error);
             Err(fs_error(path, e))
@@ -245,10 +309,19 @@ fn answer(path: &str, opened: &Result<Arc<Movie>, Failure>) -> Result<Arc<Movie>
     }
 }
 
-/// The movies under one directory, shared by every core.
+type Cache<T> = Mutex<HashMap<PathBuf, Entry<T>>>;
+
+/// The media files under one directory, shared by every core.
 pub struct Library {
     root: PathBuf,
-    cache: Mutex<HashMap<PathBuf, Entry>>,
+    cache: Cache<Movie>,
+    mp3s: Cache<Mp3>,
+}
+
+/// A cache. A panic while it was held leaves nothing half-done in it (every
+/// change is one map operation), so a poisoned lock is used as is.
+fn lock<T: Media>(cache: &Cache<T>) -> MutexGuard<'_, HashMap<PathBuf, Entry<T>>> {
+    cache.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Library {
@@ -264,6 +337,7 @@ impl Library {
         Ok(Library {
             root,
             cache: Mutex::new(HashMap::new()),
+            mp3s: Mutex::new(HashMap::new()),
         })
     }
 
@@ -272,16 +346,10 @@ impl Library {
         &self.root
     }
 
-    /// How many file versions are cached (movies and failures, indexed or
-    /// being indexed).
+    /// How many file versions are cached (movies, MP3 files and failures,
+    /// indexed or being indexed).
     pub fn cached(&self) -> usize {
-        self.cache().len()
-    }
-
-    /// The cache. A panic while it was held leaves nothing half-done in it
-    /// (every change is one map operation), so a poisoned lock is used as is.
-    fn cache(&self) -> MutexGuard<'_, HashMap<PathBuf, Entry>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.cache).len() + lock(&self.mp3s).len()
     }
 
     /// The movie at a request path such as `/sample.mp4` or
@@ -300,6 +368,17 @@ impl Library {
     /// indexed yet comes back as a [`Parse`] to run off the pacing cores; a
     /// file that changed since it was cached is a new version.
     pub fn lookup(&self, path: &str) -> Result<Lookup, LibraryError> {
+        self.lookup_in(&self.cache, path)
+    }
+
+    /// As [`lookup`](Self::lookup), for an MP3 file (MPEG audio), indexed
+    /// by `loader::mp3`: what an Icecast listener asks for. A file that is
+    /// not MPEG audio is [`LibraryError::NotMp3`].
+    pub fn lookup_mp3(&self, path: &str) -> Result<Lookup<Mp3>, LibraryError> {
+        self.lookup_in(&self.mp3s, path)
+    }
+
+    fn lookup_in<T: Media>(&self, cache: &Cache<T>, path: &str) -> Result<Lookup<T>, LibraryError> {
         let relative = decode_path(path).map_err(|why| LibraryError::BadPath {
             path: path.to_owned(),
             why,
@@ -311,7 +390,7 @@ impl Library {
                 // Gone: let go of the old mapping so the disk space is freed.
                 // (The key is canonical; with no symlinks on the way the
                 // candidate is that key.)
-                self.cache().remove(&candidate);
+                lock(cache).remove(&candidate);
                 return Err(fs_error(path, e));
             }
         };
@@ -325,7 +404,7 @@ impl Library {
         let meta = match std::fs::metadata(&canonical) {
             Ok(m) => m,
             Err(e) => {
-                self.cache().remove(&canonical);
+                lock(cache).remove(&canonical);
                 return Err(fs_error(path, e));
             }
         };
@@ -338,7 +417,7 @@ impl Library {
         let stamp = Stamp::of(&meta);
         let now = Instant::now();
         let slot = {
-            let mut cache = self.cache();
+            let mut cache = lock(cache);
             match cache.get_mut(&canonical) {
                 Some(entry) if entry.stamp == stamp && !entry.slot.failed_io() => {
                     entry.last_used = now;
@@ -370,34 +449,60 @@ impl Library {
         }
     }
 
-    /// Drops the cached entries whose file is gone or has changed, and those
-    /// of movies that no session holds and no lookup has asked for since
-    /// `now - unused_for`, releasing their mappings and indexes. Returns how
-    /// many were dropped. Each entry costs one `stat`, made without the lock.
-    pub fn prune(&self, now: Instant, unused_for: Duration) -> usize {
-        let files: Vec<(PathBuf, Stamp)> = self.cache().iter().map(|(p, e)| (p.clone(), e.stamp)).collect();
-        let changed: Vec<PathBuf> = files
-            .into_iter()
-            .filter(|(path, stamp)| !std::fs::metadata(path).is_ok_and(|m| m.is_file() && Stamp::of(&m) == *stamp))
-            .map(|(path, _)| path)
+    /// Looks for movies whose file changed under their mapping (truncated or
+    /// rewritten in place, rather than replaced by rename) and marks them
+    /// damaged, so that their sessions end before they read what is gone;
+    /// returns the paths newly found so. Each opened movie costs one `stat`,
+    /// made without the lock. The next lookup of such a path sees a new
+    /// file version and indexes it afresh.
+    pub fn check_files(&self) -> Vec<PathBuf> {
+        let movies: Vec<Arc<Movie>> = lock(&self.cache)
+            .values()
+            .filter_map(|e| match e.slot.opened.get() {
+                Some(Ok(movie)) if !movie.is_damaged() => Some(movie.clone()),
+                _ => None,
+            })
             .collect();
-        let mut cache = self.cache();
-        let before = cache.len();
-        for path in &changed {
-            cache.remove(path);
-        }
-        cache.retain(|_, e| {
-            let recent = now.saturating_duration_since(e.last_used) < unused_for;
-            let held = match e.slot.opened.get() {
-                Some(Ok(movie)) => Arc::strong_count(movie) > 1,
-                Some(Err(_)) => false,
-                // Being indexed: someone is waiting for it.
-                None => true,
-            };
-            recent || held
-        });
-        before - cache.len()
+        movies
+            .into_iter()
+            .filter(|m| m.check_file())
+            .filter_map(|m| m.path().map(Path::to_path_buf))
+            .collect()
     }
+
+    /// Drops the cached entries whose file is gone or has changed, and those
+    /// of files that no session or listener holds and no lookup has asked
+    /// for since `now - unused_for`, releasing their mappings and indexes.
+    /// Returns how many were dropped. Each entry costs one `stat`, made
+    /// without the lock.
+    pub fn prune(&self, now: Instant, unused_for: Duration) -> usize {
+        prune(&self.cache, now, unused_for) + prune(&self.mp3s, now, unused_for)
+    }
+}
+
+fn prune<T: Media>(cache: &Cache<T>, now: Instant, unused_for: Duration) -> usize {
+    let files: Vec<(PathBuf, Stamp)> = lock(cache).iter().map(|(p, e)| (p.clone(), e.stamp)).collect();
+    let changed: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|(path, stamp)| !std::fs::metadata(path).is_ok_and(|m| m.is_file() && Stamp::of(&m) == *stamp))
+        .map(|(path, _)| path)
+        .collect();
+    let mut cache = lock(cache);
+    let before = cache.len();
+    for path in &changed {
+        cache.remove(path);
+    }
+    cache.retain(|_, e| {
+        let recent = now.saturating_duration_since(e.last_used) < unused_for;
+        let held = match e.slot.opened.get() {
+            Some(Ok(file)) => Arc::strong_count(file) > 1,
+            Some(Err(_)) => false,
+            // Being indexed: someone is waiting for it.
+            None => true,
+        };
+        recent || held
+    });
+    before - cache.len()
 }
 
 fn fs_error(path: &str, e: io::Error) -> LibraryError {
@@ -455,6 +560,19 @@ fn decode_path(path: &str) -> Result<PathBuf, &'static str> {
         out.push(name);
     }
     Ok(out)
+}
+
+/// Whether the library would look `path` up at all: `false` for a path it
+/// refuses outright (400: escapes, bad escapes, encoded `/`, ...).
+pub fn is_plain_path(path: &str) -> bool {
+    decode_path(path).is_ok()
+}
+
+/// A request path percent-decoded as a whole, as the access rules see it;
+/// `None` when it has a bad escape or is not UTF-8 (the library refuses such
+/// a path anyway).
+pub fn percent_decoded(path: &str) -> Option<String> {
+    String::from_utf8(percent_decode(path).ok()?).ok()
 }
 
 fn percent_decode(s: &str) -> Result<Vec<u8>, &'static str> {

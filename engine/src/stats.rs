@@ -92,6 +92,14 @@ pub struct ShardStats {
     /// Hint packets skipped because the loader could not decode them (a
     /// damaged sample in a movie): the operator's cue to check the file.
     pub skipped: u64,
+    /// Icecast listeners that joined, and that left (for any reason).
+    pub listeners_started: u64,
+    pub listeners_ended: u64,
+    /// Listeners dropped because they read too slowly (their queue passed
+    /// `--listener-queue-bytes`) or stopped reading.
+    pub listeners_dropped: u64,
+    /// Bytes written to listeners: heads, audio and metadata.
+    pub listener_bytes: u64,
     /// Send lateness in microseconds.
     pub lateness: Histogram<u64>,
     /// From each PLAY to its first packet, in microseconds.
@@ -132,6 +140,10 @@ impl Default for ShardStats {
             sessions_ended: 0,
             bad_rtcp: 0,
             skipped: 0,
+            listeners_started: 0,
+            listeners_ended: 0,
+            listeners_dropped: 0,
+            listener_bytes: 0,
             lateness: Histogram::new_with_bounds(1, LATENESS_MAX_US, 3).expect("constant histogram bounds are valid"),
             first_packet: short_histogram(),
             rtcp_jitter: short_histogram(),
@@ -173,6 +185,10 @@ impl ShardStats {
         self.sessions_ended += other.sessions_ended;
         self.bad_rtcp += other.bad_rtcp;
         self.skipped += other.skipped;
+        self.listeners_started += other.listeners_started;
+        self.listeners_ended += other.listeners_ended;
+        self.listeners_dropped += other.listeners_dropped;
+        self.listener_bytes += other.listener_bytes;
         // Same bounds on both sides, so adding cannot fail; a histogram
         // made otherwise is merged value by value, clamped.
         add_histogram(&mut self.lateness, &other.lateness, LATENESS_MAX_US);
@@ -209,6 +225,13 @@ impl ShardStats {
                 "started": self.sessions_started,
                 "ended": self.sessions_ended,
                 "live": self.live_sessions(),
+            },
+            "listeners": {
+                "started": self.listeners_started,
+                "ended": self.listeners_ended,
+                "live": self.listeners_started.saturating_sub(self.listeners_ended),
+                "dropped": self.listeners_dropped,
+                "bytes": self.listener_bytes,
             },
             "lateness_us": {
                 "count": h.len(),
@@ -257,6 +280,19 @@ impl ShardStats {
             group(self.bad_rtcp),
             group(self.skipped)
         );
+        // Only for servers that have had listeners: the report of an RTSP
+        // server stays as it was.
+        if self.listeners_started > 0 {
+            let _ = writeln!(
+                out,
+                "  listeners {} live, {} started, {} ended, {} dropped (too slow), {} sent",
+                group(self.listeners_started.saturating_sub(self.listeners_ended)),
+                group(self.listeners_started),
+                group(self.listeners_ended),
+                group(self.listeners_dropped),
+                human_bytes(self.listener_bytes)
+            );
+        }
         let h = &self.lateness;
         if h.is_empty() {
             let _ = writeln!(out, "  lateness  no packets sent");

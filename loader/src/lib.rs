@@ -45,6 +45,7 @@ pub use cursor::{HintCursor, MovieCursor, MoviePackets, TrackPackets};
 pub use error::{Error, Location, Result};
 pub use fourcc::FourCc;
 pub use hint::RtpHintInfo;
+pub use mapping::{install_sigbus_guard, sigbus_guard_installed};
 pub use movie::Movie;
 pub use packet::{Packet, PacketFlags, Payload, Span};
 pub use sample_table::{SampleDescription, SampleTable};

@@ -26,19 +26,25 @@ pub struct Movie {
     hint_tracks: Vec<usize>,
     session_sdp: Option<String>,
     sdp: String,
+    /// The mapping's entry in the SIGBUS guard's table (see
+    /// [`crate::mapping`]), for a movie mapped from a file.
+    guard: Option<crate::mapping::Guard>,
 }
 
 impl Movie {
     /// Maps the file at `path` and indexes it.
     ///
     /// The mapping is shared, read-only, for the movie's life. If another
-    /// process truncates the file meanwhile, reading the lost pages raises
-    /// SIGBUS: replace media files by renaming new ones into place, never by
-    /// rewriting them.
+    /// process truncates or rewrites the file meanwhile, the movie becomes
+    /// [damaged](Movie::is_damaged): with the SIGBUS guard installed
+    /// ([`crate::install_sigbus_guard`]) the lost pages read as zeros
+    /// instead of killing the process, and its users should stop. Replacing
+    /// a file by renaming a new one into place leaves the movie whole.
     pub fn open(path: impl AsRef<Path>) -> Result<Movie> {
         let path = path.as_ref();
-        let data = crate::mapping::map(path, |path, source| Error::Io { path, source })?;
+        let (data, guard) = crate::mapping::map_with_guard(path, |path, source| Error::Io { path, source })?;
         let mut movie = Movie::parse(data)?;
+        movie.guard = guard;
         movie.path = Some(path.to_owned());
         movie.sdp = movie.build_sdp();
         Ok(movie)
@@ -78,6 +84,7 @@ impl Movie {
             tracks,
             session_sdp,
             sdp: String::new(),
+            guard: None,
         };
         let ids: Vec<u32> = movie.tracks.iter().map(|t| t.id).collect();
         for t in &mut movie.tracks {
@@ -110,6 +117,24 @@ impl Movie {
     /// A zero-copy handle on the bytes of `span`.
     pub fn slice(&self, span: Span) -> Bytes {
         self.data.slice(span.offset as usize..span.end() as usize)
+    }
+
+    /// Whether the file changed under the mapping (truncated or rewritten in
+    /// place): its bytes can no longer be trusted, and past a truncation
+    /// they read as zeros. One relaxed atomic load.
+    #[inline]
+    pub fn is_damaged(&self) -> bool {
+        self.guard.as_ref().is_some_and(|g| g.is_damaged())
+    }
+
+    /// `stat`s the movie's file and marks the movie damaged if the same
+    /// file shrank or was modified in place (zero-mapping what a shrink
+    /// lost, so that nothing faults on it). Returns [`Movie::is_damaged`].
+    pub fn check_file(&self) -> bool {
+        match (&self.guard, &self.path) {
+            (Some(g), Some(p)) => g.check_file(p),
+            _ => false,
+        }
     }
 
     /// The path the movie was opened from, if it came from a file.

@@ -20,7 +20,9 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod access;
 pub mod admin;
+pub mod broadcast;
 pub mod depacketize;
 pub mod ffmpeg;
 pub mod gstreamer;

@@ -73,13 +73,33 @@ pub struct GstPeer {
 impl GstPeer {
     /// Serves `movie` (H.264 + AAC) on a free port.
     pub fn start(movie: &Path, name: &str) -> GstPeer {
+        GstPeer::launch(name, &[movie.as_os_str().to_owned()])
+    }
+
+    /// GStreamer's RTSP server in record mode on a free port: it takes a
+    /// published H.264 + AAC stream, decodes it, and writes what it decoded
+    /// to `report` (see `tools/gst-rtsp-peer`).
+    pub fn record(report: &Path, name: &str) -> GstPeer {
+        GstPeer::record_with(report, name, &[])
+    }
+
+    /// As [`GstPeer::record`], with more of the script's options
+    /// (`--user USER:PASSWORD`, `--auth basic`).
+    pub fn record_with(report: &Path, name: &str, options: &[&str]) -> GstPeer {
+        let mut args: Vec<std::ffi::OsString> = options.iter().map(Into::into).collect();
+        args.push("--record".into());
+        args.push(report.as_os_str().to_owned());
+        GstPeer::launch(name, &args)
+    }
+
+    fn launch(name: &str, args: &[std::ffi::OsString]) -> GstPeer {
         let dir = scratch_dir().join(name);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         let output = dir.join("gst-rtsp-peer.err");
         let port = free_tcp_port();
         let script = workspace_root().join("tools/gst-rtsp-peer");
         let mut cmd = Command::new(&script);
-        cmd.args(["--port", &port.to_string()]).arg(movie);
+        cmd.args(["--port", &port.to_string()]).args(args);
         let what = describe(&cmd);
         let err = std::fs::File::create(&output).unwrap_or_else(|e| panic!("cannot create {}: {e}", output.display()));
         let mut child = cmd
@@ -115,6 +135,13 @@ impl GstPeer {
             child: Some(child),
             url,
             output,
+        }
+    }
+
+    /// Stops it (SIGTERM) and waits for it to go.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&mut c);
         }
     }
 }

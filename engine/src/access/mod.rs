@@ -166,8 +166,8 @@ pub struct Settings {
     pub admin_allow: Vec<String>,
     #[serde(default)]
     pub admin_deny: Vec<String>,
-    /// `[[access_rule]]` tables: `qtaccess` rules in TOML.
-    #[serde(default)]
+    /// `[[access.rule]]` tables: `qtaccess` rules in TOML.
+    #[serde(default, rename = "rule", alias = "access_rule")]
     pub access_rule: Vec<RuleSettings>,
 }
 

@@ -336,11 +336,11 @@ impl AccessFile {
     }
 }
 
-/// One `[[access_rule]]` of the config file: the `qtaccess` rules for a path
-/// prefix, in TOML.
+/// One `[[access.rule]]` of the config file (`[[access.access_rule]]` is
+/// read too): the `qtaccess` rules for a path prefix, in TOML.
 ///
 /// ```toml
-/// [[access_rule]]
+/// [[access.rule]]
 /// path = "/private"            # this folder (or file) and everything under it
 /// methods = ["read"]           # read, write, admin; read and write when left out
 /// users = ["alice"]

@@ -57,6 +57,7 @@ impl Handler for Metrics {
                 control: cx.server.control_requests(),
                 connections: cx.server.counts().connections,
                 tunnels: cx.server.counts().tunnels,
+                listeners: cx.server.counts().listeners,
                 uptime_secs: cx.server.uptime_secs(),
             };
             Reply::Respond(match scrape.encode(openmetrics) {
@@ -75,6 +76,8 @@ pub struct Scrape {
     pub control: RequestCounts,
     pub connections: usize,
     pub tunnels: usize,
+    /// Icecast listeners.
+    pub listeners: usize,
     pub uptime_secs: f64,
 }
 
@@ -213,6 +216,32 @@ impl Collector for Scrape {
             s.stats.sessions_started
         })?;
         per_shard(&mut enc, "sessions_ended", "Sessions ended", |s| s.stats.sessions_ended)?;
+        family(
+            &mut enc,
+            "listeners",
+            "Icecast (MP3 over HTTP) listeners now",
+            None,
+            MetricType::Gauge,
+            |e| e.encode_gauge(&(self.listeners as i64)),
+        )?;
+        per_shard(&mut enc, "listeners_started", "Icecast listeners that joined", |s| {
+            s.stats.listeners_started
+        })?;
+        per_shard(&mut enc, "listeners_ended", "Icecast listeners that left", |s| {
+            s.stats.listeners_ended
+        })?;
+        per_shard(
+            &mut enc,
+            "listeners_dropped",
+            "Icecast listeners dropped for reading too slowly",
+            |s| s.stats.listeners_dropped,
+        )?;
+        per_shard(
+            &mut enc,
+            "listener_bytes_sent",
+            "Bytes written to Icecast listeners: heads, audio and metadata",
+            |s| s.stats.listener_bytes,
+        )?;
         per_shard(
             &mut enc,
             "rtp_packets_sent",
@@ -337,6 +366,8 @@ mod tests {
         stats.requests.count(Some(&Method::Play), 200);
         stats.requests.count(Some(&Method::Other("X".into())), 501);
         stats.dropped_tcp = 3;
+        stats.listeners_dropped = shard as u64;
+        stats.listener_bytes = 16_000;
         Snapshot {
             shard,
             stats,
@@ -355,6 +386,7 @@ mod tests {
             control,
             connections: 4,
             tunnels: 0,
+            listeners: 2,
             uptime_secs: 12.5,
         }
     }
@@ -374,6 +406,15 @@ mod tests {
             "{text}"
         );
         assert!(line(&text, "streamalot_rtp_bytes_sent_total{shard=\"0\"}").ends_with(" 4000"));
+        assert!(line(&text, "streamalot_listeners ").ends_with(" 2"), "{text}");
+        assert!(
+            line(&text, "streamalot_listeners_dropped_total{shard=\"1\"}").ends_with(" 1"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "streamalot_listener_bytes_sent_total{shard=\"0\"}").ends_with(" 16000"),
+            "{text}"
+        );
         assert!(line(&text, "streamalot_sessions{shard=\"0\",transport=\"udp\",kind=\"vod\"}").ends_with(" 2"));
         assert!(line(
             &text,

@@ -71,6 +71,7 @@ impl ServerView for View {
             sessions: 5,
             per_shard: vec![3, 2],
             tunnels: 0,
+            listeners: 0,
         }
     }
 

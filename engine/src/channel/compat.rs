@@ -219,6 +219,42 @@ impl TrackFormat {
         self.media_track_id.unwrap_or(self.track_id)
     }
 
+    /// For AAC in RFC 3640's AU-header modes (`MPEG4-GENERIC`, `AAC-hbr`
+    /// and `AAC-lbr`): the bits of the first AU header and of the others
+    /// (`sizelength` plus `indexlength` or `indexdeltalength`), so that the
+    /// frames of a packet can be counted. `None` for anything else.
+    pub fn aac_au_header_bits(&self) -> Option<(u32, u32)> {
+        if self.codec_kind() != Kind::Aac {
+            return None;
+        }
+        let n = |name: &str| self.param(name).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(0);
+        let size = n("sizelength");
+        (size > 0).then(|| (size + n("indexlength"), size + n("indexdeltalength")))
+    }
+
+    /// The parameter sets the SDP gives a decoder of this track: H.264's
+    /// `sprop-parameter-sets`, H.265's `sprop-vps/sps/pps`, MPEG-4 video's
+    /// `config`; empty for other codecs. A channel that plays a movie after
+    /// one whose sets differed sends these in-band again, so the decoder
+    /// goes back to them.
+    pub fn parameter_sets(&self) -> Vec<Vec<u8>> {
+        let from = |params: &[&str]| -> Vec<Vec<u8>> {
+            params
+                .iter()
+                .filter_map(|p| self.param(p))
+                .flat_map(|v| v.split(','))
+                .filter_map(|b| base64(b.trim()))
+                .filter(|nal| !nal.is_empty())
+                .collect()
+        };
+        match self.codec_kind() {
+            Kind::H264 => from(&["sprop-parameter-sets"]),
+            Kind::H265 => from(&["sprop-vps", "sprop-sps", "sprop-pps"]),
+            Kind::Mp4v => self.param("config").and_then(hex).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn param(&self, name: &str) -> Option<&str> {
         self.fmtp.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }

@@ -335,6 +335,9 @@ impl BroadcastConfig {
             let (name, old) = match key.as_str() {
                 "play_list_file" => ("playlist_file", true),
                 "repeats_queue_size" => ("recent_movies_list_size", true),
+                // What some of DSS's sample files and documentation call
+                // `sdp_file`.
+                k if k.eq_ignore_ascii_case("broadcast_SDP_file") => ("sdp_file", false),
                 k => match KEYS.iter().find(|known| known.eq_ignore_ascii_case(k)) {
                     Some(known) => (*known, false),
                     None if k == "limit_play" => {

@@ -16,15 +16,22 @@
 //! - [`config`] reads DSS broadcaster description files and holds the
 //!   `[[channel]]` table of our TOML file.
 //! - [`status`] writes DSS's `.current` and `.upcoming` status files' text.
+//! - [`broadcast`] turns all of that into one paced RTP stream, with its
+//!   SDP and RTCP sender reports: the core of `streamalot broadcast`.
+//! - [`publish`] is the RTSP client that pushes such a stream to a server
+//!   (ANNOUNCE, SETUP with `mode=record`, RECORD, keep-alives, TEARDOWN,
+//!   Digest and Basic authentication).
 //!
 //! Every piece takes its inputs (file bytes, durations, `now`) from the
 //! caller and returns values; the engine's channel source does the IO.
 
+pub mod broadcast;
 pub(crate) mod calendar;
 pub mod compat;
 pub mod config;
 pub mod picker;
 pub mod playlist;
+pub mod publish;
 pub mod schedule;
 pub mod status;
 pub mod timeline;

@@ -30,6 +30,8 @@
 //! until it lies after every timestamp sent for the movie before. The total
 //! moved is [`Timeline::lead`]: the RTP clocks run that far ahead of the
 //! channel's wall-clock schedule, which no player notices but a log should.
+//! A packet whose media reaches past its own timestamp (an AAC packet of
+//! several frames) says how far with [`Timeline::covers`].
 
 use std::time::Duration;
 
@@ -155,6 +157,16 @@ impl Timeline {
             .wrapping_add(ticks(start_ns, line.clock.clock_rate) as u32)
             .wrapping_add(rel as u32);
         (seq, ts)
+    }
+
+    /// Says that the packet just given for `track` carries media up to
+    /// hinted timestamp `hinted_last` (its last tick), beyond its own
+    /// timestamp: an AAC packet of several frames, say. The next movie then
+    /// starts after that, so its first frame never overlaps this one's last.
+    pub fn covers(&mut self, track: usize, hinted_last: u32) {
+        let line = &mut self.lines[track];
+        let rel = i64::from(hinted_last.wrapping_sub(line.zero) as i32);
+        line.furthest = Some(line.furthest.map_or(rel, |f| f.max(rel)));
     }
 
     /// The timestamp of `track` at position `npt` of the current movie: for
@@ -311,6 +323,19 @@ mod tests {
         // The lead carries on to later movies.
         t.start_item(secs(20.0), &[0, 0, 0]);
         assert_eq!(t.packet(1, 0).1.wrapping_sub(2_000_000), 960_000 + 961);
+    }
+
+    /// An audio packet of ten 1024-sample frames near the end of a movie:
+    /// the next movie starts after its last frame, not after its timestamp.
+    #[test]
+    fn a_packet_of_many_frames_pushes_the_next_movie_past_its_last() {
+        let mut t = three();
+        t.start_item(Duration::ZERO, &[0, 0, 0]);
+        let ts = t.packet(1, 475_000).1;
+        t.covers(1, 475_000 + 10 * 1024 - 1);
+        t.start_item(secs(10.0), &[0, 0, 0]);
+        let next = t.packet(1, 0).1;
+        assert_eq!(next.wrapping_sub(ts), 10 * 1024, "right after the tenth frame");
     }
 
     #[test]

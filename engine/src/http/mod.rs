@@ -9,8 +9,9 @@
 //! - **RTSP-over-HTTP tunnels** ([`tunnel`], [`proto::tunnel`]): a GET or
 //!   POST that carries `x-sessioncookie` (or the tunnel's media type) on any
 //!   path. The legs are paired by the control core's [`tunnel::Registry`].
-//! - **Handlers registered for a path** ([`Routes::add`]): the seam for the
-//!   admin API, `/metrics`, the status page and Icecast. An unknown path is
+//! - **Handlers registered for a path** ([`Routes::add`], by prefix or by
+//!   suffix too): the seam for the admin API, `/metrics`, the status page
+//!   and Icecast (`.mp3`, [`crate::icecast::files`]). An unknown path is
 //!   404, a method the path has no handler for 405 with `Allow`.
 //!
 //! # Adding a handler
@@ -48,9 +49,10 @@
 //!
 //! Two kinds of request keep their connection once answered, and the seam
 //! has room for both: a **streaming response** (an Icecast listener's `GET
-//! /x.mp3`: a [`Reply::Take`] whose head is a [`Response::streaming`] one,
-//! after which the connection moves, as a tunnel's GET leg does, to the
-//! shard that feeds it, through a [`Takeover`] variant of its own), and a
+//! /x.mp3`, served by [`crate::icecast::files`]: a [`Reply::Take`] with
+//! [`Takeover::Listen`], whose start carries the [`Response::streaming`]
+//! head, after which the connection moves, as a tunnel's GET leg does, to
+//! the shard that feeds it and writes the head before the audio), and a
 //! **streaming request body** (Icecast's `SOURCE`/`PUT`, like a tunnel's
 //! POST: registered with [`Routes::add_streaming`], its handler is called as
 //! soon as the head has arrived, and the body's first bytes stay in the
@@ -64,7 +66,13 @@ use std::rc::Rc;
 use proto::http::{Head, Request, Response, Version};
 use proto::tunnel::{Cookie, Leg};
 
+use std::sync::Arc;
+
+use loader::mp3::Mp3;
+
 use crate::config::Config;
+use crate::icecast::listener::ListenerStart;
+use crate::library::LibraryError;
 use crate::pacer::SessionKey;
 use crate::shard::Snapshot;
 use crate::stats::{RequestCounts, ShardStats};
@@ -89,6 +97,22 @@ pub trait ServerView {
     fn counts(&self) -> Counts;
     /// Every shard's statistics, merged.
     fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>>;
+    /// The MP3 file at a request path, from the library (indexed off the
+    /// pacing cores if it is not yet). A view without a library finds none.
+    fn open_mp3<'a>(&'a self, path: &'a str) -> Pin<Box<dyn Future<Output = Result<Arc<Mp3>, LibraryError>> + 'a>> {
+        Box::pin(async move {
+            Err(LibraryError::NotFound {
+                path: path.to_owned(),
+                why: "no library",
+            })
+        })
+    }
+    /// Counts a new Icecast listener from `client` if the listener limit
+    /// leaves room (`false`: 503). Counted until its shard reports it ended.
+    fn admit_listener(&self, client: SocketAddr) -> bool {
+        let _ = client;
+        false
+    }
     /// The settings the server runs with.
     fn config(&self) -> &Config;
     /// Since the server started, in seconds.
@@ -130,6 +154,8 @@ pub struct Counts {
     pub per_shard: Vec<usize>,
     /// Tunnels open or being paired.
     pub tunnels: usize,
+    /// Icecast listeners.
+    pub listeners: usize,
 }
 
 /// What a handler is given besides the request.
@@ -152,7 +178,7 @@ pub enum Reply {
 }
 
 /// Where a connection goes when it leaves the HTTP loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Takeover {
     /// It is the server-to-client leg of tunnel `id`, answered: its
     /// RTSP conversation starts once a POST brings the other half.
@@ -160,6 +186,9 @@ pub enum Takeover {
     /// It is a client-to-server leg of tunnel `id`, for wherever the
     /// tunnel is.
     TunnelPost(tunnel::TunnelId, tunnel::PostTo),
+    /// It is an Icecast listener, answered (the head is in the start): it
+    /// goes to a shard, which writes the head and paces the audio.
+    Listen(Box<ListenerStart>),
 }
 
 /// Answers requests to a path. See the module documentation.
@@ -176,17 +205,27 @@ pub enum BodyMode {
     Stream,
 }
 
+/// How a registered path matches a request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Match {
+    Exact,
+    Prefix,
+    /// The path ends so, in any case (`.mp3` serves `/a/B.MP3`).
+    Suffix,
+}
+
 #[derive(Clone)]
 struct Entry {
     path: String,
-    prefix: bool,
+    how: Match,
     methods: Vec<&'static str>,
     body: BodyMode,
     handler: Rc<dyn Handler>,
 }
 
-/// The registered handlers, by path. Exact paths win over prefixes; among
-/// prefixes the longest wins.
+/// The registered handlers, by path. Exact paths win over prefixes, and
+/// prefixes over suffixes; among prefixes (and among suffixes) the longest
+/// wins.
 #[derive(Clone, Default)]
 pub struct Routes {
     entries: Vec<Entry>,
@@ -195,7 +234,7 @@ pub struct Routes {
 impl std::fmt::Debug for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.entries.iter().map(|e| (&e.path, e.prefix, &e.methods)))
+            .entries(self.entries.iter().map(|e| (&e.path, e.how, &e.methods)))
             .finish()
     }
 }
@@ -208,25 +247,31 @@ impl Routes {
     /// Serves `methods` on exactly `path` with `handler`, once the body has
     /// arrived.
     pub fn add(&mut self, path: &str, methods: &[&'static str], handler: impl Handler + 'static) {
-        self.push(path, false, methods, BodyMode::Whole, Rc::new(handler));
+        self.push(path, Match::Exact, methods, BodyMode::Whole, Rc::new(handler));
+    }
+
+    /// Serves `methods` on every path that ends with `suffix`, in any case
+    /// (`.mp3`), unless an exact path or a prefix serves it.
+    pub fn add_suffix(&mut self, suffix: &str, methods: &[&'static str], handler: impl Handler + 'static) {
+        self.push(suffix, Match::Suffix, methods, BodyMode::Whole, Rc::new(handler));
     }
 
     /// Serves `methods` on every path under `prefix` (`/api/v1/` serves
     /// `/api/v1/sessions`).
     pub fn add_prefix(&mut self, prefix: &str, methods: &[&'static str], handler: impl Handler + 'static) {
-        self.push(prefix, true, methods, BodyMode::Whole, Rc::new(handler));
+        self.push(prefix, Match::Prefix, methods, BodyMode::Whole, Rc::new(handler));
     }
 
     /// Serves `methods` on `path`, calling `handler` as soon as the head has
     /// arrived: the body streams to it (an Icecast source).
     pub fn add_streaming(&mut self, path: &str, methods: &[&'static str], handler: impl Handler + 'static) {
-        self.push(path, false, methods, BodyMode::Stream, Rc::new(handler));
+        self.push(path, Match::Exact, methods, BodyMode::Stream, Rc::new(handler));
     }
 
-    fn push(&mut self, path: &str, prefix: bool, methods: &[&'static str], body: BodyMode, handler: Rc<dyn Handler>) {
+    fn push(&mut self, path: &str, how: Match, methods: &[&'static str], body: BodyMode, handler: Rc<dyn Handler>) {
         self.entries.push(Entry {
             path: path.to_owned(),
-            prefix,
+            how,
             methods: methods.to_vec(),
             body,
             handler,
@@ -238,15 +283,16 @@ impl Routes {
         let mut found: Vec<&Entry> = self
             .entries
             .iter()
-            .filter(|e| {
-                if e.prefix {
-                    path.starts_with(&e.path)
-                } else {
-                    path == e.path
+            .filter(|e| match e.how {
+                Match::Exact => path == e.path,
+                Match::Prefix => path.starts_with(&e.path),
+                Match::Suffix => {
+                    let (p, s) = (path.as_bytes(), e.path.as_bytes());
+                    p.len() >= s.len() && p[p.len() - s.len()..].eq_ignore_ascii_case(s)
                 }
             })
             .collect();
-        found.sort_by_key(|e| (e.prefix, std::cmp::Reverse(e.path.len())));
+        found.sort_by_key(|e| (e.how, std::cmp::Reverse(e.path.len())));
         found
     }
 }
@@ -396,6 +442,7 @@ mod tests {
         r.add_prefix("/api/v1/", &["GET", "POST"], Fixed("api"));
         r.add_prefix("/api/v1/sessions/", &["DELETE"], Fixed("end"));
         r.add_streaming("/live.mp3", &["SOURCE", "PUT"], Fixed("source"));
+        r.add_suffix(".mp3", &["GET"], Fixed("mp3"));
         r
     }
 
@@ -443,6 +490,16 @@ mod tests {
         );
         assert_eq!(serve(&r, "POST /api/v1/sessions/AB HTTP/1.1\r\n\r\n").1, "api POST 2 7");
         assert_eq!(serve(&r, "SOURCE /live.mp3 HTTP/1.0\r\n\r\n").0, BodyMode::Stream);
+        // Suffixes match in any case, after exact paths and prefixes.
+        assert_eq!(serve(&r, "GET /a/b/Song.MP3 HTTP/1.1\r\n\r\n").1, "mp3 GET 2 7");
+        assert_eq!(serve(&r, "HEAD /x.mp3?t=1 HTTP/1.1\r\n\r\n").1, "mp3 HEAD 2 7");
+        assert_eq!(serve(&r, "GET /api/v1/x.mp3 HTTP/1.1\r\n\r\n").1, "api GET 2 7");
+        assert_eq!(serve(&r, "GET /live.mp3 HTTP/1.1\r\n\r\n").1, "mp3 GET 2 7");
+        assert_eq!(
+            status(at("PUT /x.mp3 HTTP/1.1\r\n\r\n")),
+            (405, Some("GET, HEAD".into()))
+        );
+        assert_eq!(status(at("GET /mp3 HTTP/1.1\r\n\r\n")), (404, None));
         assert_eq!(status(at("GET /nothing HTTP/1.1\r\n\r\n")), (404, None));
         assert_eq!(
             status(at("GET /metrics/x HTTP/1.1\r\n\r\n")),

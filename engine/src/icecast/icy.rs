@@ -118,6 +118,14 @@ impl Metadata {
     }
 }
 
+/// The whole block, so that a listener's queue can hold it as a `Bytes`
+/// without copying it.
+impl AsRef<[u8]> for Metadata {
+    fn as_ref(&self) -> &[u8] {
+        self.block()
+    }
+}
+
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Metadata({:?})", String::from_utf8_lossy(self.text()))

@@ -268,6 +268,17 @@ async fn rtsp<H: Host>(host: &H, link: &mut Link) -> Parsed {
     match message::parse(&link.buf, host.limits()) {
         Ok(Some((Message::Request(req), used))) => {
             link.buf.drain(..used);
+            // Access first: a refused request is answered here and never
+            // routed, so no core sees it.
+            if let door::Gate::Refuse { response, delay } = host.door().gate(&req, &caller, super::now(), unix_time()) {
+                if delay > 0 {
+                    // Held, not dropped: a guesser waits, and the answer
+                    // still comes in order with any pipelined requests.
+                    glommio::timer::sleep(std::time::Duration::from_nanos(delay)).await;
+                }
+                host.answer(link, &response);
+                return Parsed::Did(Step::Continue);
+            }
             let route = host.door().route(&req, &caller, |key| host.exists(key));
             // Boxed: a request's handling builds messages and may wait
             // for a shard or the library, and inline its state would
@@ -334,6 +345,13 @@ async fn serve_http<H: Host>(host: &H, link: &mut Link) -> Parsed {
     link.buf.drain(..used);
     let req = http::Request { head, body };
     Parsed::Did(Box::pin(host.execute_http(link, req, route)).await)
+}
+
+/// The wall clock in seconds, for URL tokens' expiry.
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Writes what the host answered; `false` if the connection failed.

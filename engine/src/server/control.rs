@@ -18,22 +18,26 @@ use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
+use loader::mp3::Mp3;
 use proto::rtsp::message::{Limits, Request, Response};
 use proto::tunnel::{Cookie, Decoder, Leg};
 use tracing::{debug, info, warn};
 
 use super::conn::{self, Host, Leave, Link, Speaks, Step};
 use super::tunnel::{give_leg, Carry, Counted, PostLeg, TunnelWire};
-use super::{now, open_movie, FromShard, Handover, ServeError, Signals, ToShard};
+use super::{now, open_movie, open_mp3, FromShard, Handover, ServeError, Signals, ToShard};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::admin::{self, AdminAccess, History};
-use crate::admission::{self, Admission};
+use crate::admission::{self, Admission, Listeners};
 use crate::config::Config;
 use crate::door::{self, Door, Route};
 use crate::http::tunnel::{Expired, Place, PostTo, Registry, TunnelId, PAIRING_WINDOW};
 use crate::http::Sample;
 use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
+use crate::icecast::files::Files;
+use crate::icecast::listener::ListenerStart;
 use crate::library::Library;
+use crate::library::LibraryError;
 use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId, Snapshot};
 use crate::stats::{RequestCounts, ShardStats};
@@ -42,6 +46,8 @@ use crate::stats::{RequestCounts, ShardStats};
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A movie no session holds is let go of when nobody asked for it this long.
 const UNUSED_FOR: Duration = Duration::from_secs(300);
+/// How often the open movies' files are checked for changes in place.
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// POST legs that may wait behind a tunnel's current one.
 const LEG_QUEUE: usize = 2;
 
@@ -53,6 +59,8 @@ struct Control {
     library: Arc<Library>,
     shards: Vec<ConnectedSender<ToShard>>,
     admission: RefCell<Admission>,
+    /// Icecast listeners, against `--max-listeners`, and their shards.
+    listeners: RefCell<Listeners>,
     /// Replies awaited from shards.
     waiting: RefCell<KeyMap<ReplyId, local_channel::LocalSender<Event>>>,
     next_reply: Cell<ReplyId>,
@@ -68,6 +76,8 @@ struct Control {
     /// Gives a connection's count back (for legs, which outlive the task
     /// that accepted them).
     release: Rc<dyn Fn(IpAddr)>,
+    /// RTSPS's settings, replaced on SIGHUP when the files load.
+    tls: RefCell<Option<Arc<futures_rustls::rustls::ServerConfig>>>,
     /// RTSP responses written here, by method and status.
     requests: RefCell<RequestCounts>,
     /// The totals sampled for the throughput chart.
@@ -80,6 +90,8 @@ pub struct Listener {
     socket: StdListener,
     /// Whether RTSP is welcome besides HTTP.
     rtsp: bool,
+    /// Whether it speaks TLS (an RTSPS port).
+    tls: bool,
 }
 
 /// Binds the RTSP ports (which take HTTP too) and the HTTP-only ports:
@@ -88,15 +100,24 @@ pub struct Listener {
 /// some of the first one's connections.
 pub fn bind(config: &Config) -> Result<Vec<Listener>, ServeError> {
     let mut listeners = Vec::new();
-    let ports = config.rtsp_ports.iter().map(|&p| (p, true));
-    for (port, rtsp) in ports.chain(config.http_ports.iter().map(|&p| (p, false))) {
+    let ports = config.rtsp_ports.iter().map(|&p| (p, true, false));
+    let http = config.http_ports.iter().map(|&p| (p, false, false));
+    let rtsps = config.rtsps_ports.iter().map(|&p| (p, true, true));
+    for (port, rtsp, tls) in ports.chain(http).chain(rtsps) {
         let addr = SocketAddr::new(config.bind, port);
         match net::bind_tcp_listener(addr, config.reuse_port) {
-            Ok(socket) => listeners.push(Listener { socket, rtsp }),
+            Ok(socket) => listeners.push(Listener { socket, rtsp, tls }),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(ServeError::PortInUse { port }),
             Err(source) => {
                 return Err(ServeError::Bind {
-                    what: format!("{} port {addr}", if rtsp { "RTSP" } else { "HTTP" }),
+                    what: format!(
+                        "{} port {addr}",
+                        match (rtsp, tls) {
+                            (_, true) => "RTSPS",
+                            (true, _) => "RTSP",
+                            _ => "HTTP",
+                        }
+                    ),
                     source,
                 })
             }
@@ -105,6 +126,8 @@ pub fn bind(config: &Config) -> Result<Vec<Listener>, ServeError> {
     Ok(listeners)
 }
 
+// Each argument is a resource the core takes over for its life.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Config,
     library: Arc<Library>,
@@ -112,6 +135,8 @@ pub async fn run(
     signals: Signals,
     to_shards: Vec<SharedSender<ToShard>>,
     from_shards: Vec<SharedReceiver<FromShard>>,
+    door_access: Option<crate::access::Access>,
+    tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
 ) -> Result<(), ServeError> {
     let mut shards = Vec::new();
     for tx in to_shards {
@@ -127,13 +152,21 @@ pub async fn run(
         info!(allow = %allow.join(", "), "admin API on at /api/v1/, status page at /");
     }
     admin::register(&mut routes, access, config.metrics_allow.clone());
+    routes.add_suffix(
+        ".mp3",
+        &["GET"],
+        Files {
+            queue_bytes: config.listener_queue_bytes,
+        },
+    );
     let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
         let me = me.clone();
         Control {
-            door: Door::with_routes(routes),
+            door: Door::with_routes(routes).with_access(door_access),
             limits: conn::limits(&config),
             library,
             admission: RefCell::new(Admission::new(admission::Limits::from_config(&config), shards.len())),
+            listeners: RefCell::new(Listeners::new(config.max_listeners, shards.len())),
             shards,
             waiting: RefCell::default(),
             next_reply: Cell::new(1),
@@ -147,6 +180,7 @@ pub async fn run(
                     ctl.admission.borrow_mut().disconnect(ip);
                 }
             }),
+            tls: RefCell::new(tls),
             requests: RefCell::default(),
             history: RefCell::default(),
             started: Instant::now(),
@@ -160,10 +194,15 @@ pub async fn run(
         // owner; the glommio listener takes it over.
         let socket = unsafe { TcpListener::from_raw_fd(l.socket.into_raw_fd()) };
         if let Some(addr) = addr {
-            info!(%addr, "listening for {}", if l.rtsp { "RTSP and HTTP" } else { "HTTP" });
+            let what = match (l.rtsp, l.tls) {
+                (_, true) => "RTSP and HTTP over TLS (rtsps://)",
+                (true, _) => "RTSP and HTTP",
+                _ => "HTTP",
+            };
+            info!(%addr, "listening for {what}");
         }
         let speaks = if l.rtsp { Speaks::Either } else { Speaks::HttpOnly };
-        accept_tasks.push(glommio::spawn_local(accept(ctl.clone(), socket, speaks)));
+        accept_tasks.push(glommio::spawn_local(accept(ctl.clone(), socket, speaks, l.tls)));
     }
     info!(
         shards = ctl.shards.len(),
@@ -182,6 +221,7 @@ pub async fn run(
     let interval = ctl.config.stats_interval.map(Duration::from_secs);
     let mut next_report = interval.map(|i| Instant::now() + i);
     let mut next_prune = Instant::now() + PRUNE_EVERY;
+    let mut next_file_check = Instant::now() + FILE_CHECK_EVERY;
     let sample_every = Duration::from_secs(admin::SAMPLE_EVERY_SECS);
     let mut next_sample = Instant::now();
     loop {
@@ -190,6 +230,7 @@ pub async fn run(
         if signals.take_report() || due {
             let stats = collect_stats(&ctl).await;
             report(&ctl.config, &stats, "streamalot: all shards");
+            log_access_counters(&ctl.door);
             next_report = interval.map(|i| Instant::now() + i);
         }
         if signals.shutting_down() {
@@ -200,11 +241,32 @@ pub async fn run(
                 Ok(()) => info!("access log reopened"),
                 Err(e) => warn!(error = %e, "cannot reopen the access log"),
             }
+            if let Some(files) = &ctl.config.tls {
+                // New connections get the new certificate; open ones keep
+                // theirs. A broken pair keeps the old one serving.
+                match super::tls::load(files) {
+                    Ok(c) => {
+                        *ctl.tls.borrow_mut() = Some(c);
+                        info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                    }
+                    Err(e) => warn!(error = %e, "cannot reload the TLS certificate; keeping the old one"),
+                }
+            }
         }
         if let Err(e) = ctl.log.borrow_mut().flush_if_due() {
             warn!(error = %e, "cannot write the access log");
         }
         ctl.expire_tunnel_legs();
+        if Instant::now() >= next_file_check {
+            for path in ctl.library.check_files() {
+                warn!(
+                    file = %path.display(),
+                    "a movie was truncated or rewritten in place: its sessions end, new ones get the new file \
+                     (replace media files by renaming new ones over them)"
+                );
+            }
+            next_file_check = Instant::now() + FILE_CHECK_EVERY;
+        }
         // Only the admin API shows the samples.
         if ctl.config.admin_token.is_some() && Instant::now() >= next_sample {
             next_sample += sample_every;
@@ -247,7 +309,28 @@ pub async fn run(
     glommio::timer::sleep(Duration::from_millis(50)).await;
     let _ = ctl.log.borrow_mut().flush();
     report(&ctl.config, &total, "streamalot: totals at shutdown");
+    log_access_counters(&ctl.door);
     Ok(())
+}
+
+/// The control core's access counters, where most requests are judged.
+fn log_access_counters(door: &Door) {
+    if let Some((s, rates)) = door.access_stats() {
+        let delayed = |i: usize| rates[i].map_or(0, |r| r.delayed);
+        info!(
+            allowed = s.allowed,
+            challenged = s.challenged,
+            forbidden = s.forbidden,
+            slowed_down = s.slowed_down,
+            failed_logins = s.failed_logins,
+            failed_logins_delayed = delayed(1),
+            stale_nonces = s.stale_nonces,
+            connections_refused = s.connections_refused,
+            connections_delayed = s.connections_delayed,
+            password_checks = s.password_checks,
+            "access counters"
+        );
+    }
 }
 
 /// Prints the statistics, and writes them to `--stats-json` if asked.
@@ -309,6 +392,10 @@ async fn shard_events(
                     }
                     ctl.log_record(&record);
                 }
+                Event::ListenerEnded { record } => {
+                    ctl.listeners.borrow_mut().ended(shard);
+                    ctl.log_record(&record);
+                }
                 Event::ConnectionClosed { client } => ctl.admission.borrow_mut().disconnect(client.ip()),
                 Event::Stopped { stats } => {
                     let _ = stopped.try_send(stats);
@@ -364,7 +451,7 @@ async fn ask(ctl: &Control, i: usize, make: impl FnOnce(ReplyId) -> ToShard) -> 
     rx.recv().await
 }
 
-async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks) {
+async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks, tls: bool) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -375,6 +462,22 @@ async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks) {
             }
         };
         let Ok(client) = stream.peer_addr() else { continue };
+        // Address rules and the connection rate first: a refused address
+        // is closed before a byte of it is read or parsed.
+        let delay = match ctl.door.admit(client.ip(), now()) {
+            crate::access::Admission::Admit => 0,
+            crate::access::Admission::Delay(d) => d,
+            crate::access::Admission::RefuseAddress(v) => {
+                info!(%client, verdict = ?v, "connection refused by the address rules");
+                drop(stream);
+                continue;
+            }
+            crate::access::Admission::RefuseRate { .. } => {
+                info!(%client, "connection refused: too many new connections from this address");
+                drop(stream);
+                continue;
+            }
+        };
         if !ctl.admission.borrow_mut().connect(client.ip()) {
             // Past a connection limit: say so, then close. What the client
             // speaks is not known yet; on a shared port RTSP is assumed.
@@ -394,14 +497,33 @@ async fn accept(ctl: Rc<Control>, listener: TcpListener, speaks: Speaks) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(connection(ctl.clone(), stream, client, speaks)).detach();
+        let ctl = ctl.clone();
+        let tls = if tls { ctl.tls.borrow().clone() } else { None };
+        glommio::spawn_local(async move {
+            if delay > 0 {
+                // Over the connection rate's burst: read nothing for a while.
+                glommio::timer::sleep(Duration::from_nanos(delay)).await;
+            }
+            let stream = match tls {
+                None => stream,
+                Some(config) => match super::tls::start(stream, config).await {
+                    super::tls::Start::Plain(plain) => plain,
+                    super::tls::Start::Refused => {
+                        ctl.admission.borrow_mut().disconnect(client.ip());
+                        return;
+                    }
+                },
+            };
+            connection(ctl, stream, client, speaks).await
+        })
+        .detach();
     }
 }
 
 /// One connection's task, which lives as long as the connection: most of
 /// them sit idle in `conn::serve`'s read while their media flows over UDP.
 /// What happens after the loop (handing the connection to a shard, a
-/// tunnel's GET or POST leg) is boxed: inline, the largest of those states
+/// tunnel's GET or POST leg, a listener's stream) is boxed: inline, the largest of those states
 /// (a tunnel's whole loop) would set the size of every idle connection's
 /// task, 4.3 KB rather than 1.1 KB.
 async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr, speaks: Speaks) {
@@ -428,6 +550,12 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
         }
         (Step::Leave, Some(Leave::Http(Takeover::TunnelGet(id)))) => {
             return Box::pin(tunnel_get(ctl, stream, client, id)).await;
+        }
+        (Step::Leave, Some(Leave::Http(Takeover::Listen(start)))) => {
+            let gone = Box::pin(ctl.listen(&link, start)).await;
+            if gone {
+                return;
+            }
         }
         (Step::Leave, Some(Leave::Http(Takeover::TunnelPost(id, to)))) => {
             let counted = Counted::new(client.ip(), ctl.release.clone());
@@ -510,6 +638,30 @@ impl Control {
             if let Some(key) = key {
                 self.admission.borrow_mut().forget(key);
             }
+        }
+        sent
+    }
+
+    /// Sends an Icecast listener, admitted by its handler, to the shard with
+    /// the fewest. `false` if it could not go: it is no longer counted, and
+    /// its connection stays here to be closed.
+    async fn listen(&self, link: &Link, start: Box<ListenerStart>) -> bool {
+        let conn = link.clone_fd().map(|fd| Handover {
+            fd,
+            client: link.client,
+            pending: Vec::new(),
+            tunnel: None,
+        });
+        let shard = self.listeners.borrow_mut().place();
+        let sent = match conn {
+            Ok(conn) => self.shards[shard].send(ToShard::Listen { conn, start }).await.is_ok(),
+            Err(e) => {
+                warn!(error = %e, "cannot hand a listener over");
+                false
+            }
+        };
+        if !sent {
+            self.listeners.borrow_mut().ended(shard);
         }
         sent
     }
@@ -718,11 +870,20 @@ impl ServerView for Control {
             sessions: a.sessions(),
             per_shard: a.loads().to_vec(),
             tunnels: self.tunnels.borrow().len(),
+            listeners: self.listeners.borrow().count(),
         }
     }
 
     fn stats(&self) -> Pin<Box<dyn Future<Output = ShardStats> + '_>> {
         Box::pin(collect_stats(self))
+    }
+
+    fn open_mp3<'a>(&'a self, path: &'a str) -> Pin<Box<dyn Future<Output = Result<Arc<Mp3>, LibraryError>> + 'a>> {
+        Box::pin(open_mp3(&self.library, path))
+    }
+
+    fn admit_listener(&self, _client: SocketAddr) -> bool {
+        self.listeners.borrow_mut().admit()
     }
 
     fn config(&self) -> &Config {

@@ -19,7 +19,10 @@
 //! is two connections, paired there by cookie; it runs on the control core
 //! like any RTSP connection until an interleaved SETUP, then moves to the
 //! session's shard with both legs, and a POST the client opens later
-//! follows it there ([`ToShard::TunnelPost`]).
+//! follows it there ([`ToShard::TunnelPost`]). An Icecast listener's
+//! `GET /x.mp3` is answered by a handler on the control core, and the
+//! connection then goes to the shard with the fewest listeners
+//! ([`ToShard::Listen`]), which writes the head and paces the audio.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -27,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use loader::mp3::Mp3;
 use loader::Movie;
 
 use crate::config::Config;
@@ -35,9 +39,11 @@ use crate::pacer::SessionKey;
 use crate::shard::{Command, Event};
 use crate::source::Nanos;
 
+pub mod broadcast;
 mod conn;
 mod control;
 mod shard;
+mod tls;
 mod tunnel;
 
 /// Nanoseconds since the process's first call: the clock every core paces by.
@@ -60,6 +66,14 @@ fn wall_at_zero() -> Duration {
 async fn open_movie(library: &Arc<Library>, path: &str) -> Result<Arc<Movie>, LibraryError> {
     match library.lookup(path)? {
         Lookup::Ready(movie) => Ok(movie),
+        Lookup::Parse(parse) => glommio::executor().spawn_blocking(move || parse.run()).await,
+    }
+}
+
+/// The MP3 file at a library path, indexed as [`open_movie`] indexes movies.
+async fn open_mp3(library: &Arc<Library>, path: &str) -> Result<Arc<Mp3>, LibraryError> {
+    match library.lookup_mp3(path)? {
+        Lookup::Ready(mp3) => Ok(mp3),
         Lookup::Parse(parse) => glommio::executor().spawn_blocking(move || parse.run()).await,
     }
 }
@@ -90,6 +104,12 @@ pub enum ToShard {
     Admission {
         ticket: u64,
         key: Option<SessionKey>,
+    },
+    /// An Icecast listener, answered by the control core's handler: take
+    /// the connection over, write the head and pace the audio.
+    Listen {
+        conn: Handover,
+        start: Box<crate::icecast::listener::ListenerStart>,
     },
     /// A POST leg the client opened for a tunnel that runs on the shard.
     TunnelPost {
@@ -171,12 +191,55 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("a {0} thread panicked")]
     Panicked(&'static str),
+    #[error("access settings: {0}")]
+    Access(#[from] crate::access::SettingsError),
+    #[error("{0}")]
+    AccessFile(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The access state of each core (the control core's first), sharing one
+/// process secret so that any of them can check the others' URL tokens;
+/// the users and groups files are read once here so that a broken one
+/// stops the server with its file and line instead of refusing everyone.
+fn access_per_core(config: &Config, cores: usize) -> Result<Vec<crate::access::Access>, ServeError> {
+    use crate::access::{files::RealFs, users, Access};
+    let s = &config.access;
+    if let Some(path) = &s.users {
+        let bytes =
+            std::fs::read(path).map_err(|e| ServeError::AccessFile(format!("users file {}: {e}", path.display())))?;
+        let parsed = users::Users::parse(path, &bytes).map_err(|e| ServeError::AccessFile(e.to_string()))?;
+        tracing::info!(file = %path.display(), users = parsed.len(), realm = %parsed.realm, "users file loaded");
+    }
+    if let Some(path) = &s.groups {
+        let bytes =
+            std::fs::read(path).map_err(|e| ServeError::AccessFile(format!("groups file {}: {e}", path.display())))?;
+        users::Groups::parse(path, &bytes).map_err(|e| ServeError::AccessFile(e.to_string()))?;
+    }
+    let secret = Access::random_secret().map_err(|e| ServeError::AccessFile(format!("no random secret: {e}")))?;
+    (0..cores)
+        .map(|issuer| {
+            Ok(Access::new(
+                s,
+                config.media.clone(),
+                Box::new(RealFs),
+                secret,
+                issuer as u8,
+            )?)
+        })
+        .collect()
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), ServeError> {
     now();
     let signals = Signals::install().map_err(ServeError::Signals)?;
+    // A movie truncated under its mapping must not kill the server: see
+    // `loader`'s mapping guard.
+    if let Err(e) = loader::install_sigbus_guard() {
+        tracing::warn!(error = %e, "cannot install the SIGBUS guard: a movie truncated while playing will stop the server");
+    }
     match net::raise_fd_limit() {
         // Each connection is a descriptor; a few dozen more are the server's own.
         Ok(limit) if (limit as usize) < config.max_connections.saturating_add(64) => tracing::warn!(
@@ -202,6 +265,14 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let control_cpu = core(0);
     let shards = config.shards.max(1);
     let wall = wall_at_zero();
+    let mut access = access_per_core(&config, shards + 1)?.into_iter();
+    let control_access = access.next();
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::load)
+        .transpose()
+        .map_err(ServeError::Tls)?;
 
     let mut to_shards = Vec::new();
     let mut from_shards = Vec::new();
@@ -216,16 +287,32 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             source,
         })?;
         let (shard_config, library) = (config.clone(), library.clone());
-        let handle = executor(&format!("shard-{i}"), core(i + 1), control_cpu)
-            .spawn(move || async move { shard::run(i, shard_config, library, wall, pair, rx, back_tx).await })
-            .map_err(|e| ServeError::Executor {
-                what: format!("shard {i}"),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let shard_access = access.next();
+        let handle =
+            executor(&format!("shard-{i}"), core(i + 1), control_cpu)
+                .spawn(move || async move {
+                    shard::run(i, shard_config, library, wall, pair, rx, back_tx, shard_access).await
+                })
+                .map_err(|e| ServeError::Executor {
+                    what: format!("shard {i}"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
         handles.push(handle);
     }
     let control = executor("control", control_cpu, control_cpu)
-        .spawn(move || async move { control::run(config, library, listeners, signals, to_shards, from_shards).await })
+        .spawn(move || async move {
+            control::run(
+                config,
+                library,
+                listeners,
+                signals,
+                to_shards,
+                from_shards,
+                control_access,
+                tls,
+            )
+            .await
+        })
         .map_err(|e| ServeError::Executor {
             what: "the control core".into(),
             source: std::io::Error::other(e.to_string()),

@@ -49,6 +49,14 @@ const RTCP_BATCH: usize = 64;
 const WRITE_BUFFER_KEEP: usize = 64 * 1024;
 /// POST legs that may wait behind a tunnel's current one.
 const LEG_QUEUE: usize = 2;
+/// The kernel send buffer of a listener's connection: small, so that a
+/// listener that stops reading shows in its queue within seconds rather
+/// than hiding megabytes in the kernel (Linux doubles the figure).
+const LISTENER_SEND_BUFFER: usize = 64 * 1024;
+/// A write to a listener that makes no progress for this long ends it: a
+/// player that stopped reading (a paused one with its buffer full, a dead
+/// peer that never sent a reset).
+const LISTENER_STALL: Duration = Duration::from_secs(10);
 
 struct Driver {
     index: usize,
@@ -80,6 +88,8 @@ struct Driver {
     release: Rc<dyn Fn(IpAddr)>,
 }
 
+// Each argument is a resource the core takes over for its life.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     index: usize,
     config: Config,
@@ -88,6 +98,7 @@ pub async fn run(
     pair: UdpPair,
     commands: SharedReceiver<ToShard>,
     back: SharedSender<FromShard>,
+    access: Option<crate::access::Access>,
 ) {
     let commands = commands.connect().await;
     let back = back.connect().await;
@@ -131,7 +142,7 @@ pub async fn run(
         rtp,
         rtcp,
         rtcp_bufs: RefCell::new(RecvBufs::new(RTCP_BATCH, 2048)),
-        door: Door::new(),
+        door: Door::new().with_access(access),
         limits: conn::limits(&config),
         library,
         writers: RefCell::default(),
@@ -154,6 +165,7 @@ pub async fn run(
             }
             ToShard::Command(c) => driver.feed(Input::Command(c)),
             ToShard::Adopt { conn, command } => adopt(&driver, conn, command),
+            ToShard::Listen { conn, start } => listen(&driver, conn, start),
             ToShard::Admission { ticket, key } => {
                 if let Some(waiting) = driver.admissions.borrow_mut().remove(&ticket) {
                     let _ = waiting.try_send(key);
@@ -348,6 +360,98 @@ fn adopt(driver: &Rc<Driver>, h: Handover, mut command: Command) {
         driver.post(FromShard::TunnelClosed { tunnel: carry.id });
     })
     .detach();
+}
+
+/// Takes over an Icecast listener's connection: the core paces its audio
+/// and a writer task writes what the core queues, slices of the file's
+/// mapping as they are. Nothing is read from a listener: a player sends
+/// nothing after its request, and one that goes is seen by the next write.
+fn listen(driver: &Rc<Driver>, h: Handover, start: Box<crate::icecast::listener::ListenerStart>) {
+    if let Err(e) = socket2::SockRef::from(&h.fd).set_send_buffer_size(LISTENER_SEND_BUFFER) {
+        debug!(client = %h.client, error = %e, "cannot cap the send buffer");
+    }
+    // SAFETY: the handover carries the only owner of a duplicated
+    // descriptor; `into_raw_fd` releases it to the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
+    let _ = stream.set_write_timeout(Some(LISTENER_STALL));
+    let id = driver.next_conn.get();
+    driver.next_conn.set(id + 1);
+    let (kick, kicked) = local_channel::new_bounded(1);
+    driver.writers.borrow_mut().insert(id, kick);
+    debug!(shard = driver.index, client = %h.client, path = start.path, "listener joined");
+    driver.feed(Input::ListenerOpened {
+        conn: id,
+        client: h.client,
+        start,
+    });
+    glommio::spawn_local(listener_write_loop(driver.clone(), id, stream, kicked)).detach();
+}
+
+async fn listener_write_loop(driver: Rc<Driver>, id: ConnId, mut stream: TcpStream, kicked: LocalReceiver<()>) {
+    let mut batch = VecDeque::new();
+    let mut ok = true;
+    loop {
+        let taken = driver.core.borrow_mut().take_listener_bytes(id, &mut batch);
+        match taken {
+            Taken::Bytes => {
+                // One write per slice, without copying it: a round's slices
+                // are one run of frames, or three where a metadata block
+                // falls inside it.
+                for b in batch.drain(..) {
+                    if !ok {
+                        continue;
+                    }
+                    // A listener the core dropped while a write waited for
+                    // it goes now, not when the write times out.
+                    let written = futures_lite::future::or(async { Some(stream.write_all(&b).await) }, async {
+                        abandoned(&driver, id, &kicked).await;
+                        None
+                    })
+                    .await;
+                    match written {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
+                            debug!(shard = driver.index, error = %e, "listener gone");
+                            ok = false;
+                        }
+                        None => {
+                            debug!(shard = driver.index, "listener dropped while a write waited");
+                            ok = false;
+                        }
+                    }
+                }
+                driver.feed(if ok {
+                    Input::ConnWritten { conn: id }
+                } else {
+                    Input::ConnClosed { conn: id }
+                });
+            }
+            Taken::Idle => {
+                if kicked.recv().await.is_none() {
+                    break;
+                }
+            }
+            Taken::Closed => break,
+        }
+    }
+    driver.writers.borrow_mut().remove(&id);
+    // The core has forgotten the listener and has its record to send.
+    driver.after(&mut driver.core.borrow_mut());
+    let _ = stream.close().await;
+}
+
+/// Returns once the core has dropped listener `id`, looking each time its
+/// writer is kicked. (A kick for new bytes taken here is not lost: the
+/// writer takes whatever is queued after every write.)
+async fn abandoned(driver: &Driver, id: ConnId, kicked: &LocalReceiver<()>) {
+    loop {
+        if driver.core.borrow().listener_abandoned(id) {
+            return;
+        }
+        if kicked.recv().await.is_none() {
+            return;
+        }
+    }
 }
 
 async fn read_loop<W: Wire>(driver: Rc<Driver>, mut link: Link, mut wire: W) {

@@ -42,6 +42,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use loader::Movie;
 use net::{Flushed, SendPath};
 use proto::rtsp::message::{Method, Request, Response};
@@ -51,6 +52,7 @@ use tracing::debug;
 
 use crate::access_log::AccessRecord;
 use crate::door::session_id;
+use crate::icecast::listener::{Listener, ListenerStart};
 use crate::pacer::{self, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
 use crate::random::Rng;
 use crate::session::{Context, Destination, Effect, Session};
@@ -214,9 +216,17 @@ pub enum Input<'a> {
     },
     /// `conn` is done (the client closed it, it failed, or its loop gave up
     /// on it): its sessions end, and what is queued is written before it
-    /// closes.
+    /// closes. For a listener, what is queued is dropped.
     ConnClosed {
         conn: ConnId,
+    },
+    /// The driver took over an Icecast listener's connection from `client`
+    /// (answered by the control core's handler) and calls it `conn`: its
+    /// bytes are taken with [`ShardCore::take_listener_bytes`].
+    ListenerOpened {
+        conn: ConnId,
+        client: SocketAddr,
+        start: Box<ListenerStart>,
     },
 }
 
@@ -234,6 +244,11 @@ pub enum Event {
     /// (`key` is `None` if it never got one): its access-log record.
     SessionEnded {
         key: Option<SessionKey>,
+        record: AccessRecord,
+    },
+    /// An Icecast listener left: its access-log record. (Its connection's
+    /// `ConnectionClosed` follows.)
+    ListenerEnded {
         record: AccessRecord,
     },
     /// An owned connection from `client` closed.
@@ -495,6 +510,84 @@ fn signal(outputs: &mut VecDeque<Output>, id: ConnId, conn: &mut Conn) {
     }
 }
 
+/// An Icecast listener the shard owns: where it is in its file, and its
+/// bounded queue of slices of the file's mapping (and metadata blocks),
+/// which its writer takes whole.
+struct Listening {
+    client: SocketAddr,
+    listener: Listener,
+    out: VecDeque<Bytes>,
+    /// Bytes in `out`.
+    queued: usize,
+    /// Bytes taken by the writer and not yet written.
+    in_flight: usize,
+    /// Past this many bytes waiting, the listener is too slow: dropped.
+    /// Its queue bound plus its first burst.
+    bound: usize,
+    signalled: bool,
+    closing: bool,
+    /// Closed with its queue dropped: what its writer still writes is of
+    /// no use.
+    abandoned: bool,
+    joined: Nanos,
+    /// Bytes written.
+    sent: u64,
+    path: String,
+    user_agent: Option<String>,
+}
+
+impl Listening {
+    /// Stops sending: the writer writes what is queued (all of it, at the
+    /// end of the file; nothing, for a listener that went or was dropped)
+    /// and closes.
+    fn close(&mut self, id: ConnId, outputs: &mut VecDeque<Output>, drop_queue: bool) {
+        if drop_queue {
+            self.out.clear();
+            self.queued = 0;
+            self.abandoned = true;
+        }
+        if !self.closing {
+            self.closing = true;
+            outputs.push_back(Output::ConnClose(id));
+        }
+    }
+
+    fn signal(&mut self, id: ConnId, outputs: &mut VecDeque<Output>) {
+        if !self.signalled && !self.out.is_empty() {
+            self.signalled = true;
+            outputs.push_back(Output::ConnReady(id));
+        }
+    }
+
+    /// Queues what is due at `now`; drops a listener that has fallen too
+    /// far behind, and ends one whose file is all queued.
+    fn serve(
+        &mut self,
+        id: ConnId,
+        now: Nanos,
+        schedule: &mut Schedule,
+        stats: &mut ShardStats,
+        outputs: &mut VecDeque<Output>,
+    ) {
+        if self.closing {
+            return;
+        }
+        let (n, next) = self.listener.serve(now, &mut self.out);
+        self.queued += n;
+        if self.queued + self.in_flight > self.bound {
+            stats.listeners_dropped += 1;
+            debug!(client = %self.client, path = self.path, waiting = self.queued + self.in_flight, "listener too slow; dropped");
+            self.close(id, outputs, true);
+            return;
+        }
+        self.signal(id, outputs);
+        match next {
+            Some(t) => schedule.push(t, id, 0),
+            None => self.close(id, outputs, false),
+        }
+    }
+}
+
 /// A shard's sessions and everything they need, driven by the rule in the
 /// module documentation.
 pub struct ShardCore {
@@ -514,6 +607,9 @@ pub struct ShardCore {
     /// come from one address for several sessions.
     ssrc_routes: KeyMap<u32, SessionKey>,
     conns: KeyMap<ConnId, Conn>,
+    /// Icecast listeners, by their connection, and when each is due more.
+    listeners: KeyMap<ConnId, Listening>,
+    listener_schedule: Schedule,
     stats: ShardStats,
     udp: UdpRound,
     /// The round's RTCP (sender reports, BYEs), sent from the RTCP socket.
@@ -522,6 +618,9 @@ pub struct ShardCore {
     next_housekeeping: Nanos,
     /// When the last round ran: the next is no sooner than a round later.
     last_round: Nanos,
+    /// The latest `now` the core was given (for the records of listeners,
+    /// whose end is found in a call that has no `now`).
+    last_seen_now: Nanos,
     /// A session (re)scheduled by a request wants a round before that.
     urgent: Option<Nanos>,
     /// Sessions whose media ran out in the last round: their BYE goes in
@@ -598,12 +697,15 @@ impl ShardCore {
             rtcp_routes: HashMap::new(),
             ssrc_routes: KeyMap::default(),
             conns: KeyMap::default(),
+            listeners: KeyMap::default(),
+            listener_schedule: Schedule::default(),
             stats: ShardStats::default(),
             udp: UdpRound::new(BATCH),
             rtcp: RtcpRound::default(),
             outputs: VecDeque::new(),
             next_housekeeping: 0,
             last_round: 0,
+            last_seen_now: 0,
             urgent: None,
             ended: Vec::new(),
             rng,
@@ -621,6 +723,12 @@ impl ShardCore {
 
     pub fn sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Icecast listeners on the shard (leaving ones included until their
+    /// writer is done).
+    pub fn listeners(&self) -> usize {
+        self.listeners.len()
     }
 
     pub fn stats(&self) -> &ShardStats {
@@ -670,6 +778,9 @@ impl ShardCore {
     pub fn poll_timeout(&self) -> Option<Nanos> {
         let paced = self.schedule.next_due().map(|d| d.saturating_sub(LOOKAHEAD));
         let mut next = paced.map_or(self.next_housekeeping, |p| p.min(self.next_housekeeping));
+        if let Some(l) = self.listener_schedule.next_due() {
+            next = next.min(l);
+        }
         if !self.ended.is_empty() {
             next = 0;
         }
@@ -703,9 +814,84 @@ impl ShardCore {
         Taken::Closed
     }
 
+    /// Gives the writer of listener `conn` what it has queued, swapping it
+    /// with the (empty) `buf`: slices of the file and metadata blocks, to
+    /// write in order. As [`take_conn_bytes`](Self::take_conn_bytes), and
+    /// at [`Taken::Closed`] the listener's access-log record goes out.
+    pub fn take_listener_bytes(&mut self, conn: ConnId, buf: &mut VecDeque<Bytes>) -> Taken {
+        let Some(l) = self.listeners.get_mut(&conn) else {
+            return Taken::Closed;
+        };
+        l.signalled = false;
+        if !l.out.is_empty() {
+            buf.clear();
+            std::mem::swap(buf, &mut l.out);
+            l.in_flight = l.queued;
+            l.queued = 0;
+            return Taken::Bytes;
+        }
+        if !l.closing {
+            return Taken::Idle;
+        }
+        let Some(l) = self.listeners.remove(&conn) else {
+            return Taken::Closed;
+        };
+        self.stats.listeners_ended += 1;
+        let record = AccessRecord {
+            client: l.client.ip(),
+            uri: l.path,
+            duration: Duration::from_nanos(self.last_seen_now.saturating_sub(l.joined)),
+            bytes: l.sent,
+            status: 200,
+            user_agent: l.user_agent,
+            transport: "http",
+            ..AccessRecord::default()
+        };
+        self.event(Event::ListenerEnded { record });
+        self.event(Event::ConnectionClosed { client: l.client });
+        Taken::Closed
+    }
+
+    /// Whether listener `conn` was dropped (too slow, gone, shutdown): its
+    /// writer may give up a write that is waiting for the client.
+    pub fn listener_abandoned(&self, conn: ConnId) -> bool {
+        self.listeners.get(&conn).is_none_or(|l| l.abandoned)
+    }
+
     pub fn handle_input(&mut self, now: Nanos, input: Input<'_>) {
         self.settle();
+        self.last_seen_now = self.last_seen_now.max(now);
         match input {
+            Input::ListenerOpened { conn, client, start } => {
+                let mut l = Listening {
+                    client,
+                    listener: Listener::new(&start, now),
+                    out: VecDeque::new(),
+                    queued: start.head.len(),
+                    in_flight: 0,
+                    bound: usize::MAX,
+                    signalled: false,
+                    closing: false,
+                    abandoned: false,
+                    joined: now,
+                    sent: 0,
+                    path: start.path,
+                    user_agent: start.user_agent,
+                };
+                l.out.push_back(Bytes::from(start.head));
+                self.stats.listeners_started += 1;
+                let ShardCore {
+                    listener_schedule,
+                    stats,
+                    outputs,
+                    ..
+                } = self;
+                l.serve(conn, now, listener_schedule, stats, outputs);
+                // The head and the burst are what it has at once; beyond
+                // them it may fall this far behind.
+                l.bound = l.queued.saturating_add(start.queue_bytes);
+                self.listeners.insert(conn, l);
+            }
             Input::Command(c) => self.command(now, c),
             Input::ConnOpened {
                 conn,
@@ -781,6 +967,17 @@ impl ShardCore {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.in_flight = 0;
                 }
+                if let Some(l) = self.listeners.get_mut(&conn) {
+                    l.sent += l.in_flight as u64;
+                    self.stats.listener_bytes += l.in_flight as u64;
+                    l.in_flight = 0;
+                }
+            }
+            Input::ConnClosed { conn } if self.listeners.contains_key(&conn) => {
+                if let Some(l) = self.listeners.get_mut(&conn) {
+                    l.in_flight = 0;
+                    l.close(conn, &mut self.outputs, true);
+                }
             }
             Input::ConnClosed { conn } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
@@ -852,6 +1049,9 @@ impl ShardCore {
                 }
                 let stats = Box::new(self.stats.clone());
                 self.event(Event::Stopped { stats });
+                for (&id, l) in self.listeners.iter_mut() {
+                    l.close(id, &mut self.outputs, true);
+                }
                 let conns: Vec<ConnId> = self.conns.keys().copied().collect();
                 for id in conns {
                     if let Some(c) = self.conns.get_mut(&id) {
@@ -1024,6 +1224,7 @@ impl ShardCore {
     pub fn handle_timeout(&mut self, now: Nanos) {
         self.settle();
         self.last_round = now;
+        self.last_seen_now = self.last_seen_now.max(now);
         self.urgent = None;
         // Media that ran out last round: its BYE goes from the housekeeping,
         // BYE_DELAY on (and so after what it reports is counted).
@@ -1094,6 +1295,18 @@ impl ShardCore {
                 Some(next) => schedule.push(next, key, generation),
                 None if source.has_ended() => ended.push(key),
                 None => {}
+            }
+        }
+        let ShardCore {
+            listeners,
+            listener_schedule,
+            stats,
+            outputs,
+            ..
+        } = self;
+        while let Some((_, id, _)) = listener_schedule.pop_due(horizon) {
+            if let Some(l) = listeners.get_mut(&id) {
+                l.serve(id, now, listener_schedule, stats, outputs);
             }
         }
     }

@@ -950,6 +950,172 @@ fn after_a_stall_the_backlog_goes_in_bounded_rounds() {
     assert!(per_round.len() >= 2, "one round took all {total} packets");
 }
 
+// ---------------------------------------------------------------------------
+// Icecast listeners.
+
+fn mp3_start(queue_bytes: usize) -> Box<ListenerStart> {
+    let mp3 = loader::mp3::Mp3::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp3")).unwrap();
+    Box::new(ListenerStart {
+        mp3: Arc::new(mp3),
+        path: "/sample.mp3".into(),
+        head: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
+        metaint: None,
+        metadata: crate::icecast::icy::Metadata::title("t"),
+        user_agent: Some("test".into()),
+        queue_bytes,
+    })
+}
+
+/// Drives `core` from `from` to `to` in 10 ms steps, taking listener
+/// `conn`'s bytes whenever `reading`, and returns them, whether the
+/// listener is closed, and the events.
+fn run_listener(
+    core: &mut ShardCore,
+    conn: ConnId,
+    from: Nanos,
+    to: Nanos,
+    reading: bool,
+    got: &mut Vec<u8>,
+) -> (bool, Vec<Event>) {
+    let mut events = Vec::new();
+    let mut closed = false;
+    let mut t = from;
+    let mut buf = VecDeque::new();
+    while t <= to && !closed {
+        if core.poll_timeout().is_some_and(|d| d <= t) {
+            core.handle_timeout(t);
+        }
+        while let Some(o) = core.poll_output() {
+            if let Output::Event(e) = o {
+                events.push(e);
+            }
+        }
+        if reading {
+            loop {
+                match core.take_listener_bytes(conn, &mut buf) {
+                    Taken::Bytes => {
+                        for b in buf.drain(..) {
+                            got.extend_from_slice(&b);
+                        }
+                        core.handle_input(t, Input::ConnWritten { conn });
+                    }
+                    Taken::Idle => break,
+                    Taken::Closed => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            while let Some(o) = core.poll_output() {
+                if let Output::Event(e) = o {
+                    events.push(e);
+                }
+            }
+        }
+        t += 10 * MS;
+    }
+    (closed, events)
+}
+
+#[test]
+fn a_listener_gets_the_head_the_burst_then_real_time_then_the_end() {
+    let mut core = ShardCore::new(config(60), Rng::from_seed(1));
+    let start = mp3_start(512 * 1024);
+    let mp3 = start.mp3.clone();
+    let frames: Vec<u8> = mp3.spans(0..mp3.frames().len()).flat_map(|s| mp3.slice(s)).collect();
+    let t0 = 3 * S;
+    core.handle_input(
+        t0,
+        Input::ListenerOpened {
+            conn: 9,
+            client: addr(5000),
+            start,
+        },
+    );
+    assert_eq!(core.listeners(), 1);
+    let mut got = Vec::new();
+    // One second in: the head, and 3 s of audio (the burst's 2 and 1 more).
+    let (closed, _) = run_listener(&mut core, 9, t0, t0 + S, true, &mut got);
+    assert!(!closed);
+    let head = b"HTTP/1.1 200 OK\r\n\r\n".len();
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n\r\n"));
+    let audio = got.len() - head;
+    let due = mp3.offset_due(3 * S) - mp3.frames()[0].offset;
+    assert!(
+        audio as u64 <= due && audio as u64 + 4 * 418 >= due,
+        "{audio} bytes a second in, {due} due"
+    );
+    // To the end: every frame once, in order, then the record.
+    let (closed, events) = run_listener(&mut core, 9, t0 + S + 10 * MS, t0 + 20 * S, true, &mut got);
+    assert!(closed, "the end of the file ends the stream");
+    assert_eq!(&got[head..], &frames[..]);
+    let record = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ListenerEnded { record } => Some(record),
+            _ => None,
+        })
+        .expect("an access-log record");
+    assert_eq!(record.bytes, got.len() as u64);
+    assert_eq!(record.uri, "/sample.mp3");
+    assert!(events.iter().any(|e| matches!(e, Event::ConnectionClosed { .. })));
+    assert_eq!(core.listeners(), 0);
+    assert_eq!(core.stats().listeners_started, 1);
+    assert_eq!(core.stats().listeners_ended, 1);
+    assert_eq!(core.stats().listeners_dropped, 0);
+    assert_eq!(core.stats().listener_bytes, got.len() as u64);
+}
+
+#[test]
+fn a_listener_that_stops_reading_is_dropped_and_others_play_on() {
+    let mut core = ShardCore::new(config(60), Rng::from_seed(2));
+    let t0 = S;
+    core.handle_input(
+        t0,
+        Input::ListenerOpened {
+            conn: 1,
+            client: addr(5000),
+            start: mp3_start(16 * 1024),
+        },
+    );
+    core.handle_input(
+        t0,
+        Input::ListenerOpened {
+            conn: 2,
+            client: addr(5002),
+            start: mp3_start(16 * 1024),
+        },
+    );
+    let mut buf = VecDeque::new();
+    // The slow one takes its first batch (the head and burst) and never
+    // says it was written; the other reads all along.
+    assert_eq!(core.take_listener_bytes(1, &mut buf), Taken::Bytes);
+    let mut good = Vec::new();
+    let mut t = t0;
+    let mut dropped_at = None;
+    while t < t0 + 12 * S {
+        let (_, _) = run_listener(&mut core, 2, t, t, true, &mut good);
+        if dropped_at.is_none() && core.stats().listeners_dropped == 1 {
+            dropped_at = Some(t);
+        }
+        t += 10 * MS;
+    }
+    // 16 KiB behind at 128 kbit/s: about a second after the burst ran out.
+    let dropped_at = dropped_at.expect("the slow listener is dropped");
+    assert!(
+        dropped_at > t0 + S / 2 && dropped_at < t0 + 4 * S,
+        "dropped at {dropped_at}"
+    );
+    assert_eq!(core.take_listener_bytes(1, &mut buf), Taken::Closed);
+    let mp3 = mp3_start(0).mp3;
+    let frames: usize = mp3.frames().iter().map(|f| f.len as usize).sum();
+    assert_eq!(
+        good.len(),
+        b"HTTP/1.1 200 OK\r\n\r\n".len() + frames,
+        "the other got it all"
+    );
+}
+
 /// Asks for a snapshot (with sessions) and returns it.
 fn snapshot_of(sim: &mut Sim) -> Snapshot {
     sim.next_reply += 1;

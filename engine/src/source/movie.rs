@@ -225,6 +225,21 @@ impl MovieSource {
         else {
             return 0;
         };
+        // The file changed under the mapping (truncated or rewritten in
+        // place): what is left cannot be trusted, so the session ends as at
+        // the end of the media (BYE, then gone) and others play on.
+        if self.movie.is_damaged() {
+            tracing::warn!(
+                movie = %self.movie.path().map(|p| p.display().to_string()).unwrap_or_default(),
+                "the movie's file changed under its sessions; ending this one"
+            );
+            self.state = State::Ended {
+                at: self.position_ns(now),
+                wall_start,
+                npt_start,
+            };
+            return 0;
+        }
         let mut sent = 0;
         loop {
             let Some(t) = self.next_transmit_ns() else {

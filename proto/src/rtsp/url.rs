@@ -231,7 +231,10 @@ pub fn resolve(base: &str, control: &str) -> String {
 /// names, if any: `rtsp://h:554/dir/a.mp4/trackID=3` gives
 /// (`/dir/a.mp4`, Some(3)). Query strings are dropped.
 pub fn split_uri(uri: &str) -> Option<(&str, Option<u32>)> {
-    let rest = if let Some(r) = uri.strip_prefix("rtsp://").or_else(|| uri.strip_prefix("RTSP://")) {
+    let rest = if let Some(r) = ["rtsp://", "RTSP://", "rtsps://", "RTSPS://"]
+        .iter()
+        .find_map(|p| uri.strip_prefix(p))
+    {
         &r[r.find('/')?..]
     } else if uri.starts_with('/') {
         uri

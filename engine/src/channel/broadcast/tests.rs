@@ -1,0 +1,328 @@
+//! The broadcaster over real movies on a simulated clock.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::channel::playlist::Disk;
+use crate::channel::testing::{self, Clip, H264_AAC};
+
+fn with(extra: &'static [&'static str]) -> &'static [&'static str] {
+    let mut v: Vec<&str> = H264_AAC.to_vec();
+    v.extend_from_slice(extra);
+    Vec::leak(v)
+}
+
+fn opener() -> impl FnMut(&Path) -> Result<Arc<Movie>, String> {
+    |p: &Path| Movie::open(p).map(Arc::new).map_err(|e| e.to_string())
+}
+
+struct Sent {
+    at: SystemTime,
+    track: usize,
+    header: Header,
+    payload: Vec<u8>,
+}
+
+/// Runs `b` to its end on a simulated clock from `start`.
+fn run(b: &mut Broadcaster, start: SystemTime) -> (Vec<Sent>, Vec<Note>) {
+    let mut open = opener();
+    let mut now = start;
+    let mut buf = Vec::new();
+    let mut sent = Vec::new();
+    let mut notes = Vec::new();
+    loop {
+        let step = b.next(now, &mut open, &mut buf);
+        notes.extend(std::iter::from_fn(|| b.poll_note()));
+        match step {
+            Step::Packet { track } => {
+                let pkt = proto::rtp::Packet::new_checked(&buf[..]).unwrap();
+                sent.push(Sent {
+                    at: now,
+                    track,
+                    header: Header::parse(&pkt).unwrap(),
+                    payload: pkt.payload().to_vec(),
+                });
+            }
+            Step::Wait(t) => {
+                assert!(t > now, "a wait goes forward");
+                now = t;
+            }
+            Step::Ended => break,
+        }
+        assert!(sent.len() < 100_000, "runs away");
+    }
+    (sent, notes)
+}
+
+#[test]
+fn a_looped_broadcast_is_one_continuous_stream() {
+    let recipes = [
+        Clip {
+            name: "ref.mp4",
+            args: H264_AAC,
+        },
+        Clip {
+            name: "bigger.mov",
+            args: with(&["-vf", "scale=176:144"]),
+        },
+        Clip {
+            name: "other.mp4",
+            args: with(&["-vf", "hue=h=90"]),
+        },
+        Clip {
+            name: "aac44.mp4",
+            args: &[
+                "-map",
+                "0:v",
+                "-map",
+                "2:a",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-profile:v",
+                "main",
+                "-level",
+                "3.0",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-ac",
+                "2",
+            ],
+        },
+    ];
+    let Some(clips) = testing::clips(&recipes) else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    let dir = testing::scratch("broadcast");
+    for (clip, name) in clips.iter().zip(["a.mp4", "b.mov", "c.mp4", "mismatch.mp4"]) {
+        std::fs::copy(clip, dir.join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.join("tv.ply"),
+        "*PLAY-LIST*\na.mp4\nmissing.mp4\nb.mov\nmismatch.mp4 7\nc.mp4 x\nc.mp4\n",
+    )
+    .unwrap();
+    let list = Playlist::load(dir.join("tv.ply"), &mut Disk).unwrap();
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let settings = Settings {
+        reference: None,
+        mode: PlayMode::SequentialLooped,
+        window: 0,
+        seed: 5,
+        max_movies: Some(5),
+        max_upcoming: 3,
+        start,
+        end: None,
+    };
+    let mut b = Broadcaster::new(&list, &settings, &mut opener()).unwrap();
+    assert_eq!(b.reference_path(), dir.join("a.mp4"));
+    let tracks = b.layout().tracks.len();
+    assert_eq!(tracks, 2);
+    let (sent, notes) = run(&mut b, start);
+
+    let messages: Vec<String> = notes.iter().map(Note::message).collect();
+    let list_path = dir.join("tv.ply");
+    let started: Vec<&Started> = notes
+        .iter()
+        .filter_map(|n| match n {
+            Note::Started(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<String> = started
+        .iter()
+        .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["a.mp4", "b.mov", "c.mp4", "a.mp4", "b.mov"], "{messages:#?}");
+    // Each broken line once, with its file and line.
+    let skipped: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.contains("skipped") || m.contains("weight"))
+        .collect();
+    assert_eq!(skipped.len(), 3, "{messages:#?}");
+    assert!(
+        skipped
+            .iter()
+            .any(|m| m.starts_with(&format!("{}:6: weight `x`", list_path.display()))),
+        "{messages:#?}"
+    );
+    assert!(
+        skipped.iter().any(|m| m.starts_with(&format!(
+            "{}:3: movie {} skipped: cannot open",
+            list_path.display(),
+            dir.join("missing.mp4").display()
+        ))),
+        "{messages:#?}"
+    );
+    assert!(
+        skipped.iter().any(|m| m
+            == &&format!(
+                "{}:5: movie {} skipped: track 2 is AAC 44100 Hz stereo, the channel's is AAC 48000 Hz stereo",
+                list_path.display(),
+                dir.join("mismatch.mp4").display()
+            )),
+        "{messages:#?}"
+    );
+    // Movies follow one another on the schedule, each for its length.
+    for w in started.windows(2) {
+        assert_eq!(w[1].start, w[0].start + w[0].length);
+    }
+    assert!(started[0]
+        .current
+        .starts_with(&format!("u={}\n", dir.join("a.mp4").display())));
+    assert_eq!(
+        started[0].upcoming,
+        [dir.join("b.mov"), dir.join("c.mp4"), dir.join("a.mp4")]
+    );
+
+    // One SSRC per track, sequence numbers without a gap, timestamps of each
+    // movie after the movie before's, and no packet before its time.
+    let mut ssrc: Vec<Option<u32>> = vec![None; tracks];
+    let mut last_seq: Vec<Option<u16>> = vec![None; tracks];
+    let movie_of = |at: SystemTime| started.iter().rposition(|s| s.start <= at).unwrap();
+    let mut spans: HashMap<(usize, usize), (i64, i64)> = HashMap::new();
+    let first_ts: Vec<u32> = (0..tracks)
+        .map(|k| sent.iter().find(|s| s.track == k).unwrap().header.timestamp)
+        .collect();
+    for s in &sent {
+        let k = s.track;
+        assert_eq!(*ssrc[k].get_or_insert(s.header.ssrc), s.header.ssrc);
+        if let Some(l) = last_seq[k] {
+            assert_eq!(s.header.sequence, l.wrapping_add(1), "track {k}: no gap, no reset");
+        }
+        last_seq[k] = Some(s.header.sequence);
+        let ts = i64::from(s.header.timestamp.wrapping_sub(first_ts[k]) as i32);
+        let m = movie_of(s.at);
+        let e = spans.entry((k, m)).or_insert((ts, ts));
+        e.0 = e.0.min(ts);
+        e.1 = e.1.max(ts);
+        assert_eq!(s.header.payload_type, b.layout().tracks[k].payload_type);
+    }
+    assert_ne!(ssrc[0], ssrc[1]);
+    for k in 0..tracks {
+        for m in 1..started.len() {
+            let (_, before) = spans[&(k, m - 1)];
+            let (after, _) = spans[&(k, m)];
+            assert!(after > before, "track {k}, movie {m}: {after} after {before}");
+        }
+    }
+    // The resized movie's SPS and PPS go in-band before its first video
+    // packet, and the reference's before the next movie's.
+    let sets_at: Vec<usize> = sent
+        .iter()
+        .filter(|s| s.track == 0 && matches!(s.payload[0] & 0x1f, 7 | 8))
+        .map(|s| movie_of(s.at))
+        .collect();
+    // Movies 2 and 5 (the resized one) bring their own; movie 3, after it,
+    // goes back to the reference's, and movie 4 needs none (3 left them).
+    assert_eq!(sets_at, [1, 1, 2, 2, 4, 4], "SPS and PPS in movies 2, 3 and 5");
+    let first_b = sent.iter().position(|s| s.track == 0 && movie_of(s.at) == 1).unwrap();
+    assert_eq!(sent[first_b].payload[0] & 0x1f, 7, "SPS first");
+    assert_eq!(sent[first_b + 1].payload[0] & 0x1f, 8, "then PPS");
+    assert_eq!(sent[first_b].header.timestamp, sent[first_b + 2].header.timestamp);
+
+    // Sender reports: the run's counts, on the track's SSRC.
+    let end = sent.last().unwrap().at;
+    let reports = b.reports(end, "tv@test");
+    assert_eq!(reports.len(), 0, "no movie plays after the end");
+    let _ = end;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sender_reports_skip_and_the_sdp() {
+    let sample = testing::sample();
+    let dir = testing::scratch("broadcast-sdp");
+    std::fs::write(dir.join("one.ply"), format!("*PLAY-LIST*\n{}\n", sample.display())).unwrap();
+    let list = Playlist::load(dir.join("one.ply"), &mut Disk).unwrap();
+    let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let settings = Settings {
+        reference: Some(sample.clone()),
+        mode: PlayMode::SequentialLooped,
+        window: 0,
+        seed: 9,
+        max_movies: None,
+        max_upcoming: 7,
+        start,
+        end: None,
+    };
+    let mut b = Broadcaster::new(&list, &settings, &mut opener()).unwrap();
+    let sdp = b.sdp("my channel", Some(("127.0.0.1".parse().unwrap(), 5004)));
+    let sd = SessionDescription::parse(sdp.as_bytes()).unwrap();
+    assert_eq!(sd.name.as_deref(), Some("my channel"));
+    assert_eq!(sd.connection.as_ref().unwrap().address, "127.0.0.1");
+    let ports: Vec<(String, u16)> = sd.media.iter().map(|m| (m.kind.clone(), m.port)).collect();
+    assert_eq!(ports, [("video".into(), 5004), ("audio".into(), 5006)]);
+    assert!(!sdp.contains("a=range"), "{sdp}");
+    assert!(sd
+        .media
+        .iter()
+        .all(|m| m.rtpmap(m.payload_types().next().unwrap()).is_some()));
+    let announce = b.sdp("tv", None);
+    assert!(announce.contains("m=video 0 RTP/AVP 96"), "{announce}");
+    assert!(announce.contains("a=control:trackID="), "{announce}");
+
+    let mut open = opener();
+    let mut buf = Vec::new();
+    let mut now = start;
+    let mut packets = 0;
+    // Three seconds in, then a skip: the same movie starts again at once.
+    while now < start + Duration::from_secs(3) {
+        match b.next(now, &mut open, &mut buf) {
+            Step::Packet { .. } => packets += 1,
+            Step::Wait(t) => now = t,
+            Step::Ended => panic!("looped"),
+        }
+    }
+    let reports = b.reports(now, "me@host");
+    assert_eq!(reports.len(), 2);
+    let (k, sr) = &reports[0];
+    let mut compound = proto::rtcp::parse_compound(sr).unwrap();
+    let first = compound.next().unwrap();
+    match first {
+        proto::rtcp::RtcpPacket::SenderReport { ssrc, info, .. } => {
+            assert_eq!(ssrc, b.ssrc(*k));
+            assert_eq!(u64::from(info.packets), b.sent(*k).0);
+            assert_eq!(u64::from(info.octets), b.sent(*k).1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(b.reports(now, "me@host").is_empty(), "not due again yet");
+    assert_eq!(b.next_report(), now + REPORT_INTERVAL);
+    assert!(packets > 100);
+
+    let numbers_before = b.progress(now).unwrap().number;
+    while b.poll_note().is_some() {}
+    b.skip(now);
+    assert!(matches!(b.next(now, &mut open, &mut buf), Step::Packet { .. }));
+    let notes: Vec<Note> = std::iter::from_fn(|| b.poll_note()).collect();
+    let s = notes
+        .iter()
+        .find_map(|n| match n {
+            Note::Started(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(s.start, now, "the next movie starts at the skip");
+    assert_eq!(b.progress(now).unwrap().number, numbers_before + 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn aac_frames_are_counted_from_the_au_headers() {
+    // Two 13+3-bit headers: 32 bits.
+    assert_eq!(aac_frames(&[0, 32, 1, 2, 3, 4], (16, 16)), 2);
+    assert_eq!(aac_frames(&[0, 16, 1, 2], (16, 16)), 1);
+    assert_eq!(aac_frames(&[0], (16, 16)), 0, "too short");
+    assert_eq!(aac_frames(&[0, 8], (16, 16)), 0, "less than one header");
+    // The sample's AAC: AAC-hbr, 13+3 bits.
+    let movie = Movie::open(testing::sample()).unwrap();
+    let layout = Layout::of(&movie);
+    let bits: Vec<_> = layout.tracks.iter().map(|t| t.aac_au_header_bits()).collect();
+    assert_eq!(bits, [None, Some((16, 16))]);
+}
