@@ -427,6 +427,74 @@ fn bytes_arrive_at_the_files_bit_rate_after_the_burst() {
     server.stop_cleanly();
 }
 
+/// (start time in seconds, bytes) of each of `path`'s audio frames, as
+/// ffprobe reads them.
+fn frame_times(path: &Path) -> Vec<(f64, usize)> {
+    let out = run_ok(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "a:0",
+                "-show_entries",
+                "packet=pts_time,size",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(path),
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (t, n) = l.split_once(',')?;
+            Some((t.parse().ok()?, n.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn vbr_bytes_arrive_as_the_frames_play() {
+    require_tool("ffprobe");
+    // Loud and quiet halves of each second: frame sizes swing with them.
+    let path = encode("long-vbr.mp3", 14, &["-q:a", "0"]);
+    let frames = frame_times(&path);
+    let server = serve("vbr-rate", &[&path], &[]);
+    let got = listen(server.addr, &get("/long-vbr.mp3", ""));
+    assert!(got.body == frames_of(&path), "every frame");
+    // What a listener has by media time `t`: every frame started by then.
+    let due = |t: f64| -> usize { frames.iter().take_while(|f| f.0 <= t).map(|f| f.1).sum() };
+    let arrival = |from: f64| {
+        got.arrivals
+            .iter()
+            .find(|(d, _)| d.as_secs_f64() >= from)
+            .copied()
+            .unwrap()
+    };
+    let ((t0, b0), (t1, b1)) = (arrival(3.0), arrival(10.0));
+    // Received at wall time t since the request: media time t + the burst.
+    let expected = (due(t1.as_secs_f64() + BURST_SECS) - due(t0.as_secs_f64() + BURST_SECS)) as f64;
+    let received = (b1 - b0) as f64;
+    let (lo, hi) = frames
+        .iter()
+        .fold((usize::MAX, 0), |(lo, hi), f| (lo.min(f.1), hi.max(f.1)));
+    println!(
+        "VBR ({lo} to {hi} bytes a frame): {received} bytes from {:.3} s to {:.3} s, {expected} due by the frames' times ({:+.2}%)",
+        t0.as_secs_f64(),
+        t1.as_secs_f64(),
+        (received / expected - 1.0) * 100.0
+    );
+    assert!(
+        hi > lo + lo / 4,
+        "the test needs frames of different sizes: {lo} to {hi}"
+    );
+    assert!(
+        (received - expected).abs() <= 0.05 * expected,
+        "{received} bytes where {expected} were due"
+    );
+    server.stop_cleanly();
+}
+
 #[test]
 fn two_hundred_listeners_at_once_each_get_the_whole_stream() {
     let cbr = cbr();
