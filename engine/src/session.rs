@@ -216,12 +216,18 @@ impl Session {
                 t.destination = destination;
                 t.url = url;
             }
-            None => self.tracks.push(TrackSetup {
-                track_id,
-                url,
-                destination,
-                seeds: (ctx.seeds)(),
-            }),
+            None => {
+                // Room for exactly the tracks set up (a movie has one to
+                // three): a first push would make room for four, twice what
+                // most sessions use, for as long as they play.
+                self.tracks.reserve_exact(1);
+                self.tracks.push(TrackSetup {
+                    track_id,
+                    url,
+                    destination,
+                    seeds: (ctx.seeds)(),
+                })
+            }
         }
         let ids: Vec<u32> = self.tracks.iter().map(|t| t.track_id).collect();
         let seeds: Vec<StreamSeeds> = self.tracks.iter().map(|t| t.seeds).collect();

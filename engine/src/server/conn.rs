@@ -25,8 +25,8 @@
 //! legs' decoded bytes and whose output is the GET leg.
 //!
 //! An idle connection (most of them are, while their media flows over UDP)
-//! holds no heap buffer: the read goes into a small buffer inside the read
-//! future and is appended to the connection's buffer, which is given back
+//! holds no buffer: the read goes into a small buffer on the stack of each
+//! poll and is appended to the connection's buffer, which is given back
 //! whenever it is empty, and a request's handling (which builds messages and
 //! may wait for a shard or the library) lives in a boxed future that exists
 //! only while a request is being handled.
@@ -36,7 +36,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
 use proto::http::{self, Protocol};
 use proto::rtsp::message::{self, Limits, Message, Request, Response};
@@ -226,7 +226,10 @@ pub(crate) async fn serve<H: Host, W: Wire>(host: &H, link: &mut Link, wire: &mu
         loop {
             let parsed = match link.speaks {
                 Speaks::Either | Speaks::HttpOnly => sniff(host, link),
-                Speaks::Rtsp => rtsp(host, link).await,
+                // Boxed: inline, its state while a request is carried out
+                // would be part of every idle connection's task (160 bytes
+                // more); boxed, it costs one small allocation per request.
+                Speaks::Rtsp => Box::pin(rtsp(host, link)).await,
                 // Boxed: few connections speak HTTP, and its state would make
                 // every RTSP connection's idle task bigger.
                 Speaks::Http => Box::pin(serve_http(host, link)).await,
@@ -384,11 +387,20 @@ async fn write_out<W: Wire>(link: &mut Link, wire: &mut W) -> bool {
 
 /// Reads what has arrived on `reader` onto the end of `buf`. Returns the
 /// bytes read, 0 at the end of the stream.
+///
+/// The chunk read into is on the stack of each poll, not in the future: a
+/// connection waiting here (an idle one waits for good) keeps no buffer,
+/// and its task is `READ_CHUNK` bytes smaller. `poll_read` may be given a
+/// different buffer each time, and glommio's streams use it only within
+/// the call (waiting is on the socket's readiness, not on a read into it).
 pub(crate) async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut chunk = [0u8; READ_CHUNK];
-    let n = reader.read(&mut chunk).await?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
+    std::future::poll_fn(|cx| {
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = std::task::ready!(std::pin::Pin::new(&mut *reader).poll_read(cx, &mut chunk))?;
+        buf.extend_from_slice(&chunk[..n]);
+        std::task::Poll::Ready(Ok(n))
+    })
+    .await
 }
 
 /// Frees a connection buffer's memory once it holds nothing.

@@ -609,7 +609,12 @@ impl Listening {
 /// module documentation.
 pub struct ShardCore {
     config: Config,
-    sessions: KeyMap<SessionKey, Entry>,
+    /// Boxed: an `Entry` is about 750 bytes, and inline the table's empty
+    /// slots (up to half of them after it doubles, at most 7/8 full) would
+    /// cost that much each; boxed a slot is 16 bytes. A lookup in the round
+    /// costs about the same: the slots of thousands of inline entries are
+    /// far out of the caches, the 16-byte ones mostly in them.
+    sessions: KeyMap<SessionKey, Box<Entry>>,
     schedule: Schedule,
     /// The sessions that have each client RTCP address. Usually one, but a
     /// load client (or a NAT) may use one port pair for many sessions. Keyed
@@ -1164,8 +1169,10 @@ impl ShardCore {
         conn: Option<ConnId>,
         now: Nanos,
     ) -> Response {
-        self.sessions
-            .insert(key, Entry::new(Session::of(session_id(key), path, media, now), client));
+        self.sessions.insert(
+            key,
+            Box::new(Entry::new(Session::of(session_id(key), path, media, now), client)),
+        );
         let response = self.request(key, req, client, conn, now);
         if response.status == 200 {
             self.stats.sessions_started += 1;
@@ -1295,7 +1302,11 @@ impl ShardCore {
             ended,
             ..
         } = self;
-        while let Some((due, key, generation)) = schedule.pop_due(horizon) {
+        // Bounded (see ROUND_PACKETS): what is left goes next round.
+        while udp.len() < pacer::ROUND_PACKETS {
+            let Some((due, key, generation)) = schedule.pop_due(horizon) else {
+                break;
+            };
             let Some(e) = sessions.get_mut(&key) else { continue };
             if e.generation != generation {
                 continue;

@@ -1295,6 +1295,37 @@ mod live {
     }
 }
 
+#[test]
+fn after_a_stall_the_backlog_goes_in_bounded_rounds() {
+    // The core starved for longer than the movie: every session's whole
+    // movie is overdue at once. Rounds take at most ROUND_PACKETS (plus the
+    // one session that crosses it), and the rest follows a round later.
+    let mut sim = Sim::new(config(60));
+    let sessions = 2 * pacer::ROUND_PACKETS / (VIDEO_PACKETS + AUDIO_PACKETS) + 2;
+    for i in 0..sessions {
+        let key = 0x300 + i as SessionKey;
+        sim.udp_session(key, 5000 + 4 * i as u16);
+        assert_eq!(sim.method(key, "PLAY", "").status, 200);
+    }
+    sim.now = 12 * S;
+    sim.core.handle_timeout(sim.now);
+    sim.after();
+    sim.run_until(20 * S);
+    let mut per_round: HashMap<Nanos, usize> = HashMap::new();
+    for d in &sim.rtp {
+        *per_round.entry(d.at).or_default() += 1;
+    }
+    let total = sessions * (VIDEO_PACKETS + AUDIO_PACKETS);
+    assert_eq!(sim.rtp.len(), total, "every packet went");
+    assert_eq!(sim.core.stats().packets as usize, total);
+    let largest = per_round.values().copied().max().unwrap();
+    assert!(
+        largest <= pacer::ROUND_PACKETS + VIDEO_PACKETS + AUDIO_PACKETS,
+        "a round of {largest} packets"
+    );
+    assert!(per_round.len() >= 2, "one round took all {total} packets");
+}
+
 // ---------------------------------------------------------------------------
 // Icecast listeners.
 
