@@ -14,8 +14,10 @@
 //! ```
 //!
 //! Fields are separated by one space and `-` stands for "unknown". The field
-//! names are DSS's, except `transport`, which here is just `udp` or `tcp`
-//! (interleaved or tunnelled). Dates and times are UTC, of the session's end.
+//! names are DSS's, except `transport`: `udp`, `tcp` (interleaved), `http`
+//! (tunnelled), or for a live broadcast's publisher `publish-udp` or
+//! `publish-tcp`, whose `sc-bytes` and `s-pkts-sent` count what it sent in.
+//! Dates and times are UTC, of the session's end.
 //!
 //! Values a client chose (the User-Agent above all) must not be able to
 //! break a line or forge fields, so they are written in the style Windows
@@ -70,7 +72,8 @@ pub struct AccessRecord {
     /// receiver reports, summed over tracks (RTCP allows it to go negative
     /// when duplicates arrive); `None` if it sent none.
     pub packets_lost: Option<i64>,
-    /// transport: `"udp"`, or `"tcp"` for interleaved and tunnelled media.
+    /// transport: `"udp"`, `"tcp"` (interleaved), `"http"` (tunnelled), or
+    /// `"publish-udp"` / `"publish-tcp"` for a publisher.
     pub transport: &'static str,
 }
 

@@ -22,6 +22,7 @@ use net::SendPath;
 use serde::Deserialize;
 
 use crate::access::addr::Cidr;
+use crate::live::publish::Rule;
 
 /// The default RTSP port: 554 needs privileges, so like most servers run
 /// by hand we use the customary alternative.
@@ -158,6 +159,27 @@ pub struct ServeArgs {
     #[arg(long = "send-path", value_name = "PATH")]
     pub send_path: Option<SendPath>,
 
+    /// Let publishers push live broadcasts (RTSP ANNOUNCE/RECORD, as `ffmpeg -f rtsp` does) to
+    /// paths under PREFIX, authenticating as USER with PASSWORD (Digest or Basic); repeat for more
+    /// prefixes. In the file: [[publish]] tables with prefix, user and password. Viewers play
+    /// rtsp://HOST:PORT/PREFIX/NAME [default: publishing off]
+    #[arg(long = "publish", value_name = "PREFIX=USER:PASSWORD", value_parser = parse_publish)]
+    pub publish: Vec<Rule>,
+
+    /// A publisher announcing a path that already has one takes it over (the first one's viewers
+    /// get a BYE); without it the second is refused with 455
+    #[arg(long = "publish-replace")]
+    pub publish_replace: bool,
+
+    /// Most a publisher may send, in kilobits a second; what comes faster is dropped (and
+    /// counted), so a flooding publisher cannot take the server's time [default: 100000]
+    #[arg(long = "publish-max-kbps", value_name = "KBPS")]
+    pub publish_max_kbps: Option<u64>,
+
+    /// The interface (its IPv4 address) on which to join the multicast groups that `.sdp` files
+    /// in the media folder name [default: the kernel's choice]
+    #[arg(long = "multicast-interface", value_name = "ADDR")]
+    pub multicast_interface: Option<std::net::Ipv4Addr>,
     /// Users file (`realm NAME`, then `user:argon2id:md5-ha1:sha256-ha1` lines, as `streamalot
     /// passwd` writes them) for paths whose qtaccess names no AuthUserFile [default: none]
     #[arg(long, value_name = "FILE")]
@@ -246,6 +268,9 @@ pub fn loopback_blocks() -> Vec<Cidr> {
     ]
 }
 
+fn parse_publish(text: &str) -> Result<Rule, String> {
+    text.parse()
+}
 /// The default RTSPS port (RFC 7826's `rtsps` registration).
 pub const DEFAULT_RTSPS_PORT: u16 = 322;
 
@@ -287,6 +312,14 @@ pub struct Config {
     pub stats_json: Option<PathBuf>,
     /// How the shards send their rounds.
     pub send_path: SendPath,
+    /// Who may publish live broadcasts where; empty: nobody.
+    pub publish: Vec<Rule>,
+    /// Whether a second publisher to a busy path replaces the first.
+    pub publish_replace: bool,
+    /// Most a publisher may send, in bits a second.
+    pub publish_max_bitrate: u64,
+    /// Where `.sdp` sources join their multicast groups.
+    pub multicast_interface: Option<std::net::Ipv4Addr>,
     /// The admin API's bearer token; `None`: the admin API is off.
     pub admin_token: Option<Secret>,
     /// Who may reach the admin API and the status page; never empty.
@@ -397,6 +430,19 @@ struct FileSettings {
     admin_token: Option<String>,
     admin_allow: Option<Vec<String>>,
     metrics_allow: Option<Vec<String>>,
+    publish: Option<Vec<PublishEntry>>,
+    publish_replace: Option<bool>,
+    publish_max_kbps: Option<u64>,
+    multicast_interface: Option<std::net::Ipv4Addr>,
+}
+
+/// A `[[publish]]` table.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PublishEntry {
+    prefix: String,
+    user: String,
+    password: String,
 }
 
 /// `rtsp_port = 554` or `rtsp_port = [554, 8554]`.
@@ -602,6 +648,24 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     };
     let send_path = pick(args.send_path, file_path, &file_origin).map_or(DEFAULT_SEND_PATH, |v| v.0);
 
+    let publish = if !args.publish.is_empty() {
+        args.publish.clone()
+    } else {
+        let mut rules = Vec::new();
+        for e in file.publish.unwrap_or_default() {
+            let rule = Rule::new(&e.prefix, &e.user, &e.password)
+                .map_err(|why| invalid("publish", &e.prefix, file_origin.clone(), why))?;
+            rules.push(rule);
+        }
+        rules
+    };
+    let publish_replace =
+        pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
+    let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
+        Some((0, origin)) => return Err(invalid("publish_max_kbps", 0, origin, "must be at least 1")),
+        Some((n, _)) => n.saturating_mul(1000),
+        None => crate::live::ingest::DEFAULT_MAX_BITRATE,
+    };
     let mut access = file.access.unwrap_or_default();
     crate::access::resolve_paths(&mut access, &file_dir);
     if let Some(u) = &args.users {
@@ -738,6 +802,10 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         stats_interval,
         stats_json,
         send_path,
+        publish,
+        publish_replace,
+        publish_max_bitrate,
+        multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),
         access,
         rtsps_ports,
         tls,

@@ -17,9 +17,16 @@
 //!    along), and everything else is answered here ([`Route::Answer`]):
 //!    OPTIONS, keep-alives sent before a session exists (some clients ping
 //!    with GET_PARAMETER as soon as they connect), 454 for PLAY, PAUSE and
-//!    TEARDOWN outside a session, 405 for the recording methods, 501 for the
-//!    rest. Bytes that do not parse as a message at all get their status
-//!    from [`reject`].
+//!    TEARDOWN outside a session, 405 for the recording methods (when
+//!    publishing is off), 501 for the rest. Bytes that do not parse as a
+//!    message at all get their status from [`reject`].
+//!
+//! Before 2, the publishing requests (ANNOUNCE, a SETUP with `mode=record`,
+//! RECORD), when publishing is on: checked against the publish rules
+//! ([`Gate`]: 401 with challenges, 403), then ANNOUNCE opens a broadcast
+//! ([`Route::Announce`]), a record SETUP outside a session sets up one of
+//! its streams ([`Route::Publish`]), and RECORD outside a session is 454.
+//! With a `Session` header they go on to step 2 like any request.
 //!
 //! # Access control
 //!
@@ -59,6 +66,7 @@
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 
 use loader::Movie;
 use proto::rtsp::header::{Lower, Transport};
@@ -69,11 +77,15 @@ use tracing::{debug, info};
 use crate::access::{self, Access, Class, Decision, Grant};
 use crate::http::{HttpRoute, Routes};
 use crate::library::LibraryError;
+use crate::live::publish::Gate as PublishGate;
 use crate::pacer::SessionKey;
 use crate::source::Nanos;
 
 /// The methods the server implements, for `Public` and `Allow`.
 pub const PUBLIC_METHODS: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+/// The same, when publishing is on.
+pub const PUBLIC_METHODS_PUBLISHING: &str =
+    "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, RECORD, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
 /// What the door knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +108,12 @@ pub enum Route {
     Open { path: String, interleaved: bool },
     /// A request for session `key`, which exists.
     Session(SessionKey),
+    /// ANNOUNCE of a broadcast at `path` by `user`, whom the publish rules
+    /// allow there.
+    Announce { path: String, user: String },
+    /// A SETUP with `mode=record` outside a session, allowed by the publish
+    /// rules: a stream of the broadcast its connection announced.
+    Publish { path: String },
 }
 
 /// What the access check says about a request.
@@ -120,6 +138,8 @@ pub struct Door {
     /// Whether publishing requests (ANNOUNCE, RECORD, SETUP with
     /// `mode=record`) are routed, and so judged as `Class::Write`.
     publishing: bool,
+    /// Who may publish where; `None`: nobody, anywhere.
+    publish: Option<Rc<PublishGate>>,
 }
 
 impl Door {
@@ -133,6 +153,7 @@ impl Door {
             routes,
             access: None,
             publishing: false,
+            publish: None,
         }
     }
 
@@ -279,6 +300,61 @@ impl Door {
         }
     }
 
+    /// The door, letting publishers in by `gate`'s rules. They judge the
+    /// publishing requests alone: those are not asked of the access rules
+    /// as well (a Digest answer can answer one challenge, not two), so
+    /// `with_publishing` stays off.
+    pub fn with_publish_rules(mut self, gate: PublishGate) -> Door {
+        self.publish = Some(Rc::new(gate));
+        self
+    }
+
+    /// The publish rules, if publishing is on.
+    pub fn publishing(&self) -> Option<&PublishGate> {
+        self.publish.as_deref()
+    }
+
+    fn public_methods(&self) -> &'static str {
+        if self.publish.is_some() {
+            PUBLIC_METHODS_PUBLISHING
+        } else {
+            PUBLIC_METHODS
+        }
+    }
+
+    /// The publishing requests (ANNOUNCE, a SETUP with `mode=record`,
+    /// RECORD) when publishing is on: checked against the publish rules
+    /// (401 with challenges, or 403), then routed. `None` for every other
+    /// request.
+    fn route_publishing(&self, req: &Request, caller: &Caller, cseq: &str) -> Option<Route> {
+        let gate = self.publish.as_ref()?;
+        let record_setup = req.method == Method::Setup && wants_record(req);
+        if !matches!(req.method, Method::Announce | Method::Record) && !record_setup {
+            return None;
+        }
+        let Some((path, _)) = split_uri(&req.uri) else {
+            return Some(Route::Answer(Response::new(400, Some(cseq))));
+        };
+        let user = match gate.check(req, path, caller.client.ip()) {
+            Ok(user) => user,
+            Err(refusal) => {
+                debug!(client = %caller.client, uri = %req.uri, status = refusal.status.code(), "publishing refused");
+                return Some(Route::Answer(refusal));
+            }
+        };
+        if req.headers.get("Session").is_some() {
+            // Allowed, and for a session: the session's owner decides.
+            return None;
+        }
+        let path = path.to_owned();
+        Some(match req.method {
+            Method::Announce => Route::Announce { path, user },
+            Method::Setup => Route::Publish { path },
+            // RECORD without the session an ANNOUNCE and SETUP made.
+            _ => Route::Answer(Response::new(454, Some(cseq))),
+        })
+    }
+
     /// Classifies an HTTP request head from `caller`.
     pub fn route_http(&self, head: &proto::http::Head, _caller: &Caller) -> HttpRoute {
         crate::http::route(head, &self.routes)
@@ -286,10 +362,13 @@ impl Door {
 
     /// Classifies `req`, which came from `caller`. `exists` says whether a
     /// session key is one the calling core knows.
-    pub fn route(&self, req: &Request, _caller: &Caller, exists: impl Fn(SessionKey) -> bool) -> Route {
+    pub fn route(&self, req: &Request, caller: &Caller, exists: impl Fn(SessionKey) -> bool) -> Route {
         let Some(cseq) = req.cseq() else {
             return Route::Answer(Response::new(400, None));
         };
+        if let Some(route) = self.route_publishing(req, caller, cseq) {
+            return route;
+        }
         if let Some(header) = req.headers.get("Session") {
             return match parse_session_id(header) {
                 Some(key) if exists(key) => Route::Session(key),
@@ -312,7 +391,7 @@ impl Door {
                     }
                 }
             }
-            Method::Options => Route::Answer(Response::new(200, Some(cseq)).header("Public", PUBLIC_METHODS)),
+            Method::Options => Route::Answer(Response::new(200, Some(cseq)).header("Public", self.public_methods())),
             // PLAY, PAUSE and TEARDOWN only mean something within a session.
             Method::Play | Method::Pause | Method::Teardown => Route::Answer(Response::new(454, Some(cseq))),
             // Keep-alives before a session exists, or pings.
@@ -360,30 +439,35 @@ fn wants_record(req: &Request) -> bool {
 pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>) -> Response {
     let cseq = req.cseq();
     match movie {
-        Ok(movie) => {
-            let base = match req.uri.split_once("://") {
-                // The client's own scheme: an rtsps:// client resolves its
-                // tracks over TLS too.
-                Some((scheme, rest)) => {
-                    let authority = rest.split('/').next().unwrap_or_default();
-                    let scheme = if scheme.eq_ignore_ascii_case("rtsps") {
-                        "rtsps"
-                    } else {
-                        "rtsp"
-                    };
-                    format!("{scheme}://{authority}{path}/")
-                }
-                None => format!("{path}/"),
-            };
-            Response::new(200, cseq)
-                .header("Content-Base", base)
-                .body("application/sdp", movie.sdp().as_bytes().to_vec())
-        }
+        Ok(movie) => describe_sdp(req, path, movie.sdp()),
         Err(e) => {
             debug!(uri = %req.uri, error = %e, "DESCRIBE refused");
             Response::new(e.status(), cseq)
         }
     }
+}
+
+/// The answer to a DESCRIBE of `path` whose presentation is `sdp` (a
+/// movie's, or a live broadcast's), with the base URL its relative track
+/// controls resolve against.
+pub fn describe_sdp(req: &Request, path: &str, sdp: &str) -> Response {
+    let base = match req.uri.split_once("://") {
+        // The client's own scheme: an rtsps:// client resolves its
+        // tracks over TLS too.
+        Some((scheme, rest)) => {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let scheme = if scheme.eq_ignore_ascii_case("rtsps") {
+                "rtsps"
+            } else {
+                "rtsp"
+            };
+            format!("{scheme}://{authority}{path}/")
+        }
+        None => format!("{path}/"),
+    };
+    Response::new(200, req.cseq())
+        .header("Content-Base", base)
+        .body("application/sdp", sdp.as_bytes().to_vec())
 }
 
 /// A session key as clients see it: 16 hexadecimal digits.
@@ -587,6 +671,54 @@ mod tests {
         );
         // Without access rules everything passes.
         assert!(matches!(gate(&Door::new(), announce), Gate::Pass(None)));
+    }
+
+    #[test]
+    fn publishing_requests_are_checked_then_routed() {
+        fn clock() -> crate::source::Nanos {
+            1_000_000_000
+        }
+        let rules = vec!["/live=caster:s3cret".parse().unwrap()];
+        let door = Door::new().with_publish_rules(PublishGate::new(rules, [3; 32], clock));
+        let caller = Caller {
+            client: "192.0.2.1:4000".parse().unwrap(),
+        };
+        let route = |text: &str| door.route(&req(text), &caller, |key| key == 0xAB);
+        let auth = format!(
+            "Authorization: {}\r\n",
+            crate::access::basic::authorization("caster", "s3cret")
+        );
+        let announce = "ANNOUNCE rtsp://h/live/cam RTSP/1.0\r\nCSeq: 1\r\n";
+        assert!(matches!(route(&format!("{announce}\r\n")), Route::Answer(r) if r.status == 401));
+        assert!(matches!(
+            route(&format!("{announce}{auth}\r\n")),
+            Route::Announce { path, user } if path == "/live/cam" && user == "caster"
+        ));
+        let elsewhere = format!("ANNOUNCE rtsp://h/vod/a.mp4 RTSP/1.0\r\nCSeq: 1\r\n{auth}\r\n");
+        assert!(matches!(route(&elsewhere), Route::Answer(r) if r.status == 403));
+        let record_setup = format!(
+            "SETUP rtsp://h/live/cam/streamid=0 RTSP/1.0\r\nCSeq: 2\r\n{auth}\
+             Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n\r\n"
+        );
+        assert!(matches!(route(&record_setup), Route::Publish { path } if path == "/live/cam/streamid=0"));
+        let record = format!("RECORD rtsp://h/live/cam RTSP/1.0\r\nCSeq: 3\r\n{auth}\r\n");
+        assert!(
+            matches!(route(&record), Route::Answer(r) if r.status == 454),
+            "RECORD without a session"
+        );
+        let in_session =
+            format!("RECORD rtsp://h/live/cam RTSP/1.0\r\nCSeq: 3\r\n{auth}Session: 00000000000000AB\r\n\r\n");
+        assert!(matches!(route(&in_session), Route::Session(0xAB)));
+        let unauthorised = "RECORD rtsp://h/live/cam RTSP/1.0\r\nCSeq: 3\r\nSession: 00000000000000AB\r\n\r\n";
+        assert!(
+            matches!(route(unauthorised), Route::Answer(r) if r.status == 401),
+            "a session does not stand in for the credential"
+        );
+        // Playing is not publishing.
+        let play_setup = "SETUP rtsp://h/live/cam/trackID=1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP;unicast;client_port=5000-5001\r\n\r\n";
+        assert!(matches!(route(play_setup), Route::Open { .. }));
+        let options = route("OPTIONS * RTSP/1.0\r\nCSeq: 5\r\n\r\n");
+        assert!(matches!(options, Route::Answer(r) if r.headers.get("Public") == Some(PUBLIC_METHODS_PUBLISHING)));
     }
 
     #[test]

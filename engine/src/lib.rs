@@ -14,6 +14,7 @@ pub mod door;
 pub mod http;
 pub mod icecast;
 pub mod library;
+pub mod live;
 pub mod pacer;
 pub mod random;
 pub mod repair;

@@ -363,6 +363,25 @@ impl Library {
         }
     }
 
+    /// The file at a request path, by the same rules as a movie's (inside
+    /// the root, a regular file), for files the library does not index
+    /// itself: a broadcast's `.sdp`.
+    pub fn file(&self, path: &str) -> Result<PathBuf, LibraryError> {
+        let relative = decode_path(path).map_err(|why| LibraryError::BadPath {
+            path: path.to_owned(),
+            why,
+        })?;
+        let canonical = std::fs::canonicalize(self.root.join(&relative)).map_err(|e| fs_error(path, e))?;
+        let meta = std::fs::metadata(&canonical).map_err(|e| fs_error(path, e))?;
+        if !canonical.starts_with(&self.root) || !meta.is_file() {
+            return Err(LibraryError::NotFound {
+                path: path.to_owned(),
+                why: "no such file",
+            });
+        }
+        Ok(canonical)
+    }
+
     /// Finds the movie at a request path without indexing anything: checks
     /// the path, `stat`s the file and looks the version up. A version not
     /// indexed yet comes back as a [`Parse`] to run off the pacing cores; a

@@ -285,6 +285,7 @@ pub fn serve_due(
         if let Some(s) = source.streams_mut().get_mut(stream) {
             s.unsend(len);
         }
+        source.refused(stream);
     }
     source.next_due()
 }
@@ -741,8 +742,16 @@ mod tests {
         }
         let mut stats = ShardStats::default();
         let flushed = round.flush_with(&mut stats, |_, _| true);
-        assert_eq!((flushed.sent, stats.packets), (backlog, backlog as u64), "the whole backlog went");
-        assert!(round.pending.capacity() <= ROUND_PACKETS, "{} kept", round.pending.capacity());
+        assert_eq!(
+            (flushed.sent, stats.packets),
+            (backlog, backlog as u64),
+            "the whole backlog went"
+        );
+        assert!(
+            round.pending.capacity() <= ROUND_PACKETS,
+            "{} kept",
+            round.pending.capacity()
+        );
         queue(&mut round, 1, 0, dest, &owner, 100);
         let flushed = round.flush_with(&mut stats, |_, _| true);
         assert_eq!(flushed.sent, 1);

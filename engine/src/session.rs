@@ -6,7 +6,9 @@
 //! requests that name it (forwarded by the control core, or read from the
 //! session's own TCP connection) and drives its [`Source`].
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use loader::Movie;
@@ -14,7 +16,24 @@ use proto::rtsp::header::{npt, Lower, NptRange, ReplyTransport, Transport};
 use proto::rtsp::message::{Method, Request, Response};
 use proto::rtsp::url::split_uri;
 
-use crate::source::{MovieSource, Nanos, Source, StreamSeeds};
+use crate::live::Replica;
+use crate::source::{LiveSource, MovieSource, Nanos, Source, StreamSeeds};
+
+/// What a session presents: a movie, or a live broadcast (through the
+/// shard's replica of it).
+pub enum Media {
+    Movie(Arc<Movie>),
+    Live(Rc<RefCell<Replica>>),
+}
+
+impl Media {
+    fn has_track(&self, track_id: u32) -> bool {
+        match self {
+            Media::Movie(m) => m.hint_tracks().any(|t| t.id == track_id),
+            Media::Live(r) => r.borrow().desc.track_index(track_id).is_some(),
+        }
+    }
+}
 
 /// Where one set-up track's packets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +89,7 @@ pub struct Session {
     pub id: String,
     /// The movie's path in the library (`/sample.mp4`): the aggregate URL's path.
     pub path: String,
-    pub movie: Arc<Movie>,
+    pub media: Media,
     pub tracks: Vec<TrackSetup>,
     /// What it plays, once a track is set up.
     pub playback: Option<Source>,
@@ -86,10 +105,15 @@ pub struct Session {
 impl Session {
     /// A session for `movie`, made by its first SETUP.
     pub fn new(id: String, path: String, movie: Arc<Movie>, now: Nanos) -> Session {
+        Session::of(id, path, Media::Movie(movie), now)
+    }
+
+    /// A session for `media`, made by its first SETUP.
+    pub fn of(id: String, path: String, media: Media, now: Nanos) -> Session {
         Session {
             id,
             path,
-            movie,
+            media,
             tracks: Vec::new(),
             playback: None,
             user_agent: None,
@@ -163,7 +187,7 @@ impl Session {
             // onto one port pair, which RTP cannot demultiplex.
             return (Response::new(459, cseq), Effect::None);
         };
-        if !self.movie.hint_tracks().any(|t| t.id == track_id) {
+        if !self.media.has_track(track_id) {
             return (Response::new(404, cseq), Effect::None);
         }
         if self.playback.as_ref().is_some_and(|p| p.is_playing()) {
@@ -207,9 +231,13 @@ impl Session {
         }
         let ids: Vec<u32> = self.tracks.iter().map(|t| t.track_id).collect();
         let seeds: Vec<StreamSeeds> = self.tracks.iter().map(|t| t.seeds).collect();
-        match MovieSource::new(self.movie.clone(), &ids, &seeds) {
-            Ok(pb) => self.playback = Some(Source::Movie(pb)),
-            Err(_) => return (Response::new(404, cseq), Effect::None),
+        let source = match &self.media {
+            Media::Movie(movie) => MovieSource::new(movie.clone(), &ids, &seeds).ok().map(Source::Movie),
+            Media::Live(replica) => LiveSource::new(replica.clone(), &ids, &seeds).map(Source::Live),
+        };
+        match source {
+            Some(source) => self.playback = Some(source),
+            None => return (Response::new(404, cseq), Effect::None),
         }
         // The stream this SETUP named: on a second SETUP of an earlier
         // track it is not the last one.
@@ -299,7 +327,14 @@ impl Session {
             Some(Ok(r)) => Some(r),
             Some(Err(_)) => return (Response::new(457, cseq), Effect::None),
         };
-        let duration_ns = (self.movie.duration_secs() * 1e9) as i64;
+        let duration_ns = match &self.media {
+            Media::Movie(movie) => (movie.duration_secs() * 1e9) as i64,
+            // A live broadcast has no end to seek against: its range is
+            // `0-`, whatever the client asked.
+            Media::Live(_) => 0,
+        };
+        let live = matches!(self.media, Media::Live(_));
+        let range = if live { None } else { range };
         let Some(pb) = self.playback.as_mut() else {
             return (Response::new(455, cseq), Effect::None);
         };
@@ -323,16 +358,18 @@ impl Session {
             .collect();
         let end_ns = started.npt_end_ns.unwrap_or(duration_ns);
         self.play_status = Some(200);
+        let range = if live {
+            format!("npt={}-", npt(0.0))
+        } else {
+            format!(
+                "npt={}-{}",
+                npt(started.npt_start_ns as f64 / 1e9),
+                npt(end_ns as f64 / 1e9)
+            )
+        };
         let response = Response::new(200, cseq)
             .header("Session", self.session_header(ctx.timeout_secs))
-            .header(
-                "Range",
-                format!(
-                    "npt={}-{}",
-                    npt(started.npt_start_ns as f64 / 1e9),
-                    npt(end_ns as f64 / 1e9)
-                ),
-            )
+            .header("Range", range)
             .header("RTP-Info", rtp_info.join(","));
         (response, Effect::Schedule)
     }

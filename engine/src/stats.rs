@@ -92,6 +92,16 @@ pub struct ShardStats {
     /// Hint packets skipped because the loader could not decode them (a
     /// damaged sample in a movie): the operator's cue to check the file.
     pub skipped: u64,
+    /// Live packets the shard's replicas took from the control core.
+    pub live_received: u64,
+    /// Live packets not sent to a viewer: it fell behind the replica, or
+    /// the rest of a frame its full queue had refused part of.
+    pub live_dropped: u64,
+    /// Live packets a shard's channel had no room for (counted by the
+    /// control core, which sends them).
+    pub live_channel_full: u64,
+    /// Per live broadcast, by path.
+    pub live: BTreeMap<String, LiveStats>,
     /// Icecast listeners that joined, and that left (for any reason).
     pub listeners_started: u64,
     pub listeners_ended: u64,
@@ -129,6 +139,40 @@ fn add_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>, max: u64) {
     }
 }
 
+/// One live broadcast's figures: viewers from the shards, what came in
+/// from the control core.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LiveStats {
+    pub viewers: u64,
+    /// RTP packets and bytes taken from the publisher.
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// The publisher's packets refused (malformed, another SSRC or payload
+    /// type, past its byte budget).
+    pub refused_in: u64,
+    /// Seconds on the air, for the bitrate in.
+    pub secs: f64,
+}
+
+impl LiveStats {
+    fn merge(&mut self, o: &LiveStats) {
+        self.viewers += o.viewers;
+        self.packets_in += o.packets_in;
+        self.bytes_in += o.bytes_in;
+        self.refused_in += o.refused_in;
+        self.secs = self.secs.max(o.secs);
+    }
+
+    /// The average bitrate in, bits a second.
+    pub fn bitrate_in(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.bytes_in as f64 * 8.0 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
 impl Default for ShardStats {
     fn default() -> Self {
         ShardStats {
@@ -140,6 +184,10 @@ impl Default for ShardStats {
             sessions_ended: 0,
             bad_rtcp: 0,
             skipped: 0,
+            live_received: 0,
+            live_dropped: 0,
+            live_channel_full: 0,
+            live: BTreeMap::new(),
             listeners_started: 0,
             listeners_ended: 0,
             listeners_dropped: 0,
@@ -185,6 +233,12 @@ impl ShardStats {
         self.sessions_ended += other.sessions_ended;
         self.bad_rtcp += other.bad_rtcp;
         self.skipped += other.skipped;
+        self.live_received += other.live_received;
+        self.live_dropped += other.live_dropped;
+        self.live_channel_full += other.live_channel_full;
+        for (path, l) in &other.live {
+            self.live.entry(path.clone()).or_default().merge(l);
+        }
         self.listeners_started += other.listeners_started;
         self.listeners_ended += other.listeners_ended;
         self.listeners_dropped += other.listeners_dropped;
@@ -225,6 +279,18 @@ impl ShardStats {
                 "started": self.sessions_started,
                 "ended": self.sessions_ended,
                 "live": self.live_sessions(),
+            },
+            "live": {
+                "received": self.live_received,
+                "dropped": self.live_dropped,
+                "channel_full": self.live_channel_full,
+                "streams": self.live.iter().map(|(path, l)| (path.clone(), serde_json::json!({
+                    "viewers": l.viewers,
+                    "packets_in": l.packets_in,
+                    "bytes_in": l.bytes_in,
+                    "refused_in": l.refused_in,
+                    "bitrate_in": l.bitrate_in().round(),
+                }))).collect::<serde_json::Map<String, serde_json::Value>>(),
             },
             "listeners": {
                 "started": self.listeners_started,
@@ -280,6 +346,26 @@ impl ShardStats {
             group(self.bad_rtcp),
             group(self.skipped)
         );
+        if self.live_received > 0 || !self.live.is_empty() {
+            let _ = writeln!(
+                out,
+                "  live      {} packets fanned out to the shards, {} lost between cores (channel full), {} dropped for slow viewers",
+                group(self.live_received),
+                group(self.live_channel_full),
+                group(self.live_dropped)
+            );
+            for (path, l) in &self.live {
+                let _ = writeln!(
+                    out,
+                    "    {path}  {} viewers, {} packets in ({}, {:.0} kbit/s), {} refused",
+                    group(l.viewers),
+                    group(l.packets_in),
+                    human_bytes(l.bytes_in),
+                    l.bitrate_in() / 1000.0,
+                    group(l.refused_in)
+                );
+            }
+        }
         // Only for servers that have had listeners: the report of an RTSP
         // server stays as it was.
         if self.listeners_started > 0 {

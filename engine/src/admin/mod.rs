@@ -364,11 +364,55 @@ pub async fn answer(req: &Request, server: &dyn ServerView) -> Response {
                 error(404, format!("no session {}", session_id(key)))
             }
         }
-        // Live broadcasts and channels are not served yet: there are none
-        // to list or stop, and the lists have the shape they will fill.
-        Call::Streams => json_response(200, &json!({ "streams": [] })),
-        Call::Publishers => json_response(200, &json!({ "publishers": [] })),
-        Call::StopPublisher(id) => error(404, format!("no publisher {id:?}")),
+        Call::Streams => {
+            let live = server.stats().await.live;
+            let streams: Vec<_> = server
+                .publishers()
+                .into_iter()
+                .filter(|p| p.on_air)
+                .map(|p| {
+                    let viewers = live.get(&p.path).map_or(0, |l| l.viewers);
+                    json!({
+                        "path": p.path,
+                        "publisher": p.id,
+                        "viewers": viewers,
+                        "streams": p.streams.iter().map(|(kind, clock)| json!({ "kind": kind, "clock_rate": clock })).collect::<Vec<_>>(),
+                        "bitrate_in": if p.secs > 0.0 { (p.bytes_in as f64 * 8.0 / p.secs).round() } else { 0.0 },
+                    })
+                })
+                .collect();
+            json_response(200, &json!({ "streams": streams }))
+        }
+        Call::Publishers => {
+            let publishers: Vec<_> = server
+                .publishers()
+                .into_iter()
+                .map(|p| {
+                    json!({
+                        "id": p.id,
+                        "path": p.path,
+                        "client": p.client.to_string(),
+                        "user": p.user,
+                        "state": if p.on_air { "recording" } else { "announced" },
+                        "transport": p.transport,
+                        "packets_in": p.packets_in,
+                        "bytes_in": p.bytes_in,
+                        "refused_in": p.refused_in,
+                        "age_secs": p.secs,
+                    })
+                })
+                .collect();
+            json_response(200, &json!({ "publishers": publishers }))
+        }
+        Call::StopPublisher(id) => {
+            if server.stop_publisher(&id) {
+                json_response(200, &json!({ "stopped": id }))
+            } else {
+                error(404, format!("no publisher {id:?}"))
+            }
+        }
+        // Channels are not served inside the server yet: the list has the
+        // shape it will fill.
         Call::Channels => json_response(200, &json!({ "channels": [] })),
         Call::ReloadLibrary => {
             let dropped = server.reload_library();

@@ -134,6 +134,36 @@ pub trait ServerView {
     fn control_requests(&self) -> RequestCounts;
     /// Packets and bytes sent, as sampled over the last minutes.
     fn throughput(&self) -> Vec<Sample>;
+    /// The live broadcasts' publishers (on the air or announced).
+    fn publishers(&self) -> Vec<PublisherView> {
+        Vec::new()
+    }
+    /// Stops the publisher whose session ID is `id` (its broadcast ends):
+    /// `false` if there is none.
+    fn stop_publisher(&self, id: &str) -> bool {
+        let _ = id;
+        false
+    }
+}
+
+/// A live broadcast's publisher, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublisherView {
+    /// Its session ID.
+    pub id: String,
+    pub path: String,
+    /// `0.0.0.0` for an `.sdp` source.
+    pub client: std::net::IpAddr,
+    pub user: String,
+    pub on_air: bool,
+    /// `tcp`, `udp`, or `sdp` for an `.sdp` source.
+    pub transport: &'static str,
+    /// Per stream: its media kind and RTP encoding's clock rate.
+    pub streams: Vec<(String, u32)>,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub refused_in: u64,
+    pub secs: f64,
 }
 
 /// The server's totals at one moment, for the throughput chart.

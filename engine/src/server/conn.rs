@@ -92,6 +92,13 @@ pub(crate) struct Link {
     pub out: Vec<u8>,
     /// Set with [`Step::Leave`].
     pub leave: Option<Leave>,
+    /// The publisher session this connection announced, if any: its `$`
+    /// frames are the broadcast's media, and it ends with the connection.
+    pub publisher: Option<SessionKey>,
+    /// Whether the wire has been told that silence is no stall (a
+    /// publisher whose media comes over UDP says nothing on its
+    /// connection).
+    silence_ok: bool,
     /// The socket, to hand the connection over.
     fd: RawFd,
 }
@@ -105,6 +112,8 @@ impl Link {
             buf: pending,
             out: Vec::new(),
             leave: None,
+            publisher: None,
+            silence_ok: false,
             fd,
         }
     }
@@ -162,6 +171,9 @@ pub(crate) trait Wire {
     /// it added, 0 at the end of the stream.
     fn read_more(&mut self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<usize>>;
     fn write_out(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>>;
+    /// Stops timing out on silence: the connection's peer need say nothing
+    /// for a long time (a publisher whose media comes over UDP).
+    fn allow_silence(&mut self) {}
 }
 
 impl Wire for TcpStream {
@@ -171,6 +183,10 @@ impl Wire for TcpStream {
 
     async fn write_out(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write_all(bytes).await
+    }
+
+    fn allow_silence(&mut self) {
+        let _ = self.set_read_timeout(None);
     }
 }
 
@@ -231,6 +247,10 @@ pub(crate) async fn serve<H: Host, W: Wire>(host: &H, link: &mut Link, wire: &mu
             }
         }
         release_if_empty(&mut link.buf);
+        if link.publisher.is_some() && !link.silence_ok {
+            wire.allow_silence();
+            link.silence_ok = true;
+        }
         match wire.read_more(&mut link.buf).await {
             Ok(0) | Err(_) => return Step::Close,
             Ok(_) => {}

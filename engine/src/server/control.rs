@@ -38,6 +38,8 @@ use crate::icecast::files::Files;
 use crate::icecast::listener::ListenerStart;
 use crate::library::Library;
 use crate::library::LibraryError;
+use crate::live;
+use crate::live::registry::{Path as LivePath, Phase, Publisher, Wanted};
 use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId, Snapshot};
 use crate::stats::{RequestCounts, ShardStats};
@@ -76,6 +78,14 @@ struct Control {
     /// Gives a connection's count back (for legs, which outlive the task
     /// that accepted them).
     release: Rc<dyn Fn(IpAddr)>,
+    /// The live broadcasts' publishers.
+    live: RefCell<live::Registry>,
+    /// Each shard's live channel.
+    live_shards: Vec<ConnectedSender<live::ToShard>>,
+    /// Live packets a full shard channel had no room for.
+    live_channel_full: Cell<u64>,
+    /// Itself, for the tasks it starts (a publisher's UDP readers).
+    me: std::rc::Weak<Control>,
     /// RTSPS's settings, replaced on SIGHUP when the files load.
     tls: RefCell<Option<Arc<futures_rustls::rustls::ServerConfig>>>,
     /// RTSP responses written here, by method and status.
@@ -135,12 +145,17 @@ pub async fn run(
     signals: Signals,
     to_shards: Vec<SharedSender<ToShard>>,
     from_shards: Vec<SharedReceiver<FromShard>>,
+    live_to_shards: Vec<SharedSender<live::ToShard>>,
     door_access: Option<crate::access::Access>,
     tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
 ) -> Result<(), ServeError> {
     let mut shards = Vec::new();
     for tx in to_shards {
         shards.push(tx.connect().await);
+    }
+    let mut live_shards = Vec::new();
+    for tx in live_to_shards {
+        live_shards.push(tx.connect().await);
     }
     let log = AccessLog::open(config.access_log.as_deref()).map_err(ServeError::AccessLog)?;
     // HTTP handlers (the admin API, /metrics, the status page, Icecast)
@@ -159,10 +174,31 @@ pub async fn run(
             queue_bytes: config.listener_queue_bytes,
         },
     );
+    let mut door = Door::with_routes(routes).with_access(door_access);
+    if !config.publish.is_empty() {
+        let mut secret = [0u8; 32];
+        if let Err(e) = getrandom::getrandom(&mut secret) {
+            warn!(error = %e, "no random numbers for the publishers' Digest nonces; publishing stays off");
+        } else {
+            for rule in &config.publish {
+                info!(prefix = %rule.prefix, user = %rule.user, "publishing allowed");
+            }
+            door = door.with_publish_rules(live::publish::Gate::new(config.publish.clone(), secret, now));
+        }
+    }
     let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
+        let myself = me.clone();
         let me = me.clone();
         Control {
-            door: Door::with_routes(routes).with_access(door_access),
+            me: myself,
+            live: RefCell::new(live::Registry::new(
+                config.publish_replace,
+                config.publish_max_bitrate,
+                config.session_timeout,
+            )),
+            live_shards,
+            live_channel_full: Cell::new(0),
+            door,
             limits: conn::limits(&config),
             library,
             admission: RefCell::new(Admission::new(admission::Limits::from_config(&config), shards.len())),
@@ -257,6 +293,7 @@ pub async fn run(
             warn!(error = %e, "cannot write the access log");
         }
         ctl.expire_tunnel_legs();
+        ctl.expire_publishers();
         if Instant::now() >= next_file_check {
             for path in ctl.library.check_files() {
                 warn!(
@@ -294,6 +331,10 @@ pub async fn run(
     info!("shutting down: saying goodbye to clients");
     for t in accept_tasks {
         let _ = t.cancel().await;
+    }
+    let keys: Vec<SessionKey> = ctl.live.borrow().publishers().map(|p| p.key).collect();
+    for key in keys {
+        ctl.end_publisher(key, "server shutdown", 200);
     }
     for s in &ctl.shards {
         let _ = s.send(ToShard::Command(Command::Shutdown)).await;
@@ -416,6 +457,16 @@ async fn collect_stats(ctl: &Control) -> ShardStats {
             total.merge(&stats);
         }
     }
+    let t = now();
+    for p in ctl.live.borrow().publishers() {
+        let l = total.live.entry(p.desc.path.clone()).or_default();
+        let c = &p.ingest.counters;
+        l.packets_in += c.packets;
+        l.bytes_in += c.bytes;
+        l.refused_in += c.refused();
+        l.secs = t.saturating_sub(p.started) as f64 / 1e9;
+    }
+    total.live_channel_full += ctl.live_channel_full.get();
     total
 }
 
@@ -577,6 +628,9 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
         }
         _ => {}
     }
+    if let Some(key) = link.publisher {
+        ctl.end_publisher(key, "connection closed", 200);
+    }
     let _ = stream.close().await;
     ctl.admission.borrow_mut().disconnect(client.ip());
 }
@@ -637,7 +691,7 @@ impl Control {
     /// and `false` says the connection stays here to be closed.
     async fn hand_over(&self, shard: usize, command: Command, conn: std::io::Result<Handover>) -> bool {
         let key = match &command {
-            Command::NewSession { key, .. } => Some(*key),
+            Command::NewSession { key, .. } | Command::NewViewer { key, .. } => Some(*key),
             _ => None,
         };
         let sent = match conn {
@@ -762,6 +816,280 @@ impl Control {
         }
     }
 
+    /// The answer to a DESCRIBE of a live path: the broadcast's SDP, or 404
+    /// where broadcasts are published and none is on the air. `None` for
+    /// other paths.
+    fn describe_live(&self, req: &Request, path: &str) -> Option<Response> {
+        if let Some(desc) = self.live.borrow().on_air(path) {
+            return Some(door::describe_sdp(req, path, &desc.sdp));
+        }
+        let gate = self.door.publishing()?;
+        gate.is_live_path(path).then(|| Response::new(404, req.cseq()))
+    }
+
+    /// A session key no session or publisher has.
+    fn new_key(&self) -> SessionKey {
+        loop {
+            let k = crate::random::u64();
+            if k != 0 && !self.exists(k) {
+                return k;
+            }
+        }
+    }
+
+    /// The broadcast an `.sdp` file at `path` describes, put on the air if
+    /// it is not yet: its ports bound (and groups joined), its readers
+    /// started, the shards told. `None` if `path` is no such file.
+    async fn sdp_source(&self, path: &str) -> Option<Arc<live::Description>> {
+        if !path.ends_with(".sdp") {
+            return None;
+        }
+        if let Some(d) = self.live.borrow().on_air(path) {
+            return Some(d.clone());
+        }
+        let file = self.library.file(path).ok()?;
+        let text = match std::fs::read(&file) {
+            Ok(t) if t.len() <= MAX_SDP_FILE => t,
+            Ok(_) => {
+                warn!(path, "an .sdp file over 64 KiB; not a session description");
+                return None;
+            }
+            Err(e) => {
+                warn!(path, error = %e, "cannot read an .sdp file");
+                return None;
+            }
+        };
+        let id = self.live.borrow_mut().take_id();
+        let (desc, listen) = match live::sdp_source::parse(id, path, &text) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(path, error = %e, "an .sdp file that describes no broadcast");
+                return None;
+            }
+        };
+        let mut sockets = Vec::new();
+        for l in &listen {
+            match bind_source(l, self.config.bind, self.config.multicast_interface) {
+                Ok(pair) => sockets.push((l.track, pair)),
+                Err(e) => {
+                    // Perhaps a viewer opened it meanwhile: its sockets have the ports.
+                    if let Some(d) = self.live.borrow().on_air(path) {
+                        return Some(d.clone());
+                    }
+                    warn!(path, port = l.port, error = %e, "cannot receive an .sdp file's stream");
+                    return None;
+                }
+            }
+        }
+        let key = self.new_key();
+        let desc = self.live.borrow_mut().open_source(key, desc, &listen, now());
+        for (track, (rtp, rtcp)) in sockets {
+            for (socket, is_rtcp) in [(rtp, false), (rtcp, true)] {
+                glommio::spawn_local(udp_ingest(self.me.clone(), key, track, socket, is_rtcp, None)).detach();
+            }
+        }
+        for tx in &self.live_shards {
+            let _ = tx.send(live::ToShard::Start(desc.clone())).await;
+        }
+        info!(
+            path,
+            streams = desc.tracks.len(),
+            "broadcast of an .sdp file on the air"
+        );
+        Some(desc)
+    }
+
+    /// An ANNOUNCE the publish rules allowed: a new publisher session,
+    /// bound to this connection.
+    fn announce(&self, link: &mut Link, req: &Request, path: &str, user: String) {
+        if link.publisher.is_some() {
+            // One broadcast per connection: its `$` frames are that one's.
+            self.reply(link, Some(&req.method), &Response::new(455, req.cseq()));
+            return;
+        }
+        let key = self.new_key();
+        let (response, replaced) = self
+            .live
+            .borrow_mut()
+            .announce(key, path, req, link.client, user, now());
+        if let Some(old) = replaced {
+            self.ended(old, "replaced by another publisher", 200);
+        }
+        if response.status == 200 {
+            info!(client = %link.client, path, "broadcast announced");
+            link.publisher = Some(key);
+        } else {
+            self.log_record(&AccessRecord::refused(link.client, req, response.status.code()));
+        }
+        self.reply(link, Some(&req.method), &response);
+    }
+
+    /// A record SETUP of publisher session `key`: interleaved on this
+    /// connection, or to a UDP pair bound for it.
+    fn publisher_setup(&self, link: &mut Link, key: SessionKey, req: &Request) {
+        let wanted = self.live.borrow().wanted(key, req);
+        let (track, wanted) = match wanted {
+            Ok(w) => w,
+            Err(r) => return self.reply(link, Some(&req.method), &r),
+        };
+        let path = match wanted {
+            // The frames must come on the connection that announced.
+            Wanted::Tcp(..) if link.publisher != Some(key) => {
+                return self.reply(link, Some(&req.method), &Response::new(461, req.cseq()));
+            }
+            Wanted::Tcp(rtp_channel, rtcp_channel) => LivePath::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            },
+            Wanted::Udp(rtp, rtcp) => {
+                let pair = net::bind_pair(self.config.bind, self.config.rtp_ports.clone());
+                let (pair, ports) = match pair.and_then(|p| p.ports().map(|ports| (p, ports))) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        warn!(error = %e, "no UDP port pair for a publisher; widen --rtp-ports");
+                        return self.reply(link, Some(&req.method), &Response::new(453, req.cseq()));
+                    }
+                };
+                let from = Some(link.client.ip());
+                let net::UdpPair {
+                    rtp: rtp_socket,
+                    rtcp: rtcp_socket,
+                } = pair;
+                for (socket, is_rtcp) in [(rtp_socket, false), (rtcp_socket, true)] {
+                    let ctl = self.me.clone();
+                    glommio::spawn_local(udp_ingest(ctl, key, track, socket, is_rtcp, from)).detach();
+                }
+                LivePath::Udp {
+                    client: (rtp, rtcp),
+                    server: ports,
+                }
+            }
+        };
+        let response = self.live.borrow_mut().set_up(key, req, track, path, now());
+        self.reply(link, Some(&req.method), &response);
+    }
+
+    /// A request naming publisher session `key`.
+    async fn publisher_request(&self, link: &mut Link, key: SessionKey, req: &Request) {
+        if req.method == proto::rtsp::message::Method::Setup {
+            return self.publisher_setup(link, key, req);
+        }
+        let (response, started, gone) = self.live.borrow_mut().request(key, req, now());
+        if let Some(desc) = started {
+            // Before the answer: the shards know the broadcast before its
+            // first packet, which the publisher sends once answered.
+            for tx in &self.live_shards {
+                let _ = tx.send(live::ToShard::Start(desc.clone())).await;
+            }
+        }
+        if let Some(p) = gone {
+            if link.publisher == Some(key) {
+                link.publisher = None;
+            }
+            self.ended(p, "teardown", 200);
+        }
+        self.reply(link, Some(&req.method), &response);
+    }
+
+    /// Media from publisher `key` for stream `track`: RTP, or RTCP.
+    fn ingest(&self, key: SessionKey, track: usize, rtcp: bool, data: &[u8]) {
+        let t = now();
+        let mut registry = self.live.borrow_mut();
+        let Some(p) = registry.get_mut(key) else { return };
+        if p.phase != Phase::Recording {
+            return;
+        }
+        let id = p.desc.id;
+        if rtcp {
+            if let Some((ntp, rtp_ts)) = p.ingest.rtcp(track, data) {
+                drop(registry);
+                for tx in &self.live_shards {
+                    let report = live::ToShard::Report {
+                        id,
+                        track: track as u8,
+                        ntp,
+                        rtp_ts,
+                        at: t,
+                    };
+                    // A report lost to a full channel is made good by the next.
+                    let _ = tx.try_send(report);
+                }
+            }
+            return;
+        }
+        match p.ingest.rtp(track, data, t) {
+            Ok(packet) => {
+                drop(registry);
+                for tx in &self.live_shards {
+                    let news = live::ToShard::Packet {
+                        id,
+                        packet: packet.clone(),
+                    };
+                    if tx.try_send(news).is_err() {
+                        self.live_channel_full.set(self.live_channel_full.get() + 1);
+                    }
+                }
+            }
+            Err(e) => {
+                let c = p.ingest.counters;
+                let refused = c.refused();
+                let of_kind = match e {
+                    live::ingest::Refused::Malformed(_) => c.malformed,
+                    live::ingest::Refused::OverBudget => c.over_budget,
+                    _ => c.wrong_stream,
+                };
+                // Said at the 1st, 2nd, 4th, 8th... refusal of each kind:
+                // clear, and never a flood of its own.
+                if of_kind.is_power_of_two() {
+                    warn!(path = %p.desc.path, client = %p.client, error = %e, refused, "publisher's packet refused");
+                }
+            }
+        }
+    }
+
+    /// Ends publisher `key`'s session (and its broadcast), if it is still on.
+    fn end_publisher(&self, key: SessionKey, why: &str, status: u16) {
+        let gone = self.live.borrow_mut().remove(key);
+        if let Some(p) = gone {
+            self.ended(p, why, status);
+        }
+    }
+
+    /// A publisher gone: its access-log line, and its broadcast's end for
+    /// the shards (after every packet sent them before).
+    fn ended(&self, p: Publisher, why: &str, status: u16) {
+        let c = p.ingest.counters;
+        info!(
+            path = %p.desc.path, client = %p.client, why,
+            packets = c.packets, bytes = c.bytes, refused = c.refused(),
+            "broadcast over"
+        );
+        self.log_record(&p.record(now(), status));
+        if p.phase == Phase::Recording {
+            let id = p.desc.id;
+            if let Some(ctl) = self.me.upgrade() {
+                glommio::spawn_local(async move {
+                    for tx in &ctl.live_shards {
+                        let _ = tx.send(live::ToShard::End { id }).await;
+                    }
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Ends the broadcasts whose publishers went silent, and announcements
+    /// never recorded.
+    fn expire_publishers(&self) {
+        if self.live.borrow().is_empty() {
+            return;
+        }
+        let gone = self.live.borrow_mut().expire(now());
+        for (p, why) in gone {
+            self.ended(p, why, 408);
+        }
+    }
+
     /// Answers a SETUP that opened no session with `status`, and logs it.
     fn refuse(&self, link: &mut Link, req: &Request, status: u16) {
         self.log_record(&AccessRecord::refused(link.client, req, status));
@@ -786,7 +1114,7 @@ impl Host for Control {
     }
 
     fn exists(&self, key: SessionKey) -> bool {
-        self.admission.borrow().shard_of(key).is_some()
+        self.admission.borrow().shard_of(key).is_some() || self.live.borrow().is_publisher(key)
     }
 
     async fn execute(&self, link: &mut Link, req: Request, route: Route) -> Step {
@@ -795,11 +1123,28 @@ impl Host for Control {
         match route {
             Route::Answer(response) => self.reply(link, method, &response),
             Route::Describe { path } => {
+                if let Some(response) = self.describe_live(&req, &path) {
+                    self.reply(link, Some(&req.method), &response);
+                    return Step::Continue;
+                }
+                if let Some(desc) = self.sdp_source(&path).await {
+                    self.reply(link, Some(&req.method), &door::describe_sdp(&req, &path, &desc.sdp));
+                    return Step::Continue;
+                }
                 let movie = open_movie(&self.library, &path).await;
                 let response = door::describe(&req, &path, movie.as_deref());
                 self.reply(link, method, &response);
             }
             Route::Open { path, interleaved } => return setup(self, link, req, path, interleaved).await,
+            Route::Announce { path, user } => self.announce(link, &req, &path, user),
+            Route::Publish { .. } => match link.publisher {
+                Some(key) => self.publisher_setup(link, key, &req),
+                // A record SETUP on a connection that announced nothing.
+                None => self.reply(link, Some(&req.method), &Response::new(455, req.cseq())),
+            },
+            Route::Session(key) if self.live.borrow().is_publisher(key) => {
+                self.publisher_request(link, key, &req).await;
+            }
             Route::Session(key) => {
                 let cseq = req.cseq().map(str::to_owned);
                 let Some(shard) = self.admission.borrow().shard_of(key) else {
@@ -831,9 +1176,16 @@ impl Host for Control {
         self.reply(link, None, response);
     }
 
-    /// `$` frames before a session owns the connection: RTCP from a client
-    /// that has no session here, or garbage. Nothing to do with them.
-    fn interleaved(&self, _link: &Link, _channel: u8, _data: &[u8]) {}
+    /// `$` frames on a control core's connection: a publisher's media, or
+    /// (from anyone else) RTCP from a client that has no session here, or
+    /// garbage, which changes nothing.
+    fn interleaved(&self, link: &Link, channel: u8, data: &[u8]) {
+        let Some(key) = link.publisher else { return };
+        let track = self.live.borrow().get(key).and_then(|p| p.channel(channel));
+        if let Some((track, rtcp)) = track {
+            self.ingest(key, track, rtcp, data);
+        }
+    }
 
     async fn execute_http(&self, link: &mut Link, req: proto::http::Request, route: HttpRoute) -> Step {
         let version = req.head.version;
@@ -944,17 +1296,152 @@ impl ServerView for Control {
     fn throughput(&self) -> Vec<Sample> {
         self.history.borrow().samples()
     }
+
+    fn publishers(&self) -> Vec<web::PublisherView> {
+        let t = now();
+        self.live
+            .borrow()
+            .publishers()
+            .map(|p| {
+                let c = p.ingest.counters;
+                web::PublisherView {
+                    id: p.session_id.clone(),
+                    path: p.desc.path.clone(),
+                    client: p.client.ip(),
+                    user: p.user.clone(),
+                    on_air: p.phase == Phase::Recording,
+                    transport: if p.client.port() == 0 {
+                        "sdp"
+                    } else if p.uses_udp() {
+                        "udp"
+                    } else {
+                        "tcp"
+                    },
+                    streams: p.desc.tracks.iter().map(|t| (t.kind.clone(), t.clock_rate)).collect(),
+                    packets_in: c.packets,
+                    bytes_in: c.bytes,
+                    refused_in: c.refused(),
+                    secs: t.saturating_sub(p.started) as f64 / 1e9,
+                }
+            })
+            .collect()
+    }
+
+    fn stop_publisher(&self, id: &str) -> bool {
+        let key = self
+            .live
+            .borrow()
+            .publishers()
+            .find(|p| p.session_id == id)
+            .map(|p| p.key);
+        match key {
+            Some(key) => {
+                self.end_publisher(key, "stopped by the admin API", 200);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Largest `.sdp` file read.
+const MAX_SDP_FILE: usize = 64 * 1024;
+
+/// The RTP and RTCP sockets of one stream of an `.sdp` source: on the
+/// server's address, or for a multicast group on any address with the group
+/// joined on `interface`.
+fn bind_source(
+    l: &live::sdp_source::Listen,
+    bind: IpAddr,
+    interface: Option<std::net::Ipv4Addr>,
+) -> std::io::Result<(std::net::UdpSocket, std::net::UdpSocket)> {
+    let one = |port: u16| -> std::io::Result<std::net::UdpSocket> {
+        let ip = match l.group {
+            Some(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            None => bind,
+        };
+        let addr = SocketAddr::new(ip, port);
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        if let Some(group) = l.group {
+            // Other receivers of the group on this box may have the port too.
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            s.join_multicast_v4(&group, &interface.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))?;
+        } else {
+            s.bind(&addr.into())?;
+        }
+        s.set_nonblocking(true)?;
+        // A burst of a key frame must not overflow the default buffer.
+        let _ = s.set_recv_buffer_size(1 << 20);
+        Ok(s.into())
+    };
+    Ok((one(l.port)?, one(l.port.wrapping_add(1))?))
+}
+
+/// Reads one UDP socket of publisher `key`'s stream `track` (its RTP, or its
+/// RTCP) until the publisher is gone. With `from`, datagrams from any other
+/// address are ignored: nobody else can inject into a publisher's broadcast
+/// (an `.sdp` source takes what reaches its ports, as DSS's did).
+async fn udp_ingest(
+    ctl: std::rc::Weak<Control>,
+    key: SessionKey,
+    track: usize,
+    socket: std::net::UdpSocket,
+    rtcp: bool,
+    from: Option<IpAddr>,
+) {
+    // SAFETY: `into_raw_fd` releases the bound socket's only owner; the
+    // glommio socket takes it over.
+    let socket = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
+    // Wakes now and then to see whether the publisher is still there.
+    let _ = socket.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let got = socket.recv_from(&mut buf).await;
+        let Some(ctl) = ctl.upgrade() else { return };
+        if !ctl.live.borrow().is_publisher(key) {
+            return;
+        }
+        match got {
+            Ok((n, peer)) if from.is_none_or(|f| peer.ip() == f) => ctl.ingest(key, track, rtcp, &buf[..n]),
+            Ok(_) => {}
+            // A timeout (the check above is its purpose), or an error a
+            // moment may clear.
+            Err(_) => glommio::timer::sleep(Duration::from_millis(1)).await,
+        }
+    }
 }
 
 /// A SETUP that opens a session: open the movie, admit the session, and
 /// send it to its shard, with the connection if it is to carry the media.
 async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, interleaved: bool) -> Step {
-    let movie = match open_movie(&ctl.library, &path).await {
-        Ok(m) => m,
-        Err(e) => {
-            ctl.refuse(link, &req, e.status());
+    enum Target {
+        Movie(Arc<loader::Movie>),
+        Live(Arc<live::Description>),
+    }
+    let mut on_air = ctl.live.borrow().on_air(&path).cloned();
+    if on_air.is_none() {
+        on_air = ctl.sdp_source(&path).await;
+    }
+    let target = match on_air {
+        Some(desc) => Target::Live(desc),
+        // Where broadcasts are published, there are no movies: a viewer
+        // before the publisher (or after it) finds nothing.
+        None if ctl.door.publishing().is_some_and(|g| g.is_live_path(&path)) => {
+            ctl.refuse(link, &req, 404);
             return Step::Continue;
         }
+        None => match open_movie(&ctl.library, &path).await {
+            Ok(m) => Target::Movie(m),
+            Err(e) => {
+                ctl.refuse(link, &req, e.status());
+                return Step::Continue;
+            }
+        },
     };
     let admitted = ctl
         .admission
@@ -967,14 +1454,25 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
     let client = link.client;
     let cseq = req.cseq().map(str::to_owned);
     let method = req.method.clone();
-    let new_session = move |reply| Command::NewSession {
-        key,
-        path,
-        movie,
-        request: req,
-        client,
-        conn: None,
-        reply,
+    let new_session = move |reply| match target {
+        Target::Movie(movie) => Command::NewSession {
+            key,
+            path,
+            movie,
+            request: req,
+            client,
+            conn: None,
+            reply,
+        },
+        Target::Live(broadcast) => Command::NewViewer {
+            key,
+            path,
+            broadcast,
+            request: req,
+            client,
+            conn: None,
+            reply,
+        },
     };
     if interleaved {
         // Whoever runs the connection hands it over, with what it holds.

@@ -46,6 +46,10 @@ mod shard;
 mod tls;
 mod tunnel;
 
+/// Live messages that may wait for a shard: a few seconds of a busy
+/// broadcast's packets.
+const LIVE_CHANNEL: usize = 4096;
+
 /// Nanoseconds since the process's first call: the clock every core paces by.
 pub fn now() -> Nanos {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -276,9 +280,14 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 
     let mut to_shards = Vec::new();
     let mut from_shards = Vec::new();
+    let mut live_to_shards = Vec::new();
     let mut handles = Vec::new();
     for i in 0..shards {
         let (tx, rx) = glommio::channels::shared_channel::new_bounded::<ToShard>(1024);
+        // Live packets have a channel of their own, so a busy broadcast
+        // never holds up a command, and a full one costs only packets.
+        let (live_tx, live_rx) = glommio::channels::shared_channel::new_bounded::<crate::live::ToShard>(LIVE_CHANNEL);
+        live_to_shards.push(live_tx);
         let (back_tx, back_rx) = glommio::channels::shared_channel::new_bounded::<FromShard>(4096);
         to_shards.push(tx);
         from_shards.push(back_rx);
@@ -288,15 +297,14 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         })?;
         let (shard_config, library) = (config.clone(), library.clone());
         let shard_access = access.next();
-        let handle =
-            executor(&format!("shard-{i}"), core(i + 1), control_cpu)
-                .spawn(move || async move {
-                    shard::run(i, shard_config, library, wall, pair, rx, back_tx, shard_access).await
-                })
-                .map_err(|e| ServeError::Executor {
-                    what: format!("shard {i}"),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
+        let handle = executor(&format!("shard-{i}"), core(i + 1), control_cpu)
+            .spawn(move || async move {
+                shard::run(i, shard_config, library, wall, pair, rx, back_tx, live_rx, shard_access).await
+            })
+            .map_err(|e| ServeError::Executor {
+                what: format!("shard {i}"),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         handles.push(handle);
     }
     let control = executor("control", control_cpu, control_cpu)
@@ -308,6 +316,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
                 signals,
                 to_shards,
                 from_shards,
+                live_to_shards,
                 control_access,
                 tls,
             )

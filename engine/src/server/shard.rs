@@ -98,9 +98,12 @@ pub async fn run(
     pair: UdpPair,
     commands: SharedReceiver<ToShard>,
     back: SharedSender<FromShard>,
+    live: SharedReceiver<crate::live::ToShard>,
     access: Option<crate::access::Access>,
 ) {
+    // In the order the control core connects its ends, or both would wait.
     let commands = commands.connect().await;
+    let live = live.connect().await;
     let back = back.connect().await;
     let ports = match pair.ports() {
         Ok(p) => p,
@@ -157,6 +160,14 @@ pub async fn run(
     info!(shard = index, rtp = ports.0, rtcp = ports.1, send_path = %driver.core.borrow().send_path(), "shard ready");
     let pacer = glommio::spawn_local(pace(driver.clone(), pacer_rx));
     let outbox = glommio::spawn_local(deliver(driver.clone(), outbox_rx, back));
+    let live = glommio::spawn_local({
+        let driver = driver.clone();
+        async move {
+            while let Some(news) = live.recv().await {
+                driver.feed(Input::Live(news));
+            }
+        }
+    });
     while let Some(msg) = commands.recv().await {
         match msg {
             ToShard::Command(Command::Shutdown) => {
@@ -184,6 +195,7 @@ pub async fn run(
     glommio::timer::sleep(Duration::from_millis(100)).await;
     let _ = pacer.cancel().await;
     let _ = outbox.cancel().await;
+    let _ = live.cancel().await;
 }
 
 fn hostname() -> String {
@@ -336,7 +348,7 @@ fn adopt(driver: &Rc<Driver>, h: Handover, mut command: Command) {
         client: h.client,
         tunnelled: h.tunnel.is_some(),
     });
-    if let Command::NewSession { conn, .. } = &mut command {
+    if let Command::NewSession { conn, .. } | Command::NewViewer { conn, .. } = &mut command {
         *conn = Some(id);
     }
     driver.feed(Input::Command(command));
@@ -561,6 +573,13 @@ impl Host for ShardHost {
                 },
             },
             Route::Session(key) => d.feed(Input::ConnRequest { conn, key, request }),
+            // A connection on a shard carries a viewer's media; publishing
+            // is done on connections of the control core's.
+            Route::Announce { .. } | Route::Publish { .. } => d.feed(Input::ConnAnswer {
+                conn,
+                response: Response::new(455, request.cseq()),
+                method: Some(request.method),
+            }),
         }
         Step::Continue
     }

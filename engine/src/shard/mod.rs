@@ -37,8 +37,10 @@
 //! which is why a stream's final report and BYE go out a round after its
 //! last packet rather than beside it.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,10 +55,11 @@ use tracing::debug;
 use crate::access_log::AccessRecord;
 use crate::door::session_id;
 use crate::icecast::listener::{Listener, ListenerStart};
+use crate::live::{self, BroadcastId, Description, Replica};
 use crate::pacer::{self, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
 use crate::random::Rng;
-use crate::session::{Context, Destination, Effect, Session};
-use crate::source::{Nanos, Outgoing, StreamSeeds};
+use crate::session::{Context, Destination, Effect, Media, Session};
+use crate::source::{Nanos, Outgoing, Source, StreamSeeds};
 use crate::stats::ShardStats;
 
 #[cfg(test)]
@@ -136,6 +139,17 @@ pub enum Command {
         conn: Option<ConnId>,
         reply: ReplyId,
     },
+    /// As [`NewSession`](Self::NewSession), for a viewer of the live
+    /// broadcast `broadcast`, which is on the air.
+    NewViewer {
+        key: SessionKey,
+        path: String,
+        broadcast: Arc<Description>,
+        request: Request,
+        client: SocketAddr,
+        conn: Option<ConnId>,
+        reply: ReplyId,
+    },
     /// A request naming one of the shard's sessions, read by the control core.
     Request {
         key: SessionKey,
@@ -205,6 +219,9 @@ pub enum Input<'a> {
         channel: u8,
         data: &'a [u8],
     },
+    /// News of a live broadcast from the control core: it started, a
+    /// packet, a sender report, its end.
+    Live(live::ToShard),
     /// A datagram on the shard's RTCP socket.
     Rtcp {
         from: SocketAddr,
@@ -626,6 +643,8 @@ pub struct ShardCore {
     /// Sessions whose media ran out in the last round: their BYE goes in
     /// the next, once that round's packets are counted.
     ended: Vec<SessionKey>,
+    /// This shard's replica of each live broadcast; viewers hold them too.
+    live: KeyMap<BroadcastId, Rc<RefCell<Replica>>>,
     rng: Rng,
 }
 
@@ -708,6 +727,7 @@ impl ShardCore {
             last_seen_now: 0,
             urgent: None,
             ended: Vec::new(),
+            live: KeyMap::default(),
             rng,
         }
     }
@@ -931,7 +951,7 @@ impl ShardCore {
                     self.refuse(Some(key), "0.0.0.0:0".parse().expect("an address"), &request, 503);
                     return;
                 };
-                let response = self.open_session(key, path, movie, &request, client, Some(conn), now);
+                let response = self.open_session(key, path, Media::Movie(movie), &request, client, Some(conn), now);
                 self.respond(conn, Some(&request.method), &response);
             }
             Input::ConnRefused {
@@ -962,6 +982,7 @@ impl ShardCore {
                     self.on_rtcp(key, data, now);
                 }
             }
+            Input::Live(news) => self.on_live(news, now),
             Input::Rtcp { from, data } => self.on_rtcp_udp(from, data, now),
             Input::ConnWritten { conn } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -1002,7 +1023,23 @@ impl ShardCore {
                 conn,
                 reply,
             } => {
-                let response = self.open_session(key, path, movie, &request, client, conn, now);
+                let response = self.open_session(key, path, Media::Movie(movie), &request, client, conn, now);
+                match conn {
+                    Some(c) => self.respond(c, Some(&request.method), &response),
+                    None => self.event(Event::Reply { reply, response }),
+                }
+            }
+            Command::NewViewer {
+                key,
+                path,
+                broadcast,
+                request,
+                client,
+                conn,
+                reply,
+            } => {
+                let replica = self.replica(broadcast, now);
+                let response = self.open_session(key, path, Media::Live(replica), &request, client, conn, now);
                 match conn {
                     Some(c) => self.respond(c, Some(&request.method), &response),
                     None => self.event(Event::Reply { reply, response }),
@@ -1018,7 +1055,12 @@ impl ShardCore {
                 self.event(Event::Reply { reply, response });
             }
             Command::Stats { reply } => {
-                let stats = Box::new(self.stats.clone());
+                let mut stats = Box::new(self.stats.clone());
+                for e in self.sessions.values() {
+                    if e.session.playback.as_ref().is_some_and(Source::is_live) {
+                        stats.live.entry(e.session.path.clone()).or_default().viewers += 1;
+                    }
+                }
                 self.event(Event::Stats { reply, stats });
             }
             Command::Snapshot { reply, sessions } => {
@@ -1121,14 +1163,16 @@ impl ShardCore {
         &mut self,
         key: SessionKey,
         path: String,
-        movie: Arc<Movie>,
+        media: Media,
         req: &Request,
         client: SocketAddr,
         conn: Option<ConnId>,
         now: Nanos,
     ) -> Response {
-        self.sessions
-            .insert(key, Box::new(Entry::new(Session::new(session_id(key), path, movie, now), client)));
+        self.sessions.insert(
+            key,
+            Box::new(Entry::new(Session::of(session_id(key), path, media, now), client)),
+        );
         let response = self.request(key, req, client, conn, now);
         if response.status == 200 {
             self.stats.sessions_started += 1;
@@ -1213,6 +1257,12 @@ impl ShardCore {
                     // A new PLAY does not wait for the round.
                     let wanted = due.saturating_sub(LOOKAHEAD).max(now);
                     self.urgent = Some(self.urgent.map_or(wanted, |u| u.min(wanted)));
+                } else if let Some(Source::Live(l)) = e.session.playback.as_ref() {
+                    // Nothing to send yet (no key frame has come): the next
+                    // packet wakes it.
+                    if l.is_playing() {
+                        l.replica().borrow_mut().idle.push(key);
+                    }
                 }
             }
             Effect::End => self.end_session(key, now, "teardown"),
@@ -1254,7 +1304,9 @@ impl ShardCore {
         } = self;
         // Bounded (see ROUND_PACKETS): what is left goes next round.
         while udp.len() < pacer::ROUND_PACKETS {
-            let Some((due, key, generation)) = schedule.pop_due(horizon) else { break };
+            let Some((due, key, generation)) = schedule.pop_due(horizon) else {
+                break;
+            };
             let Some(e) = sessions.get_mut(&key) else { continue };
             if e.generation != generation {
                 continue;
@@ -1275,6 +1327,9 @@ impl ShardCore {
                 continue;
             };
             let mut conn = e.conn.and_then(|c| conns.get_mut(&c).map(|conn| (c, conn)));
+            if let (Source::Live(l), Some((_, c))) = (&mut *source, conn.as_ref()) {
+                l.set_room(c.bound.saturating_sub(c.queued()));
+            }
             // Only in a PLAY's first rounds: the packets so far, to see the first go.
             let before = e.play_at.map(|_| total_packets(source));
             let served = pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, |channel, o| {
@@ -1284,7 +1339,6 @@ impl ShardCore {
                     queued
                 })
             });
-            stats.skipped += source.take_skipped();
             if let (Some(at), Some(before)) = (e.play_at, before) {
                 if total_packets(source) > before {
                     stats.record_first_packet(now.saturating_sub(at));
@@ -1294,7 +1348,20 @@ impl ShardCore {
             match served {
                 Some(next) => schedule.push(next, key, generation),
                 None if source.has_ended() => ended.push(key),
-                None => {}
+                // A live viewer that has sent all there is waits for the
+                // next packet, which wakes it.
+                None => {
+                    if let Source::Live(l) = source {
+                        if l.is_playing() {
+                            l.replica().borrow_mut().idle.push(key);
+                        }
+                    }
+                }
+            }
+            if source.is_live() {
+                stats.live_dropped += source.take_skipped();
+            } else {
+                stats.skipped += source.take_skipped();
             }
         }
         let ShardCore {
@@ -1337,6 +1404,92 @@ impl ShardCore {
         }
         for (key, why) in expired {
             self.end_session(key, now, why);
+        }
+        // A broadcast this shard heard nothing of for the silence timeout is
+        // over, whether or not its end was heard (its viewers end as at its
+        // end).
+        let silent: Vec<BroadcastId> = self
+            .live
+            .iter()
+            .filter(|(_, r)| now.saturating_sub(r.borrow().last_arrival) > live::SILENCE_TIMEOUT)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in silent {
+            debug!(
+                shard = self.config.index,
+                broadcast = id,
+                "live broadcast silent; ending it"
+            );
+            self.on_live(live::ToShard::End { id }, now);
+        }
+    }
+
+    /// This shard's replica of `desc`'s broadcast, made on its first use.
+    fn replica(&mut self, desc: Arc<Description>, now: Nanos) -> Rc<RefCell<Replica>> {
+        self.live
+            .entry(desc.id)
+            .or_insert_with(|| {
+                Rc::new(RefCell::new(Replica::new(
+                    desc,
+                    now,
+                    live::BUFFER_AGE,
+                    live::BUFFER_BYTES,
+                )))
+            })
+            .clone()
+    }
+
+    /// News of a live broadcast.
+    fn on_live(&mut self, news: live::ToShard, now: Nanos) {
+        let (replica, ended) = match news {
+            live::ToShard::Start(desc) => {
+                self.replica(desc, now);
+                return;
+            }
+            live::ToShard::Packet { id, packet } => {
+                let Some(r) = self.live.get(&id) else { return };
+                self.stats.live_received += 1;
+                r.borrow_mut().push(packet, now);
+                (r.clone(), false)
+            }
+            live::ToShard::Report {
+                id,
+                track,
+                ntp,
+                rtp_ts,
+                at,
+            } => {
+                if let Some(r) = self.live.get(&id) {
+                    r.borrow_mut().report(usize::from(track), ntp, rtp_ts, at);
+                }
+                return;
+            }
+            live::ToShard::End { id } => {
+                let Some(r) = self.live.remove(&id) else { return };
+                r.borrow_mut().ended = true;
+                (r, true)
+            }
+        };
+        // Viewers waiting at the live edge are due now: they send the new
+        // packet (or, at the end, what is left and then their BYE).
+        let mut idle = std::mem::take(&mut replica.borrow_mut().idle);
+        if idle.is_empty() && !ended {
+            return;
+        }
+        idle.sort_unstable();
+        idle.dedup();
+        let mut woke = false;
+        for key in idle.drain(..) {
+            if let Some(e) = self.sessions.get(&key) {
+                self.schedule.push(now, key, e.generation);
+                woke = true;
+            }
+        }
+        // Give the list's memory back for the next wait.
+        replica.borrow_mut().idle = idle;
+        if woke {
+            let wanted = now.max(self.last_round + LOOKAHEAD);
+            self.urgent = Some(self.urgent.map_or(wanted, |u| u.min(wanted)));
         }
     }
 

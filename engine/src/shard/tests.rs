@@ -919,6 +919,382 @@ fn sessions_are_logged_with_the_transport_their_connection_is() {
     assert_eq!(logged, [(0x81, "tcp"), (0x82, "http"), (0x83, "udp")]);
 }
 
+/// The reflector on a simulated clock: a broadcast's packets made by the
+/// ingest from RTP bytes, fed to the shard core as the control core feeds
+/// them, and viewers that play it over UDP and TCP.
+mod live {
+    use super::*;
+    use crate::live::ingest::Ingest;
+    use crate::live::{describe, ToShard as News};
+
+    const MS: Nanos = 1_000_000;
+    /// What ffmpeg announces for an H.264 + AAC file it publishes.
+    const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        a=tool:libavformat\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+        a=fmtp:96 packetization-mode=1\r\na=control:streamid=0\r\n\
+        m=audio 0 RTP/AVP 97\r\nb=AS:128\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\n\
+        a=fmtp:97 profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3\r\n\
+        a=control:streamid=1\r\n";
+    const PUBLISHER_SSRC: [u32; 2] = [0x1111, 0x2222];
+
+    fn desc() -> Arc<Description> {
+        Arc::new(describe::parse(42, "/live/cam", Some("application/sdp"), SDP.as_bytes()).unwrap())
+    }
+
+    fn datagram(track: usize, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut d = rtp::Header {
+            marker,
+            payload_type: 96 + track as u8,
+            sequence: seq,
+            timestamp: ts,
+            ssrc: PUBLISHER_SSRC[track],
+        }
+        .to_bytes()
+        .to_vec();
+        d.extend_from_slice(payload);
+        d
+    }
+
+    use proto::rtp;
+
+    /// A publisher: 25 frames a second of two FU-A packets each (an IDR
+    /// every `gop` frames), one AAC packet per frame, each packet's
+    /// payload naming its frame and part so a viewer's can be checked.
+    struct Publisher {
+        ingest: Ingest,
+        frame: u32,
+        seq: [u16; 2],
+        gop: u32,
+    }
+
+    impl Publisher {
+        fn new(gop: u32) -> Publisher {
+            Publisher {
+                ingest: Ingest::new(desc(), crate::live::ingest::DEFAULT_MAX_BITRATE, 0),
+                frame: 0,
+                seq: [100, 5000],
+                gop,
+            }
+        }
+
+        /// The next frame's packets, as the shard receives them at `now`.
+        fn frame(&mut self, sim: &mut Sim) {
+            let f = self.frame;
+            self.frame += 1;
+            let ts = f * 3600;
+            let key = f.is_multiple_of(self.gop);
+            let nal = if key { 5 } else { 1 };
+            let mut payloads = [vec![0x7c, 0x80 | nal], vec![0x7c, 0x40 | nal]];
+            for (part, p) in payloads.iter_mut().enumerate() {
+                p.extend_from_slice(&f.to_be_bytes());
+                p.push(part as u8);
+                p.extend_from_slice(&[0xab; 600]);
+            }
+            for (part, p) in payloads.iter().enumerate() {
+                let d = datagram(0, self.seq[0], ts, part == 1, p);
+                self.seq[0] = self.seq[0].wrapping_add(1);
+                let packet = self.ingest.rtp(0, &d, sim.now).unwrap();
+                sim.input(Input::Live(News::Packet { id: 42, packet }));
+            }
+            let mut audio = vec![0, 16, 0, 0];
+            audio.extend_from_slice(&f.to_be_bytes());
+            let d = datagram(1, self.seq[1], f * 1764, true, &audio);
+            self.seq[1] = self.seq[1].wrapping_add(1);
+            let packet = self.ingest.rtp(1, &d, sim.now).unwrap();
+            sim.input(Input::Live(News::Packet { id: 42, packet }));
+        }
+
+        /// Frames at 25 a second from now until `until`, with rounds between.
+        fn run(&mut self, sim: &mut Sim, until: Nanos) {
+            while sim.now + 40 * MS <= until {
+                let next = sim.now + 40 * MS;
+                sim.run_until(next);
+                self.frame(sim);
+            }
+            sim.run_until(until);
+        }
+    }
+
+    /// The frame number a packet's payload names, if it is video.
+    fn video_frame(data: &[u8]) -> Option<(u32, u8)> {
+        (data.len() > 12 + 7 && data[12] == 0x7c)
+            .then(|| (u32::from_be_bytes(data[14..18].try_into().unwrap()), data[18]))
+    }
+
+    fn viewer_udp(sim: &mut Sim, key: SessionKey, port: u16) -> [u32; 2] {
+        let setup = |track: u32, port: u16, session: Option<SessionKey>| {
+            let session = session.map_or(String::new(), |k| format!("Session: {}\r\n", session_id(k)));
+            request(&format!(
+                "SETUP rtsp://h/live/cam/trackID={track} RTSP/1.0\r\nCSeq: 1\r\n{session}\
+                 Transport: RTP/AVP;unicast;client_port={port}-{}\r\n\r\n",
+                port + 1
+            ))
+        };
+        let video = sim.ask(|reply| Command::NewViewer {
+            key,
+            path: "/live/cam".into(),
+            broadcast: desc(),
+            request: setup(1, port, None),
+            client: addr(40_000),
+            conn: None,
+            reply,
+        });
+        assert_eq!(video.status, 200, "{video:?}");
+        let audio = sim.control(key, &setup(2, port + 2, Some(key)));
+        assert_eq!(audio.status, 200, "{audio:?}");
+        [ssrc(&video), ssrc(&audio)]
+    }
+
+    fn play(sim: &mut Sim, key: SessionKey) -> Response {
+        let text = format!(
+            "PLAY rtsp://h/live/cam RTSP/1.0\r\nCSeq: 3\r\nSession: {}\r\nRange: npt=30-\r\n\r\n",
+            session_id(key)
+        );
+        let r = sim.control(key, &request(&text));
+        assert_eq!(r.status, 200, "{r:?}");
+        r
+    }
+
+    fn to_port(sim: &Sim, port: u16) -> Vec<Datagram> {
+        sim.rtp.iter().filter(|d| d.to.port() == port).cloned().collect()
+    }
+
+    #[test]
+    fn a_viewer_starts_at_the_latest_key_frame_then_follows_live() {
+        let mut sim = Sim::new(config(60));
+        sim.input(Input::Live(News::Start(desc())));
+        let mut publisher = Publisher::new(10);
+        // 1.5 s of broadcast: key frames at frames 0, 10, 20, 30.
+        publisher.run(&mut sim, 1_500 * MS);
+        let ssrcs = viewer_udp(&mut sim, 1, 5000);
+        let r = play(&mut sim, 1);
+        assert_eq!(
+            r.headers.get("Range"),
+            Some("npt=0.000-"),
+            "no seeking in a live broadcast"
+        );
+        let info = rtp_info(&r);
+        sim.run_until(sim.now + 2 * MS);
+        let video = to_port(&sim, 5000);
+        let first = video_frame(&video[0].data).unwrap();
+        let newest_key = (publisher.frame - 1) / 10 * 10;
+        assert_eq!(
+            first,
+            (newest_key, 0),
+            "starts at the first packet of the newest key frame"
+        );
+        // The whole GOP up to the live edge went at once, in order.
+        let frames: Vec<(u32, u8)> = video.iter().map(|d| video_frame(&d.data).unwrap()).collect();
+        let want: Vec<(u32, u8)> = (newest_key..publisher.frame).flat_map(|f| [(f, 0), (f, 1)]).collect();
+        assert_eq!(frames, want);
+        assert!(
+            video.iter().all(|d| d.at == video[0].at),
+            "the catch-up is sent as fast as it can go"
+        );
+        // Live from here: each new frame goes within a round of arriving.
+        let before = video.len();
+        let start = sim.now;
+        publisher.run(&mut sim, start + 1_000 * MS);
+        let video = to_port(&sim, 5000);
+        assert_eq!(video.len() - before, 2 * 25, "every packet of the last second");
+        let audio = to_port(&sim, 5002);
+        assert!(!audio.is_empty());
+        for (i, (stream, ssrc)) in [(video, ssrcs[0]), (audio, ssrcs[1])].into_iter().enumerate() {
+            let headers: Vec<Rtp> = stream.iter().map(|d| rtp(&d.data)).collect();
+            assert!(headers.iter().all(|h| h.ssrc == ssrc), "the viewer's own SSRC");
+            assert!(
+                headers.windows(2).all(|w| w[1].seq == w[0].seq.wrapping_add(1)),
+                "continuous sequence numbers of the viewer's own"
+            );
+            assert_eq!(headers[0].seq, info[i].0, "RTP-Info names the first packet");
+            assert_eq!(headers[0].ts, info[i].1, "RTP-Info names the first timestamp");
+        }
+        // The publisher's timestamps, moved by one offset per stream.
+        let v = to_port(&sim, 5000);
+        let offset = rtp(&v[0].data)
+            .ts
+            .wrapping_sub(video_frame(&v[0].data).unwrap().0 * 3600);
+        assert!(v
+            .iter()
+            .all(|d| rtp(&d.data).ts.wrapping_sub(video_frame(&d.data).unwrap().0 * 3600) == offset));
+        let lateness = sim.core.stats().lateness_ms(1.0);
+        assert!(lateness <= 1.0, "live packets wait at most a round: {lateness} ms");
+    }
+
+    #[test]
+    fn a_stalled_viewer_loses_only_its_own_packets_whole_frames_first() {
+        let mut sim = Sim::new(Config {
+            tcp_queue_bytes: 16 * 1024,
+            ..config(60)
+        });
+        sim.input(Input::Live(News::Start(desc())));
+        let mut publisher = Publisher::new(25);
+        publisher.run(&mut sim, 200 * MS);
+        let setup = |track: u32, channels: &str, session: &str| {
+            request(&format!(
+                "SETUP rtsp://h/live/cam/trackID={track} RTSP/1.0\r\nCSeq: {track}\r\n{session}\
+                 Transport: RTP/AVP/TCP;unicast;interleaved={channels}\r\n\r\n"
+            ))
+        };
+        for (key, conn) in [(1, 1), (2, 2)] {
+            sim.input(Input::ConnOpened {
+                conn,
+                client: addr(50_000 + conn as u16),
+                tunnelled: false,
+            });
+            sim.input(Input::Command(Command::NewViewer {
+                key,
+                path: "/live/cam".into(),
+                broadcast: desc(),
+                request: setup(1, "0-1", ""),
+                client: addr(50_000 + conn as u16),
+                conn: Some(conn),
+                reply: 0,
+            }));
+            let session = format!("Session: {}\r\n", session_id(key));
+            sim.input(Input::ConnRequest {
+                conn,
+                key,
+                request: setup(2, "2-3", &session),
+            });
+            let play = format!(
+                "PLAY rtsp://h/live/cam RTSP/1.0\r\nCSeq: 20\r\nSession: {}\r\n\r\n",
+                session_id(key)
+            );
+            sim.input(Input::ConnRequest {
+                conn,
+                key,
+                request: request(&play),
+            });
+            assert!(sim.responses(conn).iter().all(|r| r.status == 200));
+        }
+        sim.stalled.insert(2);
+        let start = sim.now;
+        // Past the replica's buffer: the stalled one falls out of it.
+        publisher.run(&mut sim, start + 10_000 * MS);
+        sim.run_until(sim.now + 5 * MS);
+        // The reader got every frame from its start, whole.
+        let frames: Vec<(u32, u8)> = sim.frames(1, 0).iter().filter_map(|d| video_frame(d)).collect();
+        let first = frames[0].0;
+        let want: Vec<(u32, u8)> = (first..publisher.frame).flat_map(|f| [(f, 0), (f, 1)]).collect();
+        assert_eq!(frames, want, "the reading viewer lost nothing");
+        // The stalled one was held to what its queue takes, fell behind the
+        // replica and lost the rest; the core counted it.
+        assert!(sim.core.stats().live_dropped > 0, "{:?}", sim.core.stats());
+        // When it reads again it resumes on a frame boundary, whole frames on.
+        sim.stalled.remove(&2);
+        sim.write(2);
+        let later = sim.now;
+        publisher.run(&mut sim, later + 500 * MS);
+        let frames: Vec<(u32, u8)> = sim.frames(2, 0).iter().filter_map(|d| video_frame(d)).collect();
+        let tail: Vec<&(u32, u8)> = frames.iter().rev().take(20).collect();
+        assert!(
+            tail.windows(2).all(|w| (w[0].1 == 1 && w[1].1 == 0 && w[0].0 == w[1].0)
+                || (w[0].1 == 0 && w[1].1 == 1 && w[0].0 == w[1].0 + 1)),
+            "whole frames in order once it reads: {tail:?}"
+        );
+    }
+
+    #[test]
+    fn a_viewer_that_plays_before_any_key_frame_waits_for_one() {
+        let mut sim = Sim::new(config(60));
+        sim.input(Input::Live(News::Start(desc())));
+        let mut publisher = Publisher::new(10);
+        publisher.frame = 3;
+        viewer_udp(&mut sim, 1, 5000);
+        play(&mut sim, 1);
+        publisher.run(&mut sim, 1_000 * MS);
+        sim.run_until(sim.now + 5 * MS);
+        let video = to_port(&sim, 5000);
+        assert!(!video.is_empty(), "the viewer got the broadcast");
+        assert_eq!(
+            video_frame(&video[0].data),
+            Some((10, 0)),
+            "from the first key frame on"
+        );
+    }
+
+    #[test]
+    fn the_end_of_a_broadcast_sends_what_is_left_then_bye() {
+        let mut sim = Sim::new(config(60));
+        sim.input(Input::Live(News::Start(desc())));
+        let mut publisher = Publisher::new(10);
+        publisher.run(&mut sim, 500 * MS);
+        let ssrcs = viewer_udp(&mut sim, 1, 5000);
+        play(&mut sim, 1);
+        publisher.run(&mut sim, 1_000 * MS);
+        publisher.frame(&mut sim);
+        sim.input(Input::Live(News::End { id: 42 }));
+        let last = publisher.frame - 1;
+        sim.run_until(sim.now + 2_000 * MS);
+        let video = to_port(&sim, 5000);
+        assert_eq!(
+            video_frame(&video.last().unwrap().data),
+            Some((last, 1)),
+            "the last packet went"
+        );
+        let byes: Vec<u32> = sim.rtcp.iter().flat_map(|d| rtcp_of(&d.data).1).collect();
+        assert!(
+            ssrcs.iter().all(|s| byes.contains(s)),
+            "a BYE for each stream: {byes:?}"
+        );
+        sim.run_until(sim.now + 10_000 * MS);
+        assert_eq!(sim.core.sessions(), 0, "the viewer's session ended");
+        // A viewer of a broadcast that never started again sees nothing.
+        assert!(sim
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::SessionEnded { key: Some(1), .. })));
+    }
+
+    #[test]
+    fn sender_reports_map_the_publishers_clock() {
+        let mut sim = Sim::new(config(60));
+        sim.input(Input::Live(News::Start(desc())));
+        let mut publisher = Publisher::new(10);
+        publisher.run(&mut sim, 500 * MS);
+        // The publisher says its video clock read 900 000 at NTP 1000.0 s,
+        // received at 0.5 s.
+        sim.input(Input::Live(News::Report {
+            id: 42,
+            track: 0,
+            ntp: 1000 << 32,
+            rtp_ts: 900_000,
+            at: 500 * MS,
+        }));
+        let ssrcs = viewer_udp(&mut sim, 1, 5000);
+        play(&mut sim, 1);
+        let offset = {
+            publisher.run(&mut sim, 600 * MS);
+            let v = to_port(&sim, 5000);
+            rtp(&v[0].data)
+                .ts
+                .wrapping_sub(video_frame(&v[0].data).unwrap().0 * 3600)
+        };
+        publisher.run(&mut sim, 6_000 * MS);
+        let (reports, _) = sim
+            .rtcp
+            .iter()
+            .map(|d| rtcp_of(&d.data))
+            .find(|(r, _)| r.iter().any(|(s, _)| *s == ssrcs[0]))
+            .expect("a sender report for the video");
+        let (_, info) = reports.iter().find(|(s, _)| *s == ssrcs[0]).unwrap();
+        // Our NTP time of the report is `now` on our wall clock; the RTP
+        // time is the publisher's clock at that moment plus the offset.
+        let ours = rtcp::ntp_from_unix(config(60).wall_at_zero);
+        let at_ns =
+            ((info.ntp - ours) >> 32) * 1_000_000_000 + ((((info.ntp - ours) & 0xffff_ffff) * 1_000_000_000) >> 32);
+        let expected = 900_000u32
+            .wrapping_add(((at_ns - 500 * MS) * 9 / 100_000) as u32)
+            .wrapping_add(offset);
+        assert!(
+            (info.rtp_ts.wrapping_sub(expected) as i32).abs() <= 1,
+            "{} vs {expected}",
+            info.rtp_ts
+        );
+    }
+}
+
 #[test]
 fn after_a_stall_the_backlog_goes_in_bounded_rounds() {
     // The core starved for longer than the movie: every session's whole

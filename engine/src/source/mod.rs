@@ -24,22 +24,23 @@
 //!   `movie.rs`): packet recipes from the loader's cursor, paced by their
 //!   hinted transmit times, the payload as spans of the movie's mapping.
 //!
-//! Two more kinds are planned; they add a variant here and nothing to the
-//! send round:
+//! - [`Source::Live`]: a viewer of a reflected broadcast ([`LiveSource`],
+//!   in `live.rs`): the control core parses each RTP packet of the
+//!   publisher once into a `Bytes` and hands it to every shard, which keeps
+//!   a [`Replica`](crate::live::Replica) of the broadcast's recent packets
+//!   (the `Bytes` travel, the payload is never copied). A viewer is a cursor
+//!   into its shard's replica plus one [`Stream`] per track: its own SSRC,
+//!   its own sequence numbers and a timestamp offset from the publisher's
+//!   clock to the viewer's random base, so only the 12-byte header is
+//!   rewritten per viewer. A new viewer starts at the replica's newest key
+//!   frame, is sent what lies between that and the live edge ahead of real
+//!   time, and is then due whenever the replica has a packet past its
+//!   cursor. Its payload is the packet's own `Bytes` with one span past the
+//!   publisher's RTP header.
 //!
-//! - `Live(LiveViewer)` (a reflected broadcast): the publisher's shard
-//!   receives and parses each RTP packet once into a `Bytes` and appends it
-//!   to the broadcast's ring; every shard with viewers keeps a replica of the
-//!   ring, fed over a cross-core channel (the `Bytes` travel, the payload is
-//!   never copied). A viewer is a cursor into its shard's ring plus one
-//!   [`Stream`] per track: its own SSRC, its own sequence numbers and a
-//!   timestamp offset from the publisher's clock to the viewer's random base,
-//!   so only the 12-byte header is rewritten per viewer. A new viewer starts
-//!   at the ring's newest key frame ([`PacketFlags::KEY`], set by the
-//!   publisher's parser from the payload), may be sent what lies between
-//!   that and the live edge ahead of real time, and is then due whenever the
-//!   ring has an entry past its cursor. Its payload is the ring entry's own
-//!   `Bytes` with one span past the publisher's RTP header.
+//! One more kind is planned; it adds a variant here and nothing to the send
+//! round:
+//!
 //! - `Channel(ChannelPlayback)` (a 24x7 playlist): the current movie's
 //!   [`MovieSource`] and the playlist's position. At a movie's end it moves
 //!   to the next movie (opened ahead of time, off the pacing cores, like any
@@ -55,8 +56,10 @@ use proto::rtp;
 
 pub use loader::PacketFlags;
 
+mod live;
 mod movie;
 
+pub use live::LiveSource;
 pub use movie::MovieSource;
 
 /// A monotonic instant, in nanoseconds, supplied by whoever drives the
@@ -186,12 +189,14 @@ pub struct Outgoing<'a> {
 /// What a session plays. See the module documentation for the kinds.
 pub enum Source {
     Movie(MovieSource),
+    Live(LiveSource),
 }
 
 impl Source {
     pub fn streams(&self) -> &[Stream] {
         match self {
             Source::Movie(m) => m.streams(),
+            Source::Live(l) => l.streams(),
         }
     }
 
@@ -200,18 +205,21 @@ impl Source {
     pub fn streams_mut(&mut self) -> &mut [Stream] {
         match self {
             Source::Movie(m) => m.streams_mut(),
+            Source::Live(l) => l.streams_mut(),
         }
     }
 
     pub fn is_playing(&self) -> bool {
         match self {
             Source::Movie(m) => m.is_playing(),
+            Source::Live(l) => l.is_playing(),
         }
     }
 
     pub fn has_ended(&self) -> bool {
         match self {
             Source::Movie(m) => m.has_ended(),
+            Source::Live(l) => l.has_ended(),
         }
     }
 
@@ -220,6 +228,7 @@ impl Source {
     pub fn rtp_time_now(&self, stream: usize, now: Nanos) -> Option<u32> {
         match self {
             Source::Movie(m) => m.rtp_time_now(stream, now),
+            Source::Live(l) => l.rtp_time_now(stream, now),
         }
     }
 
@@ -227,6 +236,7 @@ impl Source {
     pub fn play(&mut self, now: Nanos, start_ns: Option<i64>, end_ns: Option<i64>) -> PlayStart {
         match self {
             Source::Movie(m) => m.play(now, start_ns, end_ns),
+            Source::Live(l) => l.play(now),
         }
     }
 
@@ -235,6 +245,7 @@ impl Source {
     pub fn pause(&mut self, now: Nanos) -> i64 {
         match self {
             Source::Movie(m) => m.pause(now),
+            Source::Live(l) => l.pause(now),
         }
     }
 
@@ -243,6 +254,7 @@ impl Source {
     pub fn next_due(&mut self) -> Option<Nanos> {
         match self {
             Source::Movie(m) => m.next_due(),
+            Source::Live(l) => l.next_due(),
         }
     }
 
@@ -252,14 +264,38 @@ impl Source {
     pub fn poll(&mut self, now: Nanos, send: impl FnMut(Outgoing<'_>)) -> usize {
         match self {
             Source::Movie(m) => m.poll(now, send),
+            Source::Live(l) => l.poll(now, send),
         }
     }
 
-    /// Packets the source could not produce (a damaged hint sample) since
-    /// the last call.
+    /// A packet of `stream` from the last poll could not be queued (its
+    /// connection is full). A live viewer drops the rest of that frame; a
+    /// movie carries on.
+    #[cold]
+    pub fn refused(&mut self, stream: usize) {
+        if let Source::Live(l) = self {
+            l.refused(stream);
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self, Source::Live(_))
+    }
+
+    /// The broadcast a live viewer watches.
+    pub fn live(&self) -> Option<crate::live::BroadcastId> {
+        match self {
+            Source::Movie(_) => None,
+            Source::Live(l) => Some(l.broadcast()),
+        }
+    }
+
+    /// Packets the source could not produce (a damaged hint sample), or, for
+    /// a live viewer, dropped (it fell behind), since the last call.
     pub fn take_skipped(&mut self) -> u64 {
         match self {
             Source::Movie(m) => m.take_skipped(),
+            Source::Live(l) => l.take_dropped(),
         }
     }
 }
