@@ -809,6 +809,20 @@ impl Access {
         }
     }
 
+    /// Whether a `qtaccess` file's `<Limit WRITE>` or a TOML rule for
+    /// writing governs publishing to `path` (decoded, as
+    /// [`Request::path`]): such a path's publishers are judged here. Only the
+    /// built-in default, or a file that says nothing for WRITE, is no rule.
+    /// A file that does not parse counts as a rule, so that judging it
+    /// fails closed (403).
+    pub fn rules_writing(&mut self, path: &str, now: Nanos) -> bool {
+        match self.tree.policy(&*self.fs, path, Action::Write, now) {
+            Ok(p) => p.source != Source::Default && !p.requires.is_empty(),
+            Err(qtaccess::PolicyError::BadPath(_)) => false,
+            Err(qtaccess::PolicyError::File(_)) => true,
+        }
+    }
+
     /// The limiters' counters: connections, failed logins, password checks.
     pub fn rate_stats(&self) -> [Option<addr::RateStats>; 3] {
         [&self.connections, &self.failures, &self.password_budget].map(|l| l.as_ref().map(|l| l.stats))
