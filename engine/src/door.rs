@@ -170,6 +170,11 @@ impl Door {
         self
     }
 
+    /// Whether the door judges by access rules.
+    pub fn has_access(&self) -> bool {
+        self.access.is_some()
+    }
+
     /// What to do with a new connection from `client`, before reading it.
     pub fn admit(&self, client: IpAddr, now: Nanos) -> access::Admission {
         match &self.access {
@@ -235,7 +240,10 @@ impl Door {
         // without access rules (403 outside the publish rules, 405 when
         // publishing is off).
         if class == Class::Write && !self.publishing {
-            let ruled = self.access.as_ref().is_some_and(|a| a.borrow_mut().rules_writing(&path, now));
+            let ruled = self
+                .access
+                .as_ref()
+                .is_some_and(|a| a.borrow_mut().rules_writing(&path, now));
             if !ruled {
                 return Gate::Pass(None);
             }
@@ -779,14 +787,21 @@ mod tests {
         let live = "ANNOUNCE rtsp://h/live/cam RTSP/1.0\r\nCSeq: 1\r\n\r\n";
         assert!(matches!(gate(&door, live), Gate::Pass(None)));
         let r = door.route(&req(live), &caller, |_| false);
-        assert!(matches!(&r, Route::Answer(r) if r.status == 401 && r.headers.get("WWW-Authenticate").unwrap().starts_with("Digest")), "{r:?}");
+        assert!(
+            matches!(&r, Route::Answer(r) if r.status == 401 && r.headers.get("WWW-Authenticate").unwrap().starts_with("Digest")),
+            "{r:?}"
+        );
         // `<Limit WRITE>`: the access rules' challenge alone, Digest (the
         // file's `AuthScheme basic` is about READ), one per algorithm; not
         // the publish rules' (which always offer Basic too).
         let private = "ANNOUNCE rtsp://h/private/cam RTSP/1.0\r\nCSeq: 2\r\n\r\n";
         match gate(&door, private) {
             Gate::Refuse { response, .. } => {
-                let challenges: Vec<_> = response.headers.iter().filter(|(n, _)| *n == "WWW-Authenticate").collect();
+                let challenges: Vec<_> = response
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| *n == "WWW-Authenticate")
+                    .collect();
                 assert_eq!(challenges.len(), 2, "{response:?}");
                 assert!(challenges.iter().all(|(_, c)| c.starts_with("Digest")), "{response:?}");
             }

@@ -39,15 +39,9 @@ fn a_limit_write_rule_lets_its_user_publish_and_refuses_the_others() {
         "require any-user\n<Limit WRITE>\nrequire user alice\n</Limit>\n",
     )
     .unwrap();
-    let users = users_file(
-        &lib.with_extension("users"),
-        &[("alice", "a1ice"), ("bob", "b0b")],
-    );
+    let users = users_file(&lib.with_extension("users"), &[("alice", "a1ice"), ("bob", "b0b")]);
     // A `--publish` rule as well, for another prefix: both at once.
-    let server = Server::start(
-        &lib,
-        &["--users", users.to_str().unwrap(), "--publish", &publish_arg()],
-    );
+    let server = Server::start(&lib, &["--users", users.to_str().unwrap(), "--publish", &publish_arg()]);
 
     // Without credentials: 401, with the access rules' Digest challenges
     // only (the publish rules would add Basic).
@@ -70,7 +64,10 @@ fn a_limit_write_rule_lets_its_user_publish_and_refuses_the_others() {
     );
 
     // bob logs in (a right Digest answer) but may only watch: 403.
-    let md5 = offered.iter().find(|c| c.contains("algorithm=MD5")).expect("an MD5 challenge");
+    let md5 = offered
+        .iter()
+        .find(|c| c.contains("algorithm=MD5"))
+        .expect("an MD5 challenge");
     let nonce = param(md5, "nonce").expect("a nonce");
     let opaque = param(md5, "opaque");
     let answer = DigestAnswer {
