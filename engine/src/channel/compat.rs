@@ -751,7 +751,7 @@ fn media_sections(sdp: &str) -> Vec<Section> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::testing::{self, Clip, H264_AAC};
+    use crate::channel::testing::{self, with, Clip, H264_AAC};
 
     fn layout(path: &std::path::Path) -> Layout {
         Layout::of(&Movie::open(path).unwrap())
@@ -876,11 +876,6 @@ mod tests {
     /// Main 3.0 at 160x120 and AAC LC 48 kHz stereo.
     #[test]
     fn real_movies_fit_or_say_why_not() {
-        fn with(extra: &'static [&'static str]) -> &'static [&'static str] {
-            let mut v: Vec<&str> = H264_AAC.to_vec();
-            v.extend_from_slice(extra);
-            Vec::leak(v)
-        }
         let recipes = [
             Clip {
                 name: "ref.mp4",

@@ -56,14 +56,8 @@ mod tests {
     use super::picker::{Picker, PlayMode};
     use super::playlist::{Disk, Entry, Playlist};
     use super::schedule::{Now, Schedule};
-    use super::testing::{self, Clip, H264_AAC};
+    use super::testing;
     use super::timeline::{Timeline, TrackClock};
-
-    fn with(extra: &'static [&'static str]) -> &'static [&'static str] {
-        let mut v: Vec<&str> = H264_AAC.to_vec();
-        v.extend_from_slice(extra);
-        Vec::leak(v)
-    }
 
     /// What the channel source keeps: each movie opened and checked once,
     /// with how its tracks map, or `None` for one it skips (logged once).
@@ -100,43 +94,7 @@ mod tests {
 
     #[test]
     fn a_looped_channel_of_real_movies() {
-        let recipes = [
-            Clip {
-                name: "ref.mp4",
-                args: H264_AAC,
-            },
-            Clip {
-                name: "bigger.mov",
-                args: with(&["-vf", "scale=176:144"]),
-            },
-            Clip {
-                name: "other.mp4",
-                args: with(&["-vf", "hue=h=90"]),
-            },
-            Clip {
-                name: "aac44.mp4",
-                args: &[
-                    "-map",
-                    "0:v",
-                    "-map",
-                    "2:a",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-profile:v",
-                    "main",
-                    "-level",
-                    "3.0",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:a",
-                    "aac",
-                    "-ac",
-                    "2",
-                ],
-            },
-        ];
+        let recipes = testing::looped_channel_clips();
         let Some(clips) = testing::clips(&recipes) else {
             eprintln!("skipped: ffmpeg is not installed");
             return;

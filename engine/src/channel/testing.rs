@@ -34,6 +34,56 @@ pub const H264_AAC: &[&str] = &[
     "-g", "10", "-bf", "2", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "48k", "-ac", "2",
 ];
 
+/// [`H264_AAC`] with `extra` arguments after it.
+pub fn with(extra: &'static [&'static str]) -> &'static [&'static str] {
+    let mut v: Vec<&str> = H264_AAC.to_vec();
+    v.extend_from_slice(extra);
+    Vec::leak(v)
+}
+
+/// The four movies the looped-channel tests play: the reference, one of
+/// another picture size (new parameter sets), one of another picture (the
+/// same sets), and one whose AAC is 44.1 kHz (which does not fit).
+pub fn looped_channel_clips() -> [Clip; 4] {
+    [
+        Clip {
+            name: "ref.mp4",
+            args: H264_AAC,
+        },
+        Clip {
+            name: "bigger.mov",
+            args: with(&["-vf", "scale=176:144"]),
+        },
+        Clip {
+            name: "other.mp4",
+            args: with(&["-vf", "hue=h=90"]),
+        },
+        Clip {
+            name: "aac44.mp4",
+            args: &[
+                "-map",
+                "0:v",
+                "-map",
+                "2:a",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-profile:v",
+                "main",
+                "-level",
+                "3.0",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-ac",
+                "2",
+            ],
+        },
+    ]
+}
+
 /// Makes the hinted movies `clips` and returns their paths, or `None` when
 /// ffmpeg is not installed. They are kept in one directory under the system's
 /// temporary directory, named by a hash of their arguments, and reused by

@@ -180,7 +180,9 @@ fn serve(
 }
 
 /// A video and an audio packet every 20 ms until told to stop;
-/// `first_sent` once the first two are out.
+/// `first_sent` just before the first two go out. (Not after: the client may
+/// receive them, learn the session and send the next PLAY, recorded by
+/// another thread, before this thread gets to take the time.)
 fn send_media(
     media: &UdpSocket,
     to: SocketAddr,
@@ -192,6 +194,9 @@ fn send_media(
     let mut seq = 0u16;
     let mut first_sent = Some(first_sent);
     while stop.load(Ordering::SeqCst) == 0 {
+        if let Some(f) = first_sent.take() {
+            f();
+        }
         for (pt, ssrc, rate) in [(96u8, seed, 90_000u32), (97, seed ^ 0xffff, 8_000)] {
             let mut p = vec![0u8; 12 + 160];
             p[0] = 0x80;
@@ -202,9 +207,6 @@ fn send_media(
             p[8..12].copy_from_slice(&ssrc.to_be_bytes());
             media.send_to(&p, to).unwrap();
             sent.fetch_add(1, Ordering::SeqCst);
-        }
-        if let Some(f) = first_sent.take() {
-            f();
         }
         seq = seq.wrapping_add(1);
         thread::sleep(Duration::from_millis(20));

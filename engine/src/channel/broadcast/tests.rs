@@ -5,13 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::channel::playlist::Disk;
-use crate::channel::testing::{self, Clip, H264_AAC};
-
-fn with(extra: &'static [&'static str]) -> &'static [&'static str] {
-    let mut v: Vec<&str> = H264_AAC.to_vec();
-    v.extend_from_slice(extra);
-    Vec::leak(v)
-}
+use crate::channel::testing;
 
 fn opener() -> impl FnMut(&Path) -> Result<Arc<Movie>, String> {
     |p: &Path| Movie::open(p).map(Arc::new).map_err(|e| e.to_string())
@@ -57,43 +51,7 @@ fn run(b: &mut Broadcaster, start: SystemTime) -> (Vec<Sent>, Vec<Note>) {
 
 #[test]
 fn a_looped_broadcast_is_one_continuous_stream() {
-    let recipes = [
-        Clip {
-            name: "ref.mp4",
-            args: H264_AAC,
-        },
-        Clip {
-            name: "bigger.mov",
-            args: with(&["-vf", "scale=176:144"]),
-        },
-        Clip {
-            name: "other.mp4",
-            args: with(&["-vf", "hue=h=90"]),
-        },
-        Clip {
-            name: "aac44.mp4",
-            args: &[
-                "-map",
-                "0:v",
-                "-map",
-                "2:a",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-profile:v",
-                "main",
-                "-level",
-                "3.0",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-ac",
-                "2",
-            ],
-        },
-    ];
+    let recipes = testing::looped_channel_clips();
     let Some(clips) = testing::clips(&recipes) else {
         eprintln!("skipped: ffmpeg is not installed");
         return;
