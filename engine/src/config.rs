@@ -233,6 +233,12 @@ pub struct ServeArgs {
     #[arg(long = "admin-allow", value_name = "CIDR")]
     pub admin_allow: Vec<Cidr>,
 
+    /// User of the --users file who may use the admin API and the status page with HTTP Basic
+    /// (`curl -u USER`) or Digest, beside the token; repeat for several (`[access]
+    /// admin_users`; members of `admin_group` may too). Turns the admin API on [default: none]
+    #[arg(long = "admin-user", value_name = "USER")]
+    pub admin_user: Vec<String>,
+
     /// Address or CIDR block whose clients may read the Prometheus metrics (/metrics, no token
     /// needed); repeat for several [default: loopback only]
     #[arg(long = "metrics-allow", value_name = "CIDR")]
@@ -688,6 +694,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         })?;
         access.auth_scheme = Some(scheme);
     }
+    access.admin_users.extend(args.admin_user.iter().cloned());
     access.allow.extend(args.allow.iter().cloned());
     access.deny.extend(args.deny.iter().cloned());
 

@@ -170,6 +170,11 @@ impl Door {
         self
     }
 
+    /// Whether the door judges by access rules.
+    pub fn has_access(&self) -> bool {
+        self.access.is_some()
+    }
+
     /// What to do with a new connection from `client`, before reading it.
     pub fn admit(&self, client: IpAddr, now: Nanos) -> access::Admission {
         match &self.access {
@@ -202,7 +207,7 @@ impl Door {
         // for ANNOUNCE and RECORD, and a session 461 for `mode=record`, as
         // without access rules.
         let judged = match (&req.method, class) {
-            (_, Class::Write) => self.publishing,
+            (_, Class::Write) => true,
             (Method::Describe | Method::Setup, _) => !in_session,
             _ => false,
         };
@@ -213,6 +218,12 @@ impl Door {
             // Not a URI the door can route: its own 400 follows.
             return Gate::Pass(None);
         };
+        // A path a `--publish` rule covers is that rule's alone, and is
+        // judged in `route`: a Digest answer can answer one challenge, so a
+        // publisher must never get two authenticators' challenges at once.
+        if class == Class::Write && self.publish.as_ref().is_some_and(|g| g.rule_for(path).is_some()) {
+            return Gate::Pass(None);
+        }
         // A path the library refuses outright (an escape, a bad or encoded
         // `/`) names nothing that could be served: routing answers it (400)
         // as it would without access rules. The rules are judged on the
@@ -223,6 +234,20 @@ impl Door {
         let Some(path) = crate::library::percent_decoded(path) else {
             return Gate::Pass(None);
         };
+        // Other publishing is judged here where the access rules say who
+        // may write (`<Limit WRITE>`, a TOML rule for write); where they say
+        // nothing, it passes on to `route`, which refuses it as it does
+        // without access rules (403 outside the publish rules, 405 when
+        // publishing is off).
+        if class == Class::Write && !self.publishing {
+            let ruled = self
+                .access
+                .as_ref()
+                .is_some_and(|a| a.borrow_mut().rules_writing(&path, now));
+            if !ruled {
+                return Gate::Pass(None);
+            }
+        }
         let authorization: Vec<&str> = req
             .headers
             .iter()
@@ -301,9 +326,10 @@ impl Door {
     }
 
     /// The door, letting publishers in by `gate`'s rules. They judge the
-    /// publishing requests alone: those are not asked of the access rules
-    /// as well (a Digest answer can answer one challenge, not two), so
-    /// `with_publishing` stays off.
+    /// publishing requests to the paths they cover alone: those are not
+    /// asked of the access rules as well (a Digest answer can answer one
+    /// challenge, not two). Publishing elsewhere is judged by the access
+    /// rules, where they have a WRITE rule for the path (see [`Door::gate`]).
     pub fn with_publish_rules(mut self, gate: PublishGate) -> Door {
         self.publish = Some(Rc::new(gate));
         self
@@ -323,19 +349,28 @@ impl Door {
     }
 
     /// The publishing requests (ANNOUNCE, a SETUP with `mode=record`,
-    /// RECORD) when publishing is on: checked against the publish rules
-    /// (401 with challenges, or 403), then routed. `None` for every other
-    /// request.
-    fn route_publishing(&self, req: &Request, caller: &Caller, cseq: &str) -> Option<Route> {
-        let gate = self.publish.as_ref()?;
+    /// RECORD): let in by the access rules' WRITE rule (`granted`, from
+    /// [`Door::gate`]), or else, when publishing is on, checked against the
+    /// publish rules (401 with challenges, or 403); then routed. `None` for
+    /// every other request, and for these when neither lets them in.
+    fn route_publishing(&self, req: &Request, caller: &Caller, granted: Option<&Grant>, cseq: &str) -> Option<Route> {
         let record_setup = req.method == Method::Setup && wants_record(req);
         if !matches!(req.method, Method::Announce | Method::Record) && !record_setup {
+            return None;
+        }
+        if granted.is_none() && self.publish.is_none() {
             return None;
         }
         let Some((path, _)) = split_uri(&req.uri) else {
             return Some(Route::Answer(Response::new(400, Some(cseq))));
         };
-        let user = match gate.check(req, path, caller.client.ip()) {
+        let checked = match (granted, &self.publish) {
+            // An anonymous writer (`require any-user` under `<Limit WRITE>`).
+            (Some(grant), _) => Ok(grant.user.clone().unwrap_or_else(|| "anonymous".into())),
+            (None, Some(gate)) => gate.check(req, path, caller.client.ip()),
+            (None, None) => return None,
+        };
+        let user = match checked {
             Ok(user) => user,
             Err(refusal) => {
                 debug!(client = %caller.client, uri = %req.uri, status = refusal.status.code(), "publishing refused");
@@ -363,10 +398,23 @@ impl Door {
     /// Classifies `req`, which came from `caller`. `exists` says whether a
     /// session key is one the calling core knows.
     pub fn route(&self, req: &Request, caller: &Caller, exists: impl Fn(SessionKey) -> bool) -> Route {
+        self.route_granted(req, caller, None, exists)
+    }
+
+    /// [`Door::route`] of a request [`Door::gate`] let in as `granted`
+    /// (its `Gate::Pass`): a publishing request the access rules let in is
+    /// routed as the publish rules' would be.
+    pub fn route_granted(
+        &self,
+        req: &Request,
+        caller: &Caller,
+        granted: Option<&Grant>,
+        exists: impl Fn(SessionKey) -> bool,
+    ) -> Route {
         let Some(cseq) = req.cseq() else {
             return Route::Answer(Response::new(400, None));
         };
-        if let Some(route) = self.route_publishing(req, caller, cseq) {
+        if let Some(route) = self.route_publishing(req, caller, granted, cseq) {
             return route;
         }
         if let Some(header) = req.headers.get("Session") {
@@ -655,11 +703,15 @@ mod tests {
             "PLAY rtsp://h/private/a.mp4 RTSP/1.0\r\nCSeq: 1\r\nSession: 00000000000000AB\r\n\r\n",
             // The library answers these 400 itself.
             "DESCRIBE rtsp://h/private/../x.mp4 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
-            // Publishing is not routed yet: 405 from the route.
-            "ANNOUNCE rtsp://h/private/live.sdp RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            // No WRITE rule there: the route refuses it (405 here).
+            "ANNOUNCE rtsp://h/public/live.sdp RTSP/1.0\r\nCSeq: 1\r\n\r\n",
         ] {
             assert!(matches!(gate(&door, open), Gate::Pass(_)), "{open}");
         }
+        // `<Limit WRITE>` there: publishing is judged by the access rules.
+        let announce = "ANNOUNCE rtsp://h/private/live.sdp RTSP/1.0\r\nCSeq: 2\r\n\r\n";
+        let (status, r) = refused(gate(&door, announce));
+        assert_eq!((status, r.headers.get("CSeq")), (401, Some("2")));
         let publishing = guarded_door(true);
         let announce = "ANNOUNCE rtsp://h/private/live.sdp RTSP/1.0\r\nCSeq: 5\r\n\r\n";
         assert_eq!(refused(gate(&publishing, announce)).0, 401);
@@ -719,6 +771,55 @@ mod tests {
         assert!(matches!(route(play_setup), Route::Open { .. }));
         let options = route("OPTIONS * RTSP/1.0\r\nCSeq: 5\r\n\r\n");
         assert!(matches!(options, Route::Answer(r) if r.headers.get("Public") == Some(PUBLIC_METHODS_PUBLISHING)));
+    }
+
+    #[test]
+    fn publishing_outside_the_publish_rules_is_judged_by_write_rules() {
+        fn clock() -> crate::source::Nanos {
+            1_000_000_000
+        }
+        let rules = vec!["/live=caster:s3cret".parse().unwrap()];
+        let door = guarded_door(false).with_publish_rules(PublishGate::new(rules, [3; 32], clock));
+        let caller = Caller {
+            client: "192.0.2.1:4000".parse().unwrap(),
+        };
+        // A `--publish` path: the access rules send no challenge of theirs.
+        let live = "ANNOUNCE rtsp://h/live/cam RTSP/1.0\r\nCSeq: 1\r\n\r\n";
+        assert!(matches!(gate(&door, live), Gate::Pass(None)));
+        let r = door.route(&req(live), &caller, |_| false);
+        assert!(
+            matches!(&r, Route::Answer(r) if r.status == 401 && r.headers.get("WWW-Authenticate").unwrap().starts_with("Digest")),
+            "{r:?}"
+        );
+        // `<Limit WRITE>`: the access rules' challenge alone, Digest (the
+        // file's `AuthScheme basic` is about READ), one per algorithm; not
+        // the publish rules' (which always offer Basic too).
+        let private = "ANNOUNCE rtsp://h/private/cam RTSP/1.0\r\nCSeq: 2\r\n\r\n";
+        match gate(&door, private) {
+            Gate::Refuse { response, .. } => {
+                let challenges: Vec<_> = response
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| *n == "WWW-Authenticate")
+                    .collect();
+                assert_eq!(challenges.len(), 2, "{response:?}");
+                assert!(challenges.iter().all(|(_, c)| c.starts_with("Digest")), "{response:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Let in by them: routed as a broadcast of that user.
+        let grant = Grant {
+            user: Some("alice".into()),
+            via: access::Via::Basic,
+        };
+        assert!(matches!(
+            door.route_granted(&req(private), &caller, Some(&grant), |_| false),
+            Route::Announce { path, user } if path == "/private/cam" && user == "alice"
+        ));
+        // Neither rule: 403, as before.
+        let public = "ANNOUNCE rtsp://h/public/cam RTSP/1.0\r\nCSeq: 3\r\n\r\n";
+        assert!(matches!(gate(&door, public), Gate::Pass(None)));
+        assert!(matches!(door.route(&req(public), &caller, |_| false), Route::Answer(r) if r.status == 403));
     }
 
     #[test]

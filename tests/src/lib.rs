@@ -39,17 +39,19 @@ pub mod server;
 /// hang into a failure that says which command hung.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Checks that `tool` (`ffmpeg`, `ffprobe` or `gst-launch-1.0`) can be run,
+/// Checks that `tool` (`ffmpeg`, `ffprobe`, `gst-launch-1.0` or `curl`) can be run,
 /// once per process, and panics with the way out when it cannot.
 pub fn require_tool(tool: &'static str) {
     static FFMPEG: OnceLock<Result<(), String>> = OnceLock::new();
     static FFPROBE: OnceLock<Result<(), String>> = OnceLock::new();
     static GST_LAUNCH: OnceLock<Result<(), String>> = OnceLock::new();
+    static CURL: OnceLock<Result<(), String>> = OnceLock::new();
     let (cell, version) = match tool {
         "ffmpeg" => (&FFMPEG, "-version"),
         "ffprobe" => (&FFPROBE, "-version"),
         "gst-launch-1.0" => (&GST_LAUNCH, "--version"),
-        other => panic!("require_tool knows ffmpeg, ffprobe and gst-launch-1.0, not {other}"),
+        "curl" => (&CURL, "--version"),
+        other => panic!("require_tool knows ffmpeg, ffprobe, gst-launch-1.0 and curl, not {other}"),
     };
     let checked = cell.get_or_init(|| {
         match Command::new(tool)

@@ -124,8 +124,12 @@ fn a_folders_qtaccess_protects_it_and_its_subfolders_not_its_siblings() {
         &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
     );
     assert_eq!(r.status, 401, "{r:?}");
-    // Publishing is not served yet: ANNOUNCE is still 405, not judged.
+    // Publishing where `<Limit WRITE>` says who may: judged by it (401
+    // without credentials); where no rule says, 405 as ever (no
+    // `--publish` rule, so publishing is otherwise off).
     let r = conn.request("ANNOUNCE", &server.url("writers/live.sdp"), &[]);
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = conn.request("ANNOUNCE", &server.url("public/live.sdp"), &[]);
     assert_eq!(r.status, 405, "{r:?}");
 
     // ffmpeg plays a protected movie in a subfolder, bit for bit.

@@ -135,6 +135,12 @@ pub struct Settings {
     /// `[[access_rule]]` with `methods = ["admin"]` says otherwise
     /// [default: admin, as DSS].
     pub admin_group: Option<String>,
+    /// Users who may use the admin API where no `[[access_rule]]` with
+    /// `methods = ["admin"]` says otherwise, besides the admin group's
+    /// members (`--admin-user`). Naming any turns the admin API's users-file
+    /// logins on.
+    #[serde(default)]
+    pub admin_users: Vec<String>,
     /// A file holding the URL-token secret (at least 32 bytes); tokens are
     /// off without one.
     pub token_secret_file: Option<PathBuf>,
@@ -189,6 +195,8 @@ pub enum SettingsError {
     NonceLifetime,
     #[error("admin_group {0:?} is not a valid group name")]
     AdminGroup(String),
+    #[error("admin_users: {0:?} is not a valid user name")]
+    AdminUser(String),
     #[error("qtaccess_name {0:?} must be a plain file name")]
     FileName(String),
     #[error(transparent)]
@@ -377,6 +385,7 @@ pub struct Access {
     rfc2069: bool,
     nonce_lifetime_ms: u64,
     admin_group: String,
+    admin_users: Vec<String>,
     default_users: Option<PathBuf>,
     default_groups: Option<PathBuf>,
     tree: AccessTree,
@@ -463,6 +472,9 @@ impl Access {
         if !users::valid_name(&admin_group) {
             return Err(SettingsError::AdminGroup(admin_group));
         }
+        if let Some(bad) = settings.admin_users.iter().find(|u| !users::valid_name(u)) {
+            return Err(SettingsError::AdminUser(bad.clone()));
+        }
         let file_name = settings
             .qtaccess_name
             .clone()
@@ -497,6 +509,7 @@ impl Access {
             rfc2069: settings.digest_rfc2069.unwrap_or(true),
             nonce_lifetime_ms: lifetime * 1000,
             admin_group,
+            admin_users: settings.admin_users.clone(),
             default_users: settings.users.clone(),
             default_groups: settings.groups.clone(),
             tree,
@@ -593,7 +606,20 @@ impl Access {
             }
         }
         let rules = describe(&policy.source);
-        let scheme = policy.scheme.unwrap_or(self.default_scheme);
+        let mut scheme = policy.scheme.unwrap_or(self.default_scheme);
+        // The admin API takes HTTP Basic where no rule names a scheme,
+        // whatever the media's default: `curl -u` and scripts send it
+        // unasked, and the API answers only its allowed addresses.
+        if req.class == Class::Admin
+            && policy.scheme.is_none()
+            && scheme == Scheme::Digest
+            && req
+                .authorization
+                .iter()
+                .any(|a| header::split_scheme(a).is_ok_and(|(s, _)| s.eq_ignore_ascii_case("Basic")))
+        {
+            scheme = Scheme::Basic;
+        }
         if scheme == Scheme::None {
             return Decision::Forbidden(Forbidden::AnonymousOnly(rules));
         }
@@ -661,6 +687,9 @@ impl Access {
             })?;
         if req.class == Class::Admin && policy.source == Source::Default {
             policy.requires = vec![qtaccess::Require::Groups(vec![self.admin_group.clone()])];
+            if !self.admin_users.is_empty() {
+                policy.requires.push(qtaccess::Require::Users(self.admin_users.clone()));
+            }
         }
         Ok(policy)
     }
@@ -806,6 +835,20 @@ impl Access {
                     stale,
                 })
             }
+        }
+    }
+
+    /// Whether a `qtaccess` file's `<Limit WRITE>` or a TOML rule for
+    /// writing governs publishing to `path` (decoded, as
+    /// [`Request::path`]): such a path's publishers are judged here. Only the
+    /// built-in default, or a file that says nothing for WRITE, is no rule.
+    /// A file that does not parse counts as a rule, so that judging it
+    /// fails closed (403).
+    pub fn rules_writing(&mut self, path: &str, now: Nanos) -> bool {
+        match self.tree.policy(&*self.fs, path, Action::Write, now) {
+            Ok(p) => p.source != Source::Default && !p.requires.is_empty(),
+            Err(qtaccess::PolicyError::BadPath(_)) => false,
+            Err(qtaccess::PolicyError::File(_)) => true,
         }
     }
 

@@ -658,6 +658,37 @@ fn the_admin_api_is_for_the_admin_group_unless_a_rule_opens_it() {
 }
 
 #[test]
+fn admin_users_get_in_with_basic_too() {
+    let mut s = settings();
+    s.admin_users = vec!["alice".into()];
+    let mut a = access_with(s, tree());
+    let admin = || {
+        let mut r = req("/api/v1/server");
+        r.class = Class::Admin;
+        r.method = "GET";
+        r.uri = "/api/v1/server".into();
+        r
+    };
+    let r = admin();
+    let c = challenge(r.decide(&mut a));
+    let alice = admin().auth(ffmpeg_answer(&c, "alice", "wonder", &r, "00000001"));
+    assert!(matches!(alice.decide(&mut a), Decision::Allow(_)));
+    // Basic where the media's default is Digest: the admin API takes it.
+    let basic = admin().auth(crate::access::basic::authorization("alice", "wonder"));
+    assert!(matches!(
+        basic.decide(&mut a),
+        Decision::Allow(Grant { via: Via::Basic, .. })
+    ));
+    let wrong = admin().auth(crate::access::basic::authorization("alice", "nope"));
+    assert!(matches!(wrong.decide(&mut a), Decision::Challenge(_)));
+    // The admin group's members still get in; others get 403.
+    let bob = admin().auth(crate::access::basic::authorization("bob", "builder"));
+    assert!(matches!(bob.decide(&mut a), Decision::Allow(_)));
+    let carol = admin().auth(crate::access::basic::authorization("carol", "singer"));
+    assert!(matches!(carol.decide(&mut a), Decision::Forbidden(_)));
+}
+
+#[test]
 fn settings_are_checked() {
     let new = |s: Settings| Access::new(&s, "/media".into(), Box::new(tree()), [0; 32], 0).err();
     let with = |f: fn(&mut Settings)| {

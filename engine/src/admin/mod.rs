@@ -116,7 +116,10 @@ pub enum Refusal {
 impl Refusal {
     pub fn response(&self) -> Response {
         match self {
-            Refusal::Off => error(403, "the admin API is off: start the server with --admin-token"),
+            Refusal::Off => error(
+                403,
+                "the admin API is off: start the server with --admin-token or --admin-user",
+            ),
             Refusal::Address => error(403, "this address may not use the admin API (see --admin-allow)"),
             Refusal::Credential(challenges) => {
                 let mut r = error(401, "a valid Authorization header is needed");
@@ -133,6 +136,9 @@ impl Refusal {
 pub struct AdminAccess {
     allow: Vec<Cidr>,
     verifiers: Vec<Box<dyn Verifier>>,
+    /// Whether users-file logins (Basic, Digest) of the access rules'
+    /// admins are taken too (`--admin-user`, `admin_group`).
+    logins: bool,
 }
 
 impl AdminAccess {
@@ -149,11 +155,24 @@ impl AdminAccess {
         AdminAccess {
             allow: allow.to_vec(),
             verifiers,
+            logins: false,
         }
     }
 
+    /// The same, taking users-file logins of the access rules' admins
+    /// (judged by the door as `Class::Admin`) when `logins`.
+    pub fn with_logins(mut self, logins: bool) -> AdminAccess {
+        self.logins = logins;
+        self
+    }
+
     pub fn is_on(&self) -> bool {
-        !self.verifiers.is_empty()
+        !self.verifiers.is_empty() || self.logins
+    }
+
+    /// Whether users-file logins are taken.
+    pub fn logins(&self) -> bool {
+        self.logins
     }
 
     /// Whether `client` may reach the page at all (no credential needed
@@ -217,11 +236,60 @@ impl Handler for Api {
         Box::pin(async move {
             let auth = req.head.headers.get("Authorization");
             let response = match self.access.check(cx.client.ip(), auth) {
+                Err(Refusal::Credential(challenges)) if self.access.logins() => {
+                    match login(req, cx.client.ip(), cx.server, &challenges) {
+                        Ok(()) => answer(req, cx.server).await,
+                        Err(refused) => refused,
+                    }
+                }
                 Err(r) => r.response(),
                 Ok(()) => answer(req, cx.server).await,
             };
             Reply::Respond(response)
         })
+    }
+}
+
+/// A request the token did not let in, judged by the access rules as
+/// `Class::Admin` (a users-file login of `--admin-user` or the admin
+/// group): go on, or the answer. Both schemes' challenges go in a 401, the
+/// token's (`challenges`) and the access rules', as the client may hold
+/// either; the access rules' address lists for admin apply on top of
+/// `--admin-allow`, which [`AdminAccess::check`] applied first.
+fn login(req: &Request, client: IpAddr, server: &dyn ServerView, challenges: &[String]) -> Result<(), Response> {
+    let authorization: Vec<&str> = req
+        .head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization"))
+        .map(|(_, v)| v)
+        .collect();
+    let Some(gate) = server.admin_login(client, &req.head.method, &req.head.target, &authorization) else {
+        return Err(Refusal::Credential(challenges.to_vec()).response());
+    };
+    match gate {
+        crate::door::Gate::Pass(_) => Ok(()),
+        crate::door::Gate::Refuse { response, .. } => Err(match response.status.code() {
+            401 => {
+                let mut all = challenges.to_vec();
+                all.extend(
+                    response
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| n.eq_ignore_ascii_case("WWW-Authenticate"))
+                        .map(|(_, v)| v.to_owned()),
+                );
+                Refusal::Credential(all).response()
+            }
+            403 => error(403, "this user may not use the admin API"),
+            code => {
+                let mut r = error(code, "too many failed logins; try again later");
+                if let Some(after) = response.headers.get("Retry-After") {
+                    r = r.header("Retry-After", after.to_owned());
+                }
+                r
+            }
+        }),
     }
 }
 

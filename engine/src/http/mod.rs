@@ -113,6 +113,20 @@ pub trait ServerView {
         let _ = client;
         false
     }
+    /// Judges an admin API request (`method`, `target`, its `Authorization`
+    /// values) from `client` by the access rules, as `Class::Admin`: a
+    /// users-file login of an admin user or group member. `None` when the
+    /// server has no access rules, which admits no one this way.
+    fn admin_login(
+        &self,
+        client: std::net::IpAddr,
+        method: &str,
+        target: &str,
+        authorization: &[&str],
+    ) -> Option<crate::door::Gate> {
+        let _ = (client, method, target, authorization);
+        None
+    }
     /// The settings the server runs with.
     fn config(&self) -> &Config;
     /// Since the server started, in seconds.

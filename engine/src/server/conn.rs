@@ -290,16 +290,21 @@ async fn rtsp<H: Host>(host: &H, link: &mut Link) -> Parsed {
             link.buf.drain(..used);
             // Access first: a refused request is answered here and never
             // routed, so no core sees it.
-            if let door::Gate::Refuse { response, delay } = host.door().gate(&req, &caller, super::now(), unix_time()) {
-                if delay > 0 {
-                    // Held, not dropped: a guesser waits, and the answer
-                    // still comes in order with any pipelined requests.
-                    glommio::timer::sleep(std::time::Duration::from_nanos(delay)).await;
+            let granted = match host.door().gate(&req, &caller, super::now(), unix_time()) {
+                door::Gate::Pass(granted) => granted,
+                door::Gate::Refuse { response, delay } => {
+                    if delay > 0 {
+                        // Held, not dropped: a guesser waits, and the answer
+                        // still comes in order with any pipelined requests.
+                        glommio::timer::sleep(std::time::Duration::from_nanos(delay)).await;
+                    }
+                    host.answer(link, &response);
+                    return Parsed::Did(Step::Continue);
                 }
-                host.answer(link, &response);
-                return Parsed::Did(Step::Continue);
-            }
-            let route = host.door().route(&req, &caller, |key| host.exists(key));
+            };
+            let route = host
+                .door()
+                .route_granted(&req, &caller, granted.as_ref(), |key| host.exists(key));
             // Boxed: a request's handling builds messages and may wait
             // for a shard or the library, and inline its state would
             // make every idle connection's task that big.

@@ -161,7 +161,8 @@ pub async fn run(
     // HTTP handlers (the admin API, /metrics, the status page, Icecast)
     // are registered here; see the `http` module.
     let mut routes = Routes::new();
-    let access = Rc::new(AdminAccess::new(config.admin_token.as_ref(), &config.admin_allow));
+    let logins = !config.access.admin_users.is_empty() || config.access.admin_group.is_some();
+    let access = Rc::new(AdminAccess::new(config.admin_token.as_ref(), &config.admin_allow).with_logins(logins));
     if access.is_on() {
         let allow: Vec<String> = config.admin_allow.iter().map(ToString::to_string).collect();
         info!(allow = %allow.join(", "), "admin API on at /api/v1/, status page at /");
@@ -1228,6 +1229,32 @@ impl Host for Control {
 }
 
 impl ServerView for Control {
+    fn admin_login(
+        &self,
+        client: std::net::IpAddr,
+        method: &str,
+        target: &str,
+        authorization: &[&str],
+    ) -> Option<door::Gate> {
+        if !self.door.has_access() {
+            return None;
+        }
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let unix_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(self.door.check(&crate::access::Request {
+            client,
+            class: crate::access::Class::Admin,
+            method,
+            uri: target,
+            path,
+            authorization,
+            now: now(),
+            unix_time,
+        }))
+    }
+
     fn counts(&self) -> Counts {
         let a = self.admission.borrow();
         Counts {
