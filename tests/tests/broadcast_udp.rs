@@ -54,18 +54,8 @@ fn ffmpeg_plays_the_written_sdp_across_movie_boundaries() {
 
     // 110 frames: into the fifth movie, past four boundaries.
     let frames = 4 * FPS + 10;
-    let mut ffmpeg = Command::new("ffmpeg");
+    let mut ffmpeg = ffmpeg_reading(&sdp);
     ffmpeg
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-protocol_whitelist",
-            "file,udp,rtp",
-            "-i",
-        ])
-        .arg(&sdp)
         .args([
             "-map",
             "0:v",
@@ -284,18 +274,8 @@ fn a_resized_movie_brings_its_parameter_sets_and_the_next_takes_them_back() {
     assert!(out.status.success(), "{}", broadcast::plain(&out.stderr));
     // a, resized, a and the resized one's first ten frames.
     let frames = 3 * FPS + 10;
-    let mut ffmpeg = Command::new("ffmpeg");
+    let mut ffmpeg = ffmpeg_reading(&sdp);
     ffmpeg
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-protocol_whitelist",
-            "file,udp,rtp",
-            "-i",
-        ])
-        .arg(&sdp)
         .args([
             "-map",
             "0:v",
@@ -321,4 +301,15 @@ fn a_resized_movie_brings_its_parameter_sets_and_the_next_takes_them_back() {
     let hashes = FrameHashes::parse(&String::from_utf8_lossy(&played.stdout));
     assert_eq!(hashes.frames(0).len() as u32, frames, "{log}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// ffmpeg reading the RTP a written SDP file describes, errors only on
+/// stderr; the caller adds what to decode and where to.
+fn ffmpeg_reading(sdp: &std::path::Path) -> Command {
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args(["-protocol_whitelist", "file,udp,rtp", "-i"])
+        .arg(sdp);
+    ffmpeg
 }

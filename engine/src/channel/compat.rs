@@ -751,7 +751,7 @@ fn media_sections(sdp: &str) -> Vec<Section> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::testing::{self, with, Clip, H264_AAC};
+    use crate::channel::testing::{self, with, Clip, AAC_44K, H264_AAC};
 
     fn layout(path: &std::path::Path) -> Layout {
         Layout::of(&Movie::open(path).unwrap())
@@ -939,26 +939,7 @@ mod tests {
             },
             Clip {
                 name: "aac44.mp4",
-                args: &[
-                    "-map",
-                    "0:v",
-                    "-map",
-                    "2:a",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-profile:v",
-                    "main",
-                    "-level",
-                    "3.0",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:a",
-                    "aac",
-                    "-ac",
-                    "2",
-                ],
+                args: AAC_44K,
             },
             Clip {
                 name: "mono.mp4",

@@ -34,6 +34,14 @@ pub const H264_AAC: &[&str] = &[
     "-g", "10", "-bf", "2", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "48k", "-ac", "2",
 ];
 
+/// The reference's H.264 with AAC at 44.1 kHz (the second audio input):
+/// a movie whose audio does not fit the reference's.
+#[rustfmt::skip]
+pub const AAC_44K: &[&str] = &[
+    "-map", "0:v", "-map", "2:a", "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "main", "-level", "3.0",
+    "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2",
+];
+
 /// [`H264_AAC`] with `extra` arguments after it.
 pub fn with(extra: &'static [&'static str]) -> &'static [&'static str] {
     let mut v: Vec<&str> = H264_AAC.to_vec();
@@ -60,26 +68,7 @@ pub fn looped_channel_clips() -> [Clip; 4] {
         },
         Clip {
             name: "aac44.mp4",
-            args: &[
-                "-map",
-                "0:v",
-                "-map",
-                "2:a",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-profile:v",
-                "main",
-                "-level",
-                "3.0",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-ac",
-                "2",
-            ],
+            args: AAC_44K,
         },
     ]
 }
