@@ -13,6 +13,7 @@ pub mod config;
 pub mod door;
 pub mod http;
 pub mod icecast;
+pub mod idle;
 pub mod library;
 pub mod live;
 pub mod pacer;

@@ -36,7 +36,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
-use futures_lite::{AsyncRead, AsyncWriteExt};
+use futures_lite::AsyncRead;
 use glommio::net::TcpStream;
 use proto::http::{self, Protocol};
 use proto::rtsp::message::{self, Limits, Message, Request, Response};
@@ -174,20 +174,6 @@ pub(crate) trait Wire {
     /// Stops timing out on silence: the connection's peer need say nothing
     /// for a long time (a publisher whose media comes over UDP).
     fn allow_silence(&mut self) {}
-}
-
-impl Wire for TcpStream {
-    async fn read_more(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        read_chunk(self, buf).await
-    }
-
-    async fn write_out(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write_all(bytes).await
-    }
-
-    fn allow_silence(&mut self) {
-        let _ = self.set_read_timeout(None);
-    }
 }
 
 /// A shard connection's read half: its answers ride the shard core's

@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use proto::rtsp::message::{Limits, Request, Response};
 use proto::tunnel::{Cookie, Decoder, Leg};
 use tracing::{debug, info, warn};
 
-use super::conn::{self, Host, Leave, Link, Speaks, Step};
+use super::conn::{self, Host, Leave, Link, Speaks, Step, Wire};
 use super::tunnel::{give_leg, Carry, Counted, PostLeg, TunnelWire};
 use super::{now, open_movie, open_mp3, FromShard, Handover, ServeError, Signals, ToShard};
 use crate::access_log::{AccessLog, AccessRecord};
@@ -36,6 +36,7 @@ use crate::http::Sample;
 use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
 use crate::icecast::files::Files;
 use crate::icecast::listener::ListenerStart;
+use crate::idle;
 use crate::library::Library;
 use crate::library::LibraryError;
 use crate::live;
@@ -52,6 +53,9 @@ const UNUSED_FOR: Duration = Duration::from_secs(300);
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// POST legs that may wait behind a tunnel's current one.
 const LEG_QUEUE: usize = 2;
+/// How often connections are looked at for the read timeout (the shards
+/// look at their sessions' timeouts as often).
+const IDLE_SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// The control core's state, shared by its tasks (one thread: `RefCell`).
 struct Control {
@@ -93,6 +97,10 @@ struct Control {
     /// The totals sampled for the throughput chart.
     history: RefCell<History>,
     started: Instant,
+    /// The connections in the loop here and when each began waiting for
+    /// bytes, swept for the read timeout (`sweep_idle`): a runtime timer per
+    /// connection would be two reactor entries for as long as it lives.
+    idle: RefCell<idle::Reads<RawFd>>,
 }
 
 /// A bound port and what it speaks.
@@ -221,6 +229,7 @@ pub async fn run(
             requests: RefCell::default(),
             history: RefCell::default(),
             started: Instant::now(),
+            idle: RefCell::default(),
             config,
         }
     });
@@ -261,6 +270,7 @@ pub async fn run(
     let mut next_file_check = Instant::now() + FILE_CHECK_EVERY;
     let sample_every = Duration::from_secs(admin::SAMPLE_EVERY_SECS);
     let mut next_sample = Instant::now();
+    let mut next_idle_sweep = Instant::now();
     loop {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         let due = next_report.is_some_and(|t| Instant::now() >= t);
@@ -295,6 +305,10 @@ pub async fn run(
         }
         ctl.expire_tunnel_legs();
         ctl.expire_publishers();
+        if Instant::now() >= next_idle_sweep {
+            ctl.sweep_idle();
+            next_idle_sweep = Instant::now() + IDLE_SWEEP_EVERY;
+        }
         if Instant::now() >= next_file_check {
             for path in ctl.library.check_files() {
                 warn!(
@@ -592,10 +606,13 @@ async fn accepted(
 /// (a tunnel's whole loop) would set the size of every idle connection's
 /// task, 4.3 KB rather than 1.1 KB.
 async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr, speaks: Speaks) {
-    // A connection that says nothing for a session timeout is stalled.
-    let _ = stream.set_read_timeout(Some(ctl.idle_timeout()));
     let mut link = Link::new(0, client, stream.as_raw_fd(), speaks, Vec::new());
-    let step = conn::serve(&*ctl, &mut link, &mut stream).await;
+    // A connection that says nothing for a session timeout is stalled: the
+    // idle sweep ends its read. It is watched only while in the loop, so the
+    // sweep never touches a socket handed to a shard or closed.
+    let mut wire = Watched::new(&ctl, &mut stream);
+    let step = conn::serve(&*ctl, &mut link, &mut wire).await;
+    drop(wire);
     match (step, link.leave.take()) {
         (Step::Leave, Some(Leave::Shard { shard, command })) => {
             let conn = link.clone_fd().map(|fd| Handover {
@@ -681,10 +698,77 @@ async fn tunnel_get(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
     ctl.admission.borrow_mut().disconnect(client.ip());
 }
 
+/// A control-core connection as the loop's wire: the idle sweep knows when
+/// each of its reads began, and ends one that waits too long.
+struct Watched<'a> {
+    ctl: &'a Control,
+    stream: &'a mut TcpStream,
+    ticket: idle::Ticket,
+    /// A publisher's connection may be silent for good.
+    silence_ok: bool,
+}
+
+impl<'a> Watched<'a> {
+    fn new(ctl: &'a Control, stream: &'a mut TcpStream) -> Watched<'a> {
+        let ticket = ctl.idle.borrow_mut().add(stream.as_raw_fd());
+        Watched {
+            ctl,
+            stream,
+            ticket,
+            silence_ok: false,
+        }
+    }
+}
+
+impl Wire for Watched<'_> {
+    async fn read_more(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        if !self.silence_ok {
+            self.ctl.idle.borrow_mut().waiting(self.ticket, now());
+        }
+        let read = conn::read_chunk(self.stream, buf).await;
+        self.ctl.idle.borrow_mut().arrived(self.ticket);
+        read
+    }
+
+    async fn write_out(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    fn allow_silence(&mut self) {
+        self.silence_ok = true;
+    }
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        // Before the stream can be closed or handed over: the sweep must
+        // never act on a descriptor this connection no longer owns.
+        self.ctl.idle.borrow_mut().remove(self.ticket);
+    }
+}
+
 impl Control {
     /// How long a connection may say nothing before it is closed.
     fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.config.session_timeout.max(1))
+    }
+
+    /// Ends the reads that waited a read timeout for bytes: each such
+    /// connection's loop sees its end of stream and closes it as a client's
+    /// going would.
+    fn sweep_idle(&self) {
+        let timeout = self.idle_timeout().as_nanos() as u64;
+        self.idle.borrow_mut().expire(now(), timeout, |fd| {
+            debug!(fd, "a connection said nothing for the read timeout; closing");
+            // SAFETY: `fd` is the socket of a connection still in the loop:
+            // its slot is removed (`Watched`'s drop) before its stream is
+            // closed or handed over, so the descriptor is open and this
+            // connection's. `shutdown` closes no descriptor; it ends the
+            // socket's reading, which wakes the pending read with its end.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RD);
+            }
+        });
     }
 
     /// Sends a connection (or its failure to be duplicated) to `shard` with
