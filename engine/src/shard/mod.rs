@@ -38,7 +38,7 @@
 //! last packet rather than beside it.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -61,7 +61,9 @@ use crate::random::Rng;
 use crate::session::{Context, Destination, Effect, Media, Session};
 use crate::source::{Nanos, Outgoing, Source, StreamSeeds};
 use crate::stats::ShardStats;
+use routes::AddressRoutes;
 
+mod routes;
 #[cfg(test)]
 mod tests;
 
@@ -616,10 +618,8 @@ pub struct ShardCore {
     /// far out of the caches, the 16-byte ones mostly in them.
     sessions: KeyMap<SessionKey, Box<Entry>>,
     schedule: Schedule,
-    /// The sessions that have each client RTCP address. Usually one, but a
-    /// load client (or a NAT) may use one port pair for many sessions. Keyed
-    /// by what clients choose, so with the standard (keyed) hash.
-    rtcp_routes: HashMap<SocketAddr, SmallVec<[SessionKey; 1]>>,
+    /// The sessions that have each client RTCP address.
+    rtcp_routes: AddressRoutes,
     /// The session of each of our streams' SSRCs, to tell apart reports that
     /// come from one address for several sessions.
     ssrc_routes: KeyMap<u32, SessionKey>,
@@ -713,7 +713,7 @@ impl ShardCore {
             config,
             sessions: KeyMap::default(),
             schedule: Schedule::default(),
-            rtcp_routes: HashMap::new(),
+            rtcp_routes: AddressRoutes::default(),
             ssrc_routes: KeyMap::default(),
             conns: KeyMap::default(),
             listeners: KeyMap::default(),
@@ -1230,10 +1230,7 @@ impl ShardCore {
             for t in &e.session.tracks {
                 self.ssrc_routes.insert(t.seeds.0, key);
                 if let Destination::Udp { rtcp, .. } = t.destination {
-                    let keys = self.rtcp_routes.entry(rtcp).or_default();
-                    if !keys.contains(&key) {
-                        keys.push(key);
-                    }
+                    self.rtcp_routes.insert(rtcp, key);
                 }
             }
         }
@@ -1248,6 +1245,9 @@ impl ShardCore {
                 e.said_bye = false;
                 let n = e.session.playback.as_ref().map_or(0, |p| p.streams().len());
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
+                // Exactly the room the streams take (a first resize would
+                // make room for four), for as long as the session plays.
+                e.reception.reserve_exact(n.saturating_sub(e.reception.len()));
                 e.reception.resize(n, Reception::default());
                 if req.method == Method::Play {
                     e.play_at = Some(now);
@@ -1523,12 +1523,7 @@ impl ShardCore {
         for t in &e.session.tracks {
             self.ssrc_routes.remove(&t.seeds.0);
             if let Destination::Udp { rtcp, .. } = t.destination {
-                if let Some(keys) = self.rtcp_routes.get_mut(&rtcp) {
-                    keys.retain(|k| *k != key);
-                    if keys.is_empty() {
-                        self.rtcp_routes.remove(&rtcp);
-                    }
-                }
+                self.rtcp_routes.remove(rtcp, key);
             }
         }
         self.stats.sessions_ended += 1;
@@ -1543,11 +1538,11 @@ impl ShardCore {
     /// blocks (sent before any media arrived) is a sign of life for every
     /// session at that address.
     fn on_rtcp_udp(&mut self, from: SocketAddr, data: &[u8], now: Nanos) {
-        let Some(keys) = self.rtcp_routes.get(&from) else {
+        if !self.rtcp_routes.contains(from) {
             // Not from a client we know: ignore it, it changes nothing.
             self.stats.bad_rtcp += 1;
             return;
-        };
+        }
         let Ok(packets) = rtcp::parse_compound(data) else {
             self.stats.bad_rtcp += 1;
             return;
@@ -1569,7 +1564,7 @@ impl ShardCore {
             }
         }
         if !reported {
-            for key in keys.clone() {
+            for key in self.rtcp_routes.sessions(from) {
                 if let Some(e) = self.sessions.get_mut(&key) {
                     e.session.last_seen = now;
                 }
