@@ -52,8 +52,11 @@ pub enum Destination {
 #[derive(Debug, Clone)]
 pub struct TrackSetup {
     pub track_id: u32,
-    /// The URL the client set the track up with, for RTP-Info.
-    pub url: String,
+    /// The URL the client set the track up with, for RTP-Info
+    /// ([`Session::track_url`]); `None` when it is the session's first
+    /// track's URL with this track's number in it, as clients' URLs are:
+    /// one string a session, not one a track, for as long as it plays.
+    url: Option<Box<str>>,
     pub destination: Destination,
     pub seeds: StreamSeeds,
 }
@@ -209,7 +212,7 @@ impl Session {
             return (Response::new(461, cseq), Effect::None);
         }
         self.lower = Some(lower);
-        let url = req.uri.clone();
+        let url = self.url_to_keep(track_id, &req.uri);
         match self.tracks.iter_mut().find(|t| t.track_id == track_id) {
             // Set up again: a client may change its mind about ports.
             Some(t) => {
@@ -348,11 +351,7 @@ impl Session {
             .streams
             .iter()
             .map(|&(id, seq, ts)| {
-                let url = self
-                    .tracks
-                    .iter()
-                    .find(|t| t.track_id == id)
-                    .map_or("", |t| t.url.as_str());
+                let url = self.track_url(id).unwrap_or_default();
                 format!("url={url};seq={seq};rtptime={ts}")
             })
             .collect();
@@ -374,6 +373,41 @@ impl Session {
         (response, Effect::Schedule)
     }
 
+    /// The URL track `id` was set up with.
+    pub fn track_url(&self, id: u32) -> Option<std::borrow::Cow<'_, str>> {
+        let t = self.tracks.iter().find(|t| t.track_id == id)?;
+        match &t.url {
+            Some(url) => Some(url.as_ref().into()),
+            None => Some(with_track_id(self.tracks.first()?.url.as_deref()?, id)?.into()),
+        }
+    }
+
+    /// What a SETUP of track `id` with URL `uri` keeps of it: nothing when
+    /// the URL follows from the first track's. A first track set up again
+    /// with another URL first gives the others their own.
+    fn url_to_keep(&mut self, id: u32, uri: &str) -> Option<Box<str>> {
+        let Some(first) = self.tracks.first() else {
+            return Some(uri.into());
+        };
+        if first.track_id == id {
+            if first.url.as_deref() != Some(uri) {
+                let urls: Vec<Option<Box<str>>> = self
+                    .tracks
+                    .iter()
+                    .map(|t| self.track_url(t.track_id).map(|u| u.into()))
+                    .collect();
+                for (t, url) in self.tracks.iter_mut().zip(urls).skip(1) {
+                    t.url = url;
+                }
+            }
+            return Some(uri.into());
+        }
+        match first.url.as_deref().and_then(|f| with_track_id(f, id)) {
+            Some(derived) if derived == uri => None,
+            _ => Some(uri.into()),
+        }
+    }
+
     /// Where each stream of the playback goes, by stream index.
     pub fn destination(&self, stream: usize) -> Option<Destination> {
         let id = self.playback.as_ref()?.streams().get(stream)?.track_id;
@@ -384,6 +418,18 @@ impl Session {
 enum Reply {
     Udp((u16, u16)),
     Tcp((u8, u8)),
+}
+
+/// A track's URL with track `id`'s number in place of its own: the digits
+/// after the last `trackID=` of its path.
+fn with_track_id(url: &str, id: u32) -> Option<String> {
+    let path_end = url.find(['?', '#']).unwrap_or(url.len());
+    let start = url[..path_end].rfind("trackID=")? + "trackID=".len();
+    let digits = url[start..path_end].bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    Some(format!("{}{id}{}", &url[..start], &url[start + digits..]))
 }
 
 #[cfg(test)]
@@ -498,6 +544,89 @@ mod tests {
         );
         let fly = req("FLY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n");
         assert_eq!(s.handle(&fly, &mut ctx(0)).0.status, 501);
+    }
+
+    #[test]
+    fn rtp_info_names_each_track_by_the_url_it_was_set_up_with() {
+        let setup_url = |s: &mut Session, url: &str, port: u16| {
+            let text = format!(
+                "SETUP {url} RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP;unicast;client_port={port}-{}\r\n\r\n",
+                port + 1
+            );
+            assert_eq!(s.handle(&req(&text), &mut ctx(0)).0.status, 200, "{url}");
+        };
+        let rtp_info = |s: &mut Session| {
+            let play = req("PLAY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 4\r\n\r\n");
+            let r = s.handle(&play, &mut ctx(10)).0;
+            assert_eq!(r.status, 200);
+            let urls: Vec<String> = r
+                .headers
+                .get("RTP-Info")
+                .unwrap()
+                .split(',')
+                .map(|i| i.split(';').next().unwrap().to_owned())
+                .collect();
+            let pause = req("PAUSE rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 5\r\n\r\n");
+            assert_eq!(s.handle(&pause, &mut ctx(20)).0.status, 200);
+            urls
+        };
+        // The usual: the second URL follows from the first, and is not kept.
+        let mut s = session();
+        setup_url(&mut s, "rtsp://h:554/sample.mp4/trackID=3?t=x", 5000);
+        setup_url(&mut s, "rtsp://h:554/sample.mp4/trackID=4?t=x", 5002);
+        assert!(s.tracks[1].url.is_none());
+        assert_eq!(
+            rtp_info(&mut s),
+            [
+                "url=rtsp://h:554/sample.mp4/trackID=3?t=x",
+                "url=rtsp://h:554/sample.mp4/trackID=4?t=x"
+            ]
+        );
+        // One that does not follow (another host, a leading zero, a slash)
+        // is kept as it came.
+        for second in [
+            "rtsp://10.0.0.1/sample.mp4/trackID=4",
+            "rtsp://h/sample.mp4/trackID=04",
+            "/sample.mp4/trackID=4/",
+        ] {
+            let mut s = session();
+            setup_url(&mut s, "rtsp://h/sample.mp4/trackID=3", 5000);
+            setup_url(&mut s, second, 5002);
+            assert_eq!(
+                rtp_info(&mut s),
+                ["url=rtsp://h/sample.mp4/trackID=3".to_owned(), format!("url={second}")]
+            );
+        }
+        // The first track set up again with another URL: the second keeps
+        // the one it came with, and either set up again takes its new one.
+        let mut s = session();
+        setup_url(&mut s, "rtsp://h/sample.mp4/trackID=3", 5000);
+        setup_url(&mut s, "rtsp://h/sample.mp4/trackID=4", 5002);
+        setup_url(&mut s, "rtsp://other/sample.mp4/trackID=3", 6000);
+        assert_eq!(
+            rtp_info(&mut s),
+            [
+                "url=rtsp://other/sample.mp4/trackID=3",
+                "url=rtsp://h/sample.mp4/trackID=4"
+            ]
+        );
+        setup_url(&mut s, "rtsp://other/sample.mp4/trackID=4", 6002);
+        assert_eq!(
+            rtp_info(&mut s),
+            [
+                "url=rtsp://other/sample.mp4/trackID=3",
+                "url=rtsp://other/sample.mp4/trackID=4"
+            ]
+        );
+        assert!(s.tracks[1].url.is_none());
+        setup_url(&mut s, "rtsp://h/sample.mp4/trackID=4", 6004);
+        assert_eq!(
+            rtp_info(&mut s),
+            [
+                "url=rtsp://other/sample.mp4/trackID=3",
+                "url=rtsp://h/sample.mp4/trackID=4"
+            ]
+        );
     }
 
     #[test]
