@@ -44,6 +44,7 @@ pub mod ingest;
 pub mod keyframe;
 pub mod publish;
 pub mod registry;
+pub mod relay;
 pub mod replica;
 pub mod sdp_source;
 
