@@ -180,6 +180,27 @@ pub struct ServeArgs {
     /// in the media folder name [default: the kernel's choice]
     #[arg(long = "multicast-interface", value_name = "ADDR")]
     pub multicast_interface: Option<std::net::Ipv4Addr>,
+
+    /// Relay another RTSP server's stream (a live path or a movie; credentials in the URL are
+    /// answered with Digest or Basic) as a live broadcast at PATH, played over tcp (interleaved,
+    /// the default) or udp, on-demand (from the first viewer until a few seconds after the last,
+    /// the default) or always; repeat for more. In the file: [[relay]] tables with path, url,
+    /// transport and mode [default: none]
+    #[arg(long = "relay", value_name = "PATH=URL [tcp|udp] [on-demand|always]", value_parser = parse_relay)]
+    pub relay: Vec<crate::live::relay::Relay>,
+
+    /// Publish the live broadcast at PATH (published here or relayed) to another RTSP server
+    /// (ANNOUNCE/RECORD, interleaved) while it is on the air, again after a backoff when that
+    /// fails; repeat for more. In the file: [[push]] tables with path and url [default: none]
+    #[arg(long = "push", value_name = "PATH=rtsp://[USER:PASS@]HOST:PORT/PATH2", value_parser = parse_push)]
+    pub push: Vec<crate::live::relay::Push>,
+
+    /// Seconds a live broadcast's viewers wait for a publisher that left or went silent: one
+    /// that comes back to the same path with a compatible SDP within them continues the
+    /// broadcast (viewers keep their SSRC, sequence numbers and timestamps); 0 ends it at once
+    /// [default: 0]
+    #[arg(long = "publish-grace", value_name = "SECS")]
+    pub publish_grace: Option<u64>,
     /// Users file (`realm NAME`, then `user:argon2id:md5-ha1:sha256-ha1` lines, as `streamalot
     /// passwd` writes them) for paths whose qtaccess names no AuthUserFile [default: none]
     #[arg(long, value_name = "FILE")]
@@ -277,6 +298,14 @@ pub fn loopback_blocks() -> Vec<Cidr> {
 fn parse_publish(text: &str) -> Result<Rule, String> {
     text.parse()
 }
+
+fn parse_relay(text: &str) -> Result<crate::live::relay::Relay, String> {
+    text.parse()
+}
+
+fn parse_push(text: &str) -> Result<crate::live::relay::Push, String> {
+    text.parse()
+}
 /// The default RTSPS port (RFC 7826's `rtsps` registration).
 pub const DEFAULT_RTSPS_PORT: u16 = 322;
 
@@ -326,6 +355,12 @@ pub struct Config {
     pub publish_max_bitrate: u64,
     /// Where `.sdp` sources join their multicast groups.
     pub multicast_interface: Option<std::net::Ipv4Addr>,
+    /// Other servers' streams relayed here, each at its own path.
+    pub relays: Vec<crate::live::relay::Relay>,
+    /// Local broadcasts published to other servers.
+    pub pushes: Vec<crate::live::relay::Push>,
+    /// Seconds viewers wait for a publisher to come back; 0: none.
+    pub publish_grace: u64,
     /// The admin API's bearer token; `None`: the admin API is off.
     pub admin_token: Option<Secret>,
     /// Who may reach the admin API and the status page; never empty.
@@ -440,6 +475,27 @@ struct FileSettings {
     publish_replace: Option<bool>,
     publish_max_kbps: Option<u64>,
     multicast_interface: Option<std::net::Ipv4Addr>,
+    relay: Option<Vec<RelayEntry>>,
+    push: Option<Vec<PushEntry>>,
+    publish_grace: Option<u64>,
+}
+
+/// A `[[relay]]` table.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RelayEntry {
+    path: String,
+    url: String,
+    transport: Option<String>,
+    mode: Option<String>,
+}
+
+/// A `[[push]]` table.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PushEntry {
+    path: String,
+    url: String,
 }
 
 /// A `[[publish]]` table.
@@ -672,6 +728,41 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         Some((n, _)) => n.saturating_mul(1000),
         None => crate::live::ingest::DEFAULT_MAX_BITRATE,
     };
+    let relays = if !args.relay.is_empty() {
+        args.relay.clone()
+    } else {
+        let mut relays = Vec::new();
+        for e in file.relay.unwrap_or_default() {
+            let bad = |why: String| invalid("relay", &e.path, file_origin.clone(), why);
+            relays.push(crate::live::relay::Relay {
+                path: crate::live::relay::check_path(&e.path).map_err(bad)?,
+                url: crate::live::relay::parse_url(&e.url).map_err(bad)?,
+                transport: e.transport.as_deref().map_or(Ok(Default::default()), str::parse).map_err(bad)?,
+                mode: e.mode.as_deref().map_or(Ok(Default::default()), str::parse).map_err(bad)?,
+            });
+        }
+        relays
+    };
+    let mut seen = std::collections::HashSet::new();
+    for r in &relays {
+        if !seen.insert(r.path.clone()) {
+            return Err(invalid("relay", &r.path, Origin::CommandLine, "two relays for one path"));
+        }
+    }
+    let pushes = if !args.push.is_empty() {
+        args.push.clone()
+    } else {
+        let mut pushes = Vec::new();
+        for e in file.push.unwrap_or_default() {
+            let bad = |why: String| invalid("push", &e.path, file_origin.clone(), why);
+            pushes.push(crate::live::relay::Push {
+                path: crate::live::relay::check_path(&e.path).map_err(bad)?,
+                url: crate::live::relay::parse_url(&e.url).map_err(bad)?,
+            });
+        }
+        pushes
+    };
+    let publish_grace = pick(args.publish_grace, file.publish_grace, &file_origin).map_or(0, |v| v.0);
     let mut access = file.access.unwrap_or_default();
     crate::access::resolve_paths(&mut access, &file_dir);
     if let Some(u) = &args.users {
@@ -813,6 +904,9 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         publish_replace,
         publish_max_bitrate,
         multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),
+        relays,
+        pushes,
+        publish_grace,
         access,
         rtsps_ports,
         tls,

@@ -69,6 +69,11 @@ pub struct Publisher {
     pub ingest: Ingest,
     pub started: Nanos,
     pub last_request: Nanos,
+    /// For a relay, the origin's URL (without credentials).
+    pub origin: Option<String>,
+    /// For a relay, the streams whose RTCP said BYE (one bit each): all of
+    /// them, and the origin's stream is over (a movie's end).
+    pub byes: u32,
 }
 
 impl Publisher {
@@ -79,6 +84,11 @@ impl Publisher {
             Some(Path::Tcp { rtcp_channel, .. }) if *rtcp_channel == channel => Some((i, true)),
             _ => None,
         })
+    }
+
+    /// Whether every stream's RTCP said BYE.
+    pub fn all_said_bye(&self) -> bool {
+        self.byes.count_ones() as usize >= self.desc.tracks.len()
     }
 
     /// Whether any stream comes over UDP.
@@ -97,7 +107,12 @@ impl Publisher {
             user_agent: self.user_agent.clone(),
             bytes: self.ingest.counters.bytes,
             packets: self.ingest.counters.packets,
-            transport: if self.uses_udp() { "publish-udp" } else { "publish-tcp" },
+            transport: match (self.origin.is_some(), self.uses_udp()) {
+                (true, true) => "relay-udp",
+                (true, false) => "relay-tcp",
+                (false, true) => "publish-udp",
+                (false, false) => "publish-tcp",
+            },
             ..AccessRecord::default()
         }
     }
@@ -206,6 +221,8 @@ impl Registry {
             paths: vec![None; tracks],
             started: now,
             last_request: now,
+            origin: None,
+            byes: 0,
         };
         let response = Response::new(200, cseq).header("Session", self.session_header(&publisher));
         self.by_path.insert(path.to_owned(), key);
@@ -252,10 +269,61 @@ impl Registry {
             paths,
             started: now,
             last_request: now,
+            origin: None,
+            byes: 0,
         };
         self.by_path.insert(desc.path.clone(), key);
         self.publishers.insert(key, publisher);
         desc
+    }
+
+    /// A relay's publisher, session `key`, of the origin `origin` (at
+    /// `client`) whose streams come by `paths`: not on the air until
+    /// [`Registry::record`]. `None` if the path has a publisher.
+    pub fn open_relay(
+        &mut self,
+        key: SessionKey,
+        desc: Description,
+        client: SocketAddr,
+        origin: String,
+        paths: Vec<Path>,
+        now: Nanos,
+    ) -> Option<Arc<Description>> {
+        if self.by_path.contains_key(&desc.path) {
+            return None;
+        }
+        let desc = Arc::new(desc);
+        let publisher = Publisher {
+            key,
+            session_id: crate::door::session_id(key),
+            client,
+            user: "(relay)".into(),
+            user_agent: None,
+            ingest: Ingest::new(desc.clone(), self.max_bitrate, now),
+            desc: desc.clone(),
+            phase: Phase::Announced,
+            paths: paths.into_iter().map(Some).collect(),
+            started: now,
+            last_request: now,
+            origin: Some(origin),
+            byes: 0,
+        };
+        self.by_path.insert(desc.path.clone(), key);
+        self.publishers.insert(key, publisher);
+        Some(desc)
+    }
+
+    /// Puts publisher `key` on the air, as RECORD does: its description,
+    /// or `None` if it is gone or on the air already.
+    pub fn record(&mut self, key: SessionKey, now: Nanos) -> Option<Arc<Description>> {
+        let p = self.publishers.get_mut(&key)?;
+        if p.phase == Phase::Recording {
+            return None;
+        }
+        p.phase = Phase::Recording;
+        p.ingest.last_packet = now;
+        p.last_request = now;
+        Some(p.desc.clone())
     }
 
     /// What a record SETUP for session `key` asks for: the stream and its

@@ -154,6 +154,28 @@ impl FromStr for Relay {
     }
 }
 
+/// One configured push: the local broadcast at `path`, while it is on the
+/// air, published to `url` (ANNOUNCE/RECORD, interleaved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    pub path: String,
+    pub url: RtspUrl,
+}
+
+impl FromStr for Push {
+    type Err = String;
+    /// `PATH=rtsp://[USER:PASS@]HOST:PORT/PATH2`, as `--push` takes it.
+    fn from_str(text: &str) -> Result<Push, String> {
+        let (path, url) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not PATH=rtsp://HOST/PATH"))?;
+        Ok(Push {
+            path: check_path(path)?,
+            url: parse_url(url.trim())?,
+        })
+    }
+}
+
 /// An `rtsp://` URL with a host.
 pub fn parse_url(url: &str) -> Result<RtspUrl, String> {
     let u = RtspUrl::parse(url).map_err(|e| format!("{url:?}: {e}"))?;

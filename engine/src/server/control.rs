@@ -44,6 +44,8 @@ use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId, Snapshot};
 use crate::stats::{RequestCounts, ShardStats};
 
+mod relay;
+
 /// How often the library looks for movies to let go of.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A movie no session holds is let go of when nobody asked for it this long.
@@ -84,6 +86,13 @@ struct Control {
     live_shards: Vec<ConnectedSender<live::ToShard>>,
     /// Live packets a full shard channel had no room for.
     live_channel_full: Cell<u64>,
+    /// The relays by path, and where each is.
+    relays: RefCell<relay::Runs>,
+    /// The viewers of relay paths (by session), which keep an on-demand
+    /// relay running.
+    relay_viewers: RefCell<KeyMap<SessionKey, String>>,
+    /// The server is shutting down: relays say TEARDOWN and stop.
+    stopping: Cell<bool>,
     /// Itself, for the tasks it starts (a publisher's UDP readers).
     me: std::rc::Weak<Control>,
     /// RTSPS's settings, replaced on SIGHUP when the files load.
@@ -199,6 +208,9 @@ pub async fn run(
             )),
             live_shards,
             live_channel_full: Cell::new(0),
+            relays: RefCell::new(relay::runs(&config.relays)),
+            relay_viewers: RefCell::default(),
+            stopping: Cell::new(false),
             door,
             limits: conn::limits(&config),
             library,
@@ -247,6 +259,7 @@ pub async fn run(
         "streamalot is serving; try rtsp://127.0.0.1:{}/sample.mp4",
         ctl.config.rtsp_ports.first().copied().unwrap_or(8554)
     );
+    ctl.start_relays();
     let (stopped_tx, stopped_rx) = local_channel::new_unbounded::<Box<ShardStats>>();
     let stopped_tx = Rc::new(stopped_tx);
     for (i, rx) in from_shards.into_iter().enumerate() {
@@ -271,6 +284,7 @@ pub async fn run(
             next_report = interval.map(|i| Instant::now() + i);
         }
         if signals.shutting_down() {
+            ctl.stopping.set(true);
             break;
         }
         if signals.take_reopen() {
@@ -431,6 +445,7 @@ async fn shard_events(
                 Event::SessionEnded { key, record } => {
                     if let Some(key) = key {
                         ctl.admission.borrow_mut().forget(key);
+                        ctl.relay_viewers.borrow_mut().remove(&key);
                     }
                     ctl.log_record(&record);
                 }
@@ -1002,6 +1017,7 @@ impl Control {
         }
         let id = p.desc.id;
         if rtcp {
+            relay::note_bye(p, track, data);
             if let Some((ntp, rtp_ts)) = p.ingest.rtcp(track, data) {
                 drop(registry);
                 for tx in &self.live_shards {
@@ -1124,6 +1140,14 @@ impl Host for Control {
         match route {
             Route::Answer(response) => self.reply(link, method, &response),
             Route::Describe { path } => {
+                if let Some(relayed) = self.relay_on_air(&path).await {
+                    let response = match relayed {
+                        Ok(desc) => door::describe_sdp(&req, &path, &desc.sdp),
+                        Err(status) => Response::new(status, req.cseq()),
+                    };
+                    self.reply(link, Some(&req.method), &response);
+                    return Step::Continue;
+                }
                 if let Some(response) = self.describe_live(&req, &path) {
                     self.reply(link, Some(&req.method), &response);
                     return Step::Continue;
@@ -1337,12 +1361,12 @@ impl ServerView for Control {
                     client: p.client.ip(),
                     user: p.user.clone(),
                     on_air: p.phase == Phase::Recording,
-                    transport: if p.client.port() == 0 {
-                        "sdp"
-                    } else if p.uses_udp() {
-                        "udp"
-                    } else {
-                        "tcp"
+                    transport: match (p.origin.is_some(), p.uses_udp()) {
+                        (true, true) => "relay-udp",
+                        (true, false) => "relay-tcp",
+                        _ if p.client.port() == 0 => "sdp",
+                        (false, true) => "udp",
+                        (false, false) => "tcp",
                     },
                     streams: p.desc.tracks.iter().map(|t| (t.kind.clone(), t.clock_rate)).collect(),
                     packets_in: c.packets,
@@ -1452,7 +1476,14 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
     }
     let mut on_air = ctl.live.borrow().on_air(&path).cloned();
     if on_air.is_none() {
-        on_air = ctl.sdp_source(&path).await;
+        match ctl.relay_on_air(&path).await {
+            Some(Ok(desc)) => on_air = Some(desc),
+            Some(Err(status)) => {
+                ctl.refuse(link, &req, status);
+                return Step::Continue;
+            }
+            None => on_air = ctl.sdp_source(&path).await,
+        }
     }
     let target = match on_air {
         Some(desc) => Target::Live(desc),
@@ -1478,6 +1509,9 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
         ctl.refuse(link, &req, 453);
         return Step::Continue;
     };
+    if matches!(target, Target::Live(_)) && ctl.is_relay_path(&path) {
+        ctl.relay_viewers.borrow_mut().insert(key, path.clone());
+    }
     let client = link.client;
     let cseq = req.cseq().map(str::to_owned);
     let method = req.method.clone();
