@@ -56,7 +56,12 @@ impl Server {
     /// port and a free UDP port range of 127.0.0.1, plus `extra` arguments;
     /// returns once it accepts connections.
     pub fn start(media: &Path, extra: &[&str]) -> Server {
-        let rtsp_port = free_tcp_port();
+        Server::start_on(media, free_tcp_port(), extra)
+    }
+
+    /// [`start`](Server::start)s it on RTSP port `rtsp_port` (a server
+    /// started again where another one was).
+    pub fn start_on(media: &Path, rtsp_port: u16, extra: &[&str]) -> Server {
         let rtp_base = free_udp_run(16);
         let access_log = media.with_extension("access.log");
         let _ = std::fs::remove_file(&access_log);

@@ -1,0 +1,122 @@
+//! Relays end to end: a second `streamalot serve` plays the first one's
+//! live path (ffmpeg publishing into it) and a movie of its library, over
+//! TCP and over UDP from the origin, and reflects them under paths of its
+//! own; ffmpeg watching those decodes pictures that are one contiguous run
+//! of the file's. An origin that restarts is played again; a push relay
+//! publishes a live path to another server; and a publisher that drops
+//! and comes back within the grace leaves its viewers' RTP unbroken.
+
+use std::thread;
+use std::time::Duration;
+
+use streamalot_tests::ffmpeg::{framemd5, FRAME_HASHES};
+use streamalot_tests::live::{contiguous_run, publish, publish_arg, publish_url, wait_on_air, PREFIX};
+use streamalot_tests::media::{media, H264_FPS};
+use streamalot_tests::server::{library, Server};
+use streamalot_tests::wait_with_timeout;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// A viewer joins within a second or so of a five-second clip, and starts
+/// at the key frame before that: at least two seconds of it reach it.
+const MIN_FRAMES: usize = 2 * H264_FPS as usize;
+
+#[test]
+fn a_second_server_relays_a_live_path_and_a_movie_over_tcp_and_udp() {
+    let live_file = media().unhinted.clone();
+    let movie = media().clip("h264-aac.mp4").path.clone();
+    let origin = Server::start(&library("relay-origin", &[&movie]), &["--publish", &publish_arg()]);
+    let cam = origin.url(&format!("{PREFIX}/cam"));
+    let film = origin.url("h264-aac.mp4");
+    let relays = [
+        format!("/r/cam-tcp={cam} tcp"),
+        format!("/r/cam-udp={cam} udp"),
+        format!("/r/movie-tcp={film} tcp"),
+        format!("/r/movie-udp={film} udp"),
+    ];
+    let mut args = Vec::new();
+    for r in &relays {
+        args.extend(["--relay", r.as_str()]);
+    }
+    let relay = Server::start(&library("relay-edge", &[]), &args);
+    let live_want = framemd5(&[], live_file.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
+    let movie_want = framemd5(&[], movie.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
+
+    let (publisher, what) = publish(&live_file, "tcp", &publish_url(&origin, "cam"));
+    wait_on_air(&origin, &format!("{PREFIX}/cam"));
+    let mut viewers = Vec::new();
+    for (path, viewer) in [
+        ("/r/cam-tcp", "tcp"),
+        ("/r/cam-udp", "udp"),
+        ("/r/movie-tcp", "udp"),
+        ("/r/movie-udp", "tcp"),
+    ] {
+        let url = relay.url(path);
+        viewers.push((
+            path,
+            thread::spawn(move || framemd5(&["-rtsp_transport", viewer], &url, FRAME_HASHES, TIMEOUT)),
+        ));
+    }
+    for (path, v) in viewers {
+        let got = v.join().expect("a viewer");
+        let want = if path.contains("cam") { &live_want } else { &movie_want };
+        contiguous_run(&want.hashes(0), &got.hashes(0), MIN_FRAMES)
+            .unwrap_or_else(|e| panic!("{path}: video: {e}"));
+        if path.contains("cam") {
+            contiguous_run(&want.hashes(1), &got.hashes(1), MIN_FRAMES)
+                .unwrap_or_else(|e| panic!("{path}: audio: {e}"));
+        }
+    }
+    let out = wait_with_timeout(publisher, TIMEOUT, &what);
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    // Each relay's broadcast has its access-log line when it ends, with
+    // how it came from the origin; the origin logs the relay as a viewer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = relay.access_records();
+        let relayed = |path: &str, transport: &str| {
+            records.iter().any(|r| {
+                r.get("cs-uri-stem").is_some_and(|u| u.ends_with(path))
+                    && r.get("transport").is_some_and(|t| t == transport)
+            })
+        };
+        if relayed("/r/cam-tcp", "relay-tcp")
+            && relayed("/r/cam-udp", "relay-udp")
+            && relayed("/r/movie-tcp", "relay-tcp")
+            && relayed("/r/movie-udp", "relay-udp")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a relay-tcp or relay-udp line per relay: {records:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    relay.stop_cleanly();
+    origin.stop_cleanly();
+}
+
+#[test]
+fn a_relay_plays_its_origin_again_after_the_origin_restarts() {
+    let movie = media().clip("h264-aac.mp4").path.clone();
+    let lib = library("relay-restart-origin", &[&movie]);
+    let origin = Server::start(&lib, &[]);
+    let port = origin.addr.port();
+    let spec = format!("/r/loop={} always", origin.url("h264-aac.mp4"));
+    let relay = Server::start(&library("relay-restart-edge", &[]), &["--relay", &spec]);
+    let want = framemd5(&[], movie.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
+    wait_on_air(&relay, "/r/loop");
+    origin.stop_cleanly();
+    // The origin is gone for a while; the relay tries again meanwhile.
+    thread::sleep(Duration::from_secs(2));
+    let origin = Server::start_on(&lib, port, &[]);
+    wait_on_air(&relay, "/r/loop");
+    let got = framemd5(&["-rtsp_transport", "tcp"], &relay.url("/r/loop"), FRAME_HASHES, TIMEOUT);
+    contiguous_run(&want.hashes(0), &got.hashes(0), MIN_FRAMES)
+        .unwrap_or_else(|e| panic!("after the origin's restart: {e}"));
+    let stopped = relay.stop_cleanly();
+    let log = format!("{}{}", stopped.stdout, stopped.stderr);
+    assert!(log.contains("relay reconnecting"), "{log}");
+    assert!(log.matches("relay on the air").count() >= 2, "{log}");
+    origin.stop_cleanly();
+}
