@@ -120,3 +120,38 @@ fn a_relay_plays_its_origin_again_after_the_origin_restarts() {
     assert!(log.matches("relay on the air").count() >= 2, "{log}");
     origin.stop_cleanly();
 }
+
+#[test]
+fn a_push_relay_publishes_a_live_path_to_another_server() {
+    let file = media().unhinted.clone();
+    let to = Server::start(&library("push-to", &[]), &["--publish", &publish_arg()]);
+    let push = format!("{PREFIX}/cam={}", publish_url(&to, "copy"));
+    let from = Server::start(
+        &library("push-from", &[]),
+        &["--publish", &publish_arg(), "--push", &push],
+    );
+    let want = framemd5(&[], file.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
+    let (publisher, what) = publish(&file, "tcp", &publish_url(&from, "cam"));
+    wait_on_air(&to, &format!("{PREFIX}/copy"));
+    let got = framemd5(
+        &["-rtsp_transport", "tcp"],
+        &to.url(&format!("{PREFIX}/copy")),
+        FRAME_HASHES,
+        TIMEOUT,
+    );
+    for stream in [0, 1] {
+        contiguous_run(&want.hashes(stream), &got.hashes(stream), MIN_FRAMES)
+            .unwrap_or_else(|e| panic!("pushed, stream {stream}: {e}"));
+    }
+    let out = wait_with_timeout(publisher, TIMEOUT, &what);
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    // The push's publish is a publisher's line on the other server.
+    let records = to.wait_for_records(2, Duration::from_secs(20));
+    assert!(
+        records.iter().any(|r| r.get("transport").is_some_and(|t| t == "publish-tcp")
+            && r.get("cs-uri-stem").is_some_and(|u| u.ends_with("/copy"))),
+        "{records:?}"
+    );
+    from.stop_cleanly();
+    to.stop_cleanly();
+}

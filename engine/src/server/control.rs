@@ -44,6 +44,7 @@ use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId, Snapshot};
 use crate::stats::{RequestCounts, ShardStats};
 
+mod push;
 mod relay;
 
 /// How often the library looks for movies to let go of.
@@ -91,6 +92,10 @@ struct Control {
     /// The viewers of relay paths (by session), which keep an on-demand
     /// relay running.
     relay_viewers: RefCell<KeyMap<SessionKey, String>>,
+    /// The pushes running, by the URL they publish to.
+    pushing: RefCell<std::collections::HashSet<String>>,
+    /// Each broadcast's pushes' feeds.
+    push_feeds: RefCell<std::collections::HashMap<live::BroadcastId, Vec<LocalSender<push::Feed>>>>,
     /// The server is shutting down: relays say TEARDOWN and stop.
     stopping: Cell<bool>,
     /// Itself, for the tasks it starts (a publisher's UDP readers).
@@ -210,6 +215,8 @@ pub async fn run(
             live_channel_full: Cell::new(0),
             relays: RefCell::new(relay::runs(&config.relays)),
             relay_viewers: RefCell::default(),
+            pushing: RefCell::default(),
+            push_feeds: RefCell::default(),
             stopping: Cell::new(false),
             door,
             limits: conn::limits(&config),
@@ -907,6 +914,7 @@ impl Control {
         for tx in &self.live_shards {
             let _ = tx.send(live::ToShard::Start(desc.clone())).await;
         }
+        self.start_pushes(&desc);
         info!(
             path,
             streams = desc.tracks.len(),
@@ -997,6 +1005,7 @@ impl Control {
             for tx in &self.live_shards {
                 let _ = tx.send(live::ToShard::Start(desc.clone())).await;
             }
+            self.start_pushes(&desc);
         }
         if let Some(p) = gone {
             if link.publisher == Some(key) {
@@ -1018,8 +1027,10 @@ impl Control {
         let id = p.desc.id;
         if rtcp {
             relay::note_bye(p, track, data);
-            if let Some((ntp, rtp_ts)) = p.ingest.rtcp(track, data) {
-                drop(registry);
+            let report = p.ingest.rtcp(track, data);
+            drop(registry);
+            self.feed_pushes(id, track, true, || bytes::Bytes::copy_from_slice(data));
+            if let Some((ntp, rtp_ts)) = report {
                 for tx in &self.live_shards {
                     let report = live::ToShard::Report {
                         id,
@@ -1037,6 +1048,7 @@ impl Control {
         match p.ingest.rtp(track, data, t) {
             Ok(packet) => {
                 drop(registry);
+                self.feed_pushes(id, track, false, || packet.data.clone());
                 for tx in &self.live_shards {
                     let news = live::ToShard::Packet {
                         id,
@@ -1084,6 +1096,7 @@ impl Control {
         self.log_record(&p.record(now(), status));
         if p.phase == Phase::Recording {
             let id = p.desc.id;
+            self.end_pushes(id);
             if let Some(ctl) = self.me.upgrade() {
                 glommio::spawn_local(async move {
                     for tx in &ctl.live_shards {

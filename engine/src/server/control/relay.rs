@@ -304,6 +304,7 @@ async fn play(c: &Rc<Control>, relay: &Relay, key: &mut Option<SessionKey>, play
                         for tx in &c.live_shards {
                             let _ = tx.send(live::ToShard::Start(desc.clone())).await;
                         }
+                        c.start_pushes(&desc);
                         *played = true;
                         if let Some(run) = c.relays.borrow_mut().get_mut(&relay.path) {
                             run.plays += 1;
