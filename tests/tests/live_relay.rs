@@ -155,3 +155,101 @@ fn a_push_relay_publishes_a_live_path_to_another_server() {
     from.stop_cleanly();
     to.stop_cleanly();
 }
+
+/// Whether an RTCP compound packet holds a BYE.
+fn has_bye(mut data: &[u8]) -> bool {
+    while data.len() >= 4 {
+        if data[1] == 203 {
+            return true;
+        }
+        let len = (usize::from(u16::from_be_bytes([data[2], data[3]])) + 1) * 4;
+        data = &data[len.min(data.len())..];
+    }
+    false
+}
+
+#[test]
+fn a_publisher_that_comes_back_within_the_grace_continues_its_viewers_rtp() {
+    use streamalot_tests::rtp::RtpPacket;
+    use streamalot_tests::rtsp::{Connection, Item};
+    let file = media().unhinted.clone();
+    let server = Server::start(
+        &library("live-grace", &[]),
+        &["--publish", &publish_arg(), "--publish-grace", "10"],
+    );
+    let path = format!("{PREFIX}/cam");
+    let (mut first, _) = publish(&file, "tcp", &publish_url(&server, "cam"));
+    let sdp = wait_on_air(&server, &path);
+    assert!(sdp.contains("a=control:trackID=1") && sdp.contains("H264"), "{sdp}");
+    let url = server.url(&path);
+    let addr = server.addr;
+    // One viewer over TCP, connected throughout: every video packet it
+    // gets, with when, until the broadcast's BYE.
+    let viewer = thread::spawn(move || {
+        let mut c = Connection::connect(addr);
+        let setup = c.request(
+            "SETUP",
+            &format!("{url}/trackID=1"),
+            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        );
+        assert_eq!(setup.status, 200, "{setup:?}");
+        let session = setup.session().expect("a session").to_owned();
+        let play = c.request("PLAY", &url, &[("Session", &session), ("Range", "npt=0.000-")]);
+        assert_eq!(play.status, 200, "{play:?}");
+        c.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        let mut frames: Vec<(u8, Vec<u8>)> = c.frames.drain(..).collect();
+        loop {
+            for (channel, data) in frames.drain(..) {
+                match channel {
+                    0 => got.push((std::time::Instant::now(), RtpPacket::parse(&data).expect("RTP"))),
+                    1 if has_bye(&data) => return got,
+                    _ => {}
+                }
+            }
+            match c.read_item() {
+                Ok(Some(Item::Frame { channel, data })) => frames.push((channel, data)),
+                Ok(Some(Item::Reply(_))) => {}
+                other => panic!("the viewer's connection ended without a BYE: {other:?}"),
+            }
+        }
+    });
+    thread::sleep(Duration::from_secs(2));
+    // The publisher drops (its connection closes), and another comes back
+    // a moment later with the same streams.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let back = std::time::Instant::now();
+    let (second, what) = publish(&file, "tcp", &publish_url(&server, "cam"));
+    let out = wait_with_timeout(second, TIMEOUT, &what);
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    let got = viewer.join().expect("the viewer");
+    let before = got.iter().filter(|(at, _)| *at < back).count();
+    let after = got.len() - before;
+    assert!(before >= MIN_FRAMES && after >= MIN_FRAMES, "{before} packets before the drop, {after} after");
+    let ssrc = got[0].1.ssrc;
+    for (i, pair) in got.windows(2).enumerate() {
+        let (a, b) = (&pair[0].1, &pair[1].1);
+        assert_eq!(b.ssrc, ssrc, "packet {}: the viewer's SSRC changed", i + 1);
+        assert_eq!(
+            b.sequence,
+            a.sequence.wrapping_add(1),
+            "packet {}: a sequence gap or reset ({} after {})",
+            i + 1,
+            b.sequence,
+            a.sequence
+        );
+        // One clock: no jump to another publisher's random base (within
+        // ten seconds of 90 kHz either way).
+        let step = b.timestamp.wrapping_sub(a.timestamp) as i32;
+        assert!(
+            step.unsigned_abs() < 900_000,
+            "packet {}: the timestamp jumped from {} to {}",
+            i + 1,
+            a.timestamp,
+            b.timestamp
+        );
+    }
+    server.stop_cleanly();
+}

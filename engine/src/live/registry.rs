@@ -71,6 +71,8 @@ pub struct Publisher {
     pub last_request: Nanos,
     /// For a relay, the origin's URL (without credentials).
     pub origin: Option<String>,
+    /// It continues a broadcast whose publisher left within the grace.
+    pub resumed: bool,
     /// For a relay, the streams whose RTCP said BYE (one bit each): all of
     /// them, and the origin's stream is over (a movie's end).
     pub byes: u32,
@@ -118,6 +120,26 @@ impl Publisher {
     }
 }
 
+/// A broadcast whose publisher left, waiting out the grace for it to come
+/// back; its viewers wait too.
+#[derive(Debug)]
+pub struct Waiting {
+    pub desc: Arc<Description>,
+    pub until: Nanos,
+    /// Per stream, the newest timestamp viewers were sent and when it came.
+    pub last: Vec<Option<(u32, Nanos)>>,
+}
+
+/// Whether `new` can continue `old`: the same streams in the same order,
+/// each of the same kind, clock, codec and payload types (viewers were
+/// told them at their DESCRIBE).
+pub fn compatible(old: &Description, new: &Description) -> bool {
+    old.tracks.len() == new.tracks.len()
+        && old.tracks.iter().zip(&new.tracks).all(|(a, b)| {
+            a.kind == b.kind && a.clock_rate == b.clock_rate && a.codec == b.codec && a.payload_types == b.payload_types
+        })
+}
+
 /// The control core's publishers.
 #[derive(Debug)]
 pub struct Registry {
@@ -130,6 +152,11 @@ pub struct Registry {
     /// How long an announced broadcast waits for its RECORD, and the
     /// timeout announced in the `Session` header.
     session_timeout_secs: u64,
+    /// How long a broadcast whose publisher left waits for it.
+    grace: Nanos,
+    waiting: HashMap<String, Waiting>,
+    /// Broadcasts over since [`Registry::take_over`], for the shards.
+    over: Vec<BroadcastId>,
 }
 
 impl Registry {
@@ -141,7 +168,77 @@ impl Registry {
             replace,
             max_bitrate,
             session_timeout_secs,
+            grace: 0,
+            waiting: HashMap::new(),
+            over: Vec::new(),
         }
+    }
+
+    /// Broadcasts wait `grace` for a publisher that left.
+    pub fn with_grace(mut self, grace: Nanos) -> Registry {
+        self.grace = grace;
+        self
+    }
+
+    /// A publisher gone, without a successor yet: its broadcast waits out
+    /// the grace (`true`), or is over (`false`: no grace, or it was never
+    /// on the air).
+    pub fn leave(&mut self, p: &Publisher, now: Nanos) -> bool {
+        if self.grace == 0 || p.phase != Phase::Recording || self.by_path.contains_key(&p.desc.path) {
+            return false;
+        }
+        let waiting = Waiting {
+            desc: p.desc.clone(),
+            until: now.saturating_add(self.grace),
+            last: p.ingest.last_timestamps(),
+        };
+        if let Some(old) = self.waiting.insert(p.desc.path.clone(), waiting) {
+            if old.desc.id != p.desc.id {
+                self.over.push(old.desc.id);
+            }
+        }
+        true
+    }
+
+    /// The broadcasts waiting for their publishers.
+    pub fn waiting(&self) -> impl Iterator<Item = &Waiting> {
+        self.waiting.values()
+    }
+
+    /// Broadcasts over since the last call: their shards are to be told.
+    /// Those whose grace ran out by `now` are among them.
+    pub fn take_over(&mut self, now: Nanos) -> Vec<BroadcastId> {
+        let done: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| now >= w.until)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in done {
+            if let Some(w) = self.waiting.remove(&path) {
+                tracing::info!(path, "the publisher did not come back within the grace; broadcast over");
+                self.over.push(w.desc.id);
+            }
+        }
+        std::mem::take(&mut self.over)
+    }
+
+    /// For a new publisher of `desc.path`: the broadcast waiting there, if
+    /// `desc` can continue it (then `desc` takes its number, and the
+    /// ingest its clock); one that cannot is over.
+    fn resume(&mut self, desc: &mut Description, ingest: &mut Ingest) -> bool {
+        let Some(w) = self.waiting.remove(&desc.path) else {
+            return false;
+        };
+        if !compatible(&w.desc, desc) {
+            tracing::info!(path = %desc.path, "a publisher came back with other streams; the old broadcast is over");
+            self.over.push(w.desc.id);
+            return false;
+        }
+        desc.id = w.desc.id;
+        ingest.continue_from(&w.last);
+        tracing::info!(path = %desc.path, "the publisher came back within the grace; the broadcast goes on");
+        true
     }
 
     pub fn is_publisher(&self, key: SessionKey) -> bool {
@@ -207,15 +304,20 @@ impl Registry {
             replaced = self.remove(old);
         }
         self.next_id += 1;
+        let mut desc = desc;
+        // The ingest's clock is set by the description's streams, which a
+        // resumed broadcast keeps.
+        let mut ingest = Ingest::new(Arc::new(desc.clone()), self.max_bitrate, now);
+        let resumed = self.resume(&mut desc, &mut ingest);
         let desc = Arc::new(desc);
         let tracks = desc.tracks.len();
-        let publisher = Publisher {
+        let mut publisher = Publisher {
             key,
             session_id: crate::door::session_id(key),
             client,
             user,
             user_agent: req.headers.get("User-Agent").map(str::to_owned),
-            ingest: Ingest::new(desc.clone(), self.max_bitrate, now),
+            ingest,
             desc,
             phase: Phase::Announced,
             paths: vec![None; tracks],
@@ -223,7 +325,9 @@ impl Registry {
             last_request: now,
             origin: None,
             byes: 0,
+            resumed: false,
         };
+        publisher.resumed = resumed;
         let response = Response::new(200, cseq).header("Session", self.session_header(&publisher));
         self.by_path.insert(path.to_owned(), key);
         self.publishers.insert(key, publisher);
@@ -271,6 +375,7 @@ impl Registry {
             last_request: now,
             origin: None,
             byes: 0,
+            resumed: false,
         };
         self.by_path.insert(desc.path.clone(), key);
         self.publishers.insert(key, publisher);
@@ -292,6 +397,9 @@ impl Registry {
         if self.by_path.contains_key(&desc.path) {
             return None;
         }
+        let mut desc = desc;
+        let mut ingest = Ingest::new(Arc::new(desc.clone()), self.max_bitrate, now);
+        let resumed = self.resume(&mut desc, &mut ingest);
         let desc = Arc::new(desc);
         let publisher = Publisher {
             key,
@@ -299,7 +407,7 @@ impl Registry {
             client,
             user: "(relay)".into(),
             user_agent: None,
-            ingest: Ingest::new(desc.clone(), self.max_bitrate, now),
+            ingest,
             desc: desc.clone(),
             phase: Phase::Announced,
             paths: paths.into_iter().map(Some).collect(),
@@ -307,6 +415,7 @@ impl Registry {
             last_request: now,
             origin: Some(origin),
             byes: 0,
+            resumed,
         };
         self.by_path.insert(desc.path.clone(), key);
         self.publishers.insert(key, publisher);

@@ -206,11 +206,14 @@ pub async fn run(
         let me = me.clone();
         Control {
             me: myself,
-            live: RefCell::new(live::Registry::new(
-                config.publish_replace,
-                config.publish_max_bitrate,
-                config.session_timeout,
-            )),
+            live: RefCell::new(
+                live::Registry::new(
+                    config.publish_replace,
+                    config.publish_max_bitrate,
+                    config.session_timeout,
+                )
+                .with_grace(config.publish_grace.saturating_mul(1_000_000_000)),
+            ),
             live_shards,
             live_channel_full: Cell::new(0),
             relays: RefCell::new(relay::runs(&config.relays)),
@@ -356,7 +359,7 @@ pub async fn run(
     }
     let keys: Vec<SessionKey> = ctl.live.borrow().publishers().map(|p| p.key).collect();
     for key in keys {
-        ctl.end_publisher(key, "server shutdown", 200);
+        ctl.stop_broadcast(key, "server shutdown", 200);
     }
     for s in &ctl.shards {
         let _ = s.send(ToShard::Command(Command::Shutdown)).await;
@@ -937,8 +940,9 @@ impl Control {
             .borrow_mut()
             .announce(key, path, req, link.client, user, now());
         if let Some(old) = replaced {
-            self.ended(old, "replaced by another publisher", 200);
+            self.ended(old, "replaced by another publisher", 200, false);
         }
+        self.end_broadcasts();
         if response.status == 200 {
             info!(client = %link.client, path, "broadcast announced");
             link.publisher = Some(key);
@@ -1011,7 +1015,7 @@ impl Control {
             if link.publisher == Some(key) {
                 link.publisher = None;
             }
-            self.ended(p, "teardown", 200);
+            self.ended(p, "teardown", 200, true);
         }
         self.reply(link, Some(&req.method), &response);
     }
@@ -1076,17 +1080,48 @@ impl Control {
         }
     }
 
-    /// Ends publisher `key`'s session (and its broadcast), if it is still on.
+    /// Ends publisher `key`'s session, if it is still on; its broadcast
+    /// waits out the publish grace for it to come back.
     fn end_publisher(&self, key: SessionKey, why: &str, status: u16) {
         let gone = self.live.borrow_mut().remove(key);
         if let Some(p) = gone {
-            self.ended(p, why, status);
+            self.ended(p, why, status, true);
+        }
+    }
+
+    /// Ends publisher `key`'s session and its broadcast, at once.
+    fn stop_broadcast(&self, key: SessionKey, why: &str, status: u16) {
+        let gone = self.live.borrow_mut().remove(key);
+        if let Some(p) = gone {
+            self.ended(p, why, status, false);
+        }
+    }
+
+    /// Tells the shards of the broadcasts the registry says are over.
+    fn end_broadcasts(&self) {
+        let over = self.live.borrow_mut().take_over(now());
+        if over.is_empty() {
+            return;
+        }
+        for &id in &over {
+            self.end_pushes(id);
+        }
+        if let Some(ctl) = self.me.upgrade() {
+            glommio::spawn_local(async move {
+                for id in over {
+                    for tx in &ctl.live_shards {
+                        let _ = tx.send(live::ToShard::End { id }).await;
+                    }
+                }
+            })
+            .detach();
         }
     }
 
     /// A publisher gone: its access-log line, and its broadcast's end for
-    /// the shards (after every packet sent them before).
-    fn ended(&self, p: Publisher, why: &str, status: u16) {
+    /// the shards (after every packet sent them before), unless
+    /// `may_wait` and the broadcast waits out the publish grace.
+    fn ended(&self, p: Publisher, why: &str, status: u16, may_wait: bool) {
         let c = p.ingest.counters;
         info!(
             path = %p.desc.path, client = %p.client, why,
@@ -1097,6 +1132,14 @@ impl Control {
         if p.phase == Phase::Recording {
             let id = p.desc.id;
             self.end_pushes(id);
+            if may_wait && self.live.borrow_mut().leave(&p, now()) {
+                info!(
+                    path = %p.desc.path,
+                    grace_secs = self.config.publish_grace,
+                    "publisher gone; its viewers wait for it"
+                );
+                return;
+            }
             if let Some(ctl) = self.me.upgrade() {
                 glommio::spawn_local(async move {
                     for tx in &ctl.live_shards {
@@ -1111,13 +1154,11 @@ impl Control {
     /// Ends the broadcasts whose publishers went silent, and announcements
     /// never recorded.
     fn expire_publishers(&self) {
-        if self.live.borrow().is_empty() {
-            return;
-        }
         let gone = self.live.borrow_mut().expire(now());
         for (p, why) in gone {
-            self.ended(p, why, 408);
+            self.ended(p, why, 408, true);
         }
+        self.end_broadcasts();
     }
 
     /// Answers a SETUP that opened no session with `status`, and logs it.
@@ -1400,7 +1441,7 @@ impl ServerView for Control {
             .map(|p| p.key);
         match key {
             Some(key) => {
-                self.end_publisher(key, "stopped by the admin API", 200);
+                self.stop_broadcast(key, "stopped by the admin API", 200);
                 true
             }
             None => false,

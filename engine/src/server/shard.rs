@@ -124,6 +124,7 @@ pub async fn run(
         },
         Rng::new(),
     );
+    core.set_publish_grace(config.publish_grace.saturating_mul(1_000_000_000));
     if let Err(e) = core.set_send_path(config.send_path) {
         warn!(shard = index, error = %e, path = %config.send_path, "cannot use this send path; using sendmmsg");
     }

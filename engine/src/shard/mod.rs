@@ -609,6 +609,9 @@ impl Listening {
 /// module documentation.
 pub struct ShardCore {
     config: Config,
+    /// A broadcast this shard hears nothing of for this long is over: the
+    /// publisher's silence timeout, plus the publish grace.
+    live_silence: Nanos,
     /// Boxed: an `Entry` is about 750 bytes, and inline the table's empty
     /// slots (up to half of them after it doubles, at most 7/8 full) would
     /// cost that much each; boxed a slot is 16 bytes. A lookup in the round
@@ -711,6 +714,7 @@ impl ShardCore {
     pub fn new(config: Config, rng: Rng) -> ShardCore {
         ShardCore {
             config,
+            live_silence: live::SILENCE_TIMEOUT,
             sessions: KeyMap::default(),
             schedule: Schedule::default(),
             rtcp_routes: HashMap::new(),
@@ -753,6 +757,12 @@ impl ShardCore {
 
     pub fn stats(&self) -> &ShardStats {
         &self.stats
+    }
+
+    /// How long a broadcast's viewers wait for its publisher beyond the
+    /// silence timeout (the publish grace).
+    pub fn set_publish_grace(&mut self, grace: Nanos) {
+        self.live_silence = live::SILENCE_TIMEOUT.saturating_add(grace);
     }
 
     /// Whether UDP GSO is used for runs of packets to one client.
@@ -1411,7 +1421,7 @@ impl ShardCore {
         let silent: Vec<BroadcastId> = self
             .live
             .iter()
-            .filter(|(_, r)| now.saturating_sub(r.borrow().last_arrival) > live::SILENCE_TIMEOUT)
+            .filter(|(_, r)| now.saturating_sub(r.borrow().last_arrival) > self.live_silence)
             .map(|(&id, _)| id)
             .collect();
         for id in silent {
