@@ -692,4 +692,46 @@ mod tests {
         // An announcement never recorded ends after the session timeout.
         assert_eq!(r.expire(61 * S).len(), 1);
     }
+
+    #[test]
+    fn within_the_grace_a_publisher_continues_the_broadcast() {
+        let mut r = Registry::new(false, 1_000_000, 60).with_grace(5 * S);
+        let on_air = |r: &mut Registry, key: SessionKey, sdp: &str, now: Nanos| {
+            assert_eq!(announce(r, key, sdp, "application/sdp").0, 200);
+            let setup = request(
+                "SETUP",
+                "rtsp://h/live/cam/streamid=0",
+                "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n",
+                "",
+            );
+            r.set_up(key, &setup, 0, Path::Tcp { rtp_channel: 0, rtcp_channel: 1 }, now);
+            let record = request("RECORD", "rtsp://h/live/cam", "", "");
+            r.request(key, &record, now).1.expect("on the air").id
+        };
+        let first = on_air(&mut r, 1, SDP, S);
+        let gone = r.remove(1).unwrap();
+        assert!(r.leave(&gone, 2 * S), "it waits");
+        assert!(r.on_air("/live/cam").is_none() && r.take_over(3 * S).is_empty());
+        // Back with the same streams: the same broadcast.
+        assert_eq!(on_air(&mut r, 2, SDP, 4 * S), first);
+        assert!(r.get(2).unwrap().resumed);
+        // Gone again, and back with other streams: a new broadcast, and the
+        // old one over.
+        let gone = r.remove(2).unwrap();
+        assert!(r.leave(&gone, 5 * S));
+        let other = SDP.replace("H264/90000", "H265/90000");
+        let second = on_air(&mut r, 3, &other, 6 * S);
+        assert_ne!(second, first);
+        assert_eq!(r.take_over(6 * S), [first]);
+        // Gone, and not back within the grace: over.
+        let gone = r.remove(3).unwrap();
+        assert!(r.leave(&gone, 7 * S));
+        assert!(r.take_over(11 * S).is_empty());
+        assert_eq!(r.take_over(12 * S), [second]);
+        // Without a grace nothing waits.
+        let mut none = Registry::new(false, 1_000_000, 60);
+        on_air(&mut none, 1, SDP, S);
+        let gone = none.remove(1).unwrap();
+        assert!(!none.leave(&gone, S));
+    }
 }
