@@ -103,7 +103,11 @@ fn a_relay_plays_its_origin_again_after_the_origin_restarts() {
     let origin = Server::start(&lib, &[]);
     let port = origin.addr.port();
     let spec = format!("/r/loop={} always", origin.url("h264-aac.mp4"));
-    let relay = Server::start(&library("relay-restart-edge", &[]), &["--relay", &spec]);
+    let token = "relay-admin-token";
+    let relay = Server::start(
+        &library("relay-restart-edge", &[]),
+        &["--relay", &spec, "--admin-token", token],
+    );
     let want = framemd5(&[], movie.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
     wait_on_air(&relay, "/r/loop");
     origin.stop_cleanly();
@@ -114,6 +118,16 @@ fn a_relay_plays_its_origin_again_after_the_origin_restarts() {
     let got = framemd5(&["-rtsp_transport", "tcp"], &relay.url("/r/loop"), FRAME_HASHES, TIMEOUT);
     contiguous_run(&want.hashes(0), &got.hashes(0), MIN_FRAMES)
         .unwrap_or_else(|e| panic!("after the origin's restart: {e}"));
+    // The admin API's live list shows the relay, its plays and failures.
+    let streams = streamalot_tests::admin::api(relay.addr, token, "streams");
+    let r = &streams["relays"][0];
+    assert_eq!(r["path"], "/r/loop", "{streams}");
+    assert_eq!(r["mode"], "always", "{streams}");
+    assert!(r["plays"].as_u64() >= Some(2) && r["failures"].as_u64() >= Some(1), "{streams}");
+    assert!(
+        r["origin"].as_str().is_some_and(|o| o.ends_with("/h264-aac.mp4")),
+        "{streams}"
+    );
     let stopped = relay.stop_cleanly();
     let log = format!("{}{}", stopped.stdout, stopped.stderr);
     assert!(log.contains("relay reconnecting"), "{log}");

@@ -27,7 +27,7 @@
 //! | `GET /api/v1/sessions?offset=N&limit=M` | a page of sessions (by age, oldest first) and the total |
 //! | `GET /api/v1/sessions/ID` | one session |
 //! | `DELETE /api/v1/sessions/ID` | ends it (BYE, access-log line; its TCP connection closes) |
-//! | `GET /api/v1/streams`, `/publishers`, `/channels` | live streams, their publishers, channels |
+//! | `GET /api/v1/streams`, `/publishers`, `/channels` | live streams (and the relays' state), their publishers, channels |
 //! | `DELETE /api/v1/publishers/ID` | stops a publisher |
 //! | `POST /api/v1/library/reload` | lets go of indexed movies no session holds, and of changed files |
 //! | `GET /api/v1/throughput` | packets and bytes sent, sampled over the last minutes |
@@ -449,7 +449,24 @@ pub async fn answer(req: &Request, server: &dyn ServerView) -> Response {
                     })
                 })
                 .collect();
-            json_response(200, &json!({ "streams": streams }))
+            let relays: Vec<_> = server
+                .relays()
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "path": r.path,
+                        "origin": r.origin,
+                        "transport": r.transport,
+                        "mode": r.mode,
+                        "state": r.state,
+                        "on_air": streams.iter().any(|s| s["path"] == r.path.as_str()),
+                        "plays": r.plays,
+                        "failures": r.failures,
+                        "last_error": r.last_error,
+                    })
+                })
+                .collect();
+            json_response(200, &json!({ "streams": streams, "relays": relays }))
         }
         Call::Publishers => {
             let publishers: Vec<_> = server

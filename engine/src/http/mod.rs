@@ -158,6 +158,28 @@ pub trait ServerView {
         let _ = id;
         false
     }
+    /// The configured relays and where each is.
+    fn relays(&self) -> Vec<RelayView> {
+        Vec::new()
+    }
+}
+
+/// A relay, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayView {
+    pub path: String,
+    /// The origin's URL, without credentials.
+    pub origin: String,
+    /// `tcp` or `udp`, from the origin.
+    pub transport: &'static str,
+    /// `on-demand` or `always`.
+    pub mode: &'static str,
+    /// `idle`, `connecting`, `playing` or `backoff`.
+    pub state: &'static str,
+    /// Connections that reached PLAY, and attempts that failed or ended.
+    pub plays: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
 }
 
 /// A live broadcast's publisher, as the admin API shows it.

@@ -1432,6 +1432,32 @@ impl ServerView for Control {
             .collect()
     }
 
+    fn relays(&self) -> Vec<web::RelayView> {
+        let mut all: Vec<web::RelayView> = self
+            .relays
+            .borrow()
+            .values()
+            .map(|r| web::RelayView {
+                path: r.relay.path.clone(),
+                origin: relay::shown(r.relay.url.as_str()),
+                transport: match r.relay.transport {
+                    live::relay::RelayTransport::Tcp => "tcp",
+                    live::relay::RelayTransport::Udp => "udp",
+                },
+                mode: match r.relay.mode {
+                    live::relay::Mode::OnDemand => "on-demand",
+                    live::relay::Mode::Always => "always",
+                },
+                state: r.state.name(),
+                plays: r.plays,
+                failures: r.failures,
+                last_error: r.last_error.as_ref().map(|e| e.1.clone()),
+            })
+            .collect();
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all
+    }
+
     fn stop_publisher(&self, id: &str) -> bool {
         let key = self
             .live
