@@ -737,8 +737,16 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
             relays.push(crate::live::relay::Relay {
                 path: crate::live::relay::check_path(&e.path).map_err(bad)?,
                 url: crate::live::relay::parse_url(&e.url).map_err(bad)?,
-                transport: e.transport.as_deref().map_or(Ok(Default::default()), str::parse).map_err(bad)?,
-                mode: e.mode.as_deref().map_or(Ok(Default::default()), str::parse).map_err(bad)?,
+                transport: e
+                    .transport
+                    .as_deref()
+                    .map_or(Ok(Default::default()), str::parse)
+                    .map_err(bad)?,
+                mode: e
+                    .mode
+                    .as_deref()
+                    .map_or(Ok(Default::default()), str::parse)
+                    .map_err(bad)?,
             });
         }
         relays
@@ -746,7 +754,12 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     let mut seen = std::collections::HashSet::new();
     for r in &relays {
         if !seen.insert(r.path.clone()) {
-            return Err(invalid("relay", &r.path, Origin::CommandLine, "two relays for one path"));
+            return Err(invalid(
+                "relay",
+                &r.path,
+                Origin::CommandLine,
+                "two relays for one path",
+            ));
         }
     }
     let pushes = if !args.push.is_empty() {

@@ -59,8 +59,7 @@ fn a_second_server_relays_a_live_path_and_a_movie_over_tcp_and_udp() {
     for (path, v) in viewers {
         let got = v.join().expect("a viewer");
         let want = if path.contains("cam") { &live_want } else { &movie_want };
-        contiguous_run(&want.hashes(0), &got.hashes(0), MIN_FRAMES)
-            .unwrap_or_else(|e| panic!("{path}: video: {e}"));
+        contiguous_run(&want.hashes(0), &got.hashes(0), MIN_FRAMES).unwrap_or_else(|e| panic!("{path}: video: {e}"));
         if path.contains("cam") {
             contiguous_run(&want.hashes(1), &got.hashes(1), MIN_FRAMES)
                 .unwrap_or_else(|e| panic!("{path}: audio: {e}"));
@@ -115,7 +114,12 @@ fn a_relay_plays_its_origin_again_after_the_origin_restarts() {
     thread::sleep(Duration::from_secs(2));
     let origin = Server::start_on(&lib, port, &[]);
     wait_on_air(&relay, "/r/loop");
-    let got = framemd5(&["-rtsp_transport", "tcp"], &relay.url("/r/loop"), FRAME_HASHES, TIMEOUT);
+    let got = framemd5(
+        &["-rtsp_transport", "tcp"],
+        &relay.url("/r/loop"),
+        FRAME_HASHES,
+        TIMEOUT,
+    );
     contiguous_run(&want.hashes(0), &got.hashes(0), MIN_FRAMES)
         .unwrap_or_else(|e| panic!("after the origin's restart: {e}"));
     // The admin API's live list shows the relay, its plays and failures.
@@ -123,7 +127,10 @@ fn a_relay_plays_its_origin_again_after_the_origin_restarts() {
     let r = &streams["relays"][0];
     assert_eq!(r["path"], "/r/loop", "{streams}");
     assert_eq!(r["mode"], "always", "{streams}");
-    assert!(r["plays"].as_u64() >= Some(2) && r["failures"].as_u64() >= Some(1), "{streams}");
+    assert!(
+        r["plays"].as_u64() >= Some(2) && r["failures"].as_u64() >= Some(1),
+        "{streams}"
+    );
     assert!(
         r["origin"].as_str().is_some_and(|o| o.ends_with("/h264-aac.mp4")),
         "{streams}"
@@ -162,8 +169,10 @@ fn a_push_relay_publishes_a_live_path_to_another_server() {
     // The push's publish is a publisher's line on the other server.
     let records = to.wait_for_records(2, Duration::from_secs(20));
     assert!(
-        records.iter().any(|r| r.get("transport").is_some_and(|t| t == "publish-tcp")
-            && r.get("cs-uri-stem").is_some_and(|u| u.ends_with("/copy"))),
+        records
+            .iter()
+            .any(|r| r.get("transport").is_some_and(|t| t == "publish-tcp")
+                && r.get("cs-uri-stem").is_some_and(|u| u.ends_with("/copy"))),
         "{records:?}"
     );
     from.stop_cleanly();
@@ -241,7 +250,10 @@ fn a_publisher_that_comes_back_within_the_grace_continues_its_viewers_rtp() {
     let got = viewer.join().expect("the viewer");
     let before = got.iter().filter(|(at, _)| *at < back).count();
     let after = got.len() - before;
-    assert!(before >= MIN_FRAMES && after >= MIN_FRAMES, "{before} packets before the drop, {after} after");
+    assert!(
+        before >= MIN_FRAMES && after >= MIN_FRAMES,
+        "{before} packets before the drop, {after} after"
+    );
     let ssrc = got[0].1.ssrc;
     for (i, pair) in got.windows(2).enumerate() {
         let (a, b) = (&pair[0].1, &pair[1].1);

@@ -704,7 +704,16 @@ mod tests {
                 "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n",
                 "",
             );
-            r.set_up(key, &setup, 0, Path::Tcp { rtp_channel: 0, rtcp_channel: 1 }, now);
+            r.set_up(
+                key,
+                &setup,
+                0,
+                Path::Tcp {
+                    rtp_channel: 0,
+                    rtcp_channel: 1,
+                },
+                now,
+            );
             let record = request("RECORD", "rtsp://h/live/cam", "", "");
             r.request(key, &record, now).1.expect("on the air").id
         };

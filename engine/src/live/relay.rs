@@ -188,9 +188,7 @@ pub fn parse_url(url: &str) -> Result<RtspUrl, String> {
 /// The wait before attempt `failures + 1` to reach an origin: doubling
 /// from [`BACKOFF_MIN`], capped at [`BACKOFF_MAX`].
 pub fn backoff(failures: u32) -> Nanos {
-    BACKOFF_MIN
-        .saturating_mul(1u64 << failures.min(16))
-        .min(BACKOFF_MAX)
+    BACKOFF_MIN.saturating_mul(1u64 << failures.min(16)).min(BACKOFF_MAX)
 }
 
 /// Whether an RTCP compound packet from the origin says BYE.
@@ -489,10 +487,7 @@ impl Player {
     fn setup(&mut self, i: usize, now: Nanos) {
         self.step = Step::Setup(i);
         let transport = match self.streams[i].1 {
-            Carriage::Udp { client_port } => format!(
-                "RTP/AVP;unicast;client_port={}-{}",
-                client_port.0, client_port.1
-            ),
+            Carriage::Udp { client_port } => format!("RTP/AVP;unicast;client_port={}-{}", client_port.0, client_port.1),
             Carriage::Tcp => {
                 let (a, b) = tcp_channels(i);
                 format!("RTP/AVP/TCP;unicast;interleaved={a}-{b}")

@@ -51,7 +51,9 @@ fn plays_a_live_path_with_digest_over_tcp() {
     );
     let opt = one(&mut p);
     assert!(
-        opt.headers.get("Authorization").is_some_and(|a| a.starts_with("Digest ")),
+        opt.headers
+            .get("Authorization")
+            .is_some_and(|a| a.starts_with("Digest ")),
         "the same request, signed: {opt:?}"
     );
     answer(&mut p, &opt, 200, &[], "");
@@ -69,7 +71,10 @@ fn plays_a_live_path_with_digest_over_tcp() {
     let Event::Described { sdp, base, .. } = events(&mut p).remove(0) else {
         panic!("described")
     };
-    assert_eq!((sdp.as_slice(), base.as_str()), (SDP.as_bytes(), "rtsp://h:8554/live/cam/"));
+    assert_eq!(
+        (sdp.as_slice(), base.as_str()),
+        (SDP.as_bytes(), "rtsp://h:8554/live/cam/")
+    );
     assert!(p.take_output().is_empty(), "nothing before the driver says how");
     p.set_up(
         vec![
@@ -94,10 +99,19 @@ fn plays_a_live_path_with_digest_over_tcp() {
     let s1 = one(&mut p);
     assert_eq!(s1.headers.get("Session"), Some("ABC"));
     // GStreamer's server leaves the channels out: the ones asked for hold.
-    answer(&mut p, &s1, 200, &[("Session", "ABC"), ("Transport", "RTP/AVP/TCP;unicast")], "");
+    answer(
+        &mut p,
+        &s1,
+        200,
+        &[("Session", "ABC"), ("Transport", "RTP/AVP/TCP;unicast")],
+        "",
+    );
     let play = one(&mut p);
     assert_eq!(play.method, Method::Play);
-    assert_eq!(play.uri, "rtsp://h:8554/live/cam/", "the aggregate control `*` is the base");
+    assert_eq!(
+        play.uri, "rtsp://h:8554/live/cam/",
+        "the aggregate control `*` is the base"
+    );
     assert_eq!(play.headers.get("Range"), Some("npt=0.000-"));
     answer(&mut p, &play, 200, &[("Session", "ABC")], "");
     assert_eq!(
@@ -129,14 +143,20 @@ fn plays_a_live_path_with_digest_over_tcp() {
     assert_eq!(p.poll_timeout(), Some(30 * NS_PER_SEC));
     p.handle_timeout(30 * NS_PER_SEC);
     let ka = one(&mut p);
-    assert_eq!((ka.method.clone(), ka.headers.get("Session")), (Method::GetParameter, Some("ABC")));
+    assert_eq!(
+        (ka.method.clone(), ka.headers.get("Session")),
+        (Method::GetParameter, Some("ABC"))
+    );
     answer(&mut p, &ka, 501, &[], "");
     assert!(events(&mut p).is_empty(), "a refused keep-alive ends nothing");
     p.handle_timeout(61 * NS_PER_SEC);
     assert_eq!(one(&mut p).method, Method::Options);
     p.teardown(62 * NS_PER_SEC);
     let td = one(&mut p);
-    assert_eq!((td.method.clone(), td.uri.as_str()), (Method::Teardown, "rtsp://h:8554/live/cam/"));
+    assert_eq!(
+        (td.method.clone(), td.uri.as_str()),
+        (Method::Teardown, "rtsp://h:8554/live/cam/")
+    );
     answer(&mut p, &td, 200, &[], "");
     assert_eq!(events(&mut p), [Event::Closed]);
 }
@@ -162,7 +182,10 @@ fn udp_streams_and_refusals() {
         0,
     );
     let s0 = one(&mut p);
-    assert_eq!(s0.headers.get("Transport"), Some("RTP/AVP;unicast;client_port=6000-6001"));
+    assert_eq!(
+        s0.headers.get("Transport"),
+        Some("RTP/AVP;unicast;client_port=6000-6001")
+    );
     answer(
         &mut p,
         &s0,

@@ -183,7 +183,11 @@ async fn publish(c: &Rc<Control>, push: &Push, desc: &Description, feed: LocalRe
             }
         }
         if let Some(d) = done {
-            break if ending { Ok(()) } else { d.and(Err("the server closed the publish".into())) };
+            break if ending {
+                Ok(())
+            } else {
+                d.and(Err("the server closed the publish".into()))
+            };
         }
         let t = now();
         let wait = publisher
@@ -227,7 +231,13 @@ async fn publish(c: &Rc<Control>, push: &Push, desc: &Description, feed: LocalRe
                 }
             }
             Wake::Read(Some(bytes)) => publisher.handle_input(now(), &bytes),
-            Wake::Read(None) => break if ending { Ok(()) } else { Err("the server closed the connection".into()) },
+            Wake::Read(None) => {
+                break if ending {
+                    Ok(())
+                } else {
+                    Err("the server closed the connection".into())
+                }
+            }
             Wake::Tick => {}
         }
         let t = now();

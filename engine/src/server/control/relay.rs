@@ -173,7 +173,11 @@ impl Control {
 
     /// Viewers of `path` now (counted for relay paths only).
     fn relay_viewers(&self, path: &str) -> usize {
-        self.relay_viewers.borrow().values().filter(|p| p.as_str() == path).count()
+        self.relay_viewers
+            .borrow()
+            .values()
+            .filter(|p| p.as_str() == path)
+            .count()
     }
 }
 
@@ -287,15 +291,17 @@ async fn play(c: &Rc<Control>, relay: &Relay, key: &mut Option<SessionKey>, play
         }
         while let Some(event) = player.poll_event() {
             match event {
-                Event::Described { content_type, sdp, base } => {
-                    match register(c, relay, addr, content_type.as_deref(), &sdp, &base) {
-                        Ok((k, streams)) => {
-                            *key = Some(k);
-                            player.set_up(streams, now());
-                        }
-                        Err(e) => return End::Failed(e),
+                Event::Described {
+                    content_type,
+                    sdp,
+                    base,
+                } => match register(c, relay, addr, content_type.as_deref(), &sdp, &base) {
+                    Ok((k, streams)) => {
+                        *key = Some(k);
+                        player.set_up(streams, now());
                     }
-                }
+                    Err(e) => return End::Failed(e),
+                },
                 Event::Playing { tracks } => {
                     let Some(k) = *key else { continue };
                     set_channels(c, k, &tracks);
@@ -393,7 +399,8 @@ fn register(
     base: &str,
 ) -> Result<(SessionKey, Vec<(String, Carriage)>), RelayError> {
     let id = c.live.borrow_mut().take_id();
-    let desc = describe::parse(id, &relay.path, content_type, sdp).map_err(|e| RelayError::BadDescription(e.to_string()))?;
+    let desc =
+        describe::parse(id, &relay.path, content_type, sdp).map_err(|e| RelayError::BadDescription(e.to_string()))?;
     let mut streams = Vec::new();
     let mut paths = Vec::new();
     let mut sockets = Vec::new();
@@ -426,10 +433,10 @@ fn register(
         }
     }
     let key = c.new_key();
-    let registered =
-        c.live
-            .borrow_mut()
-            .open_relay(key, desc, origin, shown(relay.url.as_str()), paths, now());
+    let registered = c
+        .live
+        .borrow_mut()
+        .open_relay(key, desc, origin, shown(relay.url.as_str()), paths, now());
     if registered.is_none() {
         return Err(RelayError::BadDescription(format!(
             "{} has a publisher already",
@@ -451,7 +458,13 @@ fn set_channels(c: &Control, key: SessionKey, tracks: &[Negotiated]) {
     let Some(p) = live.get_mut(key) else { return };
     for (slot, t) in p.paths.iter_mut().zip(tracks) {
         match (slot.as_mut(), t) {
-            (Some(LivePath::Tcp { rtp_channel, rtcp_channel }), Negotiated::Tcp { channels }) => {
+            (
+                Some(LivePath::Tcp {
+                    rtp_channel,
+                    rtcp_channel,
+                }),
+                Negotiated::Tcp { channels },
+            ) => {
                 *rtp_channel = channels.0;
                 *rtcp_channel = channels.1;
             }
