@@ -279,3 +279,58 @@ fn a_publisher_that_comes_back_within_the_grace_continues_its_viewers_rtp() {
     }
     server.stop_cleanly();
 }
+
+/// GStreamer's RTSP server as an origin (over TCP and UDP: it plays the
+/// movie from the start for each client) and, in record mode with Digest,
+/// as a push relay's target, which decodes what it is sent.
+#[test]
+fn gstreamers_rtsp_server_as_an_origin_and_as_a_push_target() {
+    use streamalot_tests::peers::GstPeer;
+    streamalot_tests::require_tool("gst-launch-1.0");
+    let movie = media().clip("h264-aac.mp4").path.clone();
+    let want = framemd5(&[], movie.to_str().unwrap(), FRAME_HASHES, TIMEOUT);
+    let mut origin = GstPeer::start(&movie, "relay-gst-origin");
+    let relays = [
+        format!("/r/gst-tcp={} tcp", origin.url),
+        format!("/r/gst-udp={} udp", origin.url),
+    ];
+    let edge = Server::start(
+        &library("relay-gst-edge", &[]),
+        &["--relay", &relays[0], "--relay", &relays[1]],
+    );
+    for path in ["/r/gst-tcp", "/r/gst-udp"] {
+        let got = framemd5(&["-rtsp_transport", "tcp"], &edge.url(path), FRAME_HASHES, TIMEOUT);
+        contiguous_run(&want.hashes(0), &got.hashes(0), MIN_FRAMES)
+            .unwrap_or_else(|e| panic!("{path}, relayed from GStreamer: {e}"));
+    }
+    edge.stop_cleanly();
+    origin.stop();
+
+    let dir = streamalot_tests::scratch_dir().join("relay-gst-record");
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("received.txt");
+    let _ = std::fs::remove_file(&report);
+    let mut target = GstPeer::record_with(&report, "relay-gst-record-peer", &["--user", "bob:s3cret"]);
+    let to = target.url.replacen("rtsp://", "rtsp://bob:s3cret@", 1);
+    let push = format!("{PREFIX}/cam={to}");
+    let from = Server::start(
+        &library("relay-gst-push", &[]),
+        &["--publish", &publish_arg(), "--push", &push],
+    );
+    let (publisher, what) = publish(&media().unhinted, "tcp", &publish_url(&from, "cam"));
+    let out = wait_with_timeout(publisher, TIMEOUT, &what);
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    thread::sleep(Duration::from_millis(500));
+    target.stop();
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{}: {e}", report.display()));
+    let decoded = text.lines().filter(|l| l.starts_with("video ")).count();
+    assert!(
+        text.lines().any(|l| l == "publish") && decoded >= MIN_FRAMES,
+        "GStreamer decoded {decoded} pictures of the push:\n{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("error")),
+        "GStreamer's pipeline failed:\n{text}"
+    );
+    from.stop_cleanly();
+}
