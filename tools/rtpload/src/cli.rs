@@ -17,7 +17,9 @@ use clap::{Parser, ValueEnum};
 /// While it runs, stderr shows a progress bar during the ramp-up and then a
 /// line a second: active and failed sessions, Mbit/s, packets/s and loss. At
 /// the end it prints a percentile table of each histogram (first_packet:
-/// PLAY to the first RTP packet; jitter: RFC 3550 interarrival jitter;
+/// PLAY to the first RTP packet; first_key_frame: PLAY's answer to the
+/// first packet of a video key frame, H.264 IDR, H.265 IRAP or MPEG-4
+/// I-VOP, what a viewer joining a live stream waits for; jitter: RFC 3550 interarrival jitter;
 /// lateness: how far behind its own RTP-timestamp schedule each packet
 /// arrived, after aligning on the first packet; rtsp_response: request
 /// written to response parsed, also per method). With --out it writes
@@ -43,8 +45,9 @@ pub struct Args {
     #[arg(short = 'n', long, value_name = "N", default_value_t = 1)]
     pub sessions: u32,
 
-    /// New sessions started per second, over all workers
-    #[arg(short, long, value_name = "R", default_value_t = 50.0)]
+    /// New sessions started per second, over all workers, at a steady pace (session i starts
+    /// i/R seconds in): `--rate 200` is 200 viewers joining each second
+    #[arg(short, long, visible_alias = "rate", value_name = "R", default_value_t = 50.0)]
     pub ramp: f64,
 
     /// How long each session lasts from its start, in seconds
@@ -175,6 +178,8 @@ mod tests {
         assert_eq!((a.max_loss, a.max_p99_ms), (Some(0.001), Some(50.0)));
         assert_eq!(a.udp_ports, 20000..=29999);
         assert!(Args::try_parse_from(["rtpload", "--transport", "sctp"]).is_err());
+        let rate = Args::try_parse_from(["rtpload", "--rate", "200"]).unwrap();
+        assert_eq!(rate.ramp, 200.0, "--rate is --ramp");
         let http = Args::try_parse_from(["rtpload", "--transport", "http"]).unwrap();
         assert_eq!((http.transport, http.transport.name()), (TransportArg::Http, "http"));
         assert!(Args::try_parse_from(["rtpload", "--udp-ports", "5000"]).is_err());
