@@ -27,6 +27,12 @@ use clap::{Parser, ValueEnum};
 /// percentile distribution per histogram (milliseconds), latency.svg,
 /// summary.json and sessions.csv.
 ///
+/// With --publish FILE, rtpload first publishes FILE (a hinted movie) to the
+/// first URL as a live stream (ANNOUNCE, SETUP mode=record, RECORD, packets
+/// paced in real time from its hint tracks, TEARDOWN at the end), with
+/// Digest or Basic credentials from the URL (rtsp://USER:PASS@HOST/PATH);
+/// the sessions then watch the URLs (without the credentials) as viewers.
+///
 /// Exit status: 0 when every session completed and the limits held; 1 when a
 /// session failed or --max-loss or --max-p99-ms was exceeded (the reasons are
 /// printed); 2 when the run could not be started.
@@ -105,9 +111,39 @@ pub struct Args {
     #[arg(long, value_name = "TEXT", default_value = concat!("rtpload/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,
 
+    /// Publish this hinted movie to the first URL as a live stream before the viewers start,
+    /// and end the broadcast (BYE, TEARDOWN) when they are done; with --sessions 0 it
+    /// publishes for --duration seconds
+    #[arg(long, value_name = "FILE")]
+    pub publish: Option<PathBuf>,
+
+    /// How --publish sends its media: interleaved on its RTSP connection, or over UDP
+    #[arg(long, value_enum, value_name = "TRANSPORT", default_value_t = PublishTransport::Tcp)]
+    pub publish_transport: PublishTransport,
+
+    /// Play the --publish movie again and again (sequence numbers and timestamps running
+    /// on), rather than ending the broadcast with it
+    #[arg(long = "loop")]
+    pub looped: bool,
+
     /// No progress on stderr (the table and the verdict are still printed)
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishTransport {
+    Tcp,
+    Udp,
+}
+
+impl PublishTransport {
+    pub fn name(self) -> &'static str {
+        match self {
+            PublishTransport::Tcp => "tcp",
+            PublishTransport::Udp => "udp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +214,20 @@ mod tests {
         assert_eq!((a.max_loss, a.max_p99_ms), (Some(0.001), Some(50.0)));
         assert_eq!(a.udp_ports, 20000..=29999);
         assert!(Args::try_parse_from(["rtpload", "--transport", "sctp"]).is_err());
+        let p = Args::try_parse_from([
+            "rtpload",
+            "--publish",
+            "m.mp4",
+            "--publish-transport",
+            "udp",
+            "--loop",
+            "rtsp://u:p@h/live/x",
+        ])
+        .unwrap();
+        assert_eq!(p.publish, Some(PathBuf::from("m.mp4")));
+        assert_eq!((p.publish_transport, p.looped), (PublishTransport::Udp, true));
+        let p = Args::try_parse_from(["rtpload", "--publish", "m.mp4"]).unwrap();
+        assert_eq!((p.publish_transport, p.looped), (PublishTransport::Tcp, false));
         let rate = Args::try_parse_from(["rtpload", "--rate", "200"]).unwrap();
         assert_eq!(rate.ramp, 200.0, "--rate is --ramp");
         let http = Args::try_parse_from(["rtpload", "--transport", "http"]).unwrap();
