@@ -835,6 +835,7 @@ mod tests {
         let with_file = Args::try_parse_from(["rtpload", "rtsp://h/z", "--urls", dir.to_str().unwrap()]).unwrap();
         let urls: Vec<String> = collect_urls(&with_file)
             .unwrap()
+            .0
             .iter()
             .map(|u| u.to_string())
             .collect();
@@ -845,6 +846,16 @@ mod tests {
         let bad = Args::try_parse_from(["rtpload", "rtsp://user:pw@h/x"]).unwrap();
         let e = collect_urls(&bad).unwrap_err();
         assert!(matches!(&e, RunError::Credentials(u) if u == "rtsp://h/x"), "{e}");
+        // Publishing: the first URL keeps its credentials for the
+        // publisher; viewers get none.
+        let publish = Args::try_parse_from(["rtpload", "--publish", "m.mp4", "rtsp://u:p%40ss@h/live/x"]).unwrap();
+        let (viewers, to) = collect_urls(&publish).unwrap();
+        assert_eq!(viewers[0].as_str(), "rtsp://h/live/x");
+        assert_eq!(viewers[0].user(), None);
+        let to = to.unwrap();
+        assert_eq!((to.user(), to.password()), (Some("u"), Some("p@ss")));
+        assert!(check_args(&Args::try_parse_from(["rtpload", "--publish", "m.mp4", "-n", "0"]).unwrap()).is_ok());
+        assert!(matches!(check_args(&args(&["--loop"])), Err(RunError::Usage(_))));
     }
 
     #[test]
