@@ -150,6 +150,11 @@ pub struct LiveStats {
     /// The publisher's packets refused (malformed, another SSRC or payload
     /// type, past its byte budget).
     pub refused_in: u64,
+    /// Packets not sent to a viewer that fell behind (summed over the
+    /// viewers), and packet copies lost between cores to a shard's full
+    /// live channel (summed over the shards).
+    pub dropped_slow: u64,
+    pub channel_full: u64,
     /// Seconds on the air, for the bitrate in.
     pub secs: f64,
 }
@@ -160,6 +165,8 @@ impl LiveStats {
         self.packets_in += o.packets_in;
         self.bytes_in += o.bytes_in;
         self.refused_in += o.refused_in;
+        self.dropped_slow += o.dropped_slow;
+        self.channel_full += o.channel_full;
         self.secs = self.secs.max(o.secs);
     }
 
@@ -290,6 +297,8 @@ impl ShardStats {
                     "bytes_in": l.bytes_in,
                     "refused_in": l.refused_in,
                     "bitrate_in": l.bitrate_in().round(),
+                    "dropped_slow_viewers": l.dropped_slow,
+                    "dropped_channel_full": l.channel_full,
                 }))).collect::<serde_json::Map<String, serde_json::Value>>(),
             },
             "listeners": {
@@ -357,12 +366,14 @@ impl ShardStats {
             for (path, l) in &self.live {
                 let _ = writeln!(
                     out,
-                    "    {path}  {} viewers, {} packets in ({}, {:.0} kbit/s), {} refused",
+                    "    {path}  {} viewers, {} packets in ({}, {:.0} kbit/s), {} refused, {} dropped for slow viewers, {} lost between cores",
                     group(l.viewers),
                     group(l.packets_in),
                     human_bytes(l.bytes_in),
                     l.bitrate_in() / 1000.0,
-                    group(l.refused_in)
+                    group(l.refused_in),
+                    group(l.dropped_slow),
+                    group(l.channel_full)
                 );
             }
         }

@@ -439,13 +439,16 @@ pub async fn answer(req: &Request, server: &dyn ServerView) -> Response {
                 .into_iter()
                 .filter(|p| p.on_air)
                 .map(|p| {
-                    let viewers = live.get(&p.path).map_or(0, |l| l.viewers);
+                    let l = live.get(&p.path).copied().unwrap_or_default();
                     json!({
                         "path": p.path,
                         "publisher": p.id,
-                        "viewers": viewers,
+                        "viewers": l.viewers,
                         "streams": p.streams.iter().map(|(kind, clock)| json!({ "kind": kind, "clock_rate": clock })).collect::<Vec<_>>(),
                         "bitrate_in": if p.secs > 0.0 { (p.bytes_in as f64 * 8.0 / p.secs).round() } else { 0.0 },
+                        "packets_in": p.packets_in,
+                        "dropped_slow_viewers": l.dropped_slow,
+                        "dropped_channel_full": l.channel_full,
                     })
                 })
                 .collect();

@@ -45,6 +45,9 @@ pub struct Counters {
     pub over_budget: u64,
     /// Sender reports read.
     pub reports: u64,
+    /// Copies of taken packets a shard's full live channel had no room
+    /// for (counted by the control core, which fans them out).
+    pub channel_full: u64,
 }
 
 impl Counters {

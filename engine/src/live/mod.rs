@@ -41,7 +41,6 @@ use crate::source::Nanos;
 
 pub mod describe;
 pub mod ingest;
-pub mod keyframe;
 pub mod publish;
 pub mod registry;
 pub mod relay;
@@ -49,6 +48,9 @@ pub mod replica;
 pub mod sdp_source;
 
 pub use describe::{DescribeError, Description, Track};
+/// Where a viewer may start, per codec: shared with the load client, which
+/// times a joining viewer's first key frame by the same rules.
+pub use proto::keyframe;
 pub use keyframe::Codec;
 pub use registry::Registry;
 pub use replica::Replica;

@@ -490,6 +490,7 @@ async fn collect_stats(ctl: &Control) -> ShardStats {
         l.packets_in += c.packets;
         l.bytes_in += c.bytes;
         l.refused_in += c.refused();
+        l.channel_full += c.channel_full;
         l.secs = t.saturating_sub(p.started) as f64 / 1e9;
     }
     total.live_channel_full += ctl.live_channel_full.get();
@@ -1053,13 +1054,20 @@ impl Control {
             Ok(packet) => {
                 drop(registry);
                 self.feed_pushes(id, track, false, || packet.data.clone());
+                let mut full = 0;
                 for tx in &self.live_shards {
                     let news = live::ToShard::Packet {
                         id,
                         packet: packet.clone(),
                     };
                     if tx.try_send(news).is_err() {
-                        self.live_channel_full.set(self.live_channel_full.get() + 1);
+                        full += 1;
+                    }
+                }
+                if full > 0 {
+                    self.live_channel_full.set(self.live_channel_full.get() + full);
+                    if let Some(p) = self.live.borrow_mut().get_mut(key) {
+                        p.ingest.counters.channel_full += full;
                     }
                 }
             }

@@ -1369,7 +1369,22 @@ impl ShardCore {
                 }
             }
             if source.is_live() {
-                stats.live_dropped += source.take_skipped();
+                let dropped = source.take_skipped();
+                if dropped > 0 {
+                    stats.live_dropped += dropped;
+                    // Only when a viewer fell behind: the lookup (and, the
+                    // first time, the path's entry) stays off the hot path.
+                    match stats.live.get_mut(&e.session.path) {
+                        Some(l) => l.dropped_slow += dropped,
+                        None => {
+                            let l = crate::stats::LiveStats {
+                                dropped_slow: dropped,
+                                ..Default::default()
+                            };
+                            stats.live.insert(e.session.path.clone(), l);
+                        }
+                    }
+                }
             } else {
                 stats.skipped += source.take_skipped();
             }
