@@ -44,6 +44,8 @@ use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId, Snapshot};
 use crate::stats::{RequestCounts, ShardStats};
 
+mod channels;
+
 /// How often the library looks for movies to let go of.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A movie no session holds is let go of when nobody asked for it this long.
@@ -93,6 +95,8 @@ struct Control {
     /// The totals sampled for the throughput chart.
     history: RefCell<History>,
     started: Instant,
+    /// The channels `serve` runs, each driven by a task of its own.
+    channels: Vec<Rc<channels::Handle>>,
 }
 
 /// A bound port and what it speaks.
@@ -187,6 +191,7 @@ pub async fn run(
             door = door.with_publish_rules(live::publish::Gate::new(config.publish.clone(), secret, now));
         }
     }
+    let (channel_handles, channel_commands) = channels::handles(&config.channels);
     let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
         let myself = me.clone();
         let me = me.clone();
@@ -221,9 +226,11 @@ pub async fn run(
             requests: RefCell::default(),
             history: RefCell::default(),
             started: Instant::now(),
+            channels: channel_handles,
             config,
         }
     });
+    channels::spawn(&ctl, channel_commands);
     let mut accept_tasks = Vec::new();
     for l in listeners {
         let addr = l.socket.local_addr().ok();
@@ -1337,7 +1344,9 @@ impl ServerView for Control {
                     client: p.client.ip(),
                     user: p.user.clone(),
                     on_air: p.phase == Phase::Recording,
-                    transport: if p.client.port() == 0 {
+                    transport: if p.channel {
+                        "channel"
+                    } else if p.client.port() == 0 {
                         "sdp"
                     } else if p.uses_udp() {
                         "udp"
@@ -1455,7 +1464,12 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
         on_air = ctl.sdp_source(&path).await;
     }
     let target = match on_air {
-        Some(desc) => Target::Live(desc),
+        Some(desc) => {
+            if let Some(h) = ctl.channels.iter().find(|h| h.path == path) {
+                h.watched();
+            }
+            Target::Live(desc)
+        }
         // Where broadcasts are published, there are no movies: a viewer
         // before the publisher (or after it) finds nothing.
         None if ctl.door.publishing().is_some_and(|g| g.is_live_path(&path)) => {
