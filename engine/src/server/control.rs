@@ -1363,6 +1363,18 @@ impl ServerView for Control {
             .collect()
     }
 
+    fn channels(&self) -> Vec<web::ChannelView> {
+        channels::views(self)
+    }
+
+    fn channel_action<'a>(
+        &'a self,
+        path: &'a str,
+        action: web::ChannelAction,
+    ) -> Pin<Box<dyn Future<Output = Result<String, (u16, String)>> + 'a>> {
+        Box::pin(channels::act(self, path, action))
+    }
+
     fn stop_publisher(&self, id: &str) -> bool {
         let key = self
             .live

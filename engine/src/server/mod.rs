@@ -40,6 +40,7 @@ use crate::shard::{Command, Event};
 use crate::source::Nanos;
 
 pub mod broadcast;
+pub mod channel_client;
 mod conn;
 mod control;
 mod shard;

@@ -537,3 +537,84 @@ fn note(h: &Handle, n: &Note) {
         }
     }
 }
+
+/// What the admin API shows of every channel.
+pub fn views(ctl: &Control) -> Vec<crate::http::ChannelView> {
+    let wall = wall_now();
+    ctl.channels
+        .iter()
+        .map(|h| {
+            let s = h.status.borrow();
+            crate::http::ChannelView {
+                path: h.channel.path.clone(),
+                playlist: h.channel.playlist.display().to_string(),
+                state: s.state.name(),
+                mode: h.channel.mode.name(),
+                run: if h.channel.when == When::Always { "always" } else { "on-demand" },
+                publisher: s.key.map(crate::door::session_id),
+                now: s.current.as_ref().map(|c| crate::http::NowPlaying {
+                    number: c.number + 1,
+                    movie: c.path.display().to_string(),
+                    title: c.title.clone(),
+                    inserted: c.inserted,
+                    position_secs: wall.duration_since(c.start).unwrap_or_default().min(c.length).as_secs_f64(),
+                    length_secs: c.length.as_secs_f64(),
+                }),
+                upcoming: s.upcoming.iter().map(|p| p.display().to_string()).collect(),
+                movies_started: s.movies_started,
+                error: s.error.clone(),
+                notes: s.notes.iter().cloned().collect(),
+            }
+        })
+        .collect()
+}
+
+/// Carries out an operator's `action` on channel `path`.
+pub async fn act(ctl: &Control, path: &str, action: crate::http::ChannelAction) -> Result<String, (u16, String)> {
+    use crate::http::ChannelAction as A;
+    let h = ctl
+        .channels
+        .iter()
+        .find(|h| h.channel.path == path.trim_matches('/'))
+        .ok_or_else(|| (404, format!("no channel {path:?}")))?;
+    let state = h.status.borrow().state;
+    let playing = matches!(state, State::OnAir | State::Paused);
+    let command = match action {
+        A::Skip if !playing => return Err((409, format!("the channel is {}", state.name()))),
+        A::Skip => Command::Skip,
+        A::Stop if matches!(state, State::Stopped) => return Ok("already stopped".into()),
+        A::Stop => Command::Stop,
+        A::Start if !matches!(state, State::Stopped | State::Ended) => {
+            return Ok(format!("already {}", state.name()))
+        }
+        A::Start => Command::Start,
+        A::Insert(_) if !playing => return Err((409, format!("the channel is {}", state.name()))),
+        A::Insert(movie) => {
+            // A movie of the media folder, by the request-path rules (so
+            // the API names no file outside it), that opens and fits.
+            let file = ctl.library.file(&format!("/{}", movie.trim_start_matches('/'))).map_err(|e| (e.status(), e.to_string()))?;
+            let f = file.clone();
+            let opened = glommio::executor()
+                .spawn_blocking(move || Movie::open(&f).map_err(|e| e.to_string()))
+                .await
+                .map_err(|why| (415, why))?;
+            if let Some(reference) = h.status.borrow().reference.as_ref() {
+                reference
+                    .check(&Layout::of(&opened))
+                    .map_err(|why| (422, format!("{movie} does not fit the channel: {why}")))?;
+            }
+            Command::Insert(file)
+        }
+    };
+    let done = match &command {
+        Command::Skip => "skipped".to_owned(),
+        Command::Insert(f) => format!("{} plays next", f.display()),
+        Command::Stop => "stopped".to_owned(),
+        Command::Start => "started".to_owned(),
+        Command::Watched => String::new(),
+    };
+    if !h.send(command) {
+        return Err((503, "the channel's task is gone".into()));
+    }
+    Ok(done)
+}
