@@ -351,7 +351,9 @@ pub fn parse_call(method: &str, target: &str, body: &[u8]) -> Result<Call, Respo
             Call::ChannelAction(path.join("/"), action)
         }
         ("GET", ["channels", path @ ..]) if !path.is_empty() => Call::Channel(path.join("/")),
-        (_, ["channels", _, ..]) => return Err(error(405, "method not allowed here").header("Allow", "GET, HEAD, POST")),
+        (_, ["channels", _, ..]) => {
+            return Err(error(405, "method not allowed here").header("Allow", "GET, HEAD, POST"))
+        }
         ("POST", ["library", "reload"]) => {
             parse_reload(body)?;
             Call::ReloadLibrary
@@ -526,7 +528,10 @@ pub async fn answer(req: &Request, server: &dyn ServerView) -> Response {
         Call::Channel(path) => match server.channels().iter().find(|c| c.path == path) {
             Some(c) => {
                 let live = server.stats().await.live;
-                json_response(200, &channel_json(c, live.get(&format!("/{path}")).map_or(0, |l| l.viewers)))
+                json_response(
+                    200,
+                    &channel_json(c, live.get(&format!("/{path}")).map_or(0, |l| l.viewers)),
+                )
             }
             None => error(404, format!("no channel {path:?}")),
         },

@@ -168,11 +168,14 @@ pub trait ServerView {
         &'a self,
         path: &'a str,
         action: ChannelAction,
-    ) -> Pin<Box<dyn Future<Output = Result<String, (u16, String)>> + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = ChannelOutcome> + 'a>> {
         let _ = action;
         Box::pin(async move { Err((404, format!("no channel {path:?}"))) })
     }
 }
+
+/// What a channel action did, or the status and reason it was not done.
+pub type ChannelOutcome = Result<String, (u16, String)>;
 
 /// A channel, as the admin API shows it.
 #[derive(Debug, Clone, PartialEq)]

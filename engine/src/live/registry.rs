@@ -267,7 +267,12 @@ impl Registry {
     /// publisher without a connection or ports, whose packets the channel's
     /// driver hands to [`Ingest`] itself. A publisher already at the path
     /// is returned, to be ended.
-    pub fn open_channel(&mut self, key: SessionKey, desc: Description, now: Nanos) -> (Arc<Description>, Option<Publisher>) {
+    pub fn open_channel(
+        &mut self,
+        key: SessionKey,
+        desc: Description,
+        now: Nanos,
+    ) -> (Arc<Description>, Option<Publisher>) {
         let replaced = self.by_path.get(&desc.path).copied().and_then(|old| self.remove(old));
         let desc = Arc::new(desc);
         let publisher = Publisher {

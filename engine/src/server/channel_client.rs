@@ -87,7 +87,12 @@ pub fn request_of(action: &Action) -> (&'static str, String, Option<Value>) {
 }
 
 /// Sends one request and reads the whole answer: its status and JSON body.
-fn call(args: &ChannelArgs, method: &str, target: &str, body: Option<&Value>) -> Result<(u16, Value), ChannelClientError> {
+fn call(
+    args: &ChannelArgs,
+    method: &str,
+    target: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), ChannelClientError> {
     let (host, port) = host_port(&args.admin).ok_or_else(|| ChannelClientError::Url(args.admin.clone()))?;
     let addr = format!("{host}:{port}");
     let connect = |source| ChannelClientError::Connect {
@@ -106,7 +111,8 @@ fn call(args: &ChannelArgs, method: &str, target: &str, body: Option<&Value>) ->
     let mut stream = TcpStream::connect_timeout(&to, TIMEOUT).map_err(connect)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
     let body = body.map(Value::to_string).unwrap_or_default();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n");
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n");
     if let Some(t) = &args.token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
@@ -141,7 +147,9 @@ fn parse_answer(raw: &[u8]) -> Result<(u16, Value), ChannelClientError> {
     let mut body = &raw[end + 4..];
     if let Some(len) = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
     }) {
         body = &body[..len.min(body.len())];
     }
@@ -197,7 +205,11 @@ pub fn run(args: &ChannelArgs) -> Result<(), ChannelClientError> {
     }
     match &args.action {
         Action::Status { path: None } => {
-            let list = value.get("channels").and_then(Value::as_array).cloned().unwrap_or_default();
+            let list = value
+                .get("channels")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if list.is_empty() {
                 println!("no channels");
             }
@@ -226,7 +238,8 @@ mod tests {
         assert_eq!(host_port("http://h"), Some(("h".into(), 80)));
         assert_eq!(host_port("https://h:1"), None);
         assert_eq!(host_port("http://h:1/api"), None);
-        let (s, v) = parse_answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 17\r\n\r\n{\"error\":\"none\"}\nxx").unwrap();
+        let (s, v) =
+            parse_answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 17\r\n\r\n{\"error\":\"none\"}\nxx").unwrap();
         assert_eq!((s, v["error"].as_str()), (404, Some("none")));
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\n").is_err());
         let (m, t, b) = request_of(&Action::Insert {

@@ -1371,7 +1371,7 @@ impl ServerView for Control {
         &'a self,
         path: &'a str,
         action: web::ChannelAction,
-    ) -> Pin<Box<dyn Future<Output = Result<String, (u16, String)>> + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = web::ChannelOutcome> + 'a>> {
         Box::pin(channels::act(self, path, action))
     }
 

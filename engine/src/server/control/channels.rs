@@ -411,21 +411,23 @@ async fn on_air(ctl: &Rc<Control>, h: &Rc<Handle>, rx: &LocalReceiver<Command>, 
                         info!(channel = %h.path, movies = list.entries.len(), "the playlist changed; play goes on from the next movie");
                         b.reload(&list);
                         let upcoming = b.upcoming(&mut |p: &Path| movies.get(p));
-                        write_file(upcoming_file.clone(), crate::channel::status::upcoming(upcoming.iter().map(PathBuf::as_path))).await;
+                        write_file(
+                            upcoming_file.clone(),
+                            crate::channel::status::upcoming(upcoming.iter().map(PathBuf::as_path)),
+                        )
+                        .await;
                         h.status.borrow_mut().upcoming = upcoming;
                     }
-                    Err(e) => warn!(channel = %h.path, error = %e, "the playlist changed but cannot be read; the list as it was plays on"),
+                    Err(e) => {
+                        warn!(channel = %h.path, error = %e, "the playlist changed but cannot be read; the list as it was plays on")
+                    }
                 }
             }
         }
         if watched_only && Instant::now() >= next_viewer_check {
             next_viewer_check = Instant::now() + VIEWER_CHECK;
             let viewers = collect_stats(ctl).await.live.get(&h.path).map_or(0, |l| l.viewers);
-            let recent = h
-                .status
-                .borrow()
-                .watched_at
-                .is_some_and(|t| t.elapsed() < VIEWER_GRACE);
+            let recent = h.status.borrow().watched_at.is_some_and(|t| t.elapsed() < VIEWER_GRACE);
             if viewers == 0 && !recent && !b.is_paused() {
                 info!(channel = %h.path, "nobody watches the channel: paused");
                 b.pause(wall_now());
@@ -495,7 +497,11 @@ async fn on_air(ctl: &Rc<Control>, h: &Rc<Handle>, rx: &LocalReceiver<Command>, 
                     keep(h, format!("{} inserted to play next", path.display()));
                     b.insert_next(path);
                     let upcoming = b.upcoming(&mut |p: &Path| movies.get(p));
-                    write_file(upcoming_file.clone(), crate::channel::status::upcoming(upcoming.iter().map(PathBuf::as_path))).await;
+                    write_file(
+                        upcoming_file.clone(),
+                        crate::channel::status::upcoming(upcoming.iter().map(PathBuf::as_path)),
+                    )
+                    .await;
                     h.status.borrow_mut().upcoming = upcoming;
                 }
                 Command::Stop => break Outcome::Stopped,
@@ -550,14 +556,22 @@ pub fn views(ctl: &Control) -> Vec<crate::http::ChannelView> {
                 playlist: h.channel.playlist.display().to_string(),
                 state: s.state.name(),
                 mode: h.channel.mode.name(),
-                run: if h.channel.when == When::Always { "always" } else { "on-demand" },
+                run: if h.channel.when == When::Always {
+                    "always"
+                } else {
+                    "on-demand"
+                },
                 publisher: s.key.map(crate::door::session_id),
                 now: s.current.as_ref().map(|c| crate::http::NowPlaying {
                     number: c.number + 1,
                     movie: c.path.display().to_string(),
                     title: c.title.clone(),
                     inserted: c.inserted,
-                    position_secs: wall.duration_since(c.start).unwrap_or_default().min(c.length).as_secs_f64(),
+                    position_secs: wall
+                        .duration_since(c.start)
+                        .unwrap_or_default()
+                        .min(c.length)
+                        .as_secs_f64(),
                     length_secs: c.length.as_secs_f64(),
                 }),
                 upcoming: s.upcoming.iter().map(|p| p.display().to_string()).collect(),
@@ -570,7 +584,7 @@ pub fn views(ctl: &Control) -> Vec<crate::http::ChannelView> {
 }
 
 /// Carries out an operator's `action` on channel `path`.
-pub async fn act(ctl: &Control, path: &str, action: crate::http::ChannelAction) -> Result<String, (u16, String)> {
+pub async fn act(ctl: &Control, path: &str, action: crate::http::ChannelAction) -> crate::http::ChannelOutcome {
     use crate::http::ChannelAction as A;
     let h = ctl
         .channels
@@ -584,15 +598,16 @@ pub async fn act(ctl: &Control, path: &str, action: crate::http::ChannelAction) 
         A::Skip => Command::Skip,
         A::Stop if matches!(state, State::Stopped) => return Ok("already stopped".into()),
         A::Stop => Command::Stop,
-        A::Start if !matches!(state, State::Stopped | State::Ended) => {
-            return Ok(format!("already {}", state.name()))
-        }
+        A::Start if !matches!(state, State::Stopped | State::Ended) => return Ok(format!("already {}", state.name())),
         A::Start => Command::Start,
         A::Insert(_) if !playing => return Err((409, format!("the channel is {}", state.name()))),
         A::Insert(movie) => {
             // A movie of the media folder, by the request-path rules (so
             // the API names no file outside it), that opens and fits.
-            let file = ctl.library.file(&format!("/{}", movie.trim_start_matches('/'))).map_err(|e| (e.status(), e.to_string()))?;
+            let file = ctl
+                .library
+                .file(&format!("/{}", movie.trim_start_matches('/')))
+                .map_err(|e| (e.status(), e.to_string()))?;
             let f = file.clone();
             let opened = glommio::executor()
                 .spawn_blocking(move || Movie::open(&f).map_err(|e| e.to_string()))
