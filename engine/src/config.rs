@@ -22,6 +22,7 @@ use net::SendPath;
 use serde::Deserialize;
 
 use crate::access::addr::Cidr;
+use crate::channel::config::{Channel, ChannelError, ChannelSettings};
 use crate::live::publish::Rule;
 
 /// The default RTSP port: 554 needs privileges, so like most servers run
@@ -176,6 +177,13 @@ pub struct ServeArgs {
     #[arg(long = "publish-max-kbps", value_name = "KBPS")]
     pub publish_max_kbps: Option<u64>,
 
+    /// Run a 24x7 channel at rtsp://HOST:PORT/PATH playing PLAYLIST_FILE (DSS `*PLAY-LIST*` or
+    /// M3U), looped, on the wall clock whether watched or not; repeat for more channels. In the
+    /// file: [[channel]] tables with path, playlist, mode, reference, run ("always" or
+    /// "on-demand"), start, end, current_file and upcoming_file [default: no channels]
+    #[arg(long = "channel", value_name = "PATH=PLAYLIST_FILE", value_parser = parse_channel)]
+    pub channel: Vec<ChannelSettings>,
+
     /// The interface (its IPv4 address) on which to join the multicast groups that `.sdp` files
     /// in the media folder name [default: the kernel's choice]
     #[arg(long = "multicast-interface", value_name = "ADDR")]
@@ -306,6 +314,10 @@ fn parse_relay(text: &str) -> Result<crate::live::relay::Relay, String> {
 fn parse_push(text: &str) -> Result<crate::live::relay::Push, String> {
     text.parse()
 }
+
+fn parse_channel(text: &str) -> Result<ChannelSettings, String> {
+    ChannelSettings::from_argument(text).map_err(|e| e.to_string())
+}
 /// The default RTSPS port (RFC 7826's `rtsps` registration).
 pub const DEFAULT_RTSPS_PORT: u16 = 322;
 
@@ -361,6 +373,8 @@ pub struct Config {
     pub pushes: Vec<crate::live::relay::Push>,
     /// Seconds viewers wait for a publisher to come back; 0: none.
     pub publish_grace: u64,
+    /// The channels `serve` runs, paths checked and unique.
+    pub channels: Vec<Channel>,
     /// The admin API's bearer token; `None`: the admin API is off.
     pub admin_token: Option<Secret>,
     /// Who may reach the admin API and the status page; never empty.
@@ -403,6 +417,8 @@ pub enum ConfigError {
     /// names the key and line.
     #[error("config file {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Channel(ChannelError),
     #[error("invalid {}: {why}", setting(key, value, origin))]
     Invalid {
         key: &'static str,
@@ -478,6 +494,7 @@ struct FileSettings {
     relay: Option<Vec<RelayEntry>>,
     push: Option<Vec<PushEntry>>,
     publish_grace: Option<u64>,
+    channel: Option<Vec<ChannelSettings>>,
 }
 
 /// A `[[relay]]` table.
@@ -721,6 +738,13 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         }
         rules
     };
+    // The command line's channels replace the file's, as its other lists do.
+    let channels = if !args.channel.is_empty() {
+        ChannelSettings::resolve_all(&args.channel, Path::new(""))
+    } else {
+        ChannelSettings::resolve_all(file.channel.as_deref().unwrap_or_default(), &file_dir)
+    }
+    .map_err(ConfigError::Channel)?;
     let publish_replace =
         pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
     let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
@@ -920,6 +944,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         relays,
         pushes,
         publish_grace,
+        channels,
         access,
         rtsps_ports,
         tls,

@@ -162,6 +162,20 @@ pub trait ServerView {
     fn relays(&self) -> Vec<RelayView> {
         Vec::new()
     }
+    /// The channels the server runs, with what each plays now and next.
+    fn channels(&self) -> Vec<ChannelView> {
+        Vec::new()
+    }
+    /// Asks channel `path` (without its leading `/`) to do `action`: what
+    /// was done, or the status and reason it was not.
+    fn channel_action<'a>(
+        &'a self,
+        path: &'a str,
+        action: ChannelAction,
+    ) -> Pin<Box<dyn Future<Output = ChannelOutcome> + 'a>> {
+        let _ = action;
+        Box::pin(async move { Err((404, format!("no channel {path:?}"))) })
+    }
 }
 
 /// A relay, as the admin API shows it.
@@ -180,6 +194,58 @@ pub struct RelayView {
     pub plays: u64,
     pub failures: u64,
     pub last_error: Option<String>,
+}
+
+
+/// What a channel action did, or the status and reason it was not done.
+pub type ChannelOutcome = Result<String, (u16, String)>;
+
+/// A channel, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelView {
+    /// Without its leading `/`.
+    pub path: String,
+    pub playlist: String,
+    /// `starting`, `on_air`, `paused`, `stopped`, `ended` or `failed`.
+    pub state: &'static str,
+    pub mode: &'static str,
+    /// `always` or `on-demand`.
+    pub run: &'static str,
+    /// Its publisher session ID while on the air.
+    pub publisher: Option<String>,
+    pub now: Option<NowPlaying>,
+    /// The movies after the current one, next first.
+    pub upcoming: Vec<String>,
+    pub movies_started: u64,
+    /// Why it is not on the air, when it failed.
+    pub error: Option<String>,
+    /// The latest problems and operator actions, oldest first.
+    pub notes: Vec<String>,
+}
+
+/// The movie a channel plays now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NowPlaying {
+    /// 1 for the channel's first movie.
+    pub number: u64,
+    pub movie: String,
+    pub title: Option<String>,
+    pub inserted: bool,
+    pub position_secs: f64,
+    pub length_secs: f64,
+}
+
+/// What an operator asks of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelAction {
+    /// The next movie now.
+    Skip,
+    /// This movie (a path under the media folder) after the current one.
+    Insert(String),
+    /// Off the air.
+    Stop,
+    /// On the air again.
+    Start,
 }
 
 /// A live broadcast's publisher, as the admin API shows it.

@@ -76,6 +76,9 @@ pub struct Publisher {
     /// For a relay, the streams whose RTCP said BYE (one bit each): all of
     /// them, and the origin's stream is over (a movie's end).
     pub byes: u32,
+    /// One of the server's own channels: it has no connection, is never
+    /// silent for long, and ends only when the channel stops.
+    pub channel: bool,
 }
 
 impl Publisher {
@@ -326,6 +329,7 @@ impl Registry {
             origin: None,
             byes: 0,
             resumed: false,
+            channel: false,
         };
         publisher.resumed = resumed;
         let response = Response::new(200, cseq).header("Session", self.session_header(&publisher));
@@ -376,6 +380,7 @@ impl Registry {
             origin: None,
             byes: 0,
             resumed: false,
+            channel: false,
         };
         self.by_path.insert(desc.path.clone(), key);
         self.publishers.insert(key, publisher);
@@ -416,6 +421,7 @@ impl Registry {
             origin: Some(origin),
             byes: 0,
             resumed,
+            channel: false,
         };
         self.by_path.insert(desc.path.clone(), key);
         self.publishers.insert(key, publisher);
@@ -433,6 +439,40 @@ impl Registry {
         p.ingest.last_packet = now;
         p.last_request = now;
         Some(p.desc.clone())
+    }
+
+    /// Puts one of the server's channels on the air as session `key`: a
+    /// publisher without a connection or ports, whose packets the channel's
+    /// driver hands to [`Ingest`] itself. A publisher already at the path
+    /// is returned, to be ended.
+    pub fn open_channel(
+        &mut self,
+        key: SessionKey,
+        desc: Description,
+        now: Nanos,
+    ) -> (Arc<Description>, Option<Publisher>) {
+        let replaced = self.by_path.get(&desc.path).copied().and_then(|old| self.remove(old));
+        let desc = Arc::new(desc);
+        let publisher = Publisher {
+            key,
+            session_id: crate::door::session_id(key),
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            user: "(channel)".into(),
+            user_agent: None,
+            ingest: Ingest::new(desc.clone(), self.max_bitrate, now),
+            desc: desc.clone(),
+            phase: Phase::Recording,
+            paths: vec![None; desc.tracks.len()],
+            started: now,
+            last_request: now,
+            origin: None,
+            byes: 0,
+            resumed: false,
+            channel: true,
+        };
+        self.by_path.insert(desc.path.clone(), key);
+        self.publishers.insert(key, publisher);
+        (desc, replaced)
     }
 
     /// What a record SETUP for session `key` asks for: the stream and its
@@ -568,7 +608,8 @@ impl Registry {
             .publishers
             .values()
             .filter_map(|p| match p.phase {
-                Phase::Recording if now.saturating_sub(p.ingest.last_packet) > SILENCE_TIMEOUT => {
+                // A channel between movies, or paused, is not gone.
+                Phase::Recording if !p.channel && now.saturating_sub(p.ingest.last_packet) > SILENCE_TIMEOUT => {
                     Some((p.key, "publisher silent"))
                 }
                 Phase::Announced if now.saturating_sub(p.last_request) > announce_wait => Some((p.key, "no RECORD")),

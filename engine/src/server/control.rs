@@ -46,6 +46,7 @@ use crate::stats::{RequestCounts, ShardStats};
 
 mod push;
 mod relay;
+mod channels;
 
 /// How often the library looks for movies to let go of.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -107,6 +108,8 @@ struct Control {
     /// The totals sampled for the throughput chart.
     history: RefCell<History>,
     started: Instant,
+    /// The channels `serve` runs, each driven by a task of its own.
+    channels: Vec<Rc<channels::Handle>>,
 }
 
 /// A bound port and what it speaks.
@@ -201,6 +204,7 @@ pub async fn run(
             door = door.with_publish_rules(live::publish::Gate::new(config.publish.clone(), secret, now));
         }
     }
+    let (channel_handles, channel_commands) = channels::handles(&config.channels);
     let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
         let myself = me.clone();
         let me = me.clone();
@@ -243,9 +247,11 @@ pub async fn run(
             requests: RefCell::default(),
             history: RefCell::default(),
             started: Instant::now(),
+            channels: channel_handles,
             config,
         }
     });
+    channels::spawn(&ctl, channel_commands);
     let mut accept_tasks = Vec::new();
     for l in listeners {
         let addr = l.socket.local_addr().ok();
@@ -1424,6 +1430,7 @@ impl ServerView for Control {
                     user: p.user.clone(),
                     on_air: p.phase == Phase::Recording,
                     transport: match (p.origin.is_some(), p.uses_udp()) {
+                        _ if p.channel => "channel",
                         (true, true) => "relay-udp",
                         (true, false) => "relay-tcp",
                         _ if p.client.port() == 0 => "sdp",
@@ -1464,6 +1471,18 @@ impl ServerView for Control {
             .collect();
         all.sort_by(|a, b| a.path.cmp(&b.path));
         all
+    }
+
+    fn channels(&self) -> Vec<web::ChannelView> {
+        channels::views(self)
+    }
+
+    fn channel_action<'a>(
+        &'a self,
+        path: &'a str,
+        action: web::ChannelAction,
+    ) -> Pin<Box<dyn Future<Output = web::ChannelOutcome> + 'a>> {
+        Box::pin(channels::act(self, path, action))
     }
 
     fn stop_publisher(&self, id: &str) -> bool {
@@ -1574,7 +1593,12 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
         }
     }
     let target = match on_air {
-        Some(desc) => Target::Live(desc),
+        Some(desc) => {
+            if let Some(h) = ctl.channels.iter().find(|h| h.path == path) {
+                h.watched();
+            }
+            Target::Live(desc)
+        }
         // Where broadcasts are published, there are no movies: a viewer
         // before the publisher (or after it) finds nothing.
         None if ctl.door.publishing().is_some_and(|g| g.is_live_path(&path)) => {
