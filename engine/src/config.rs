@@ -30,6 +30,8 @@ pub const DEFAULT_RTSP_PORT: u16 = 8554;
 /// The default UDP range for the shards' RTP/RTCP pairs (DSS used 6970 up).
 pub const DEFAULT_RTP_PORTS: RangeInclusive<u16> = 6970..=6999;
 pub const DEFAULT_SESSION_TIMEOUT_SECS: u64 = 60;
+/// Icecast's source-timeout: a source silent this long is gone.
+pub const DEFAULT_SOURCE_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -136,6 +138,11 @@ pub struct ServeArgs {
     /// Icecast's queue-size does (K and M suffixes allowed) [default: 512K]
     #[arg(long = "listener-queue-bytes", value_name = "N", value_parser = parse_size)]
     pub listener_queue_bytes: Option<usize>,
+
+    /// Seconds an Icecast source (SOURCE or PUT) may send nothing before it is dropped and its
+    /// mount ends, as Icecast's source-timeout [default: 10]
+    #[arg(long = "source-timeout", value_name = "SECS")]
+    pub source_timeout: Option<u64>,
 
     /// File to append the access log to (W3C extended format, one line per session), or - for
     /// standard output [default: standard output]
@@ -310,6 +317,8 @@ pub struct Config {
     pub tcp_queue_bytes: usize,
     pub max_listeners: usize,
     pub listener_queue_bytes: usize,
+    /// Seconds an Icecast source may say nothing; at least 1.
+    pub source_timeout: u64,
     /// `None` means standard output (`-` resolves to `None` too).
     pub access_log: Option<PathBuf>,
     /// Seconds between statistics reports; `None` for none.
@@ -424,6 +433,7 @@ struct FileSettings {
     tcp_queue_bytes: Option<Size>,
     max_listeners: Option<usize>,
     listener_queue_bytes: Option<Size>,
+    source_timeout: Option<u64>,
     access_log: Option<PathBuf>,
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
@@ -618,6 +628,12 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         MIN_LISTENER_QUEUE_BYTES,
     )?;
 
+    let source_timeout = match pick(args.source_timeout, file.source_timeout, &file_origin) {
+        Some((0, origin)) => return Err(invalid("source_timeout", 0, origin, "must be at least 1 second")),
+        Some((n, _)) => n,
+        None => DEFAULT_SOURCE_TIMEOUT_SECS,
+    };
+
     let access_log = match (&args.access_log, &file.access_log) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(p)) if is_stdout(p) => None,
@@ -805,6 +821,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         tcp_queue_bytes,
         max_listeners,
         listener_queue_bytes,
+        source_timeout,
         access_log,
         stats_interval,
         stats_json,

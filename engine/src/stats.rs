@@ -110,6 +110,8 @@ pub struct ShardStats {
     pub listeners_dropped: u64,
     /// Bytes written to listeners: heads, audio and metadata.
     pub listener_bytes: u64,
+    /// Icecast mount frames this shard received from their feeds.
+    pub mount_frames: u64,
     /// Send lateness in microseconds.
     pub lateness: Histogram<u64>,
     /// From each PLAY to its first packet, in microseconds.
@@ -192,6 +194,7 @@ impl Default for ShardStats {
             listeners_ended: 0,
             listeners_dropped: 0,
             listener_bytes: 0,
+            mount_frames: 0,
             lateness: Histogram::new_with_bounds(1, LATENESS_MAX_US, 3).expect("constant histogram bounds are valid"),
             first_packet: short_histogram(),
             rtcp_jitter: short_histogram(),
@@ -243,6 +246,7 @@ impl ShardStats {
         self.listeners_ended += other.listeners_ended;
         self.listeners_dropped += other.listeners_dropped;
         self.listener_bytes += other.listener_bytes;
+        self.mount_frames += other.mount_frames;
         // Same bounds on both sides, so adding cannot fail; a histogram
         // made otherwise is merged value by value, clamped.
         add_histogram(&mut self.lateness, &other.lateness, LATENESS_MAX_US);
