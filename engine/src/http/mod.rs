@@ -597,7 +597,10 @@ mod tests {
         assert_eq!(serve(&r, "GET /api/v1/x.mp3 HTTP/1.1\r\n\r\n").1, "api GET 2 7");
         assert_eq!(serve(&r, "GET /live.mp3 HTTP/1.1\r\n\r\n").1, "mp3 GET 2 7");
         // Any path takes a source, unless its own handler has the method.
-        assert_eq!(serve(&r, "PUT /x.mp3 HTTP/1.1\r\n\r\n"), (BodyMode::Stream, "mount PUT 2 7".into()));
+        assert_eq!(
+            serve(&r, "PUT /x.mp3 HTTP/1.1\r\n\r\n"),
+            (BodyMode::Stream, "mount PUT 2 7".into())
+        );
         assert_eq!(serve(&r, "SOURCE /stream HTTP/1.0\r\n\r\n").1, "mount SOURCE 2 7");
         assert_eq!(
             status(at("DELETE /x.mp3 HTTP/1.1\r\n\r\n")),

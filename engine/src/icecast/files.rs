@@ -142,10 +142,7 @@ pub fn mount_response(mount: &Mount, metaint: Option<usize>) -> Response {
     let clean = |v: &str| -> String { v.chars().map(|c| if c.is_control() { ' ' } else { c }).collect() };
     let info = &mount.info;
     let name = info.name.clone().unwrap_or_else(|| mount.path.clone());
-    let kbps = mount
-        .header
-        .map(|h| h.bit_rate / 1000)
-        .or(info.bitrate);
+    let kbps = mount.header.map(|h| h.bit_rate / 1000).or(info.bitrate);
     let mut r = Response::new(200)
         .header("Content-Type", "audio/mpeg")
         .header("icy-name", clean(&name));

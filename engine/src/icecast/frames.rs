@@ -244,7 +244,9 @@ mod tests {
         assert_eq!(out.len(), 10);
         assert_eq!(&out[2].data[..], &f[2][..]);
 
-        let junk: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1).collect();
+        let junk: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
+            .collect();
         let (out, r) = split(&junk, 4096);
         assert!(out.is_empty());
         assert!(matches!(r, Err(SplitError::NoSync(_))), "{r:?}");

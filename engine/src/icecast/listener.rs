@@ -126,7 +126,12 @@ impl Listener {
 
     /// Pushes `audio` onto `out`, with metadata blocks where they fall, and
     /// returns the bytes pushed.
-    fn push_audio(icy: Option<&mut Interleaver>, segments: &mut Vec<Segment>, audio: Bytes, out: &mut VecDeque<Bytes>) -> usize {
+    fn push_audio(
+        icy: Option<&mut Interleaver>,
+        segments: &mut Vec<Segment>,
+        audio: Bytes,
+        out: &mut VecDeque<Bytes>,
+    ) -> usize {
         let mut bytes = audio.len();
         let Some(icy) = icy else {
             out.push_back(audio);

@@ -71,12 +71,8 @@ impl IceInfo {
             description: get("description"),
             genre: get("genre"),
             url: get("url"),
-            bitrate: get("bitrate")
-                .or_else(|| get("br"))
-                .and_then(|b| b.trim().parse().ok()),
-            public: get("public")
-                .or_else(|| get("pub"))
-                .is_some_and(|p| p.trim() == "1"),
+            bitrate: get("bitrate").or_else(|| get("br")).and_then(|b| b.trim().parse().ok()),
+            public: get("public").or_else(|| get("pub")).is_some_and(|p| p.trim() == "1"),
             audio_info: get("audio-info"),
         }
     }
@@ -215,7 +211,10 @@ impl Handler for Sources {
                     return Reply::Respond(Response::new(e.status()).body("text/plain", format!("{e}\n")));
                 }
             };
-            match cx.server.open_mount(path, cx.client, user.clone(), request.info.clone()) {
+            match cx
+                .server
+                .open_mount(path, cx.client, user.clone(), request.info.clone())
+            {
                 Ok(mount) => Reply::Take {
                     head: None,
                     to: Takeover::Source(Box::new(SourceStart {
@@ -331,11 +330,7 @@ impl BodyDecoder {
                         return Err(BadChunk);
                     }
                     let size = u64::from_str_radix(size, 16).map_err(|_| BadChunk)?;
-                    self.state = if size == 0 {
-                        Body::Trailer(0)
-                    } else {
-                        Body::Data(size)
-                    };
+                    self.state = if size == 0 { Body::Trailer(0) } else { Body::Data(size) };
                 }
                 Body::DataEnd(seen) => {
                     let want = b"\r\n"[*seen as usize];

@@ -35,10 +35,10 @@ use crate::http::tunnel::{Expired, Place, PostTo, Registry, TunnelId, PAIRING_WI
 use crate::http::Sample;
 use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
 use crate::icecast::files::Files;
+use crate::icecast::listener::ListenerStart;
 use crate::icecast::metadata::MetadataUpdate;
 use crate::icecast::mount::{Feed, Mount, MountError, MountId, Mounts};
 use crate::icecast::source::{IceInfo, Sources};
-use crate::icecast::listener::ListenerStart;
 use crate::library::Library;
 use crate::library::LibraryError;
 use crate::live;

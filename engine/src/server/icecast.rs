@@ -86,7 +86,9 @@ impl Control {
     /// Mount `id`'s feed is gone: its listeners end once they have what is
     /// queued for them, and a source's access-log line is written.
     pub(super) fn end_mount(&self, id: MountId, why: &str, status: u16) {
-        let Some(m) = self.mounts.borrow_mut().close(id) else { return };
+        let Some(m) = self.mounts.borrow_mut().close(id) else {
+            return;
+        };
         info!(
             path = %m.path, feed = m.feed.as_str(), why, bytes = m.bytes_in, frames = m.frames_in,
             lost = m.frames_lost, "mount off the air"
@@ -167,7 +169,11 @@ async fn read_source(
             Ok(0) => return ("it closed the connection", 200),
             Ok(n) => input.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                info!(path = start.path, secs = ctl.config.source_timeout, "source sent nothing; dropped");
+                info!(
+                    path = start.path,
+                    secs = ctl.config.source_timeout,
+                    "source sent nothing; dropped"
+                );
                 return ("it stalled", 408);
             }
             Err(_) => return ("its connection failed", 200),

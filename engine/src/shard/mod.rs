@@ -579,7 +579,13 @@ impl Listening {
 
     /// Queues what its mount's replica has that it has not; drops a
     /// listener that has fallen too far behind.
-    fn serve_mount(&mut self, id: ConnId, replica: &MountReplica, stats: &mut ShardStats, outputs: &mut VecDeque<Output>) {
+    fn serve_mount(
+        &mut self,
+        id: ConnId,
+        replica: &MountReplica,
+        stats: &mut ShardStats,
+        outputs: &mut VecDeque<Output>,
+    ) {
         if self.closing {
             return;
         }
