@@ -173,6 +173,18 @@ pub struct ServeArgs {
     #[arg(long = "publish", value_name = "PREFIX=USER:PASSWORD", value_parser = parse_publish)]
     pub publish: Vec<Rule>,
 
+    /// An Icecast radio channel: the MP3 playlist (DSS *PLAY-LIST* or M3U) played in a loop on
+    /// the wall clock as a live mount every listener of PATH shares, its title changing at each
+    /// song (repeatable; in the file: [[radio]] tables with path and playlist)
+    #[arg(long = "radio", value_name = "PATH=PLAYLIST", value_parser = parse_radio)]
+    pub radio: Vec<Radio>,
+
+    /// Relay another Icecast or SHOUTcast server's mount as the live mount PATH: pulled by this
+    /// server, reconnecting with backoff when it drops (repeatable; in the file: [[icecast_relay]]
+    /// tables with path and url)
+    #[arg(long = "icecast-relay", value_name = "PATH=http://HOST:PORT/MOUNT", value_parser = parse_relay)]
+    pub icecast_relay: Vec<Relay>,
+
     /// A publisher announcing a path that already has one takes it over (the first one's viewers
     /// get a BYE); without it the second is refused with 455
     #[arg(long = "publish-replace")]
@@ -284,6 +296,56 @@ pub fn loopback_blocks() -> Vec<Cidr> {
 fn parse_publish(text: &str) -> Result<Rule, String> {
     text.parse()
 }
+
+/// A radio channel: its mount path and its playlist file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Radio {
+    pub path: String,
+    pub playlist: PathBuf,
+}
+
+/// A relayed mount: its path here and the upstream URL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    pub path: String,
+    pub url: String,
+}
+
+/// `PATH=REST` with PATH made a mount path (a leading `/`).
+fn mount_and(text: &str, what: &str) -> Result<(String, String), String> {
+    let (path, rest) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected PATH={what}, such as /radio.mp3={what}"))?;
+    let path = check_mount_path(path)?;
+    if rest.is_empty() {
+        return Err(format!("expected PATH={what}: the {what} is empty"));
+    }
+    Ok((path, rest.to_owned()))
+}
+
+fn check_mount_path(path: &str) -> Result<String, String> {
+    let path = format!("/{}", path.trim().trim_start_matches('/'));
+    if path == "/" || path.contains(['?', '#', ' ']) || path.split('/').any(|p| p == "..") {
+        return Err(format!("{path:?} is not a mount path"));
+    }
+    Ok(path)
+}
+
+fn parse_radio(text: &str) -> Result<Radio, String> {
+    let (path, playlist) = mount_and(text, "PLAYLIST")?;
+    Ok(Radio {
+        path,
+        playlist: playlist.into(),
+    })
+}
+
+fn parse_relay(text: &str) -> Result<Relay, String> {
+    let (path, url) = mount_and(text, "URL")?;
+    crate::icecast::relay::Upstream::parse(&url).map_err(|e| e.to_string())?;
+    Ok(Relay { path, url })
+}
 /// The default RTSPS port (RFC 7826's `rtsps` registration).
 pub const DEFAULT_RTSPS_PORT: u16 = 322;
 
@@ -329,6 +391,10 @@ pub struct Config {
     pub send_path: SendPath,
     /// Who may publish live broadcasts where; empty: nobody.
     pub publish: Vec<Rule>,
+    /// Radio channels: mount paths and their playlists.
+    pub radio: Vec<Radio>,
+    /// Relayed mounts: paths here and their upstream URLs.
+    pub icecast_relay: Vec<Relay>,
     /// Whether a second publisher to a busy path replaces the first.
     pub publish_replace: bool,
     /// Most a publisher may send, in bits a second.
@@ -447,6 +513,8 @@ struct FileSettings {
     admin_allow: Option<Vec<String>>,
     metrics_allow: Option<Vec<String>>,
     publish: Option<Vec<PublishEntry>>,
+    radio: Option<Vec<Radio>>,
+    icecast_relay: Option<Vec<Relay>>,
     publish_replace: Option<bool>,
     publish_max_kbps: Option<u64>,
     multicast_interface: Option<std::net::Ipv4Addr>,
@@ -681,6 +749,32 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         }
         rules
     };
+    let radio = if !args.radio.is_empty() {
+        args.radio.clone()
+    } else {
+        let mut all = Vec::new();
+        for r in file.radio.unwrap_or_default() {
+            let path = check_mount_path(&r.path).map_err(|why| invalid("radio", &r.path, file_origin.clone(), why))?;
+            all.push(Radio {
+                path,
+                playlist: file_dir.join(&r.playlist),
+            });
+        }
+        all
+    };
+    let icecast_relay = if !args.icecast_relay.is_empty() {
+        args.icecast_relay.clone()
+    } else {
+        let mut all = Vec::new();
+        for r in file.icecast_relay.unwrap_or_default() {
+            let path =
+                check_mount_path(&r.path).map_err(|why| invalid("icecast_relay", &r.path, file_origin.clone(), why))?;
+            crate::icecast::relay::Upstream::parse(&r.url)
+                .map_err(|why| invalid("icecast_relay", &r.url, file_origin.clone(), why.to_string()))?;
+            all.push(Relay { path, url: r.url });
+        }
+        all
+    };
     let publish_replace =
         pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
     let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
@@ -827,6 +921,8 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         stats_json,
         send_path,
         publish,
+        radio,
+        icecast_relay,
         publish_replace,
         publish_max_bitrate,
         multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),

@@ -12,4 +12,6 @@ pub mod icy;
 pub mod listener;
 pub mod metadata;
 pub mod mount;
+pub mod radio;
+pub mod relay;
 pub mod source;

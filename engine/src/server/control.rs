@@ -244,6 +244,12 @@ pub async fn run(
             config,
         }
     });
+    for spec in ctl.config.radio.clone() {
+        glommio::spawn_local(icecast::radio(ctl.clone(), spec)).detach();
+    }
+    for spec in ctl.config.icecast_relay.clone() {
+        glommio::spawn_local(icecast::relay(ctl.clone(), spec)).detach();
+    }
     let mut accept_tasks = Vec::new();
     for l in listeners {
         let addr = l.socket.local_addr().ok();
