@@ -184,6 +184,30 @@ pub fn strip(mut stream: &[u8], metaint: usize) -> (Vec<u8>, Vec<String>) {
     (audio, blocks)
 }
 
+/// As [`strip`], and the audio offset at which each block with text came.
+pub fn strip_with_offsets(mut stream: &[u8], metaint: usize) -> (Vec<String>, Vec<usize>) {
+    let (mut blocks, mut offsets) = (Vec::new(), Vec::new());
+    let mut audio = 0;
+    loop {
+        let n = metaint.min(stream.len());
+        audio += n;
+        stream = &stream[n..];
+        let Some((&len, rest)) = stream.split_first() else {
+            break;
+        };
+        let len = usize::from(len) * 16;
+        assert!(rest.len() >= len, "a metadata block cut short");
+        if len > 0 {
+            let text = &rest[..len];
+            let text = &text[..text.iter().position(|&b| b == 0).unwrap_or(len)];
+            blocks.push(String::from_utf8(text.to_vec()).expect("UTF-8 metadata"));
+            offsets.push(audio);
+        }
+        stream = &rest[len..];
+    }
+    (blocks, offsets)
+}
+
 /// `StreamTitle='...';`'s value, read as players read it.
 pub fn stream_title(block: &str) -> Option<&str> {
     let rest = block.strip_prefix("StreamTitle='")?;

@@ -133,7 +133,9 @@ impl Mounts {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let title = info.name.clone().unwrap_or_default();
+        // As Icecast: no title until the feed gives one (`icy-name` is the
+        // stream's name, not its song's).
+        let title = String::new();
         self.by_path.insert(
             path.to_owned(),
             Mount {
@@ -290,7 +292,7 @@ mod tests {
             m.open("/live.mp3", Feed::Source, None, None, info.clone(), 0),
             Err(MountError::Busy("/live.mp3".into()))
         );
-        assert_eq!(m.get("/live.mp3").unwrap().title, "Radio");
+        assert_eq!(m.get("/live.mp3").unwrap().title, "");
         let (id, meta) = m.set_title("/live.mp3", "Song").unwrap();
         assert_eq!((id, meta), (a, Metadata::title("Song")));
         assert!(m.set_title("/other.mp3", "x").is_none());

@@ -1562,8 +1562,9 @@ impl ShardCore {
                 }
             }
             MountNews::Title { id, metadata } => {
-                if let Some(r) = self.mounts.get_mut(&id) {
-                    r.title = metadata;
+                // A feed's first title may come before its first frame.
+                if !self.mounts_ended.contains(&id) {
+                    self.mounts.entry(id).or_default().title = metadata;
                 }
             }
             MountNews::End { id } => {
