@@ -283,3 +283,63 @@ fn hostile_sources_are_refused_and_another_mount_plays_on() {
     assert_eq!(status_of("/stall.mp3").as_deref(), Some("408"));
     server.stop_cleanly();
 }
+
+#[test]
+fn gstreamer_plays_a_live_mount_and_reads_its_new_title() {
+    require_tool("gst-launch-1.0");
+    let song = tone();
+    let server = serve("gstreamer", &[]);
+    let addr = server.addr;
+    let ffmpeg = ffmpeg_source(&server, song, "/live.mp3", PASSWORD);
+    wait_for_mount(addr, "/live.mp3", Duration::from_secs(10));
+    let url = format!("location=http://{addr}/live.mp3");
+    let out = streamalot_tests::scratch_dir().join("live-from-gstreamer.mp3");
+    let gst = Command::new("gst-launch-1.0")
+        .args([
+            "-t",
+            "souphttpsrc",
+            &url,
+            "iradio-mode=true",
+            "!",
+            "icydemux",
+            "!",
+            "tee",
+            "name=t",
+        ])
+        .args(["t.", "!", "queue", "!", "mpegaudioparse", "!", "fakesink"])
+        .args(["t.", "!", "queue", "!", "filesink"])
+        .arg(format!("location={}", out.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gst-launch-1.0");
+    thread::sleep(Duration::from_secs(2));
+    let (status, text) = request(
+        addr,
+        &format!(
+            "GET /admin/metadata?mount=/live.mp3&mode=updinfo&song=Gst+Title HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\n\r\n",
+            basic("source", PASSWORD)
+        ),
+    );
+    assert_eq!(status, 200, "{text}");
+    let ff = wait_with_timeout(ffmpeg, Duration::from_secs(30), "ffmpeg's icecast source");
+    assert!(ff.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&ff.stderr));
+    // The source's end is the end of GStreamer's stream: it plays to EOS.
+    let played = wait_with_timeout(gst, Duration::from_secs(30), "gst-launch-1.0");
+    let log = String::from_utf8_lossy(&played.stdout);
+    assert!(
+        played.status.success(),
+        "{log}\n{}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.trim_start().strip_prefix("title: ") == Some("Gst Title")),
+        "{log}"
+    );
+    let got = std::fs::read(&out).unwrap();
+    let (_, end) = assert_contiguous_run(&got, &song.frames, "GStreamer's copy");
+    assert_eq!(end, song.frames.len());
+    server.stop_cleanly();
+}
