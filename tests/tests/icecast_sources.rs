@@ -90,6 +90,27 @@ fn ffmpeg_publishes_and_200_listeners_get_an_unbroken_run_of_its_frames() {
     let listeners: Vec<_> = (0..200)
         .map(|i| thread::spawn(move || listen(addr, "/live.mp3", i % 2 == 0, Duration::from_secs(30))))
         .collect();
+    // /metrics counts them on the mount, and the source.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let series = "streamalot_icecast_mount_listeners{mount=\"/live.mp3\",feed=\"source\"} ";
+    loop {
+        let (status, text) = request(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(status, 200, "{text}");
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map(str::trim)
+            .map(str::to_owned);
+        if n.as_deref() == Some("200") {
+            assert!(text.contains("\nstreamalot_icecast_sources 1\n"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listeners on the mount: {n:?}\n{text}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     let out = wait_with_timeout(ffmpeg, Duration::from_secs(30), "ffmpeg's icecast source");
     assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
     let mut starts = Vec::new();

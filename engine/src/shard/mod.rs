@@ -1101,7 +1101,7 @@ impl ShardCore {
                 self.event(Event::Reply { reply, response });
             }
             Command::Stats { reply } => {
-                let mut stats = Box::new(self.stats.clone());
+                let mut stats = Box::new(self.stats_now());
                 for e in self.sessions.values() {
                     if e.session.playback.as_ref().is_some_and(Source::is_live) {
                         stats.live.entry(e.session.path.clone()).or_default().viewers += 1;
@@ -1166,10 +1166,22 @@ impl ShardCore {
 
     /// The shard's statistics and counts, and with `sessions` each
     /// session's figures, at `now`.
+    /// The statistics, with the gauges that are counted when asked (each
+    /// mount's listeners here).
+    fn stats_now(&self) -> ShardStats {
+        let mut stats = self.stats.clone();
+        stats.mount_listeners = self
+            .mounts
+            .iter()
+            .map(|(&id, r)| (id, r.listeners.len() as u64))
+            .collect();
+        stats
+    }
+
     pub fn snapshot(&self, now: Nanos, sessions: bool) -> Snapshot {
         let mut snap = Snapshot {
             shard: self.config.index,
-            stats: self.stats.clone(),
+            stats: self.stats_now(),
             connections: self.conns.len(),
             ..Snapshot::default()
         };
