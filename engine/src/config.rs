@@ -31,6 +31,8 @@ pub const DEFAULT_RTSP_PORT: u16 = 8554;
 /// The default UDP range for the shards' RTP/RTCP pairs (DSS used 6970 up).
 pub const DEFAULT_RTP_PORTS: RangeInclusive<u16> = 6970..=6999;
 pub const DEFAULT_SESSION_TIMEOUT_SECS: u64 = 60;
+/// Icecast's source-timeout: a source silent this long is gone.
+pub const DEFAULT_SOURCE_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -138,6 +140,11 @@ pub struct ServeArgs {
     #[arg(long = "listener-queue-bytes", value_name = "N", value_parser = parse_size)]
     pub listener_queue_bytes: Option<usize>,
 
+    /// Seconds an Icecast source (SOURCE or PUT) may send nothing before it is dropped and its
+    /// mount ends, as Icecast's source-timeout [default: 10]
+    #[arg(long = "source-timeout", value_name = "SECS")]
+    pub source_timeout: Option<u64>,
+
     /// File to append the access log to (W3C extended format, one line per session), or - for
     /// standard output [default: standard output]
     #[arg(long = "access-log", value_name = "PATH")]
@@ -166,6 +173,18 @@ pub struct ServeArgs {
     /// rtsp://HOST:PORT/PREFIX/NAME [default: publishing off]
     #[arg(long = "publish", value_name = "PREFIX=USER:PASSWORD", value_parser = parse_publish)]
     pub publish: Vec<Rule>,
+
+    /// An Icecast radio channel: the MP3 playlist (DSS *PLAY-LIST* or M3U) played in a loop on
+    /// the wall clock as a live mount every listener of PATH shares, its title changing at each
+    /// song (repeatable; in the file: [[radio]] tables with path and playlist)
+    #[arg(long = "radio", value_name = "PATH=PLAYLIST", value_parser = parse_radio)]
+    pub radio: Vec<Radio>,
+
+    /// Relay another Icecast or SHOUTcast server's mount as the live mount PATH: pulled by this
+    /// server, reconnecting with backoff when it drops (repeatable; in the file: [[icecast_relay]]
+    /// tables with path and url)
+    #[arg(long = "icecast-relay", value_name = "PATH=http://HOST:PORT/MOUNT", value_parser = parse_mount_relay)]
+    pub icecast_relay: Vec<MountRelay>,
 
     /// A publisher announcing a path that already has one takes it over (the first one's viewers
     /// get a BYE); without it the second is refused with 455
@@ -318,6 +337,56 @@ fn parse_push(text: &str) -> Result<crate::live::relay::Push, String> {
 fn parse_channel(text: &str) -> Result<ChannelSettings, String> {
     ChannelSettings::from_argument(text).map_err(|e| e.to_string())
 }
+
+/// A radio channel: its mount path and its playlist file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Radio {
+    pub path: String,
+    pub playlist: PathBuf,
+}
+
+/// A relayed mount: its path here and the upstream URL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountRelay {
+    pub path: String,
+    pub url: String,
+}
+
+/// `PATH=REST` with PATH made a mount path (a leading `/`).
+fn mount_and(text: &str, what: &str) -> Result<(String, String), String> {
+    let (path, rest) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected PATH={what}, such as /radio.mp3={what}"))?;
+    let path = check_mount_path(path)?;
+    if rest.is_empty() {
+        return Err(format!("expected PATH={what}: the {what} is empty"));
+    }
+    Ok((path, rest.to_owned()))
+}
+
+fn check_mount_path(path: &str) -> Result<String, String> {
+    let path = format!("/{}", path.trim().trim_start_matches('/'));
+    if path == "/" || path.contains(['?', '#', ' ']) || path.split('/').any(|p| p == "..") {
+        return Err(format!("{path:?} is not a mount path"));
+    }
+    Ok(path)
+}
+
+fn parse_radio(text: &str) -> Result<Radio, String> {
+    let (path, playlist) = mount_and(text, "PLAYLIST")?;
+    Ok(Radio {
+        path,
+        playlist: playlist.into(),
+    })
+}
+
+fn parse_mount_relay(text: &str) -> Result<MountRelay, String> {
+    let (path, url) = mount_and(text, "URL")?;
+    crate::icecast::relay::Upstream::parse(&url).map_err(|e| e.to_string())?;
+    Ok(MountRelay { path, url })
+}
 /// The default RTSPS port (RFC 7826's `rtsps` registration).
 pub const DEFAULT_RTSPS_PORT: u16 = 322;
 
@@ -351,6 +420,8 @@ pub struct Config {
     pub tcp_queue_bytes: usize,
     pub max_listeners: usize,
     pub listener_queue_bytes: usize,
+    /// Seconds an Icecast source may say nothing; at least 1.
+    pub source_timeout: u64,
     /// `None` means standard output (`-` resolves to `None` too).
     pub access_log: Option<PathBuf>,
     /// Seconds between statistics reports; `None` for none.
@@ -361,6 +432,10 @@ pub struct Config {
     pub send_path: SendPath,
     /// Who may publish live broadcasts where; empty: nobody.
     pub publish: Vec<Rule>,
+    /// Radio channels: mount paths and their playlists.
+    pub radio: Vec<Radio>,
+    /// Relayed mounts: paths here and their upstream URLs.
+    pub icecast_relay: Vec<MountRelay>,
     /// Whether a second publisher to a busy path replaces the first.
     pub publish_replace: bool,
     /// Most a publisher may send, in bits a second.
@@ -475,6 +550,7 @@ struct FileSettings {
     tcp_queue_bytes: Option<Size>,
     max_listeners: Option<usize>,
     listener_queue_bytes: Option<Size>,
+    source_timeout: Option<u64>,
     access_log: Option<PathBuf>,
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
@@ -488,6 +564,8 @@ struct FileSettings {
     admin_allow: Option<Vec<String>>,
     metrics_allow: Option<Vec<String>>,
     publish: Option<Vec<PublishEntry>>,
+    radio: Option<Vec<Radio>>,
+    icecast_relay: Option<Vec<MountRelay>>,
     publish_replace: Option<bool>,
     publish_max_kbps: Option<u64>,
     multicast_interface: Option<std::net::Ipv4Addr>,
@@ -691,6 +769,12 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         MIN_LISTENER_QUEUE_BYTES,
     )?;
 
+    let source_timeout = match pick(args.source_timeout, file.source_timeout, &file_origin) {
+        Some((0, origin)) => return Err(invalid("source_timeout", 0, origin, "must be at least 1 second")),
+        Some((n, _)) => n,
+        None => DEFAULT_SOURCE_TIMEOUT_SECS,
+    };
+
     let access_log = match (&args.access_log, &file.access_log) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(p)) if is_stdout(p) => None,
@@ -745,6 +829,32 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         ChannelSettings::resolve_all(file.channel.as_deref().unwrap_or_default(), &file_dir)
     }
     .map_err(ConfigError::Channel)?;
+    let radio = if !args.radio.is_empty() {
+        args.radio.clone()
+    } else {
+        let mut all = Vec::new();
+        for r in file.radio.unwrap_or_default() {
+            let path = check_mount_path(&r.path).map_err(|why| invalid("radio", &r.path, file_origin.clone(), why))?;
+            all.push(Radio {
+                path,
+                playlist: file_dir.join(&r.playlist),
+            });
+        }
+        all
+    };
+    let icecast_relay = if !args.icecast_relay.is_empty() {
+        args.icecast_relay.clone()
+    } else {
+        let mut all = Vec::new();
+        for r in file.icecast_relay.unwrap_or_default() {
+            let path =
+                check_mount_path(&r.path).map_err(|why| invalid("icecast_relay", &r.path, file_origin.clone(), why))?;
+            crate::icecast::relay::Upstream::parse(&r.url)
+                .map_err(|why| invalid("icecast_relay", &r.url, file_origin.clone(), why.to_string()))?;
+            all.push(MountRelay { path, url: r.url });
+        }
+        all
+    };
     let publish_replace =
         pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
     let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
@@ -933,11 +1043,14 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         tcp_queue_bytes,
         max_listeners,
         listener_queue_bytes,
+        source_timeout,
         access_log,
         stats_interval,
         stats_json,
         send_path,
         publish,
+        radio,
+        icecast_relay,
         publish_replace,
         publish_max_bitrate,
         multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),

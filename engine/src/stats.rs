@@ -110,6 +110,10 @@ pub struct ShardStats {
     pub listeners_dropped: u64,
     /// Bytes written to listeners: heads, audio and metadata.
     pub listener_bytes: u64,
+    /// Icecast mount frames this shard received from their feeds.
+    pub mount_frames: u64,
+    /// Listeners of each live Icecast mount (by its number) now.
+    pub mount_listeners: BTreeMap<u64, u64>,
     /// Send lateness in microseconds.
     pub lateness: Histogram<u64>,
     /// From each PLAY to its first packet, in microseconds.
@@ -199,6 +203,8 @@ impl Default for ShardStats {
             listeners_ended: 0,
             listeners_dropped: 0,
             listener_bytes: 0,
+            mount_frames: 0,
+            mount_listeners: BTreeMap::new(),
             lateness: Histogram::new_with_bounds(1, LATENESS_MAX_US, 3).expect("constant histogram bounds are valid"),
             first_packet: short_histogram(),
             rtcp_jitter: short_histogram(),
@@ -250,6 +256,10 @@ impl ShardStats {
         self.listeners_ended += other.listeners_ended;
         self.listeners_dropped += other.listeners_dropped;
         self.listener_bytes += other.listener_bytes;
+        self.mount_frames += other.mount_frames;
+        for (id, n) in &other.mount_listeners {
+            *self.mount_listeners.entry(*id).or_default() += n;
+        }
         // Same bounds on both sides, so adding cannot fail; a histogram
         // made otherwise is merged value by value, clamped.
         add_histogram(&mut self.lateness, &other.lateness, LATENESS_MAX_US);
@@ -307,6 +317,7 @@ impl ShardStats {
                 "live": self.listeners_started.saturating_sub(self.listeners_ended),
                 "dropped": self.listeners_dropped,
                 "bytes": self.listener_bytes,
+                "mount_frames": self.mount_frames,
             },
             "lateness_us": {
                 "count": h.len(),

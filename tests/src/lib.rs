@@ -27,6 +27,7 @@ pub mod depacketize;
 pub mod ffmpeg;
 pub mod gstreamer;
 pub mod hinter;
+pub mod icecast;
 pub mod live;
 pub mod media;
 pub mod peers;

@@ -62,6 +62,7 @@ impl Handler for Metrics {
                 connections: cx.server.counts().connections,
                 tunnels: cx.server.counts().tunnels,
                 listeners: cx.server.counts().listeners,
+                mounts: cx.server.mounts(),
                 uptime_secs: cx.server.uptime_secs(),
             };
             Reply::Respond(match scrape.encode(openmetrics) {
@@ -85,6 +86,8 @@ pub struct Scrape {
     pub tunnels: usize,
     /// Icecast listeners.
     pub listeners: usize,
+    /// The live Icecast mounts.
+    pub mounts: Vec<crate::icecast::mount::Mount>,
     pub uptime_secs: f64,
 }
 
@@ -248,6 +251,74 @@ impl Collector for Scrape {
             "listener_bytes_sent",
             "Bytes written to Icecast listeners: heads, audio and metadata",
             |s| s.stats.listener_bytes,
+        )?;
+        let mount_label = |m: &crate::icecast::mount::Mount| -> Labels {
+            vec![("mount", m.path.clone()), ("feed", m.feed.as_str().to_owned())]
+        };
+        family(
+            &mut enc,
+            "icecast_sources",
+            "Icecast sources (SOURCE or PUT) feeding a mount now",
+            None,
+            MetricType::Gauge,
+            |e| {
+                let n = self
+                    .mounts
+                    .iter()
+                    .filter(|m| m.feed == crate::icecast::mount::Feed::Source)
+                    .count();
+                e.encode_gauge(&(n as i64))
+            },
+        )?;
+        family(
+            &mut enc,
+            "icecast_mount_listeners",
+            "Listeners of each live Icecast mount now, on every shard",
+            None,
+            MetricType::Gauge,
+            |e| {
+                for m in &self.mounts {
+                    let n: u64 = shards.iter().filter_map(|s| s.stats.mount_listeners.get(&m.id)).sum();
+                    gauge(e, &mount_label(m), n as i64)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut enc,
+            "icecast_mount_bytes_received",
+            "Bytes a live Icecast mount's feed sent (audio, after the body's framing)",
+            None,
+            MetricType::Counter,
+            |e| {
+                self.mounts
+                    .iter()
+                    .try_for_each(|m| counter(e, &mount_label(m), m.bytes_in))
+            },
+        )?;
+        family(
+            &mut enc,
+            "icecast_mount_frames_received",
+            "MPEG audio frames a live Icecast mount's feed sent",
+            None,
+            MetricType::Counter,
+            |e| {
+                self.mounts
+                    .iter()
+                    .try_for_each(|m| counter(e, &mount_label(m), m.frames_in))
+            },
+        )?;
+        family(
+            &mut enc,
+            "icecast_mount_frames_lost",
+            "Frames of a live mount a shard's full channel had no room for",
+            None,
+            MetricType::Counter,
+            |e| {
+                self.mounts
+                    .iter()
+                    .try_for_each(|m| counter(e, &mount_label(m), m.frames_lost))
+            },
         )?;
         per_shard(
             &mut enc,
@@ -451,6 +522,7 @@ mod tests {
         stats.dropped_tcp = 3;
         stats.listeners_dropped = shard as u64;
         stats.listener_bytes = 16_000;
+        stats.mount_listeners.insert(7, 3 + shard as u64);
         Snapshot {
             shard,
             stats,
@@ -484,8 +556,28 @@ mod tests {
             connections: 4,
             tunnels: 0,
             listeners: 2,
+            mounts: vec![mount()],
             uptime_secs: 12.5,
         }
+    }
+
+    fn mount() -> crate::icecast::mount::Mount {
+        let mut mounts = crate::icecast::mount::Mounts::new();
+        let id = mounts
+            .open(
+                "/live.mp3",
+                crate::icecast::mount::Feed::Source,
+                None,
+                None,
+                Default::default(),
+                0,
+            )
+            .unwrap();
+        let m = mounts.by_id(id).unwrap();
+        m.id = 7;
+        m.bytes_in = 12_345;
+        m.frames_in = 30;
+        m.clone()
     }
 
     fn line<'a>(text: &'a str, start: &str) -> &'a str {
@@ -504,6 +596,25 @@ mod tests {
         );
         assert!(line(&text, "streamalot_rtp_bytes_sent_total{shard=\"0\"}").ends_with(" 4000"));
         assert!(line(&text, "streamalot_listeners ").ends_with(" 2"), "{text}");
+        assert!(line(&text, "streamalot_icecast_sources ").ends_with(" 1"), "{text}");
+        let labels = "{mount=\"/live.mp3\",feed=\"source\"}";
+        // Each shard's listeners of the mount, added up.
+        assert!(
+            line(&text, &format!("streamalot_icecast_mount_listeners{labels}")).ends_with(" 7"),
+            "{text}"
+        );
+        assert!(
+            line(&text, &format!("streamalot_icecast_mount_bytes_received_total{labels}")).ends_with(" 12345"),
+            "{text}"
+        );
+        assert!(
+            line(
+                &text,
+                &format!("streamalot_icecast_mount_frames_received_total{labels}")
+            )
+            .ends_with(" 30"),
+            "{text}"
+        );
         assert!(
             line(&text, "streamalot_listeners_dropped_total{shard=\"1\"}").ends_with(" 1"),
             "{text}"

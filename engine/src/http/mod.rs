@@ -148,6 +148,41 @@ pub trait ServerView {
     fn control_requests(&self) -> RequestCounts;
     /// Packets and bytes sent, as sampled over the last minutes.
     fn throughput(&self) -> Vec<Sample>;
+    /// Checks an Icecast source's (or `/admin/metadata`'s) `Authorization`
+    /// values for `path` against the publish rules, by Basic: the user, or
+    /// the status to answer (403 where no rule covers the path or
+    /// publishing is off, 401 without the credential).
+    fn check_source(&self, path: &str, authorization: &[&str]) -> Result<String, u16> {
+        let _ = (path, authorization);
+        Err(403)
+    }
+    /// Opens mount `path` for a source from `client`: its number, or why
+    /// not (a source is on it already).
+    fn open_mount(
+        &self,
+        path: &str,
+        client: SocketAddr,
+        user: String,
+        info: crate::icecast::source::IceInfo,
+    ) -> Result<crate::icecast::mount::MountId, crate::icecast::mount::MountError> {
+        let _ = (client, user, info);
+        Err(crate::icecast::mount::MountError::Busy(path.to_owned()))
+    }
+    /// The live mount at `path`, if one is fed now.
+    fn mount(&self, path: &str) -> Option<crate::icecast::mount::Mount> {
+        let _ = path;
+        None
+    }
+    /// Every live mount now.
+    fn mounts(&self) -> Vec<crate::icecast::mount::Mount> {
+        Vec::new()
+    }
+    /// Sets the title listeners of mount `path` read from now on: `false`
+    /// if there is no such mount.
+    fn set_mount_title(&self, path: &str, title: &str) -> bool {
+        let _ = (path, title);
+        false
+    }
     /// The live broadcasts' publishers (on the air or announced).
     fn publishers(&self) -> Vec<PublisherView> {
         Vec::new()
@@ -321,6 +356,10 @@ pub enum Takeover {
     /// It is an Icecast listener, answered (the head is in the start): it
     /// goes to a shard, which writes the head and paces the audio.
     Listen(Box<ListenerStart>),
+    /// It is an Icecast source, accepted for its mount: the control core
+    /// answers it and reads its body (whose first bytes are in the
+    /// connection's buffer) into the mount.
+    Source(Box<crate::icecast::source::SourceStart>),
 }
 
 /// Answers requests to a path. See the module documentation.
@@ -344,6 +383,11 @@ enum Match {
     Prefix,
     /// The path ends so, in any case (`.mp3` serves `/a/B.MP3`).
     Suffix,
+    /// Any path, for its methods only, after every other match: a path no
+    /// exact path or prefix serves, and no suffix serves with the method
+    /// (Icecast's mounts, which may be named anything). It is never part
+    /// of a 405's `Allow`.
+    Any,
 }
 
 #[derive(Clone)]
@@ -394,6 +438,13 @@ impl Routes {
         self.push(prefix, Match::Prefix, methods, BodyMode::Whole, Rc::new(handler));
     }
 
+    /// Serves `methods` on any path that no exact path or prefix serves,
+    /// and no suffix serves with that method, in `body` mode (an Icecast source's
+    /// `SOURCE`/`PUT` stream to any mount, a listener's `GET` of one).
+    pub fn add_any(&mut self, methods: &[&'static str], body: BodyMode, handler: impl Handler + 'static) {
+        self.push("", Match::Any, methods, body, Rc::new(handler));
+    }
+
     /// Serves `methods` on `path`, calling `handler` as soon as the head has
     /// arrived: the body streams to it (an Icecast source).
     pub fn add_streaming(&mut self, path: &str, methods: &[&'static str], handler: impl Handler + 'static) {
@@ -422,6 +473,7 @@ impl Routes {
                     let (p, s) = (path.as_bytes(), e.path.as_bytes());
                     p.len() >= s.len() && p[p.len() - s.len()..].eq_ignore_ascii_case(s)
                 }
+                Match::Any => true,
             })
             .collect();
         found.sort_by_key(|e| (e.how, std::cmp::Reverse(e.path.len())));
@@ -467,16 +519,20 @@ pub fn route(head: &Head, routes: &Routes) -> HttpRoute {
         }
         None => {}
     }
-    let entries = routes.matching(head.path());
-    if entries.is_empty() {
-        return HttpRoute::Answer(Response::new(404));
-    }
     // HEAD is GET without the body.
     let method = if head.method == "HEAD" {
         "GET"
     } else {
         head.method.as_str()
     };
+    let mut entries = routes.matching(head.path());
+    // Paths with a handler of their own (exact or by prefix) are theirs
+    // alone; a suffix (`.mp3`) shares its paths with mounts.
+    let owned = entries.iter().any(|e| matches!(e.how, Match::Exact | Match::Prefix));
+    entries.retain(|e| e.how != Match::Any || (!owned && e.methods.contains(&method)));
+    if entries.is_empty() {
+        return HttpRoute::Answer(Response::new(404));
+    }
     if let Some(e) = entries.iter().find(|e| e.methods.contains(&method)) {
         return HttpRoute::Handler {
             handler: e.handler.clone(),
@@ -575,6 +631,7 @@ mod tests {
         r.add_prefix("/api/v1/sessions/", &["DELETE"], Fixed("end"));
         r.add_streaming("/live.mp3", &["SOURCE", "PUT"], Fixed("source"));
         r.add_suffix(".mp3", &["GET"], Fixed("mp3"));
+        r.add_any(&["SOURCE", "PUT"], BodyMode::Stream, Fixed("mount"));
         r
     }
 
@@ -627,9 +684,16 @@ mod tests {
         assert_eq!(serve(&r, "HEAD /x.mp3?t=1 HTTP/1.1\r\n\r\n").1, "mp3 HEAD 2 7");
         assert_eq!(serve(&r, "GET /api/v1/x.mp3 HTTP/1.1\r\n\r\n").1, "api GET 2 7");
         assert_eq!(serve(&r, "GET /live.mp3 HTTP/1.1\r\n\r\n").1, "mp3 GET 2 7");
+        // Any path takes a source, unless its own handler has the method.
         assert_eq!(
-            status(at("PUT /x.mp3 HTTP/1.1\r\n\r\n")),
-            (405, Some("GET, HEAD".into()))
+            serve(&r, "PUT /x.mp3 HTTP/1.1\r\n\r\n"),
+            (BodyMode::Stream, "mount PUT 2 7".into())
+        );
+        assert_eq!(serve(&r, "SOURCE /stream HTTP/1.0\r\n\r\n").1, "mount SOURCE 2 7");
+        assert_eq!(
+            status(at("DELETE /x.mp3 HTTP/1.1\r\n\r\n")),
+            (405, Some("GET, HEAD".into())),
+            "not in Allow"
         );
         assert_eq!(status(at("GET /mp3 HTTP/1.1\r\n\r\n")), (404, None));
         assert_eq!(status(at("GET /nothing HTTP/1.1\r\n\r\n")), (404, None));

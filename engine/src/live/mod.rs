@@ -122,4 +122,7 @@ pub enum ToShard {
     End {
         id: BroadcastId,
     },
+    /// News of an Icecast mount (its frames, its title, its end), which
+    /// rides the same channel so that a shard gets it in order.
+    Mount(crate::icecast::mount::MountNews),
 }

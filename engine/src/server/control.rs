@@ -36,6 +36,9 @@ use crate::http::Sample;
 use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
 use crate::icecast::files::Files;
 use crate::icecast::listener::ListenerStart;
+use crate::icecast::metadata::MetadataUpdate;
+use crate::icecast::mount::{Feed, Mount, MountError, MountId, Mounts};
+use crate::icecast::source::{IceInfo, Sources};
 use crate::library::Library;
 use crate::library::LibraryError;
 use crate::live;
@@ -56,6 +59,9 @@ const UNUSED_FOR: Duration = Duration::from_secs(300);
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// POST legs that may wait behind a tunnel's current one.
 const LEG_QUEUE: usize = 2;
+
+#[path = "icecast.rs"]
+mod icecast;
 
 /// The control core's state, shared by its tasks (one thread: `RefCell`).
 struct Control {
@@ -99,6 +105,8 @@ struct Control {
     push_feeds: RefCell<std::collections::HashMap<live::BroadcastId, Vec<LocalSender<push::Feed>>>>,
     /// The server is shutting down: relays say TEARDOWN and stop.
     stopping: Cell<bool>,
+    /// The Icecast mounts on the air, by path.
+    mounts: RefCell<Mounts>,
     /// Itself, for the tasks it starts (a publisher's UDP readers).
     me: std::rc::Weak<Control>,
     /// RTSPS's settings, replaced on SIGHUP when the files load.
@@ -192,6 +200,17 @@ pub async fn run(
             queue_bytes: config.listener_queue_bytes,
         },
     );
+    // Live mounts may have any name: their listeners' GET and their
+    // sources' SOURCE and PUT go to any path no other handler owns.
+    routes.add_any(
+        &["GET"],
+        web::BodyMode::Whole,
+        Files {
+            queue_bytes: config.listener_queue_bytes,
+        },
+    );
+    routes.add_any(&["SOURCE", "PUT"], web::BodyMode::Stream, Sources);
+    routes.add(crate::icecast::metadata::PATH, &["GET"], MetadataUpdate);
     let mut door = Door::with_routes(routes).with_access(door_access);
     if !config.publish.is_empty() {
         let mut secret = [0u8; 32];
@@ -225,6 +244,7 @@ pub async fn run(
             pushing: RefCell::default(),
             push_feeds: RefCell::default(),
             stopping: Cell::new(false),
+            mounts: RefCell::new(Mounts::new()),
             door,
             limits: conn::limits(&config),
             library,
@@ -252,6 +272,12 @@ pub async fn run(
         }
     });
     channels::spawn(&ctl, channel_commands);
+    for spec in ctl.config.radio.clone() {
+        glommio::spawn_local(icecast::radio(ctl.clone(), spec)).detach();
+    }
+    for spec in ctl.config.icecast_relay.clone() {
+        glommio::spawn_local(icecast::relay(ctl.clone(), spec)).detach();
+    }
     let mut accept_tasks = Vec::new();
     for l in listeners {
         let addr = l.socket.local_addr().ok();
@@ -653,6 +679,10 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
             if gone {
                 return;
             }
+        }
+        (Step::Leave, Some(Leave::Http(Takeover::Source(start)))) => {
+            let pending = std::mem::take(&mut link.buf);
+            return Box::pin(icecast::source(ctl, stream, client, pending, start)).await;
         }
         (Step::Leave, Some(Leave::Http(Takeover::TunnelPost(id, to)))) => {
             let counted = Counted::new(client.ip(), ctl.release.clone());
@@ -1368,6 +1398,36 @@ impl ServerView for Control {
 
     fn admit_listener(&self, _client: SocketAddr) -> bool {
         self.listeners.borrow_mut().admit()
+    }
+
+    fn check_source(&self, path: &str, authorization: &[&str]) -> Result<String, u16> {
+        match self.door.publishing() {
+            Some(gate) => gate.check_basic(path, authorization.iter().copied()),
+            None => Err(403),
+        }
+    }
+
+    fn open_mount(&self, path: &str, client: SocketAddr, user: String, info: IceInfo) -> Result<MountId, MountError> {
+        Control::open_mount(self, path, Feed::Source, Some(client), Some(user), info)
+    }
+
+    fn mount(&self, path: &str) -> Option<Mount> {
+        self.mounts.borrow().get(path).cloned()
+    }
+
+    fn mounts(&self) -> Vec<Mount> {
+        self.mounts.borrow().iter().cloned().collect()
+    }
+
+    fn set_mount_title(&self, path: &str, title: &str) -> bool {
+        let set = self.mounts.borrow_mut().set_title(path, title);
+        match set {
+            Some((id, metadata)) => {
+                self.send_mount_title(id, metadata);
+                true
+            }
+            None => false,
+        }
     }
 
     fn config(&self) -> &Config {

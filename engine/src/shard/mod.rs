@@ -55,6 +55,7 @@ use tracing::debug;
 use crate::access_log::AccessRecord;
 use crate::door::session_id;
 use crate::icecast::listener::{Listener, ListenerStart};
+use crate::icecast::mount::{MountId, MountNews, MountReplica};
 use crate::live::{self, BroadcastId, Description, Replica};
 use crate::pacer::{self, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
 use crate::random::Rng;
@@ -576,6 +577,28 @@ impl Listening {
         }
     }
 
+    /// Queues what its mount's replica has that it has not; drops a
+    /// listener that has fallen too far behind.
+    fn serve_mount(
+        &mut self,
+        id: ConnId,
+        replica: &MountReplica,
+        stats: &mut ShardStats,
+        outputs: &mut VecDeque<Output>,
+    ) {
+        if self.closing {
+            return;
+        }
+        self.queued += self.listener.serve_mount(replica, &mut self.out);
+        if self.queued + self.in_flight > self.bound {
+            stats.listeners_dropped += 1;
+            debug!(client = %self.client, path = self.path, waiting = self.queued + self.in_flight, "listener too slow; dropped");
+            self.close(id, outputs, true);
+            return;
+        }
+        self.signal(id, outputs);
+    }
+
     /// Queues what is due at `now`; drops a listener that has fallen too
     /// far behind, and ends one whose file is all queued.
     fn serve(
@@ -648,6 +671,12 @@ pub struct ShardCore {
     ended: Vec<SessionKey>,
     /// This shard's replica of each live broadcast; viewers hold them too.
     live: KeyMap<BroadcastId, Rc<RefCell<Replica>>>,
+    /// Icecast mounts' replicas, each with its listeners on this shard.
+    mounts: KeyMap<MountId, MountReplica>,
+    /// Mounts that ended lately: a listener that reaches the shard after
+    /// its mount's end is ended at once, not given a replica that no feed
+    /// will ever fill.
+    mounts_ended: VecDeque<MountId>,
     rng: Rng,
 }
 
@@ -732,6 +761,8 @@ impl ShardCore {
             urgent: None,
             ended: Vec::new(),
             live: KeyMap::default(),
+            mounts: KeyMap::default(),
+            mounts_ended: VecDeque::new(),
             rng,
         }
     }
@@ -866,6 +897,9 @@ impl ShardCore {
         let Some(l) = self.listeners.remove(&conn) else {
             return Taken::Closed;
         };
+        if let Some(r) = l.listener.mount().and_then(|id| self.mounts.get_mut(&id)) {
+            r.listeners.retain(|&c| c != conn);
+        }
         self.stats.listeners_ended += 1;
         let record = AccessRecord {
             client: l.client.ip(),
@@ -910,6 +944,18 @@ impl ShardCore {
                 };
                 l.out.push_back(Bytes::from(start.head));
                 self.stats.listeners_started += 1;
+                if let Some(id) = l.listener.mount() {
+                    if self.mounts_ended.contains(&id) {
+                        l.close(conn, &mut self.outputs, false);
+                    } else {
+                        let replica = self.mounts.entry(id).or_default();
+                        replica.listeners.push(conn);
+                        l.serve_mount(conn, replica, &mut self.stats, &mut self.outputs);
+                    }
+                    l.bound = l.queued.saturating_add(start.queue_bytes);
+                    self.listeners.insert(conn, l);
+                    return;
+                }
                 let ShardCore {
                     listener_schedule,
                     stats,
@@ -1065,7 +1111,7 @@ impl ShardCore {
                 self.event(Event::Reply { reply, response });
             }
             Command::Stats { reply } => {
-                let mut stats = Box::new(self.stats.clone());
+                let mut stats = Box::new(self.stats_now());
                 for e in self.sessions.values() {
                     if e.session.playback.as_ref().is_some_and(Source::is_live) {
                         stats.live.entry(e.session.path.clone()).or_default().viewers += 1;
@@ -1130,10 +1176,22 @@ impl ShardCore {
 
     /// The shard's statistics and counts, and with `sessions` each
     /// session's figures, at `now`.
+    /// The statistics, with the gauges that are counted when asked (each
+    /// mount's listeners here).
+    fn stats_now(&self) -> ShardStats {
+        let mut stats = self.stats.clone();
+        stats.mount_listeners = self
+            .mounts
+            .iter()
+            .map(|(&id, r)| (id, r.listeners.len() as u64))
+            .collect();
+        stats
+    }
+
     pub fn snapshot(&self, now: Nanos, sessions: bool) -> Snapshot {
         let mut snap = Snapshot {
             shard: self.config.index,
-            stats: self.stats.clone(),
+            stats: self.stats_now(),
             connections: self.conns.len(),
             ..Snapshot::default()
         };
@@ -1467,6 +1525,10 @@ impl ShardCore {
     /// News of a live broadcast.
     fn on_live(&mut self, news: live::ToShard, now: Nanos) {
         let (replica, ended) = match news {
+            live::ToShard::Mount(news) => {
+                self.on_mount(news);
+                return;
+            }
             live::ToShard::Start(desc) => {
                 self.replica(desc, now);
                 return;
@@ -1515,6 +1577,45 @@ impl ShardCore {
         if woke {
             let wanted = now.max(self.last_round + LOOKAHEAD);
             self.urgent = Some(self.urgent.map_or(wanted, |u| u.min(wanted)));
+        }
+    }
+
+    /// News of an Icecast mount: its listeners here get the new frames at
+    /// once, a new title from their next metadata block, or, at its end,
+    /// what is queued and then the end of their stream.
+    fn on_mount(&mut self, news: MountNews) {
+        match news {
+            MountNews::Frames { id, frames } => {
+                if self.mounts_ended.contains(&id) {
+                    return;
+                }
+                let replica = self.mounts.entry(id).or_default();
+                replica.push(&frames);
+                self.stats.mount_frames += frames.len() as u64;
+                for &conn in &replica.listeners {
+                    if let Some(l) = self.listeners.get_mut(&conn) {
+                        l.serve_mount(conn, replica, &mut self.stats, &mut self.outputs);
+                    }
+                }
+            }
+            MountNews::Title { id, metadata } => {
+                // A feed's first title may come before its first frame.
+                if !self.mounts_ended.contains(&id) {
+                    self.mounts.entry(id).or_default().title = metadata;
+                }
+            }
+            MountNews::End { id } => {
+                if self.mounts_ended.len() >= 64 {
+                    self.mounts_ended.pop_front();
+                }
+                self.mounts_ended.push_back(id);
+                let Some(replica) = self.mounts.remove(&id) else { return };
+                for conn in replica.listeners {
+                    if let Some(l) = self.listeners.get_mut(&conn) {
+                        l.close(conn, &mut self.outputs, false);
+                    }
+                }
+            }
         }
     }
 

@@ -1332,7 +1332,7 @@ fn after_a_stall_the_backlog_goes_in_bounded_rounds() {
 fn mp3_start(queue_bytes: usize) -> Box<ListenerStart> {
     let mp3 = loader::mp3::Mp3::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp3")).unwrap();
     Box::new(ListenerStart {
-        mp3: Arc::new(mp3),
+        feed: crate::icecast::listener::Feed::File(Arc::new(mp3)),
         path: "/sample.mp3".into(),
         head: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
         metaint: None,
@@ -1397,7 +1397,9 @@ fn run_listener(
 fn a_listener_gets_the_head_the_burst_then_real_time_then_the_end() {
     let mut core = ShardCore::new(config(60), Rng::from_seed(1));
     let start = mp3_start(512 * 1024);
-    let mp3 = start.mp3.clone();
+    let crate::icecast::listener::Feed::File(mp3) = start.feed.clone() else {
+        unreachable!()
+    };
     let frames: Vec<u8> = mp3.spans(0..mp3.frames().len()).flat_map(|s| mp3.slice(s)).collect();
     let t0 = 3 * S;
     core.handle_input(
@@ -1483,7 +1485,9 @@ fn a_listener_that_stops_reading_is_dropped_and_others_play_on() {
         "dropped at {dropped_at}"
     );
     assert_eq!(core.take_listener_bytes(1, &mut buf), Taken::Closed);
-    let mp3 = mp3_start(0).mp3;
+    let crate::icecast::listener::Feed::File(mp3) = mp3_start(0).feed else {
+        unreachable!()
+    };
     let frames: usize = mp3.frames().iter().map(|f| f.len as usize).sum();
     assert_eq!(
         good.len(),
