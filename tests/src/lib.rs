@@ -28,6 +28,7 @@ pub mod ffmpeg;
 pub mod gstreamer;
 pub mod hinter;
 pub mod live;
+pub mod lossy;
 pub mod media;
 pub mod peers;
 pub mod rtp;
