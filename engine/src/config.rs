@@ -191,6 +191,12 @@ pub struct ServeArgs {
     #[arg(long = "publish-replace")]
     pub publish_replace: bool,
 
+    /// Offer NACK/RTX retransmission (RTP/AVPF, RFC 4585 and 4588) in DESCRIBE: clients that set
+    /// up with RTP/AVPF (GStreamer) get lost packets sent again. Clients built on live555 (VLC)
+    /// do not play RTP/AVPF streams, hence off by default
+    #[arg(long = "nack")]
+    pub nack: bool,
+
     /// Most a publisher may send, in kilobits a second; what comes faster is dropped (and
     /// counted), so a flooding publisher cannot take the server's time [default: 100000]
     #[arg(long = "publish-max-kbps", value_name = "KBPS")]
@@ -438,6 +444,8 @@ pub struct Config {
     pub icecast_relay: Vec<MountRelay>,
     /// Whether a second publisher to a busy path replaces the first.
     pub publish_replace: bool,
+    /// Whether DESCRIBE offers NACK/RTX retransmission.
+    pub nack: bool,
     /// Most a publisher may send, in bits a second.
     pub publish_max_bitrate: u64,
     /// Where `.sdp` sources join their multicast groups.
@@ -567,6 +575,7 @@ struct FileSettings {
     radio: Option<Vec<Radio>>,
     icecast_relay: Option<Vec<MountRelay>>,
     publish_replace: Option<bool>,
+    nack: Option<bool>,
     publish_max_kbps: Option<u64>,
     multicast_interface: Option<std::net::Ipv4Addr>,
     relay: Option<Vec<RelayEntry>>,
@@ -857,6 +866,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     };
     let publish_replace =
         pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
+    let nack = pick(args.nack.then_some(true), file.nack, &file_origin).is_some_and(|v| v.0);
     let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
         Some((0, origin)) => return Err(invalid("publish_max_kbps", 0, origin, "must be at least 1")),
         Some((n, _)) => n.saturating_mul(1000),
@@ -1052,6 +1062,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         radio,
         icecast_relay,
         publish_replace,
+        nack,
         publish_max_bitrate,
         multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),
         relays,

@@ -126,6 +126,57 @@ pub struct ShardStats {
     pub rtcp_lost: u64,
     /// RTSP responses written on the shard's connections.
     pub requests: RequestCounts,
+    /// NACK/RTX retransmission.
+    pub repair: RepairStats,
+}
+
+/// What retransmission did: NACKs taken and answered, and the feedback
+/// that was not honoured, by why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairStats {
+    /// Generic NACKs answered.
+    pub nacks: u64,
+    /// Sequence numbers they asked for, and those sent again.
+    pub requested: u64,
+    pub resent: u64,
+    /// RTX packets the kernel took, and their bytes.
+    pub rtx_sent: u64,
+    pub rtx_bytes: u64,
+    /// Asked for again within a round trip of the last resend.
+    pub duplicate: u64,
+    /// Over the stream's or the session's resend rate.
+    pub rate_limited: u64,
+    /// No longer kept, or never sent.
+    pub too_old: u64,
+    pub never_sent: u64,
+    /// NACKs not read to the end (too many numbers, or too many of them).
+    pub truncated: u64,
+    /// NACKs for a stream that did not negotiate retransmission (a plain
+    /// RTP/AVP session) or that the shard does not have.
+    pub unwanted: u64,
+    /// Feedback about a stream from an address the stream is not sent to.
+    pub forged: u64,
+}
+
+impl RepairStats {
+    pub fn merge(&mut self, o: &RepairStats) {
+        self.nacks += o.nacks;
+        self.requested += o.requested;
+        self.resent += o.resent;
+        self.rtx_sent += o.rtx_sent;
+        self.rtx_bytes += o.rtx_bytes;
+        self.duplicate += o.duplicate;
+        self.rate_limited += o.rate_limited;
+        self.too_old += o.too_old;
+        self.never_sent += o.never_sent;
+        self.truncated += o.truncated;
+        self.unwanted += o.unwanted;
+        self.forged += o.forged;
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == RepairStats::default()
+    }
 }
 
 fn short_histogram() -> Histogram<u64> {
@@ -210,6 +261,7 @@ impl Default for ShardStats {
             rtcp_jitter: short_histogram(),
             rtcp_lost: 0,
             requests: RequestCounts::default(),
+            repair: RepairStats::default(),
         }
     }
 }
@@ -267,6 +319,7 @@ impl ShardStats {
         add_histogram(&mut self.rtcp_jitter, &other.rtcp_jitter, SHORT_MAX_US);
         self.rtcp_lost += other.rtcp_lost;
         self.requests.merge(&other.requests);
+        self.repair.merge(&other.repair);
     }
 
     /// Counts the time from a PLAY to its first packet.
@@ -319,6 +372,20 @@ impl ShardStats {
                 "bytes": self.listener_bytes,
                 "mount_frames": self.mount_frames,
             },
+            "repair": {
+                "nacks": self.repair.nacks,
+                "requested": self.repair.requested,
+                "resent": self.repair.resent,
+                "rtx_sent": self.repair.rtx_sent,
+                "rtx_bytes": self.repair.rtx_bytes,
+                "duplicate": self.repair.duplicate,
+                "rate_limited": self.repair.rate_limited,
+                "too_old": self.repair.too_old,
+                "never_sent": self.repair.never_sent,
+                "truncated": self.repair.truncated,
+                "unwanted": self.repair.unwanted,
+                "forged": self.repair.forged,
+            },
             "lateness_us": {
                 "count": h.len(),
                 "p50": h.value_at_quantile(0.5),
@@ -366,6 +433,25 @@ impl ShardStats {
             group(self.bad_rtcp),
             group(self.skipped)
         );
+        if !self.repair.is_empty() {
+            let r = &self.repair;
+            let _ = writeln!(
+                out,
+                "  repair    {} NACKs for {} packets: {} sent again ({} RTX packets, {}); refused {} repeats, {} over the rate, {} too old, {} never sent, {} cut short; ignored {} unwanted, {} forged",
+                group(r.nacks),
+                group(r.requested),
+                group(r.resent),
+                group(r.rtx_sent),
+                human_bytes(r.rtx_bytes),
+                group(r.duplicate),
+                group(r.rate_limited),
+                group(r.too_old),
+                group(r.never_sent),
+                group(r.truncated),
+                group(r.unwanted),
+                group(r.forged)
+            );
+        }
         if self.live_received > 0 || !self.live.is_empty() {
             let _ = writeln!(
                 out,

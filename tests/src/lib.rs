@@ -29,6 +29,7 @@ pub mod gstreamer;
 pub mod hinter;
 pub mod icecast;
 pub mod live;
+pub mod lossy;
 pub mod media;
 pub mod peers;
 pub mod rtp;

@@ -112,7 +112,7 @@ fn a_relay_plays_its_origin_again_after_the_origin_restarts() {
     origin.stop_cleanly();
     // The origin is gone for a while; the relay tries again meanwhile.
     thread::sleep(Duration::from_secs(2));
-    let origin = Server::start_on(&lib, port, &[]);
+    let origin = Server::start_on_port(&lib, port, &[]);
     wait_on_air(&relay, "/r/loop");
     let got = framemd5(
         &["-rtsp_transport", "tcp"],

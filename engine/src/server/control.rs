@@ -211,7 +211,9 @@ pub async fn run(
     );
     routes.add_any(&["SOURCE", "PUT"], web::BodyMode::Stream, Sources);
     routes.add(crate::icecast::metadata::PATH, &["GET"], MetadataUpdate);
-    let mut door = Door::with_routes(routes).with_access(door_access);
+    let mut door = Door::with_routes(routes)
+        .with_access(door_access)
+        .with_feedback(config.nack);
     if !config.publish.is_empty() {
         let mut secret = [0u8; 32];
         if let Err(e) = getrandom::getrandom(&mut secret) {
@@ -884,7 +886,7 @@ impl Control {
     /// other paths.
     fn describe_live(&self, req: &Request, path: &str) -> Option<Response> {
         if let Some(desc) = self.live.borrow().on_air(path) {
-            return Some(door::describe_sdp(req, path, &desc.sdp));
+            return Some(door::describe_sdp(req, path, &desc.sdp, self.door.feedback()));
         }
         let gate = self.door.publishing()?;
         gate.is_live_path(path).then(|| Response::new(404, req.cseq()))
@@ -1240,7 +1242,7 @@ impl Host for Control {
             Route::Describe { path } => {
                 if let Some(relayed) = self.relay_on_air(&path).await {
                     let response = match relayed {
-                        Ok(desc) => door::describe_sdp(&req, &path, &desc.sdp),
+                        Ok(desc) => door::describe_sdp(&req, &path, &desc.sdp, self.door.feedback()),
                         Err(status) => Response::new(status, req.cseq()),
                     };
                     self.reply(link, Some(&req.method), &response);
@@ -1251,11 +1253,15 @@ impl Host for Control {
                     return Step::Continue;
                 }
                 if let Some(desc) = self.sdp_source(&path).await {
-                    self.reply(link, Some(&req.method), &door::describe_sdp(&req, &path, &desc.sdp));
+                    self.reply(
+                        link,
+                        Some(&req.method),
+                        &door::describe_sdp(&req, &path, &desc.sdp, self.door.feedback()),
+                    );
                     return Step::Continue;
                 }
                 let movie = open_movie(&self.library, &path).await;
-                let response = door::describe(&req, &path, movie.as_deref());
+                let response = door::describe(&req, &path, movie.as_deref(), self.door.feedback());
                 self.reply(link, method, &response);
             }
             Route::Open { path, interleaved } => return setup(self, link, req, path, interleaved).await,

@@ -59,9 +59,12 @@ use crate::icecast::mount::{MountId, MountNews, MountReplica};
 use crate::live::{self, BroadcastId, Description, Replica};
 use crate::pacer::{self, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
 use crate::random::Rng;
+use crate::repair::nack::NackStats;
+use crate::repair::offer;
+use crate::repair::sender::{RtxSender, RtxSetup};
 use crate::session::{Context, Destination, Effect, Media, Session};
 use crate::source::{Nanos, Outgoing, Source, StreamSeeds};
-use crate::stats::ShardStats;
+use crate::stats::{RepairStats, ShardStats};
 
 #[cfg(test)]
 mod tests;
@@ -395,6 +398,10 @@ struct Entry {
     /// How late its last round and its latest round were.
     late_last: Nanos,
     late_max: Nanos,
+    /// NACK/RTX retransmission, for a session that set up a track with
+    /// `RTP/AVPF` over UDP; `None` (nothing kept, nothing paid) for the
+    /// others. Made at PLAY, when the streams are known.
+    rtx: Option<Box<RtxSender>>,
 }
 
 impl Entry {
@@ -413,6 +420,7 @@ impl Entry {
             play_at: None,
             late_last: 0,
             late_max: 0,
+            rtx: None,
         }
     }
 
@@ -1295,6 +1303,13 @@ impl ShardCore {
         };
         let (response, effect) = e.session.handle(req, &mut ctx);
         if req.method == Method::Setup && response.status == 200 {
+            // The streams may have changed: retransmission is made again
+            // at the next PLAY.
+            if let Some(rtx) = e.rtx.take() {
+                for s in rtx.streams() {
+                    self.ssrc_routes.remove(&s.setup.rtx_ssrc);
+                }
+            }
             for t in &e.session.tracks {
                 self.ssrc_routes.insert(t.seeds.0, key);
                 if let Destination::Udp { rtcp, .. } = t.destination {
@@ -1317,6 +1332,9 @@ impl ShardCore {
                 let n = e.session.playback.as_ref().map_or(0, |p| p.streams().len());
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
                 e.reception.resize(n, Reception::default());
+                if e.rtx.is_none() {
+                    e.rtx = rtx_sender(&e.session, &e.dests, &mut self.rng, &mut self.ssrc_routes, key);
+                }
                 if req.method == Method::Play {
                     e.play_at = Some(now);
                 }
@@ -1400,13 +1418,21 @@ impl ShardCore {
             }
             // Only in a PLAY's first rounds: the packets so far, to see the first go.
             let before = e.play_at.map(|_| total_packets(source));
-            let served = pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, |channel, o| {
+            let tcp = |channel, o: &Outgoing<'_>| {
                 conn.as_mut().is_some_and(|(id, c)| {
                     let queued = send_tcp(c, channel, o);
                     signal(outputs, *id, c);
                     queued
                 })
-            });
+            };
+            // Two instances of the round's loop: only a session that
+            // negotiated retransmission keeps a history of what it sends.
+            let served = match e.rtx.as_deref_mut() {
+                None => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |_| {}),
+                Some(rtx) => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |o| {
+                    rtx.keep(o, now)
+                }),
+            };
             if let (Some(at), Some(before)) = (e.play_at, before) {
                 if total_packets(source) > before {
                     stats.record_first_packet(now.saturating_sub(at));
@@ -1646,6 +1672,9 @@ impl ShardCore {
         if let Some(c) = e.conn.and_then(|c| self.conns.get_mut(&c)) {
             c.sessions.retain(|k| *k != key);
         }
+        for s in e.rtx.iter().flat_map(|r| r.streams()) {
+            self.ssrc_routes.remove(&s.setup.rtx_ssrc);
+        }
         for t in &e.session.tracks {
             self.ssrc_routes.remove(&t.seeds.0);
             if let Destination::Udp { rtcp, .. } = t.destination {
@@ -1669,38 +1698,92 @@ impl ShardCore {
     /// blocks (sent before any media arrived) is a sign of life for every
     /// session at that address.
     fn on_rtcp_udp(&mut self, from: SocketAddr, data: &[u8], now: Nanos) {
-        let Some(keys) = self.rtcp_routes.get(&from) else {
+        if !self.rtcp_routes.contains_key(&from) {
             // Not from a client we know: ignore it, it changes nothing.
             self.stats.bad_rtcp += 1;
             return;
-        };
+        }
         let Ok(packets) = rtcp::parse_compound(data) else {
             self.stats.bad_rtcp += 1;
             return;
         };
         let mut reported = false;
-        for block in report_blocks(packets) {
-            let Some(&key) = self.ssrc_routes.get(&block.ssrc) else {
-                continue;
-            };
-            // Only the address the stream is sent to may report on it.
-            let Some(e) = self.sessions.get_mut(&key) else { continue };
-            if e.dests
-                .iter()
-                .any(|d| matches!(d, Destination::Udp { rtcp, .. } if *rtcp == from))
-            {
-                e.session.last_seen = now;
-                e.note_report(&block, &mut self.stats);
-                reported = true;
+        for packet in packets {
+            match packet {
+                rtcp::RtcpPacket::ReceiverReport { reports, .. } | rtcp::RtcpPacket::SenderReport { reports, .. } => {
+                    for block in reports {
+                        let Some(&key) = self.ssrc_routes.get(&block.ssrc) else {
+                            continue;
+                        };
+                        // Only the address the stream is sent to may report on it.
+                        let Some(e) = self.sessions.get_mut(&key) else { continue };
+                        if e.dests
+                            .iter()
+                            .any(|d| matches!(d, Destination::Udp { rtcp, .. } if *rtcp == from))
+                        {
+                            e.session.last_seen = now;
+                            e.note_report(&block, &mut self.stats);
+                            reported = true;
+                        }
+                    }
+                }
+                rtcp::RtcpPacket::GenericNack { media_ssrc, nacks, .. } => {
+                    reported |= self.on_nack(from, media_ssrc, nacks, now);
+                }
+                _ => {}
             }
         }
         if !reported {
-            for key in keys.clone() {
-                if let Some(e) = self.sessions.get_mut(&key) {
-                    e.session.last_seen = now;
+            if let Some(keys) = self.rtcp_routes.get(&from) {
+                for key in keys.clone() {
+                    if let Some(e) = self.sessions.get_mut(&key) {
+                        e.session.last_seen = now;
+                    }
                 }
             }
         }
+    }
+
+    /// A generic NACK from `from` for our stream `media_ssrc`: answered
+    /// with RTX packets in this call's round if the stream negotiated
+    /// retransmission and `from` is where its RTCP goes; otherwise
+    /// counted and ignored. Whether it was answered.
+    fn on_nack(&mut self, from: SocketAddr, media_ssrc: u32, nacks: rtcp::NackList<'_>, now: Nanos) -> bool {
+        let ShardCore {
+            sessions,
+            ssrc_routes,
+            udp,
+            stats,
+            ..
+        } = self;
+        let Some(e) = ssrc_routes.get(&media_ssrc).and_then(|k| sessions.get_mut(k)) else {
+            stats.repair.unwanted += 1;
+            return false;
+        };
+        let Some((rtx, stream)) = e
+            .rtx
+            .as_deref_mut()
+            .and_then(|r| r.stream_of(media_ssrc).map(|i| (r, i)))
+        else {
+            stats.repair.unwanted += 1;
+            return false;
+        };
+        let Some(&Destination::Udp { rtp, rtcp }) = e.dests.get(stream) else {
+            stats.repair.unwanted += 1;
+            return false;
+        };
+        if rtcp != from {
+            stats.repair.forged += 1;
+            return false;
+        }
+        e.session.last_seen = now;
+        let key = ssrc_routes[&media_ssrc];
+        let before = rtx.stats();
+        rtx.answer(stream, nacks.lost(), now, |header, osn, payload| {
+            udp.queue_rtx(key, rtp, header, osn, payload)
+        });
+        count_nacks(&mut stats.repair, before, rtx.stats());
+        true
     }
 
     /// RTCP that arrived on session `key`'s own interleaved channel.
@@ -1730,6 +1813,75 @@ fn draw_seeds(rng: &mut Rng, taken: &KeyMap<u32, SessionKey>) -> StreamSeeds {
             return (ssrc, (r >> 32) as u16, rng.next_u64() as u32);
         }
     }
+}
+
+/// A session's retransmission, if any of its tracks was set up with
+/// `RTP/AVPF` over UDP and its presentation offers RTX for it: the RTX
+/// payload type from the SDP offer, an SSRC and first sequence number drawn
+/// as a stream's are (and routed to the session).
+fn rtx_sender(
+    session: &Session,
+    dests: &[Destination],
+    rng: &mut Rng,
+    ssrc_routes: &mut KeyMap<u32, SessionKey>,
+    key: SessionKey,
+) -> Option<Box<RtxSender>> {
+    let source = session.playback.as_ref()?;
+    let wanted = |track_id: u32| {
+        session
+            .tracks
+            .iter()
+            .any(|t| t.track_id == track_id && t.feedback && matches!(t.destination, Destination::Udp { .. }))
+    };
+    if !source.streams().iter().any(|s| wanted(s.track_id)) {
+        return None;
+    }
+    // What the streams send, as far as it is known without measuring: a
+    // movie's whole rate bounds each of its streams'.
+    let (sdp, bit_rate) = match &session.media {
+        Media::Movie(m) => {
+            let secs = m.duration_secs().max(1.0);
+            let rate = (m.data().len() as f64 * 8.0 / secs) as u64;
+            (m.sdp().to_owned(), rate.clamp(256_000, 100_000_000))
+        }
+        Media::Live(r) => (r.borrow().desc.sdp.clone(), 8_000_000),
+    };
+    let packet_rate = (bit_rate as f64 / 8.0 / 600.0).max(50.0);
+    let setups: SmallVec<[Option<RtxSetup>; 2]> = source
+        .streams()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if !wanted(s.track_id) || !matches!(dests.get(i), Some(Destination::Udp { .. })) {
+                return None;
+            }
+            let o = offer::for_track(&sdp, s.track_id)?;
+            let (rtx_ssrc, first_seq, _) = draw_seeds(rng, ssrc_routes);
+            ssrc_routes.insert(rtx_ssrc, key);
+            Some(RtxSetup {
+                media_ssrc: s.ssrc,
+                rtx_pt: o.rtx_pt,
+                rtx_ssrc,
+                first_seq,
+                bit_rate,
+                packet_rate,
+            })
+        })
+        .collect();
+    Some(Box::new(RtxSender::new(setups, bit_rate)))
+}
+
+/// Adds what one NACK's answer did (the responders' figures `before` and
+/// `after` it) to the shard's counts.
+fn count_nacks(r: &mut RepairStats, before: NackStats, after: NackStats) {
+    r.nacks += after.nacks - before.nacks;
+    r.requested += after.requested - before.requested;
+    r.resent += after.resent - before.resent;
+    r.duplicate += after.duplicate - before.duplicate;
+    r.rate_limited += after.rate_limited - before.rate_limited;
+    r.too_old += after.too_old - before.too_old;
+    r.never_sent += after.never_sent - before.never_sent;
+    r.truncated += after.truncated - before.truncated;
 }
 
 /// An RTCP compound packet per stream of session `e` (SR and SDES CNAME,
