@@ -22,6 +22,7 @@ use net::SendPath;
 use serde::Deserialize;
 
 use crate::access::addr::Cidr;
+use crate::channel::config::{Channel, ChannelError, ChannelSettings};
 use crate::live::publish::Rule;
 
 /// The default RTSP port: 554 needs privileges, so like most servers run
@@ -30,6 +31,8 @@ pub const DEFAULT_RTSP_PORT: u16 = 8554;
 /// The default UDP range for the shards' RTP/RTCP pairs (DSS used 6970 up).
 pub const DEFAULT_RTP_PORTS: RangeInclusive<u16> = 6970..=6999;
 pub const DEFAULT_SESSION_TIMEOUT_SECS: u64 = 60;
+/// Icecast's source-timeout: a source silent this long is gone.
+pub const DEFAULT_SOURCE_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -137,6 +140,11 @@ pub struct ServeArgs {
     #[arg(long = "listener-queue-bytes", value_name = "N", value_parser = parse_size)]
     pub listener_queue_bytes: Option<usize>,
 
+    /// Seconds an Icecast source (SOURCE or PUT) may send nothing before it is dropped and its
+    /// mount ends, as Icecast's source-timeout [default: 10]
+    #[arg(long = "source-timeout", value_name = "SECS")]
+    pub source_timeout: Option<u64>,
+
     /// File to append the access log to (W3C extended format, one line per session), or - for
     /// standard output [default: standard output]
     #[arg(long = "access-log", value_name = "PATH")]
@@ -166,20 +174,66 @@ pub struct ServeArgs {
     #[arg(long = "publish", value_name = "PREFIX=USER:PASSWORD", value_parser = parse_publish)]
     pub publish: Vec<Rule>,
 
+    /// An Icecast radio channel: the MP3 playlist (DSS *PLAY-LIST* or M3U) played in a loop on
+    /// the wall clock as a live mount every listener of PATH shares, its title changing at each
+    /// song (repeatable; in the file: [[radio]] tables with path and playlist)
+    #[arg(long = "radio", value_name = "PATH=PLAYLIST", value_parser = parse_radio)]
+    pub radio: Vec<Radio>,
+
+    /// Relay another Icecast or SHOUTcast server's mount as the live mount PATH: pulled by this
+    /// server, reconnecting with backoff when it drops (repeatable; in the file: [[icecast_relay]]
+    /// tables with path and url)
+    #[arg(long = "icecast-relay", value_name = "PATH=http://HOST:PORT/MOUNT", value_parser = parse_mount_relay)]
+    pub icecast_relay: Vec<MountRelay>,
+
     /// A publisher announcing a path that already has one takes it over (the first one's viewers
     /// get a BYE); without it the second is refused with 455
     #[arg(long = "publish-replace")]
     pub publish_replace: bool,
+
+    /// Offer NACK/RTX retransmission (RTP/AVPF, RFC 4585 and 4588) in DESCRIBE: clients that set
+    /// up with RTP/AVPF (GStreamer) get lost packets sent again. Clients built on live555 (VLC)
+    /// do not play RTP/AVPF streams, hence off by default
+    #[arg(long = "nack")]
+    pub nack: bool,
 
     /// Most a publisher may send, in kilobits a second; what comes faster is dropped (and
     /// counted), so a flooding publisher cannot take the server's time [default: 100000]
     #[arg(long = "publish-max-kbps", value_name = "KBPS")]
     pub publish_max_kbps: Option<u64>,
 
+    /// Run a 24x7 channel at rtsp://HOST:PORT/PATH playing PLAYLIST_FILE (DSS `*PLAY-LIST*` or
+    /// M3U), looped, on the wall clock whether watched or not; repeat for more channels. In the
+    /// file: [[channel]] tables with path, playlist, mode, reference, run ("always" or
+    /// "on-demand"), start, end, current_file and upcoming_file [default: no channels]
+    #[arg(long = "channel", value_name = "PATH=PLAYLIST_FILE", value_parser = parse_channel)]
+    pub channel: Vec<ChannelSettings>,
+
     /// The interface (its IPv4 address) on which to join the multicast groups that `.sdp` files
     /// in the media folder name [default: the kernel's choice]
     #[arg(long = "multicast-interface", value_name = "ADDR")]
     pub multicast_interface: Option<std::net::Ipv4Addr>,
+
+    /// Relay another RTSP server's stream (a live path or a movie; credentials in the URL are
+    /// answered with Digest or Basic) as a live broadcast at PATH, played over tcp (interleaved,
+    /// the default) or udp, on-demand (from the first viewer until a few seconds after the last,
+    /// the default) or always; repeat for more. In the file: [[relay]] tables with path, url,
+    /// transport and mode [default: none]
+    #[arg(long = "relay", value_name = "PATH=URL [tcp|udp] [on-demand|always]", value_parser = parse_relay)]
+    pub relay: Vec<crate::live::relay::Relay>,
+
+    /// Publish the live broadcast at PATH (published here or relayed) to another RTSP server
+    /// (ANNOUNCE/RECORD, interleaved) while it is on the air, again after a backoff when that
+    /// fails; repeat for more. In the file: [[push]] tables with path and url [default: none]
+    #[arg(long = "push", value_name = "PATH=rtsp://[USER:PASS@]HOST:PORT/PATH2", value_parser = parse_push)]
+    pub push: Vec<crate::live::relay::Push>,
+
+    /// Seconds a live broadcast's viewers wait for a publisher that left or went silent: one
+    /// that comes back to the same path with a compatible SDP within them continues the
+    /// broadcast (viewers keep their SSRC, sequence numbers and timestamps); 0 ends it at once
+    /// [default: 0]
+    #[arg(long = "publish-grace", value_name = "SECS")]
+    pub publish_grace: Option<u64>,
     /// Users file (`realm NAME`, then `user:argon2id:md5-ha1:sha256-ha1` lines, as `streamalot
     /// passwd` writes them) for paths whose qtaccess names no AuthUserFile [default: none]
     #[arg(long, value_name = "FILE")]
@@ -277,6 +331,68 @@ pub fn loopback_blocks() -> Vec<Cidr> {
 fn parse_publish(text: &str) -> Result<Rule, String> {
     text.parse()
 }
+
+fn parse_relay(text: &str) -> Result<crate::live::relay::Relay, String> {
+    text.parse()
+}
+
+fn parse_push(text: &str) -> Result<crate::live::relay::Push, String> {
+    text.parse()
+}
+
+fn parse_channel(text: &str) -> Result<ChannelSettings, String> {
+    ChannelSettings::from_argument(text).map_err(|e| e.to_string())
+}
+
+/// A radio channel: its mount path and its playlist file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Radio {
+    pub path: String,
+    pub playlist: PathBuf,
+}
+
+/// A relayed mount: its path here and the upstream URL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountRelay {
+    pub path: String,
+    pub url: String,
+}
+
+/// `PATH=REST` with PATH made a mount path (a leading `/`).
+fn mount_and(text: &str, what: &str) -> Result<(String, String), String> {
+    let (path, rest) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected PATH={what}, such as /radio.mp3={what}"))?;
+    let path = check_mount_path(path)?;
+    if rest.is_empty() {
+        return Err(format!("expected PATH={what}: the {what} is empty"));
+    }
+    Ok((path, rest.to_owned()))
+}
+
+fn check_mount_path(path: &str) -> Result<String, String> {
+    let path = format!("/{}", path.trim().trim_start_matches('/'));
+    if path == "/" || path.contains(['?', '#', ' ']) || path.split('/').any(|p| p == "..") {
+        return Err(format!("{path:?} is not a mount path"));
+    }
+    Ok(path)
+}
+
+fn parse_radio(text: &str) -> Result<Radio, String> {
+    let (path, playlist) = mount_and(text, "PLAYLIST")?;
+    Ok(Radio {
+        path,
+        playlist: playlist.into(),
+    })
+}
+
+fn parse_mount_relay(text: &str) -> Result<MountRelay, String> {
+    let (path, url) = mount_and(text, "URL")?;
+    crate::icecast::relay::Upstream::parse(&url).map_err(|e| e.to_string())?;
+    Ok(MountRelay { path, url })
+}
 /// The default RTSPS port (RFC 7826's `rtsps` registration).
 pub const DEFAULT_RTSPS_PORT: u16 = 322;
 
@@ -310,6 +426,8 @@ pub struct Config {
     pub tcp_queue_bytes: usize,
     pub max_listeners: usize,
     pub listener_queue_bytes: usize,
+    /// Seconds an Icecast source may say nothing; at least 1.
+    pub source_timeout: u64,
     /// `None` means standard output (`-` resolves to `None` too).
     pub access_log: Option<PathBuf>,
     /// Seconds between statistics reports; `None` for none.
@@ -320,12 +438,26 @@ pub struct Config {
     pub send_path: SendPath,
     /// Who may publish live broadcasts where; empty: nobody.
     pub publish: Vec<Rule>,
+    /// Radio channels: mount paths and their playlists.
+    pub radio: Vec<Radio>,
+    /// Relayed mounts: paths here and their upstream URLs.
+    pub icecast_relay: Vec<MountRelay>,
     /// Whether a second publisher to a busy path replaces the first.
     pub publish_replace: bool,
+    /// Whether DESCRIBE offers NACK/RTX retransmission.
+    pub nack: bool,
     /// Most a publisher may send, in bits a second.
     pub publish_max_bitrate: u64,
     /// Where `.sdp` sources join their multicast groups.
     pub multicast_interface: Option<std::net::Ipv4Addr>,
+    /// Other servers' streams relayed here, each at its own path.
+    pub relays: Vec<crate::live::relay::Relay>,
+    /// Local broadcasts published to other servers.
+    pub pushes: Vec<crate::live::relay::Push>,
+    /// Seconds viewers wait for a publisher to come back; 0: none.
+    pub publish_grace: u64,
+    /// The channels `serve` runs, paths checked and unique.
+    pub channels: Vec<Channel>,
     /// The admin API's bearer token; `None`: the admin API is off.
     pub admin_token: Option<Secret>,
     /// Who may reach the admin API and the status page; never empty.
@@ -368,6 +500,8 @@ pub enum ConfigError {
     /// names the key and line.
     #[error("config file {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Channel(ChannelError),
     #[error("invalid {}: {why}", setting(key, value, origin))]
     Invalid {
         key: &'static str,
@@ -424,6 +558,7 @@ struct FileSettings {
     tcp_queue_bytes: Option<Size>,
     max_listeners: Option<usize>,
     listener_queue_bytes: Option<Size>,
+    source_timeout: Option<u64>,
     access_log: Option<PathBuf>,
     stats_interval: Option<u64>,
     stats_json: Option<PathBuf>,
@@ -437,9 +572,34 @@ struct FileSettings {
     admin_allow: Option<Vec<String>>,
     metrics_allow: Option<Vec<String>>,
     publish: Option<Vec<PublishEntry>>,
+    radio: Option<Vec<Radio>>,
+    icecast_relay: Option<Vec<MountRelay>>,
     publish_replace: Option<bool>,
+    nack: Option<bool>,
     publish_max_kbps: Option<u64>,
     multicast_interface: Option<std::net::Ipv4Addr>,
+    relay: Option<Vec<RelayEntry>>,
+    push: Option<Vec<PushEntry>>,
+    publish_grace: Option<u64>,
+    channel: Option<Vec<ChannelSettings>>,
+}
+
+/// A `[[relay]]` table.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RelayEntry {
+    path: String,
+    url: String,
+    transport: Option<String>,
+    mode: Option<String>,
+}
+
+/// A `[[push]]` table.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PushEntry {
+    path: String,
+    url: String,
 }
 
 /// A `[[publish]]` table.
@@ -618,6 +778,12 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         MIN_LISTENER_QUEUE_BYTES,
     )?;
 
+    let source_timeout = match pick(args.source_timeout, file.source_timeout, &file_origin) {
+        Some((0, origin)) => return Err(invalid("source_timeout", 0, origin, "must be at least 1 second")),
+        Some((n, _)) => n,
+        None => DEFAULT_SOURCE_TIMEOUT_SECS,
+    };
+
     let access_log = match (&args.access_log, &file.access_log) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(p)) if is_stdout(p) => None,
@@ -665,13 +831,95 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         }
         rules
     };
+    // The command line's channels replace the file's, as its other lists do.
+    let channels = if !args.channel.is_empty() {
+        ChannelSettings::resolve_all(&args.channel, Path::new(""))
+    } else {
+        ChannelSettings::resolve_all(file.channel.as_deref().unwrap_or_default(), &file_dir)
+    }
+    .map_err(ConfigError::Channel)?;
+    let radio = if !args.radio.is_empty() {
+        args.radio.clone()
+    } else {
+        let mut all = Vec::new();
+        for r in file.radio.unwrap_or_default() {
+            let path = check_mount_path(&r.path).map_err(|why| invalid("radio", &r.path, file_origin.clone(), why))?;
+            all.push(Radio {
+                path,
+                playlist: file_dir.join(&r.playlist),
+            });
+        }
+        all
+    };
+    let icecast_relay = if !args.icecast_relay.is_empty() {
+        args.icecast_relay.clone()
+    } else {
+        let mut all = Vec::new();
+        for r in file.icecast_relay.unwrap_or_default() {
+            let path =
+                check_mount_path(&r.path).map_err(|why| invalid("icecast_relay", &r.path, file_origin.clone(), why))?;
+            crate::icecast::relay::Upstream::parse(&r.url)
+                .map_err(|why| invalid("icecast_relay", &r.url, file_origin.clone(), why.to_string()))?;
+            all.push(MountRelay { path, url: r.url });
+        }
+        all
+    };
     let publish_replace =
         pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
+    let nack = pick(args.nack.then_some(true), file.nack, &file_origin).is_some_and(|v| v.0);
     let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
         Some((0, origin)) => return Err(invalid("publish_max_kbps", 0, origin, "must be at least 1")),
         Some((n, _)) => n.saturating_mul(1000),
         None => crate::live::ingest::DEFAULT_MAX_BITRATE,
     };
+    let relays = if !args.relay.is_empty() {
+        args.relay.clone()
+    } else {
+        let mut relays = Vec::new();
+        for e in file.relay.unwrap_or_default() {
+            let bad = |why: String| invalid("relay", &e.path, file_origin.clone(), why);
+            relays.push(crate::live::relay::Relay {
+                path: crate::live::relay::check_path(&e.path).map_err(bad)?,
+                url: crate::live::relay::parse_url(&e.url).map_err(bad)?,
+                transport: e
+                    .transport
+                    .as_deref()
+                    .map_or(Ok(Default::default()), str::parse)
+                    .map_err(bad)?,
+                mode: e
+                    .mode
+                    .as_deref()
+                    .map_or(Ok(Default::default()), str::parse)
+                    .map_err(bad)?,
+            });
+        }
+        relays
+    };
+    let mut seen = std::collections::HashSet::new();
+    for r in &relays {
+        if !seen.insert(r.path.clone()) {
+            return Err(invalid(
+                "relay",
+                &r.path,
+                Origin::CommandLine,
+                "two relays for one path",
+            ));
+        }
+    }
+    let pushes = if !args.push.is_empty() {
+        args.push.clone()
+    } else {
+        let mut pushes = Vec::new();
+        for e in file.push.unwrap_or_default() {
+            let bad = |why: String| invalid("push", &e.path, file_origin.clone(), why);
+            pushes.push(crate::live::relay::Push {
+                path: crate::live::relay::check_path(&e.path).map_err(bad)?,
+                url: crate::live::relay::parse_url(&e.url).map_err(bad)?,
+            });
+        }
+        pushes
+    };
+    let publish_grace = pick(args.publish_grace, file.publish_grace, &file_origin).map_or(0, |v| v.0);
     let mut access = file.access.unwrap_or_default();
     crate::access::resolve_paths(&mut access, &file_dir);
     if let Some(u) = &args.users {
@@ -805,14 +1053,22 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         tcp_queue_bytes,
         max_listeners,
         listener_queue_bytes,
+        source_timeout,
         access_log,
         stats_interval,
         stats_json,
         send_path,
         publish,
+        radio,
+        icecast_relay,
         publish_replace,
+        nack,
         publish_max_bitrate,
         multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),
+        relays,
+        pushes,
+        publish_grace,
+        channels,
         access,
         rtsps_ports,
         tls,

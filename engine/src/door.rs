@@ -140,6 +140,9 @@ pub struct Door {
     publishing: bool,
     /// Who may publish where; `None`: nobody, anywhere.
     publish: Option<Rc<PublishGate>>,
+    /// Whether DESCRIBE offers NACK/RTX retransmission (`--nack`; see
+    /// `repair::offer`).
+    feedback: bool,
 }
 
 impl Door {
@@ -154,7 +157,20 @@ impl Door {
             access: None,
             publishing: false,
             publish: None,
+            feedback: false,
         }
+    }
+
+    /// The same door, offering NACK/RTX retransmission in its DESCRIBE
+    /// answers when `on`.
+    pub fn with_feedback(mut self, on: bool) -> Door {
+        self.feedback = on;
+        self
+    }
+
+    /// Whether DESCRIBE answers offer NACK/RTX retransmission.
+    pub fn feedback(&self) -> bool {
+        self.feedback
     }
 
     /// The same door, judging requests by `access`.
@@ -484,10 +500,11 @@ fn wants_record(req: &Request) -> bool {
 
 /// The answer to a DESCRIBE of `path`: the movie's SDP, with the base URL
 /// its relative track controls resolve against, or the library's refusal.
-pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>) -> Response {
+/// With `feedback`, the SDP offers NACK/RTX retransmission.
+pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>, feedback: bool) -> Response {
     let cseq = req.cseq();
     match movie {
-        Ok(movie) => describe_sdp(req, path, movie.sdp()),
+        Ok(movie) => describe_sdp(req, path, movie.sdp(), feedback),
         Err(e) => {
             debug!(uri = %req.uri, error = %e, "DESCRIBE refused");
             Response::new(e.status(), cseq)
@@ -497,8 +514,9 @@ pub fn describe(req: &Request, path: &str, movie: Result<&Movie, &LibraryError>)
 
 /// The answer to a DESCRIBE of `path` whose presentation is `sdp` (a
 /// movie's, or a live broadcast's), with the base URL its relative track
-/// controls resolve against.
-pub fn describe_sdp(req: &Request, path: &str, sdp: &str) -> Response {
+/// controls resolve against; with `feedback`, offering NACK/RTX
+/// retransmission ([`repair::offer`](crate::repair::offer)).
+pub fn describe_sdp(req: &Request, path: &str, sdp: &str, feedback: bool) -> Response {
     let base = match req.uri.split_once("://") {
         // The client's own scheme: an rtsps:// client resolves its
         // tracks over TLS too.
@@ -513,9 +531,14 @@ pub fn describe_sdp(req: &Request, path: &str, sdp: &str) -> Response {
         }
         None => format!("{path}/"),
     };
+    let body = if feedback {
+        crate::repair::offer::with_feedback(sdp).into_bytes()
+    } else {
+        sdp.as_bytes().to_vec()
+    };
     Response::new(200, req.cseq())
         .header("Content-Base", base)
-        .body("application/sdp", sdp.as_bytes().to_vec())
+        .body("application/sdp", body)
 }
 
 /// A session key as clients see it: 16 hexadecimal digits.
@@ -640,7 +663,7 @@ mod tests {
     fn describe_answers_with_the_sdp_and_its_base() {
         let movie = Movie::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp4")).unwrap();
         let r = req("DESCRIBE rtsp://h:8554/sample.mp4 RTSP/1.0\r\nCSeq: 7\r\n\r\n");
-        let ok = describe(&r, "/sample.mp4", Ok(&movie));
+        let ok = describe(&r, "/sample.mp4", Ok(&movie), false);
         assert_eq!(ok.status, 200);
         assert_eq!(ok.headers.get("Content-Base"), Some("rtsp://h:8554/sample.mp4/"));
         assert_eq!(ok.headers.get("Content-Type"), Some("application/sdp"));
@@ -649,7 +672,7 @@ mod tests {
             path: "/x.mp4".into(),
             why: "no such movie",
         };
-        let refused = describe(&r, "/x.mp4", Err(&missing));
+        let refused = describe(&r, "/x.mp4", Err(&missing), false);
         assert_eq!((refused.status.code(), refused.headers.get("CSeq")), (404, Some("7")));
     }
 

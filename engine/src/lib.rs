@@ -19,6 +19,7 @@ pub mod live;
 pub mod pacer;
 pub mod random;
 pub mod repair;
+pub mod rtsp_client;
 pub mod server;
 pub mod session;
 pub mod shard;

@@ -36,6 +36,9 @@ enum Command {
     /// commands: `skip`, `next PATH` (play PATH after the current movie),
     /// `stop`.
     Broadcast(Box<streamalot::broadcast::BroadcastArgs>),
+    /// Steer a running server's channels through its admin API: `status` (what each plays now
+    /// and next), `skip`, `insert PATH MOVIE` (play MOVIE next), `stop`, `start`.
+    Channel(streamalot::server::channel_client::ChannelArgs),
     /// Add a user to a users file, change a user's password, or delete a user (--delete). The
     /// file is replaced whole, so a running server sees the old file or the new one.
     Passwd(PasswdArgs),
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Broadcast(args) => streamalot::broadcast::resolve(&args)
             .map_err(Into::into)
             .and_then(|plan| streamalot::server::broadcast::run(plan).map_err(Into::into)),
+        Command::Channel(args) => streamalot::server::channel_client::run(&args).map_err(Into::into),
         Command::Serve(args) => streamalot::config::resolve(&args)
             .map_err(Into::into)
             .and_then(|config| streamalot::server::run(config).map_err(Into::into)),

@@ -28,7 +28,7 @@ use net::{Flushed, SendBatch, SendPath, RING_ENTRIES, RTP_HEADER_LEN};
 use smallvec::SmallVec;
 
 use crate::session::Destination;
-use crate::source::{Nanos, Outgoing, Source};
+use crate::source::{Nanos, Outgoing, Payload, Source};
 use crate::stats::ShardStats;
 
 // The socket layer's header slot holds exactly the header the protocol writes.
@@ -247,7 +247,9 @@ impl Schedule {
 /// Takes every packet session `key` has due by `horizon` (`now` plus the
 /// round's lookahead): UDP packets go into `udp`, which counts them when the
 /// kernel takes them; interleaved ones go to `tcp` with their RTP channel,
-/// which says whether it could queue them. A packet queued on a connection
+/// which says whether it could queue them; each UDP packet queued is shown
+/// to `keep` (a session's retransmission history; a no-op for the others,
+/// compiled away). A packet queued on a connection
 /// is counted in `stats` with how late it is at `now`; one its full queue
 /// refused is counted as dropped and taken back out of its stream's counts.
 /// Returns when the session is due next; `None` when it is paused or has
@@ -263,13 +265,17 @@ pub fn serve_due(
     udp: &mut UdpRound,
     stats: &mut ShardStats,
     mut tcp: impl FnMut(u8, &Outgoing<'_>) -> bool,
+    mut keep: impl FnMut(&Outgoing<'_>),
 ) -> Option<Nanos> {
     // (stream, payload bytes) of interleaved packets a full queue refused.
     let mut refused: SmallVec<[(usize, usize); 4]> = SmallVec::new();
     source.poll(horizon, |o| {
         let late = now.saturating_sub(horizon - o.late_ns);
         match dests.get(o.stream) {
-            Some(&Destination::Udp { rtp, .. }) => udp.queue(key, rtp, late, &o),
+            Some(&Destination::Udp { rtp, .. }) => {
+                udp.queue(key, rtp, late, &o);
+                keep(&o);
+            }
             Some(&Destination::Tcp { rtp_channel, .. }) => {
                 if tcp(rtp_channel, &o) {
                     stats.record_send(late, (RTP_HEADER_LEN + o.payload.len()) as u64);
@@ -302,10 +308,18 @@ struct Pending {
     /// Payload bytes.
     len: u32,
     stream: u16,
+    /// The original sequence number in front of an RTX packet's payload
+    /// (RFC 4588); empty (`osn_len` 0) for a media packet.
+    osn: [u8; 2],
+    osn_len: u8,
     /// How late it was when it was chosen.
     late_ns: u64,
     spans: SmallVec<[Span; 6]>,
 }
+
+/// The `stream` of a retransmission: no stream's counters count it (RFC
+/// 3550's sender counts are the media stream's).
+const RTX_STREAM: u16 = u16::MAX;
 
 /// A packet the kernel did not take: the session and stream that counted
 /// it, and its payload length, to take back out of the stream's counters.
@@ -379,8 +393,37 @@ impl UdpRound {
             owner,
             len: out.payload.len() as u32,
             stream: out.stream as u16,
+            osn: [0; 2],
+            osn_len: 0,
             late_ns,
             spans: SmallVec::from_slice(out.payload.spans),
+        });
+    }
+
+    /// Queues a retransmission for `dest`: the RTX packet's own header,
+    /// then the original sequence number, then the original payload
+    /// (spans of its owner, as the original went). Counted as sent when
+    /// the kernel takes it, in no stream's counters.
+    pub fn queue_rtx(
+        &mut self,
+        key: SessionKey,
+        dest: SocketAddr,
+        header: &[u8; RTP_HEADER_LEN],
+        osn: [u8; 2],
+        payload: Payload<'_>,
+    ) {
+        let owner = self.owner(payload.owner);
+        self.pending.push(Pending {
+            key,
+            dest,
+            header: *header,
+            owner,
+            len: (payload.len() + osn.len()) as u32,
+            stream: RTX_STREAM,
+            osn,
+            osn_len: 2,
+            late_ns: 0,
+            spans: SmallVec::from_slice(payload.spans),
         });
     }
 
@@ -486,7 +529,12 @@ impl UdpRound {
             let mut b = batch.begin();
             for p in chunk {
                 let data: &[u8] = &owners[p.owner as usize];
-                b.push(p.dest, &p.header, p.spans.iter().map(|s| s.bytes(data)));
+                let osn = &p.osn[..usize::from(p.osn_len)];
+                b.push(
+                    p.dest,
+                    &p.header,
+                    std::iter::once(osn).chain(p.spans.iter().map(|s| s.bytes(data))),
+                );
             }
             match b.flush(sock) {
                 Ok(f) => {
@@ -517,6 +565,7 @@ impl UdpRound {
             let data: &[u8] = &self.owners[p.owner as usize];
             self.scratch.clear();
             self.scratch.extend_from_slice(&p.header);
+            self.scratch.extend_from_slice(&p.osn[..usize::from(p.osn_len)]);
             for s in &p.spans {
                 self.scratch.extend_from_slice(s.bytes(data));
             }
@@ -559,11 +608,19 @@ fn account(chunk: &[Pending], unsent_ranges: &[Range<usize>], stats: &mut ShardS
         while ranges.next_if(|r| r.end <= i).is_some() {}
         if ranges.peek().is_some_and(|r| r.contains(&i)) {
             stats.dropped_udp += 1;
+            if p.stream == RTX_STREAM {
+                continue;
+            }
             unsent.push(Unsent {
                 key: p.key,
                 stream: usize::from(p.stream),
                 payload_len: p.len as usize,
             });
+        } else if p.stream == RTX_STREAM {
+            // Not in the lateness (a resend is due when asked for) nor in
+            // the media counts.
+            stats.repair.rtx_sent += 1;
+            stats.repair.rtx_bytes += (RTP_HEADER_LEN + p.len as usize) as u64;
         } else {
             stats.record_send(p.late_ns, (RTP_HEADER_LEN + p.len as usize) as u64);
         }

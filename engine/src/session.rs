@@ -59,6 +59,9 @@ pub struct TrackSetup {
     url: Option<Box<str>>,
     pub destination: Destination,
     pub seeds: StreamSeeds,
+    /// Set up with `RTP/AVPF` over UDP: the client sends NACKs and takes
+    /// RTX retransmissions (see `repair`).
+    pub feedback: bool,
 }
 
 /// What the caller must do after a request.
@@ -199,7 +202,7 @@ impl Session {
         let Some(header) = req.headers.get("Transport") else {
             return (Response::new(461, cseq), Effect::None);
         };
-        let Some((destination, reply)) = self.negotiate(header, track_id, ctx) else {
+        let Some((destination, reply, feedback)) = self.negotiate(header, track_id, ctx) else {
             return (Response::new(461, cseq), Effect::None);
         };
         let lower = match destination {
@@ -218,6 +221,7 @@ impl Session {
             Some(t) => {
                 t.destination = destination;
                 t.url = url;
+                t.feedback = feedback;
             }
             None => {
                 // Room for exactly the tracks set up (a movie has one to
@@ -229,6 +233,7 @@ impl Session {
                     url,
                     destination,
                     seeds: (ctx.seeds)(),
+                    feedback,
                 })
             }
         }
@@ -254,8 +259,13 @@ impl Session {
                 client_port,
                 server_port: ctx.server_ports,
                 ssrc,
+                feedback,
             },
-            Reply::Tcp(interleaved) => ReplyTransport::Tcp { interleaved, ssrc },
+            Reply::Tcp(interleaved, profile_f) => ReplyTransport::Tcp {
+                interleaved,
+                ssrc,
+                feedback: profile_f,
+            },
         };
         let response = Response::new(200, cseq)
             .header("Session", self.session_header(ctx.timeout_secs))
@@ -263,8 +273,10 @@ impl Session {
         (response, Effect::None)
     }
 
-    /// Picks the first of the client's transports the server can honour.
-    fn negotiate(&self, header: &str, track_id: u32, ctx: &Context) -> Option<(Destination, Reply)> {
+    /// Picks the first of the client's transports the server can honour,
+    /// and whether it takes NACKs for the track (`RTP/AVPF` over UDP; over
+    /// TCP nothing is lost, and the profile is only echoed).
+    fn negotiate(&self, header: &str, track_id: u32, ctx: &Context) -> Option<(Destination, Reply, bool)> {
         for t in Transport::parse_list(header).into_iter().flatten() {
             if t.multicast || t.record {
                 continue;
@@ -288,6 +300,7 @@ impl Session {
                             rtcp: SocketAddr::new(ctx.client, rtcp),
                         },
                         Reply::Udp((rtp, rtcp)),
+                        t.feedback,
                     ));
                 }
                 Lower::Tcp => {
@@ -312,7 +325,8 @@ impl Session {
                             rtp_channel: a,
                             rtcp_channel: b,
                         },
-                        Reply::Tcp((a, b)),
+                        Reply::Tcp((a, b), t.feedback),
+                        false,
                     ));
                 }
             }
@@ -417,7 +431,8 @@ impl Session {
 
 enum Reply {
     Udp((u16, u16)),
-    Tcp((u8, u8)),
+    /// The channels, and whether the client asked for `RTP/AVPF/TCP`.
+    Tcp((u8, u8), bool),
 }
 
 /// A track's URL with track `id`'s number in place of its own: the digits

@@ -110,6 +110,10 @@ pub struct ShardStats {
     pub listeners_dropped: u64,
     /// Bytes written to listeners: heads, audio and metadata.
     pub listener_bytes: u64,
+    /// Icecast mount frames this shard received from their feeds.
+    pub mount_frames: u64,
+    /// Listeners of each live Icecast mount (by its number) now.
+    pub mount_listeners: BTreeMap<u64, u64>,
     /// Send lateness in microseconds.
     pub lateness: Histogram<u64>,
     /// From each PLAY to its first packet, in microseconds.
@@ -122,6 +126,57 @@ pub struct ShardStats {
     pub rtcp_lost: u64,
     /// RTSP responses written on the shard's connections.
     pub requests: RequestCounts,
+    /// NACK/RTX retransmission.
+    pub repair: RepairStats,
+}
+
+/// What retransmission did: NACKs taken and answered, and the feedback
+/// that was not honoured, by why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairStats {
+    /// Generic NACKs answered.
+    pub nacks: u64,
+    /// Sequence numbers they asked for, and those sent again.
+    pub requested: u64,
+    pub resent: u64,
+    /// RTX packets the kernel took, and their bytes.
+    pub rtx_sent: u64,
+    pub rtx_bytes: u64,
+    /// Asked for again within a round trip of the last resend.
+    pub duplicate: u64,
+    /// Over the stream's or the session's resend rate.
+    pub rate_limited: u64,
+    /// No longer kept, or never sent.
+    pub too_old: u64,
+    pub never_sent: u64,
+    /// NACKs not read to the end (too many numbers, or too many of them).
+    pub truncated: u64,
+    /// NACKs for a stream that did not negotiate retransmission (a plain
+    /// RTP/AVP session) or that the shard does not have.
+    pub unwanted: u64,
+    /// Feedback about a stream from an address the stream is not sent to.
+    pub forged: u64,
+}
+
+impl RepairStats {
+    pub fn merge(&mut self, o: &RepairStats) {
+        self.nacks += o.nacks;
+        self.requested += o.requested;
+        self.resent += o.resent;
+        self.rtx_sent += o.rtx_sent;
+        self.rtx_bytes += o.rtx_bytes;
+        self.duplicate += o.duplicate;
+        self.rate_limited += o.rate_limited;
+        self.too_old += o.too_old;
+        self.never_sent += o.never_sent;
+        self.truncated += o.truncated;
+        self.unwanted += o.unwanted;
+        self.forged += o.forged;
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == RepairStats::default()
+    }
 }
 
 fn short_histogram() -> Histogram<u64> {
@@ -150,6 +205,11 @@ pub struct LiveStats {
     /// The publisher's packets refused (malformed, another SSRC or payload
     /// type, past its byte budget).
     pub refused_in: u64,
+    /// Packets not sent to a viewer that fell behind (summed over the
+    /// viewers), and packet copies lost between cores to a shard's full
+    /// live channel (summed over the shards).
+    pub dropped_slow: u64,
+    pub channel_full: u64,
     /// Seconds on the air, for the bitrate in.
     pub secs: f64,
 }
@@ -160,6 +220,8 @@ impl LiveStats {
         self.packets_in += o.packets_in;
         self.bytes_in += o.bytes_in;
         self.refused_in += o.refused_in;
+        self.dropped_slow += o.dropped_slow;
+        self.channel_full += o.channel_full;
         self.secs = self.secs.max(o.secs);
     }
 
@@ -192,11 +254,14 @@ impl Default for ShardStats {
             listeners_ended: 0,
             listeners_dropped: 0,
             listener_bytes: 0,
+            mount_frames: 0,
+            mount_listeners: BTreeMap::new(),
             lateness: Histogram::new_with_bounds(1, LATENESS_MAX_US, 3).expect("constant histogram bounds are valid"),
             first_packet: short_histogram(),
             rtcp_jitter: short_histogram(),
             rtcp_lost: 0,
             requests: RequestCounts::default(),
+            repair: RepairStats::default(),
         }
     }
 }
@@ -243,6 +308,10 @@ impl ShardStats {
         self.listeners_ended += other.listeners_ended;
         self.listeners_dropped += other.listeners_dropped;
         self.listener_bytes += other.listener_bytes;
+        self.mount_frames += other.mount_frames;
+        for (id, n) in &other.mount_listeners {
+            *self.mount_listeners.entry(*id).or_default() += n;
+        }
         // Same bounds on both sides, so adding cannot fail; a histogram
         // made otherwise is merged value by value, clamped.
         add_histogram(&mut self.lateness, &other.lateness, LATENESS_MAX_US);
@@ -250,6 +319,7 @@ impl ShardStats {
         add_histogram(&mut self.rtcp_jitter, &other.rtcp_jitter, SHORT_MAX_US);
         self.rtcp_lost += other.rtcp_lost;
         self.requests.merge(&other.requests);
+        self.repair.merge(&other.repair);
     }
 
     /// Counts the time from a PLAY to its first packet.
@@ -290,6 +360,8 @@ impl ShardStats {
                     "bytes_in": l.bytes_in,
                     "refused_in": l.refused_in,
                     "bitrate_in": l.bitrate_in().round(),
+                    "dropped_slow_viewers": l.dropped_slow,
+                    "dropped_channel_full": l.channel_full,
                 }))).collect::<serde_json::Map<String, serde_json::Value>>(),
             },
             "listeners": {
@@ -298,6 +370,21 @@ impl ShardStats {
                 "live": self.listeners_started.saturating_sub(self.listeners_ended),
                 "dropped": self.listeners_dropped,
                 "bytes": self.listener_bytes,
+                "mount_frames": self.mount_frames,
+            },
+            "repair": {
+                "nacks": self.repair.nacks,
+                "requested": self.repair.requested,
+                "resent": self.repair.resent,
+                "rtx_sent": self.repair.rtx_sent,
+                "rtx_bytes": self.repair.rtx_bytes,
+                "duplicate": self.repair.duplicate,
+                "rate_limited": self.repair.rate_limited,
+                "too_old": self.repair.too_old,
+                "never_sent": self.repair.never_sent,
+                "truncated": self.repair.truncated,
+                "unwanted": self.repair.unwanted,
+                "forged": self.repair.forged,
             },
             "lateness_us": {
                 "count": h.len(),
@@ -346,6 +433,25 @@ impl ShardStats {
             group(self.bad_rtcp),
             group(self.skipped)
         );
+        if !self.repair.is_empty() {
+            let r = &self.repair;
+            let _ = writeln!(
+                out,
+                "  repair    {} NACKs for {} packets: {} sent again ({} RTX packets, {}); refused {} repeats, {} over the rate, {} too old, {} never sent, {} cut short; ignored {} unwanted, {} forged",
+                group(r.nacks),
+                group(r.requested),
+                group(r.resent),
+                group(r.rtx_sent),
+                human_bytes(r.rtx_bytes),
+                group(r.duplicate),
+                group(r.rate_limited),
+                group(r.too_old),
+                group(r.never_sent),
+                group(r.truncated),
+                group(r.unwanted),
+                group(r.forged)
+            );
+        }
         if self.live_received > 0 || !self.live.is_empty() {
             let _ = writeln!(
                 out,
@@ -357,12 +463,14 @@ impl ShardStats {
             for (path, l) in &self.live {
                 let _ = writeln!(
                     out,
-                    "    {path}  {} viewers, {} packets in ({}, {:.0} kbit/s), {} refused",
+                    "    {path}  {} viewers, {} packets in ({}, {:.0} kbit/s), {} refused, {} dropped for slow viewers, {} lost between cores",
                     group(l.viewers),
                     group(l.packets_in),
                     human_bytes(l.bytes_in),
                     l.bitrate_in() / 1000.0,
-                    group(l.refused_in)
+                    group(l.refused_in),
+                    group(l.dropped_slow),
+                    group(l.channel_full)
                 );
             }
         }

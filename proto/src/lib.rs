@@ -10,6 +10,9 @@
 //!   emitted;
 //! - [`rtcp`]: the RTCP packets of a compound datagram, built and parsed;
 //! - [`interleaved`]: `$` frames of media on an RTSP connection;
+//! - [`keyframe`]: which RTP payloads carry (the start of) a key frame, per
+//!   codec (H.264, H.265, MPEG-4 Part 2), for a server starting a viewer and
+//!   a client timing its first picture;
 //! - [`rtx`]: RTP retransmission packets and their SDP parameters (RFC 4588);
 //! - [`qtss`]: QuickTime's RTCP APP packets: reliable-UDP acks, client
 //!   reports and server information, as Darwin Streaming Server spoke them;
@@ -26,6 +29,7 @@
 
 pub mod http;
 pub mod interleaved;
+pub mod keyframe;
 pub mod qtss;
 pub mod rtcp;
 pub mod rtp;

@@ -56,9 +56,22 @@ pub fn file_video_hashes(path: &Path, timeout: Duration) -> Vec<String> {
 /// with `protocols` (`udp` or `tcp`: one, so that rtspsrc cannot fall back
 /// to the other).
 pub fn rtsp_video_hashes(url: &str, protocols: &str, timeout: Duration) -> Vec<String> {
+    rtsp_video_hashes_with(
+        Command::new("gst-launch-1.0"),
+        url,
+        &[&format!("protocols={protocols}")],
+        timeout,
+    )
+}
+
+/// As [`rtsp_video_hashes`], with `gst_launch` (`gst-launch-1.0`, or a
+/// command that runs it elsewhere: in a network namespace) and `props` for
+/// `rtspsrc` (`protocols=udp`, `do-retransmission=true`...).
+pub fn rtsp_video_hashes_with(gst_launch: Command, url: &str, props: &[&str], timeout: Duration) -> Vec<String> {
     let location = format!("location={url}");
-    let protocols = format!("protocols={protocols}");
-    decoded_video_hashes(&[&["rtspsrc", &location, &protocols], &["rtph264depay"]], timeout)
+    let mut rtspsrc = vec!["rtspsrc", location.as_str()];
+    rtspsrc.extend_from_slice(props);
+    decoded_video_hashes_with(gst_launch, &[&rtspsrc, &["rtph264depay"]], timeout)
 }
 
 /// Runs `gst-launch-1.0 SOURCE ! h264parse ! avdec_h264 ! checksumsink` to
@@ -72,9 +85,12 @@ pub fn rtsp_video_hashes(url: &str, protocols: &str, timeout: Duration) -> Vec<S
 /// `gstrtspconnection.c` says EOF whenever a write fails before any byte
 /// went), an error of its own teardown, not of what it played.
 fn decoded_video_hashes(source: &[&[&str]], timeout: Duration) -> Vec<String> {
+    decoded_video_hashes_with(Command::new("gst-launch-1.0"), source, timeout)
+}
+
+fn decoded_video_hashes_with(mut cmd: Command, source: &[&[&str]], timeout: Duration) -> Vec<String> {
     require_tool("gst-launch-1.0");
     let decode: [&[&str]; 3] = [&["h264parse"], &["avdec_h264"], &["checksumsink", "hash=md5"]];
-    let mut cmd = Command::new("gst-launch-1.0");
     for (i, element) in source.iter().chain(&decode).enumerate() {
         if i > 0 {
             cmd.arg("!");

@@ -27,7 +27,9 @@ pub mod depacketize;
 pub mod ffmpeg;
 pub mod gstreamer;
 pub mod hinter;
+pub mod icecast;
 pub mod live;
+pub mod lossy;
 pub mod media;
 pub mod peers;
 pub mod rtp;
@@ -241,12 +243,13 @@ pub fn streamalot_binary() -> &'static Path {
 
 /// The `rtpload` load client of the same build profile as the running test,
 /// built as [`streamalot_binary`] is when missing or older than its sources
-/// (its own, and the protocol and socket crates it is built on).
+/// (its own, the protocol and socket crates it is built on, and for
+/// `--publish` the loader and the engine's broadcaster).
 pub fn rtpload_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let own = ["tools/rtpload/src", "tools/rtpload/Cargo.toml"];
-        workspace_binary("rtpload", "rtpload", &[own, PROTO, NET].concat())
+        workspace_binary("rtpload", "rtpload", &[own, PROTO, NET, LOADER, ENGINE].concat())
     })
 }
 

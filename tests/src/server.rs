@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
@@ -22,6 +22,8 @@ pub struct Server {
     pub media: PathBuf,
     /// Where its access log goes.
     pub access_log: PathBuf,
+    /// Its `--rtp-ports`: the shards' UDP pairs are among them.
+    pub rtp_ports: (u16, u16),
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr: Option<JoinHandle<Vec<u8>>>,
 }
@@ -56,15 +58,36 @@ impl Server {
     /// port and a free UDP port range of 127.0.0.1, plus `extra` arguments;
     /// returns once it accepts connections.
     pub fn start(media: &Path, extra: &[&str]) -> Server {
-        let rtsp_port = free_tcp_port();
-        let rtp_base = free_udp_run(16);
+        Server::start_on(IpAddr::from([127, 0, 0, 1]), media, extra)
+    }
+
+    /// As [`start`](Self::start), listening on `bind` rather than 127.0.0.1.
+    pub fn start_on(bind: IpAddr, media: &Path, extra: &[&str]) -> Server {
+        Server::start_with_ports(bind, free_udp_run(16), media, extra)
+    }
+
+    /// As [`start`](Self::start), on RTSP port `rtsp_port` (a server
+    /// started again where another one was).
+    pub fn start_on_port(media: &Path, rtsp_port: u16, extra: &[&str]) -> Server {
+        Server::start_at(IpAddr::from([127, 0, 0, 1]), rtsp_port, free_udp_run(16), media, extra)
+    }
+
+    /// As [`start_on`](Self::start_on), with the 16 UDP ports from
+    /// `rtp_base` (even) for the shards, as [`free_udp_run`] finds them.
+    pub fn start_with_ports(bind: IpAddr, rtp_base: u16, media: &Path, extra: &[&str]) -> Server {
+        Server::start_at(bind, free_tcp_port(), rtp_base, media, extra)
+    }
+
+    /// Starts it on `bind`, RTSP port `rtsp_port` and the 16 UDP ports
+    /// from `rtp_base`.
+    pub fn start_at(bind: IpAddr, rtsp_port: u16, rtp_base: u16, media: &Path, extra: &[&str]) -> Server {
         let access_log = media.with_extension("access.log");
         let _ = std::fs::remove_file(&access_log);
         let mut cmd = Command::new(streamalot_binary());
         cmd.arg("serve")
             .arg("--media")
             .arg(media)
-            .args(["--bind", "127.0.0.1"])
+            .args(["--bind", &bind.to_string()])
             // One shard unless the test asks for more.
             .args(if extra.contains(&"--shards") {
                 &[][..]
@@ -87,9 +110,10 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             command,
-            addr: SocketAddr::from(([127, 0, 0, 1], rtsp_port)),
+            addr: SocketAddr::new(bind, rtsp_port),
             media: media.to_owned(),
             access_log,
+            rtp_ports: (rtp_base, rtp_base + 15),
             stdout: Some(stdout),
             stderr: Some(stderr),
         };

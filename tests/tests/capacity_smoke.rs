@@ -96,3 +96,57 @@ fn the_capacity_benchmark_runs_and_writes_its_report() {
             .expect("JSON");
     assert!(stats["packets"].as_u64() > Some(0), "{stats}");
 }
+
+/// `--live`: each step as VoD and as viewers of one live broadcast of the
+/// movie that rtpload publishes; both rows in the report, nothing lost,
+/// every viewer at a key frame, the fan-out plot written.
+#[test]
+fn the_fan_out_benchmark_runs_live_beside_vod() {
+    let bin_dir = streamalot_binary().parent().expect("a directory").to_owned();
+    assert_eq!(rtpload_binary().parent(), Some(bin_dir.as_path()));
+    let out = scratch_dir().join("capacity-live");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cmd = Command::new(capacity_bench_binary());
+    cmd.args(["--smoke", "--live", "--no-peer"])
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--movie")
+        .arg(media().h264_mp4())
+        .arg("--out")
+        .arg(&out)
+        .args(["--results", "-"]);
+    let run = run_within(&mut cmd, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{} failed ({}):\n{stdout}\n{}",
+        describe(&cmd),
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(report.contains("## Fan-out"), "{report}");
+    for server in ["streamalot", "streamalot live"] {
+        let r: Vec<&str> = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {server} |")))
+            .unwrap_or_else(|| panic!("no {server} row in the report:\n{report}"))
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let other: Vec<&str> = r[3]
+            .strip_prefix("no: ")
+            .map(|why| why.split(", ").filter(|w| !w.starts_with("send lateness p99 ")).collect())
+            .unwrap_or_default();
+        assert!(other.is_empty(), "{server} did not hold: {other:?}\n{report}");
+        assert_eq!(r[4], "0", "{server} lost packets:\n{report}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("streamalot-live-4/rtpload/summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+    assert!(summary["publisher"]["packets"].as_u64() > Some(0), "{summary}");
+    assert_eq!(summary["histograms"]["first_key_frame"]["count"].as_u64(), Some(4), "{summary}");
+    let svg = std::fs::read_to_string(out.join("capacity-live.svg")).expect("capacity-live.svg");
+    assert!(svg.starts_with("<svg") && svg.contains("<circle"), "an empty plot");
+}

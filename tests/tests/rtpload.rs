@@ -30,7 +30,7 @@ use streamalot_tests::server::{library, parse_access_log, Server};
 use streamalot_tests::{rtpload_binary, scratch_dir, spawn, wait_with_timeout};
 
 /// The histograms summary.json must have, each with these figures.
-const HISTOGRAMS: [&str; 4] = ["first_packet", "jitter", "lateness", "rtsp_response"];
+const HISTOGRAMS: [&str; 5] = ["first_packet", "first_key_frame", "jitter", "lateness", "rtsp_response"];
 const FIGURES: [&str; 6] = ["count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"];
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -179,6 +179,8 @@ impl Run {
         // One first packet per play; a lateness and a jitter sample per
         // packet that was not a duplicate.
         assert_eq!(count("first_packet"), plays, "{what}");
+        // Each play of the H.264 movie reaches a key frame.
+        assert_eq!(count("first_key_frame"), plays, "{what}");
         let unique = received - s(&["packets", "duplicates"]);
         assert_eq!(count("lateness"), unique, "{what}");
         assert_eq!(count("jitter"), unique, "{what}");

@@ -7,7 +7,10 @@
 //! (a [`Collector`]) rather than instruments updated as things happen, and
 //! a histogram's buckets are read off the shard's HdrHistogram. Every
 //! series carries `shard` (`0`, `1`, ..., or `control` for the RTSP
-//! requests answered on the control core).
+//! requests answered on the control core), except the live broadcasts',
+//! which carry their `path` (a broadcast is on every shard at once).
+
+use std::collections::BTreeMap;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +24,7 @@ use proto::http::{Request, Response};
 use crate::access::addr::Cidr;
 use crate::http::{Context, Handler, Reply};
 use crate::shard::{Snapshot, TRANSPORTS};
-use crate::stats::RequestCounts;
+use crate::stats::{LiveStats, RequestCounts};
 
 /// Bucket bounds, in seconds, of the send-lateness histogram: from a tenth
 /// of a millisecond (a round's timer slack) to seconds (a shard far behind).
@@ -54,10 +57,12 @@ impl Handler for Metrics {
                 .is_some_and(|a| a.contains("application/openmetrics-text"));
             let scrape = Scrape {
                 shards: cx.server.snapshots(false).await,
+                live: cx.server.stats().await.live,
                 control: cx.server.control_requests(),
                 connections: cx.server.counts().connections,
                 tunnels: cx.server.counts().tunnels,
                 listeners: cx.server.counts().listeners,
+                mounts: cx.server.mounts(),
                 uptime_secs: cx.server.uptime_secs(),
             };
             Reply::Respond(match scrape.encode(openmetrics) {
@@ -72,12 +77,17 @@ impl Handler for Metrics {
 #[derive(Debug)]
 pub struct Scrape {
     pub shards: Vec<Snapshot>,
+    /// Per live broadcast (by path), over every shard: viewers, what came
+    /// in, and what was dropped.
+    pub live: BTreeMap<String, LiveStats>,
     /// RTSP responses written by the control core.
     pub control: RequestCounts,
     pub connections: usize,
     pub tunnels: usize,
     /// Icecast listeners.
     pub listeners: usize,
+    /// The live Icecast mounts.
+    pub mounts: Vec<crate::icecast::mount::Mount>,
     pub uptime_secs: f64,
 }
 
@@ -242,6 +252,74 @@ impl Collector for Scrape {
             "Bytes written to Icecast listeners: heads, audio and metadata",
             |s| s.stats.listener_bytes,
         )?;
+        let mount_label = |m: &crate::icecast::mount::Mount| -> Labels {
+            vec![("mount", m.path.clone()), ("feed", m.feed.as_str().to_owned())]
+        };
+        family(
+            &mut enc,
+            "icecast_sources",
+            "Icecast sources (SOURCE or PUT) feeding a mount now",
+            None,
+            MetricType::Gauge,
+            |e| {
+                let n = self
+                    .mounts
+                    .iter()
+                    .filter(|m| m.feed == crate::icecast::mount::Feed::Source)
+                    .count();
+                e.encode_gauge(&(n as i64))
+            },
+        )?;
+        family(
+            &mut enc,
+            "icecast_mount_listeners",
+            "Listeners of each live Icecast mount now, on every shard",
+            None,
+            MetricType::Gauge,
+            |e| {
+                for m in &self.mounts {
+                    let n: u64 = shards.iter().filter_map(|s| s.stats.mount_listeners.get(&m.id)).sum();
+                    gauge(e, &mount_label(m), n as i64)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            &mut enc,
+            "icecast_mount_bytes_received",
+            "Bytes a live Icecast mount's feed sent (audio, after the body's framing)",
+            None,
+            MetricType::Counter,
+            |e| {
+                self.mounts
+                    .iter()
+                    .try_for_each(|m| counter(e, &mount_label(m), m.bytes_in))
+            },
+        )?;
+        family(
+            &mut enc,
+            "icecast_mount_frames_received",
+            "MPEG audio frames a live Icecast mount's feed sent",
+            None,
+            MetricType::Counter,
+            |e| {
+                self.mounts
+                    .iter()
+                    .try_for_each(|m| counter(e, &mount_label(m), m.frames_in))
+            },
+        )?;
+        family(
+            &mut enc,
+            "icecast_mount_frames_lost",
+            "Frames of a live mount a shard's full channel had no room for",
+            None,
+            MetricType::Counter,
+            |e| {
+                self.mounts
+                    .iter()
+                    .try_for_each(|m| counter(e, &mount_label(m), m.frames_lost))
+            },
+        )?;
         per_shard(
             &mut enc,
             "rtp_packets_sent",
@@ -325,6 +403,83 @@ impl Collector for Scrape {
                     .try_for_each(|s| histogram(e, &shard_label(s), &s.stats.first_packet, &FIRST_PACKET_BOUNDS))
             },
         )?;
+        let per_path = |enc: &mut DescriptorEncoder<'_>,
+                        name: &str,
+                        help: &str,
+                        kind: MetricType,
+                        value: fn(&LiveStats) -> u64| {
+            family(enc, name, help, None, kind, |e| {
+                self.live.iter().try_for_each(|(path, l)| {
+                    let labels = vec![("path", path.clone())];
+                    match kind {
+                        MetricType::Gauge => gauge(e, &labels, value(l) as i64),
+                        _ => counter(e, &labels, value(l)),
+                    }
+                })
+            })
+        };
+        per_path(
+            &mut enc,
+            "live_viewers",
+            "Viewers of a live broadcast now",
+            MetricType::Gauge,
+            |l| l.viewers,
+        )?;
+        per_path(
+            &mut enc,
+            "live_packets_in",
+            "RTP packets taken from a live broadcast's publisher",
+            MetricType::Counter,
+            |l| l.packets_in,
+        )?;
+        per_path(
+            &mut enc,
+            "live_bytes_in",
+            "Bytes of those packets, headers included",
+            MetricType::Counter,
+            |l| l.bytes_in,
+        )?;
+        per_path(
+            &mut enc,
+            "live_packets_refused",
+            "A publisher's packets refused: malformed, another SSRC or payload type, past the byte budget",
+            MetricType::Counter,
+            |l| l.refused_in,
+        )?;
+        family(
+            &mut enc,
+            "live_bitrate_in",
+            "A live broadcast's average bitrate in, since it went on the air",
+            Some(&Unit::Other("bits_per_second".into())),
+            MetricType::Gauge,
+            |e| {
+                self.live.iter().try_for_each(|(path, l)| {
+                    e.encode_family(&vec![("path", path.clone())])?
+                        .encode_gauge(&l.bitrate_in())
+                })
+            },
+        )?;
+        family(
+            &mut enc,
+            "live_packets_dropped",
+            "A live broadcast's packets not delivered, by reason: not sent to a viewer that fell behind (per viewer), or lost between cores to a shard's full channel (per shard)",
+            None,
+            MetricType::Counter,
+            |e| {
+                for (path, l) in &self.live {
+                    for (reason, n) in [("slow_viewer", l.dropped_slow), ("channel_full", l.channel_full)] {
+                        counter(e, &vec![("path", path.clone()), ("reason", reason.to_owned())], n)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        per_shard(
+            &mut enc,
+            "live_packets_fanned_out",
+            "Live packets a shard's replicas took from the control core",
+            |s| s.stats.live_received,
+        )?;
         family(
             &mut enc,
             "rtsp_requests",
@@ -368,6 +523,7 @@ mod tests {
         stats.dropped_tcp = 3;
         stats.listeners_dropped = shard as u64;
         stats.listener_bytes = 16_000;
+        stats.mount_listeners.insert(7, 3 + shard as u64);
         Snapshot {
             shard,
             stats,
@@ -381,14 +537,48 @@ mod tests {
         let mut control = RequestCounts::default();
         control.count(Some(&Method::Describe), 200);
         control.count(None, 400);
+        let mut live = BTreeMap::new();
+        live.insert(
+            "/live/cam".to_owned(),
+            LiveStats {
+                viewers: 3,
+                packets_in: 500,
+                bytes_in: 400_000,
+                refused_in: 1,
+                dropped_slow: 7,
+                channel_full: 2,
+                secs: 10.0,
+            },
+        );
         Scrape {
             shards: vec![snapshot(0), snapshot(1)],
+            live,
             control,
             connections: 4,
             tunnels: 0,
             listeners: 2,
+            mounts: vec![mount()],
             uptime_secs: 12.5,
         }
+    }
+
+    fn mount() -> crate::icecast::mount::Mount {
+        let mut mounts = crate::icecast::mount::Mounts::new();
+        let id = mounts
+            .open(
+                "/live.mp3",
+                crate::icecast::mount::Feed::Source,
+                None,
+                None,
+                Default::default(),
+                0,
+            )
+            .unwrap();
+        let m = mounts.by_id(id).unwrap();
+        m.id = 7;
+        m.bytes_in = 12_345;
+        m.frames_in = 30;
+        m.clone()
     }
 
     fn line<'a>(text: &'a str, start: &str) -> &'a str {
@@ -407,6 +597,25 @@ mod tests {
         );
         assert!(line(&text, "streamalot_rtp_bytes_sent_total{shard=\"0\"}").ends_with(" 4000"));
         assert!(line(&text, "streamalot_listeners ").ends_with(" 2"), "{text}");
+        assert!(line(&text, "streamalot_icecast_sources ").ends_with(" 1"), "{text}");
+        let labels = "{mount=\"/live.mp3\",feed=\"source\"}";
+        // Each shard's listeners of the mount, added up.
+        assert!(
+            line(&text, &format!("streamalot_icecast_mount_listeners{labels}")).ends_with(" 7"),
+            "{text}"
+        );
+        assert!(
+            line(&text, &format!("streamalot_icecast_mount_bytes_received_total{labels}")).ends_with(" 12345"),
+            "{text}"
+        );
+        assert!(
+            line(
+                &text,
+                &format!("streamalot_icecast_mount_frames_received_total{labels}")
+            )
+            .ends_with(" 30"),
+            "{text}"
+        );
         assert!(
             line(&text, "streamalot_listeners_dropped_total{shard=\"1\"}").ends_with(" 1"),
             "{text}"
@@ -490,6 +699,28 @@ mod tests {
             .ends_with(" 0"),
             "{text}"
         );
+        // Live broadcasts by path.
+        assert!(
+            line(&text, "streamalot_live_viewers{path=\"/live/cam\"}").ends_with(" 3"),
+            "{text}"
+        );
+        assert!(line(&text, "streamalot_live_packets_in_total{path=\"/live/cam\"}").ends_with(" 500"));
+        assert!(line(&text, "streamalot_live_bytes_in_total{path=\"/live/cam\"}").ends_with(" 400000"));
+        assert!(line(&text, "streamalot_live_packets_refused_total{path=\"/live/cam\"}").ends_with(" 1"));
+        assert!(
+            line(&text, "streamalot_live_bitrate_in_bits_per_second{path=\"/live/cam\"}").ends_with(" 320000.0"),
+            "{text}"
+        );
+        assert!(line(
+            &text,
+            "streamalot_live_packets_dropped_total{path=\"/live/cam\",reason=\"slow_viewer\"}"
+        )
+        .ends_with(" 7"));
+        assert!(line(
+            &text,
+            "streamalot_live_packets_dropped_total{path=\"/live/cam\",reason=\"channel_full\"}"
+        )
+        .ends_with(" 2"));
         // One HELP and one TYPE per family, however many shards.
         assert_eq!(
             text.matches("# TYPE streamalot_rtp_packets_sent_total counter").count()

@@ -27,8 +27,11 @@
 //! | `GET /api/v1/sessions?offset=N&limit=M` | a page of sessions (by age, oldest first) and the total |
 //! | `GET /api/v1/sessions/ID` | one session |
 //! | `DELETE /api/v1/sessions/ID` | ends it (BYE, access-log line; its TCP connection closes) |
-//! | `GET /api/v1/streams`, `/publishers`, `/channels` | live streams, their publishers, channels |
+//! | `GET /api/v1/streams`, `/publishers`, `/channels` | live streams (and the relays' state), their publishers, channels |
 //! | `DELETE /api/v1/publishers/ID` | stops a publisher |
+//! | `GET /api/v1/channels/PATH` | one channel: state, now playing, upcoming |
+//! | `POST /api/v1/channels/PATH/skip`, `/stop`, `/start` | the next movie now; off the air; on again |
+//! | `POST /api/v1/channels/PATH/insert` with `{"movie": "dir/x.mp4"}` | that movie (under the media folder) plays next |
 //! | `POST /api/v1/library/reload` | lets go of indexed movies no session holds, and of changed files |
 //! | `GET /api/v1/throughput` | packets and bytes sent, sampled over the last minutes |
 //!
@@ -44,7 +47,7 @@ use serde_json::{json, Value};
 use crate::access::addr::Cidr;
 use crate::config::Secret;
 use crate::door::{parse_session_id, session_id};
-use crate::http::{Context, Handler, Reply, Routes, ServerView};
+use crate::http::{ChannelAction, ChannelView, Context, Handler, Reply, Routes, ServerView};
 use crate::shard::{SessionInfo, Snapshot, TRANSPORTS};
 
 pub mod metrics;
@@ -305,6 +308,8 @@ pub enum Call {
     Publishers,
     StopPublisher(String),
     Channels,
+    Channel(String),
+    ChannelAction(String, ChannelAction),
     ReloadLibrary,
     Throughput,
 }
@@ -335,6 +340,20 @@ pub fn parse_call(method: &str, target: &str, body: &[u8]) -> Result<Call, Respo
         ("GET", ["publishers"]) => Call::Publishers,
         ("DELETE", ["publishers", id]) if !id.is_empty() => Call::StopPublisher((*id).to_owned()),
         ("GET", ["channels"]) => Call::Channels,
+        ("POST", ["channels", path @ .., action]) if !path.is_empty() => {
+            let action = match *action {
+                "skip" => ChannelAction::Skip,
+                "stop" => ChannelAction::Stop,
+                "start" => ChannelAction::Start,
+                "insert" => ChannelAction::Insert(parse_insert(body)?),
+                _ => return Err(error(404, "channel actions are skip, insert, stop and start")),
+            };
+            Call::ChannelAction(path.join("/"), action)
+        }
+        ("GET", ["channels", path @ ..]) if !path.is_empty() => Call::Channel(path.join("/")),
+        (_, ["channels", _, ..]) => {
+            return Err(error(405, "method not allowed here").header("Allow", "GET, HEAD, POST"))
+        }
         ("POST", ["library", "reload"]) => {
             parse_reload(body)?;
             Call::ReloadLibrary
@@ -384,6 +403,24 @@ fn parse_page(query: &str) -> Result<Page, Response> {
 /// A session ID as the `Session` header carries it.
 fn parse_id(id: &str) -> Result<u64, Response> {
     parse_session_id(id).ok_or_else(|| error(400, format!("{id:?} is not a session ID (16 hexadecimal digits)")))
+}
+
+/// The body of an insert: `{"movie": "PATH"}`, a path under the media
+/// folder.
+fn parse_insert(body: &[u8]) -> Result<String, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| *k != "movie") {
+                return Err(error(400, format!("unknown field {k:?}")));
+            }
+            match o.get("movie") {
+                Some(Value::String(m)) if !m.trim().is_empty() => Ok(m.clone()),
+                _ => Err(error(400, "the body must name the movie: {\"movie\": \"PATH\"}")),
+            }
+        }
+        Ok(_) => Err(error(400, "the body must be a JSON object")),
+        Err(e) => Err(error(400, format!("the body is not JSON: {e}"))),
+    }
 }
 
 /// The body of a reload: nothing, or an empty JSON object (room for options).
@@ -439,17 +476,37 @@ pub async fn answer(req: &Request, server: &dyn ServerView) -> Response {
                 .into_iter()
                 .filter(|p| p.on_air)
                 .map(|p| {
-                    let viewers = live.get(&p.path).map_or(0, |l| l.viewers);
+                    let l = live.get(&p.path).copied().unwrap_or_default();
                     json!({
                         "path": p.path,
                         "publisher": p.id,
-                        "viewers": viewers,
+                        "viewers": l.viewers,
                         "streams": p.streams.iter().map(|(kind, clock)| json!({ "kind": kind, "clock_rate": clock })).collect::<Vec<_>>(),
                         "bitrate_in": if p.secs > 0.0 { (p.bytes_in as f64 * 8.0 / p.secs).round() } else { 0.0 },
+                        "packets_in": p.packets_in,
+                        "dropped_slow_viewers": l.dropped_slow,
+                        "dropped_channel_full": l.channel_full,
                     })
                 })
                 .collect();
-            json_response(200, &json!({ "streams": streams }))
+            let relays: Vec<_> = server
+                .relays()
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "path": r.path,
+                        "origin": r.origin,
+                        "transport": r.transport,
+                        "mode": r.mode,
+                        "state": r.state,
+                        "on_air": streams.iter().any(|s| s["path"] == r.path.as_str()),
+                        "plays": r.plays,
+                        "failures": r.failures,
+                        "last_error": r.last_error,
+                    })
+                })
+                .collect();
+            json_response(200, &json!({ "streams": streams, "relays": relays }))
         }
         Call::Publishers => {
             let publishers: Vec<_> = server
@@ -479,15 +536,60 @@ pub async fn answer(req: &Request, server: &dyn ServerView) -> Response {
                 error(404, format!("no publisher {id:?}"))
             }
         }
-        // Channels are not served inside the server yet: the list has the
-        // shape it will fill.
-        Call::Channels => json_response(200, &json!({ "channels": [] })),
+        Call::Channels => {
+            let live = server.stats().await.live;
+            let channels: Vec<Value> = server
+                .channels()
+                .iter()
+                .map(|c| channel_json(c, live.get(&format!("/{}", c.path)).map_or(0, |l| l.viewers)))
+                .collect();
+            json_response(200, &json!({ "channels": channels }))
+        }
+        Call::Channel(path) => match server.channels().iter().find(|c| c.path == path) {
+            Some(c) => {
+                let live = server.stats().await.live;
+                json_response(
+                    200,
+                    &channel_json(c, live.get(&format!("/{path}")).map_or(0, |l| l.viewers)),
+                )
+            }
+            None => error(404, format!("no channel {path:?}")),
+        },
+        Call::ChannelAction(path, action) => match server.channel_action(&path, action).await {
+            Ok(done) => json_response(200, &json!({ "channel": path, "done": done })),
+            Err((status, why)) => error(status, why),
+        },
         Call::ReloadLibrary => {
             let dropped = server.reload_library();
             json_response(200, &json!({ "dropped": dropped, "cached": server.library_cached() }))
         }
         Call::Throughput => json_response(200, &throughput_json(&server.throughput())),
     }
+}
+
+fn channel_json(c: &ChannelView, viewers: u64) -> Value {
+    json!({
+        "path": c.path,
+        "playlist": c.playlist,
+        "state": c.state,
+        "mode": c.mode,
+        "run": c.run,
+        "publisher": c.publisher,
+        "viewers": viewers,
+        "now": c.now.as_ref().map(|n| json!({
+            "number": n.number,
+            "movie": n.movie,
+            "title": n.title,
+            "inserted": n.inserted,
+            "position_secs": n.position_secs,
+            "length_secs": n.length_secs,
+        })),
+        "next": c.upcoming.first(),
+        "upcoming": c.upcoming,
+        "movies_started": c.movies_started,
+        "error": c.error,
+        "notes": c.notes,
+    })
 }
 
 fn server_json(server: &dyn ServerView) -> Value {

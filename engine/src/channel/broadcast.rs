@@ -183,6 +183,8 @@ pub struct Broadcaster {
     /// SDP's).
     reference_sets: Vec<Vec<Vec<u8>>>,
     active_sets: Vec<Vec<Vec<u8>>>,
+    /// Since when the broadcast is paused (unwatched), if it is.
+    paused: Option<SystemTime>,
 }
 
 /// Samples in an AAC frame (AAC LC and HE-AAC's core; 960-sample frames are
@@ -340,6 +342,7 @@ impl Broadcaster {
             aac_bits,
             active_sets: reference_sets.clone(),
             reference_sets,
+            paused: None,
         })
     }
 
@@ -481,11 +484,55 @@ impl Broadcaster {
         self.schedule.insert_next(Entry::new(path));
     }
 
+    /// The movies after the current one, next first (as many as `.upcoming`
+    /// lists), as they stand now: after an insert, a skip or a reload.
+    pub fn upcoming(&mut self, open: &mut Open<'_>) -> Vec<PathBuf> {
+        let (known, reference, notes) = (&mut self.known, &self.reference, &mut self.notes);
+        let mut probe_fn = |e: &Entry| probe(known, reference, open, notes, e);
+        self.schedule
+            .upcoming(self.max_upcoming, &mut probe_fn)
+            .into_iter()
+            .map(|u| u.pick.entry.path)
+            .collect()
+    }
+
+    /// Stops the broadcast's clock at `now` (a channel nobody watches):
+    /// [`next`](Self::next) sends nothing until [`resume`](Self::resume).
+    pub fn pause(&mut self, now: SystemTime) {
+        if self.paused.is_none() && !self.ended {
+            self.paused = Some(now);
+            self.schedule.pause(now);
+        }
+    }
+
+    /// Starts the clock again at `now`, where it stopped: the current movie
+    /// goes on from the packet it was at, and every time still ahead moves
+    /// by the pause.
+    pub fn resume(&mut self, now: SystemTime) {
+        let Some(since) = self.paused.take() else { return };
+        let gap = now.duration_since(since).unwrap_or_default();
+        self.schedule.resume(now);
+        if let Some(p) = &mut self.playing {
+            p.wall_start += gap;
+        }
+        self.next_at += gap;
+        for t in &mut self.next_report {
+            *t += gap;
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
     /// The next step at `now`; for [`Step::Packet`], `buf` holds the packet.
     pub fn next(&mut self, now: SystemTime, open: &mut Open<'_>, buf: &mut Vec<u8>) -> Step {
         loop {
             if self.ended {
                 return Step::Ended;
+            }
+            if self.paused.is_some() {
+                return Step::Wait(now + Duration::from_secs(1));
             }
             if self.playing.is_none() {
                 if let Some(wait) = self.start_next(open) {
@@ -611,7 +658,7 @@ impl Broadcaster {
         let mut probe_fn = |e: &Entry| probe(known, reference, open, notes, e);
         let (slot, offset) = match self.schedule.now(at, &mut probe_fn) {
             Now::Playing { slot, offset, .. } => (slot.clone(), offset),
-            Now::Paused { .. } => unreachable!("a broadcast is never paused"),
+            Now::Paused { .. } => unreachable!("a paused broadcast is not asked"),
             Now::NotStarted { starts } => {
                 self.next_at = starts;
                 return Some(Step::Wait(starts));

@@ -38,7 +38,7 @@
 //! path = "tv/news"                 # rtsp://HOST:PORT/tv/news
 //! playlist = "lists/news.ply"      # DSS or M3U; relative to this file
 //! mode = "sequential_looped"       # or "sequential", "weighted_random"
-//! when = "always"                  # or "watched": runs only while watched
+//! when = "always"                  # or "watched": runs only while watched (also `run = "on-demand"`)
 //! start = 2024-05-01T18:00:00Z     # optional: on air from, off air at
 //! end = 2024-05-02T06:00:00+02:00
 //! reference = "movies/news1.mp4"   # the layout movies must fit; default: the first that plays
@@ -488,6 +488,7 @@ pub enum When {
     #[default]
     Always,
     /// Only while someone watches: paused when the last viewer leaves.
+    #[serde(alias = "on-demand", alias = "on_demand")]
     Watched,
 }
 
@@ -547,7 +548,8 @@ pub struct ChannelSettings {
     pub playlist: PathBuf,
     #[serde(default)]
     pub mode: PlayMode,
-    #[serde(default)]
+    /// `when`, or `run` (`"always"`, `"on-demand"`).
+    #[serde(default, alias = "run")]
     pub when: When,
     pub start: Option<DateTimeSetting>,
     pub end: Option<DateTimeSetting>,

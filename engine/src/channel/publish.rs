@@ -23,13 +23,8 @@
 //!
 //! # Authentication
 //!
-//! Credentials come from the URL (`rtsp://USER:PASSWORD@HOST/PATH`). On a 401
-//! the publisher answers the strongest challenge it can: Digest (MD5 or
-//! SHA-256, with `qop=auth` when offered, else RFC 2069 as GStreamer's and
-//! QuickTime-era servers expect), else Basic. Every later request carries
-//! credentials for the same challenge (Digest with the nonce count going
-//! up). A second 401 for the same nonce means the credentials are wrong; a
-//! challenge with `stale=true` is answered again.
+//! Credentials come from the URL (`rtsp://USER:PASSWORD@HOST/PATH`) and a
+//! 401 is answered as [`crate::rtsp_client`] says, for every request.
 //!
 //! # What servers do that the RFC does not say
 //!
@@ -43,26 +38,18 @@
 use std::collections::VecDeque;
 
 use proto::rtsp::header::{Lower, Transport};
-use proto::rtsp::message::{self, Limits, Message, Method, Request, Response};
+use proto::rtsp::message::{Method, Response};
 use proto::rtsp::status::Status;
 use proto::rtsp::url::{resolve, RtspUrl};
 use proto::sdp::SessionDescription;
 
-use crate::access::digest::{self, Algorithm, NonceCount};
-use crate::access::{basic, header};
+use crate::rtsp_client::{ClientError, Conversation, Incoming, NS_PER_SEC};
+pub use crate::rtsp_client::{Nanos, USER_AGENT};
 
-/// Nanoseconds on the caller's monotonic clock.
-pub type Nanos = u64;
-
-const NS_PER_SEC: u64 = 1_000_000_000;
-/// RFC 2326 section 12.37: a session times out after 60 s unless told.
-const DEFAULT_SESSION_TIMEOUT: u64 = 60;
 /// How long a request may go unanswered before the publisher gives up.
 pub const REPLY_TIMEOUT: Nanos = 10 * NS_PER_SEC;
 /// How long TEARDOWN's answer is waited for before the publisher closes.
 pub const TEARDOWN_TIMEOUT: Nanos = 2 * NS_PER_SEC;
-/// The software name sent in `User-Agent`.
-pub const USER_AGENT: &str = concat!("Streamalot/", env!("CARGO_PKG_VERSION"));
 
 /// How media is carried to the server, per track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,51 +118,17 @@ enum Step {
     Done,
 }
 
-/// A request sent and not yet answered.
-#[derive(Debug, Clone)]
-struct Pending {
-    request: Request,
-    sent_at: Nanos,
-    /// Whether this one already carried credentials for a fresh challenge.
-    retried: bool,
-    keep_alive: bool,
-}
-
-#[derive(Debug, Clone)]
-enum Credentials {
-    Basic(String),
-    Digest {
-        algorithm: Algorithm,
-        realm: String,
-        nonce: String,
-        opaque: Option<String>,
-        qop: bool,
-        count: u32,
-    },
-}
-
 /// The client side of one RTSP publish. See the module documentation.
 #[derive(Debug)]
 pub struct Publisher {
-    url: RtspUrl,
+    conv: Conversation,
     sdp: String,
     /// Per track: the control URL to SETUP.
     controls: Vec<String>,
     carriage: Vec<Carriage>,
     negotiated: Vec<Negotiated>,
     step: Step,
-    cseq: u32,
-    session: Option<String>,
-    keep_alive_every: Nanos,
-    last_request: Nanos,
-    pending: Option<Pending>,
-    credentials: Option<Credentials>,
-    /// For cnonces: a counter mixed with the caller's seed.
-    cnonce_seed: u64,
-    input: Vec<u8>,
-    output: Vec<u8>,
     events: VecDeque<Event>,
-    limits: Limits,
 }
 
 impl Publisher {
@@ -216,27 +169,21 @@ impl Publisher {
             })
             .collect();
         let mut p = Publisher {
-            url,
+            conv: Conversation::new(url, seed, now),
             sdp: sdp.to_owned(),
             controls,
             carriage,
             negotiated: Vec::new(),
             step: Step::Options,
-            cseq: 0,
-            session: None,
-            keep_alive_every: DEFAULT_SESSION_TIMEOUT * NS_PER_SEC / 2,
-            last_request: now,
-            pending: None,
-            credentials: None,
-            cnonce_seed: seed,
-            input: Vec::new(),
-            output: Vec::new(),
             events: VecDeque::new(),
-            limits: Limits::default(),
         };
-        let req = p.request(Method::Options, p.url.as_str().to_owned());
-        p.send(req, now, false);
+        let req = p.conv.request(Method::Options, p.url());
+        p.conv.send(req, now, false);
         Ok(p)
+    }
+
+    fn url(&self) -> String {
+        self.conv.url().as_str().to_owned()
     }
 
     /// The control URL of each track, in SDP order.
@@ -251,7 +198,7 @@ impl Publisher {
 
     /// Bytes to write to the connection, in order (empty when none).
     pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.output)
+        self.conv.take_output()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -260,18 +207,18 @@ impl Publisher {
 
     /// When [`Publisher::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        match (&self.pending, self.step) {
+        match (self.conv.pending(), self.step) {
             (_, Step::Done) => None,
             (Some(p), Step::Teardown) => Some(p.sent_at + TEARDOWN_TIMEOUT),
             (Some(p), _) => Some(p.sent_at + REPLY_TIMEOUT),
-            (None, Step::Recording) => Some(self.last_request + self.keep_alive_every),
+            (None, Step::Recording) => Some(self.conv.keep_alive_at()),
             (None, _) => None,
         }
     }
 
     /// Keep-alives and reply timeouts.
     pub fn handle_timeout(&mut self, now: Nanos) {
-        if let Some(p) = &self.pending {
+        if let Some(p) = self.conv.pending() {
             let limit = if self.step == Step::Teardown {
                 TEARDOWN_TIMEOUT
             } else {
@@ -283,7 +230,7 @@ impl Publisher {
                 } else if p.keep_alive {
                     // A server that does not answer keep-alives may still
                     // take media; the session's own timeout will tell.
-                    self.pending = None;
+                    self.conv.clear_pending();
                 } else {
                     let method = p.request.method.to_string();
                     self.fail(PublishError::NoReply {
@@ -294,9 +241,9 @@ impl Publisher {
             }
             return;
         }
-        if self.step == Step::Recording && now >= self.last_request + self.keep_alive_every {
-            let req = self.request(Method::Options, self.url.as_str().to_owned());
-            self.send(req, now, true);
+        if self.step == Step::Recording && now >= self.conv.keep_alive_at() {
+            let req = self.conv.request(Method::Options, self.url());
+            self.conv.send(req, now, true);
         }
     }
 
@@ -304,156 +251,37 @@ impl Publisher {
     pub fn teardown(&mut self, now: Nanos) {
         match self.step {
             Step::Done | Step::Teardown => {}
-            _ if self.session.is_none() => self.finish(),
+            _ if self.conv.session().is_none() => self.finish(),
             _ => {
                 self.step = Step::Teardown;
-                let req = self.request(Method::Teardown, self.url.as_str().to_owned());
+                let req = self.conv.request(Method::Teardown, self.url());
                 // Whatever was pending is answered or not; TEARDOWN wins.
-                self.pending = None;
-                self.send(req, now, false);
+                self.conv.clear_pending();
+                self.conv.send(req, now, false);
             }
         }
     }
 
     /// Bytes read from the connection.
     pub fn handle_input(&mut self, now: Nanos, bytes: &[u8]) {
-        self.input.extend_from_slice(bytes);
+        self.conv.push_input(bytes);
         loop {
             if self.step == Step::Done {
-                self.input.clear();
+                self.conv.clear_input();
                 return;
             }
-            let (msg, used) = match message::parse(&self.input, &self.limits) {
-                Ok(Some(x)) => x,
-                Ok(None) => return,
-                Err(e) => {
-                    self.input.clear();
-                    return self.fail(PublishError::Garbled(e.to_string()));
+            match self.conv.next(now) {
+                None => return,
+                Some(Ok(Incoming::Interleaved { channel, data })) => {
+                    self.events.push_back(Event::Interleaved { channel, data })
                 }
-            };
-            self.input.drain(..used);
-            match msg {
-                Message::Interleaved { channel, data } => self.events.push_back(Event::Interleaved { channel, data }),
-                Message::Response(r) => self.response(now, r),
-                // A server may send requests (GET_PARAMETER keep-alive
-                // probes, ANNOUNCE of a change); nothing here needs them, and
-                // the RFC wants an answer.
-                Message::Request(r) => {
-                    Response::new(Status::NOT_IMPLEMENTED, r.cseq()).write_to(&mut self.output);
-                }
+                Some(Ok(Incoming::Answer { pending, response })) => self.response(now, pending, response),
+                Some(Err(e)) => return self.fail(e.into()),
             }
         }
     }
 
-    /// The request for `method` with the next CSeq, the session and
-    /// credentials.
-    fn request(&mut self, method: Method, uri: String) -> Request {
-        self.cseq += 1;
-        let mut r = Request::new(method, uri)
-            .header("CSeq", self.cseq.to_string())
-            .header("User-Agent", USER_AGENT);
-        if let Some(s) = &self.session {
-            r = r.header("Session", s.clone());
-        }
-        r
-    }
-
-    fn send(&mut self, mut request: Request, now: Nanos, keep_alive: bool) {
-        if let Some(auth) = self.authorization(&request) {
-            request.headers.push("Authorization", auth);
-        }
-        request.write_to(&mut self.output);
-        self.last_request = now;
-        self.pending = Some(Pending {
-            request,
-            sent_at: now,
-            retried: false,
-            keep_alive,
-        });
-    }
-
-    /// The `Authorization` value for `request`, when credentials are known.
-    fn authorization(&mut self, request: &Request) -> Option<String> {
-        let user = self.url.user()?.to_owned();
-        let password = self.url.password().unwrap_or("").to_owned();
-        let cnonce = self.next_cnonce();
-        match self.credentials.as_mut()? {
-            Credentials::Basic(value) => Some(value.clone()),
-            Credentials::Digest {
-                algorithm,
-                realm,
-                nonce,
-                opaque,
-                qop,
-                count,
-            } => {
-                *count += 1;
-                let ha1 = digest::ha1(algorithm.hash(), &user, realm, &password);
-                let answer = digest::Response {
-                    username: user.clone(),
-                    realm: realm.clone(),
-                    nonce: nonce.clone(),
-                    uri: request.uri.clone(),
-                    response: String::new(),
-                    algorithm: *algorithm,
-                    qop: qop.then(|| NonceCount {
-                        text: format!("{count:08x}"),
-                        value: *count,
-                    }),
-                    cnonce: qop.then(|| cnonce.clone()),
-                    opaque: opaque.clone(),
-                };
-                let response = answer.expected(request.method.as_str(), &ha1);
-                let mut v = String::from("Digest ");
-                let mut field = |name: &str, value: &str, quoted: bool| {
-                    if !v.ends_with(' ') {
-                        v.push_str(", ");
-                    }
-                    if quoted {
-                        v.push_str(&header::quoted_param(name, value));
-                    } else {
-                        v.push_str(name);
-                        v.push('=');
-                        v.push_str(value);
-                    }
-                };
-                field("username", &user, true);
-                field("realm", realm, true);
-                field("nonce", nonce, true);
-                field("uri", &request.uri, true);
-                field("response", &response, true);
-                field("algorithm", algorithm.name(), false);
-                if let Some(o) = opaque {
-                    field("opaque", o, true);
-                }
-                if let Some(nc) = &answer.qop {
-                    field("qop", "auth", false);
-                    field("nc", &nc.text, false);
-                    field("cnonce", &cnonce, true);
-                }
-                Some(v)
-            }
-        }
-    }
-
-    fn next_cnonce(&mut self) -> String {
-        // SplitMix64: unpredictable enough for a cnonce, which only has to
-        // differ between requests.
-        self.cnonce_seed = self.cnonce_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.cnonce_seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        format!("{:016x}", z ^ (z >> 31))
-    }
-
-    fn response(&mut self, now: Nanos, r: Response) {
-        let Some(pending) = self.pending.take() else {
-            // An answer to nothing (a duplicate): ignored.
-            return;
-        };
-        if r.status == Status::UNAUTHORIZED {
-            return self.unauthorized(now, pending, &r);
-        }
+    fn response(&mut self, now: Nanos, pending: crate::rtsp_client::Pending, r: Response) {
         if pending.keep_alive {
             if !r.status.is_success() {
                 self.events.push_back(Event::KeepAliveRefused { status: r.status });
@@ -476,19 +304,19 @@ impl Publisher {
         match self.step {
             Step::Options => {
                 self.step = Step::Announce;
+                let url = self.url();
                 let mut req = self
-                    .request(Method::Announce, self.url.as_str().to_owned())
+                    .conv
+                    .request(Method::Announce, url)
                     .header("Content-Type", "application/sdp");
                 req.body = self.sdp.clone().into_bytes();
-                self.send(req, now, false);
+                self.conv.send(req, now, false);
             }
             Step::Announce => {
-                self.session_from(&r);
                 self.setup(0, now);
             }
             Step::Setup(i) => {
-                self.session_from(&r);
-                if self.session.is_none() {
+                if self.conv.session().is_none() {
                     return self.fail(PublishError::NoSession);
                 }
                 match self.negotiate(i, &r) {
@@ -504,10 +332,9 @@ impl Publisher {
                     self.setup(i + 1, now);
                 } else {
                     self.step = Step::Record;
-                    let req = self
-                        .request(Method::Record, self.url.as_str().to_owned())
-                        .header("Range", "npt=0.000-");
-                    self.send(req, now, false);
+                    let url = self.url();
+                    let req = self.conv.request(Method::Record, url).header("Range", "npt=0.000-");
+                    self.conv.send(req, now, false);
                 }
             }
             Step::Record => {
@@ -532,10 +359,9 @@ impl Publisher {
                 format!("RTP/AVP/TCP;unicast;interleaved={a}-{b};mode=record")
             }
         };
-        let req = self
-            .request(Method::Setup, self.controls[i].clone())
-            .header("Transport", transport);
-        self.send(req, now, false);
+        let uri = self.controls[i].clone();
+        let req = self.conv.request(Method::Setup, uri).header("Transport", transport);
+        self.conv.send(req, now, false);
     }
 
     fn negotiate(&self, i: usize, r: &Response) -> Result<Negotiated, String> {
@@ -563,79 +389,15 @@ impl Publisher {
         }
     }
 
-    fn session_from(&mut self, r: &Response) {
-        let Some(value) = r.headers.get("Session") else { return };
-        let mut parts = value.split(';').map(str::trim);
-        let id = parts.next().unwrap_or_default();
-        if id.is_empty() {
-            return;
-        }
-        self.session = Some(id.to_owned());
-        // A later answer that gives the session without its timeout does
-        // not change it (GStreamer's server gives it with the first SETUP
-        // only).
-        let timeout = parts
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("timeout"))
-            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-            .filter(|&t| t > 0);
-        if let Some(timeout) = timeout {
-            // Half the timeout, but at least a second apart.
-            self.keep_alive_every = (timeout * NS_PER_SEC / 2).max(NS_PER_SEC);
-        }
-    }
-
-    fn unauthorized(&mut self, now: Nanos, pending: Pending, r: &Response) {
-        let method = pending.request.method.to_string();
-        if self.url.user().is_none() {
-            return self.fail(PublishError::NoCredentials);
-        }
-        let challenges: Vec<&str> = r
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("WWW-Authenticate"))
-            .map(|(_, v)| v)
-            .collect();
-        let chosen = match choose(&challenges) {
-            Ok(c) => c,
-            Err(e) => return self.fail(e),
-        };
-        // A retry with credentials for this very challenge was refused: the
-        // credentials are wrong (a stale nonce says so and is answered).
-        let (mut credentials, stale) = chosen;
-        if pending.retried && !stale {
-            return self.fail(PublishError::BadCredentials { method });
-        }
-        let user = self.url.user().unwrap_or_default().to_owned();
-        credentials.fill_basic(&user, self.url.password().unwrap_or(""));
-        self.credentials = Some(credentials);
-        // The same request again, with a new CSeq and the credentials.
-        let mut req = pending.request.clone();
-        self.cseq += 1;
-        req.headers = proto::rtsp::message::Headers::default();
-        for (n, v) in pending.request.headers.iter() {
-            if n.eq_ignore_ascii_case("CSeq") {
-                req.headers.push("CSeq", self.cseq.to_string());
-            } else if !n.eq_ignore_ascii_case("Authorization") {
-                req.headers.push(n, v);
-            }
-        }
-        let keep_alive = pending.keep_alive;
-        self.send(req, now, keep_alive);
-        if let Some(p) = &mut self.pending {
-            p.retried = true;
-        }
-    }
-
     fn fail(&mut self, e: PublishError) {
         self.step = Step::Done;
-        self.pending = None;
+        self.conv.clear_pending();
         self.events.push_back(Event::Failed(e));
     }
 
     fn finish(&mut self) {
         self.step = Step::Done;
-        self.pending = None;
+        self.conv.clear_pending();
         self.events.push_back(Event::Closed);
     }
 }
@@ -647,63 +409,13 @@ pub fn tcp_channels(i: usize) -> (u8, u8) {
     (rtp, rtp.saturating_add(1))
 }
 
-/// The challenge to answer: the first Digest with an algorithm known here,
-/// else Basic. Returns the credentials to use and whether the challenge
-/// said `stale=true`.
-fn choose(challenges: &[&str]) -> Result<(Credentials, bool), PublishError> {
-    let mut basic_realm = None;
-    for c in challenges {
-        let Ok((scheme, rest)) = header::split_scheme(c) else {
-            continue;
-        };
-        if scheme.eq_ignore_ascii_case("Digest") {
-            let Ok(params) = header::parse_params(rest) else {
-                continue;
-            };
-            let get = |name: &str| params.iter().find(|p| p.name == name).map(|p| p.value.clone());
-            let algorithm = match get("algorithm") {
-                None => Algorithm::Md5,
-                Some(a) => match Algorithm::parse(&a) {
-                    Some(a) => a,
-                    None => continue,
-                },
-            };
-            let (Some(realm), Some(nonce)) = (get("realm"), get("nonce")) else {
-                continue;
-            };
-            let qop = get("qop").is_some_and(|q| q.split(',').any(|v| v.trim().eq_ignore_ascii_case("auth")));
-            // The -sess variants need a cnonce, which only qop carries.
-            if algorithm.is_sess() && !qop {
-                continue;
-            }
-            let stale = get("stale").is_some_and(|s| s.eq_ignore_ascii_case("true"));
-            return Ok((
-                Credentials::Digest {
-                    algorithm,
-                    realm,
-                    nonce,
-                    opaque: get("opaque"),
-                    qop,
-                    count: 0,
-                },
-                stale,
-            ));
-        }
-        if scheme.eq_ignore_ascii_case("Basic") {
-            basic_realm.get_or_insert(());
-        }
-    }
-    match basic_realm {
-        Some(()) => Ok((Credentials::Basic(String::new()), false)),
-        None => Err(PublishError::UnknownChallenge(challenges.join(" | "))),
-    }
-}
-
-impl Credentials {
-    /// Basic's value, made once the user name is known.
-    fn fill_basic(&mut self, user: &str, password: &str) {
-        if let Credentials::Basic(v) = self {
-            *v = basic::authorization(user, password);
+impl From<ClientError> for PublishError {
+    fn from(e: ClientError) -> PublishError {
+        match e {
+            ClientError::NoCredentials => PublishError::NoCredentials,
+            ClientError::BadCredentials { method } => PublishError::BadCredentials { method },
+            ClientError::UnknownChallenge(c) => PublishError::UnknownChallenge(c),
+            ClientError::Garbled(g) => PublishError::Garbled(g),
         }
     }
 }

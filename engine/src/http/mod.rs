@@ -148,6 +148,41 @@ pub trait ServerView {
     fn control_requests(&self) -> RequestCounts;
     /// Packets and bytes sent, as sampled over the last minutes.
     fn throughput(&self) -> Vec<Sample>;
+    /// Checks an Icecast source's (or `/admin/metadata`'s) `Authorization`
+    /// values for `path` against the publish rules, by Basic: the user, or
+    /// the status to answer (403 where no rule covers the path or
+    /// publishing is off, 401 without the credential).
+    fn check_source(&self, path: &str, authorization: &[&str]) -> Result<String, u16> {
+        let _ = (path, authorization);
+        Err(403)
+    }
+    /// Opens mount `path` for a source from `client`: its number, or why
+    /// not (a source is on it already).
+    fn open_mount(
+        &self,
+        path: &str,
+        client: SocketAddr,
+        user: String,
+        info: crate::icecast::source::IceInfo,
+    ) -> Result<crate::icecast::mount::MountId, crate::icecast::mount::MountError> {
+        let _ = (client, user, info);
+        Err(crate::icecast::mount::MountError::Busy(path.to_owned()))
+    }
+    /// The live mount at `path`, if one is fed now.
+    fn mount(&self, path: &str) -> Option<crate::icecast::mount::Mount> {
+        let _ = path;
+        None
+    }
+    /// Every live mount now.
+    fn mounts(&self) -> Vec<crate::icecast::mount::Mount> {
+        Vec::new()
+    }
+    /// Sets the title listeners of mount `path` read from now on: `false`
+    /// if there is no such mount.
+    fn set_mount_title(&self, path: &str, title: &str) -> bool {
+        let _ = (path, title);
+        false
+    }
     /// The live broadcasts' publishers (on the air or announced).
     fn publishers(&self) -> Vec<PublisherView> {
         Vec::new()
@@ -158,6 +193,93 @@ pub trait ServerView {
         let _ = id;
         false
     }
+    /// The configured relays and where each is.
+    fn relays(&self) -> Vec<RelayView> {
+        Vec::new()
+    }
+    /// The channels the server runs, with what each plays now and next.
+    fn channels(&self) -> Vec<ChannelView> {
+        Vec::new()
+    }
+    /// Asks channel `path` (without its leading `/`) to do `action`: what
+    /// was done, or the status and reason it was not.
+    fn channel_action<'a>(
+        &'a self,
+        path: &'a str,
+        action: ChannelAction,
+    ) -> Pin<Box<dyn Future<Output = ChannelOutcome> + 'a>> {
+        let _ = action;
+        Box::pin(async move { Err((404, format!("no channel {path:?}"))) })
+    }
+}
+
+/// A relay, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayView {
+    pub path: String,
+    /// The origin's URL, without credentials.
+    pub origin: String,
+    /// `tcp` or `udp`, from the origin.
+    pub transport: &'static str,
+    /// `on-demand` or `always`.
+    pub mode: &'static str,
+    /// `idle`, `connecting`, `playing` or `backoff`.
+    pub state: &'static str,
+    /// Connections that reached PLAY, and attempts that failed or ended.
+    pub plays: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// What a channel action did, or the status and reason it was not done.
+pub type ChannelOutcome = Result<String, (u16, String)>;
+
+/// A channel, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelView {
+    /// Without its leading `/`.
+    pub path: String,
+    pub playlist: String,
+    /// `starting`, `on_air`, `paused`, `stopped`, `ended` or `failed`.
+    pub state: &'static str,
+    pub mode: &'static str,
+    /// `always` or `on-demand`.
+    pub run: &'static str,
+    /// Its publisher session ID while on the air.
+    pub publisher: Option<String>,
+    pub now: Option<NowPlaying>,
+    /// The movies after the current one, next first.
+    pub upcoming: Vec<String>,
+    pub movies_started: u64,
+    /// Why it is not on the air, when it failed.
+    pub error: Option<String>,
+    /// The latest problems and operator actions, oldest first.
+    pub notes: Vec<String>,
+}
+
+/// The movie a channel plays now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NowPlaying {
+    /// 1 for the channel's first movie.
+    pub number: u64,
+    pub movie: String,
+    pub title: Option<String>,
+    pub inserted: bool,
+    pub position_secs: f64,
+    pub length_secs: f64,
+}
+
+/// What an operator asks of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelAction {
+    /// The next movie now.
+    Skip,
+    /// This movie (a path under the media folder) after the current one.
+    Insert(String),
+    /// Off the air.
+    Stop,
+    /// On the air again.
+    Start,
 }
 
 /// A live broadcast's publisher, as the admin API shows it.
@@ -233,6 +355,10 @@ pub enum Takeover {
     /// It is an Icecast listener, answered (the head is in the start): it
     /// goes to a shard, which writes the head and paces the audio.
     Listen(Box<ListenerStart>),
+    /// It is an Icecast source, accepted for its mount: the control core
+    /// answers it and reads its body (whose first bytes are in the
+    /// connection's buffer) into the mount.
+    Source(Box<crate::icecast::source::SourceStart>),
 }
 
 /// Answers requests to a path. See the module documentation.
@@ -256,6 +382,11 @@ enum Match {
     Prefix,
     /// The path ends so, in any case (`.mp3` serves `/a/B.MP3`).
     Suffix,
+    /// Any path, for its methods only, after every other match: a path no
+    /// exact path or prefix serves, and no suffix serves with the method
+    /// (Icecast's mounts, which may be named anything). It is never part
+    /// of a 405's `Allow`.
+    Any,
 }
 
 #[derive(Clone)]
@@ -306,6 +437,13 @@ impl Routes {
         self.push(prefix, Match::Prefix, methods, BodyMode::Whole, Rc::new(handler));
     }
 
+    /// Serves `methods` on any path that no exact path or prefix serves,
+    /// and no suffix serves with that method, in `body` mode (an Icecast source's
+    /// `SOURCE`/`PUT` stream to any mount, a listener's `GET` of one).
+    pub fn add_any(&mut self, methods: &[&'static str], body: BodyMode, handler: impl Handler + 'static) {
+        self.push("", Match::Any, methods, body, Rc::new(handler));
+    }
+
     /// Serves `methods` on `path`, calling `handler` as soon as the head has
     /// arrived: the body streams to it (an Icecast source).
     pub fn add_streaming(&mut self, path: &str, methods: &[&'static str], handler: impl Handler + 'static) {
@@ -334,6 +472,7 @@ impl Routes {
                     let (p, s) = (path.as_bytes(), e.path.as_bytes());
                     p.len() >= s.len() && p[p.len() - s.len()..].eq_ignore_ascii_case(s)
                 }
+                Match::Any => true,
             })
             .collect();
         found.sort_by_key(|e| (e.how, std::cmp::Reverse(e.path.len())));
@@ -379,16 +518,20 @@ pub fn route(head: &Head, routes: &Routes) -> HttpRoute {
         }
         None => {}
     }
-    let entries = routes.matching(head.path());
-    if entries.is_empty() {
-        return HttpRoute::Answer(Response::new(404));
-    }
     // HEAD is GET without the body.
     let method = if head.method == "HEAD" {
         "GET"
     } else {
         head.method.as_str()
     };
+    let mut entries = routes.matching(head.path());
+    // Paths with a handler of their own (exact or by prefix) are theirs
+    // alone; a suffix (`.mp3`) shares its paths with mounts.
+    let owned = entries.iter().any(|e| matches!(e.how, Match::Exact | Match::Prefix));
+    entries.retain(|e| e.how != Match::Any || (!owned && e.methods.contains(&method)));
+    if entries.is_empty() {
+        return HttpRoute::Answer(Response::new(404));
+    }
     if let Some(e) = entries.iter().find(|e| e.methods.contains(&method)) {
         return HttpRoute::Handler {
             handler: e.handler.clone(),
@@ -487,6 +630,7 @@ mod tests {
         r.add_prefix("/api/v1/sessions/", &["DELETE"], Fixed("end"));
         r.add_streaming("/live.mp3", &["SOURCE", "PUT"], Fixed("source"));
         r.add_suffix(".mp3", &["GET"], Fixed("mp3"));
+        r.add_any(&["SOURCE", "PUT"], BodyMode::Stream, Fixed("mount"));
         r
     }
 
@@ -539,9 +683,16 @@ mod tests {
         assert_eq!(serve(&r, "HEAD /x.mp3?t=1 HTTP/1.1\r\n\r\n").1, "mp3 HEAD 2 7");
         assert_eq!(serve(&r, "GET /api/v1/x.mp3 HTTP/1.1\r\n\r\n").1, "api GET 2 7");
         assert_eq!(serve(&r, "GET /live.mp3 HTTP/1.1\r\n\r\n").1, "mp3 GET 2 7");
+        // Any path takes a source, unless its own handler has the method.
         assert_eq!(
-            status(at("PUT /x.mp3 HTTP/1.1\r\n\r\n")),
-            (405, Some("GET, HEAD".into()))
+            serve(&r, "PUT /x.mp3 HTTP/1.1\r\n\r\n"),
+            (BodyMode::Stream, "mount PUT 2 7".into())
+        );
+        assert_eq!(serve(&r, "SOURCE /stream HTTP/1.0\r\n\r\n").1, "mount SOURCE 2 7");
+        assert_eq!(
+            status(at("DELETE /x.mp3 HTTP/1.1\r\n\r\n")),
+            (405, Some("GET, HEAD".into())),
+            "not in Allow"
         );
         assert_eq!(status(at("GET /mp3 HTTP/1.1\r\n\r\n")), (404, None));
         assert_eq!(status(at("GET /nothing HTTP/1.1\r\n\r\n")), (404, None));

@@ -44,7 +44,8 @@ use proto::http::{Head, Request, Response, Version};
 use tracing::debug;
 
 use super::icy::{Metadata, DEFAULT_METAINT};
-use super::listener::ListenerStart;
+use super::listener::{Feed, ListenerStart};
+use super::mount::Mount;
 use crate::http::{Context, Handler, Reply, Takeover};
 use crate::library::LibraryError;
 
@@ -63,6 +64,15 @@ impl Handler for Files {
         Box::pin(async move {
             let head = &req.head;
             let path = head.path();
+            if let Some(mount) = cx.server.mount(path) {
+                return self.mount_listener(head, &mount, cx);
+            }
+            let is_mp3 = path.len() >= 4
+                && path.is_char_boundary(path.len() - 4)
+                && path[path.len() - 4..].eq_ignore_ascii_case(".mp3");
+            if !is_mp3 {
+                return Reply::Respond(Response::new(404));
+            }
             let mp3 = match cx.server.open_mp3(path).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -85,7 +95,7 @@ impl Handler for Files {
                 to: Takeover::Listen(Box::new(ListenerStart {
                     head: head_bytes(head, &response),
                     metadata: Metadata::title(&title),
-                    mp3,
+                    feed: Feed::File(mp3),
                     path: path.to_owned(),
                     metaint,
                     user_agent: head.headers.get("User-Agent").map(str::to_owned),
@@ -94,6 +104,79 @@ impl Handler for Files {
             }
         })
     }
+}
+
+impl Files {
+    /// A listener of a live mount: its head from what the source said and
+    /// its frames' header, then [`Takeover::Listen`] of the mount.
+    fn mount_listener(&self, head: &Head, mount: &Mount, cx: Context<'_>) -> Reply {
+        let metaint = wants_metadata(head).then_some(DEFAULT_METAINT);
+        let response = mount_response(mount, metaint.map(|m| m.get()));
+        if head.method == "HEAD" {
+            return Reply::Respond(response);
+        }
+        if !cx.server.admit_listener(cx.client) {
+            debug!(client = %cx.client, "too many listeners");
+            return Reply::Respond(Response::new(503).body("text/plain", "too many listeners\n"));
+        }
+        Reply::Take {
+            head: None,
+            to: Takeover::Listen(Box::new(ListenerStart {
+                head: head_bytes(head, &response),
+                metadata: mount.metadata.clone(),
+                feed: Feed::Mount(mount.id),
+                path: mount.path.clone(),
+                metaint,
+                user_agent: head.headers.get("User-Agent").map(str::to_owned),
+                queue_bytes: self.queue_bytes,
+            })),
+        }
+    }
+}
+
+/// The streaming response a live mount's listener gets: as a file's, with
+/// what the source said about itself (`icy-name`, `icy-description`,
+/// `icy-genre`, `icy-url`, `icy-pub`) and the bit rate and format of its
+/// frames once they have come (else the bit rate the source said).
+pub fn mount_response(mount: &Mount, metaint: Option<usize>) -> Response {
+    let clean = |v: &str| -> String { v.chars().map(|c| if c.is_control() { ' ' } else { c }).collect() };
+    let info = &mount.info;
+    let name = info.name.clone().unwrap_or_else(|| mount.path.clone());
+    let kbps = mount.header.map(|h| h.bit_rate / 1000).or(info.bitrate);
+    let mut r = Response::new(200)
+        .header("Content-Type", "audio/mpeg")
+        .header("icy-name", clean(&name));
+    for (k, v) in [
+        ("icy-description", &info.description),
+        ("icy-genre", &info.genre),
+        ("icy-url", &info.url),
+    ] {
+        if let Some(v) = v {
+            r = r.header(k, clean(v));
+        }
+    }
+    if let Some(kbps) = kbps {
+        r = r.header("icy-br", kbps.to_string());
+    }
+    if let Some(h) = mount.header {
+        r = r.header(
+            "ice-audio-info",
+            format!(
+                "ice-samplerate={};ice-bitrate={};ice-channels={}",
+                h.sample_rate,
+                h.bit_rate / 1000,
+                h.channel_mode.channels()
+            ),
+        );
+    }
+    r = r
+        .header("icy-pub", if info.public { "1" } else { "0" })
+        .header("Accept-Ranges", "none")
+        .header("Cache-Control", "no-cache, no-store");
+    if let Some(m) = metaint {
+        r = r.header("icy-metaint", m.to_string());
+    }
+    r.streaming()
 }
 
 /// The answer to a path that is not an MP3 file this server can stream.

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use loader::mp3::Mp3;
 
 use super::icy::{Interleaver, Metadata, Segment};
+use super::mount::{MountId, MountReplica};
 use crate::source::Nanos;
 
 const MS: Nanos = 1_000_000;
@@ -35,18 +36,29 @@ pub const BURST: Nanos = 2_000 * MS;
 /// a time, far inside the listener's lead, for a fraction of the wake-ups.
 pub const MIN_GAP: Nanos = 50 * MS;
 
+/// What a listener listens to.
+#[derive(Debug, Clone)]
+pub enum Feed {
+    /// A file, from its start, paced by its frames' timestamps.
+    File(Arc<Mp3>),
+    /// A live mount, from its shard replica's oldest frame, as frames
+    /// arrive.
+    Mount(MountId),
+}
+
 /// What the control core gives a shard with a listener's connection: the
-/// file, what was asked, and the response head to send first.
+/// file or mount, what was asked, and the response head to send first.
 #[derive(Debug, Clone)]
 pub struct ListenerStart {
-    pub mp3: Arc<Mp3>,
+    pub feed: Feed,
     /// The request path, for the access log.
     pub path: String,
     /// The response head, written before the audio.
     pub head: Vec<u8>,
     /// The metadata interval, when the listener asked for metadata.
     pub metaint: Option<NonZeroUsize>,
-    /// The title block (from the tags or the file name).
+    /// The title block (from the tags or the file name; a mount's comes
+    /// from its replica).
     pub metadata: Metadata,
     pub user_agent: Option<String>,
     /// Bytes that may wait for a slow listener beyond its burst before it
@@ -54,15 +66,28 @@ pub struct ListenerStart {
     pub queue_bytes: usize,
 }
 
-/// A listener's place in the file.
+/// A listener's place in its file or mount.
 #[derive(Debug)]
 pub struct Listener {
-    mp3: Arc<Mp3>,
+    cursor: Cursor,
     icy: Option<Interleaver>,
-    /// The next frame to send.
-    next: usize,
-    joined: Nanos,
     segments: Vec<Segment>,
+}
+
+#[derive(Debug)]
+enum Cursor {
+    File {
+        mp3: Arc<Mp3>,
+        /// The next frame to send.
+        next: usize,
+        joined: Nanos,
+    },
+    Mount {
+        id: MountId,
+        /// The number of the next frame to send (`None` before the first
+        /// serve: the replica's oldest).
+        next: Option<u64>,
+    },
 }
 
 /// The zero byte of an unchanged metadata block.
@@ -76,58 +101,110 @@ impl Listener {
             icy.set_metadata(start.metadata.clone());
             icy
         });
+        let cursor = match &start.feed {
+            Feed::File(mp3) => Cursor::File {
+                mp3: mp3.clone(),
+                next: 0,
+                joined: now,
+            },
+            Feed::Mount(id) => Cursor::Mount { id: *id, next: None },
+        };
         Listener {
-            mp3: start.mp3.clone(),
+            cursor,
             icy,
-            next: 0,
-            joined: now,
             segments: Vec::new(),
         }
     }
 
-    /// Pushes onto `out` what is due at `now` and returns how many bytes
-    /// that was, and when more will be due: `None` once the whole file has
-    /// been pushed.
-    pub fn serve(&mut self, now: Nanos, out: &mut VecDeque<Bytes>) -> (usize, Option<Nanos>) {
-        let frames = self.mp3.frames();
-        let media = now.saturating_sub(self.joined) + BURST;
-        let due = self.mp3.frames_due(media).max(self.next);
-        let mut bytes = 0;
-        for span in self.mp3.spans(self.next..due) {
-            let audio = self.mp3.slice(span);
-            bytes += audio.len();
-            let Some(icy) = self.icy.as_mut() else {
-                out.push_back(audio);
-                continue;
-            };
-            self.segments.clear();
-            icy.segments(audio.len(), &mut self.segments);
-            for s in self.segments.drain(..) {
-                let b = match s {
-                    Segment::Audio(r) => audio.slice(r),
-                    Segment::Metadata(m) => {
-                        bytes += m.block().len();
-                        Bytes::from_owner(m)
-                    }
-                    Segment::Unchanged => {
-                        bytes += 1;
-                        Bytes::from_static(&UNCHANGED)
-                    }
-                };
-                out.push_back(b);
-            }
+    /// The mount it listens to, if it is a mount's listener.
+    pub fn mount(&self) -> Option<MountId> {
+        match self.cursor {
+            Cursor::Mount { id, .. } => Some(id),
+            Cursor::File { .. } => None,
         }
-        self.next = due;
+    }
+
+    /// Pushes `audio` onto `out`, with metadata blocks where they fall, and
+    /// returns the bytes pushed.
+    fn push_audio(
+        icy: Option<&mut Interleaver>,
+        segments: &mut Vec<Segment>,
+        audio: Bytes,
+        out: &mut VecDeque<Bytes>,
+    ) -> usize {
+        let mut bytes = audio.len();
+        let Some(icy) = icy else {
+            out.push_back(audio);
+            return bytes;
+        };
+        segments.clear();
+        icy.segments(audio.len(), segments);
+        for s in segments.drain(..) {
+            let b = match s {
+                Segment::Audio(r) => audio.slice(r),
+                Segment::Metadata(m) => {
+                    bytes += m.block().len();
+                    Bytes::from_owner(m)
+                }
+                Segment::Unchanged => {
+                    bytes += 1;
+                    Bytes::from_static(&UNCHANGED)
+                }
+            };
+            out.push_back(b);
+        }
+        bytes
+    }
+
+    /// Pushes onto `out` what is due at `now` of a file and returns how many
+    /// bytes that was, and when more will be due: `None` once the whole file
+    /// has been pushed. A mount's listener is served by
+    /// [`serve_mount`](Self::serve_mount) instead, and gets `(0, None)`.
+    pub fn serve(&mut self, now: Nanos, out: &mut VecDeque<Bytes>) -> (usize, Option<Nanos>) {
+        let Cursor::File { mp3, next, joined } = &mut self.cursor else {
+            return (0, None);
+        };
+        let frames = mp3.frames();
+        let media = now.saturating_sub(*joined) + BURST;
+        let due = mp3.frames_due(media).max(*next);
+        let mut bytes = 0;
+        for span in mp3.spans(*next..due) {
+            let audio = mp3.slice(span);
+            bytes += Self::push_audio(self.icy.as_mut(), &mut self.segments, audio, out);
+        }
+        *next = due;
         let Some(f) = frames.get(due) else {
             return (bytes, None);
         };
-        let at = (self.joined + f.start_ns).saturating_sub(BURST);
+        let at = (*joined + f.start_ns).saturating_sub(BURST);
         (bytes, Some(at.max(now + MIN_GAP)))
     }
 
-    /// Frames sent so far.
+    /// Pushes onto `out` the frames of its mount's `replica` it has not had
+    /// (at the first call, all that the replica holds: the burst), with the
+    /// replica's title in the metadata, and returns the bytes pushed.
+    pub fn serve_mount(&mut self, replica: &MountReplica, out: &mut VecDeque<Bytes>) -> usize {
+        let Cursor::Mount { next, .. } = &mut self.cursor else {
+            return 0;
+        };
+        let from = next.unwrap_or(replica.oldest());
+        if let Some(icy) = self.icy.as_mut() {
+            icy.set_metadata(replica.title.clone());
+        }
+        let mut bytes = 0;
+        for f in replica.since(from) {
+            bytes += Self::push_audio(self.icy.as_mut(), &mut self.segments, f.data.clone(), out);
+        }
+        *next = Some(replica.end());
+        bytes
+    }
+
+    /// Frames of a file sent so far.
     pub fn frames_sent(&self) -> usize {
-        self.next
+        match self.cursor {
+            Cursor::File { next, .. } => next,
+            Cursor::Mount { .. } => 0,
+        }
     }
 }
 
@@ -150,7 +227,7 @@ mod tests {
 
     fn start(data: Vec<u8>, metaint: Option<usize>) -> ListenerStart {
         ListenerStart {
-            mp3: Arc::new(Mp3::from_bytes(data).unwrap()),
+            feed: Feed::File(Arc::new(Mp3::from_bytes(data).unwrap())),
             path: "/t.mp3".into(),
             head: Vec::new(),
             metaint: metaint.map(|m| NonZeroUsize::new(m).unwrap()),
@@ -201,7 +278,8 @@ mod tests {
     #[test]
     fn audio_is_sliced_from_the_mapping() {
         let s = start(cbr(50), None);
-        let base = s.mp3.data().as_ptr_range();
+        let Feed::File(mp3) = &s.feed else { unreachable!() };
+        let base = mp3.data().as_ptr_range();
         let mut l = Listener::new(&s, 0);
         let mut out = VecDeque::new();
         l.serve(0, &mut out);

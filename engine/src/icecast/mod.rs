@@ -7,5 +7,11 @@
 //! which says which frames are due at which media time.
 
 pub mod files;
+pub mod frames;
 pub mod icy;
 pub mod listener;
+pub mod metadata;
+pub mod mount;
+pub mod radio;
+pub mod relay;
+pub mod source;

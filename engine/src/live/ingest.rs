@@ -45,6 +45,9 @@ pub struct Counters {
     pub over_budget: u64,
     /// Sender reports read.
     pub reports: u64,
+    /// Copies of taken packets a shard's full live channel had no room
+    /// for (counted by the control core, which fans them out).
+    pub channel_full: u64,
 }
 
 impl Counters {
@@ -60,6 +63,14 @@ struct StreamIn {
     ssrc: Option<u32>,
     /// Whether the last packet ended a frame: the next one starts one.
     after_marker: bool,
+    /// Added to every timestamp: nothing, unless the stream continues a
+    /// publisher's that left ([`Ingest::continue_from`]).
+    shift: u32,
+    /// The previous publisher's last timestamp (shifted) and its arrival,
+    /// until this stream's first packet sets the shift from it.
+    resume: Option<(u32, Nanos)>,
+    /// The newest timestamp taken (shifted), and its arrival.
+    last: Option<(u32, Nanos)>,
 }
 
 /// A token bucket of bytes, filled at the budget's rate up to one second's
@@ -106,7 +117,10 @@ impl Ingest {
         let streams = vec![
             StreamIn {
                 ssrc: None,
-                after_marker: true
+                after_marker: true,
+                shift: 0,
+                resume: None,
+                last: None,
             };
             desc.tracks.len()
         ];
@@ -128,6 +142,21 @@ impl Ingest {
         if let Some(s) = self.streams.get_mut(track) {
             s.ssrc = Some(ssrc);
         }
+    }
+
+    /// This ingest continues a broadcast whose publisher left: `last` is,
+    /// per stream, the newest timestamp the broadcast carried and when it
+    /// came. Each stream's timestamps are shifted to go on from there by the
+    /// time that passed, so viewers see one clock, not the new publisher's.
+    pub fn continue_from(&mut self, last: &[Option<(u32, Nanos)>]) {
+        for (s, l) in self.streams.iter_mut().zip(last) {
+            s.resume = *l;
+        }
+    }
+
+    /// Per stream, the newest timestamp taken (as viewers see it) and when.
+    pub fn last_timestamps(&self) -> Vec<Option<(u32, Nanos)>> {
+        self.streams.iter().map(|s| s.last.or(s.resume)).collect()
     }
 
     /// Takes an RTP packet for stream `track`, or says why not (and counts
@@ -164,6 +193,15 @@ impl Ingest {
         if !self.budget.take(data.len() as u64, now) {
             return Err(Refused::OverBudget);
         }
+        let mut timestamp = pkt.timestamp();
+        if let Some((prev, at)) = s.resume.take() {
+            let advance = u128::from(now.saturating_sub(at)) * u128::from(t.clock_rate) / 1_000_000_000;
+            // At least one tick on: never the same instant twice.
+            let expected = prev.wrapping_add((advance as u32).max(1));
+            s.shift = expected.wrapping_sub(timestamp);
+        }
+        timestamp = timestamp.wrapping_add(s.shift);
+        s.last = Some((timestamp, now));
         let payload = pkt.payload();
         let frame_start = s.after_marker;
         s.after_marker = pkt.marker();
@@ -176,7 +214,7 @@ impl Ingest {
             track: track as u8,
             payload_type: pt,
             marker: pkt.marker(),
-            timestamp: pkt.timestamp(),
+            timestamp,
             frame_start,
             key,
             data: Bytes::copy_from_slice(data),
@@ -188,12 +226,13 @@ impl Ingest {
     /// Anything that does not parse is ignored.
     pub fn rtcp(&mut self, track: usize, data: &[u8]) -> Option<(u64, u32)> {
         let want = self.streams.get(track)?.ssrc;
+        let shift = self.streams.get(track)?.shift;
         let packets = rtcp::parse_compound(data).ok()?;
         let mut found = None;
         for p in packets {
             if let rtcp::RtcpPacket::SenderReport { ssrc, info, .. } = p {
                 if want.is_none_or(|w| w == ssrc) {
-                    found = Some((info.ntp, info.rtp_ts));
+                    found = Some((info.ntp, info.rtp_ts.wrapping_add(shift)));
                 }
             }
         }
@@ -253,6 +292,23 @@ mod tests {
         let c = i.counters;
         assert_eq!((c.packets, c.malformed, c.wrong_stream, c.refused()), (3, 1, 3, 4));
         assert_eq!(i.last_packet, 30);
+    }
+
+    #[test]
+    fn a_publisher_that_comes_back_continues_the_clock() {
+        let mut first = ingest(DEFAULT_MAX_BITRATE);
+        let mut p = packet(96, 7, true, &[0x65]);
+        first.rtp(0, &p, 0).unwrap();
+        let last = first.last_timestamps();
+        assert_eq!(last, [Some((90, 0))]);
+        // The next publisher starts at its own random timestamp, half a
+        // second later (45,000 ticks of 90 kHz).
+        let mut next = ingest(DEFAULT_MAX_BITRATE);
+        next.continue_from(&last);
+        p[4..8].copy_from_slice(&4_000_000_000u32.to_be_bytes());
+        assert_eq!(next.rtp(0, &p, 500_000_000).unwrap().timestamp, 90 + 45_000);
+        p[4..8].copy_from_slice(&4_000_003_600u32.to_be_bytes());
+        assert_eq!(next.rtp(0, &p, 540_000_000).unwrap().timestamp, 90 + 45_000 + 3_600);
     }
 
     #[test]

@@ -41,14 +41,17 @@ use crate::source::Nanos;
 
 pub mod describe;
 pub mod ingest;
-pub mod keyframe;
 pub mod publish;
 pub mod registry;
+pub mod relay;
 pub mod replica;
 pub mod sdp_source;
 
 pub use describe::{DescribeError, Description, Track};
 pub use keyframe::Codec;
+/// Where a viewer may start, per codec: shared with the load client, which
+/// times a joining viewer's first key frame by the same rules.
+pub use proto::keyframe;
 pub use registry::Registry;
 pub use replica::Replica;
 
@@ -119,4 +122,7 @@ pub enum ToShard {
     End {
         id: BroadcastId,
     },
+    /// News of an Icecast mount (its frames, its title, its end), which
+    /// rides the same channel so that a shard gets it in order.
+    Mount(crate::icecast::mount::MountNews),
 }

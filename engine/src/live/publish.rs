@@ -188,6 +188,29 @@ impl Gate {
         Err(self.challenge(cseq, client, now_ms, stale))
     }
 
+    /// Checks an HTTP publisher's `Authorization` values (an Icecast
+    /// source, `/admin/metadata`) for `path` by Basic, the only scheme
+    /// Icecast sources send: the user name, or the status to answer (403
+    /// for a path no rule covers, 401 for a missing or wrong credential).
+    pub fn check_basic<'a>(&self, path: &str, authorization: impl IntoIterator<Item = &'a str>) -> Result<String, u16> {
+        let Some(rule) = self.rule_for(path) else {
+            return Err(403);
+        };
+        for value in authorization {
+            if let Ok(c) = basic::parse(value) {
+                if c.user == rule.user && bool::from(c.password.as_bytes().ct_eq(rule.password.as_bytes())) {
+                    return Ok(c.user);
+                }
+            }
+        }
+        Err(401)
+    }
+
+    /// The realm of the publish rules' challenges.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
     fn challenge(&self, cseq: Option<&str>, client: IpAddr, now_ms: u64, stale: bool) -> Response {
         let seq = self.seq.get();
         self.seq.set(seq.wrapping_add(1));

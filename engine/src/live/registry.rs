@@ -69,6 +69,16 @@ pub struct Publisher {
     pub ingest: Ingest,
     pub started: Nanos,
     pub last_request: Nanos,
+    /// For a relay, the origin's URL (without credentials).
+    pub origin: Option<String>,
+    /// It continues a broadcast whose publisher left within the grace.
+    pub resumed: bool,
+    /// For a relay, the streams whose RTCP said BYE (one bit each): all of
+    /// them, and the origin's stream is over (a movie's end).
+    pub byes: u32,
+    /// One of the server's own channels: it has no connection, is never
+    /// silent for long, and ends only when the channel stops.
+    pub channel: bool,
 }
 
 impl Publisher {
@@ -79,6 +89,11 @@ impl Publisher {
             Some(Path::Tcp { rtcp_channel, .. }) if *rtcp_channel == channel => Some((i, true)),
             _ => None,
         })
+    }
+
+    /// Whether every stream's RTCP said BYE.
+    pub fn all_said_bye(&self) -> bool {
+        self.byes.count_ones() as usize >= self.desc.tracks.len()
     }
 
     /// Whether any stream comes over UDP.
@@ -97,10 +112,35 @@ impl Publisher {
             user_agent: self.user_agent.clone(),
             bytes: self.ingest.counters.bytes,
             packets: self.ingest.counters.packets,
-            transport: if self.uses_udp() { "publish-udp" } else { "publish-tcp" },
+            transport: match (self.origin.is_some(), self.uses_udp()) {
+                (true, true) => "relay-udp",
+                (true, false) => "relay-tcp",
+                (false, true) => "publish-udp",
+                (false, false) => "publish-tcp",
+            },
             ..AccessRecord::default()
         }
     }
+}
+
+/// A broadcast whose publisher left, waiting out the grace for it to come
+/// back; its viewers wait too.
+#[derive(Debug)]
+pub struct Waiting {
+    pub desc: Arc<Description>,
+    pub until: Nanos,
+    /// Per stream, the newest timestamp viewers were sent and when it came.
+    pub last: Vec<Option<(u32, Nanos)>>,
+}
+
+/// Whether `new` can continue `old`: the same streams in the same order,
+/// each of the same kind, clock, codec and payload types (viewers were
+/// told them at their DESCRIBE).
+pub fn compatible(old: &Description, new: &Description) -> bool {
+    old.tracks.len() == new.tracks.len()
+        && old.tracks.iter().zip(&new.tracks).all(|(a, b)| {
+            a.kind == b.kind && a.clock_rate == b.clock_rate && a.codec == b.codec && a.payload_types == b.payload_types
+        })
 }
 
 /// The control core's publishers.
@@ -115,6 +155,11 @@ pub struct Registry {
     /// How long an announced broadcast waits for its RECORD, and the
     /// timeout announced in the `Session` header.
     session_timeout_secs: u64,
+    /// How long a broadcast whose publisher left waits for it.
+    grace: Nanos,
+    waiting: HashMap<String, Waiting>,
+    /// Broadcasts over since [`Registry::take_over`], for the shards.
+    over: Vec<BroadcastId>,
 }
 
 impl Registry {
@@ -126,7 +171,77 @@ impl Registry {
             replace,
             max_bitrate,
             session_timeout_secs,
+            grace: 0,
+            waiting: HashMap::new(),
+            over: Vec::new(),
         }
+    }
+
+    /// Broadcasts wait `grace` for a publisher that left.
+    pub fn with_grace(mut self, grace: Nanos) -> Registry {
+        self.grace = grace;
+        self
+    }
+
+    /// A publisher gone, without a successor yet: its broadcast waits out
+    /// the grace (`true`), or is over (`false`: no grace, or it was never
+    /// on the air).
+    pub fn leave(&mut self, p: &Publisher, now: Nanos) -> bool {
+        if self.grace == 0 || p.phase != Phase::Recording || self.by_path.contains_key(&p.desc.path) {
+            return false;
+        }
+        let waiting = Waiting {
+            desc: p.desc.clone(),
+            until: now.saturating_add(self.grace),
+            last: p.ingest.last_timestamps(),
+        };
+        if let Some(old) = self.waiting.insert(p.desc.path.clone(), waiting) {
+            if old.desc.id != p.desc.id {
+                self.over.push(old.desc.id);
+            }
+        }
+        true
+    }
+
+    /// The broadcasts waiting for their publishers.
+    pub fn waiting(&self) -> impl Iterator<Item = &Waiting> {
+        self.waiting.values()
+    }
+
+    /// Broadcasts over since the last call: their shards are to be told.
+    /// Those whose grace ran out by `now` are among them.
+    pub fn take_over(&mut self, now: Nanos) -> Vec<BroadcastId> {
+        let done: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| now >= w.until)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in done {
+            if let Some(w) = self.waiting.remove(&path) {
+                tracing::info!(path, "the publisher did not come back within the grace; broadcast over");
+                self.over.push(w.desc.id);
+            }
+        }
+        std::mem::take(&mut self.over)
+    }
+
+    /// For a new publisher of `desc.path`: the broadcast waiting there, if
+    /// `desc` can continue it (then `desc` takes its number, and the
+    /// ingest its clock); one that cannot is over.
+    fn resume(&mut self, desc: &mut Description, ingest: &mut Ingest) -> bool {
+        let Some(w) = self.waiting.remove(&desc.path) else {
+            return false;
+        };
+        if !compatible(&w.desc, desc) {
+            tracing::info!(path = %desc.path, "a publisher came back with other streams; the old broadcast is over");
+            self.over.push(w.desc.id);
+            return false;
+        }
+        desc.id = w.desc.id;
+        ingest.continue_from(&w.last);
+        tracing::info!(path = %desc.path, "the publisher came back within the grace; the broadcast goes on");
+        true
     }
 
     pub fn is_publisher(&self, key: SessionKey) -> bool {
@@ -192,21 +307,31 @@ impl Registry {
             replaced = self.remove(old);
         }
         self.next_id += 1;
+        let mut desc = desc;
+        // The ingest's clock is set by the description's streams, which a
+        // resumed broadcast keeps.
+        let mut ingest = Ingest::new(Arc::new(desc.clone()), self.max_bitrate, now);
+        let resumed = self.resume(&mut desc, &mut ingest);
         let desc = Arc::new(desc);
         let tracks = desc.tracks.len();
-        let publisher = Publisher {
+        let mut publisher = Publisher {
             key,
             session_id: crate::door::session_id(key),
             client,
             user,
             user_agent: req.headers.get("User-Agent").map(str::to_owned),
-            ingest: Ingest::new(desc.clone(), self.max_bitrate, now),
+            ingest,
             desc,
             phase: Phase::Announced,
             paths: vec![None; tracks],
             started: now,
             last_request: now,
+            origin: None,
+            byes: 0,
+            resumed: false,
+            channel: false,
         };
+        publisher.resumed = resumed;
         let response = Response::new(200, cseq).header("Session", self.session_header(&publisher));
         self.by_path.insert(path.to_owned(), key);
         self.publishers.insert(key, publisher);
@@ -252,10 +377,102 @@ impl Registry {
             paths,
             started: now,
             last_request: now,
+            origin: None,
+            byes: 0,
+            resumed: false,
+            channel: false,
         };
         self.by_path.insert(desc.path.clone(), key);
         self.publishers.insert(key, publisher);
         desc
+    }
+
+    /// A relay's publisher, session `key`, of the origin `origin` (at
+    /// `client`) whose streams come by `paths`: not on the air until
+    /// [`Registry::record`]. `None` if the path has a publisher.
+    pub fn open_relay(
+        &mut self,
+        key: SessionKey,
+        desc: Description,
+        client: SocketAddr,
+        origin: String,
+        paths: Vec<Path>,
+        now: Nanos,
+    ) -> Option<Arc<Description>> {
+        if self.by_path.contains_key(&desc.path) {
+            return None;
+        }
+        let mut desc = desc;
+        let mut ingest = Ingest::new(Arc::new(desc.clone()), self.max_bitrate, now);
+        let resumed = self.resume(&mut desc, &mut ingest);
+        let desc = Arc::new(desc);
+        let publisher = Publisher {
+            key,
+            session_id: crate::door::session_id(key),
+            client,
+            user: "(relay)".into(),
+            user_agent: None,
+            ingest,
+            desc: desc.clone(),
+            phase: Phase::Announced,
+            paths: paths.into_iter().map(Some).collect(),
+            started: now,
+            last_request: now,
+            origin: Some(origin),
+            byes: 0,
+            resumed,
+            channel: false,
+        };
+        self.by_path.insert(desc.path.clone(), key);
+        self.publishers.insert(key, publisher);
+        Some(desc)
+    }
+
+    /// Puts publisher `key` on the air, as RECORD does: its description,
+    /// or `None` if it is gone or on the air already.
+    pub fn record(&mut self, key: SessionKey, now: Nanos) -> Option<Arc<Description>> {
+        let p = self.publishers.get_mut(&key)?;
+        if p.phase == Phase::Recording {
+            return None;
+        }
+        p.phase = Phase::Recording;
+        p.ingest.last_packet = now;
+        p.last_request = now;
+        Some(p.desc.clone())
+    }
+
+    /// Puts one of the server's channels on the air as session `key`: a
+    /// publisher without a connection or ports, whose packets the channel's
+    /// driver hands to [`Ingest`] itself. A publisher already at the path
+    /// is returned, to be ended.
+    pub fn open_channel(
+        &mut self,
+        key: SessionKey,
+        desc: Description,
+        now: Nanos,
+    ) -> (Arc<Description>, Option<Publisher>) {
+        let replaced = self.by_path.get(&desc.path).copied().and_then(|old| self.remove(old));
+        let desc = Arc::new(desc);
+        let publisher = Publisher {
+            key,
+            session_id: crate::door::session_id(key),
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            user: "(channel)".into(),
+            user_agent: None,
+            ingest: Ingest::new(desc.clone(), self.max_bitrate, now),
+            desc: desc.clone(),
+            phase: Phase::Recording,
+            paths: vec![None; desc.tracks.len()],
+            started: now,
+            last_request: now,
+            origin: None,
+            byes: 0,
+            resumed: false,
+            channel: true,
+        };
+        self.by_path.insert(desc.path.clone(), key);
+        self.publishers.insert(key, publisher);
+        (desc, replaced)
     }
 
     /// What a record SETUP for session `key` asks for: the stream and its
@@ -391,7 +608,8 @@ impl Registry {
             .publishers
             .values()
             .filter_map(|p| match p.phase {
-                Phase::Recording if now.saturating_sub(p.ingest.last_packet) > SILENCE_TIMEOUT => {
+                // A channel between movies, or paused, is not gone.
+                Phase::Recording if !p.channel && now.saturating_sub(p.ingest.last_packet) > SILENCE_TIMEOUT => {
                     Some((p.key, "publisher silent"))
                 }
                 Phase::Announced if now.saturating_sub(p.last_request) > announce_wait => Some((p.key, "no RECORD")),
@@ -514,5 +732,56 @@ mod tests {
         assert!(r.is_publisher(2) && !r.is_publisher(1));
         // An announcement never recorded ends after the session timeout.
         assert_eq!(r.expire(61 * S).len(), 1);
+    }
+
+    #[test]
+    fn within_the_grace_a_publisher_continues_the_broadcast() {
+        let mut r = Registry::new(false, 1_000_000, 60).with_grace(5 * S);
+        let on_air = |r: &mut Registry, key: SessionKey, sdp: &str, now: Nanos| {
+            assert_eq!(announce(r, key, sdp, "application/sdp").0, 200);
+            let setup = request(
+                "SETUP",
+                "rtsp://h/live/cam/streamid=0",
+                "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n",
+                "",
+            );
+            r.set_up(
+                key,
+                &setup,
+                0,
+                Path::Tcp {
+                    rtp_channel: 0,
+                    rtcp_channel: 1,
+                },
+                now,
+            );
+            let record = request("RECORD", "rtsp://h/live/cam", "", "");
+            r.request(key, &record, now).1.expect("on the air").id
+        };
+        let first = on_air(&mut r, 1, SDP, S);
+        let gone = r.remove(1).unwrap();
+        assert!(r.leave(&gone, 2 * S), "it waits");
+        assert!(r.on_air("/live/cam").is_none() && r.take_over(3 * S).is_empty());
+        // Back with the same streams: the same broadcast.
+        assert_eq!(on_air(&mut r, 2, SDP, 4 * S), first);
+        assert!(r.get(2).unwrap().resumed);
+        // Gone again, and back with other streams: a new broadcast, and the
+        // old one over.
+        let gone = r.remove(2).unwrap();
+        assert!(r.leave(&gone, 5 * S));
+        let other = SDP.replace("H264/90000", "H265/90000");
+        let second = on_air(&mut r, 3, &other, 6 * S);
+        assert_ne!(second, first);
+        assert_eq!(r.take_over(6 * S), [first]);
+        // Gone, and not back within the grace: over.
+        let gone = r.remove(3).unwrap();
+        assert!(r.leave(&gone, 7 * S));
+        assert!(r.take_over(11 * S).is_empty());
+        assert_eq!(r.take_over(12 * S), [second]);
+        // Without a grace nothing waits.
+        let mut none = Registry::new(false, 1_000_000, 60);
+        on_air(&mut none, 1, SDP, S);
+        let gone = none.remove(1).unwrap();
+        assert!(!none.leave(&gone, S));
     }
 }

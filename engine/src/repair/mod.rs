@@ -7,6 +7,10 @@
 //!   send again.
 //! - [`nack`]: answering RTCP generic NACKs (RFC 4585) from the history,
 //!   with duplicate and rate limits, for RTX retransmission (RFC 4588).
+//! - [`offer`]: the SDP offer of NACK/RTX (`RTP/AVPF`, `a=rtcp-fb`, the
+//!   RTX payload types) and what each track's SETUP then gets.
+//! - [`sender`]: a session's retransmission as the shard core drives it:
+//!   each stream's history, responder and RTX stream.
 //! - [`reliable`]: Darwin Streaming Server's reliable UDP: acks in RTCP APP
 //!   `qtak` packets, resends on a retransmission timeout, a congestion
 //!   window with slow start.
@@ -16,7 +20,9 @@
 pub mod burst;
 pub mod history;
 pub mod nack;
+pub mod offer;
 pub mod reliable;
+pub mod sender;
 pub mod thinning;
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ use crate::http::Sample;
 use crate::http::{self as web, Context, Counts, HttpRoute, Reply, Routes, ServerView, Takeover};
 use crate::icecast::files::Files;
 use crate::icecast::listener::ListenerStart;
+use crate::icecast::metadata::MetadataUpdate;
+use crate::icecast::mount::{Feed, Mount, MountError, MountId, Mounts};
+use crate::icecast::source::{IceInfo, Sources};
 use crate::idle;
 use crate::library::Library;
 use crate::library::LibraryError;
@@ -44,6 +47,10 @@ use crate::live::registry::{Path as LivePath, Phase, Publisher, Wanted};
 use crate::pacer::{KeyMap, SessionKey};
 use crate::shard::{Command, Event, ReplyId, Snapshot};
 use crate::stats::{RequestCounts, ShardStats};
+
+mod channels;
+mod push;
+mod relay;
 
 /// How often the library looks for movies to let go of.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -56,6 +63,9 @@ const LEG_QUEUE: usize = 2;
 /// How often connections are looked at for the read timeout (the shards
 /// look at their sessions' timeouts as often).
 const IDLE_SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+#[path = "icecast.rs"]
+mod icecast;
 
 /// The control core's state, shared by its tasks (one thread: `RefCell`).
 struct Control {
@@ -88,6 +98,19 @@ struct Control {
     live_shards: Vec<ConnectedSender<live::ToShard>>,
     /// Live packets a full shard channel had no room for.
     live_channel_full: Cell<u64>,
+    /// The relays by path, and where each is.
+    relays: RefCell<relay::Runs>,
+    /// The viewers of relay paths (by session), which keep an on-demand
+    /// relay running.
+    relay_viewers: RefCell<KeyMap<SessionKey, String>>,
+    /// The pushes running, by the URL they publish to.
+    pushing: RefCell<std::collections::HashSet<String>>,
+    /// Each broadcast's pushes' feeds.
+    push_feeds: RefCell<std::collections::HashMap<live::BroadcastId, Vec<LocalSender<push::Feed>>>>,
+    /// The server is shutting down: relays say TEARDOWN and stop.
+    stopping: Cell<bool>,
+    /// The Icecast mounts on the air, by path.
+    mounts: RefCell<Mounts>,
     /// Itself, for the tasks it starts (a publisher's UDP readers).
     me: std::rc::Weak<Control>,
     /// RTSPS's settings, replaced on SIGHUP when the files load.
@@ -101,6 +124,8 @@ struct Control {
     /// bytes, swept for the read timeout (`sweep_idle`): a runtime timer per
     /// connection would be two reactor entries for as long as it lives.
     idle: RefCell<idle::Reads<RawFd>>,
+    /// The channels `serve` runs, each driven by a task of its own.
+    channels: Vec<Rc<channels::Handle>>,
 }
 
 /// A bound port and what it speaks.
@@ -183,7 +208,20 @@ pub async fn run(
             queue_bytes: config.listener_queue_bytes,
         },
     );
-    let mut door = Door::with_routes(routes).with_access(door_access);
+    // Live mounts may have any name: their listeners' GET and their
+    // sources' SOURCE and PUT go to any path no other handler owns.
+    routes.add_any(
+        &["GET"],
+        web::BodyMode::Whole,
+        Files {
+            queue_bytes: config.listener_queue_bytes,
+        },
+    );
+    routes.add_any(&["SOURCE", "PUT"], web::BodyMode::Stream, Sources);
+    routes.add(crate::icecast::metadata::PATH, &["GET"], MetadataUpdate);
+    let mut door = Door::with_routes(routes)
+        .with_access(door_access)
+        .with_feedback(config.nack);
     if !config.publish.is_empty() {
         let mut secret = [0u8; 32];
         if let Err(e) = getrandom::getrandom(&mut secret) {
@@ -195,18 +233,28 @@ pub async fn run(
             door = door.with_publish_rules(live::publish::Gate::new(config.publish.clone(), secret, now));
         }
     }
+    let (channel_handles, channel_commands) = channels::handles(&config.channels);
     let ctl = Rc::new_cyclic(|me: &std::rc::Weak<Control>| {
         let myself = me.clone();
         let me = me.clone();
         Control {
             me: myself,
-            live: RefCell::new(live::Registry::new(
-                config.publish_replace,
-                config.publish_max_bitrate,
-                config.session_timeout,
-            )),
+            live: RefCell::new(
+                live::Registry::new(
+                    config.publish_replace,
+                    config.publish_max_bitrate,
+                    config.session_timeout,
+                )
+                .with_grace(config.publish_grace.saturating_mul(1_000_000_000)),
+            ),
             live_shards,
             live_channel_full: Cell::new(0),
+            relays: RefCell::new(relay::runs(&config.relays)),
+            relay_viewers: RefCell::default(),
+            pushing: RefCell::default(),
+            push_feeds: RefCell::default(),
+            stopping: Cell::new(false),
+            mounts: RefCell::new(Mounts::new()),
             door,
             limits: conn::limits(&config),
             library,
@@ -230,9 +278,17 @@ pub async fn run(
             history: RefCell::default(),
             started: Instant::now(),
             idle: RefCell::default(),
+            channels: channel_handles,
             config,
         }
     });
+    channels::spawn(&ctl, channel_commands);
+    for spec in ctl.config.radio.clone() {
+        glommio::spawn_local(icecast::radio(ctl.clone(), spec)).detach();
+    }
+    for spec in ctl.config.icecast_relay.clone() {
+        glommio::spawn_local(icecast::relay(ctl.clone(), spec)).detach();
+    }
     let mut accept_tasks = Vec::new();
     for l in listeners {
         let addr = l.socket.local_addr().ok();
@@ -256,6 +312,7 @@ pub async fn run(
         "streamalot is serving; try rtsp://127.0.0.1:{}/sample.mp4",
         ctl.config.rtsp_ports.first().copied().unwrap_or(8554)
     );
+    ctl.start_relays();
     let (stopped_tx, stopped_rx) = local_channel::new_unbounded::<Box<ShardStats>>();
     let stopped_tx = Rc::new(stopped_tx);
     for (i, rx) in from_shards.into_iter().enumerate() {
@@ -281,6 +338,7 @@ pub async fn run(
             next_report = interval.map(|i| Instant::now() + i);
         }
         if signals.shutting_down() {
+            ctl.stopping.set(true);
             break;
         }
         if signals.take_reopen() {
@@ -349,7 +407,7 @@ pub async fn run(
     }
     let keys: Vec<SessionKey> = ctl.live.borrow().publishers().map(|p| p.key).collect();
     for key in keys {
-        ctl.end_publisher(key, "server shutdown", 200);
+        ctl.stop_broadcast(key, "server shutdown", 200);
     }
     for s in &ctl.shards {
         let _ = s.send(ToShard::Command(Command::Shutdown)).await;
@@ -445,6 +503,7 @@ async fn shard_events(
                 Event::SessionEnded { key, record } => {
                     if let Some(key) = key {
                         ctl.admission.borrow_mut().forget(key);
+                        ctl.relay_viewers.borrow_mut().remove(&key);
                     }
                     ctl.log_record(&record);
                 }
@@ -479,6 +538,7 @@ async fn collect_stats(ctl: &Control) -> ShardStats {
         l.packets_in += c.packets;
         l.bytes_in += c.bytes;
         l.refused_in += c.refused();
+        l.channel_full += c.channel_full;
         l.secs = t.saturating_sub(p.started) as f64 / 1e9;
     }
     total.live_channel_full += ctl.live_channel_full.get();
@@ -638,6 +698,10 @@ async fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr,
             if gone {
                 return;
             }
+        }
+        (Step::Leave, Some(Leave::Http(Takeover::Source(start)))) => {
+            let pending = std::mem::take(&mut link.buf);
+            return Box::pin(icecast::source(ctl, stream, client, pending, start)).await;
         }
         (Step::Leave, Some(Leave::Http(Takeover::TunnelPost(id, to)))) => {
             let counted = Counted::new(client.ip(), ctl.release.clone());
@@ -906,7 +970,7 @@ impl Control {
     /// other paths.
     fn describe_live(&self, req: &Request, path: &str) -> Option<Response> {
         if let Some(desc) = self.live.borrow().on_air(path) {
-            return Some(door::describe_sdp(req, path, &desc.sdp));
+            return Some(door::describe_sdp(req, path, &desc.sdp, self.door.feedback()));
         }
         let gate = self.door.publishing()?;
         gate.is_live_path(path).then(|| Response::new(404, req.cseq()))
@@ -976,6 +1040,7 @@ impl Control {
         for tx in &self.live_shards {
             let _ = tx.send(live::ToShard::Start(desc.clone())).await;
         }
+        self.start_pushes(&desc);
         info!(
             path,
             streams = desc.tracks.len(),
@@ -998,8 +1063,9 @@ impl Control {
             .borrow_mut()
             .announce(key, path, req, link.client, user, now());
         if let Some(old) = replaced {
-            self.ended(old, "replaced by another publisher", 200);
+            self.ended(old, "replaced by another publisher", 200, false);
         }
+        self.end_broadcasts();
         if response.status == 200 {
             info!(client = %link.client, path, "broadcast announced");
             link.publisher = Some(key);
@@ -1066,12 +1132,13 @@ impl Control {
             for tx in &self.live_shards {
                 let _ = tx.send(live::ToShard::Start(desc.clone())).await;
             }
+            self.start_pushes(&desc);
         }
         if let Some(p) = gone {
             if link.publisher == Some(key) {
                 link.publisher = None;
             }
-            self.ended(p, "teardown", 200);
+            self.ended(p, "teardown", 200, true);
         }
         self.reply(link, Some(&req.method), &response);
     }
@@ -1086,8 +1153,11 @@ impl Control {
         }
         let id = p.desc.id;
         if rtcp {
-            if let Some((ntp, rtp_ts)) = p.ingest.rtcp(track, data) {
-                drop(registry);
+            relay::note_bye(p, track, data);
+            let report = p.ingest.rtcp(track, data);
+            drop(registry);
+            self.feed_pushes(id, track, true, || bytes::Bytes::copy_from_slice(data));
+            if let Some((ntp, rtp_ts)) = report {
                 for tx in &self.live_shards {
                     let report = live::ToShard::Report {
                         id,
@@ -1105,13 +1175,21 @@ impl Control {
         match p.ingest.rtp(track, data, t) {
             Ok(packet) => {
                 drop(registry);
+                self.feed_pushes(id, track, false, || packet.data.clone());
+                let mut full = 0;
                 for tx in &self.live_shards {
                     let news = live::ToShard::Packet {
                         id,
                         packet: packet.clone(),
                     };
                     if tx.try_send(news).is_err() {
-                        self.live_channel_full.set(self.live_channel_full.get() + 1);
+                        full += 1;
+                    }
+                }
+                if full > 0 {
+                    self.live_channel_full.set(self.live_channel_full.get() + full);
+                    if let Some(p) = self.live.borrow_mut().get_mut(key) {
+                        p.ingest.counters.channel_full += full;
                     }
                 }
             }
@@ -1132,17 +1210,48 @@ impl Control {
         }
     }
 
-    /// Ends publisher `key`'s session (and its broadcast), if it is still on.
+    /// Ends publisher `key`'s session, if it is still on; its broadcast
+    /// waits out the publish grace for it to come back.
     fn end_publisher(&self, key: SessionKey, why: &str, status: u16) {
         let gone = self.live.borrow_mut().remove(key);
         if let Some(p) = gone {
-            self.ended(p, why, status);
+            self.ended(p, why, status, true);
+        }
+    }
+
+    /// Ends publisher `key`'s session and its broadcast, at once.
+    fn stop_broadcast(&self, key: SessionKey, why: &str, status: u16) {
+        let gone = self.live.borrow_mut().remove(key);
+        if let Some(p) = gone {
+            self.ended(p, why, status, false);
+        }
+    }
+
+    /// Tells the shards of the broadcasts the registry says are over.
+    fn end_broadcasts(&self) {
+        let over = self.live.borrow_mut().take_over(now());
+        if over.is_empty() {
+            return;
+        }
+        for &id in &over {
+            self.end_pushes(id);
+        }
+        if let Some(ctl) = self.me.upgrade() {
+            glommio::spawn_local(async move {
+                for id in over {
+                    for tx in &ctl.live_shards {
+                        let _ = tx.send(live::ToShard::End { id }).await;
+                    }
+                }
+            })
+            .detach();
         }
     }
 
     /// A publisher gone: its access-log line, and its broadcast's end for
-    /// the shards (after every packet sent them before).
-    fn ended(&self, p: Publisher, why: &str, status: u16) {
+    /// the shards (after every packet sent them before), unless
+    /// `may_wait` and the broadcast waits out the publish grace.
+    fn ended(&self, p: Publisher, why: &str, status: u16, may_wait: bool) {
         let c = p.ingest.counters;
         info!(
             path = %p.desc.path, client = %p.client, why,
@@ -1152,6 +1261,15 @@ impl Control {
         self.log_record(&p.record(now(), status));
         if p.phase == Phase::Recording {
             let id = p.desc.id;
+            self.end_pushes(id);
+            if may_wait && self.live.borrow_mut().leave(&p, now()) {
+                info!(
+                    path = %p.desc.path,
+                    grace_secs = self.config.publish_grace,
+                    "publisher gone; its viewers wait for it"
+                );
+                return;
+            }
             if let Some(ctl) = self.me.upgrade() {
                 glommio::spawn_local(async move {
                     for tx in &ctl.live_shards {
@@ -1166,13 +1284,11 @@ impl Control {
     /// Ends the broadcasts whose publishers went silent, and announcements
     /// never recorded.
     fn expire_publishers(&self) {
-        if self.live.borrow().is_empty() {
-            return;
-        }
         let gone = self.live.borrow_mut().expire(now());
         for (p, why) in gone {
-            self.ended(p, why, 408);
+            self.ended(p, why, 408, true);
         }
+        self.end_broadcasts();
     }
 
     /// Answers a SETUP that opened no session with `status`, and logs it.
@@ -1208,16 +1324,28 @@ impl Host for Control {
         match route {
             Route::Answer(response) => self.reply(link, method, &response),
             Route::Describe { path } => {
+                if let Some(relayed) = self.relay_on_air(&path).await {
+                    let response = match relayed {
+                        Ok(desc) => door::describe_sdp(&req, &path, &desc.sdp, self.door.feedback()),
+                        Err(status) => Response::new(status, req.cseq()),
+                    };
+                    self.reply(link, Some(&req.method), &response);
+                    return Step::Continue;
+                }
                 if let Some(response) = self.describe_live(&req, &path) {
                     self.reply(link, Some(&req.method), &response);
                     return Step::Continue;
                 }
                 if let Some(desc) = self.sdp_source(&path).await {
-                    self.reply(link, Some(&req.method), &door::describe_sdp(&req, &path, &desc.sdp));
+                    self.reply(
+                        link,
+                        Some(&req.method),
+                        &door::describe_sdp(&req, &path, &desc.sdp, self.door.feedback()),
+                    );
                     return Step::Continue;
                 }
                 let movie = open_movie(&self.library, &path).await;
-                let response = door::describe(&req, &path, movie.as_deref());
+                let response = door::describe(&req, &path, movie.as_deref(), self.door.feedback());
                 self.reply(link, method, &response);
             }
             Route::Open { path, interleaved } => return setup(self, link, req, path, interleaved).await,
@@ -1362,6 +1490,36 @@ impl ServerView for Control {
         self.listeners.borrow_mut().admit()
     }
 
+    fn check_source(&self, path: &str, authorization: &[&str]) -> Result<String, u16> {
+        match self.door.publishing() {
+            Some(gate) => gate.check_basic(path, authorization.iter().copied()),
+            None => Err(403),
+        }
+    }
+
+    fn open_mount(&self, path: &str, client: SocketAddr, user: String, info: IceInfo) -> Result<MountId, MountError> {
+        Control::open_mount(self, path, Feed::Source, Some(client), Some(user), info)
+    }
+
+    fn mount(&self, path: &str) -> Option<Mount> {
+        self.mounts.borrow().get(path).cloned()
+    }
+
+    fn mounts(&self) -> Vec<Mount> {
+        self.mounts.borrow().iter().cloned().collect()
+    }
+
+    fn set_mount_title(&self, path: &str, title: &str) -> bool {
+        let set = self.mounts.borrow_mut().set_title(path, title);
+        match set {
+            Some((id, metadata)) => {
+                self.send_mount_title(id, metadata);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn config(&self) -> &Config {
         &self.config
     }
@@ -1421,12 +1579,13 @@ impl ServerView for Control {
                     client: p.client.ip(),
                     user: p.user.clone(),
                     on_air: p.phase == Phase::Recording,
-                    transport: if p.client.port() == 0 {
-                        "sdp"
-                    } else if p.uses_udp() {
-                        "udp"
-                    } else {
-                        "tcp"
+                    transport: match (p.origin.is_some(), p.uses_udp()) {
+                        _ if p.channel => "channel",
+                        (true, true) => "relay-udp",
+                        (true, false) => "relay-tcp",
+                        _ if p.client.port() == 0 => "sdp",
+                        (false, true) => "udp",
+                        (false, false) => "tcp",
                     },
                     streams: p.desc.tracks.iter().map(|t| (t.kind.clone(), t.clock_rate)).collect(),
                     packets_in: c.packets,
@@ -1438,6 +1597,44 @@ impl ServerView for Control {
             .collect()
     }
 
+    fn relays(&self) -> Vec<web::RelayView> {
+        let mut all: Vec<web::RelayView> = self
+            .relays
+            .borrow()
+            .values()
+            .map(|r| web::RelayView {
+                path: r.relay.path.clone(),
+                origin: relay::shown(r.relay.url.as_str()),
+                transport: match r.relay.transport {
+                    live::relay::RelayTransport::Tcp => "tcp",
+                    live::relay::RelayTransport::Udp => "udp",
+                },
+                mode: match r.relay.mode {
+                    live::relay::Mode::OnDemand => "on-demand",
+                    live::relay::Mode::Always => "always",
+                },
+                state: r.state.name(),
+                plays: r.plays,
+                failures: r.failures,
+                last_error: r.last_error.as_ref().map(|e| e.1.clone()),
+            })
+            .collect();
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all
+    }
+
+    fn channels(&self) -> Vec<web::ChannelView> {
+        channels::views(self)
+    }
+
+    fn channel_action<'a>(
+        &'a self,
+        path: &'a str,
+        action: web::ChannelAction,
+    ) -> Pin<Box<dyn Future<Output = web::ChannelOutcome> + 'a>> {
+        Box::pin(channels::act(self, path, action))
+    }
+
     fn stop_publisher(&self, id: &str) -> bool {
         let key = self
             .live
@@ -1447,7 +1644,7 @@ impl ServerView for Control {
             .map(|p| p.key);
         match key {
             Some(key) => {
-                self.end_publisher(key, "stopped by the admin API", 200);
+                self.stop_broadcast(key, "stopped by the admin API", 200);
                 true
             }
             None => false,
@@ -1536,10 +1733,22 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
     }
     let mut on_air = ctl.live.borrow().on_air(&path).cloned();
     if on_air.is_none() {
-        on_air = ctl.sdp_source(&path).await;
+        match ctl.relay_on_air(&path).await {
+            Some(Ok(desc)) => on_air = Some(desc),
+            Some(Err(status)) => {
+                ctl.refuse(link, &req, status);
+                return Step::Continue;
+            }
+            None => on_air = ctl.sdp_source(&path).await,
+        }
     }
     let target = match on_air {
-        Some(desc) => Target::Live(desc),
+        Some(desc) => {
+            if let Some(h) = ctl.channels.iter().find(|h| h.path == path) {
+                h.watched();
+            }
+            Target::Live(desc)
+        }
         // Where broadcasts are published, there are no movies: a viewer
         // before the publisher (or after it) finds nothing.
         None if ctl.door.publishing().is_some_and(|g| g.is_live_path(&path)) => {
@@ -1562,6 +1771,9 @@ async fn setup(ctl: &Control, link: &mut Link, req: Request, path: String, inter
         ctl.refuse(link, &req, 453);
         return Step::Continue;
     };
+    if matches!(target, Target::Live(_)) && ctl.is_relay_path(&path) {
+        ctl.relay_viewers.borrow_mut().insert(key, path.clone());
+    }
     let client = link.client;
     let cseq = req.cseq().map(str::to_owned);
     let method = req.method.clone();

@@ -40,6 +40,7 @@ use crate::shard::{Command, Event};
 use crate::source::Nanos;
 
 pub mod broadcast;
+pub mod channel_client;
 mod conn;
 mod control;
 mod shard;
@@ -62,6 +63,14 @@ fn wall_at_zero() -> Duration {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     wall.saturating_sub(Duration::from_nanos(now()))
+}
+
+/// [`wall_at_zero`] as first taken: one wall clock for the whole process
+/// (the shards' sender reports and the channels' schedules), which a step
+/// of the system clock does not move.
+fn wall_epoch() -> Duration {
+    static WALL: OnceLock<Duration> = OnceLock::new();
+    *WALL.get_or_init(wall_at_zero)
 }
 
 /// The movie at a library path. Checking the file is cheap and done here;
@@ -268,7 +277,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let core = |i: usize| (!cores.is_empty()).then(|| cores[i % cores.len()]);
     let control_cpu = core(0);
     let shards = config.shards.max(1);
-    let wall = wall_at_zero();
+    let wall = wall_epoch();
     let mut access = access_per_core(&config, shards + 1)?.into_iter();
     let control_access = access.next();
     let tls = config

@@ -124,6 +124,7 @@ pub async fn run(
         },
         Rng::new(),
     );
+    core.set_publish_grace(config.publish_grace.saturating_mul(1_000_000_000));
     if let Err(e) = core.set_send_path(config.send_path) {
         warn!(shard = index, error = %e, path = %config.send_path, "cannot use this send path; using sendmmsg");
     }
@@ -145,7 +146,7 @@ pub async fn run(
         rtp,
         rtcp,
         rtcp_bufs: RefCell::new(RecvBufs::new(RTCP_BATCH, 2048)),
-        door: Door::new().with_access(access),
+        door: Door::new().with_access(access).with_feedback(config.nack),
         limits: conn::limits(&config),
         library,
         writers: RefCell::default(),
@@ -541,7 +542,7 @@ impl Host for ShardHost {
             }),
             Route::Describe { path } => {
                 let movie = open_movie(&d.library, &path).await;
-                let response = door::describe(&request, &path, movie.as_deref());
+                let response = door::describe(&request, &path, movie.as_deref(), d.door.feedback());
                 d.feed(Input::ConnAnswer {
                     conn,
                     method: Some(request.method),

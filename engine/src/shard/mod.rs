@@ -55,12 +55,16 @@ use tracing::debug;
 use crate::access_log::AccessRecord;
 use crate::door::session_id;
 use crate::icecast::listener::{Listener, ListenerStart};
+use crate::icecast::mount::{MountId, MountNews, MountReplica};
 use crate::live::{self, BroadcastId, Description, Replica};
 use crate::pacer::{self, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
 use crate::random::Rng;
+use crate::repair::nack::NackStats;
+use crate::repair::offer;
+use crate::repair::sender::{RtxSender, RtxSetup};
 use crate::session::{Context, Destination, Effect, Media, Session};
 use crate::source::{Nanos, Outgoing, Source, StreamSeeds};
-use crate::stats::ShardStats;
+use crate::stats::{RepairStats, ShardStats};
 use routes::AddressRoutes;
 
 mod routes;
@@ -396,6 +400,10 @@ struct Entry {
     /// How late its last round and its latest round were.
     late_last: Nanos,
     late_max: Nanos,
+    /// NACK/RTX retransmission, for a session that set up a track with
+    /// `RTP/AVPF` over UDP; `None` (nothing kept, nothing paid) for the
+    /// others. Made at PLAY, when the streams are known.
+    rtx: Option<Box<RtxSender>>,
 }
 
 impl Entry {
@@ -414,6 +422,7 @@ impl Entry {
             play_at: None,
             late_last: 0,
             late_max: 0,
+            rtx: None,
         }
     }
 
@@ -578,6 +587,28 @@ impl Listening {
         }
     }
 
+    /// Queues what its mount's replica has that it has not; drops a
+    /// listener that has fallen too far behind.
+    fn serve_mount(
+        &mut self,
+        id: ConnId,
+        replica: &MountReplica,
+        stats: &mut ShardStats,
+        outputs: &mut VecDeque<Output>,
+    ) {
+        if self.closing {
+            return;
+        }
+        self.queued += self.listener.serve_mount(replica, &mut self.out);
+        if self.queued + self.in_flight > self.bound {
+            stats.listeners_dropped += 1;
+            debug!(client = %self.client, path = self.path, waiting = self.queued + self.in_flight, "listener too slow; dropped");
+            self.close(id, outputs, true);
+            return;
+        }
+        self.signal(id, outputs);
+    }
+
     /// Queues what is due at `now`; drops a listener that has fallen too
     /// far behind, and ends one whose file is all queued.
     fn serve(
@@ -611,6 +642,9 @@ impl Listening {
 /// module documentation.
 pub struct ShardCore {
     config: Config,
+    /// A broadcast this shard hears nothing of for this long is over: the
+    /// publisher's silence timeout, plus the publish grace.
+    live_silence: Nanos,
     /// Boxed: an `Entry` is about 750 bytes, and inline the table's empty
     /// slots (up to half of them after it doubles, at most 7/8 full) would
     /// cost that much each; boxed a slot is 16 bytes. A lookup in the round
@@ -645,6 +679,12 @@ pub struct ShardCore {
     ended: Vec<SessionKey>,
     /// This shard's replica of each live broadcast; viewers hold them too.
     live: KeyMap<BroadcastId, Rc<RefCell<Replica>>>,
+    /// Icecast mounts' replicas, each with its listeners on this shard.
+    mounts: KeyMap<MountId, MountReplica>,
+    /// Mounts that ended lately: a listener that reaches the shard after
+    /// its mount's end is ended at once, not given a replica that no feed
+    /// will ever fill.
+    mounts_ended: VecDeque<MountId>,
     rng: Rng,
 }
 
@@ -711,6 +751,7 @@ impl ShardCore {
     pub fn new(config: Config, rng: Rng) -> ShardCore {
         ShardCore {
             config,
+            live_silence: live::SILENCE_TIMEOUT,
             sessions: KeyMap::default(),
             schedule: Schedule::default(),
             rtcp_routes: AddressRoutes::default(),
@@ -728,6 +769,8 @@ impl ShardCore {
             urgent: None,
             ended: Vec::new(),
             live: KeyMap::default(),
+            mounts: KeyMap::default(),
+            mounts_ended: VecDeque::new(),
             rng,
         }
     }
@@ -753,6 +796,12 @@ impl ShardCore {
 
     pub fn stats(&self) -> &ShardStats {
         &self.stats
+    }
+
+    /// How long a broadcast's viewers wait for its publisher beyond the
+    /// silence timeout (the publish grace).
+    pub fn set_publish_grace(&mut self, grace: Nanos) {
+        self.live_silence = live::SILENCE_TIMEOUT.saturating_add(grace);
     }
 
     /// Whether UDP GSO is used for runs of packets to one client.
@@ -856,6 +905,9 @@ impl ShardCore {
         let Some(l) = self.listeners.remove(&conn) else {
             return Taken::Closed;
         };
+        if let Some(r) = l.listener.mount().and_then(|id| self.mounts.get_mut(&id)) {
+            r.listeners.retain(|&c| c != conn);
+        }
         self.stats.listeners_ended += 1;
         let record = AccessRecord {
             client: l.client.ip(),
@@ -900,6 +952,18 @@ impl ShardCore {
                 };
                 l.out.push_back(Bytes::from(start.head));
                 self.stats.listeners_started += 1;
+                if let Some(id) = l.listener.mount() {
+                    if self.mounts_ended.contains(&id) {
+                        l.close(conn, &mut self.outputs, false);
+                    } else {
+                        let replica = self.mounts.entry(id).or_default();
+                        replica.listeners.push(conn);
+                        l.serve_mount(conn, replica, &mut self.stats, &mut self.outputs);
+                    }
+                    l.bound = l.queued.saturating_add(start.queue_bytes);
+                    self.listeners.insert(conn, l);
+                    return;
+                }
                 let ShardCore {
                     listener_schedule,
                     stats,
@@ -1055,7 +1119,7 @@ impl ShardCore {
                 self.event(Event::Reply { reply, response });
             }
             Command::Stats { reply } => {
-                let mut stats = Box::new(self.stats.clone());
+                let mut stats = Box::new(self.stats_now());
                 for e in self.sessions.values() {
                     if e.session.playback.as_ref().is_some_and(Source::is_live) {
                         stats.live.entry(e.session.path.clone()).or_default().viewers += 1;
@@ -1120,10 +1184,22 @@ impl ShardCore {
 
     /// The shard's statistics and counts, and with `sessions` each
     /// session's figures, at `now`.
+    /// The statistics, with the gauges that are counted when asked (each
+    /// mount's listeners here).
+    fn stats_now(&self) -> ShardStats {
+        let mut stats = self.stats.clone();
+        stats.mount_listeners = self
+            .mounts
+            .iter()
+            .map(|(&id, r)| (id, r.listeners.len() as u64))
+            .collect();
+        stats
+    }
+
     pub fn snapshot(&self, now: Nanos, sessions: bool) -> Snapshot {
         let mut snap = Snapshot {
             shard: self.config.index,
-            stats: self.stats.clone(),
+            stats: self.stats_now(),
             connections: self.conns.len(),
             ..Snapshot::default()
         };
@@ -1227,6 +1303,13 @@ impl ShardCore {
         };
         let (response, effect) = e.session.handle(req, &mut ctx);
         if req.method == Method::Setup && response.status == 200 {
+            // The streams may have changed: retransmission is made again
+            // at the next PLAY.
+            if let Some(rtx) = e.rtx.take() {
+                for s in rtx.streams() {
+                    self.ssrc_routes.remove(&s.setup.rtx_ssrc);
+                }
+            }
             for t in &e.session.tracks {
                 self.ssrc_routes.insert(t.seeds.0, key);
                 if let Destination::Udp { rtcp, .. } = t.destination {
@@ -1249,6 +1332,9 @@ impl ShardCore {
                 // make room for four), for as long as the session plays.
                 e.reception.reserve_exact(n.saturating_sub(e.reception.len()));
                 e.reception.resize(n, Reception::default());
+                if e.rtx.is_none() {
+                    e.rtx = rtx_sender(&e.session, &e.dests, &mut self.rng, &mut self.ssrc_routes, key);
+                }
                 if req.method == Method::Play {
                     e.play_at = Some(now);
                 }
@@ -1332,13 +1418,21 @@ impl ShardCore {
             }
             // Only in a PLAY's first rounds: the packets so far, to see the first go.
             let before = e.play_at.map(|_| total_packets(source));
-            let served = pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, |channel, o| {
+            let tcp = |channel, o: &Outgoing<'_>| {
                 conn.as_mut().is_some_and(|(id, c)| {
                     let queued = send_tcp(c, channel, o);
                     signal(outputs, *id, c);
                     queued
                 })
-            });
+            };
+            // Two instances of the round's loop: only a session that
+            // negotiated retransmission keeps a history of what it sends.
+            let served = match e.rtx.as_deref_mut() {
+                None => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |_| {}),
+                Some(rtx) => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |o| {
+                    rtx.keep(o, now)
+                }),
+            };
             if let (Some(at), Some(before)) = (e.play_at, before) {
                 if total_packets(source) > before {
                     stats.record_first_packet(now.saturating_sub(at));
@@ -1359,7 +1453,22 @@ impl ShardCore {
                 }
             }
             if source.is_live() {
-                stats.live_dropped += source.take_skipped();
+                let dropped = source.take_skipped();
+                if dropped > 0 {
+                    stats.live_dropped += dropped;
+                    // Only when a viewer fell behind: the lookup (and, the
+                    // first time, the path's entry) stays off the hot path.
+                    match stats.live.get_mut(&e.session.path) {
+                        Some(l) => l.dropped_slow += dropped,
+                        None => {
+                            let l = crate::stats::LiveStats {
+                                dropped_slow: dropped,
+                                ..Default::default()
+                            };
+                            stats.live.insert(e.session.path.clone(), l);
+                        }
+                    }
+                }
             } else {
                 stats.skipped += source.take_skipped();
             }
@@ -1411,7 +1520,7 @@ impl ShardCore {
         let silent: Vec<BroadcastId> = self
             .live
             .iter()
-            .filter(|(_, r)| now.saturating_sub(r.borrow().last_arrival) > live::SILENCE_TIMEOUT)
+            .filter(|(_, r)| now.saturating_sub(r.borrow().last_arrival) > self.live_silence)
             .map(|(&id, _)| id)
             .collect();
         for id in silent {
@@ -1442,6 +1551,10 @@ impl ShardCore {
     /// News of a live broadcast.
     fn on_live(&mut self, news: live::ToShard, now: Nanos) {
         let (replica, ended) = match news {
+            live::ToShard::Mount(news) => {
+                self.on_mount(news);
+                return;
+            }
             live::ToShard::Start(desc) => {
                 self.replica(desc, now);
                 return;
@@ -1493,6 +1606,45 @@ impl ShardCore {
         }
     }
 
+    /// News of an Icecast mount: its listeners here get the new frames at
+    /// once, a new title from their next metadata block, or, at its end,
+    /// what is queued and then the end of their stream.
+    fn on_mount(&mut self, news: MountNews) {
+        match news {
+            MountNews::Frames { id, frames } => {
+                if self.mounts_ended.contains(&id) {
+                    return;
+                }
+                let replica = self.mounts.entry(id).or_default();
+                replica.push(&frames);
+                self.stats.mount_frames += frames.len() as u64;
+                for &conn in &replica.listeners {
+                    if let Some(l) = self.listeners.get_mut(&conn) {
+                        l.serve_mount(conn, replica, &mut self.stats, &mut self.outputs);
+                    }
+                }
+            }
+            MountNews::Title { id, metadata } => {
+                // A feed's first title may come before its first frame.
+                if !self.mounts_ended.contains(&id) {
+                    self.mounts.entry(id).or_default().title = metadata;
+                }
+            }
+            MountNews::End { id } => {
+                if self.mounts_ended.len() >= 64 {
+                    self.mounts_ended.pop_front();
+                }
+                self.mounts_ended.push_back(id);
+                let Some(replica) = self.mounts.remove(&id) else { return };
+                for conn in replica.listeners {
+                    if let Some(l) = self.listeners.get_mut(&conn) {
+                        l.close(conn, &mut self.outputs, false);
+                    }
+                }
+            }
+        }
+    }
+
     /// Queues session `key`'s RTCP (see [`write_reports`]).
     fn send_rtcp(&mut self, key: SessionKey, now: Nanos, bye: bool) {
         let ntp = self.ntp(now);
@@ -1519,6 +1671,9 @@ impl ShardCore {
         let Some(e) = self.sessions.remove(&key) else { return };
         if let Some(c) = e.conn.and_then(|c| self.conns.get_mut(&c)) {
             c.sessions.retain(|k| *k != key);
+        }
+        for s in e.rtx.iter().flat_map(|r| r.streams()) {
+            self.ssrc_routes.remove(&s.setup.rtx_ssrc);
         }
         for t in &e.session.tracks {
             self.ssrc_routes.remove(&t.seeds.0);
@@ -1548,19 +1703,29 @@ impl ShardCore {
             return;
         };
         let mut reported = false;
-        for block in report_blocks(packets) {
-            let Some(&key) = self.ssrc_routes.get(&block.ssrc) else {
-                continue;
-            };
-            // Only the address the stream is sent to may report on it.
-            let Some(e) = self.sessions.get_mut(&key) else { continue };
-            if e.dests
-                .iter()
-                .any(|d| matches!(d, Destination::Udp { rtcp, .. } if *rtcp == from))
-            {
-                e.session.last_seen = now;
-                e.note_report(&block, &mut self.stats);
-                reported = true;
+        for packet in packets {
+            match packet {
+                rtcp::RtcpPacket::ReceiverReport { reports, .. } | rtcp::RtcpPacket::SenderReport { reports, .. } => {
+                    for block in reports {
+                        let Some(&key) = self.ssrc_routes.get(&block.ssrc) else {
+                            continue;
+                        };
+                        // Only the address the stream is sent to may report on it.
+                        let Some(e) = self.sessions.get_mut(&key) else { continue };
+                        if e.dests
+                            .iter()
+                            .any(|d| matches!(d, Destination::Udp { rtcp, .. } if *rtcp == from))
+                        {
+                            e.session.last_seen = now;
+                            e.note_report(&block, &mut self.stats);
+                            reported = true;
+                        }
+                    }
+                }
+                rtcp::RtcpPacket::GenericNack { media_ssrc, nacks, .. } => {
+                    reported |= self.on_nack(from, media_ssrc, nacks, now);
+                }
+                _ => {}
             }
         }
         if !reported {
@@ -1570,6 +1735,48 @@ impl ShardCore {
                 }
             }
         }
+    }
+
+    /// A generic NACK from `from` for our stream `media_ssrc`: answered
+    /// with RTX packets in this call's round if the stream negotiated
+    /// retransmission and `from` is where its RTCP goes; otherwise
+    /// counted and ignored. Whether it was answered.
+    fn on_nack(&mut self, from: SocketAddr, media_ssrc: u32, nacks: rtcp::NackList<'_>, now: Nanos) -> bool {
+        let ShardCore {
+            sessions,
+            ssrc_routes,
+            udp,
+            stats,
+            ..
+        } = self;
+        let Some(e) = ssrc_routes.get(&media_ssrc).and_then(|k| sessions.get_mut(k)) else {
+            stats.repair.unwanted += 1;
+            return false;
+        };
+        let Some((rtx, stream)) = e
+            .rtx
+            .as_deref_mut()
+            .and_then(|r| r.stream_of(media_ssrc).map(|i| (r, i)))
+        else {
+            stats.repair.unwanted += 1;
+            return false;
+        };
+        let Some(&Destination::Udp { rtp, rtcp }) = e.dests.get(stream) else {
+            stats.repair.unwanted += 1;
+            return false;
+        };
+        if rtcp != from {
+            stats.repair.forged += 1;
+            return false;
+        }
+        e.session.last_seen = now;
+        let key = ssrc_routes[&media_ssrc];
+        let before = rtx.stats();
+        rtx.answer(stream, nacks.lost(), now, |header, osn, payload| {
+            udp.queue_rtx(key, rtp, header, osn, payload)
+        });
+        count_nacks(&mut stats.repair, before, rtx.stats());
+        true
     }
 
     /// RTCP that arrived on session `key`'s own interleaved channel.
@@ -1599,6 +1806,75 @@ fn draw_seeds(rng: &mut Rng, taken: &KeyMap<u32, SessionKey>) -> StreamSeeds {
             return (ssrc, (r >> 32) as u16, rng.next_u64() as u32);
         }
     }
+}
+
+/// A session's retransmission, if any of its tracks was set up with
+/// `RTP/AVPF` over UDP and its presentation offers RTX for it: the RTX
+/// payload type from the SDP offer, an SSRC and first sequence number drawn
+/// as a stream's are (and routed to the session).
+fn rtx_sender(
+    session: &Session,
+    dests: &[Destination],
+    rng: &mut Rng,
+    ssrc_routes: &mut KeyMap<u32, SessionKey>,
+    key: SessionKey,
+) -> Option<Box<RtxSender>> {
+    let source = session.playback.as_ref()?;
+    let wanted = |track_id: u32| {
+        session
+            .tracks
+            .iter()
+            .any(|t| t.track_id == track_id && t.feedback && matches!(t.destination, Destination::Udp { .. }))
+    };
+    if !source.streams().iter().any(|s| wanted(s.track_id)) {
+        return None;
+    }
+    // What the streams send, as far as it is known without measuring: a
+    // movie's whole rate bounds each of its streams'.
+    let (sdp, bit_rate) = match &session.media {
+        Media::Movie(m) => {
+            let secs = m.duration_secs().max(1.0);
+            let rate = (m.data().len() as f64 * 8.0 / secs) as u64;
+            (m.sdp().to_owned(), rate.clamp(256_000, 100_000_000))
+        }
+        Media::Live(r) => (r.borrow().desc.sdp.clone(), 8_000_000),
+    };
+    let packet_rate = (bit_rate as f64 / 8.0 / 600.0).max(50.0);
+    let setups: SmallVec<[Option<RtxSetup>; 2]> = source
+        .streams()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if !wanted(s.track_id) || !matches!(dests.get(i), Some(Destination::Udp { .. })) {
+                return None;
+            }
+            let o = offer::for_track(&sdp, s.track_id)?;
+            let (rtx_ssrc, first_seq, _) = draw_seeds(rng, ssrc_routes);
+            ssrc_routes.insert(rtx_ssrc, key);
+            Some(RtxSetup {
+                media_ssrc: s.ssrc,
+                rtx_pt: o.rtx_pt,
+                rtx_ssrc,
+                first_seq,
+                bit_rate,
+                packet_rate,
+            })
+        })
+        .collect();
+    Some(Box::new(RtxSender::new(setups, bit_rate)))
+}
+
+/// Adds what one NACK's answer did (the responders' figures `before` and
+/// `after` it) to the shard's counts.
+fn count_nacks(r: &mut RepairStats, before: NackStats, after: NackStats) {
+    r.nacks += after.nacks - before.nacks;
+    r.requested += after.requested - before.requested;
+    r.resent += after.resent - before.resent;
+    r.duplicate += after.duplicate - before.duplicate;
+    r.rate_limited += after.rate_limited - before.rate_limited;
+    r.too_old += after.too_old - before.too_old;
+    r.never_sent += after.never_sent - before.never_sent;
+    r.truncated += after.truncated - before.truncated;
 }
 
 /// An RTCP compound packet per stream of session `e` (SR and SDES CNAME,

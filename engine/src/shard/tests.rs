@@ -220,11 +220,17 @@ impl Sim {
     /// A UDP session of both tracks (RTP to `port`, `port + 2`), set up as
     /// the control core would: its key, and the SSRC of each track.
     fn udp_session(&mut self, key: SessionKey, port: u16) -> [u32; 2] {
+        self.udp_session_with(key, port, "RTP/AVP")
+    }
+
+    /// As [`udp_session`](Self::udp_session), with transport `profile`
+    /// (`RTP/AVPF` for one that takes NACKs).
+    fn udp_session_with(&mut self, key: SessionKey, port: u16, profile: &str) -> [u32; 2] {
         let setup = |track: u32, port: u16, session: Option<SessionKey>| {
             let session = session.map_or(String::new(), |k| format!("Session: {}\r\n", session_id(k)));
             request(&format!(
                 "SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 1\r\n{session}\
-                 Transport: RTP/AVP;unicast;client_port={port}-{}\r\nUser-Agent: sim\r\n\r\n",
+                 Transport: {profile};unicast;client_port={port}-{}\r\nUser-Agent: sim\r\n\r\n",
                 port + 1
             ))
         };
@@ -1332,7 +1338,7 @@ fn after_a_stall_the_backlog_goes_in_bounded_rounds() {
 fn mp3_start(queue_bytes: usize) -> Box<ListenerStart> {
     let mp3 = loader::mp3::Mp3::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp3")).unwrap();
     Box::new(ListenerStart {
-        mp3: Arc::new(mp3),
+        feed: crate::icecast::listener::Feed::File(Arc::new(mp3)),
         path: "/sample.mp3".into(),
         head: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
         metaint: None,
@@ -1397,7 +1403,9 @@ fn run_listener(
 fn a_listener_gets_the_head_the_burst_then_real_time_then_the_end() {
     let mut core = ShardCore::new(config(60), Rng::from_seed(1));
     let start = mp3_start(512 * 1024);
-    let mp3 = start.mp3.clone();
+    let crate::icecast::listener::Feed::File(mp3) = start.feed.clone() else {
+        unreachable!()
+    };
     let frames: Vec<u8> = mp3.spans(0..mp3.frames().len()).flat_map(|s| mp3.slice(s)).collect();
     let t0 = 3 * S;
     core.handle_input(
@@ -1483,7 +1491,9 @@ fn a_listener_that_stops_reading_is_dropped_and_others_play_on() {
         "dropped at {dropped_at}"
     );
     assert_eq!(core.take_listener_bytes(1, &mut buf), Taken::Closed);
-    let mp3 = mp3_start(0).mp3;
+    let crate::icecast::listener::Feed::File(mp3) = mp3_start(0).feed else {
+        unreachable!()
+    };
     let frames: usize = mp3.frames().iter().map(|f| f.len as usize).sum();
     assert_eq!(
         good.len(),
@@ -1637,4 +1647,186 @@ fn responses_on_owned_connections_are_counted_by_method_and_status() {
     sim.udp_session(0xF2, 6000);
     let counts: Vec<_> = sim.core.stats().requests.iter().collect();
     assert_eq!(counts, vec![("INVALID", 400, 1), ("PLAY", 200, 1), ("SETUP", 200, 2)]);
+}
+
+mod repair {
+    //! NACK/RTX: what an RTP/AVPF session gets, what a plain one does not,
+    //! and feedback that is not to be honoured.
+
+    use super::*;
+    use crate::repair::offer;
+
+    fn nack(media_ssrc: u32, lost: &[u16]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rtcp::generic_nack(&mut out, 0x2222, media_ssrc, lost);
+        out
+    }
+
+    /// The RTX packets sent to `to` since `from` datagrams.
+    fn rtx_to(sim: &Sim, to: SocketAddr, rtx_pt: u8, from: usize) -> Vec<Vec<u8>> {
+        sim.rtp[from..]
+            .iter()
+            .filter(|d| d.to == to && d.data[1] & 0x7f == rtx_pt)
+            .map(|d| d.data.clone())
+            .collect()
+    }
+
+    fn rtx_pt() -> u8 {
+        offer::for_track(movie().sdp(), VIDEO)
+            .expect("the sample's video gets RTX")
+            .rtx_pt
+    }
+
+    /// Plays an RTP/AVPF session (0xB1, port 5000) and a plain one (0xB2,
+    /// port 7000) for a second.
+    fn two_sessions() -> (Sim, [u32; 2], [u32; 2]) {
+        let mut sim = Sim::new(config(60));
+        let avpf = sim.udp_session_with(0xB1, 5000, "RTP/AVPF");
+        let plain = sim.udp_session(0xB2, 7000);
+        assert_eq!(sim.method(0xB1, "PLAY", "").status, 200);
+        assert_eq!(sim.method(0xB2, "PLAY", "").status, 200);
+        sim.run_until(S);
+        (sim, avpf, plain)
+    }
+
+    #[test]
+    fn an_avpf_session_gets_what_it_nacks_as_rtx_and_a_plain_one_nothing() {
+        let (mut sim, [video, _], [plain_video, _]) = two_sessions();
+        let sent: Vec<_> = sim.rtp_of(video).into_iter().map(|(_, r)| r.seq).collect();
+        let originals: HashMap<u16, Vec<u8>> = sim
+            .rtp
+            .iter()
+            .filter(|d| rtp(&d.data).ssrc == video)
+            .map(|d| (rtp(&d.data).seq, d.data.clone()))
+            .collect();
+        assert!(sent.len() > 20, "{}", sent.len());
+        let lost = [sent[3], sent[10], sent[11], sent[sent.len() - 2]];
+        let before = sim.rtp.len();
+        let media_packets = sim.core.stats().packets;
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &nack(video, &lost),
+        });
+        // Answered in the same call, each once, byte for byte the original
+        // behind its RTX header and original sequence number.
+        let rtx = rtx_to(&sim, addr(5000), rtx_pt(), before);
+        assert_eq!(rtx.len(), lost.len());
+        let mut rtx_seqs = Vec::new();
+        for (p, seq) in rtx.iter().zip(lost) {
+            let r = proto::rtx::RtxPacket::parse(p).unwrap();
+            assert_eq!(r.osn, seq);
+            assert_ne!(r.header.ssrc, video, "RTX has an SSRC of its own");
+            let original = &originals[&seq];
+            assert_eq!(r.original(original[1] & 0x7f, video).to_bytes(), original[..12]);
+            assert_eq!(r.payload, &original[12..]);
+            rtx_seqs.push(r.header.sequence);
+        }
+        assert!(
+            rtx_seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "{rtx_seqs:?}"
+        );
+        let stats = sim.core.stats().repair;
+        assert_eq!((stats.nacks, stats.resent, stats.rtx_sent), (1, 4, 4), "{stats:?}");
+        // Resends are not media: the stream's own counts (its sender
+        // reports) do not grow.
+        assert_eq!(sim.core.stats().packets, media_packets);
+
+        // The plain session's client NACKs too (ffmpeg does, when the SDP
+        // offers feedback): nothing is kept for it, nothing goes.
+        let plain_sent: Vec<_> = sim.rtp_of(plain_video).into_iter().map(|(_, r)| r.seq).collect();
+        let before = sim.rtp.len();
+        sim.input(Input::Rtcp {
+            from: addr(7001),
+            data: &nack(plain_video, &plain_sent[2..6]),
+        });
+        assert_eq!(sim.rtp.len(), before);
+        assert_eq!(sim.core.stats().repair.unwanted, 1);
+    }
+
+    #[test]
+    fn hostile_feedback_is_bounded_counted_and_disturbs_no_one() {
+        let (mut sim, [video, audio], [plain_video, _]) = two_sessions();
+        let sent: Vec<_> = sim.rtp_of(video).into_iter().map(|(_, r)| r.seq).collect();
+        let last = *sent.last().unwrap();
+        let pt = rtx_pt();
+        let count = |sim: &Sim, from: usize| rtx_to(sim, addr(5000), pt, from).len();
+
+        // Numbers never sent: ahead of the stream, and far off.
+        let before = sim.rtp.len();
+        let ahead: Vec<u16> = (1..=40)
+            .map(|i| last.wrapping_add(i))
+            .chain([last.wrapping_add(30_000)])
+            .collect();
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &nack(video, &ahead),
+        });
+        assert_eq!(count(&sim, before), 0);
+        assert_eq!(sim.core.stats().repair.never_sent, 41);
+
+        // A huge bitmask: every number of the sequence space, in one NACK.
+        let everything: Vec<u16> = (0..=u16::MAX).collect();
+        let huge = nack(video, &everything);
+        let before = sim.rtp.len();
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &huge,
+        });
+        let r = sim.core.stats().repair;
+        assert!(r.truncated >= 1, "{r:?}");
+        assert!(r.requested < 2_000, "the rest of the NACK is not even read: {r:?}");
+        // What was sent is a share of the stream's rate, not the history.
+        let resent = count(&sim, before);
+        assert!(resent <= sent.len(), "{resent}");
+
+        // A flood of the same NACK: a packet goes again once a round trip.
+        let before = sim.rtp.len();
+        let one = nack(video, &[sent[5]]);
+        for _ in 0..1000 {
+            sim.input(Input::Rtcp {
+                from: addr(5001),
+                data: &one,
+            });
+        }
+        assert!(count(&sim, before) <= 1);
+        assert!(sim.core.stats().repair.duplicate + sim.core.stats().repair.truncated > 0);
+
+        // Feedback about this session's streams from the plain session's
+        // address (a client the shard knows), and from nobody it knows.
+        let before = sim.rtp.len();
+        let forged_before = sim.core.stats().repair.forged;
+        let bad_before = sim.core.stats().bad_rtcp;
+        for from in [addr(7001), addr(5003), "192.0.2.9:5001".parse().unwrap()] {
+            sim.input(Input::Rtcp {
+                from,
+                data: &nack(video, &sent[15..25]),
+            });
+        }
+        assert_eq!(count(&sim, before), 0);
+        // 5003 is the audio stream's RTCP address, not the video's.
+        assert_eq!(sim.core.stats().repair.forged - forged_before, 2);
+        assert_eq!(sim.core.stats().bad_rtcp - bad_before, 1);
+
+        // NACKs for SSRCs the shard does not have, and qtak acks for one:
+        // nothing, and nothing breaks.
+        let before = sim.rtp.len();
+        let mut junk = nack(0xdead_beef, &[1, 2, 3]);
+        proto::qtss::ack(&mut junk, proto::qtss::ACK, 0x2222, 0xdead_beef, 7, &[0xff; 4]);
+        proto::qtss::ack(&mut junk, proto::qtss::ACK, 0x2222, audio, 7, &[0xff; 4]);
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &junk,
+        });
+        assert_eq!(count(&sim, before), 0);
+
+        // Through all of it both sessions kept to their schedule: a second
+        // more of media for each, in order.
+        let video_before = sim.rtp_of(video).len();
+        let plain_before = sim.rtp_of(plain_video).len();
+        sim.run_until(2 * S);
+        assert!(sim.rtp_of(video).len() > video_before + 10);
+        assert!(sim.rtp_of(plain_video).len() > plain_before + 10);
+        let seqs: Vec<u16> = sim.rtp_of(video).into_iter().map(|(_, r)| r.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+    }
 }

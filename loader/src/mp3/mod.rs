@@ -50,10 +50,8 @@ use crate::packet::Span;
 
 pub use error::{Error, Problem, Result};
 pub use header::{ChannelMode, Emphasis, FrameHeader, HeaderError, Layer, Version};
-pub use id3::Tags;
-pub use vbr::{Toc, VbrHeader, VbrKind};
-
-use id3::Id3v2Header;
+pub use id3::{Id3v2Header, Tags};
+pub use vbr::{parse as parse_vbr_header, Toc, VbrHeader, VbrKind};
 
 /// Consecutive frames of one stream it takes to lock on. Three is what
 /// ffmpeg's demuxer asks for; random bytes pass one header check about once

@@ -15,8 +15,14 @@
 //! The raw limit is the shard-bench's: the datagrams of this movie's
 //! sessions, prebuilt, in bare `sendmmsg` calls on the shard's core.
 //!
+//! With `--live` each step runs twice, as video on demand and as viewers of
+//! one live broadcast of the same movie (published by `rtpload --publish
+//! --loop` in the client's process, reflected by the server to every
+//! viewer): the fan-out figure beside the VoD one at the same bitrate.
+//!
 //! It writes a Markdown report and an SVG plot, and puts the report into
-//! `perf/RESULTS.md` between markers, replacing the previous one.
+//! `perf/RESULTS.md` between markers, replacing the previous one (the
+//! `--live` report has a section of its own).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -99,7 +105,15 @@ struct Args {
     /// runs it): steps 4, peer steps 2, hold 2 s, ramp 20/s, a short raw loop.
     #[arg(long)]
     smoke: bool,
+    /// Run each step twice: as VoD sessions, and as viewers of one live broadcast of the
+    /// movie (rtpload --publish --loop feeding it), stepping each until it does not hold
+    #[arg(long)]
+    live: bool,
 }
+
+/// The credential the live steps publish with.
+const LIVE_PUBLISH: &str = "/live=bench:bench";
+const LIVE_PATH: &str = "/live/movie";
 
 /// What one step measured.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +137,7 @@ struct Step {
     send_p99_ms: Option<f64>,
     arrival_p99_ms: f64,
     first_packet_p99_ms: f64,
+    first_key_frame_p99_ms: f64,
     rtsp_p99_ms: f64,
     client_cpu: f64,
     /// The 1-minute load average when the step's window closed.
@@ -188,22 +203,30 @@ fn run(args: &Args) -> Result<(), String> {
     );
 
     let mut steps = Vec::new();
+    // VoD, and with --live the live broadcast: each steps on while it holds.
+    let kinds: &[bool] = if args.live { &[false, true] } else { &[false] };
+    let mut going = vec![true; kinds.len()];
     for &n in &args.steps {
         if u64::from(n) + 256 > fd_limit {
             println!("streamalot, {n} sessions: skipped, past the open-file limit of {fd_limit}");
             break;
         }
-        let step = run_step(args, &bins, Peer::Streamalot, &library, name, n, movie_pps)?;
-        print_step(&step);
-        let held = step.held;
-        steps.push(step);
-        if !held {
+        for (k, &live) in kinds.iter().enumerate() {
+            if !going[k] {
+                continue;
+            }
+            let step = run_step(args, &bins, Peer::Streamalot, live, &library, name, n, movie_pps)?;
+            print_step(&step);
+            going[k] = step.held;
+            steps.push(step);
+        }
+        if !going.iter().any(|g| *g) {
             break;
         }
     }
     if !args.no_peer {
         for &n in &args.peer_steps {
-            let step = run_step(args, &bins, Peer::Gstreamer, &library, name, n, movie_pps)?;
+            let step = run_step(args, &bins, Peer::Gstreamer, false, &library, name, n, movie_pps)?;
             print_step(&step);
             let held = step.held;
             steps.push(step);
@@ -216,16 +239,17 @@ fn run(args: &Args) -> Result<(), String> {
     let report = report(args, &movie_path, kbps, movie_pps, &raw, &steps);
     let report_path = args.out.join("report.md");
     std::fs::write(&report_path, &report).map_err(|e| format!("{}: {e}", report_path.display()))?;
-    let svg_path = args.out.join("capacity.svg");
+    let svg_name = if args.live { "capacity-live.svg" } else { "capacity.svg" };
+    let svg_path = args.out.join(svg_name);
     std::fs::write(&svg_path, plot(&steps, raw.pps, movie_pps, args.max_send_p99_ms))
         .map_err(|e| format!("{}: {e}", svg_path.display()))?;
     println!();
     print!("{report}");
     if args.results != "-" {
         let results = PathBuf::from(&args.results);
-        update_results(&results, &report)?;
+        update_results(&results, &report, args.live)?;
         // The plot goes beside the results file, where the report links it.
-        let beside = results.with_file_name("capacity.svg");
+        let beside = results.with_file_name(svg_name);
         std::fs::copy(&svg_path, &beside).map_err(|e| format!("{}: {e}", beside.display()))?;
         println!("wrote {} and {}", results.display(), beside.display());
     }
@@ -340,21 +364,25 @@ fn server_stats(pid: u32, path: &Path) -> Result<Value, String> {
 }
 
 /// One step: a fresh server, `n` sessions of rtpload, measurements while
-/// they all play.
+/// they all play. `live`: the sessions are viewers of one live broadcast of
+/// the movie, which rtpload publishes (looped) before they start.
+#[allow(clippy::too_many_arguments)]
 fn run_step(
     args: &Args,
     bins: &servers::Binaries,
     peer: Peer,
+    live: bool,
     library: &Path,
     name: &str,
     n: u32,
     movie_pps: f64,
 ) -> Result<Step, String> {
-    let dir = args.out.join(format!("{}-{n}", peer.name().to_lowercase()));
+    let label = if live { "streamalot-live" } else { peer.name() };
+    let dir = args.out.join(format!("{}-{n}", label.to_lowercase()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    eprintln!("{}: {n} sessions ...", peer.name());
-    let serve_args: Vec<String> = [
+    eprintln!("{label}: {n} sessions ...");
+    let mut serve_args: Vec<String> = [
         "--shards",
         "1",
         "--send-path",
@@ -370,6 +398,9 @@ fn run_step(
     ]
     .map(String::from)
     .to_vec();
+    if live {
+        serve_args.extend(["--publish".to_owned(), LIVE_PUBLISH.to_owned()]);
+    }
     let peer_cpus = args.server_core.to_string();
     let mut server = servers::start(bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
     let pid = server.child.id();
@@ -378,8 +409,21 @@ fn run_step(
     let ramp_secs = f64::from(n) / args.ramp;
     let duration = ramp_secs + args.hold;
     let cores: Vec<String> = args.client_cores.iter().map(usize::to_string).collect();
-    let mut client = Command::new(&bins.rtpload)
-        .arg(&server.url)
+    let mut client = Command::new(&bins.rtpload);
+    if live {
+        // rtpload publishes the movie (looped, so it outlasts any step) and
+        // its sessions watch the live path.
+        let base = server.url.rsplit_once('/').map_or(server.url.as_str(), |(b, _)| b);
+        let (user, password) = LIVE_PUBLISH
+            .split_once('=')
+            .and_then(|(_, c)| c.split_once(':'))
+            .expect("a PREFIX=USER:PASSWORD constant");
+        let url = base.replacen("rtsp://", &format!("rtsp://{user}:{password}@"), 1) + LIVE_PATH;
+        client.arg("--publish").arg(library.join(name)).arg("--loop").arg(url);
+    } else {
+        client.arg(&server.url);
+    }
+    let mut client = client
         .args(["--sessions", &n.to_string()])
         .args(["--ramp", &args.ramp.to_string()])
         .args(["--duration", &format!("{duration:.1}")])
@@ -430,7 +474,7 @@ fn run_step(
         _ => (f64::from(n) * movie_pps, false),
     };
     let mut step = Step {
-        server: peer.name(),
+        server: if live { "streamalot live" } else { peer.name() },
         sessions: n,
         started: num(&summary, &["sessions", "started"]) as u64,
         completed: num(&summary, &["sessions", "completed"]) as u64,
@@ -446,6 +490,7 @@ fn run_step(
         send_p99_ms: totals.map(|t| num(&t, &["lateness_us", "p99"]) / 1e3),
         arrival_p99_ms: num(&summary, &["histograms", "lateness", "p99_us"]) / 1e3,
         first_packet_p99_ms: num(&summary, &["histograms", "first_packet", "p99_us"]) / 1e3,
+        first_key_frame_p99_ms: num(&summary, &["histograms", "first_key_frame", "p99_us"]) / 1e3,
         rtsp_p99_ms: num(&summary, &["histograms", "rtsp_response", "p99_us"]) / 1e3,
         client_cpu: num(&summary, &["cpu", "cores_used"]),
         load,
@@ -490,7 +535,7 @@ fn sleep_until(t: Instant) {
 fn print_step(s: &Step) {
     println!(
         "{} {:>6} sessions: {} | {} received, {} lost | {:.0} packets/s | CPU {:.0}% = {:.0} ns/packet | {:.1} KiB/session | \
-         send p99 {} | arrival p99 {:.2} ms | first packet p99 {:.2} ms | load {:.2}",
+         send p99 {} | arrival p99 {:.2} ms | first packet p99 {:.2} ms | first key frame p99 {:.2} ms | load {:.2}",
         s.server,
         s.sessions,
         if s.held { "held".to_owned() } else { format!("did not hold: {}", s.why_not.join(", ")) },
@@ -503,6 +548,7 @@ fn print_step(s: &Step) {
         s.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
         s.arrival_p99_ms,
         s.first_packet_p99_ms,
+        s.first_key_frame_p99_ms,
         s.load
     );
 }
@@ -520,16 +566,31 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
         .unwrap_or_else(|| "unknown".into());
     let date = utc_date(SystemTime::now());
     let load = os::load_average();
-    let command = if args.smoke {
-        "cargo run --release -p streamalot-perf --bin capacity-bench -- --smoke".to_owned()
-    } else {
-        "cargo run --release -p streamalot-perf --bin capacity-bench".to_owned()
-    };
+    let mut command = "cargo run --release -p streamalot-perf --bin capacity-bench".to_owned();
+    let flags: Vec<&str> = [
+        (args.smoke, "--smoke"),
+        (args.live, "--live"),
+        (args.no_peer, "--no-peer"),
+    ]
+    .iter()
+    .filter(|f| f.0)
+    .map(|f| f.1)
+    .collect();
+    if !flags.is_empty() {
+        command = format!("{command} -- {}", flags.join(" "));
+    }
     let movie_name = movie
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let _ = writeln!(r, "## Capacity: concurrent sessions on one shard core\n");
+    if args.live {
+        let _ = writeln!(
+            r,
+            "## Fan-out: viewers of one live broadcast on one shard core, beside VoD\n"
+        );
+    } else {
+        let _ = writeln!(r, "## Capacity: concurrent sessions on one shard core\n");
+    }
     let _ = writeln!(r, "```sh\n{command}\n```\n");
     let _ = writeln!(
         r,
@@ -552,19 +613,30 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
          first that does not.\n",
         args.ramp, args.hold, args.max_send_p99_ms
     );
+    if args.live {
+        let _ = writeln!(
+            r,
+            "**Live**: the `streamalot live` rows are viewers of one live broadcast of the same movie: the server \
+             runs with `--publish {LIVE_PUBLISH}`, and rtpload publishes the movie to `{LIVE_PATH}` (`--publish \
+             --loop`, interleaved on its RTSP connection, from the client's process) before its sessions start \
+             watching it. The publisher's packets come in on the control core and are fanned out to the shard, \
+             which writes each viewer's 12-byte header over the one shared payload. Each step runs VoD first, \
+             then live, each on a fresh server; each kind steps on until it does not hold.\n"
+        );
+    }
     let _ = writeln!(
         r,
         "| server | sessions | held | lost | packets/s | server CPU | ns/packet | KiB/session | send p99 | \
-         arrival p99 | first packet p99 | RTSP p99 | client CPU | load |"
+         arrival p99 | first packet p99 | first key frame p99 | RTSP p99 | client CPU | load |"
     );
     let _ = writeln!(
         r,
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for s in steps {
         let _ = writeln!(
             r,
-            "| {} | {} | {} | {} | {}{:.0} | {:.0}% | {} | {:.1} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% | {:.2} |",
+            "| {} | {} | {} | {} | {}{:.0} | {:.0}% | {} | {:.1} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% | {:.2} |",
             s.server,
             s.sessions,
             if s.held {
@@ -585,6 +657,7 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
             s.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
             s.arrival_p99_ms,
             s.first_packet_p99_ms,
+            s.first_key_frame_p99_ms,
             s.rtsp_p99_ms,
             s.client_cpu * 100.0,
             s.load
@@ -593,7 +666,7 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
     let raw_ns = 1e9 / raw.pps;
     let _ = writeln!(
         r,
-        "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | | |\n",
+        "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | | | |\n",
         raw.pps / movie_pps,
         raw.pps
     );
@@ -605,7 +678,8 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
          is its resident memory's growth over an idle server, per session; *send p99* is the server's send \
          lateness over the whole run (its histogram: how long after its due time a packet left); *arrival \
          p99* is rtpload's arrival lateness (behind the stream's RTP-timestamp schedule), *first packet* the \
-         time from PLAY to the first packet and *RTSP* the response time, all at p99 over every session; *load* \
+         time from PLAY to the first packet, *first key frame* from PLAY's answer to the first packet of a video \
+         key frame, and *RTSP* the response time, all at p99 over every session; *load* \
          is the machine's 1-minute load average as the step's window closed. The \
          raw limit is shard-bench's loop (a) with a receiver that sleeps when it has nothing to read, as \
          rtpload does: this movie's datagrams for {} sessions replayed prebuilt on the shard's core; its \
@@ -614,27 +688,38 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
          loop's CPU include receive work a network would leave to the client's machine.\n",
         raw.sessions
     );
-    let best = steps
-        .iter()
-        .filter(|s| s.server == "streamalot" && s.held && s.ns_per_packet.is_finite())
-        .max_by_key(|s| s.sessions);
-    if let Some(b) = best {
+    for kind in ["streamalot", "streamalot live"] {
+        let best = steps
+            .iter()
+            .filter(|s| s.server == kind && s.held && s.ns_per_packet.is_finite())
+            .max_by_key(|s| s.sessions);
+        let Some(b) = best else { continue };
+        let what = if kind == "streamalot" {
+            "VoD sessions"
+        } else {
+            "live viewers"
+        };
         let _ = writeln!(
             r,
-            "Read against the goals: the most sessions held is {} ({:.0}% of the shard core, {:.0} ns per packet, \
+            "Read against the goals ({what}): the most held is {} ({:.0}% of the shard core, {:.0} ns per packet, \
              {:.0}% of the raw loop's packets per CPU-second); send lateness p99 there {}; first packet p99 \
-             {:.2} ms while {}/s arrived; {:.1} KiB of server memory per session.",
+             {:.2} ms, first key frame p99 {:.2} ms, while {}/s arrived; {:.1} KiB of server memory per session.\n",
             b.sessions,
             b.cpu * 100.0,
             b.ns_per_packet,
             100.0 * raw_ns / b.ns_per_packet,
             b.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
             b.first_packet_p99_ms,
+            b.first_key_frame_p99_ms,
             args.ramp,
             b.kib_per_session
         );
     }
-    r.push_str("\n![capacity](capacity.svg)\n");
+    if args.live {
+        r.push_str("\n![fan-out](capacity-live.svg)\n");
+    } else {
+        r.push_str("\n![capacity](capacity.svg)\n");
+    }
     r
 }
 
@@ -734,16 +819,21 @@ fn plot(steps: &[Step], raw_pps: f64, movie_pps: f64, bound_ms: f64) -> String {
 
 const BEGIN: &str = "<!-- capacity-bench: begin (written by capacity-bench; edits here are replaced) -->";
 const END: &str = "<!-- capacity-bench: end -->";
+const LIVE_BEGIN: &str =
+    "<!-- capacity-bench --live: begin (written by capacity-bench --live; edits here are replaced) -->";
+const LIVE_END: &str = "<!-- capacity-bench --live: end -->";
 
-/// Replaces the capacity section of the results file (or appends one).
-fn update_results(path: &Path, report: &str) -> Result<(), String> {
+/// Replaces the capacity section (or with `live` the fan-out one) of the
+/// results file, or appends one.
+fn update_results(path: &Path, report: &str, live: bool) -> Result<(), String> {
+    let (begin, end) = if live { (LIVE_BEGIN, LIVE_END) } else { (BEGIN, END) };
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let section = format!("{BEGIN}\n{report}{END}\n");
-    let updated = match (text.find(BEGIN), text.find(END)) {
+    let section = format!("{begin}\n{report}{end}\n");
+    let updated = match (text.find(begin), text.find(end)) {
         (Some(a), Some(b)) if b > a => format!(
             "{}{section}{}",
             &text[..a],
-            text[b + END.len()..].trim_start_matches('\n')
+            text[b + end.len()..].trim_start_matches('\n')
         ),
         _ => format!("{}\n{section}", text.trim_end()),
     };

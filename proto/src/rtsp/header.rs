@@ -15,6 +15,9 @@ pub enum Lower {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transport {
     pub lower: Lower,
+    /// `RTP/AVPF`: the audio-visual profile with feedback (RFC 4585), under
+    /// which a client sends NACKs for what it lost and takes retransmissions.
+    pub feedback: bool,
     pub multicast: bool,
     /// `destination=`: where the client wants media sent. The server only
     /// accepts the client's own address here.
@@ -37,7 +40,7 @@ pub struct Transport {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    #[error("only RTP/AVP transports are supported, not {0:?}")]
+    #[error("only RTP/AVP and RTP/AVPF transports are supported, not {0:?}")]
     Protocol(String),
     #[error("bad transport parameter {0:?}")]
     Parameter(String),
@@ -59,13 +62,16 @@ impl Transport {
     pub fn parse(spec: &str) -> Result<Transport, TransportError> {
         let mut parts = spec.split(';').map(str::trim);
         let protocol = parts.next().unwrap_or_default();
-        let lower = match protocol.to_ascii_uppercase().as_str() {
-            "RTP/AVP" | "RTP/AVP/UDP" => Lower::Udp,
-            "RTP/AVP/TCP" => Lower::Tcp,
+        let (lower, feedback) = match protocol.to_ascii_uppercase().as_str() {
+            "RTP/AVP" | "RTP/AVP/UDP" => (Lower::Udp, false),
+            "RTP/AVP/TCP" => (Lower::Tcp, false),
+            "RTP/AVPF" | "RTP/AVPF/UDP" => (Lower::Udp, true),
+            "RTP/AVPF/TCP" => (Lower::Tcp, true),
             _ => return Err(TransportError::Protocol(protocol.chars().take(32).collect())),
         };
         let mut t = Transport {
             lower,
+            feedback,
             multicast: false,
             destination: None,
             client_port: None,
@@ -131,10 +137,13 @@ pub enum ReplyTransport {
         client_port: (u16, u16),
         server_port: (u16, u16),
         ssrc: u32,
+        /// Answered as `RTP/AVPF`: the server takes the client's NACKs.
+        feedback: bool,
     },
     Tcp {
         interleaved: (u8, u8),
         ssrc: u32,
+        feedback: bool,
     },
 }
 
@@ -146,22 +155,43 @@ impl ReplyTransport {
                 client_port,
                 server_port,
                 ssrc,
+                feedback,
             } => {
                 let _ = write!(
                     s,
-                    "RTP/AVP;unicast;client_port={}-{};server_port={}-{};ssrc={:08X};mode=\"PLAY\"",
-                    client_port.0, client_port.1, server_port.0, server_port.1, ssrc
+                    "{};unicast;client_port={}-{};server_port={}-{};ssrc={:08X};mode=\"PLAY\"",
+                    profile(*feedback),
+                    client_port.0,
+                    client_port.1,
+                    server_port.0,
+                    server_port.1,
+                    ssrc
                 );
             }
-            ReplyTransport::Tcp { interleaved, ssrc } => {
+            ReplyTransport::Tcp {
+                interleaved,
+                ssrc,
+                feedback,
+            } => {
                 let _ = write!(
                     s,
-                    "RTP/AVP/TCP;unicast;interleaved={}-{};ssrc={:08X};mode=\"PLAY\"",
-                    interleaved.0, interleaved.1, ssrc
+                    "{}/TCP;unicast;interleaved={}-{};ssrc={:08X};mode=\"PLAY\"",
+                    profile(*feedback),
+                    interleaved.0,
+                    interleaved.1,
+                    ssrc
                 );
             }
         }
         s
+    }
+}
+
+fn profile(feedback: bool) -> &'static str {
+    if feedback {
+        "RTP/AVPF"
+    } else {
+        "RTP/AVP"
     }
 }
 
@@ -311,11 +341,35 @@ mod tests {
             client_port: (5000, 5001),
             server_port: (6970, 6971),
             ssrc: 0xabc,
+            feedback: false,
         };
         assert_eq!(
             r.to_header(),
             "RTP/AVP;unicast;client_port=5000-5001;server_port=6970-6971;ssrc=00000ABC;mode=\"PLAY\""
         );
+        // What GStreamer's rtspsrc asks for when the SDP offers RTP/AVPF,
+        // and the answer that turns its retransmission on.
+        let t = Transport::parse("RTP/AVPF/UDP;unicast;client_port=5000-5001").unwrap();
+        assert!(t.feedback && t.lower == Lower::Udp);
+        assert!(Transport::parse("RTP/AVPF/TCP;interleaved=0-1").unwrap().feedback);
+        assert!(
+            !Transport::parse("RTP/AVP;unicast;client_port=5000-5001")
+                .unwrap()
+                .feedback
+        );
+        let r = ReplyTransport::Udp {
+            client_port: (5000, 5001),
+            server_port: (6970, 6971),
+            ssrc: 0xabc,
+            feedback: true,
+        };
+        assert!(r.to_header().starts_with("RTP/AVPF;unicast;"));
+        let r = ReplyTransport::Tcp {
+            interleaved: (0, 1),
+            ssrc: 1,
+            feedback: true,
+        };
+        assert!(r.to_header().starts_with("RTP/AVPF/TCP;unicast;"));
     }
 
     #[test]

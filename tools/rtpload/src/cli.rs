@@ -17,13 +17,21 @@ use clap::{Parser, ValueEnum};
 /// While it runs, stderr shows a progress bar during the ramp-up and then a
 /// line a second: active and failed sessions, Mbit/s, packets/s and loss. At
 /// the end it prints a percentile table of each histogram (first_packet:
-/// PLAY to the first RTP packet; jitter: RFC 3550 interarrival jitter;
+/// PLAY to the first RTP packet; first_key_frame: PLAY's answer to the
+/// first packet of a video key frame, H.264 IDR, H.265 IRAP or MPEG-4
+/// I-VOP, what a viewer joining a live stream waits for; jitter: RFC 3550 interarrival jitter;
 /// lateness: how far behind its own RTP-timestamp schedule each packet
 /// arrived, after aligning on the first packet; rtsp_response: request
 /// written to response parsed, also per method). With --out it writes
 /// rtpload.hlog (HdrHistogram interval log, microseconds), one .hgrm
 /// percentile distribution per histogram (milliseconds), latency.svg,
 /// summary.json and sessions.csv.
+///
+/// With --publish FILE, rtpload first publishes FILE (a hinted movie) to the
+/// first URL as a live stream (ANNOUNCE, SETUP mode=record, RECORD, packets
+/// paced in real time from its hint tracks, TEARDOWN at the end), with
+/// Digest or Basic credentials from the URL (rtsp://USER:PASS@HOST/PATH);
+/// the sessions then watch the URLs (without the credentials) as viewers.
 ///
 /// Exit status: 0 when every session completed and the limits held; 1 when a
 /// session failed or --max-loss or --max-p99-ms was exceeded (the reasons are
@@ -43,8 +51,9 @@ pub struct Args {
     #[arg(short = 'n', long, value_name = "N", default_value_t = 1)]
     pub sessions: u32,
 
-    /// New sessions started per second, over all workers
-    #[arg(short, long, value_name = "R", default_value_t = 50.0)]
+    /// New sessions started per second, over all workers, at a steady pace (session i starts
+    /// i/R seconds in): `--rate 200` is 200 viewers joining each second
+    #[arg(short, long, visible_alias = "rate", value_name = "R", default_value_t = 50.0)]
     pub ramp: f64,
 
     /// How long each session lasts from its start, in seconds
@@ -102,9 +111,39 @@ pub struct Args {
     #[arg(long, value_name = "TEXT", default_value = concat!("rtpload/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,
 
+    /// Publish this hinted movie to the first URL as a live stream before the viewers start,
+    /// and end the broadcast (BYE, TEARDOWN) when they are done; with --sessions 0 it
+    /// publishes for --duration seconds
+    #[arg(long, value_name = "FILE")]
+    pub publish: Option<PathBuf>,
+
+    /// How --publish sends its media: interleaved on its RTSP connection, or over UDP
+    #[arg(long, value_enum, value_name = "TRANSPORT", default_value_t = PublishTransport::Tcp)]
+    pub publish_transport: PublishTransport,
+
+    /// Play the --publish movie again and again (sequence numbers and timestamps running
+    /// on), rather than ending the broadcast with it
+    #[arg(long = "loop")]
+    pub looped: bool,
+
     /// No progress on stderr (the table and the verdict are still printed)
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishTransport {
+    Tcp,
+    Udp,
+}
+
+impl PublishTransport {
+    pub fn name(self) -> &'static str {
+        match self {
+            PublishTransport::Tcp => "tcp",
+            PublishTransport::Udp => "udp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +214,22 @@ mod tests {
         assert_eq!((a.max_loss, a.max_p99_ms), (Some(0.001), Some(50.0)));
         assert_eq!(a.udp_ports, 20000..=29999);
         assert!(Args::try_parse_from(["rtpload", "--transport", "sctp"]).is_err());
+        let p = Args::try_parse_from([
+            "rtpload",
+            "--publish",
+            "m.mp4",
+            "--publish-transport",
+            "udp",
+            "--loop",
+            "rtsp://u:p@h/live/x",
+        ])
+        .unwrap();
+        assert_eq!(p.publish, Some(PathBuf::from("m.mp4")));
+        assert_eq!((p.publish_transport, p.looped), (PublishTransport::Udp, true));
+        let p = Args::try_parse_from(["rtpload", "--publish", "m.mp4"]).unwrap();
+        assert_eq!((p.publish_transport, p.looped), (PublishTransport::Tcp, false));
+        let rate = Args::try_parse_from(["rtpload", "--rate", "200"]).unwrap();
+        assert_eq!(rate.ramp, 200.0, "--rate is --ramp");
         let http = Args::try_parse_from(["rtpload", "--transport", "http"]).unwrap();
         assert_eq!((http.transport, http.transport.name()), (TransportArg::Http, "http"));
         assert!(Args::try_parse_from(["rtpload", "--udp-ports", "5000"]).is_err());

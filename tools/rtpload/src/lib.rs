@@ -11,13 +11,14 @@
 //! with a fake clock. One thin layer ([`worker`], [`sys`]) owns the sockets
 //! and threads: one worker per core, each owning its sessions. [`run`] ties
 //! the workers together and writes what they measured ([`output`], [`plot`],
-//! [`progress`]).
+//! [`progress`]). With `--publish`, [`publish`] feeds a live stream first.
 
 pub mod cli;
 pub mod metrics;
 pub mod output;
 pub mod plot;
 pub mod progress;
+pub mod publish;
 pub mod reception;
 pub mod run;
 pub mod sdp;

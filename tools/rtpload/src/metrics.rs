@@ -22,6 +22,10 @@ const SIGFIG: u8 = 3;
 pub enum Metric {
     /// From writing PLAY to the first RTP packet of the session.
     FirstPacket,
+    /// From PLAY's answer to the first packet of a key frame of the
+    /// session's video (H.264 IDR, H.265 IRAP, MPEG-4 I-VOP): how long a
+    /// viewer joining a live stream waits for a picture.
+    FirstKeyFrame,
     /// RFC 3550 interarrival jitter, sampled at each packet.
     Jitter,
     /// How far behind its RTP-timestamp schedule each packet arrived.
@@ -37,8 +41,9 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 10] = [
         Metric::FirstPacket,
+        Metric::FirstKeyFrame,
         Metric::Jitter,
         Metric::Lateness,
         Metric::RtspResponse,
@@ -49,9 +54,10 @@ impl Metric {
         Metric::Teardown,
     ];
 
-    /// The main four: the table, the plot and `summary.json`'s `histograms`.
-    pub const MAIN: [Metric; 4] = [
+    /// The main five: the plot and `summary.json`'s `histograms`.
+    pub const MAIN: [Metric; 5] = [
         Metric::FirstPacket,
+        Metric::FirstKeyFrame,
         Metric::Jitter,
         Metric::Lateness,
         Metric::RtspResponse,
@@ -61,6 +67,7 @@ impl Metric {
     pub fn name(self) -> &'static str {
         match self {
             Metric::FirstPacket => "first_packet",
+            Metric::FirstKeyFrame => "first_key_frame",
             Metric::Jitter => "jitter",
             Metric::Lateness => "lateness",
             Metric::RtspResponse => "rtsp_response",
@@ -97,7 +104,7 @@ pub fn histogram() -> Histogram<u64> {
 
 /// One histogram per [`Metric`].
 #[derive(Debug, Clone)]
-pub struct Histograms([Histogram<u64>; 9]);
+pub struct Histograms([Histogram<u64>; 10]);
 
 impl Default for Histograms {
     fn default() -> Self {
@@ -131,6 +138,11 @@ impl Histograms {
     /// The first packet came `ns` after PLAY was written.
     pub fn first_packet(&mut self, ns: Nanos) {
         self.record_ns(Metric::FirstPacket, ns);
+    }
+
+    /// The first key frame came `ns` after PLAY was answered.
+    pub fn first_key_frame(&mut self, ns: Nanos) {
+        self.record_ns(Metric::FirstKeyFrame, ns);
     }
 
     /// What one packet measured. Early packets count as on time.

@@ -185,7 +185,7 @@ impl<W: Write> IntervalLog<W> {
 pub fn write_sessions_csv(sessions: &[SessionSummary], out: &mut impl Write) -> io::Result<()> {
     writeln!(
         out,
-        "session,url,outcome,plays,packets,bytes,expected,lost,duplicates,reordered,max_jitter_us,first_packet_us,error"
+        "session,url,outcome,plays,packets,bytes,expected,lost,duplicates,reordered,max_jitter_us,first_packet_us,first_key_frame_us,error"
     )?;
     for s in sessions {
         let (outcome, error) = match &s.outcome {
@@ -196,7 +196,7 @@ pub fn write_sessions_csv(sessions: &[SessionSummary], out: &mut impl Write) -> 
         let t = &s.totals;
         writeln!(
             out,
-            "{},{},{outcome},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{outcome},{},{},{},{},{},{},{},{},{},{},{}",
             s.id,
             csv_field(&s.url),
             s.plays,
@@ -208,6 +208,7 @@ pub fn write_sessions_csv(sessions: &[SessionSummary], out: &mut impl Write) -> 
             t.reordered,
             t.max_jitter_us,
             s.first_packet.map(|ns| (ns / 1_000).to_string()).unwrap_or_default(),
+            s.first_key_frame.map(|ns| (ns / 1_000).to_string()).unwrap_or_default(),
             csv_field(&error)
         )?;
     }
@@ -374,6 +375,7 @@ mod tests {
                     ..Totals::default()
                 },
                 first_packet: Some(2_500_000),
+                first_key_frame: Some(40_000_000),
             },
             SessionSummary {
                 id: 2,
@@ -382,6 +384,7 @@ mod tests {
                 plays: 1,
                 totals: Totals::default(),
                 first_packet: None,
+                first_key_frame: None,
             },
         ];
         let mut out = Vec::new();
@@ -389,10 +392,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[1], "1,\"rtsp://h/a,b.mp4\",completed,2,10,1000,11,1,0,0,0,2500,");
+        assert_eq!(lines[1], "1,\"rtsp://h/a,b.mp4\",completed,2,10,1000,11,1,0,0,0,2500,40000,");
         assert_eq!(
             lines[2],
-            "2,rtsp://h/x,failed,1,0,0,0,0,0,0,0,,no RTP for 10 s while playing"
+            "2,rtsp://h/x,failed,1,0,0,0,0,0,0,0,,,no RTP for 10 s while playing"
         );
     }
 }

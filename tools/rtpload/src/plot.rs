@@ -19,8 +19,9 @@ const RIGHT: f64 = 28.0;
 const TOP: f64 = 84.0;
 const AXIS: f64 = 56.0;
 const LEGEND_ROW: f64 = 22.0;
-/// Blue, purple, red, green for first_packet, jitter, lateness, rtsp_response.
-const PALETTE: [&str; 6] = ["#1f77b4", "#9467bd", "#d62728", "#2ca02c", "#ff7f0e", "#17becf"];
+/// Blue, orange, purple, red, green for first_packet, first_key_frame, jitter,
+/// lateness, rtsp_response.
+const PALETTE: [&str; 6] = ["#1f77b4", "#ff7f0e", "#9467bd", "#d62728", "#2ca02c", "#17becf"];
 
 /// One line of the plot.
 pub struct Series<'a> {

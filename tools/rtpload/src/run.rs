@@ -15,11 +15,12 @@ use proto::rtsp::url::{RtspUrl, UrlError};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::cli::{Args, TransportArg};
+use crate::cli::{Args, PublishTransport, TransportArg};
 use crate::metrics::{Counters, Histograms, Metric};
 use crate::output::{self, IntervalLog, Quantiles};
 use crate::plot;
 use crate::progress::Progress;
+use crate::publish::{self, PublishError, PublishPlan, PublishReport, Publishing};
 use crate::reception::Nanos;
 use crate::session::{Outcome, Settings};
 use crate::worker::{self, Plan, Report, SessionSummary, Target, UdpPlan};
@@ -44,6 +45,8 @@ pub enum RunError {
     Thread(usize, io::Error),
     #[error("worker {worker} could not start: {error}")]
     Worker { worker: usize, error: String },
+    #[error(transparent)]
+    Publish(#[from] PublishError),
 }
 
 /// Whether the run passed its gate, and why not.
@@ -53,8 +56,10 @@ pub struct Verdict {
     pub reasons: Vec<String>,
 }
 
-/// The URLs given on the command line and in `--urls`.
-fn collect_urls(args: &Args) -> Result<Vec<RtspUrl>, RunError> {
+/// The URLs given on the command line and in `--urls`, and with
+/// `--publish` the first as written (credentials and all) to publish to.
+/// Viewers play them without credentials.
+fn collect_urls(args: &Args) -> Result<(Vec<RtspUrl>, Option<RtspUrl>), RunError> {
     let mut texts = args.urls.clone();
     if let Some(path) = &args.urls_file {
         let list = std::fs::read_to_string(path).map_err(|source| RunError::UrlFile {
@@ -73,16 +78,23 @@ fn collect_urls(args: &Args) -> Result<Vec<RtspUrl>, RunError> {
             "no URL to play: give one or more, or --urls FILE".into(),
         ));
     }
-    texts
+    let publish_to = match args.publish {
+        Some(_) => Some(RtspUrl::parse(&texts[0])?),
+        None => None,
+    };
+    let urls = texts
         .iter()
         .map(|t| {
             let url = RtspUrl::parse(t)?;
-            match url.user() {
-                Some(_) => Err(RunError::Credentials(url.to_string())),
-                None => Ok(url),
+            match (url.user(), &publish_to) {
+                (Some(_), None) => Err(RunError::Credentials(url.to_string())),
+                // `as_str` leaves the credentials out.
+                (Some(_), Some(_)) => Ok(RtspUrl::parse(url.as_str())?),
+                (None, _) => Ok(url),
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((urls, publish_to))
 }
 
 /// The longest time any option may give, in seconds (about 115 days): far
@@ -109,8 +121,11 @@ fn check_args(args: &Args) -> Result<(), RunError> {
     positive("rtsp-timeout", args.rtsp_timeout)?;
     positive("media-timeout", args.media_timeout)?;
     positive("interval", args.interval)?;
-    if args.sessions == 0 {
-        return Err(RunError::Usage("--sessions must be at least 1".into()));
+    if args.sessions == 0 && args.publish.is_none() {
+        return Err(RunError::Usage("--sessions must be at least 1 (or 0 with --publish)".into()));
+    }
+    if args.looped && args.publish.is_none() {
+        return Err(RunError::Usage("--loop is for the --publish movie".into()));
     }
     if args.sessions_per_port == 0 || args.threads == Some(0) {
         return Err(RunError::Usage(
@@ -247,7 +262,7 @@ impl OutDir {
 /// Runs the load test `args` describes to its end (or to Ctrl-C).
 pub fn run(args: &Args) -> Result<Verdict, RunError> {
     check_args(args)?;
-    let urls = collect_urls(args)?;
+    let (urls, publish_to) = collect_urls(args)?;
     let targets = resolve(&urls)?;
     let lower = match args.transport {
         TransportArg::Udp => Lower::Udp,
@@ -279,7 +294,7 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
     let threads = args
         .threads
         .unwrap_or(cores.len().max(1))
-        .clamp(1, args.sessions as usize);
+        .clamp(1, (args.sessions as usize).max(1));
     let interval = (args.interval * SEC) as Nanos;
 
     let out = match &args.out {
@@ -326,11 +341,40 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
     if let Err(e) = crate::sys::stop_on_signals(stop.clone()) {
         warn!(error = %e, "cannot handle SIGINT and SIGTERM; they end the run without a report");
     }
+    let seed =
+        started_wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 ^ u64::from(std::process::id());
+    // The broadcast is on the air before the first viewer starts.
+    let publishing = match (&args.publish, publish_to) {
+        (Some(movie), Some(url)) => {
+            let plan = PublishPlan {
+                movie: movie.clone(),
+                url,
+                lower: match args.publish_transport {
+                    PublishTransport::Tcp => Lower::Tcp,
+                    PublishTransport::Udp => Lower::Udp,
+                },
+                looped: args.looped,
+                seed,
+            };
+            let p = publish::start(&plan)?;
+            if !args.quiet {
+                eprintln!(
+                    "rtpload: publishing {} to {} over {}",
+                    movie.display(),
+                    plan.url,
+                    args.publish_transport.name()
+                );
+            }
+            if args.sessions == 0 {
+                publish_alone(&p, args.duration, &stop);
+            }
+            Some(p)
+        }
+        _ => None,
+    };
     let started = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel();
     let epoch = Instant::now();
-    let seed =
-        started_wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 ^ u64::from(std::process::id());
     let ip = if targets.iter().any(|t| t.addr.is_ipv6()) {
         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     } else {
@@ -449,6 +493,7 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
     for h in handles {
         let _ = h.join();
     }
+    let published = publishing.map(Publishing::finish);
     if let Some(e) = worker_error {
         return Err(e);
     }
@@ -463,7 +508,11 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
     let interrupted = stop.load(Ordering::Relaxed);
     collector.sessions.sort_by_key(|s| s.id);
     let counters = collector.counters();
-    let verdict = verdict(args, &counters, &collector, interrupted);
+    let mut verdict = verdict(args, &counters, &collector, interrupted);
+    if let Some(why) = published.as_ref().and_then(|p| p.error.as_ref()) {
+        verdict.passed = false;
+        verdict.reasons.push(format!("the publisher failed: {why}"));
+    }
 
     // The report: a summary, then the table.
     let mbit_avg = counters.bytes as f64 * 8.0 / elapsed.max(1e-3) / 1e6;
@@ -495,6 +544,22 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         "  data      {:.1} MB, {mbit_avg:.2} Mbit/s on average over {elapsed:.1} s (peak interval {peak_mbit:.2})\n",
         counters.bytes as f64 / 1e6
     ));
+    if let Some(p) = &published {
+        text.push_str(&format!(
+            "  publisher {} packets ({:.1} MB of payload) over {} to {}; {} movie start{}{}\n",
+            p.packets,
+            p.payload_bytes as f64 / 1e6,
+            p.transport.to_uppercase(),
+            p.url,
+            p.movies,
+            if p.movies == 1 { "" } else { "s" },
+            match (&p.error, p.played_out) {
+                (Some(e), _) => format!("; failed: {e}"),
+                (None, true) => "; the movie played out".to_owned(),
+                (None, false) => String::new(),
+            }
+        ));
+    }
     text.push_str(&format!(
         "  client    {cpu:.2} s CPU ({:.2} s user, {:.2} s system): {:.1}% of one core\n\n",
         user.as_secs_f64(),
@@ -543,6 +608,7 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
                 interrupted,
             },
             &verdict,
+            published.as_ref(),
         );
         o.write("summary.json", |w| {
             serde_json::to_writer_pretty(&mut *w, &summary).map_err(io::Error::other)?;
@@ -551,6 +617,15 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         eprintln!("rtpload: wrote {}", describe_files(&o.dir));
     }
     Ok(verdict)
+}
+
+/// With `--publish` and no viewers: the broadcast runs for `secs`, or
+/// until Ctrl-C or its own end.
+fn publish_alone(p: &Publishing, secs: f64, stop: &AtomicBool) {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) && !p.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn describe_files(dir: &Path) -> String {
@@ -632,6 +707,7 @@ fn summary_json(
     collector: &Collector,
     t: SummaryTimes,
     verdict: &Verdict,
+    published: Option<&PublishReport>,
 ) -> serde_json::Value {
     let histograms: serde_json::Map<String, serde_json::Value> = Metric::MAIN
         .iter()
@@ -672,6 +748,7 @@ fn summary_json(
             "mbit_per_s_average": c.bytes as f64 * 8.0 / t.elapsed.max(1e-3) / 1e6,
         },
         "rtcp": { "bad": c.bad_rtcp },
+        "publisher": published,
         "cpu": {
             "user_s": t.user.as_secs_f64(),
             "system_s": t.system.as_secs_f64(),
@@ -758,6 +835,7 @@ mod tests {
         let with_file = Args::try_parse_from(["rtpload", "rtsp://h/z", "--urls", dir.to_str().unwrap()]).unwrap();
         let urls: Vec<String> = collect_urls(&with_file)
             .unwrap()
+            .0
             .iter()
             .map(|u| u.to_string())
             .collect();
@@ -768,6 +846,16 @@ mod tests {
         let bad = Args::try_parse_from(["rtpload", "rtsp://user:pw@h/x"]).unwrap();
         let e = collect_urls(&bad).unwrap_err();
         assert!(matches!(&e, RunError::Credentials(u) if u == "rtsp://h/x"), "{e}");
+        // Publishing: the first URL keeps its credentials for the
+        // publisher; viewers get none.
+        let publish = Args::try_parse_from(["rtpload", "--publish", "m.mp4", "rtsp://u:p%40ss@h/live/x"]).unwrap();
+        let (viewers, to) = collect_urls(&publish).unwrap();
+        assert_eq!(viewers[0].as_str(), "rtsp://h/live/x");
+        assert_eq!(viewers[0].user(), None);
+        let to = to.unwrap();
+        assert_eq!((to.user(), to.password()), (Some("u"), Some("p@ss")));
+        assert!(check_args(&Args::try_parse_from(["rtpload", "--publish", "m.mp4", "-n", "0"]).unwrap()).is_ok());
+        assert!(matches!(check_args(&args(&["--loop"])), Err(RunError::Usage(_))));
     }
 
     #[test]

@@ -56,6 +56,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use proto::interleaved;
+use proto::keyframe::Codec;
 use proto::rtcp::{self, ReportBlock, RtcpPacket};
 use proto::rtp::{self, RtpError};
 use proto::rtsp::header::{self, Lower, NptRange, Transport};
@@ -257,6 +258,8 @@ struct Track {
     rtp_port: Option<u16>,
     /// Where our receiver reports for it go (UDP).
     rtcp_to: Option<SocketAddr>,
+    /// What its payload is, to tell its key frames.
+    codec: Codec,
 }
 
 /// Figures of streams no longer kept.
@@ -342,6 +345,13 @@ pub struct Session {
     deferred_teardown: Option<bool>,
     plays: u32,
     first_packet: Option<Nanos>,
+    /// Waiting for the play's first key frame (its video has key frames).
+    key_wanted: bool,
+    /// When the play's first key frame arrived, until PLAY is answered.
+    key_at: Option<Nanos>,
+    /// When PLAY was answered, until the play's first key frame.
+    play_answered: Option<Nanos>,
+    first_key_frame: Option<Nanos>,
     outcome: Option<Outcome>,
 }
 
@@ -419,6 +429,10 @@ impl Session {
             deferred_teardown: None,
             plays: 0,
             first_packet: None,
+            key_wanted: false,
+            key_at: None,
+            play_answered: None,
+            first_key_frame: None,
             outcome: None,
         }
     }
@@ -458,6 +472,12 @@ impl Session {
     /// From writing the first PLAY to the first packet, once there was one.
     pub fn first_packet(&self) -> Option<Nanos> {
         self.first_packet
+    }
+
+    /// From the first PLAY's answer to the first key frame of its video
+    /// (H.264 IDR, H.265 IRAP, MPEG-4 I-VOP), once there was one.
+    pub fn first_key_frame(&self) -> Option<Nanos> {
+        self.first_key_frame
     }
 
     /// Figures over every stream this session has had.
@@ -732,13 +752,13 @@ impl Session {
     }
 
     /// An RTP packet the worker matched to stream `stream` (a global index),
-    /// `len` bytes, received at `arrival`. Returns whether the stream is
-    /// still there to take it.
+    /// the datagram `packet` (whose header is `header`), received at
+    /// `arrival`. Returns whether the stream is still there to take it.
     pub fn on_rtp(
         &mut self,
         stream: u32,
         header: &rtp::Header,
-        len: usize,
+        packet: &[u8],
         arrival: Nanos,
         rec: &mut Histograms,
     ) -> bool {
@@ -746,8 +766,11 @@ impl Session {
         let Some(s) = self.stream_mut(stream) else {
             return false;
         };
-        if let Some(m) = s.on_packet(header, len, arrival) {
+        if let Some(m) = s.on_packet(header, packet.len(), arrival) {
             rec.packet(&m);
+        }
+        if current && self.key_wanted {
+            self.look_for_key(stream, packet, arrival, rec);
         }
         if current {
             self.last_media = Some(self.last_media.map_or(arrival, |t| t.max(arrival)));
@@ -758,6 +781,35 @@ impl Session {
             }
         }
         true
+    }
+
+    /// Whether `packet` of `stream` starts the play's first key frame; times
+    /// it from PLAY's answer (a key frame that beats the answer counts as
+    /// arriving with it).
+    fn look_for_key(&mut self, stream: u32, packet: &[u8], arrival: Nanos, rec: &mut Histograms) {
+        let Some(track) = self.tracks.iter().find(|t| t.stream == stream) else {
+            return;
+        };
+        if !track.codec.has_key_frames() {
+            return;
+        }
+        // A packet whose lengths do not add up is no key frame.
+        let Ok(p) = rtp::Packet::new_checked(packet) else {
+            return;
+        };
+        if !track.codec.is_key(p.payload(), false) {
+            return;
+        }
+        self.key_wanted = false;
+        match self.play_answered.take() {
+            Some(answered) => self.record_key(arrival.saturating_sub(answered), rec),
+            None => self.key_at = Some(arrival),
+        }
+    }
+
+    fn record_key(&mut self, ns: Nanos, rec: &mut Histograms) {
+        rec.first_key_frame(ns);
+        self.first_key_frame.get_or_insert(ns);
     }
 
     /// An RTCP datagram for this session, from `from` (UDP) or from an
@@ -809,6 +861,9 @@ impl Session {
         let url = self.aggregate.clone();
         self.send(Method::Play, url, &[("Range", "npt=0.000-")], now);
         self.play_written = Some(now);
+        self.key_wanted = self.tracks.iter().any(|t| t.codec.has_key_frames());
+        self.key_at = None;
+        self.play_answered = None;
     }
 
     /// The deadline from [`poll_timeout`](Session::poll_timeout) has come.
@@ -968,7 +1023,7 @@ impl Session {
             let stream = track.stream;
             match rtp::Header::parse(&rtp::Packet::new_unchecked(data)) {
                 Ok(h) => {
-                    self.on_rtp(stream, &h, data.len(), now, rec);
+                    self.on_rtp(stream, &h, data, now, rec);
                 }
                 Err(error) => self.fail(SessionError::Rtp { channel, error }, now),
             }
@@ -1017,6 +1072,11 @@ impl Session {
             Method::Setup => self.on_setup(&resp, &pending.url, now),
             Method::Play => {
                 self.on_play(&resp, now);
+                match self.key_at.take() {
+                    Some(_) => self.record_key(0, rec),
+                    None if self.key_wanted => self.play_answered = Some(now),
+                    None => {}
+                }
                 Ok(())
             }
             Method::GetParameter => {
@@ -1091,6 +1151,7 @@ impl Session {
                 source: None,
                 rtp_port: None,
                 rtcp_to: None,
+                codec: Codec::of(&m.kind, Some(&m.encoding)),
             });
         }
     }
@@ -1288,6 +1349,9 @@ impl Session {
         self.playing_since = None;
         self.range_len = None;
         self.play_written = None;
+        self.key_wanted = false;
+        self.key_at = None;
+        self.play_answered = None;
         self.next_report = None;
         self.next_keepalive = None;
         let upto = self.retired + self.streams.len() as u32;

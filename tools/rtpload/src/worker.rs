@@ -111,6 +111,7 @@ pub struct SessionSummary {
     pub plays: u32,
     pub totals: Totals,
     pub first_packet: Option<Nanos>,
+    pub first_key_frame: Option<Nanos>,
 }
 
 /// What a worker tells the main thread.
@@ -375,6 +376,7 @@ impl Worker {
                 plays: s.session.plays(),
                 totals: s.session.totals(),
                 first_packet: s.session.first_packet(),
+                first_key_frame: s.session.first_key_frame(),
             })
             .collect();
         if self.recv.truncated() > 0 {
@@ -824,7 +826,7 @@ impl Worker {
                     },
                 };
                 let slot = &mut slots[route.slot as usize];
-                if !slot.session.on_rtp(route.stream, &h, d.data.len(), arrival, hist) {
+                if !slot.session.on_rtp(route.stream, &h, d.data, arrival, hist) {
                     counters.unmatched += 1;
                 }
             }

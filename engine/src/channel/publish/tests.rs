@@ -2,7 +2,9 @@
 //! parsed back and checked, and the answers are what real servers send.
 
 use super::*;
+use crate::access::basic;
 use crate::access::digest::{self, Algorithm, Hash};
+use proto::rtsp::message::{self, Limits, Message, Request};
 
 const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=tv\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
 m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n\

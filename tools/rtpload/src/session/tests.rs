@@ -134,7 +134,15 @@ impl Script {
     fn rtp(&mut self, stream: u32, pt: u8, seq: u16, ts: u32, ssrc: u32) -> bool {
         let p = packet(pt, seq, ts, ssrc, 188);
         let h = rtp::Header::parse(&rtp::Packet::new_unchecked(&p)).unwrap();
-        self.s.on_rtp(stream, &h, p.len(), self.now, &mut self.rec)
+        self.s.on_rtp(stream, &h, &p, self.now, &mut self.rec)
+    }
+
+    /// An RTP packet with `payload`, for stream `stream`.
+    fn rtp_with(&mut self, stream: u32, pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> bool {
+        let mut p = packet(pt, seq, 0, ssrc, 0);
+        p.extend_from_slice(payload);
+        let h = rtp::Header::parse(&rtp::Packet::new_unchecked(&p)).unwrap();
+        self.s.on_rtp(stream, &h, &p, self.now, &mut self.rec)
     }
 
     fn failure(&self) -> SessionError {
@@ -183,6 +191,93 @@ fn set_up_udp(sc: &mut Script, ssrcs: [Option<&str>; 2]) {
         );
     }
     assert_eq!(sc.events(), [Event::Ready]);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Payloads of libx264 as ffmpeg packetizes them: a STAP-A of SPS and PPS,
+/// a P slice, and the FU-A start of an IDR slice (cut short).
+fn h264_payloads() -> [Vec<u8>; 3] {
+    [
+        hex("18001867f4000a91964189b011000003000100000300140f122648000668ebc3c44844"),
+        hex("419a3b115f26eb82922312f2b4c1a964"),
+        hex("7c85888411ffe4122b50fffe11b01a0d"),
+    ]
+}
+
+#[test]
+fn the_first_key_frame_is_timed_from_the_play_answer() {
+    let mut sc = Script::new(Lower::Udp, 10, "rtsp://127.0.0.1:8554/movie.mp4");
+    set_up_udp(&mut sc, [Some("AAAA"), Some("BBBB")]);
+    let [params, p_slice, idr] = h264_payloads();
+    sc.s.play(sc.now);
+    let play = sc.request();
+    // A live stream joined mid-GOP: a P slice before the answer, then
+    // parameter sets, audio (all key frames, but not pictures), the IDR.
+    sc.now += 2 * MS;
+    assert!(sc.rtp_with(0, 96, 10, 0xaaaa, &p_slice));
+    sc.now += 3 * MS;
+    sc.reply(&play, 200, &[("Session", "ABCD")], "");
+    sc.now += 5 * MS;
+    sc.rtp_with(0, 96, 11, 0xaaaa, &params);
+    sc.rtp_with(1, 97, 1, 0xbbbb, &[0, 16, 1, 2]);
+    assert!(sc.rec.get(Metric::FirstKeyFrame).is_empty());
+    sc.now += 20 * MS;
+    sc.rtp_with(0, 96, 12, 0xaaaa, &idr);
+    let key = sc.rec.get(Metric::FirstKeyFrame);
+    assert_eq!(key.len(), 1);
+    assert!(key.equivalent(key.max(), 25_000), "25 ms from the answer to the IDR");
+    assert_eq!(sc.s.first_key_frame(), Some(25 * MS));
+    // Later key frames are not first ones.
+    sc.now += 100 * MS;
+    sc.rtp_with(0, 96, 13, 0xaaaa, &idr);
+    assert_eq!(sc.rec.get(Metric::FirstKeyFrame).len(), 1);
+}
+
+#[test]
+fn a_key_frame_before_the_play_answer_counts_as_none_waited_for() {
+    let mut sc = Script::new(Lower::Udp, 10, "rtsp://127.0.0.1:8554/movie.mp4");
+    set_up_udp(&mut sc, [Some("AAAA"), Some("BBBB")]);
+    sc.s.play(sc.now);
+    let play = sc.request();
+    sc.now += 2 * MS;
+    sc.rtp_with(0, 96, 10, 0xaaaa, &h264_payloads()[2]);
+    assert!(sc.rec.get(Metric::FirstKeyFrame).is_empty(), "not until the answer");
+    sc.now += 3 * MS;
+    sc.reply(&play, 200, &[("Session", "ABCD")], "");
+    let key = sc.rec.get(Metric::FirstKeyFrame);
+    assert_eq!((key.len(), key.max()), (1, 0));
+    assert_eq!(sc.s.first_key_frame(), Some(0));
+}
+
+#[test]
+fn audio_alone_has_no_key_frame_to_wait_for() {
+    let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\n\
+        m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\na=control:trackID=1\r\n";
+    let mut sc = Script::new(Lower::Tcp, 10, "rtsp://127.0.0.1:8554/a.mp4");
+    sc.connect();
+    let d = sc.request();
+    sc.reply(&d, 200, &[("Content-Base", "rtsp://127.0.0.1:8554/a.mp4/")], sdp);
+    let setup = sc.request();
+    sc.reply(
+        &setup,
+        200,
+        &[("Session", "S1"), ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        "",
+    );
+    assert_eq!(sc.events(), [Event::Ready]);
+    sc.s.play(sc.now);
+    let play = sc.request();
+    sc.reply(&play, 200, &[("Session", "S1")], "");
+    let mut frame = Vec::new();
+    let p = packet(97, 1, 0, 0x1234, 20);
+    interleaved::emit(&mut frame, 0, &[&p]).unwrap();
+    sc.feed(&frame);
+    assert_eq!(sc.rec.get(Metric::FirstPacket).len(), 1);
+    assert!(sc.rec.get(Metric::FirstKeyFrame).is_empty());
+    assert_eq!(sc.s.first_key_frame(), None);
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Where a joining viewer can start: which packets carry part of a key
-//! frame, read from the RTP payload of the codecs whose decoders need one.
+//! Which RTP packets carry part of a key frame, read from the payload of the
+//! codecs whose decoders need one: where a server may start a joining
+//! viewer, and when a viewer has the first picture it can decode.
 //!
 //! - H.264 (RFC 6184): an IDR slice (NAL type 5), alone, inside a STAP-A
 //!   (24) or starting an FU-A/FU-B (28, 29).
@@ -45,6 +46,12 @@ impl Codec {
         } else {
             Codec::OtherVideo
         }
+    }
+
+    /// Whether the codec has key frames of its own to wait for (the video
+    /// codecs read here); for the others every frame is one.
+    pub fn has_key_frames(self) -> bool {
+        matches!(self, Codec::H264 | Codec::H265 | Codec::Mpeg4Video)
     }
 
     /// Whether a packet of this codec carries (the start of) a key frame.
@@ -122,6 +129,50 @@ mod tests {
         assert!(!c.is_key(&[0x7c, 0x81, 1, 2], true));
         assert!(!c.is_key(&[], true));
         assert!(!c.is_key(&[0x78, 0, 200], true), "a size past the end");
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// Payloads as ffmpeg's RTP packetizer sent them (`-pkt_size 300`) for
+    /// libx264, libx265 and ffmpeg's MPEG-4 Part 2 encoder with a GOP of
+    /// three frames; the long ones cut after their first bytes.
+    #[test]
+    fn key_frames_in_real_payloads() {
+        let h264 = Codec::H264;
+        // STAP-A with SPS and PPS, an FU-A start of an SEI, the FU-A start
+        // of the IDR slice, an FU-A middle of it, a P slice alone.
+        let stap = hex("18001867f4000a91964189b011000003000100000300140f122648000668ebc3c44844");
+        assert!(!h264.is_key(&stap, true));
+        assert!(!h264.is_key(&hex("1c8605ffff68dc45e9bde6d948b7962c"), false));
+        assert!(h264.is_key(&hex("7c85888411ffe4122b50fffe11b01a0d"), false));
+        assert!(!h264.is_key(&hex("7c05fa77f89b75fa1e047f87591a1055"), false));
+        assert!(!h264.is_key(&hex("419a3b115f26eb82922312f2b4c1a964"), true));
+
+        let h265 = Codec::H265;
+        // AP with VPS, SPS and PPS; FU start of a prefix SEI; FU start of
+        // the IDR_N_LP picture, an FU middle of it; a TRAIL_R picture.
+        let ap = hex(
+            "6001001740010c01ffff0408000003009e0800000300001e928090002b4201010408000003009e08\
+             00000300001e90061020b2c9524995e02dc08080010000030001000003000a0800084401c172860c4224",
+        );
+        assert!(!h265.is_key(&ap, true));
+        assert!(!h265.is_key(&hex("6201a705ffffffffffffffffe22ca2de"), false));
+        assert!(h265.is_key(&hex("620194af1180479fca4c93f1a857eb74"), false));
+        assert!(!h265.is_key(&hex("620114a760adbf9281cc5ca55cdb9efb"), false));
+        assert!(!h265.is_key(&hex("0201d0097e10c623b5210c1178fffff0"), true));
+
+        let mp4v = Codec::Mpeg4Video;
+        // VOS, VO, VOL, user data and GOV headers, then the I-VOP; a P-VOP.
+        let intra = hex(
+            "000001b001000001b58913000001000000012000c48d8800550304081443000001b24c61766335392e33\
+             372e313030000001b3001007000001b610c0d9c1",
+        );
+        assert!(mp4v.is_key(&intra, true));
+        assert!(!mp4v.is_key(&hex("000001b651e0442b"), true));
+        assert!(h264.has_key_frames() && h265.has_key_frames() && mp4v.has_key_frames());
+        assert!(!Codec::Audio.has_key_frames() && !Codec::OtherVideo.has_key_frames());
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! A lossy network for clients: a network namespace of the test's own,
+//! joined to this one by a veth pair, where nftables drops a share of the
+//! server's RTP at random (`numgen random`; this kernel has no netem).
+//!
+//! The server listens on the pair's outer address; a client runs inside
+//! the namespace (`ip netns exec`). Only datagrams from the server's even
+//! ports (RTP, and RTX riding on it) are dropped, as they arrive: RTCP and
+//! the RTSP connection go through whole. The rule counts what it drops, so
+//! a test can say how many packets were lost on the wire.
+//!
+//! Each namespace has a unique name and a /30 of its own, so tests run in
+//! parallel; dropping the [`LossyNet`] deletes the namespace (with its end
+//! of the pair and its nftables table) and the outer end of the pair,
+//! whether the test passed or panicked.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A namespace with loss on the way in. See the module documentation.
+pub struct LossyNet {
+    pub name: String,
+    /// The outer end's address: where the server listens.
+    pub server_ip: Ipv4Addr,
+    /// The namespace's address: where the clients are.
+    pub client_ip: Ipv4Addr,
+    outer: String,
+}
+
+fn ip(args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip: {e}; iproute2 is installed by tools/test"))
+}
+
+fn ok(what: &str, out: Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}); the loss tests need root (network namespaces, nftables):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl LossyNet {
+    /// A namespace whose clients lose `percent` of the server's RTP coming
+    /// from ports `ports` (the server's `--rtp-ports`).
+    pub fn new(percent: u8, ports: (u16, u16)) -> LossyNet {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        // At most 15 characters for an interface name.
+        let tag = format!("{:05}{}", pid % 100_000, n % 10);
+        let name = format!("snl{tag}");
+        let outer = format!("snlo{tag}");
+        let inner = format!("snli{tag}");
+        // 10.X.Y.Z/30 from the process and the count: one subnet each.
+        let seq = (pid % 16_000) * 16 + n % 16;
+        let base = Ipv4Addr::new(10, 200 + (seq >> 16) as u8 % 50, (seq >> 8) as u8, (seq as u8) & 0xfc);
+        let [a, b, c, d] = base.octets();
+        let server_ip = Ipv4Addr::new(a, b, c, d + 1);
+        let client_ip = Ipv4Addr::new(a, b, c, d + 2);
+        let net = LossyNet {
+            name,
+            server_ip,
+            client_ip,
+            outer,
+        };
+        // From here on, Drop cleans up whatever was made.
+        ok("ip netns add", ip(&["netns", "add", &net.name]));
+        ok(
+            "ip link add veth",
+            ip(&["link", "add", &net.outer, "type", "veth", "peer", "name", &inner]),
+        );
+        ok("ip link set netns", ip(&["link", "set", &inner, "netns", &net.name]));
+        ok(
+            "ip addr add",
+            ip(&["addr", "add", &format!("{server_ip}/30"), "dev", &net.outer]),
+        );
+        ok("ip link set up", ip(&["link", "set", &net.outer, "up"]));
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &net.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        ok(
+            "ip addr add (namespace)",
+            in_ns(&["addr", "add", &format!("{client_ip}/30"), "dev", &inner]),
+        );
+        ok("ip link set up (namespace)", in_ns(&["link", "set", &inner, "up"]));
+        ok("ip link set lo up (namespace)", in_ns(&["link", "set", "lo", "up"]));
+        let rules = format!(
+            "table inet lossy {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+             ip saddr {server_ip} udp sport {}-{} udp sport & 1 == 0 numgen random mod 100 < {percent} counter drop\n  }}\n}}\n",
+            ports.0, ports.1
+        );
+        let mut nft = net.command("nft");
+        nft.args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = nft
+            .spawn()
+            .expect("cannot run nft; nftables is installed by tools/test");
+        {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(rules.as_bytes())
+                .expect("nft's stdin");
+        }
+        ok("nft -f", child.wait_with_output().expect("nft"));
+        net
+    }
+
+    /// `program` to run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Packets dropped so far.
+    pub fn dropped(&self) -> u64 {
+        let out = self
+            .command("nft")
+            .args(["list", "table", "inet", "lossy"])
+            .output()
+            .expect("nft");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no drop counter in:\n{text}"))
+    }
+
+    /// Sets the counter back to zero, between two clients.
+    pub fn reset(&self) {
+        let _ = self
+            .command("nft")
+            .args(["reset", "counters", "table", "inet", "lossy"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for LossyNet {
+    fn drop(&mut self) {
+        // The namespace takes its end of the pair, which takes the other,
+        // and its nftables table; the outer end is deleted too in case the
+        // pair never made it into the namespace.
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = ip(&["link", "del", &self.outer]);
+    }
+}

@@ -1,0 +1,146 @@
+//! Retransmission on a lossy network: in a network namespace of the test's
+//! own, nftables drops 3% of the server's RTP at random on its way to the
+//! clients (`numgen random mod 100 < 3 drop`; see `lossy`).
+//!
+//! - GStreamer's `rtspsrc do-retransmission=true` over UDP, against a
+//!   server run with `--nack`, sets up RTP/AVPF, NACKs what it misses and
+//!   takes the RTX packets: all but a tiny fraction of the pictures come
+//!   out as they are in the file.
+//! - ffmpeg, which sets up plain RTP/AVP, gets no retransmission from the
+//!   same server on the same network, and shows the damage.
+//!
+//! Each prints what was lost on the wire and what was repaired.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use streamalot_tests::ffmpeg::{framemd5, FrameHashes};
+use streamalot_tests::gstreamer::{file_video_hashes, rtsp_video_hashes_with};
+use streamalot_tests::lossy::LossyNet;
+use streamalot_tests::media::media;
+use streamalot_tests::server::{free_udp_run, library, Server};
+use streamalot_tests::{describe, require_tool, run_within};
+
+const LOSS_PERCENT: u8 = 3;
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Plays of the clip by each client: more packets, so that the comparison
+/// says something however the dice fall.
+const PLAYS: usize = 2;
+
+/// How many of `want` (the file's pictures) are among `got`, each counted
+/// once: a picture lost or damaged is missing.
+fn matching(want: &[String], got: &[String]) -> usize {
+    let mut have: HashMap<&str, usize> = HashMap::new();
+    for g in got {
+        *have.entry(g.as_str()).or_default() += 1;
+    }
+    want.iter()
+        .filter(|w| have.get_mut(w.as_str()).filter(|n| **n > 0).map(|n| *n -= 1).is_some())
+        .count()
+}
+
+fn repair_stats(stats_json: &std::path::Path) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(stats_json).unwrap_or_else(|e| panic!("cannot read {}: {e}", stats_json.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("the stats JSON");
+    v["repair"].clone()
+}
+
+#[test]
+fn gstreamer_is_repaired_and_ffmpeg_without_retransmission_is_not() {
+    require_tool("ffmpeg");
+    require_tool("gst-launch-1.0");
+    let clip = media().clip("h264-aac.mp4");
+    let lib = library("repair-loss", &[clip.path.as_path()]);
+    let stats_json = lib.with_extension("stats.json");
+    let _ = std::fs::remove_file(&stats_json);
+
+    // The address the server listens on is the namespace's way out, and
+    // the loss is on the server's RTP ports: the namespace comes first.
+    let rtp_base = free_udp_run(16);
+    let net = LossyNet::new(LOSS_PERCENT, (rtp_base, rtp_base + 15));
+    let server = Server::start_with_ports(
+        net.server_ip.into(),
+        rtp_base,
+        &lib,
+        &["--nack", "--stats-json", stats_json.to_str().expect("a UTF-8 path")],
+    );
+    let url = server.url(clip.name);
+
+    let want = file_video_hashes(&clip.path, TIMEOUT);
+    assert!(!want.is_empty(), "GStreamer decoded no pictures from the file");
+
+    // GStreamer, with retransmission.
+    let mut gst_matching = 0;
+    for _ in 0..PLAYS {
+        let got = rtsp_video_hashes_with(
+            net.command("gst-launch-1.0"),
+            &url,
+            &["protocols=udp", "do-retransmission=true"],
+            TIMEOUT,
+        );
+        gst_matching += matching(&want, &got);
+    }
+    let gst_lost = net.dropped();
+    net.reset();
+
+    // ffmpeg, without.
+    let file = framemd5(
+        &[],
+        clip.path.to_str().expect("a UTF-8 path"),
+        &["-map", "0:v:0"],
+        TIMEOUT,
+    );
+    let ff_want: Vec<String> = file.hashes(0).into_iter().map(|(_, h)| h).collect();
+    let mut ff_matching = 0;
+    for _ in 0..PLAYS {
+        let mut cmd = net.command("ffmpeg");
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+            .args(["-rtsp_transport", "udp", "-i", &url])
+            .args(["-map", "0:v:0", "-f", "framemd5", "-"]);
+        let out = run_within(&mut cmd, TIMEOUT);
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            describe(&cmd),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = FrameHashes::parse(&String::from_utf8_lossy(&out.stdout));
+        let got: Vec<String> = got.hashes(0).into_iter().map(|(_, h)| h).collect();
+        ff_matching += matching(&ff_want, &got);
+    }
+    let ff_lost = net.dropped();
+
+    let stopped = server.stop();
+    let repair = repair_stats(&stats_json);
+    let gst_total = want.len() * PLAYS;
+    let ff_total = ff_want.len() * PLAYS;
+    println!(
+        "GStreamer with NACK/RTX: {gst_lost} RTP packets lost on the wire, {} sent again ({} NACKs); \
+         {gst_matching} of {gst_total} pictures as in the file",
+        repair["resent"], repair["nacks"]
+    );
+    println!(
+        "ffmpeg without: {ff_lost} RTP packets lost on the wire; {ff_matching} of {ff_total} pictures as in the file"
+    );
+    println!("server's repair counts: {repair}");
+
+    assert!(gst_lost > 0, "the network lost nothing: the test tells nothing");
+    let resent = repair["resent"].as_u64().unwrap_or(0);
+    assert!(resent > 0, "nothing was sent again: {repair}\n{}", stopped.stderr);
+    // All but a tiny fraction: a repair can itself be lost, and one lost
+    // twice in a row may come too late for the jitter buffer.
+    assert!(
+        gst_matching * 100 >= gst_total * 98,
+        "GStreamer got {gst_matching} of {gst_total} pictures right ({gst_lost} lost, {resent} resent)"
+    );
+    // ffmpeg pays for what it lost: RTP/AVP sessions get no history.
+    assert!(
+        ff_lost > 0,
+        "the network lost nothing of ffmpeg's: the contrast tells nothing"
+    );
+    assert!(
+        ff_matching < ff_total,
+        "ffmpeg got every picture although {ff_lost} packets were lost"
+    );
+}
