@@ -136,7 +136,11 @@ fn the_fan_out_benchmark_runs_live_beside_vod() {
             .collect();
         let other: Vec<&str> = r[3]
             .strip_prefix("no: ")
-            .map(|why| why.split(", ").filter(|w| !w.starts_with("send lateness p99 ")).collect())
+            .map(|why| {
+                why.split(", ")
+                    .filter(|w| !w.starts_with("send lateness p99 "))
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(other.is_empty(), "{server} did not hold: {other:?}\n{report}");
         assert_eq!(r[4], "0", "{server} lost packets:\n{report}");
@@ -146,7 +150,11 @@ fn the_fan_out_benchmark_runs_live_beside_vod() {
     )
     .expect("JSON");
     assert!(summary["publisher"]["packets"].as_u64() > Some(0), "{summary}");
-    assert_eq!(summary["histograms"]["first_key_frame"]["count"].as_u64(), Some(4), "{summary}");
+    assert_eq!(
+        summary["histograms"]["first_key_frame"]["count"].as_u64(),
+        Some(4),
+        "{summary}"
+    );
     let svg = std::fs::read_to_string(out.join("capacity-live.svg")).expect("capacity-live.svg");
     assert!(svg.starts_with("<svg") && svg.contains("<circle"), "an empty plot");
 }

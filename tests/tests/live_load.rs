@@ -45,7 +45,12 @@ impl Running {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         );
-        assert!(out.status.success(), "{} failed ({}):\n{stdout}\n{stderr}", self.what, out.status);
+        assert!(
+            out.status.success(),
+            "{} failed ({}):\n{stdout}\n{stderr}",
+            self.what,
+            out.status
+        );
         (stdout, stderr)
     }
 }
@@ -106,17 +111,24 @@ fn rtpload_publishes_over_tcp_and_udp_and_ffmpeg_plays_the_live_path() {
             &["--sessions", "0", "--duration", "60"],
         ));
         let sdp = wait_on_air(&server, &path);
-        assert!(sdp.contains("H264/90000") && sdp.contains("a=control:trackID=2"), "{sdp}");
+        assert!(
+            sdp.contains("H264/90000") && sdp.contains("a=control:trackID=2"),
+            "{sdp}"
+        );
         let got = framemd5(&["-rtsp_transport", viewer], &server.url(&path), FRAME_HASHES, TIMEOUT);
         let (stdout, _) = rtpload.succeed();
         let who = format!("published by rtpload over {publisher}, watched by ffmpeg over {viewer}");
         assert!(
-            stdout.contains(&format!("over {} to", publisher.to_uppercase())) && stdout.contains("the movie played out"),
+            stdout.contains(&format!("over {} to", publisher.to_uppercase()))
+                && stdout.contains("the movie played out"),
             "{who}: {stdout}"
         );
         let start = contiguous_run(&from_file.hashes(0), &got.hashes(0), 2 * H264_FPS as usize)
             .unwrap_or_else(|e| panic!("{who}: video: {e}"));
-        assert!(keys.contains(&start), "{who}: the first picture is file frame {start}, not a key frame");
+        assert!(
+            keys.contains(&start),
+            "{who}: the first picture is file frame {start}, not a key frame"
+        );
         assert_eq!(
             start + got.hashes(0).len(),
             from_file.hashes(0).len(),
@@ -128,8 +140,10 @@ fn rtpload_publishes_over_tcp_and_udp_and_ffmpeg_plays_the_live_path() {
     let records = server.wait_for_records(4, Duration::from_secs(20));
     for transport in ["tcp", "udp"] {
         assert!(
-            records.iter().any(|r| r.get("transport").map(String::as_str) == Some(&format!("publish-{transport}"))
-                && r.get("cs(User-Agent)").is_some_and(|ua| ua.contains("Streamalot"))),
+            records.iter().any(
+                |r| r.get("transport").map(String::as_str) == Some(&format!("publish-{transport}"))
+                    && r.get("cs(User-Agent)").is_some_and(|ua| ua.contains("Streamalot"))
+            ),
             "a publisher line for {transport}: {records:?}"
         );
     }
@@ -150,7 +164,17 @@ fn every_viewer_times_its_first_key_frame_and_a_late_ffmpeg_decodes_cleanly() {
         &file,
         "tcp",
         &publish_url(&server, "keys"),
-        &["--loop", "--sessions", &viewers, "--rate", "3", "--duration", "3", "--max-loss", "0"],
+        &[
+            "--loop",
+            "--sessions",
+            &viewers,
+            "--rate",
+            "3",
+            "--duration",
+            "3",
+            "--max-loss",
+            "0",
+        ],
     );
     cmd.arg("--out").arg(&out);
     let rtpload = Running::start(&mut cmd);
@@ -159,9 +183,27 @@ fn every_viewer_times_its_first_key_frame_and_a_late_ffmpeg_decodes_cleanly() {
     // a key frame, and the decoder has nothing to complain of.
     thread::sleep(Duration::from_millis(1_400));
     let mut late = Command::new("ffmpeg");
-    late.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-rtsp_transport", "tcp", "-i"])
-        .arg(server.url(&path))
-        .args(["-map", "0:v:0", "-fps_mode", "passthrough", "-frames:v", "10", "-f", "framemd5", "-"]);
+    late.args([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-rtsp_transport",
+        "tcp",
+        "-i",
+    ])
+    .arg(server.url(&path))
+    .args([
+        "-map",
+        "0:v:0",
+        "-fps_mode",
+        "passthrough",
+        "-frames:v",
+        "10",
+        "-f",
+        "framemd5",
+        "-",
+    ]);
     let done = run_within(&mut late, TIMEOUT);
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success(), "{} failed: {stderr}", describe(&late));
@@ -173,7 +215,10 @@ fn every_viewer_times_its_first_key_frame_and_a_late_ffmpeg_decodes_cleanly() {
     let got = FrameHashes::parse(&String::from_utf8_lossy(&done.stdout));
     let start = contiguous_run(&from_file.hashes(0), &got.hashes(0), 10)
         .unwrap_or_else(|e| panic!("the late ffmpeg viewer: {e}"));
-    assert!(keys.contains(&start), "the late viewer's first picture is file frame {start}, not a key frame");
+    assert!(
+        keys.contains(&start),
+        "the late viewer's first picture is file frame {start}, not a key frame"
+    );
 
     let (stdout, _) = rtpload.succeed();
     assert!(stdout.lines().any(|l| l.starts_with("first_key_frame")), "{stdout}");
@@ -197,7 +242,10 @@ fn every_viewer_times_its_first_key_frame_and_a_late_ffmpeg_decodes_cleanly() {
     let timed = lines
         .filter(|l| l.split(',').nth(column).is_some_and(|v| v.parse::<u64>().is_ok()))
         .count();
-    assert_eq!(timed as u64, VIEWERS, "every session's line has its first key frame:\n{csv}");
+    assert_eq!(
+        timed as u64, VIEWERS,
+        "every session's line has its first key frame:\n{csv}"
+    );
     server.stop_cleanly();
 }
 
@@ -257,7 +305,11 @@ fn a_viewer_that_stops_reading_costs_the_others_nothing_and_metrics_count_its_dr
         assert_eq!(summary["sessions"]["completed"].as_u64(), Some(3), "{summary}");
         assert!(summary["packets"]["received"].as_u64() > Some(0), "{summary}");
         assert_eq!(summary["packets"]["lost"].as_u64(), Some(0), "{summary}");
-        assert_eq!(summary["histograms"]["first_key_frame"]["count"].as_u64(), Some(3), "{summary}");
+        assert_eq!(
+            summary["histograms"]["first_key_frame"]["count"].as_u64(),
+            Some(3),
+            "{summary}"
+        );
     }
 
     // The stalled viewer's drops are counted under its broadcast's path,
@@ -274,10 +326,17 @@ fn a_viewer_that_stops_reading_costs_the_others_nothing_and_metrics_count_its_dr
         if slow > 0.0 {
             break samples;
         }
-        assert!(Instant::now() < deadline, "no slow-viewer drops for {path} counted in /metrics");
+        assert!(
+            Instant::now() < deadline,
+            "no slow-viewer drops for {path} counted in /metrics"
+        );
         thread::sleep(Duration::from_millis(200));
     };
-    let family = |name: &str| samples.iter().find(|s| s.name == name && s.labels.get("path") == Some(&path));
+    let family = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.name == name && s.labels.get("path") == Some(&path))
+    };
     for (name, kind) in [
         ("streamalot_live_viewers", "gauge"),
         ("streamalot_live_packets_in_total", "counter"),
@@ -288,7 +347,10 @@ fn a_viewer_that_stops_reading_costs_the_others_nothing_and_metrics_count_its_dr
         let s = family(name).unwrap_or_else(|| panic!("no {name} for {path}"));
         assert_eq!(s.kind, kind, "{name}");
     }
-    assert!(sum_of(&samples, "streamalot_live_viewers", &labels) >= 1.0, "the stalled viewer is still there");
+    assert!(
+        sum_of(&samples, "streamalot_live_viewers", &labels) >= 1.0,
+        "the stalled viewer is still there"
+    );
     assert!(sum_of(&samples, "streamalot_live_packets_in_total", &labels) > 0.0);
     assert!(sum_of(&samples, "streamalot_live_bytes_in_total", &labels) > 0.0);
     assert!(sum_of(&samples, "streamalot_live_bitrate_in_bits_per_second", &labels) > 0.0);

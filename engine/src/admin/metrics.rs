@@ -453,9 +453,10 @@ impl Collector for Scrape {
             Some(&Unit::Other("bits_per_second".into())),
             MetricType::Gauge,
             |e| {
-                self.live
-                    .iter()
-                    .try_for_each(|(path, l)| e.encode_family(&vec![("path", path.clone())])?.encode_gauge(&l.bitrate_in()))
+                self.live.iter().try_for_each(|(path, l)| {
+                    e.encode_family(&vec![("path", path.clone())])?
+                        .encode_gauge(&l.bitrate_in())
+                })
             },
         )?;
         family(
@@ -699,11 +700,17 @@ mod tests {
             "{text}"
         );
         // Live broadcasts by path.
-        assert!(line(&text, "streamalot_live_viewers{path=\"/live/cam\"}").ends_with(" 3"), "{text}");
+        assert!(
+            line(&text, "streamalot_live_viewers{path=\"/live/cam\"}").ends_with(" 3"),
+            "{text}"
+        );
         assert!(line(&text, "streamalot_live_packets_in_total{path=\"/live/cam\"}").ends_with(" 500"));
         assert!(line(&text, "streamalot_live_bytes_in_total{path=\"/live/cam\"}").ends_with(" 400000"));
         assert!(line(&text, "streamalot_live_packets_refused_total{path=\"/live/cam\"}").ends_with(" 1"));
-        assert!(line(&text, "streamalot_live_bitrate_in_bits_per_second{path=\"/live/cam\"}").ends_with(" 320000.0"), "{text}");
+        assert!(
+            line(&text, "streamalot_live_bitrate_in_bits_per_second{path=\"/live/cam\"}").ends_with(" 320000.0"),
+            "{text}"
+        );
         assert!(line(
             &text,
             "streamalot_live_packets_dropped_total{path=\"/live/cam\",reason=\"slow_viewer\"}"

@@ -231,7 +231,6 @@ pub struct RelayView {
     pub last_error: Option<String>,
 }
 
-
 /// What a channel action did, or the status and reason it was not done.
 pub type ChannelOutcome = Result<String, (u16, String)>;
 

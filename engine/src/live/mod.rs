@@ -48,10 +48,10 @@ pub mod replica;
 pub mod sdp_source;
 
 pub use describe::{DescribeError, Description, Track};
+pub use keyframe::Codec;
 /// Where a viewer may start, per codec: shared with the load client, which
 /// times a joining viewer's first key frame by the same rules.
 pub use proto::keyframe;
-pub use keyframe::Codec;
 pub use registry::Registry;
 pub use replica::Replica;
 

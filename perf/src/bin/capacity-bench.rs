@@ -419,11 +419,7 @@ fn run_step(
             .and_then(|(_, c)| c.split_once(':'))
             .expect("a PREFIX=USER:PASSWORD constant");
         let url = base.replacen("rtsp://", &format!("rtsp://{user}:{password}@"), 1) + LIVE_PATH;
-        client
-            .arg("--publish")
-            .arg(library.join(name))
-            .arg("--loop")
-            .arg(url);
+        client.arg("--publish").arg(library.join(name)).arg("--loop").arg(url);
     } else {
         client.arg(&server.url);
     }
@@ -571,11 +567,15 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
     let date = utc_date(SystemTime::now());
     let load = os::load_average();
     let mut command = "cargo run --release -p streamalot-perf --bin capacity-bench".to_owned();
-    let flags: Vec<&str> = [(args.smoke, "--smoke"), (args.live, "--live"), (args.no_peer, "--no-peer")]
-        .iter()
-        .filter(|f| f.0)
-        .map(|f| f.1)
-        .collect();
+    let flags: Vec<&str> = [
+        (args.smoke, "--smoke"),
+        (args.live, "--live"),
+        (args.no_peer, "--no-peer"),
+    ]
+    .iter()
+    .filter(|f| f.0)
+    .map(|f| f.1)
+    .collect();
     if !flags.is_empty() {
         command = format!("{command} -- {}", flags.join(" "));
     }
@@ -584,7 +584,10 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if args.live {
-        let _ = writeln!(r, "## Fan-out: viewers of one live broadcast on one shard core, beside VoD\n");
+        let _ = writeln!(
+            r,
+            "## Fan-out: viewers of one live broadcast on one shard core, beside VoD\n"
+        );
     } else {
         let _ = writeln!(r, "## Capacity: concurrent sessions on one shard core\n");
     }
@@ -691,7 +694,11 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
             .filter(|s| s.server == kind && s.held && s.ns_per_packet.is_finite())
             .max_by_key(|s| s.sessions);
         let Some(b) = best else { continue };
-        let what = if kind == "streamalot" { "VoD sessions" } else { "live viewers" };
+        let what = if kind == "streamalot" {
+            "VoD sessions"
+        } else {
+            "live viewers"
+        };
         let _ = writeln!(
             r,
             "Read against the goals ({what}): the most held is {} ({:.0}% of the shard core, {:.0} ns per packet, \
@@ -812,7 +819,8 @@ fn plot(steps: &[Step], raw_pps: f64, movie_pps: f64, bound_ms: f64) -> String {
 
 const BEGIN: &str = "<!-- capacity-bench: begin (written by capacity-bench; edits here are replaced) -->";
 const END: &str = "<!-- capacity-bench: end -->";
-const LIVE_BEGIN: &str = "<!-- capacity-bench --live: begin (written by capacity-bench --live; edits here are replaced) -->";
+const LIVE_BEGIN: &str =
+    "<!-- capacity-bench --live: begin (written by capacity-bench --live; edits here are replaced) -->";
 const LIVE_END: &str = "<!-- capacity-bench --live: end -->";
 
 /// Replaces the capacity section (or with `live` the fan-out one) of the

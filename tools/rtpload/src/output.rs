@@ -392,7 +392,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[1], "1,\"rtsp://h/a,b.mp4\",completed,2,10,1000,11,1,0,0,0,2500,40000,");
+        assert_eq!(
+            lines[1],
+            "1,\"rtsp://h/a,b.mp4\",completed,2,10,1000,11,1,0,0,0,2500,40000,"
+        );
         assert_eq!(
             lines[2],
             "2,rtsp://h/x,failed,1,0,0,0,0,0,0,0,,,no RTP for 10 s while playing"

@@ -323,12 +323,11 @@ pub fn start(plan: &PublishPlan) -> Result<Publishing, PublishError> {
             }
         })
         .collect::<io::Result<_>>()?;
-    let publisher = Publisher::new(url.clone(), &sdp, carriage, plan.seed, clock.nanos()).map_err(|e| {
-        PublishError::Refused {
+    let publisher =
+        Publisher::new(url.clone(), &sdp, carriage, plan.seed, clock.nanos()).map_err(|e| PublishError::Refused {
             url: url.to_string(),
             why: e.to_string(),
-        }
-    })?;
+        })?;
     let rx = reader(stream.try_clone()?);
     let mut c = Control {
         publisher,
@@ -392,25 +391,23 @@ pub fn start(plan: &PublishPlan) -> Result<Publishing, PublishError> {
     };
     let cname = format!("rtpload@{}", local.ip());
     let flag = stop.clone();
-    let thread = thread::Builder::new()
-        .name("rtpload-publish".into())
-        .spawn(move || {
-            let mut run = Run {
-                b,
-                c,
-                sink,
-                clock,
-                cname,
-                tracks,
-                report,
-            };
-            if let Err(e) = run.send(&flag) {
-                warn!(error = %e, "publishing stopped");
-                run.report.error = Some(e.to_string());
-            }
-            run.end();
-            run.report
-        })?;
+    let thread = thread::Builder::new().name("rtpload-publish".into()).spawn(move || {
+        let mut run = Run {
+            b,
+            c,
+            sink,
+            clock,
+            cname,
+            tracks,
+            report,
+        };
+        if let Err(e) = run.send(&flag) {
+            warn!(error = %e, "publishing stopped");
+            run.report.error = Some(e.to_string());
+        }
+        run.end();
+        run.report
+    })?;
     Ok(Publishing { stop, thread })
 }
 

@@ -122,7 +122,9 @@ fn check_args(args: &Args) -> Result<(), RunError> {
     positive("media-timeout", args.media_timeout)?;
     positive("interval", args.interval)?;
     if args.sessions == 0 && args.publish.is_none() {
-        return Err(RunError::Usage("--sessions must be at least 1 (or 0 with --publish)".into()));
+        return Err(RunError::Usage(
+            "--sessions must be at least 1 (or 0 with --publish)".into(),
+        ));
     }
     if args.looped && args.publish.is_none() {
         return Err(RunError::Usage("--loop is for the --publish movie".into()));

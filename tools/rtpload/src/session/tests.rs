@@ -194,7 +194,10 @@ fn set_up_udp(sc: &mut Script, ssrcs: [Option<&str>; 2]) {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// Payloads of libx264 as ffmpeg packetizes them: a STAP-A of SPS and PPS,
