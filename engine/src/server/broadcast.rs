@@ -10,16 +10,15 @@
 //! and the commands typed on standard input: `skip`, `next PATH`, `stop`.
 
 use std::fs::OpenOptions;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use loader::Movie;
 use proto::rtsp::header::Lower;
 use tracing::{info, warn};
 
@@ -28,6 +27,7 @@ use crate::channel::broadcast::{Broadcaster, Note, Settings, Step};
 use crate::channel::calendar::civil_from_days;
 use crate::channel::playlist::{Disk, Playlist};
 use crate::channel::publish::{Carriage, Event, Negotiated, Publisher};
+use crate::server::publish_link::{open_movie, Clock, Control, LinkError, Sink};
 
 /// Why a broadcast stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -50,165 +50,21 @@ pub enum BroadcastRunError {
     NothingPlays(usize),
 }
 
+impl From<LinkError> for BroadcastRunError {
+    fn from(e: LinkError) -> BroadcastRunError {
+        match e {
+            LinkError::Refused { url, why } => BroadcastRunError::Publish { url, why },
+            LinkError::Io(e) => BroadcastRunError::Io(e),
+        }
+    }
+}
+
 /// How long a connection to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the playlist file is looked at for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// The longest sleep: signals are noticed within this.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
-
-fn open_movie(p: &Path) -> Result<Arc<Movie>, String> {
-    Movie::open(p).map(Arc::new).map_err(|e| e.to_string())
-}
-
-/// The wall clock as a monotonic clock sees it: a wall clock that steps
-/// never makes the stream jump.
-struct Clock {
-    wall: SystemTime,
-    mono: Instant,
-}
-
-impl Clock {
-    fn now(&self) -> SystemTime {
-        self.wall + self.mono.elapsed()
-    }
-    fn nanos(&self) -> u64 {
-        self.mono.elapsed().as_nanos() as u64
-    }
-    fn until(&self, t: SystemTime) -> Duration {
-        t.duration_since(self.now()).unwrap_or_default()
-    }
-}
-
-/// Where each track's packets go.
-enum Sink {
-    Udp {
-        sockets: Vec<(UdpSocket, UdpSocket)>,
-        dest: Vec<(SocketAddr, SocketAddr)>,
-    },
-    Tcp {
-        stream: TcpStream,
-        channels: Vec<(u8, u8)>,
-        frame: Vec<u8>,
-    },
-}
-
-impl Sink {
-    fn send(&mut self, track: usize, rtcp: bool, data: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Udp { sockets, dest } => {
-                let (rtp_sock, rtcp_sock) = &sockets[track];
-                let (sock, to) = if rtcp {
-                    (rtcp_sock, dest[track].1)
-                } else {
-                    (rtp_sock, dest[track].0)
-                };
-                // The sockets are non-blocking (they are read too); a full
-                // send buffer is waited out briefly rather than dropping.
-                for _ in 0..1000 {
-                    match sock.send_to(data, to) {
-                        Ok(_) => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_micros(200)),
-                        // Nobody listening yet on loopback: ICMP says so on the
-                        // next send. Plain RTP does not care.
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(()),
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(())
-            }
-            Sink::Tcp {
-                stream,
-                channels,
-                frame,
-            } => {
-                let (rtp, rtcp_ch) = channels[track];
-                frame.clear();
-                proto::interleaved::emit(frame, if rtcp { rtcp_ch } else { rtp }, &[data])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                stream.write_all(frame)
-            }
-        }
-    }
-}
-
-/// The RTSP connection: the writer here, the reader a thread feeding `rx`.
-struct Control {
-    publisher: Publisher,
-    stream: TcpStream,
-    rx: Receiver<io::Result<Vec<u8>>>,
-    url: String,
-}
-
-impl Control {
-    fn flush(&mut self) -> io::Result<()> {
-        let out = self.publisher.take_output();
-        if !out.is_empty() {
-            self.stream.write_all(&out)?;
-        }
-        Ok(())
-    }
-
-    fn fail(&self, why: impl ToString) -> BroadcastRunError {
-        BroadcastRunError::Publish {
-            url: self.url.clone(),
-            why: why.to_string(),
-        }
-    }
-
-    /// Waits up to `wait` for bytes and feeds them; then timeouts. Returns
-    /// the events.
-    fn pump(&mut self, clock: &Clock, wait: Duration) -> Result<Vec<Event>, BroadcastRunError> {
-        let wait = match self.publisher.poll_timeout() {
-            Some(t) => wait.min(Duration::from_nanos(t.saturating_sub(clock.nanos()))),
-            None => wait,
-        };
-        match self.rx.recv_timeout(wait) {
-            Ok(Ok(bytes)) => self.publisher.handle_input(clock.nanos(), &bytes),
-            Ok(Err(e)) => return Err(self.fail(format!("the connection failed: {e}"))),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if self.publisher.is_recording() || self.publisher.poll_timeout().is_some() {
-                    // Closed while a TEARDOWN was pending is its answer.
-                    self.publisher.teardown(clock.nanos());
-                    let events: Vec<Event> = std::iter::from_fn(|| self.publisher.poll_event()).collect();
-                    if events.contains(&Event::Closed) {
-                        return Ok(events);
-                    }
-                }
-                return Err(self.fail("the server closed the connection"));
-            }
-        }
-        if self.publisher.poll_timeout().is_some_and(|t| t <= clock.nanos()) {
-            self.publisher.handle_timeout(clock.nanos());
-        }
-        self.flush()?;
-        Ok(std::iter::from_fn(|| self.publisher.poll_event()).collect())
-    }
-}
-
-fn reader(mut stream: TcpStream) -> Receiver<io::Result<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if tx.send(Ok(buf[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
 
 fn resolve_host(host: &str, port: u16) -> Result<SocketAddr, BroadcastRunError> {
     let err = |why: String| BroadcastRunError::Resolve {
@@ -291,10 +147,7 @@ pub fn run(plan: Plan) -> Result<(), BroadcastRunError> {
         let _ = getrandom::getrandom(&mut b);
         u64::from_le_bytes(b) ^ u64::from(std::process::id())
     });
-    let clock = Clock {
-        wall: SystemTime::now(),
-        mono: Instant::now(),
-    };
+    let clock = Clock::start();
     let start = plan.start.map_or(clock.now(), |s| s.max(clock.now()));
     let settings = Settings {
         reference: plan.reference.clone(),
@@ -407,13 +260,7 @@ pub fn run(plan: Plan) -> Result<(), BroadcastRunError> {
                     why: e.to_string(),
                 }
             })?;
-            let rx = reader(stream.try_clone()?);
-            let mut c = Control {
-                publisher,
-                stream,
-                rx,
-                url: url.to_string(),
-            };
+            let mut c = Control::new(publisher, stream, url.to_string())?;
             c.flush()?;
             info!(
                 "announcing to {url} over {}",
@@ -428,7 +275,7 @@ pub fn run(plan: Plan) -> Result<(), BroadcastRunError> {
                 for e in events {
                     match e {
                         Event::Recording { tracks } => got = Some(tracks),
-                        Event::Failed(e) => return Err(c.fail(e)),
+                        Event::Failed(e) => return Err(c.fail(e).into()),
                         _ => {}
                     }
                 }
@@ -575,8 +422,8 @@ pub fn run(plan: Plan) -> Result<(), BroadcastRunError> {
             Some(c) => {
                 for e in c.pump(&clock, sleep)? {
                     match e {
-                        Event::Failed(e) => return Err(c.fail(e)),
-                        Event::Closed => return Err(c.fail("the server ended the session")),
+                        Event::Failed(e) => return Err(c.fail(e).into()),
+                        Event::Closed => return Err(c.fail("the server ended the session").into()),
                         Event::KeepAliveRefused { status } => warn!("the server answered a keep-alive with {status}"),
                         Event::Recording { .. } | Event::Interleaved { .. } => {}
                     }
@@ -669,7 +516,7 @@ fn stdin_commands() -> Receiver<String> {
 
 fn send_error(control: &Option<Control>, e: io::Error) -> BroadcastRunError {
     match control {
-        Some(c) => c.fail(format!("sending media failed: {e}")),
+        Some(c) => c.fail(format!("sending media failed: {e}")).into(),
         None => BroadcastRunError::Io(e),
     }
 }

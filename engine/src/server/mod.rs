@@ -43,6 +43,7 @@ pub mod broadcast;
 pub mod channel_client;
 mod conn;
 mod control;
+pub mod publish_link;
 mod shard;
 mod tls;
 mod tunnel;

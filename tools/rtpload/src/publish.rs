@@ -15,16 +15,14 @@
 //! find the stream on the air; [`Publishing::finish`] sends BYE on every
 //! track and TEARDOWN, and says what was sent.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use loader::Movie;
 use proto::rtsp::header::Lower;
 use proto::rtsp::url::RtspUrl;
 use serde::Serialize;
@@ -32,6 +30,7 @@ use streamalot::channel::broadcast::{Broadcaster, Note, Settings, Step};
 use streamalot::channel::picker::PlayMode;
 use streamalot::channel::playlist::{Entry, Format, Playlist};
 use streamalot::channel::publish::{self as client, Carriage, Event, Negotiated, Publisher};
+use streamalot::server::publish_link::{open_movie, Clock, Control, LinkError, Sink};
 use tracing::{info, warn};
 
 /// How long connecting to the server may take.
@@ -67,6 +66,15 @@ pub enum PublishError {
     Refused { url: String, why: String },
     #[error("publishing: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<LinkError> for PublishError {
+    fn from(e: LinkError) -> PublishError {
+        match e {
+            LinkError::Refused { url, why } => PublishError::Refused { url, why },
+            LinkError::Io(e) => PublishError::Io(e),
+        }
+    }
 }
 
 /// What the publisher did.
@@ -107,152 +115,6 @@ impl Publishing {
     }
 }
 
-fn open_movie(p: &Path) -> Result<Arc<Movie>, String> {
-    Movie::open(p).map(Arc::new).map_err(|e| e.to_string())
-}
-
-/// The wall clock as a monotonic clock sees it.
-struct Clock {
-    wall: SystemTime,
-    mono: Instant,
-}
-
-impl Clock {
-    fn now(&self) -> SystemTime {
-        self.wall + self.mono.elapsed()
-    }
-    fn nanos(&self) -> u64 {
-        self.mono.elapsed().as_nanos() as u64
-    }
-    fn until(&self, t: SystemTime) -> Duration {
-        t.duration_since(self.now()).unwrap_or_default()
-    }
-}
-
-/// Where each track's packets go.
-enum Sink {
-    Udp {
-        sockets: Vec<(UdpSocket, UdpSocket)>,
-        dest: Vec<(SocketAddr, SocketAddr)>,
-    },
-    Tcp {
-        stream: TcpStream,
-        channels: Vec<(u8, u8)>,
-        frame: Vec<u8>,
-    },
-}
-
-impl Sink {
-    fn send(&mut self, track: usize, rtcp: bool, data: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Udp { sockets, dest } => {
-                let (rtp_sock, rtcp_sock) = &sockets[track];
-                let (sock, to) = if rtcp {
-                    (rtcp_sock, dest[track].1)
-                } else {
-                    (rtp_sock, dest[track].0)
-                };
-                match sock.send_to(data, to) {
-                    Ok(_) => Ok(()),
-                    // The server's port refused one datagram (ICMP): UDP
-                    // does not care, and the RTSP session will tell.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-            Sink::Tcp {
-                stream,
-                channels,
-                frame,
-            } => {
-                let (rtp, rtcp_ch) = channels[track];
-                frame.clear();
-                proto::interleaved::emit(frame, if rtcp { rtcp_ch } else { rtp }, &[data])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                stream.write_all(frame)
-            }
-        }
-    }
-}
-
-/// The RTSP connection: written here, read by a thread feeding `rx`.
-struct Control {
-    publisher: Publisher,
-    stream: TcpStream,
-    rx: Receiver<io::Result<Vec<u8>>>,
-    url: String,
-}
-
-impl Control {
-    fn flush(&mut self) -> io::Result<()> {
-        let out = self.publisher.take_output();
-        if !out.is_empty() {
-            self.stream.write_all(&out)?;
-        }
-        Ok(())
-    }
-
-    fn fail(&self, why: impl ToString) -> PublishError {
-        PublishError::Refused {
-            url: self.url.clone(),
-            why: why.to_string(),
-        }
-    }
-
-    /// Waits up to `wait` for bytes and feeds them, then the clock; returns
-    /// the publisher's events.
-    fn pump(&mut self, clock: &Clock, wait: Duration) -> Result<Vec<Event>, PublishError> {
-        let wait = match self.publisher.poll_timeout() {
-            Some(t) => wait.min(Duration::from_nanos(t.saturating_sub(clock.nanos()))),
-            None => wait,
-        };
-        match self.rx.recv_timeout(wait) {
-            Ok(Ok(bytes)) => self.publisher.handle_input(clock.nanos(), &bytes),
-            Ok(Err(e)) => return Err(self.fail(format!("the connection failed: {e}"))),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if self.publisher.poll_timeout().is_some() {
-                    // Closed while TEARDOWN was pending is its answer.
-                    self.publisher.teardown(clock.nanos());
-                    let events: Vec<Event> = std::iter::from_fn(|| self.publisher.poll_event()).collect();
-                    if events.contains(&Event::Closed) {
-                        return Ok(events);
-                    }
-                }
-                return Err(self.fail("the server closed the connection"));
-            }
-        }
-        if self.publisher.poll_timeout().is_some_and(|t| t <= clock.nanos()) {
-            self.publisher.handle_timeout(clock.nanos());
-        }
-        self.flush()?;
-        Ok(std::iter::from_fn(|| self.publisher.poll_event()).collect())
-    }
-}
-
-fn reader(mut stream: TcpStream) -> Receiver<io::Result<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if tx.send(Ok(buf[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
 /// Announces `plan.movie` at `plan.url` and returns once RECORD is
 /// answered, the media flowing from a thread of its own.
 pub fn start(plan: &PublishPlan) -> Result<Publishing, PublishError> {
@@ -266,10 +128,7 @@ pub fn start(plan: &PublishPlan) -> Result<Publishing, PublishError> {
         entries: vec![Entry::new(&plan.movie)],
         problems: Vec::new(),
     };
-    let clock = Clock {
-        wall: SystemTime::now(),
-        mono: Instant::now(),
-    };
+    let clock = Clock::start();
     let settings = Settings {
         reference: Some(plan.movie.clone()),
         mode: if plan.looped {
@@ -328,21 +187,15 @@ pub fn start(plan: &PublishPlan) -> Result<Publishing, PublishError> {
             url: url.to_string(),
             why: e.to_string(),
         })?;
-    let rx = reader(stream.try_clone()?);
-    let mut c = Control {
-        publisher,
-        stream,
-        rx,
-        url: url.to_string(),
-    };
+    let mut c = Control::new(publisher, stream, url.to_string())?;
     c.flush()?;
     let negotiated = loop {
         let mut got = None;
         for e in c.pump(&clock, MAX_SLEEP)? {
             match e {
                 Event::Recording { tracks } => got = Some(tracks),
-                Event::Failed(e) => return Err(c.fail(e)),
-                Event::Closed => return Err(c.fail("the server ended the session")),
+                Event::Failed(e) => return Err(c.fail(e).into()),
+                Event::Closed => return Err(c.fail("the server ended the session").into()),
                 _ => {}
             }
         }
@@ -431,7 +284,10 @@ impl Run {
             let mut wake = self.clock.now() + MAX_SLEEP;
             for _ in 0..BURST {
                 match self.b.next(self.clock.now(), &mut open, &mut buf) {
-                    Step::Packet { track } => self.sink.send(track, false, &buf).map_err(|e| self.c.fail(e))?,
+                    Step::Packet { track } => self
+                        .sink
+                        .send(track, false, &buf)
+                        .map_err(|e| PublishError::from(self.c.fail(e)))?,
                     Step::Wait(t) => {
                         wake = wake.min(t);
                         break;
@@ -453,14 +309,16 @@ impl Run {
             let now = self.clock.now();
             if now >= self.b.next_report() {
                 for (k, report) in self.b.reports(now, &self.cname) {
-                    self.sink.send(k, true, &report).map_err(|e| self.c.fail(e))?;
+                    self.sink
+                        .send(k, true, &report)
+                        .map_err(|e| PublishError::from(self.c.fail(e)))?;
                 }
             }
             wake = wake.min(self.b.next_report().max(now));
             for e in self.c.pump(&self.clock, self.clock.until(wake).min(MAX_SLEEP))? {
                 match e {
-                    Event::Failed(e) => return Err(self.c.fail(e)),
-                    Event::Closed => return Err(self.c.fail("the server ended the session")),
+                    Event::Failed(e) => return Err(self.c.fail(e).into()),
+                    Event::Closed => return Err(self.c.fail("the server ended the session").into()),
                     Event::KeepAliveRefused { status } => warn!("the server answered a keep-alive with {status}"),
                     Event::Recording { .. } | Event::Interleaved { .. } => {}
                 }
