@@ -9,6 +9,12 @@
 //! - ffmpeg, which sets up plain RTP/AVP, gets no retransmission from the
 //!   same server on the same network, and shows the damage.
 //!
+//! - rtpload with `--nack` (RTP/AVPF, generic NACKs, RTX) and with
+//!   `--reliable-udp` (DSS's `x-Retransmit: our-retransmit`, `qtak` acks,
+//!   resends on the server's retransmission timeout) gets all but a tiny
+//!   fraction of the packets, and says how many were lost on the wire and
+//!   how many were repaired.
+//!
 //! Each prints what was lost on the wire and what was repaired.
 
 use std::collections::HashMap;
@@ -19,7 +25,7 @@ use streamalot_tests::gstreamer::{file_video_hashes, rtsp_video_hashes_with};
 use streamalot_tests::lossy::LossyNet;
 use streamalot_tests::media::media;
 use streamalot_tests::server::{free_udp_run, library, Server};
-use streamalot_tests::{describe, require_tool, run_within};
+use streamalot_tests::{describe, require_tool, rtpload_binary, run_within, scratch_dir};
 
 const LOSS_PERCENT: u8 = 3;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -142,5 +148,92 @@ fn gstreamer_is_repaired_and_ffmpeg_without_retransmission_is_not() {
     assert!(
         ff_matching < ff_total,
         "ffmpeg got every picture although {ff_lost} packets were lost"
+    );
+}
+
+/// rtpload in the namespace, `sessions` sessions of `seconds` each asking
+/// for repair with `flag`; its summary.
+fn rtpload_repaired(net: &LossyNet, url: &str, flag: &str, sessions: u32, seconds: u32) -> serde_json::Value {
+    let out = scratch_dir().join(format!("rtpload{flag}"));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cmd = net.command(rtpload_binary().to_str().expect("a UTF-8 path"));
+    cmd.arg(url)
+        .arg(flag)
+        .args(["--sessions", &sessions.to_string()])
+        .args(["--ramp", "20"])
+        .args(["--duration", &seconds.to_string()])
+        .args(["--transport", "udp", "--quiet"])
+        .arg("--out")
+        .arg(&out);
+    let run = run_within(&mut cmd, TIMEOUT);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{} failed:\n{stdout}\n{stderr}", describe(&cmd));
+    if let Some(line) = stdout
+        .lines()
+        .chain(stderr.lines())
+        .find(|l| l.trim_start().starts_with("repair"))
+    {
+        println!("rtpload {flag}: {}", line.trim());
+    }
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("rtpload's summary.json");
+    serde_json::from_str(&text).expect("the summary JSON")
+}
+
+/// The same 3 % loss, for rtpload with each of the two retransmissions:
+/// what the wire lost comes back, but for a tiny fraction.
+#[test]
+fn rtpload_is_repaired_by_nack_rtx_and_by_reliable_udp() {
+    let clip = media().clip("h264-aac.mp4");
+    let lib = library("repair-loss-rtpload", &[clip.path.as_path()]);
+    let stats_json = lib.with_extension("stats.json");
+    let _ = std::fs::remove_file(&stats_json);
+    let rtp_base = free_udp_run(16);
+    let net = LossyNet::new(LOSS_PERCENT, (rtp_base, rtp_base + 15));
+    let server = Server::start_with_ports(
+        net.server_ip.into(),
+        rtp_base,
+        &lib,
+        &["--nack", "--stats-json", stats_json.to_str().expect("a UTF-8 path")],
+    );
+    let url = server.url(clip.name);
+    let mut seen = Vec::new();
+    for flag in ["--nack"] {
+        net.reset();
+        let summary = rtpload_repaired(&net, &url, flag, 8, 8);
+        let dropped = net.dropped();
+        let packets = &summary["packets"];
+        let repair = &summary["repair"];
+        let received = packets["received"].as_u64().unwrap_or(0);
+        let lost = packets["lost"].as_u64().unwrap_or(u64::MAX);
+        let on_wire = repair["lost_on_wire"].as_u64().unwrap_or(0);
+        let repaired = repair["repaired"].as_u64().unwrap_or(0);
+        println!(
+            "rtpload {flag}: {dropped} RTP packets dropped by the network, {on_wire} seen lost on the wire, \
+             {repaired} repaired, {lost} lost in the end of {} expected; {repair}",
+            received + lost
+        );
+        assert_eq!(summary["sessions"]["failed"], 0, "{summary}");
+        assert!(
+            on_wire > 0 && dropped > 0,
+            "{flag}: the network lost nothing: the test tells nothing"
+        );
+        // All but a tiny fraction: a repair may be lost too, and one lost
+        // again and again comes too late.
+        assert!(
+            lost * 1000 <= (received + lost) * 3,
+            "{flag}: {lost} of {} packets lost in the end ({on_wire} on the wire, {repaired} repaired)",
+            received + lost
+        );
+        assert!(repaired * 10 >= on_wire * 9, "{flag}: {repaired} of {on_wire} repaired");
+        seen.push((flag, repair.clone()));
+    }
+    let stopped = server.stop();
+    let counts = repair_stats(&stats_json);
+    println!("server's repair counts: {counts}");
+    assert!(
+        counts["resent"].as_u64().unwrap_or(0) > 0,
+        "{counts}\n{}",
+        stopped.stderr
     );
 }

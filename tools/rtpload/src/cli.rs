@@ -126,6 +126,19 @@ pub struct Args {
     #[arg(long = "loop")]
     pub looped: bool,
 
+    /// Ask for NACK/RTX retransmission (UDP): set tracks up with RTP/AVPF, send generic NACKs
+    /// (RFC 4585) for gaps that stay open past a short reorder wait, and take the RTX packets
+    /// (RFC 4588) the server answers with; the summary says how many packets were lost on the
+    /// wire and how many were repaired
+    #[arg(long, conflicts_with = "reliable_udp")]
+    pub nack: bool,
+
+    /// Ask for Darwin Streaming Server's reliable UDP (`x-Retransmit: our-retransmit` in SETUP):
+    /// acknowledge every packet in RTCP APP `qtak` packets and take the server's resends; the
+    /// summary says how many packets were lost on the wire and how many were repaired
+    #[arg(long)]
+    pub reliable_udp: bool,
+
     /// No progress on stderr (the table and the verdict are still printed)
     #[arg(short, long)]
     pub quiet: bool,
@@ -228,6 +241,11 @@ mod tests {
         assert_eq!((p.publish_transport, p.looped), (PublishTransport::Udp, true));
         let p = Args::try_parse_from(["rtpload", "--publish", "m.mp4"]).unwrap();
         assert_eq!((p.publish_transport, p.looped), (PublishTransport::Tcp, false));
+        let n = Args::try_parse_from(["rtpload", "--nack"]).unwrap();
+        assert!(n.nack && !n.reliable_udp);
+        let r = Args::try_parse_from(["rtpload", "--reliable-udp"]).unwrap();
+        assert!(r.reliable_udp && !r.nack);
+        assert!(Args::try_parse_from(["rtpload", "--nack", "--reliable-udp"]).is_err());
         let rate = Args::try_parse_from(["rtpload", "--rate", "200"]).unwrap();
         assert_eq!(rate.ramp, 200.0, "--rate is --ramp");
         let http = Args::try_parse_from(["rtpload", "--transport", "http"]).unwrap();

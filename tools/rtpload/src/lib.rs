@@ -7,7 +7,7 @@
 //! first packet, and RTSP response times, as HdrHistograms.
 //!
 //! The protocol logic has no IO and no clock ([`session`], [`reception`],
-//! [`sdp`]); it is driven by bytes and times and tested
+//! [`sdp`], [`repair`]); it is driven by bytes and times and tested
 //! with a fake clock. One thin layer ([`worker`], [`sys`]) owns the sockets
 //! and threads: one worker per core, each owning its sessions. [`run`] ties
 //! the workers together and writes what they measured ([`output`], [`plot`],
@@ -20,6 +20,7 @@ pub mod plot;
 pub mod progress;
 pub mod publish;
 pub mod reception;
+pub mod repair;
 pub mod run;
 pub mod sdp;
 pub mod session;

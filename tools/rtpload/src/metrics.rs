@@ -188,6 +188,15 @@ pub struct Counters {
     pub unmatched: u64,
     /// RTCP datagrams from servers that did not parse.
     pub bad_rtcp: u64,
+    /// Retransmission (`--nack`, `--reliable-udp`): packets missing past
+    /// the reorder wait, and of those the ones that came after all; NACKs
+    /// sent and the numbers they named; RTX packets; `qtak` acks sent.
+    pub lost_on_wire: u64,
+    pub repaired: u64,
+    pub nacks: u64,
+    pub nacked: u64,
+    pub rtx: u64,
+    pub acks: u64,
 }
 
 impl Counters {
@@ -203,6 +212,12 @@ impl Counters {
         self.reordered += o.reordered;
         self.unmatched += o.unmatched;
         self.bad_rtcp += o.bad_rtcp;
+        self.lost_on_wire += o.lost_on_wire;
+        self.repaired += o.repaired;
+        self.nacks += o.nacks;
+        self.nacked += o.nacked;
+        self.rtx += o.rtx;
+        self.acks += o.acks;
     }
 
     /// Sessions begun and not yet over.

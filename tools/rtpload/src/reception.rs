@@ -10,6 +10,8 @@
 use proto::rtcp::{self, ReportBlock, SenderInfo};
 use proto::rtp;
 
+use crate::repair::Repair;
+
 /// Nanoseconds on the caller's monotonic clock.
 pub type Nanos = u64;
 
@@ -317,6 +319,8 @@ pub struct Stream {
     pub bye: bool,
     /// Expected and received at the last report (A.3's `*_prior`).
     reported: (u64, u64),
+    /// Retransmission, when the stream negotiated it.
+    pub repair: Option<Box<Repair>>,
 }
 
 impl Stream {
@@ -336,6 +340,7 @@ impl Stream {
             sender_reports: 0,
             bye: false,
             reported: (0, 0),
+            repair: None,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::plot;
 use crate::progress::Progress;
 use crate::publish::{self, PublishError, PublishPlan, PublishReport, Publishing};
 use crate::reception::Nanos;
+use crate::repair::Scheme;
 use crate::session::{Outcome, Settings};
 use crate::worker::{self, Plan, Report, SessionSummary, Target, UdpPlan};
 
@@ -124,6 +125,11 @@ fn check_args(args: &Args) -> Result<(), RunError> {
     if args.sessions == 0 && args.publish.is_none() {
         return Err(RunError::Usage(
             "--sessions must be at least 1 (or 0 with --publish)".into(),
+        ));
+    }
+    if (args.nack || args.reliable_udp) && args.transport != TransportArg::Udp {
+        return Err(RunError::Usage(
+            "--nack and --reliable-udp repair UDP; over TCP nothing is lost".into(),
         ));
     }
     if args.looped && args.publish.is_none() {
@@ -278,6 +284,13 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         media_timeout: (args.media_timeout * SEC) as Nanos,
         user_agent: args.user_agent.clone(),
         limits: Limits::default(),
+        repair: if args.nack {
+            Some(Scheme::Nack)
+        } else if args.reliable_udp {
+            Some(Scheme::Reliable)
+        } else {
+            None
+        },
     });
     let mut cores = core_affinity::get_core_ids().unwrap_or_default();
     if !args.cores.is_empty() {
@@ -542,6 +555,20 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         counters.reordered,
         counters.unmatched
     ));
+    if args.nack || args.reliable_udp {
+        text.push_str(&format!(
+            "  repair    {} {} lost on the wire, {} repaired, {} lost in the end ({:.4}%); {} NACKs for {} packets, {} RTX received, {} acks sent\n",
+            if args.nack { "NACK/RTX:" } else { "reliable UDP:" },
+            counters.lost_on_wire,
+            counters.repaired,
+            counters.lost,
+            counters.loss_fraction() * 100.0,
+            counters.nacks,
+            counters.nacked,
+            counters.rtx,
+            counters.acks,
+        ));
+    }
     text.push_str(&format!(
         "  data      {:.1} MB, {mbit_avg:.2} Mbit/s on average over {elapsed:.1} s (peak interval {peak_mbit:.2})\n",
         counters.bytes as f64 / 1e6
@@ -744,6 +771,16 @@ fn summary_json(
             "reordered": c.reordered,
             "unmatched": c.unmatched,
             "loss_fraction": c.loss_fraction(),
+        },
+        "repair": {
+            "scheme": if args.nack { "nack" } else if args.reliable_udp { "reliable-udp" } else { "none" },
+            "lost_on_wire": c.lost_on_wire,
+            "repaired": c.repaired,
+            "residual_lost": c.lost,
+            "nacks": c.nacks,
+            "nacked": c.nacked,
+            "rtx": c.rtx,
+            "acks": c.acks,
         },
         "bytes": {
             "received": c.bytes,

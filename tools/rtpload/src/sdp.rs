@@ -30,6 +30,9 @@ pub struct Media {
     pub clock_rate: u32,
     /// The `a=control` value as written, if any.
     pub control: Option<String>,
+    /// An RTX payload type of the `m=` line that repairs `payload_type`
+    /// (`a=rtpmap:N rtx/CLOCK` with `a=fmtp:N apt=PT`, RFC 4588 section 8).
+    pub rtx_payload_type: Option<u8>,
 }
 
 /// What a DESCRIBE answer describes.
@@ -132,12 +135,20 @@ pub fn parse(body: &[u8]) -> Result<Presentation, SdpError> {
                 count,
             });
         }
+        let rtx_payload_type = m.payload_types().find(|&pt| {
+            m.rtpmap(pt)
+                .is_some_and(|map| map.encoding.eq_ignore_ascii_case(proto::rtx::ENCODING_NAME))
+                && m.fmtp(pt)
+                    .and_then(|f| proto::rtx::Fmtp::parse(f).ok())
+                    .is_some_and(|f| f.apt == payload_type)
+        });
         media.push(Media {
             kind: m.kind.clone(),
             payload_type,
             encoding,
             clock_rate,
             control: m.control().map(str::to_owned),
+            rtx_payload_type,
         });
     }
     Ok(Presentation {
@@ -182,6 +193,22 @@ mod tests {
         m=audio 0 RTP/AVP 97\nc=IN IP4 0.0.0.0\na=rtpmap:97 MP4A-LATM/44100/2\na=control:stream=1\n";
 
     #[test]
+    fn rtx_payload_types_by_apt() {
+        let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\n\
+            m=video 0 RTP/AVPF 96 99\r\na=rtpmap:96 H264/90000\r\na=rtcp-fb:96 nack\r\n\
+            a=rtpmap:99 rtx/90000\r\na=fmtp:99 apt=96;rtx-time=1000\r\na=control:trackID=1\r\n\
+            m=audio 0 RTP/AVPF 97 100 101\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\n\
+            a=rtpmap:100 rtx/44100\r\na=fmtp:100 apt=5\r\na=rtpmap:101 RTX/44100\r\na=fmtp:101 apt=97\r\n\
+            a=control:trackID=2\r\n";
+        let p = parse(offer.as_bytes()).unwrap();
+        assert_eq!(p.media[0].rtx_payload_type, Some(99));
+        // The RTX type that repairs another payload type is not this one's.
+        assert_eq!(p.media[1].rtx_payload_type, Some(101));
+        let plain = parse(STREAMALOT.as_bytes()).unwrap();
+        assert!(plain.media.iter().all(|m| m.rtx_payload_type.is_none()));
+    }
+
+    #[test]
     fn streamalot_sdp() {
         let p = parse(STREAMALOT.as_bytes()).unwrap();
         assert_eq!((p.control.as_deref(), p.duration_secs), (None, Some(10.0)));
@@ -193,7 +220,8 @@ mod tests {
                 payload_type: 96,
                 encoding: "H264".into(),
                 clock_rate: 90_000,
-                control: Some("trackID=3".into())
+                control: Some("trackID=3".into()),
+                rtx_payload_type: None,
             }
         );
         assert_eq!(

@@ -61,6 +61,7 @@ use proto::rtcp::{self, ReportBlock, RtcpPacket};
 use proto::rtp::{self, RtpError};
 use proto::rtsp::header::{self, Lower, NptRange, Transport};
 use proto::rtsp::message::{self, Limits, Message, Method, Request, Response};
+use proto::rtsp::quicktime;
 use proto::rtsp::status::Status;
 use proto::rtsp::url::{self, RtspUrl};
 use proto::tunnel::{self, Cookie};
@@ -68,6 +69,7 @@ use smallvec::SmallVec;
 
 use crate::metrics::Histograms;
 use crate::reception::{Nanos, Stream};
+use crate::repair::{Repair, RepairStats, Scheme, Via};
 use crate::sdp::{self, Presentation, SdpError};
 
 const SEC: Nanos = 1_000_000_000;
@@ -99,6 +101,8 @@ pub struct Settings {
     pub media_timeout: Nanos,
     pub user_agent: String,
     pub limits: Limits,
+    /// Retransmission to ask for (UDP only): NACK/RTX or reliable UDP.
+    pub repair: Option<Scheme>,
 }
 
 /// Why a session failed.
@@ -198,6 +202,10 @@ pub struct UdpStream {
     /// The server's RTP port, when the reply named it.
     pub rtp_port: Option<u16>,
     pub payload_type: u8,
+    /// The payload type of its RTX packets, when it takes NACK/RTX repair:
+    /// they come on an SSRC of their own, learned from the first that
+    /// repairs a packet this stream asked for.
+    pub rtx_payload_type: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +268,8 @@ struct Track {
     rtcp_to: Option<SocketAddr>,
     /// What its payload is, to tell its key frames.
     codec: Codec,
+    /// The SDP's RTX payload type for it, if it offers one.
+    rtx_pt: Option<u8>,
 }
 
 /// Figures of streams no longer kept.
@@ -272,6 +282,7 @@ pub struct Totals {
     pub duplicates: u64,
     pub reordered: u64,
     pub max_jitter_us: u64,
+    pub repair: RepairStats,
 }
 
 impl Totals {
@@ -283,6 +294,9 @@ impl Totals {
         self.duplicates += s.sequence.duplicates();
         self.reordered += s.sequence.reordered();
         self.max_jitter_us = self.max_jitter_us.max(s.jitter_us());
+        if let Some(r) = &s.repair {
+            self.repair.add(&r.stats());
+        }
     }
 }
 
@@ -353,6 +367,11 @@ pub struct Session {
     play_answered: Option<Nanos>,
     first_key_frame: Option<Nanos>,
     outcome: Option<Outcome>,
+    /// Feedback (NACKs, acks) in the making.
+    feedback: Vec<u8>,
+    /// Something happened outside the owner's servicing (feedback to send,
+    /// an earlier deadline): the owner should service the session.
+    wake: bool,
 }
 
 /// splitmix64: the session's own small random numbers.
@@ -434,6 +453,8 @@ impl Session {
             play_answered: None,
             first_key_frame: None,
             outcome: None,
+            feedback: Vec::new(),
+            wake: false,
         }
     }
 
@@ -533,12 +554,14 @@ impl Session {
         let fallback = self.peer.map(|p| p.ip());
         self.tracks.iter().filter_map(move |t| {
             let s = self.stream(t.stream)?;
+            let nack = s.repair.as_ref().is_some_and(|r| r.scheme() == Scheme::Nack);
             Some(UdpStream {
                 stream: t.stream,
                 ssrc: s.ssrc,
                 source: t.source.or(fallback)?,
                 rtp_port: t.rtp_port,
                 payload_type: s.payload_type,
+                rtx_payload_type: t.rtx_pt.filter(|_| nack),
             })
         })
     }
@@ -576,8 +599,21 @@ impl Session {
             if let Some(len) = self.range_len {
                 at((since + len).max(heard + QUIET));
             }
+            for tr in &self.tracks {
+                if let Some(r) = self.stream(tr.stream).and_then(|s| s.repair.as_deref()) {
+                    if let Some(x) = r.poll_timeout() {
+                        at(x);
+                    }
+                }
+            }
         }
         t
+    }
+
+    /// Whether the session wants servicing for what happened since this
+    /// was last asked (feedback to send, a sooner deadline); clears it.
+    pub fn take_wake(&mut self) -> bool {
+        std::mem::take(&mut self.wake)
     }
 
     // --- inputs ---------------------------------------------------------
@@ -763,11 +799,27 @@ impl Session {
         rec: &mut Histograms,
     ) -> bool {
         let current = self.tracks.first().is_some_and(|t| stream >= t.stream);
-        let Some(s) = self.stream_mut(stream) else {
+        let Some(s) = stream
+            .checked_sub(self.retired)
+            .and_then(|i| self.streams.get_mut(i as usize))
+        else {
             return false;
         };
         if let Some(m) = s.on_packet(header, packet.len(), arrival) {
             rec.packet(&m);
+        }
+        if let Some(r) = s.repair.as_deref_mut() {
+            let start = self.feedback.len();
+            self.wake |= r.on_packet(
+                header.sequence,
+                Via::Stream,
+                arrival,
+                &mut self.feedback,
+                (self.ssrc, header.ssrc),
+            );
+            if self.feedback.len() > start {
+                self.send_feedback(stream);
+            }
         }
         if current && self.key_wanted {
             self.look_for_key(stream, packet, arrival, rec);
@@ -781,6 +833,58 @@ impl Session {
             }
         }
         true
+    }
+
+    /// An RTX packet (RFC 4588) the worker matched to stream `stream`: the
+    /// packet it carries counts as received, and as repaired. Returns
+    /// whether the stream is still there and the packet was RTX.
+    pub fn on_rtx(&mut self, stream: u32, packet: &[u8], arrival: Nanos) -> bool {
+        let Ok(p) = proto::rtx::RtxPacket::parse(packet) else {
+            return false;
+        };
+        let Some(s) = stream
+            .checked_sub(self.retired)
+            .and_then(|i| self.streams.get_mut(i as usize))
+        else {
+            return false;
+        };
+        let (Some(r), Some(media)) = (s.repair.as_deref_mut(), s.ssrc) else {
+            return false;
+        };
+        s.sequence.record(p.osn);
+        let start = self.feedback.len();
+        r.on_packet(p.osn, Via::Rtx, arrival, &mut self.feedback, (self.ssrc, media));
+        if self.feedback.len() > start {
+            self.send_feedback(stream);
+        }
+        true
+    }
+
+    /// Whether stream `stream` is waiting for a repair of `seq`: how an RTX
+    /// packet on an SSRC not yet known finds its stream (RFC 4588 section
+    /// 5.3 associates by the NACK a repair answers).
+    pub fn wants_rtx(&self, stream: u32, seq: u16) -> bool {
+        self.stream(stream)
+            .and_then(|s| s.repair.as_deref())
+            .is_some_and(|r| r.scheme() == Scheme::Nack && r.wants(seq))
+    }
+
+    /// Sends the feedback made so far about stream `stream` to where its
+    /// reports go, as compound RTCP: an empty receiver report, our CNAME,
+    /// then the feedback (RFC 4585 section 3.1).
+    fn send_feedback(&mut self, stream: u32) {
+        let to = self.tracks.iter().find(|t| t.stream == stream).and_then(|t| t.rtcp_to);
+        let Some(to) = to else {
+            self.feedback.clear();
+            return;
+        };
+        let start = self.rtcp.len();
+        rtcp::receiver_report(&mut self.rtcp, self.ssrc, &[]);
+        rtcp::sdes_cname(&mut self.rtcp, self.ssrc, &self.cname);
+        self.rtcp.extend_from_slice(&self.feedback);
+        self.feedback.clear();
+        self.rtcp_queue.push((to, start, self.rtcp.len()));
+        self.wake = true;
     }
 
     /// Whether `packet` of `stream` starts the play's first key frame; times
@@ -920,6 +1024,21 @@ impl Session {
         if now >= heard + self.settings.media_timeout {
             let secs = self.settings.media_timeout / SEC;
             return self.fail(SessionError::NoMedia { secs }, now);
+        }
+        for i in 0..self.tracks.len() {
+            let stream = self.tracks[i].stream;
+            let Some(s) = stream
+                .checked_sub(self.retired)
+                .and_then(|i| self.streams.get_mut(i as usize))
+            else {
+                continue;
+            };
+            let (Some(r), Some(media)) = (s.repair.as_deref_mut(), s.ssrc) else {
+                continue;
+            };
+            if r.poll(now, &mut self.feedback, (self.ssrc, media)) {
+                self.send_feedback(stream);
+            }
         }
         if self.next_report.is_some_and(|t| now >= t) {
             self.send_reports(now, false);
@@ -1152,6 +1271,7 @@ impl Session {
                 rtp_port: None,
                 rtcp_to: None,
                 codec: Codec::of(&m.kind, Some(&m.encoding)),
+                rtx_pt: m.rtx_payload_type,
             });
         }
     }
@@ -1159,9 +1279,17 @@ impl Session {
     fn setup(&mut self, i: usize, now: Nanos) {
         self.state = State::SettingUp { next: i };
         let mut transport = String::with_capacity(48);
+        let mut reliable = false;
         match (self.settings.lower, self.client_ports) {
             (Lower::Udp, Some((rtp, rtcp))) => {
-                let _ = write!(transport, "RTP/AVP;unicast;client_port={rtp}-{rtcp}");
+                // NACK/RTX is asked for by the profile (RFC 4585 section
+                // 4), reliable UDP by DSS's own header.
+                let profile = match self.settings.repair {
+                    Some(Scheme::Nack) => "RTP/AVPF",
+                    _ => "RTP/AVP",
+                };
+                reliable = self.settings.repair == Some(Scheme::Reliable);
+                let _ = write!(transport, "{profile};unicast;client_port={rtp}-{rtcp}");
             }
             _ => {
                 let (a, b) = self.tracks[i].channels;
@@ -1169,7 +1297,12 @@ impl Session {
             }
         }
         let url = self.tracks[i].url.clone();
-        self.send(Method::Setup, url, &[("Transport", &transport)], now);
+        let mut extra: SmallVec<[(&str, &str); 2]> = SmallVec::new();
+        extra.push(("Transport", &transport));
+        if reliable {
+            extra.push((quicktime::X_RETRANSMIT, quicktime::OUR_RETRANSMIT));
+        }
+        self.send(Method::Setup, url, &extra, now);
     }
 
     fn on_setup(&mut self, resp: &Response, url: &str, now: Nanos) -> Result<(), SessionError> {
@@ -1237,8 +1370,27 @@ impl Session {
             }
         }
         let stream = track.stream;
-        if let (Some(ssrc), Some(s)) = (t.ssrc, self.stream_mut(stream)) {
-            s.ssrc = Some(ssrc);
+        // What the server agreed to: the feedback profile (and an RTX type
+        // in the SDP to be repaired with), or its x-Retransmit echoed back.
+        let repair = match self.settings.repair {
+            Some(Scheme::Nack) if t.lower == Lower::Udp && t.feedback && track.rtx_pt.is_some() => Some(Scheme::Nack),
+            Some(Scheme::Reliable)
+                if t.lower == Lower::Udp
+                    && resp
+                        .headers
+                        .get(quicktime::X_RETRANSMIT)
+                        .and_then(quicktime::Retransmit::parse)
+                        .is_some() =>
+            {
+                Some(Scheme::Reliable)
+            }
+            _ => None,
+        };
+        if let Some(s) = self.stream_mut(stream) {
+            if let Some(ssrc) = t.ssrc {
+                s.ssrc = Some(ssrc);
+            }
+            s.repair = repair.map(|k| Box::new(Repair::new(k)));
         }
         if next + 1 < self.tracks.len() {
             if !self.stopping {
@@ -1276,6 +1428,9 @@ impl Session {
                 if let Some(stream) = track.map(|t| t.stream) {
                     if let Some(s) = self.stream_mut(stream) {
                         s.sequence.expect_from(seq);
+                        if let Some(r) = s.repair.as_deref_mut() {
+                            r.expect_from(seq, now);
+                        }
                     }
                 }
             }
@@ -1345,6 +1500,12 @@ impl Session {
 
     /// The current play's streams stop receiving after their linger.
     fn end_play(&mut self, now: Nanos) {
+        for i in 0..self.tracks.len() {
+            let stream = self.tracks[i].stream;
+            if let Some(r) = self.stream_mut(stream).and_then(|s| s.repair.as_deref_mut()) {
+                r.finish();
+            }
+        }
         self.tracks.clear();
         self.playing_since = None;
         self.range_len = None;

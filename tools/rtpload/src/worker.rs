@@ -182,6 +182,20 @@ struct RouteKey {
 struct Route {
     slot: u32,
     stream: u32,
+    /// The stream's RTX packets (RFC 4588), on an SSRC of their own.
+    rtx: bool,
+}
+
+/// A stream taking NACK/RTX repair whose RTX SSRC is not known yet: the
+/// first RTX packet from its source with its RTX payload type that repairs
+/// a packet it asked for (and that no other such stream asked for) says it.
+#[derive(Debug, Clone, Copy)]
+struct RtxLearner {
+    pair: u16,
+    source: IpAddr,
+    payload_type: u8,
+    slot: u32,
+    stream: u32,
 }
 
 /// A stream waiting for its first packet to say its SSRC.
@@ -247,6 +261,7 @@ struct Worker {
     slots: Vec<Slot>,
     routes: HashMap<RouteKey, Route, BuildHasherDefault<KeyHasher>>,
     learners: Vec<Learner>,
+    rtx_learners: Vec<RtxLearner>,
     deferred: VecDeque<u32>,
     timers: BinaryHeap<std::cmp::Reverse<(Nanos, u32)>>,
     hist: Histograms,
@@ -308,6 +323,7 @@ impl Worker {
             slots: Vec::with_capacity(plan.sessions.len()),
             routes: HashMap::default(),
             learners: Vec::new(),
+            rtx_learners: Vec::new(),
             deferred: VecDeque::new(),
             timers: BinaryHeap::new(),
             hist: Histograms::default(),
@@ -399,6 +415,7 @@ impl Worker {
     fn refresh_counters(&mut self) {
         let c = &mut self.counters;
         (c.plays, c.packets, c.bytes, c.lost, c.duplicates, c.reordered) = (0, 0, 0, 0, 0, 0);
+        (c.lost_on_wire, c.repaired, c.nacks, c.nacked, c.rtx, c.acks) = (0, 0, 0, 0, 0, 0);
         for s in &self.slots {
             let t = s.session.totals();
             c.plays += u64::from(s.session.plays());
@@ -407,6 +424,12 @@ impl Worker {
             c.lost += t.lost;
             c.duplicates += t.duplicates;
             c.reordered += t.reordered;
+            c.lost_on_wire += t.repair.lost_on_wire;
+            c.repaired += t.repair.repaired;
+            c.nacks += t.repair.nacks;
+            c.nacked += t.repair.nacked;
+            c.rtx += t.repair.rtx;
+            c.acks += t.repair.acks;
         }
     }
 
@@ -695,11 +718,21 @@ impl Worker {
                 Route {
                     slot: i as u32,
                     stream: s.stream,
+                    rtx: false,
                 },
             );
             self.slots[i].routes.push((key, s.stream));
         }
         self.learners.extend(learners);
+        self.rtx_learners.extend(streams.iter().filter_map(|s| {
+            Some(RtxLearner {
+                pair,
+                source: s.source.to_canonical(),
+                payload_type: s.rtx_payload_type?,
+                slot: i as u32,
+                stream: s.stream,
+            })
+        }));
         self.slots[i].session.play(now);
         true
     }
@@ -717,6 +750,7 @@ impl Worker {
                 true
             }
         });
+        self.rtx_learners.retain(|l| !(l.slot == i as u32 && gone(l.stream)));
         let before = self.learners.len();
         self.learners.retain(|l| !(l.slot == i as u32 && gone(l.stream)));
         if self.learners.len() != before {
@@ -763,6 +797,7 @@ impl Worker {
     /// Drains shared RTP socket `pair`.
     fn receive_rtp(&mut self, pair: usize) {
         let mut learned = false;
+        let mut woken: SmallVec<[u32; 16]> = SmallVec::new();
         for _ in 0..BATCHES_PER_WAKE {
             // The kernel stamps arrivals with the system clock; this maps
             // them onto the monotonic clock the sessions run on.
@@ -774,6 +809,7 @@ impl Worker {
                 slots,
                 routes,
                 learners,
+                rtx_learners,
                 hist,
                 counters,
                 ..
@@ -813,30 +849,56 @@ impl Worker {
                             let r = Route {
                                 slot: l.slot,
                                 stream: l.stream,
+                                rtx: false,
                             };
                             routes.insert(key, r);
                             slots[l.slot as usize].routes.push((key, l.stream));
                             learned = true;
                             r
                         }
-                        None => {
-                            counters.unmatched += 1;
-                            continue;
-                        }
+                        None => match learn_rtx(rtx_learners, slots, pair as u16, from, &h, d.data) {
+                            Some(l) => {
+                                let r = Route {
+                                    slot: l.slot,
+                                    stream: l.stream,
+                                    rtx: true,
+                                };
+                                routes.insert(key, r);
+                                slots[l.slot as usize].routes.push((key, l.stream));
+                                r
+                            }
+                            None => {
+                                counters.unmatched += 1;
+                                continue;
+                            }
+                        },
                     },
                 };
                 let slot = &mut slots[route.slot as usize];
-                if !slot.session.on_rtp(route.stream, &h, d.data, arrival, hist) {
+                let taken = if route.rtx {
+                    slot.session.on_rtx(route.stream, d.data, arrival)
+                } else {
+                    slot.session.on_rtp(route.stream, &h, d.data, arrival, hist)
+                };
+                if !taken {
                     counters.unmatched += 1;
+                }
+                if slot.session.take_wake() && !woken.contains(&route.slot) {
+                    woken.push(route.slot);
                 }
             }
             if n < RECV_BATCH {
                 break;
             }
         }
-        if learned {
+        if learned || !woken.is_empty() {
             let now = self.now();
-            self.retry_deferred(now);
+            for i in woken {
+                self.service(i as usize, now);
+            }
+            if learned {
+                self.retry_deferred(now);
+            }
         }
     }
 
@@ -897,6 +959,35 @@ impl Worker {
             self.service(i, now);
         }
     }
+}
+
+/// The RTX learner an RTX packet of an unknown SSRC belongs to: one of its
+/// source and payload type whose session asked for the packet it repairs,
+/// and only when no other such stream asked for it too. Learned once, the
+/// SSRC is routed like any stream's and the learner goes.
+fn learn_rtx(
+    learners: &mut Vec<RtxLearner>,
+    slots: &[Slot],
+    pair: u16,
+    from: SocketAddr,
+    h: &rtp::Header,
+    packet: &[u8],
+) -> Option<RtxLearner> {
+    let osn = proto::rtx::RtxPacket::parse(packet).ok()?.osn;
+    let mut found = None;
+    for (at, l) in learners.iter().enumerate() {
+        if l.pair == pair
+            && l.source == from.ip()
+            && l.payload_type == h.payload_type
+            && slots[l.slot as usize].session.wants_rtx(l.stream, osn)
+        {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(at);
+        }
+    }
+    Some(learners.swap_remove(found?))
 }
 
 /// Writes what `conn` takes of `out` and returns the rest; watches the

@@ -29,6 +29,7 @@ fn settings(lower: Lower, duration_s: u64) -> Arc<Settings> {
         media_timeout: 4 * SEC,
         user_agent: "rtpload-test".into(),
         limits: Limits::default(),
+        repair: None,
     })
 }
 
@@ -297,14 +298,16 @@ fn udp_session_from_describe_to_teardown() {
                 ssrc: Some(0xaaaa),
                 source: "127.0.0.1".parse().unwrap(),
                 rtp_port: Some(6970),
-                payload_type: 96
+                payload_type: 96,
+                rtx_payload_type: None,
             },
             UdpStream {
                 stream: 1,
                 ssrc: Some(0xbbbb),
                 source: "127.0.0.1".parse().unwrap(),
                 rtp_port: Some(6970),
-                payload_type: 97
+                payload_type: 97,
+                rtx_payload_type: None,
             }
         ]
     );
