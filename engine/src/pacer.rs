@@ -320,6 +320,9 @@ struct Pending {
 /// The `stream` of a retransmission: no stream's counters count it (RFC
 /// 3550's sender counts are the media stream's).
 const RTX_STREAM: u16 = u16::MAX;
+/// The `stream` of a reliable-UDP resend: the same packet again, counted
+/// as a resend, not as media.
+const RESEND_STREAM: u16 = u16::MAX - 1;
 
 /// A packet the kernel did not take: the session and stream that counted
 /// it, and its payload length, to take back out of the stream's counters.
@@ -422,6 +425,31 @@ impl UdpRound {
             stream: RTX_STREAM,
             osn,
             osn_len: 2,
+            late_ns: 0,
+            spans: SmallVec::from_slice(payload.spans),
+        });
+    }
+
+    /// Queues a reliable-UDP resend for `dest`: the packet as it first
+    /// went (its header, its payload as spans of its owner). Counted as a
+    /// resend when the kernel takes it, in no stream's counters.
+    pub fn queue_resend(
+        &mut self,
+        key: SessionKey,
+        dest: SocketAddr,
+        header: &[u8; RTP_HEADER_LEN],
+        payload: Payload<'_>,
+    ) {
+        let owner = self.owner(payload.owner);
+        self.pending.push(Pending {
+            key,
+            dest,
+            header: *header,
+            owner,
+            len: payload.len() as u32,
+            stream: RESEND_STREAM,
+            osn: [0; 2],
+            osn_len: 0,
             late_ns: 0,
             spans: SmallVec::from_slice(payload.spans),
         });
@@ -608,7 +636,7 @@ fn account(chunk: &[Pending], unsent_ranges: &[Range<usize>], stats: &mut ShardS
         while ranges.next_if(|r| r.end <= i).is_some() {}
         if ranges.peek().is_some_and(|r| r.contains(&i)) {
             stats.dropped_udp += 1;
-            if p.stream == RTX_STREAM {
+            if p.stream >= RESEND_STREAM {
                 continue;
             }
             unsent.push(Unsent {
@@ -621,6 +649,9 @@ fn account(chunk: &[Pending], unsent_ranges: &[Range<usize>], stats: &mut ShardS
             // the media counts.
             stats.repair.rtx_sent += 1;
             stats.repair.rtx_bytes += (RTP_HEADER_LEN + p.len as usize) as u64;
+        } else if p.stream == RESEND_STREAM {
+            stats.repair.reliable.resent_sent += 1;
+            stats.repair.reliable.resent_bytes += (RTP_HEADER_LEN + p.len as usize) as u64;
         } else {
             stats.record_send(p.late_ns, (RTP_HEADER_LEN + p.len as usize) as u64);
         }

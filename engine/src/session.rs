@@ -14,6 +14,7 @@ use std::sync::Arc;
 use loader::Movie;
 use proto::rtsp::header::{npt, Lower, NptRange, ReplyTransport, Transport};
 use proto::rtsp::message::{Method, Request, Response};
+use proto::rtsp::quicktime;
 use proto::rtsp::url::split_uri;
 
 use crate::live::Replica;
@@ -62,6 +63,9 @@ pub struct TrackSetup {
     /// Set up with `RTP/AVPF` over UDP: the client sends NACKs and takes
     /// RTX retransmissions (see `repair`).
     pub feedback: bool,
+    /// Set up over UDP with `x-Retransmit: our-retransmit`: DSS's reliable
+    /// UDP, the client acknowledging in `qtak` packets (see `repair`).
+    pub reliable: bool,
 }
 
 /// What the caller must do after a request.
@@ -209,6 +213,14 @@ impl Session {
             Destination::Udp { .. } => Lower::Udp,
             Destination::Tcp { .. } => Lower::Tcp,
         };
+        // DSS took reliable UDP only over UDP (over TCP nothing is lost)
+        // and answered by echoing the header; a NACK/RTX track does not
+        // need it as well.
+        let retransmit = req
+            .headers
+            .get(quicktime::X_RETRANSMIT)
+            .and_then(quicktime::Retransmit::parse)
+            .filter(|_| lower == Lower::Udp && !feedback);
         if self.lower.is_some_and(|l| l != lower) {
             // Mixing UDP and interleaved tracks in one session is not something
             // any client does; refuse rather than split ownership.
@@ -222,6 +234,7 @@ impl Session {
                 t.destination = destination;
                 t.url = url;
                 t.feedback = feedback;
+                t.reliable = retransmit.is_some();
             }
             None => {
                 // Room for exactly the tracks set up (a movie has one to
@@ -234,6 +247,7 @@ impl Session {
                     destination,
                     seeds: (ctx.seeds)(),
                     feedback,
+                    reliable: retransmit.is_some(),
                 })
             }
         }
@@ -267,9 +281,16 @@ impl Session {
                 feedback: profile_f,
             },
         };
-        let response = Response::new(200, cseq)
+        let mut response = Response::new(200, cseq)
             .header("Session", self.session_header(ctx.timeout_secs))
             .header("Transport", reply.to_header());
+        if let Some(r) = retransmit {
+            let value = match r.window {
+                Some(w) => format!("{};window={w}", quicktime::OUR_RETRANSMIT),
+                None => quicktime::OUR_RETRANSMIT.to_owned(),
+            };
+            response = response.header(quicktime::X_RETRANSMIT, value);
+        }
         (response, Effect::None)
     }
 

@@ -156,6 +156,51 @@ pub struct RepairStats {
     pub unwanted: u64,
     /// Feedback about a stream from an address the stream is not sent to.
     pub forged: u64,
+    /// Reliable UDP (DSS's `qtak` acknowledgements).
+    pub reliable: ReliableCounts,
+}
+
+/// What reliable UDP did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReliableCounts {
+    /// `qtak` (or `ack `) packets taken, and the packets they acknowledged.
+    pub acks: u64,
+    pub acked: u64,
+    /// Packets sent again on their retransmission timeout, and those the
+    /// kernel took (with their bytes).
+    pub resends: u64,
+    pub resent_sent: u64,
+    pub resent_bytes: u64,
+    /// Let go unacknowledged: too late to be of use.
+    pub expired: u64,
+    /// Acknowledged numbers not in flight (acked already, expired, never
+    /// sent), and numbers past what one ack may name, not looked at.
+    pub acks_for_missing: u64,
+    pub acks_ignored: u64,
+    /// Acks for a stream that is not on reliable UDP, or no stream of the
+    /// shard; acks over a session's rate; acks that did not parse.
+    pub unwanted: u64,
+    pub rate_limited: u64,
+    pub malformed: u64,
+    /// Rounds a session held new packets back with its window full.
+    pub flow_controlled: u64,
+}
+
+impl ReliableCounts {
+    pub fn merge(&mut self, o: &ReliableCounts) {
+        self.acks += o.acks;
+        self.acked += o.acked;
+        self.resends += o.resends;
+        self.resent_sent += o.resent_sent;
+        self.resent_bytes += o.resent_bytes;
+        self.expired += o.expired;
+        self.acks_for_missing += o.acks_for_missing;
+        self.acks_ignored += o.acks_ignored;
+        self.unwanted += o.unwanted;
+        self.rate_limited += o.rate_limited;
+        self.malformed += o.malformed;
+        self.flow_controlled += o.flow_controlled;
+    }
 }
 
 impl RepairStats {
@@ -172,6 +217,7 @@ impl RepairStats {
         self.truncated += o.truncated;
         self.unwanted += o.unwanted;
         self.forged += o.forged;
+        self.reliable.merge(&o.reliable);
     }
 
     fn is_empty(&self) -> bool {
@@ -385,6 +431,20 @@ impl ShardStats {
                 "truncated": self.repair.truncated,
                 "unwanted": self.repair.unwanted,
                 "forged": self.repair.forged,
+                "reliable": {
+                    "acks": self.repair.reliable.acks,
+                    "acked": self.repair.reliable.acked,
+                    "resends": self.repair.reliable.resends,
+                    "resent_sent": self.repair.reliable.resent_sent,
+                    "resent_bytes": self.repair.reliable.resent_bytes,
+                    "expired": self.repair.reliable.expired,
+                    "acks_for_missing": self.repair.reliable.acks_for_missing,
+                    "acks_ignored": self.repair.reliable.acks_ignored,
+                    "unwanted": self.repair.reliable.unwanted,
+                    "rate_limited": self.repair.reliable.rate_limited,
+                    "malformed": self.repair.reliable.malformed,
+                    "flow_controlled": self.repair.reliable.flow_controlled,
+                },
             },
             "lateness_us": {
                 "count": h.len(),
@@ -451,6 +511,24 @@ impl ShardStats {
                 group(r.unwanted),
                 group(r.forged)
             );
+            let q = &r.reliable;
+            if q.acks + q.resends + q.unwanted + q.malformed > 0 {
+                let _ = writeln!(
+                    out,
+                    "  reliable  {} qtak acks for {} packets; {} sent again ({}), {} let go unacked, {} rounds held back by the window; ignored {} acks for packets not in flight, {} past an ack's reach, {} unwanted, {} over the rate, {} malformed",
+                    group(q.acks),
+                    group(q.acked),
+                    group(q.resends),
+                    human_bytes(q.resent_bytes),
+                    group(q.expired),
+                    group(q.flow_controlled),
+                    group(q.acks_for_missing),
+                    group(q.acks_ignored),
+                    group(q.unwanted),
+                    group(q.rate_limited),
+                    group(q.malformed)
+                );
+            }
         }
         if self.live_received > 0 || !self.live.is_empty() {
             let _ = writeln!(

@@ -198,9 +198,9 @@ fn rtpload_is_repaired_by_nack_rtx_and_by_reliable_udp() {
     );
     let url = server.url(clip.name);
     let mut seen = Vec::new();
-    for flag in ["--nack"] {
+    for flag in ["--nack", "--reliable-udp"] {
         net.reset();
-        let summary = rtpload_repaired(&net, &url, flag, 8, 8);
+        let summary = rtpload_repaired(&net, &url, flag, 8, 12);
         let dropped = net.dropped();
         let packets = &summary["packets"];
         let repair = &summary["repair"];
@@ -218,10 +218,12 @@ fn rtpload_is_repaired_by_nack_rtx_and_by_reliable_udp() {
             on_wire > 0 && dropped > 0,
             "{flag}: the network lost nothing: the test tells nothing"
         );
-        // All but a tiny fraction: a repair may be lost too, and one lost
-        // again and again comes too late.
+        // All but a tiny fraction: a repair may be lost too, one lost again
+        // and again comes too late, and a session whose time runs out
+        // loses what was still to come again (reliable UDP's resends wait
+        // an RTO of 600 ms or more).
         assert!(
-            lost * 1000 <= (received + lost) * 3,
+            lost * 1000 <= (received + lost) * 5,
             "{flag}: {lost} of {} packets lost in the end ({on_wire} on the wire, {repaired} repaired)",
             received + lost
         );

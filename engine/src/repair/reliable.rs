@@ -144,6 +144,15 @@ impl Congestion {
         }
     }
 
+    /// Takes over `old`'s round-trip estimate (a new PLAY of the same
+    /// session: the path is the same).
+    pub fn inherit_rtt(&mut self, old: &Congestion) {
+        self.avg_x8 = old.avg_x8;
+        self.dev_x4 = old.dev_x4;
+        self.rto_ms = old.rto_ms;
+        self.unadjusted_rto_ms = old.unadjusted_rto_ms;
+    }
+
     /// Sets the client's window, once (later calls are ignored, as in DSS):
     /// before the first packet of a play.
     pub fn set_window(&mut self, client_window: u32) {

@@ -48,7 +48,7 @@ use bytes::Bytes;
 use loader::Movie;
 use net::{Flushed, SendPath};
 use proto::rtsp::message::{Method, Request, Response};
-use proto::{interleaved, rtcp};
+use proto::{interleaved, qtss, rtcp};
 use smallvec::SmallVec;
 use tracing::debug;
 
@@ -61,7 +61,8 @@ use crate::pacer::{self, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
 use crate::random::Rng;
 use crate::repair::nack::NackStats;
 use crate::repair::offer;
-use crate::repair::sender::{RtxSender, RtxSetup};
+use crate::repair::reliable;
+use crate::repair::sender::{RepairKind, RtxSender, RtxSetup};
 use crate::session::{Context, Destination, Effect, Media, Session};
 use crate::source::{Nanos, Outgoing, Source, StreamSeeds};
 use crate::stats::{RepairStats, ShardStats};
@@ -80,6 +81,9 @@ const MS: Nanos = 1_000_000;
 pub const LOOKAHEAD: Nanos = MS;
 /// How often timeouts are looked for.
 pub const HOUSEKEEPING: Nanos = 250 * MS;
+/// A reliable-UDP session whose window is full is looked at again this
+/// much later.
+const FLOW_CONTROL_WAIT: Nanos = 5 * MS;
 /// RTCP sender reports, per stream (RFC 3550 suggests about 5 s).
 pub const SR_INTERVAL: Nanos = 5_000 * MS;
 /// How long a session whose media has ended waits for its TEARDOWN.
@@ -686,6 +690,11 @@ pub struct ShardCore {
     /// will ever fill.
     mounts_ended: VecDeque<MountId>,
     rng: Rng,
+    /// Sessions on reliable UDP, and the earliest time one of them may have
+    /// something to send again (no later than it does; `Nanos::MAX` for
+    /// none): a sweep of just these, not of every session.
+    reliable: Vec<SessionKey>,
+    next_resend: Nanos,
 }
 
 /// The shard's round of RTP and RTCP datagrams, to send after a call.
@@ -772,6 +781,8 @@ impl ShardCore {
             mounts: KeyMap::default(),
             mounts_ended: VecDeque::new(),
             rng,
+            reliable: Vec::new(),
+            next_resend: Nanos::MAX,
         }
     }
 
@@ -857,6 +868,7 @@ impl ShardCore {
         if let Some(u) = self.urgent {
             next = next.min(u);
         }
+        next = next.min(self.next_resend);
         Some(next)
     }
 
@@ -1306,8 +1318,11 @@ impl ShardCore {
             // The streams may have changed: retransmission is made again
             // at the next PLAY.
             if let Some(rtx) = e.rtx.take() {
-                for s in rtx.streams() {
-                    self.ssrc_routes.remove(&s.setup.rtx_ssrc);
+                for x in rtx.streams().filter_map(|s| s.setup.rtx_ssrc()) {
+                    self.ssrc_routes.remove(&x);
+                }
+                if rtx.is_reliable() {
+                    self.reliable.retain(|k| *k != key);
                 }
             }
             for t in &e.session.tracks {
@@ -1334,9 +1349,15 @@ impl ShardCore {
                 e.reception.resize(n, Reception::default());
                 if e.rtx.is_none() {
                     e.rtx = rtx_sender(&e.session, &e.dests, &mut self.rng, &mut self.ssrc_routes, key);
+                    if e.rtx.as_ref().is_some_and(|r| r.is_reliable()) {
+                        self.reliable.push(key);
+                    }
                 }
                 if req.method == Method::Play {
                     e.play_at = Some(now);
+                    if let Some(rtx) = e.rtx.as_deref_mut() {
+                        rtx.on_play();
+                    }
                 }
                 if let Some(due) = e.session.playback.as_mut().and_then(|p| p.next_due()) {
                     self.schedule.push(due, key, e.generation);
@@ -1374,6 +1395,9 @@ impl ShardCore {
             self.housekeeping(now);
             self.next_housekeeping = now + HOUSEKEEPING;
         }
+        if now >= self.next_resend {
+            self.resend_due(now);
+        }
         let horizon = now + LOOKAHEAD;
         let ntp = self.ntp(now);
         let ShardCore {
@@ -1386,6 +1410,7 @@ impl ShardCore {
             outputs,
             config,
             ended,
+            next_resend,
             ..
         } = self;
         // Bounded (see ROUND_PACKETS): what is left goes next round.
@@ -1398,6 +1423,14 @@ impl ShardCore {
                 continue;
             }
             let late = now.saturating_sub(due);
+            if e.rtx.as_ref().is_some_and(|r| r.is_flow_controlled()) {
+                // Reliable UDP's window is full: nothing new goes until
+                // acks open it (DSS held the session back the same way).
+                // Looked at again shortly; what is held back grows late.
+                stats.repair.reliable.flow_controlled += 1;
+                schedule.push(now + FLOW_CONTROL_WAIT, key, generation);
+                continue;
+            }
             e.late_last = late;
             e.late_max = e.late_max.max(late);
             // Sender reports ride with the media: due with the session's
@@ -1429,9 +1462,18 @@ impl ShardCore {
             // negotiated retransmission keeps a history of what it sends.
             let served = match e.rtx.as_deref_mut() {
                 None => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |_| {}),
-                Some(rtx) => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |o| {
-                    rtx.keep(o, now)
-                }),
+                Some(rtx) => {
+                    let late_ms = (late / MS) as i64;
+                    let served = pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |o| {
+                        rtx.keep(o, late_ms, now)
+                    });
+                    if rtx.is_reliable() {
+                        // What was just sent is due again no sooner than
+                        // the shortest RTO.
+                        *next_resend = (*next_resend).min(now + u64::from(reliable::MIN_RTO_MS) * MS);
+                    }
+                    served
+                }
             };
             if let (Some(at), Some(before)) = (e.play_at, before) {
                 if total_packets(source) > before {
@@ -1672,8 +1714,16 @@ impl ShardCore {
         if let Some(c) = e.conn.and_then(|c| self.conns.get_mut(&c)) {
             c.sessions.retain(|k| *k != key);
         }
-        for s in e.rtx.iter().flat_map(|r| r.streams()) {
-            self.ssrc_routes.remove(&s.setup.rtx_ssrc);
+        for x in e
+            .rtx
+            .iter()
+            .flat_map(|r| r.streams())
+            .filter_map(|s| s.setup.rtx_ssrc())
+        {
+            self.ssrc_routes.remove(&x);
+        }
+        if e.rtx.as_ref().is_some_and(|r| r.is_reliable()) {
+            self.reliable.retain(|k| *k != key);
         }
         for t in &e.session.tracks {
             self.ssrc_routes.remove(&t.seeds.0);
@@ -1725,7 +1775,7 @@ impl ShardCore {
                 rtcp::RtcpPacket::GenericNack { media_ssrc, nacks, .. } => {
                     reported |= self.on_nack(from, media_ssrc, nacks, now);
                 }
-                _ => {}
+                other => reported |= self.on_app(from, &other, now),
             }
         }
         if !reported {
@@ -1779,6 +1829,100 @@ impl ShardCore {
         true
     }
 
+    /// An APP packet from `from`: a reliable-UDP acknowledgement (`qtak`,
+    /// or `ack ` from QuickTime 5 and earlier) taken if it names one of our
+    /// streams on reliable UDP and comes from where that stream's RTCP
+    /// goes, at most at the session's ack rate; anything else about it
+    /// counted and ignored. Other APP packets (`QTSS` reports) are not
+    /// acted on. Whether it was taken.
+    fn on_app(&mut self, from: SocketAddr, packet: &rtcp::RtcpPacket<'_>, now: Nanos) -> bool {
+        let app = match packet.app() {
+            None => return false,
+            Some(Ok(app)) => app,
+            Some(Err(_)) => {
+                self.stats.repair.reliable.malformed += 1;
+                return false;
+            }
+        };
+        if app.name != qtss::ACK && app.name != qtss::ACK_LEGACY {
+            return false;
+        }
+        let ShardCore {
+            sessions,
+            ssrc_routes,
+            stats,
+            ..
+        } = self;
+        let counts = &mut stats.repair.reliable;
+        let Ok(ack) = qtss::Ack::parse(&app) else {
+            counts.malformed += 1;
+            return false;
+        };
+        let Some(e) = ssrc_routes.get(&ack.media_ssrc).and_then(|k| sessions.get_mut(k)) else {
+            counts.unwanted += 1;
+            return false;
+        };
+        let Some((rtx, stream)) = e
+            .rtx
+            .as_deref_mut()
+            .and_then(|r| r.reliable_stream_of(ack.media_ssrc).map(|i| (r, i)))
+        else {
+            counts.unwanted += 1;
+            return false;
+        };
+        if !matches!(e.dests.get(stream), Some(&Destination::Udp { rtcp, .. }) if rtcp == from) {
+            stats.repair.forged += 1;
+            return false;
+        }
+        e.session.last_seen = now;
+        if !rtx.take_ack(now) {
+            counts.rate_limited += 1;
+            return true;
+        }
+        let before = rtx.reliable_stats();
+        rtx.on_ack(stream, &ack, now);
+        let after = rtx.reliable_stats();
+        counts.acks += 1;
+        counts.acked += after.acked - before.acked;
+        counts.acks_for_missing += after.acks_for_missing - before.acks_for_missing;
+        counts.acks_ignored += after.acks_ignored - before.acks_ignored;
+        true
+    }
+
+    /// Reliable UDP: what is unacknowledged past its RTO goes again, as it
+    /// first went, in this round; and when to look next.
+    fn resend_due(&mut self, now: Nanos) {
+        let ShardCore {
+            sessions,
+            reliable,
+            udp,
+            stats,
+            next_resend,
+            ..
+        } = self;
+        let mut next = Nanos::MAX;
+        for key in reliable.iter() {
+            let Some(e) = sessions.get_mut(key) else { continue };
+            let Some(rtx) = e.rtx.as_deref_mut() else { continue };
+            if rtx.next_resend().is_some_and(|t| t <= now) {
+                let before = rtx.reliable_stats();
+                let dests = &e.dests;
+                rtx.resend_due(now, |stream, header, payload| {
+                    if let Some(&Destination::Udp { rtp, .. }) = dests.get(stream) {
+                        udp.queue_resend(*key, rtp, header, payload);
+                    }
+                });
+                let after = rtx.reliable_stats();
+                stats.repair.reliable.resends += after.resends - before.resends;
+                stats.repair.reliable.expired += after.expired - before.expired;
+            }
+            if let Some(t) = rtx.next_resend() {
+                next = next.min(t);
+            }
+        }
+        *next_resend = next;
+    }
+
     /// RTCP that arrived on session `key`'s own interleaved channel.
     fn on_rtcp(&mut self, key: SessionKey, data: &[u8], now: Nanos) {
         let Some(e) = self.sessions.get_mut(&key) else { return };
@@ -1820,13 +1964,19 @@ fn rtx_sender(
     key: SessionKey,
 ) -> Option<Box<RtxSender>> {
     let source = session.playback.as_ref()?;
+    // NACK/RTX (RTP/AVPF) or reliable UDP (x-Retransmit), over UDP.
     let wanted = |track_id: u32| {
         session
             .tracks
             .iter()
-            .any(|t| t.track_id == track_id && t.feedback && matches!(t.destination, Destination::Udp { .. }))
+            .find(|t| t.track_id == track_id && matches!(t.destination, Destination::Udp { .. }))
+            .and_then(|t| match (t.feedback, t.reliable) {
+                (true, _) => Some(false),
+                (false, true) => Some(true),
+                _ => None,
+            })
     };
-    if !source.streams().iter().any(|s| wanted(s.track_id)) {
+    if !source.streams().iter().any(|s| wanted(s.track_id).is_some()) {
         return None;
     }
     // What the streams send, as far as it is known without measuring: a
@@ -1845,17 +1995,24 @@ fn rtx_sender(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            if !wanted(s.track_id) || !matches!(dests.get(i), Some(Destination::Udp { .. })) {
+            if !matches!(dests.get(i), Some(Destination::Udp { .. })) {
                 return None;
             }
-            let o = offer::for_track(&sdp, s.track_id)?;
-            let (rtx_ssrc, first_seq, _) = draw_seeds(rng, ssrc_routes);
-            ssrc_routes.insert(rtx_ssrc, key);
+            let kind = if wanted(s.track_id)? {
+                RepairKind::Reliable
+            } else {
+                let o = offer::for_track(&sdp, s.track_id)?;
+                let (rtx_ssrc, first_seq, _) = draw_seeds(rng, ssrc_routes);
+                ssrc_routes.insert(rtx_ssrc, key);
+                RepairKind::Rtx {
+                    rtx_pt: o.rtx_pt,
+                    rtx_ssrc,
+                    first_seq,
+                }
+            };
             Some(RtxSetup {
                 media_ssrc: s.ssrc,
-                rtx_pt: o.rtx_pt,
-                rtx_ssrc,
-                first_seq,
+                kind,
                 bit_rate,
                 packet_rate,
             })

@@ -226,11 +226,23 @@ impl Sim {
     /// As [`udp_session`](Self::udp_session), with transport `profile`
     /// (`RTP/AVPF` for one that takes NACKs).
     fn udp_session_with(&mut self, key: SessionKey, port: u16, profile: &str) -> [u32; 2] {
+        self.udp_session_headers(key, port, profile, "").0
+    }
+
+    /// As [`udp_session_with`](Self::udp_session_with), with `extra`
+    /// header lines in each SETUP; the SSRCs and the two answers.
+    fn udp_session_headers(
+        &mut self,
+        key: SessionKey,
+        port: u16,
+        profile: &str,
+        extra: &str,
+    ) -> ([u32; 2], [Response; 2]) {
         let setup = |track: u32, port: u16, session: Option<SessionKey>| {
             let session = session.map_or(String::new(), |k| format!("Session: {}\r\n", session_id(k)));
             request(&format!(
                 "SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 1\r\n{session}\
-                 Transport: {profile};unicast;client_port={port}-{}\r\nUser-Agent: sim\r\n\r\n",
+                 Transport: {profile};unicast;client_port={port}-{}\r\n{extra}User-Agent: sim\r\n\r\n",
                 port + 1
             ))
         };
@@ -246,7 +258,7 @@ impl Sim {
         assert_eq!(video.status, 200, "{video:?}");
         let audio = self.control(key, &setup(AUDIO, port + 2, Some(key)));
         assert_eq!(audio.status, 200, "{audio:?}");
-        [ssrc(&video), ssrc(&audio)]
+        ([ssrc(&video), ssrc(&audio)], [video, audio])
     }
 
     /// A request for session `key` through the control core.
@@ -1827,6 +1839,237 @@ mod repair {
         assert!(sim.rtp_of(video).len() > video_before + 10);
         assert!(sim.rtp_of(plain_video).len() > plain_before + 10);
         let seqs: Vec<u16> = sim.rtp_of(video).into_iter().map(|(_, r)| r.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+    }
+}
+
+mod reliable_udp {
+    //! DSS's reliable UDP: what a session that asked with `x-Retransmit`
+    //! gets when its acks say what came, how its window holds it back, and
+    //! acknowledgements that are not to be honoured.
+
+    use super::*;
+    use crate::repair::sender;
+    use proto::qtss;
+
+    /// `qtak` packets from client SSRC 0x3333 acknowledging `seqs` of
+    /// `media_ssrc`, as many as it takes (one mask holds 257 numbers).
+    fn acks(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut mask: Option<qtss::AckMask> = None;
+        for &seq in seqs {
+            if let Some(m) = &mut mask {
+                if m.insert(seq) {
+                    continue;
+                }
+                m.emit(&mut out, 0x3333, media_ssrc);
+            }
+            mask = Some(qtss::AckMask::new(seq));
+        }
+        if let Some(m) = mask {
+            m.emit(&mut out, 0x3333, media_ssrc);
+        }
+        out
+    }
+
+    /// A reliable-UDP session (0xC1, port 5000) and a plain one (0xC2,
+    /// port 7000), both playing.
+    fn two_sessions() -> (Sim, [u32; 2], [u32; 2]) {
+        let mut sim = Sim::new(config(60));
+        let (reliable, answers) =
+            sim.udp_session_headers(0xC1, 5000, "RTP/AVP", "x-Retransmit: our-retransmit;window=128\r\n");
+        for a in &answers {
+            // DSS echoed the client's x-Retransmit when it agreed.
+            assert_eq!(
+                a.headers.get("x-Retransmit"),
+                Some("our-retransmit;window=128"),
+                "{a:?}"
+            );
+        }
+        let plain = sim.udp_session(0xC2, 7000);
+        assert_eq!(sim.method(0xC1, "PLAY", "").status, 200);
+        assert_eq!(sim.method(0xC2, "PLAY", "").status, 200);
+        (sim, reliable, plain)
+    }
+
+    /// Acks everything sent of `ssrc` from `from` on, but `except`.
+    fn ack_all(sim: &mut Sim, ssrc: u32, rtcp_port: u16, except: &[u16]) {
+        let seqs: Vec<u16> = sim
+            .rtp_of(ssrc)
+            .into_iter()
+            .map(|(_, r)| r.seq)
+            .filter(|s| !except.contains(s))
+            .collect();
+        sim.input(Input::Rtcp {
+            from: addr(rtcp_port),
+            data: &acks(ssrc, &seqs),
+        });
+    }
+
+    #[test]
+    fn what_is_not_acked_goes_again_after_the_rto_as_it_first_went() {
+        let (mut sim, [video, audio], [plain_video, _]) = two_sessions();
+        sim.run_until(S / 4);
+        let sent: Vec<u16> = sim.rtp_of(video).into_iter().map(|(_, r)| r.seq).collect();
+        let audio_sent = sim.rtp_of(audio).len();
+        assert!(sent.len() > 6, "{}", sent.len());
+        let lost = [sent[2], sent[5]];
+        let originals: HashMap<u16, Vec<u8>> = sim
+            .rtp
+            .iter()
+            .filter(|d| rtp(&d.data).ssrc == video && lost.contains(&rtp(&d.data).seq))
+            .map(|d| (rtp(&d.data).seq, d.data.clone()))
+            .collect();
+        ack_all(&mut sim, video, 5001, &lost);
+        ack_all(&mut sim, audio, 5003, &[]);
+        let r = sim.core.stats().repair.reliable;
+        assert_eq!(r.acked, (sent.len() - 2 + audio_sent) as u64, "{r:?}");
+        assert_eq!((r.acks_for_missing, r.unwanted), (0, 0), "{r:?}");
+        let media = sim.core.stats().packets;
+        let before = sim.rtp.len();
+        let is_lost = |d: &Datagram| rtp(&d.data).ssrc == video && lost.contains(&rtp(&d.data).seq);
+        // Within the 600 ms RTO nothing goes again.
+        sim.run_until(S / 2);
+        assert!(!sim.rtp[before..].iter().any(is_lost));
+        // What is new is acked as it comes, so that only the two stay out.
+        // (The first resend moves the RTO up, DSS's 1.5 x RTO sample: the
+        // second waits for that.)
+        let mut t = S / 2;
+        while t < 2 * S {
+            t += 50 * MS;
+            sim.run_until(t);
+            ack_all(&mut sim, video, 5001, &lost);
+            ack_all(&mut sim, audio, 5003, &[]);
+        }
+        // Unacked, they go again and again, each an RTO (growing) apart.
+        let again: Vec<&Datagram> = sim.rtp[before..].iter().filter(|d| is_lost(d)).collect();
+        for seq in lost {
+            let times: Vec<Nanos> = again.iter().filter(|d| rtp(&d.data).seq == seq).map(|d| d.at).collect();
+            assert!(!times.is_empty() && times[0] >= 600 * MS, "{seq}: {times:?}");
+            assert!(times.windows(2).all(|w| w[1] - w[0] >= 600 * MS), "{seq}: {times:?}");
+        }
+        for d in &again {
+            assert_eq!(d.to, addr(5000));
+            assert_eq!(d.data, originals[&rtp(&d.data).seq], "byte for byte as first sent");
+        }
+        let r = sim.core.stats().repair.reliable;
+        let n = again.len() as u64;
+        assert_eq!((r.resends, r.resent_sent), (n, n), "{r:?}");
+        // Resends are not media: the streams' counts do not take them.
+        let datagrams = (sim.rtp.len() - before) as u64;
+        assert_eq!(sim.core.stats().packets - media, datagrams - n);
+        // The plain session's packets never go twice.
+        let plain: Vec<u16> = sim.rtp_of(plain_video).into_iter().map(|(_, r)| r.seq).collect();
+        assert!(plain.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+        // Acked again, the two are no longer in flight: nothing more.
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &acks(video, &lost),
+        });
+        let before = sim.rtp.len();
+        sim.run_until(4 * S);
+        assert!(!sim.rtp[before..].iter().any(is_lost));
+    }
+
+    #[test]
+    fn a_full_window_holds_new_packets_back_until_acks_open_it() {
+        let (mut sim, [video, audio], [plain_video, _]) = two_sessions();
+        // No acks at all: the window (half of DSS's 24 KiB for the sample's
+        // bit rate, to start) fills, and then only resends go.
+        sim.run_until(3 * S);
+        let r = sim.core.stats().repair.reliable;
+        assert!(r.flow_controlled > 0, "{r:?}");
+        let media = |sim: &Sim, ssrc: u32| {
+            let mut seqs: Vec<u16> = sim.rtp_of(ssrc).into_iter().map(|(_, r)| r.seq).collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            seqs.len()
+        };
+        let held = media(&sim, video);
+        let plain = media(&sim, plain_video);
+        assert!(
+            held < plain,
+            "held back: {held} video packets against the plain session's {plain}"
+        );
+        // Acks open it: the session catches up.
+        for _ in 0..20 {
+            ack_all(&mut sim, video, 5001, &[]);
+            ack_all(&mut sim, audio, 5003, &[]);
+            let t = sim.now + 50 * MS;
+            sim.run_until(t);
+        }
+        assert!(media(&sim, video) > held + 10);
+        // The plain session never waited.
+        let seqs: Vec<u16> = sim.rtp_of(plain_video).into_iter().map(|(_, r)| r.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+    }
+
+    #[test]
+    fn hostile_acks_are_bounded_counted_and_disturb_no_one() {
+        let (mut sim, [video, audio], [plain_video, plain_audio]) = two_sessions();
+        sim.run_until(S / 2);
+        let unwanted = |sim: &Sim| sim.core.stats().repair.reliable.unwanted;
+        // For an SSRC the shard does not have, and for the plain session's
+        // stream (from its own address): unwanted.
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &acks(0xdead_beef, &[1, 2, 3]),
+        });
+        sim.input(Input::Rtcp {
+            from: addr(7001),
+            data: &acks(plain_video, &[1, 2, 3]),
+        });
+        assert_eq!(unwanted(&sim), 2);
+        // About this session's video from the audio's address, the plain
+        // session's and an unknown one: forged, or not even read.
+        let forged = sim.core.stats().repair.forged;
+        let bad = sim.core.stats().bad_rtcp;
+        for from in [addr(5003), addr(7001), "192.0.2.9:5001".parse().unwrap()] {
+            sim.input(Input::Rtcp {
+                from,
+                data: &acks(video, &[1, 2, 3]),
+            });
+        }
+        assert_eq!(sim.core.stats().repair.forged - forged, 2);
+        assert_eq!(sim.core.stats().bad_rtcp - bad, 1);
+        assert_eq!(sim.core.stats().repair.reliable.acks, 0);
+        // An absurd mask: 32 KiB of ones. Read only as far as what is in
+        // flight reaches (and never past the 32,768 bits a number can be
+        // ahead); the rest is counted, not looked at.
+        let first = sim.rtp_of(video)[0].1.seq;
+        let mut huge = Vec::new();
+        qtss::ack(&mut huge, qtss::ACK, 0x3333, video, first, &vec![0xff; 32 * 1024]);
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &huge,
+        });
+        let r = sim.core.stats().repair.reliable;
+        assert!(r.acks_ignored > 30_000, "{r:?}");
+        assert!(r.acked + r.acks_for_missing < 10_000, "{r:?}");
+        // A malformed one: too short for its fields.
+        let mut short = Vec::new();
+        rtcp::app(&mut short, 0, 0x3333, qtss::ACK, &[0, 0, 0, 1]);
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &short,
+        });
+        assert_eq!(sim.core.stats().repair.reliable.malformed, 1);
+        // A flood: past the session's rate it is not read.
+        let one = acks(audio, &[sim.rtp_of(audio)[0].1.seq]);
+        for _ in 0..5_000 {
+            sim.input(Input::Rtcp {
+                from: addr(5003),
+                data: &one,
+            });
+        }
+        let r = sim.core.stats().repair.reliable;
+        assert!(r.rate_limited > 4_000, "{r:?}");
+        assert!(r.acks <= 2 * sender::ACKS_PER_SEC, "{r:?}");
+        // Through all of it the plain session kept to its schedule.
+        let before = sim.rtp_of(plain_video).len() + sim.rtp_of(plain_audio).len();
+        sim.run_until(2 * S);
+        assert!(sim.rtp_of(plain_video).len() + sim.rtp_of(plain_audio).len() > before + 20);
+        let seqs: Vec<u16> = sim.rtp_of(plain_video).into_iter().map(|(_, r)| r.seq).collect();
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
     }
 }

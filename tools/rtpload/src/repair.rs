@@ -270,16 +270,15 @@ impl Repair {
     /// about `media`. Returns whether anything was appended.
     pub fn poll(&mut self, now: Nanos, out: &mut Vec<u8>, (ours, media): (u32, u32)) -> bool {
         let give_up = self.give_up_after();
-        while self.missing.front().is_some_and(|m| now >= m.since + give_up) {
-            self.missing.pop_front();
-            self.stats.given_up += 1;
-        }
+        let before = self.missing.len();
+        self.missing.retain(|m| now < m.since + give_up);
+        self.stats.given_up += (before - self.missing.len()) as u64;
         let start = out.len();
         let mut ask: [u16; MAX_PER_NACK] = [0; MAX_PER_NACK];
         let mut n = 0;
         for m in self.missing.iter_mut() {
             if now < m.since + REORDER_WAIT {
-                break;
+                continue;
             }
             if !m.lost {
                 m.lost = true;
@@ -307,20 +306,21 @@ impl Repair {
     pub fn poll_timeout(&self) -> Option<Nanos> {
         let mut t = self.ack.as_ref().map(|(_, due)| *due);
         let mut at = |x: Nanos| t = Some(t.map_or(x, |t: Nanos| t.min(x)));
-        if let Some(m) = self.missing.front() {
-            at(m.since + self.give_up_after());
-        }
+        // Bounded by MAX_MISSING, and mostly a handful.
         for m in &self.missing {
+            at(m.since + self.give_up_after());
             if !m.lost {
                 at(m.since + REORDER_WAIT);
-                // Later gaps were seen later still.
-                break;
-            }
-            if self.scheme == Scheme::Nack && m.nacks < MAX_NACKS {
+            } else if self.scheme == Scheme::Nack && m.nacks < MAX_NACKS {
                 at(m.next_nack);
             }
         }
         t
+    }
+
+    /// Whether gaps are open: repairs may still come.
+    pub fn is_waiting(&self) -> bool {
+        !self.missing.is_empty()
     }
 
     /// The play is over: what is still open stays lost, and a pending

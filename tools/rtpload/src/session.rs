@@ -596,7 +596,14 @@ impl Session {
             let since = self.playing_since.unwrap_or(self.started_at);
             let heard = self.last_media.unwrap_or(since).max(since);
             at(heard + self.settings.media_timeout);
-            if let Some(len) = self.range_len {
+            // While repairs may come the end waits for them; their own
+            // deadlines below wake the session.
+            let repairing = self.tracks.iter().any(|tr| {
+                self.stream(tr.stream)
+                    .and_then(|s| s.repair.as_deref())
+                    .is_some_and(Repair::is_waiting)
+            });
+            if let (Some(len), false) = (self.range_len, repairing) {
                 at((since + len).max(heard + QUIET));
             }
             for tr in &self.tracks {
@@ -1450,14 +1457,23 @@ impl Session {
     fn movie_over(&self, now: Nanos) -> bool {
         let all_bye =
             !self.tracks.is_empty() && self.tracks.iter().all(|t| self.stream(t.stream).is_some_and(|s| s.bye));
-        if all_bye {
+        // Repairs still to come hold the end back: gaps still open (until
+        // they are given up), and on reliable UDP, where the last packets'
+        // loss shows no gap, the server's resends until the media has been
+        // quiet a while.
+        let repair = |t: &Track| self.stream(t.stream).and_then(|s| s.repair.as_deref());
+        let repairing = self.tracks.iter().any(|t| repair(t).is_some_and(Repair::is_waiting));
+        let reliable = self
+            .tracks
+            .iter()
+            .any(|t| repair(t).is_some_and(|r| r.scheme() == Scheme::Reliable));
+        let since = self.playing_since.unwrap_or(self.started_at);
+        let heard = self.last_media.unwrap_or(since).max(since);
+        if all_bye && !repairing && !(reliable && now < heard + QUIET) {
             return true;
         }
         match (self.playing_since, self.range_len) {
-            (Some(since), Some(len)) => {
-                let heard = self.last_media.unwrap_or(since).max(since);
-                now >= since + len && now >= heard + QUIET
-            }
+            (Some(since), Some(len)) => now >= since + len && now >= heard + QUIET && !repairing,
             _ => false,
         }
     }
