@@ -284,3 +284,84 @@ fn aac_frames_are_counted_from_the_au_headers() {
     let bits: Vec<_> = layout.tracks.iter().map(|t| t.aac_au_header_bits()).collect();
     assert_eq!(bits, [None, Some((16, 16))]);
 }
+
+/// The H.264 NAL unit type a packet carries (of the fragment, for FU-A).
+fn nal_type(payload: &[u8]) -> u8 {
+    match payload[0] & 0x1f {
+        28 => payload[1] & 0x1f,
+        t => t,
+    }
+}
+
+#[test]
+fn a_schedule_that_started_before_the_broadcast_is_joined_at_a_key_frame() {
+    let recipes = testing::looped_channel_clips();
+    let Some(clips) = testing::clips(&recipes[..1]) else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    let dir = testing::scratch("broadcast-joined");
+    std::fs::copy(&clips[0], dir.join("a.mp4")).unwrap();
+    std::fs::write(dir.join("tv.ply"), "*PLAY-LIST*\na.mp4\n").unwrap();
+    let list = Playlist::load(dir.join("tv.ply"), &mut Disk).unwrap();
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let settings = |max_movies| Settings {
+        reference: None,
+        mode: PlayMode::SequentialLooped,
+        window: 0,
+        seed: 11,
+        max_movies: Some(max_movies),
+        max_upcoming: 3,
+        start,
+        end: None,
+    };
+    // The channel as it would have run from its start: four passes of the
+    // one-second movie.
+    let mut from_start = Broadcaster::new(&list, &settings(4), &mut opener()).unwrap();
+    let (all, _) = run(&mut from_start, start);
+    let fourth = start + Duration::from_secs(3);
+    let fourth_video: Vec<&Sent> = all.iter().filter(|s| s.track == 0 && s.at >= fourth).collect();
+
+    // The same channel first asked 3.5 s after its start.
+    let joined_at = start + Duration::from_millis(3_500);
+    let mut late = Broadcaster::new(&list, &settings(1), &mut opener()).unwrap();
+    let (sent, notes) = run(&mut late, joined_at);
+    let started: Vec<&Started> = notes
+        .iter()
+        .filter_map(|n| match n {
+            Note::Started(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        started[0].start, fourth,
+        "the movie is placed where the schedule has it"
+    );
+
+    let video: Vec<&Sent> = sent.iter().filter(|s| s.track == 0).collect();
+    let first = video
+        .iter()
+        .find(|s| !matches!(nal_type(&s.payload), 7 | 8))
+        .expect("video sent");
+    assert_eq!(nal_type(&first.payload), 5, "the first picture is a key frame");
+    // It is a key frame part-way through (the clip has one every 0.4 s),
+    // at the RTP time the channel would have sent it at.
+    let same = fourth_video
+        .iter()
+        .find(|s| s.payload == first.payload)
+        .expect("the joined key frame is one of the fourth pass's");
+    assert!(same.at > fourth, "a key frame after the movie's first");
+    assert_eq!(first.header.timestamp, same.header.timestamp);
+    // What was due before the join and after that key frame goes out at
+    // once; the rest on time, not the movie's first half as one flood.
+    let at_once = video.iter().filter(|s| s.at == joined_at).count();
+    let missed = fourth_video.iter().filter(|s| s.at < joined_at).count();
+    assert!(
+        at_once < missed,
+        "{at_once} sent at the join, {missed} were due before it"
+    );
+    assert!(video.iter().all(|s| s.at >= joined_at));
+    assert!(video.len() < fourth_video.len());
+    std::fs::remove_dir_all(dir).unwrap();
+}
