@@ -387,12 +387,13 @@ impl Broadcaster {
         self.ended
     }
 
-    /// Where the current movie is at `now`.
+    /// Where the current movie is at `now` (while paused, where it stopped).
     pub fn progress(&self, now: SystemTime) -> Option<Progress> {
         let p = self.playing.as_ref()?;
+        let at = self.paused.map_or(now, |since| since.min(now));
         Some(Progress {
             number: p.slot.number,
-            position: now.duration_since(p.wall_start).unwrap_or_default().min(p.slot.length),
+            position: at.duration_since(p.wall_start).unwrap_or_default().min(p.slot.length),
             length: p.slot.length,
         })
     }

@@ -365,3 +365,85 @@ fn a_schedule_that_started_before_the_broadcast_is_joined_at_a_key_frame() {
     assert!(video.len() < fourth_video.len());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_paused_broadcast_sends_nothing_and_resumes_where_it_stopped() {
+    let recipes = testing::looped_channel_clips();
+    let Some(clips) = testing::clips(&recipes[..3]) else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    let dir = testing::scratch("broadcast-paused");
+    for (clip, name) in clips.iter().zip(["a.mp4", "b.mov", "c.mp4"]) {
+        std::fs::copy(clip, dir.join(name)).unwrap();
+    }
+    std::fs::write(dir.join("tv.ply"), "*PLAY-LIST*\na.mp4\nb.mov\nc.mp4\n").unwrap();
+    let list = Playlist::load(dir.join("tv.ply"), &mut Disk).unwrap();
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let settings = Settings {
+        reference: None,
+        mode: PlayMode::SequentialLooped,
+        window: 0,
+        seed: 3,
+        max_movies: None,
+        max_upcoming: 4,
+        start,
+        end: None,
+    };
+    let mut b = Broadcaster::new(&list, &settings, &mut opener()).unwrap();
+    let mut open = opener();
+    let mut buf = Vec::new();
+    let mut now = start;
+    let mut step = |b: &mut Broadcaster, open: &mut Open<'_>, now: &mut SystemTime, until: SystemTime| {
+        let mut sent = Vec::new();
+        while *now < until {
+            match b.next(*now, open, &mut buf) {
+                Step::Packet { track: 0 } => {
+                    let pkt = proto::rtp::Packet::new_checked(&buf[..]).unwrap();
+                    sent.push((*now, Header::parse(&pkt).unwrap()));
+                }
+                Step::Packet { .. } => {}
+                Step::Wait(t) => *now = t.min(until),
+                Step::Ended => panic!("looped"),
+            }
+        }
+        sent
+    };
+    // Half-way into the first movie.
+    let before = step(&mut b, &mut open, &mut now, start + Duration::from_millis(500));
+    let (_, last_header) = before.last().copied().expect("video before the pause");
+    let paused_at = now;
+    assert_eq!(b.progress(now).unwrap().number, 0);
+    let upcoming = b.upcoming(&mut open);
+    let names: Vec<_> = upcoming.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+    assert_eq!(names, ["b.mov", "c.mp4", "a.mp4", "b.mov"], "the next four, in order");
+
+    // Nobody watches for a minute: nothing goes out, the clock stands.
+    b.pause(now);
+    assert!(b.is_paused());
+    let pause = Duration::from_secs(60);
+    let idle = step(&mut b, &mut open, &mut now, paused_at + pause);
+    assert!(idle.is_empty(), "{} packets sent while paused", idle.len());
+    let position = b.progress(now).unwrap().position;
+    assert!(position <= Duration::from_millis(520), "{position:?}");
+
+    // Resumed: the same movie goes on from where it was, its sequence
+    // numbers and timestamps carrying on, not a minute later.
+    b.resume(now);
+    let after = step(
+        &mut b,
+        &mut open,
+        &mut now,
+        paused_at + pause + Duration::from_millis(300),
+    );
+    let (at, first) = after.first().copied().expect("video after the resume");
+    assert!(at >= paused_at + pause);
+    assert_eq!(first.sequence, last_header.sequence.wrapping_add(1));
+    let gap = first.timestamp.wrapping_sub(last_header.timestamp);
+    assert!(
+        gap < 90_000 / 5,
+        "{gap} ticks of 90 kHz between the last picture and the next"
+    );
+    assert_eq!(b.progress(now).unwrap().number, 0, "still the first movie");
+    std::fs::remove_dir_all(dir).unwrap();
+}
