@@ -293,28 +293,43 @@ fn nal_type(payload: &[u8]) -> u8 {
     }
 }
 
-#[test]
-fn a_schedule_that_started_before_the_broadcast_is_joined_at_a_key_frame() {
+/// A looped playlist of the first `n` of the looped-channel clips, as
+/// `a.mp4`, `b.mov` and `c.mp4` in a scratch directory; `None` without ffmpeg.
+fn looped_list(name: &str, n: usize) -> Option<(PathBuf, Playlist)> {
     let recipes = testing::looped_channel_clips();
-    let Some(clips) = testing::clips(&recipes[..1]) else {
-        eprintln!("skipped: ffmpeg is not installed");
-        return;
-    };
-    let dir = testing::scratch("broadcast-joined");
-    std::fs::copy(&clips[0], dir.join("a.mp4")).unwrap();
-    std::fs::write(dir.join("tv.ply"), "*PLAY-LIST*\na.mp4\n").unwrap();
+    let clips = testing::clips(&recipes[..n])?;
+    let dir = testing::scratch(name);
+    let names = ["a.mp4", "b.mov", "c.mp4"];
+    for (clip, name) in clips.iter().zip(names) {
+        std::fs::copy(clip, dir.join(name)).unwrap();
+    }
+    std::fs::write(dir.join("tv.ply"), format!("*PLAY-LIST*\n{}\n", names[..n].join("\n"))).unwrap();
     let list = Playlist::load(dir.join("tv.ply"), &mut Disk).unwrap();
-    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let settings = |max_movies| Settings {
+    Some((dir, list))
+}
+
+/// Sequential, looped, from `start`.
+fn looped(start: SystemTime, seed: u64, max_movies: Option<u64>) -> Settings {
+    Settings {
         reference: None,
         mode: PlayMode::SequentialLooped,
         window: 0,
-        seed: 11,
-        max_movies: Some(max_movies),
-        max_upcoming: 3,
+        seed,
+        max_movies,
+        max_upcoming: 4,
         start,
         end: None,
+    }
+}
+
+#[test]
+fn a_schedule_that_started_before_the_broadcast_is_joined_at_a_key_frame() {
+    let Some((dir, list)) = looped_list("broadcast-joined", 1) else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
     };
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let settings = |max_movies| looped(start, 11, Some(max_movies));
     // The channel as it would have run from its start: four passes of the
     // one-second movie.
     let mut from_start = Broadcaster::new(&list, &settings(4), &mut opener()).unwrap();
@@ -368,28 +383,12 @@ fn a_schedule_that_started_before_the_broadcast_is_joined_at_a_key_frame() {
 
 #[test]
 fn a_paused_broadcast_sends_nothing_and_resumes_where_it_stopped() {
-    let recipes = testing::looped_channel_clips();
-    let Some(clips) = testing::clips(&recipes[..3]) else {
+    let Some((dir, list)) = looped_list("broadcast-paused", 3) else {
         eprintln!("skipped: ffmpeg is not installed");
         return;
     };
-    let dir = testing::scratch("broadcast-paused");
-    for (clip, name) in clips.iter().zip(["a.mp4", "b.mov", "c.mp4"]) {
-        std::fs::copy(clip, dir.join(name)).unwrap();
-    }
-    std::fs::write(dir.join("tv.ply"), "*PLAY-LIST*\na.mp4\nb.mov\nc.mp4\n").unwrap();
-    let list = Playlist::load(dir.join("tv.ply"), &mut Disk).unwrap();
     let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let settings = Settings {
-        reference: None,
-        mode: PlayMode::SequentialLooped,
-        window: 0,
-        seed: 3,
-        max_movies: None,
-        max_upcoming: 4,
-        start,
-        end: None,
-    };
+    let settings = looped(start, 3, None);
     let mut b = Broadcaster::new(&list, &settings, &mut opener()).unwrap();
     let mut open = opener();
     let mut buf = Vec::new();
