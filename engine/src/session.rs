@@ -496,6 +496,34 @@ mod tests {
         Session::new("S1".into(), "/sample.mp4".into(), movie, 0)
     }
 
+    #[test]
+    fn x_retransmit_is_taken_over_udp_only_and_echoed() {
+        let setup_with = |s: &mut Session, transport: &str, retransmit: &str| {
+            let text = format!(
+                "SETUP rtsp://h/sample.mp4/trackID=3 RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\
+                 x-Retransmit: {retransmit}\r\n\r\n"
+            );
+            s.handle(&req(&text), &mut ctx(0)).0
+        };
+        let mut s = session();
+        let r = setup_with(
+            &mut s,
+            "RTP/AVP;unicast;client_port=5000-5001",
+            "our-retransmit;window=128",
+        );
+        assert_eq!(r.headers.get("x-Retransmit"), Some("our-retransmit;window=128"));
+        assert!(s.tracks[0].reliable && !s.tracks[0].feedback);
+        // Another scheme, or none: plain UDP, no header.
+        let r = setup_with(&mut s, "RTP/AVP;unicast;client_port=5000-5001", "other-scheme");
+        assert_eq!(r.headers.get("x-Retransmit"), None);
+        assert!(!s.tracks[0].reliable);
+        // Over TCP nothing is lost: DSS did not take it there.
+        let mut s = session();
+        let r = setup_with(&mut s, "RTP/AVP/TCP;unicast;interleaved=0-1", "our-retransmit");
+        assert_eq!((r.status.code(), r.headers.get("x-Retransmit")), (200, None));
+        assert!(!s.tracks[0].reliable);
+    }
+
     fn setup(s: &mut Session, track: u32, transport: &str) -> Response {
         let text =
             format!("SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n");

@@ -50,6 +50,9 @@ pub struct Sim {
     pub stagger_ns: Nanos,
     /// Simulated time per round.
     pub tick_ns: Nanos,
+    /// Every this many sessions one sets up with `RTP/AVPF` and keeps a
+    /// NACK/RTX history (0: none), to measure what that costs.
+    pub nack_every: usize,
 }
 
 impl Sim {
@@ -75,7 +78,12 @@ impl Sim {
             let id = session_id(key);
             let client = SocketAddr::new(dests[0].ip(), 40_000);
             for (s, (&track, dest)) in tracks.iter().zip(dests).enumerate() {
-                let transport = format!("RTP/AVP;unicast;client_port={}-{}", dest.port(), self.rtcp_port);
+                let profile = if self.nack_every > 0 && i % self.nack_every == 0 {
+                    "RTP/AVPF"
+                } else {
+                    "RTP/AVP"
+                };
+                let transport = format!("{profile};unicast;client_port={}-{}", dest.port(), self.rtcp_port);
                 let mut request = Request::new(Method::Setup, format!("{url}/trackID={track}"))
                     .header("CSeq", (s + 1).to_string())
                     .header("Transport", transport);

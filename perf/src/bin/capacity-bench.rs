@@ -320,6 +320,7 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<Raw, String> {
         rtcp_port: rtcp_sink.local_addr().map_err(|e| e.to_string())?.port(),
         stagger_ns: 2_000_000_000,
         tick_ns: 1_000_000,
+        nack_every: 0,
     };
     let replay = Arc::new(sim.record(if args.smoke { 50_000 } else { 2_000_000 }));
     let tx = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000..=60000)

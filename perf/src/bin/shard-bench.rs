@@ -89,6 +89,10 @@ struct Args {
     /// beside it. Replaces the loops (a) to (f).
     #[arg(long, default_value_t = 1)]
     shards: usize,
+    /// Every N-th session sets up with RTP/AVPF and keeps a NACK/RTX history of what it
+    /// sends (nobody NACKs): what the history costs per packet. 0: none, all plain RTP/AVP.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    nack_every: usize,
     /// Run only these loops (a to f), e.g. `--only b` under a profiler.
     #[arg(long, value_delimiter = ',')]
     only: Vec<char>,
@@ -239,6 +243,7 @@ fn run(args: &Args) -> Result<(), String> {
         rtcp_port: rtcp_sink.local_addr().map_err(|e| e.to_string())?.port(),
         stagger_ns: (args.stagger * 1e9) as Nanos,
         tick_ns: args.tick_us * 1_000,
+        nack_every: args.nack_every,
     };
     if let Some(bytes) = sim.memory_per_session() {
         println!(
