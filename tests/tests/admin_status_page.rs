@@ -110,3 +110,55 @@ fn the_status_page_shows_a_playing_session_and_a_chart() {
     assert!(bare.contains("admin token"), "{bare}");
     assert!(!bare.contains(&player.session), "{bare}");
 }
+
+#[test]
+fn the_status_page_shows_each_channel_with_what_plays_now_and_next() {
+    let first = long_movie(60);
+    let second = long_movie(61);
+    let media = library("status-page-channel", &[&first, &second]);
+    std::fs::write(media.join("tv.ply"), "*PLAY-LIST*\nlong-60s.mp4\nlong-61s.mp4\n").unwrap();
+    let channel = format!("tv={}", media.join("tv.ply").display());
+    let server = Server::start(&media, &["--channel", &channel, "--admin-token", TOKEN]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let api_channel = loop {
+        let c = api(server.addr, TOKEN, "channels/tv");
+        if c["state"] == "on_air" && c["now"].is_object() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the channel is not on the air: {c}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let dir = scratch_dir().join("status-page-channel");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dom = headless(
+        &format!("http://{}/#token={TOKEN}", server.addr),
+        &dir,
+        6_000,
+        &["--dump-dom"],
+    );
+    std::fs::write(dir.join("status.html"), &dom).unwrap();
+
+    let at = dom
+        .find("data-channel=\"tv\"")
+        .unwrap_or_else(|| panic!("no row for the channel:\n{dom}"));
+    let row = &dom[at..at + dom[at..].find("</tr>").expect("a whole row")];
+    assert!(row.contains("data-state=\"on_air\""), "{row}");
+    assert!(row.contains("<td>/tv</td>"), "{row}");
+    // What the API says plays now and next: the first movie, then the
+    // second (sixty seconds each, so both still hold when the page loads).
+    let now = api_channel["now"]["movie"].as_str().unwrap();
+    let next = api_channel["next"].as_str().unwrap();
+    assert!(now.ends_with("long-60s.mp4"), "{api_channel}");
+    assert!(next.ends_with("long-61s.mp4"), "{api_channel}");
+    assert!(
+        row.contains(&format!("<td class=\"now\">{now}</td>")),
+        "now {now:?} in {row}"
+    );
+    assert!(
+        row.contains(&format!("<td class=\"next\">{next}</td>")),
+        "next {next:?} in {row}"
+    );
+    // Its position in the movie, as the page shows it: `Ns / 1m 0s`.
+    assert!(row.contains(" / 1m 0s</td>"), "{row}");
+    assert_eq!(by_id(&dom, "channels-none"), "", "{dom}");
+}
