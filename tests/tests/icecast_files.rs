@@ -796,3 +796,37 @@ fn slow_listeners_are_dropped_and_the_limit_is_kept() {
     let stopped = server.stop_cleanly();
     assert!(stopped.stdout.contains("listeners"), "{}", stopped.stdout);
 }
+
+#[test]
+fn vlc_decodes_the_stream_and_reads_its_title() {
+    if !streamalot_tests::vlc::installed() {
+        eprintln!("skipped: VLC (cvlc) is not installed; tools/test installs it (vlc-bin, vlc-plugin-base)");
+        return;
+    }
+    let cbr = cbr();
+    let server = serve("vlc", &[&cbr.path], &[]);
+    let dir = std::env::temp_dir().join(format!("streamalot-vlc-files-{}", std::process::id()));
+    let played = streamalot_tests::vlc::play(&format!("http://{}/cbr.mp3", server.addr), 5, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    // VLC asked for ICY metadata, read the title, and decoded MPEG audio.
+    assert!(played.log.contains("Icy-MetaInt: 16000"), "{}", played.log);
+    assert_eq!(played.titles().first().copied(), Some(cbr.title), "{}", played.log);
+    assert!(
+        played.log.contains("MPGA channels:2 samplerate:44100 bitrate:128"),
+        "{}",
+        played.log
+    );
+    // Five seconds of the file's sound: the right channel's steady 660 Hz.
+    assert!(played.seconds() > 4.0, "{} s decoded", played.seconds());
+    let hz = played.tone_hz(1, 0.5);
+    println!(
+        "VLC: {:.2} s decoded, {hz:.1} Hz on the right, titles {:?}",
+        played.seconds(),
+        played.titles()
+    );
+    assert!(
+        (hz - 660.0).abs() < 660.0 * 0.03,
+        "VLC decoded a {hz:.1} Hz tone, not 660 Hz"
+    );
+    server.stop_cleanly();
+}

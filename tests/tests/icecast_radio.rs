@@ -109,6 +109,28 @@ fn a_radio_of_three_songs_changes_its_title_at_each_song() {
         let distinct: std::collections::HashSet<&String> = titles.iter().collect();
         assert_eq!(distinct.len(), 3, "listener {name}: every song's title: {titles:?}");
     }
+    // VLC, as a listener would play the radio: it reads each song's title
+    // as the song changes (songs of three seconds: in ten seconds, at least
+    // three changes), and decodes the tones.
+    if streamalot_tests::vlc::installed() {
+        let dir = std::env::temp_dir().join(format!("streamalot-vlc-radio-{}", std::process::id()));
+        let played = streamalot_tests::vlc::play(&format!("http://{addr}/radio.mp3"), 10, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let titles = played.titles();
+        println!("VLC: {:.2} s decoded, titles {titles:?}", played.seconds());
+        assert!(titles.len() >= 4, "VLC read {titles:?}");
+        for pair in titles.windows(2) {
+            let at = songs.iter().position(|s| s.title == pair[0]).expect("a song's title");
+            assert_eq!(
+                pair[1],
+                songs[(at + 1) % 3].title,
+                "VLC's titles in the playlist's order: {titles:?}"
+            );
+        }
+        assert!(played.seconds() > 9.0, "{} s decoded", played.seconds());
+    } else {
+        eprintln!("VLC part skipped: VLC (cvlc) is not installed; tools/test installs it (vlc-bin, vlc-plugin-base)");
+    }
     server.stop_cleanly();
 }
 
