@@ -653,16 +653,25 @@ fn hostile_files_get_clear_answers_while_a_listener_plays_on() {
     std::fs::write(&text, "just some text, not audio\n").unwrap();
     let empty = dir.join("empty.mp3");
     std::fs::write(&empty, b"").unwrap();
+    // A file cut inside its ID3v2 header.
+    let id3_cut = dir.join("id3-cut.mp3");
+    std::fs::write(&id3_cut, b"ID3\x03\x00\x00\x00").unwrap();
 
     let server = serve(
         "hostile",
-        &[&cbr.path, &garbage, &absurd, &swallowing, &cut, &text, &empty],
+        &[&cbr.path, &garbage, &absurd, &swallowing, &cut, &text, &empty, &id3_cut],
         &[],
     );
     let addr = server.addr;
     let good = thread::spawn(move || listen(addr, &get("/cbr.mp3", "Icy-MetaData: 1\r\n")));
 
-    for path in ["/garbage.mp3", "/notes.mp3", "/empty.mp3", "/swallowing-id3.mp3"] {
+    for path in [
+        "/garbage.mp3",
+        "/notes.mp3",
+        "/empty.mp3",
+        "/swallowing-id3.mp3",
+        "/id3-cut.mp3",
+    ] {
         let got = listen(addr, &get(path, ""));
         assert!(got.status_line().starts_with("HTTP/1.1 415 "), "{path}: {}", got.head);
         let body = String::from_utf8_lossy(&got.body);

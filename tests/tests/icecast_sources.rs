@@ -278,7 +278,15 @@ fn hostile_sources_are_refused_and_another_mount_plays_on() {
         .send_frames(&song.frames[..30_000], Duration::from_secs(60))
         .unwrap();
     wait_for_mount(addr, "/stall.mp3", Duration::from_secs(5));
+    let asked = std::time::Instant::now();
     let stalled_listener = listen(addr, "/stall.mp3", false, Duration::from_secs(20));
+    // Ended by the server once the source timed out (2 s), not by the
+    // test's own limit.
+    let ended_after = asked.elapsed();
+    assert!(
+        ended_after < Duration::from_secs(12),
+        "the stalled mount's listener was not ended: {ended_after:?}"
+    );
     assert_eq!(stalled_listener.status(), 200);
     let (audio, _) = stalled_listener.strip();
     let (_, end) = assert_contiguous_run(&audio, &song.frames, "the stalled mount's listener");
