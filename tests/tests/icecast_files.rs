@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use streamalot_tests::icecast::{frames_of, stream_title, strip};
 use streamalot_tests::server::{library, Server};
 use streamalot_tests::{require_tool, run_ok, scratch_dir};
 
@@ -51,19 +52,6 @@ fn encode(name: &str, seconds: u32, args: &[&str]) -> PathBuf {
             .arg(&path),
     );
     path
-}
-
-/// The frames of `path` as ffmpeg copies them.
-fn frames_of(path: &Path) -> Vec<u8> {
-    let out = path.with_extension("frames.mp3");
-    run_ok(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
-            .arg(path)
-            .args(["-c", "copy", "-f", "mp3", "-id3v2_version", "0", "-write_xing", "0"])
-            .arg(&out),
-    );
-    std::fs::read(&out).unwrap()
 }
 
 fn songs() -> &'static [Song; 3] {
@@ -198,36 +186,6 @@ fn listen(addr: SocketAddr, text: &str) -> Received {
 
 fn get(path: &str, headers: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: icecast-test\r\n{headers}\r\n")
-}
-
-/// The test's own reading of an ICY stream: `metaint` audio bytes, a length
-/// byte, 16 times that many bytes of text, and so on. Returns the audio and
-/// the text of each block that had any.
-fn strip(mut stream: &[u8], metaint: usize) -> (Vec<u8>, Vec<String>) {
-    let (mut audio, mut blocks) = (Vec::new(), Vec::new());
-    loop {
-        let n = metaint.min(stream.len());
-        audio.extend_from_slice(&stream[..n]);
-        stream = &stream[n..];
-        let Some((&len, rest)) = stream.split_first() else {
-            break;
-        };
-        let len = usize::from(len) * 16;
-        assert!(rest.len() >= len, "a metadata block cut short");
-        if len > 0 {
-            let text = &rest[..len];
-            let text = &text[..text.iter().position(|&b| b == 0).unwrap_or(len)];
-            blocks.push(String::from_utf8(text.to_vec()).expect("UTF-8 metadata"));
-        }
-        stream = &rest[len..];
-    }
-    (audio, blocks)
-}
-
-/// `StreamTitle='...';`'s value, read as players read it.
-fn stream_title(block: &str) -> Option<&str> {
-    let rest = block.strip_prefix("StreamTitle='")?;
-    rest.find("';").map(|end| &rest[..end])
 }
 
 /// Decodes `input` with ffmpeg to PCM and returns its MD5, without dropping

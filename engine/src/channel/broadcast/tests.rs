@@ -635,3 +635,65 @@ fn the_upcoming_list_follows_inserts_skips_and_reloads() {
     assert!(upcoming.iter().all(|n| n == "c.mp4" || n == "a.mp4"), "{upcoming:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_movie_damaged_under_its_mapping_ends_and_the_next_starts_at_once() {
+    let Some((dir, list)) = all_clips_list("broadcast-damaged", "a.mp4\nb.mov\n") else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    // The movies the broadcaster was handed, to look at their files as
+    // the library's check does.
+    let opened: std::rc::Rc<std::cell::RefCell<HashMap<PathBuf, Arc<Movie>>>> = Default::default();
+    let mut open = {
+        let opened = opened.clone();
+        move |p: &Path| {
+            let m = Arc::new(Movie::open(p).map_err(|e| e.to_string())?);
+            opened.borrow_mut().insert(p.to_owned(), m.clone());
+            Ok::<_, String>(m)
+        }
+    };
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut b = Broadcaster::new(&list, &looped_three_upcoming(start, 8), &mut open).unwrap();
+    let mut buf = Vec::new();
+    let mut now = start;
+    let mut sent = 0;
+    while now < start + Duration::from_millis(300) {
+        match b.next(now, &mut open, &mut buf) {
+            Step::Packet { .. } => sent += 1,
+            Step::Wait(t) => now = t,
+            Step::Ended => panic!("looped"),
+        }
+    }
+    assert!(sent > 0);
+    while b.poll_note().is_some() {}
+    // a.mp4 rewritten in place (its modification time moves), as an
+    // operator copying over it would.
+    let a = dir.join("a.mp4");
+    let file = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(60)).unwrap();
+    drop(file);
+    let movie = opened.borrow().get(&a).cloned().expect("a.mp4 was opened");
+    assert!(movie.check_file(), "the change is seen");
+
+    let step = b.next(now, &mut open, &mut buf);
+    assert!(matches!(step, Step::Packet { .. }), "{step:?}");
+    let notes: Vec<Note> = std::iter::from_fn(|| b.poll_note()).collect();
+    let messages: Vec<String> = notes.iter().map(Note::message).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| matches!(n, Note::Damaged { path, .. } if *path == a)),
+        "{messages:#?}"
+    );
+    let next = notes
+        .iter()
+        .find_map(|n| match n {
+            Note::Started(s) => Some(s),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{messages:#?}"));
+    assert_eq!(next.path, dir.join("b.mov"), "{messages:#?}");
+    assert_eq!(next.start, now, "the next movie starts at once");
+    std::fs::remove_dir_all(dir).unwrap();
+}
