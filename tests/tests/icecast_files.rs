@@ -5,7 +5,8 @@
 //! ffmpeg copies out of the file, the bytes arrive at the file's bit rate
 //! after the burst, 200 listeners at once each get the whole stream, and
 //! hostile files, slow listeners and the listener limit each get their
-//! answer while a good listener plays on untouched.
+//! answer while a good listener plays on untouched; VLC reads the title
+//! and decodes the file's tone.
 //!
 //! The media are made here by ffmpeg (`libmp3lame`, CBR and VBR, with ID3
 //! tags). Each stream takes its file's length less the burst to arrive (it
