@@ -21,22 +21,27 @@ struct Song {
     title: String,
 }
 
-fn three_songs() -> Vec<Song> {
-    [
-        ("one.mp3", 330, "First Song"),
-        ("two.mp3", 550, "Second Song"),
-        ("three.mp3", 770, "Third Song"),
-    ]
-    .into_iter()
-    .map(|(name, hz, title)| {
-        let path = song(name, 3, hz, title);
-        Song {
-            frames: frames_of(&path),
-            path,
-            title: title.to_owned(),
-        }
+/// Made once per test process: the tests run side by side, and each
+/// writing the same files would read the other's half-written ones.
+fn three_songs() -> &'static [Song] {
+    static SONGS: std::sync::OnceLock<Vec<Song>> = std::sync::OnceLock::new();
+    SONGS.get_or_init(|| {
+        [
+            ("one.mp3", 330, "First Song"),
+            ("two.mp3", 550, "Second Song"),
+            ("three.mp3", 770, "Third Song"),
+        ]
+        .into_iter()
+        .map(|(name, hz, title)| {
+            let path = song(name, 3, hz, title);
+            Song {
+                frames: frames_of(&path),
+                path,
+                title: title.to_owned(),
+            }
+        })
+        .collect()
     })
-    .collect()
 }
 
 #[test]
