@@ -15,8 +15,11 @@ use loader::Movie;
 use proto::rtsp::header::{npt, Lower, NptRange, ReplyTransport, Transport};
 use proto::rtsp::message::{Method, Request, Response};
 use proto::rtsp::url::split_uri;
+use smallvec::SmallVec;
 
+use crate::door::session_id;
 use crate::live::Replica;
+use crate::pacer::SessionKey;
 use crate::source::{LiveSource, MovieSource, Nanos, Source, StreamSeeds};
 
 /// What a session presents: a movie, or a live broadcast (through the
@@ -47,6 +50,89 @@ pub enum Destination {
         rtp_channel: u8,
         rtcp_channel: u8,
     },
+}
+
+/// A playing session's destinations, one a stream, by stream index: what
+/// the send round looks up for every packet. Compact, as it stays for as
+/// long as the session plays: an IPv4 pair (one address, two ports, as
+/// every client sets up) takes 8 bytes where a [`Destination`] takes 64,
+/// so two streams fit inline in 40 bytes (136 as destinations); anything
+/// else is kept whole, boxed.
+#[derive(Debug, Clone, Default)]
+pub struct Dests(SmallVec<[Dest; 2]>);
+
+#[derive(Debug, Clone)]
+enum Dest {
+    UdpV4 { ip: [u8; 4], rtp: u16, rtcp: u16 },
+    Tcp { rtp_channel: u8, rtcp_channel: u8 },
+    Other(Box<Destination>),
+}
+
+impl Dest {
+    fn of(d: Destination) -> Dest {
+        match d {
+            Destination::Udp {
+                rtp: SocketAddr::V4(rtp),
+                rtcp: SocketAddr::V4(rtcp),
+            } if rtp.ip() == rtcp.ip() => Dest::UdpV4 {
+                ip: rtp.ip().octets(),
+                rtp: rtp.port(),
+                rtcp: rtcp.port(),
+            },
+            Destination::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            } => Dest::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            },
+            other => Dest::Other(Box::new(other)),
+        }
+    }
+
+    #[inline]
+    fn get(&self) -> Destination {
+        match *self {
+            Dest::UdpV4 { ip, rtp, rtcp } => Destination::Udp {
+                rtp: SocketAddr::from((ip, rtp)),
+                rtcp: SocketAddr::from((ip, rtcp)),
+            },
+            Dest::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            } => Destination::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            },
+            Dest::Other(ref d) => **d,
+        }
+    }
+}
+
+impl Dests {
+    /// Stream `i`'s destination.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<Destination> {
+        self.0.get(i).map(Dest::get)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Destination> + '_ {
+        self.0.iter().map(Dest::get)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Destination> for Dests {
+    fn from_iter<I: IntoIterator<Item = Destination>>(iter: I) -> Dests {
+        Dests(iter.into_iter().map(Dest::of).collect())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -92,7 +178,10 @@ pub struct Context<'a> {
 }
 
 pub struct Session {
-    pub id: String,
+    /// The session's key; its RTSP `Session` ID is the key's digits
+    /// ([`Session::id`]), written when needed rather than kept: a string
+    /// a session is a heap allocation a session, for as long as it plays.
+    pub key: SessionKey,
     /// The movie's path in the library (`/sample.mp4`): the aggregate URL's path.
     pub path: String,
     pub media: Media,
@@ -110,14 +199,14 @@ pub struct Session {
 
 impl Session {
     /// A session for `movie`, made by its first SETUP.
-    pub fn new(id: String, path: String, movie: Arc<Movie>, now: Nanos) -> Session {
-        Session::of(id, path, Media::Movie(movie), now)
+    pub fn new(key: SessionKey, path: String, movie: Arc<Movie>, now: Nanos) -> Session {
+        Session::of(key, path, Media::Movie(movie), now)
     }
 
     /// A session for `media`, made by its first SETUP.
-    pub fn of(id: String, path: String, media: Media, now: Nanos) -> Session {
+    pub fn of(key: SessionKey, path: String, media: Media, now: Nanos) -> Session {
         Session {
-            id,
+            key,
             path,
             media,
             tracks: Vec::new(),
@@ -130,8 +219,13 @@ impl Session {
         }
     }
 
+    /// The RTSP `Session` ID clients see.
+    pub fn id(&self) -> String {
+        session_id(self.key)
+    }
+
     fn session_header(&self, timeout: u64) -> String {
-        format!("{};timeout={timeout}", self.id)
+        format!("{:016X};timeout={timeout}", self.key)
     }
 
     /// Handles a request that names this session (or creates it: SETUP).
@@ -472,7 +566,7 @@ mod tests {
 
     fn session() -> Session {
         let movie = Arc::new(Movie::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp4")).unwrap());
-        Session::new("S1".into(), "/sample.mp4".into(), movie, 0)
+        Session::new(0x51, "/sample.mp4".into(), movie, 0)
     }
 
     fn setup(s: &mut Session, track: u32, transport: &str) -> Response {
@@ -490,7 +584,7 @@ mod tests {
             r.headers.get("Transport"),
             Some("RTP/AVP;unicast;client_port=5000-5001;server_port=6970-6971;ssrc=0000ABCD;mode=\"PLAY\"")
         );
-        assert_eq!(r.headers.get("Session"), Some("S1;timeout=60"));
+        assert_eq!(r.headers.get("Session"), Some("0000000000000051;timeout=60"));
         assert_eq!(setup(&mut s, 4, "RTP/AVP;unicast;client_port=5002-5003").status, 200);
         assert_eq!(
             s.destination(1),

@@ -11,7 +11,7 @@ use proto::rtsp::header::Transport;
 use proto::rtsp::message::{parse, Limits, Message};
 
 use super::*;
-use crate::door::parse_session_id;
+use crate::door::{parse_session_id, session_id};
 
 const S: Nanos = 1_000_000_000;
 const CLIENT: &str = "127.0.0.1";
