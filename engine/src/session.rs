@@ -143,11 +143,20 @@ pub struct TrackSetup {
     /// track's URL with this track's number in it, as clients' URLs are:
     /// one string a session, not one a track, for as long as it plays.
     url: Option<Box<str>>,
-    pub destination: Destination,
+    /// Packed as [`Dests`] packs them: 16 bytes, not 64, for as long as
+    /// the session lasts.
+    dest: Dest,
     pub seeds: StreamSeeds,
     /// Set up with `RTP/AVPF` over UDP: the client sends NACKs and takes
     /// RTX retransmissions (see `repair`).
     pub feedback: bool,
+}
+
+impl TrackSetup {
+    /// Where the track's packets go.
+    pub fn destination(&self) -> Destination {
+        self.dest.get()
+    }
 }
 
 /// What the caller must do after a request.
@@ -313,7 +322,7 @@ impl Session {
         match self.tracks.iter_mut().find(|t| t.track_id == track_id) {
             // Set up again: a client may change its mind about ports.
             Some(t) => {
-                t.destination = destination;
+                t.dest = Dest::of(destination);
                 t.url = url;
                 t.feedback = feedback;
             }
@@ -325,7 +334,7 @@ impl Session {
                 self.tracks.push(TrackSetup {
                     track_id,
                     url,
-                    destination,
+                    dest: Dest::of(destination),
                     seeds: (ctx.seeds)(),
                     feedback,
                 })
@@ -408,7 +417,7 @@ impl Session {
                     });
                     let clash = self.tracks.iter().any(|x| {
                         x.track_id != track_id
-                            && matches!(x.destination, Destination::Tcp { rtp_channel, rtcp_channel }
+                            && matches!(x.destination(), Destination::Tcp { rtp_channel, rtcp_channel }
                                 if [rtp_channel, rtcp_channel].iter().any(|c| *c == a || *c == b))
                     });
                     if clash {
@@ -519,7 +528,10 @@ impl Session {
     /// Where each stream of the playback goes, by stream index.
     pub fn destination(&self, stream: usize) -> Option<Destination> {
         let id = self.playback.as_ref()?.streams().get(stream)?.track_id;
-        self.tracks.iter().find(|t| t.track_id == id).map(|t| t.destination)
+        self.tracks
+            .iter()
+            .find(|t| t.track_id == id)
+            .map(TrackSetup::destination)
     }
 }
 

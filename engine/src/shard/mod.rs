@@ -1316,7 +1316,7 @@ impl ShardCore {
             }
             for t in &e.session.tracks {
                 self.ssrc_routes.insert(t.seeds.0, key);
-                if let Destination::Udp { rtcp, .. } = t.destination {
+                if let Destination::Udp { rtcp, .. } = t.destination() {
                     self.rtcp_routes.insert(rtcp, key);
                 }
             }
@@ -1678,7 +1678,7 @@ impl ShardCore {
         }
         for t in &e.session.tracks {
             self.ssrc_routes.remove(&t.seeds.0);
-            if let Destination::Udp { rtcp, .. } = t.destination {
+            if let Destination::Udp { rtcp, .. } = t.destination() {
                 self.rtcp_routes.remove(rtcp, key);
             }
         }
@@ -1825,7 +1825,7 @@ fn rtx_sender(
         session
             .tracks
             .iter()
-            .any(|t| t.track_id == track_id && t.feedback && matches!(t.destination, Destination::Udp { .. }))
+            .any(|t| t.track_id == track_id && t.feedback && matches!(t.destination(), Destination::Udp { .. }))
     };
     if !source.streams().iter().any(|s| wanted(s.track_id)) {
         return None;

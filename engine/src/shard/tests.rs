@@ -1830,3 +1830,21 @@ mod repair {
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
     }
 }
+
+/// A playing session's state stays for as long as it plays, thousands a
+/// shard: its destinations packed (40 bytes for two streams, not 136), its
+/// tracks' too, and its receptions inline. A field that brings a 64-byte
+/// address back, or a vector of its own, fails this.
+#[test]
+fn a_playing_sessions_state_stays_compact() {
+    use std::mem::size_of;
+    assert!(size_of::<Dests>() <= 40, "Dests is {} bytes", size_of::<Dests>());
+    assert!(
+        size_of::<Receptions>() <= 32,
+        "Receptions is {} bytes",
+        size_of::<Receptions>()
+    );
+    let track = size_of::<crate::session::TrackSetup>();
+    assert!(track <= 56, "TrackSetup is {track} bytes");
+    assert!(size_of::<Entry>() <= 704, "Entry is {} bytes", size_of::<Entry>());
+}
