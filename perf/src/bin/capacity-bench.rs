@@ -406,6 +406,13 @@ fn run_step(
     let peer_cpus = args.server_core.to_string();
     let mut server = servers::start(bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
     let pid = server.child.id();
+    if !live && matches!(peer, Peer::Streamalot) {
+        // The baseline is a server with the movie open: its index is the
+        // movie's, paid once whether one session plays it or ten thousand,
+        // and read at the first DESCRIBE; counted in the growth, it would
+        // read as a per-session cost that shrinks with every step.
+        describe(&server.url)?;
+    }
     thread::sleep(Duration::from_millis(500));
     let rss_before = process::rss_kib(pid)?;
     let anon_before = process::anon_kib(pid)?;
@@ -534,6 +541,50 @@ fn read_json(path: &Path) -> Result<Value, String> {
 fn sleep_until(t: Instant) {
     if let Some(d) = t.checked_duration_since(Instant::now()) {
         thread::sleep(d);
+    }
+}
+
+/// One DESCRIBE of `url` (`rtsp://HOST:PORT/PATH`) on a connection of its
+/// own, its answer read whole, and the connection closed.
+fn describe(url: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let authority = url
+        .strip_prefix("rtsp://")
+        .and_then(|r| r.split('/').next())
+        .ok_or_else(|| format!("not an rtsp:// URL: {url}"))?;
+    let mut c = std::net::TcpStream::connect(authority).map_err(|e| format!("{authority}: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        c,
+        "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = c.read(&mut chunk).map_err(|e| format!("DESCRIBE {url}: {e}"))?;
+        if n == 0 {
+            return Err(format!("DESCRIBE {url}: the server closed the connection"));
+        }
+        got.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if !head.starts_with("RTSP/1.0 200") {
+                return Err(format!("DESCRIBE {url}: {}", head.lines().next().unwrap_or("")));
+            }
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                })
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -682,7 +733,7 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
         "Columns: *packets/s* is the server's own count while every session played (`~`: for GStreamer, which \
          does not count, sessions times the movie's packet rate); *server CPU* is its CPU time over that window \
          (from /proc, all threads) as a share of one core, and *ns/packet* that time per packet; *KiB/session* \
-         is its resident memory's growth over an idle server, per session, and *anonymous KiB/session* the same \
+         is its resident memory's growth over an idle server that has answered one DESCRIBE (so its movie is open), per session, and *anonymous KiB/session* the same \
          of its anonymous memory only (`RssAnon`: without the movie's file pages, which are the page cache's, \
          shared, and grow with how far into the movie the sessions have read, not with their number); *send p99* is the server's send \
          lateness over the whole run (its histogram: how long after its due time a packet left); *arrival \
