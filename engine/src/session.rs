@@ -191,8 +191,10 @@ pub struct Session {
     /// ([`Session::id`]), written when needed rather than kept: a string
     /// a session is a heap allocation a session, for as long as it plays.
     pub key: SessionKey,
-    /// The movie's path in the library (`/sample.mp4`): the aggregate URL's path.
-    pub path: String,
+    /// The movie's path in the library (`/sample.mp4`): the aggregate URL's
+    /// path. Shared: the shard keeps one copy of each path its sessions
+    /// play, not one a session.
+    pub path: Rc<str>,
     pub media: Media,
     pub tracks: Vec<TrackSetup>,
     /// What it plays, once a track is set up.
@@ -208,12 +210,12 @@ pub struct Session {
 
 impl Session {
     /// A session for `movie`, made by its first SETUP.
-    pub fn new(key: SessionKey, path: String, movie: Arc<Movie>, now: Nanos) -> Session {
+    pub fn new(key: SessionKey, path: Rc<str>, movie: Arc<Movie>, now: Nanos) -> Session {
         Session::of(key, path, Media::Movie(movie), now)
     }
 
     /// A session for `media`, made by its first SETUP.
-    pub fn of(key: SessionKey, path: String, media: Media, now: Nanos) -> Session {
+    pub fn of(key: SessionKey, path: Rc<str>, media: Media, now: Nanos) -> Session {
         Session {
             key,
             path,
@@ -276,8 +278,8 @@ impl Session {
     /// single-track session, that track), as PLAY and PAUSE must.
     fn targets_aggregate(&self, req: &Request) -> bool {
         match split_uri(&req.uri) {
-            Some((path, None)) => path == self.path || req.uri == "*",
-            Some((path, Some(id))) => path == self.path && self.tracks.len() == 1 && self.tracks[0].track_id == id,
+            Some((path, None)) => path == &*self.path || req.uri == "*",
+            Some((path, Some(id))) => path == &*self.path && self.tracks.len() == 1 && self.tracks[0].track_id == id,
             None => false,
         }
     }
@@ -287,7 +289,7 @@ impl Session {
         let Some((path, track)) = split_uri(&req.uri) else {
             return (Response::new(400, cseq), Effect::None);
         };
-        if path != self.path {
+        if path != &*self.path {
             // One session, one presentation.
             return (Response::new(459, cseq), Effect::None);
         }

@@ -471,7 +471,7 @@ impl Entry {
             key,
             id: self.session.id(),
             client: self.client,
-            path: self.session.path.clone(),
+            path: self.session.path.to_string(),
             transport,
             kind: "vod",
             state,
@@ -692,6 +692,30 @@ pub struct ShardCore {
     /// will ever fill.
     mounts_ended: VecDeque<MountId>,
     rng: Rng,
+    /// One copy of each path the shard's sessions play.
+    paths: Paths,
+}
+
+/// The paths a shard's sessions play, each kept once and shared by its
+/// sessions (a path a session was a 24-byte string and an allocation of
+/// its own, for as long as it played). Those no session holds any more
+/// are let go at the housekeeping.
+#[derive(Default)]
+struct Paths(std::collections::HashSet<Rc<str>>);
+
+impl Paths {
+    fn intern(&mut self, path: &str) -> Rc<str> {
+        if let Some(p) = self.0.get(path) {
+            return p.clone();
+        }
+        let p: Rc<str> = Rc::from(path);
+        self.0.insert(p.clone());
+        p
+    }
+
+    fn sweep(&mut self) {
+        self.0.retain(|p| Rc::strong_count(p) > 1);
+    }
 }
 
 /// The shard's round of RTP and RTCP datagrams, to send after a call.
@@ -778,6 +802,7 @@ impl ShardCore {
             mounts: KeyMap::default(),
             mounts_ended: VecDeque::new(),
             rng,
+            paths: Paths::default(),
         }
     }
 
@@ -1128,7 +1153,7 @@ impl ShardCore {
                 let mut stats = Box::new(self.stats_now());
                 for e in self.sessions.values() {
                     if e.session.playback.as_ref().is_some_and(Source::is_live) {
-                        stats.live.entry(e.session.path.clone()).or_default().viewers += 1;
+                        stats.live.entry(e.session.path.to_string()).or_default().viewers += 1;
                     }
                 }
                 self.event(Event::Stats { reply, stats });
@@ -1251,6 +1276,7 @@ impl ShardCore {
         conn: Option<ConnId>,
         now: Nanos,
     ) -> Response {
+        let path = self.paths.intern(&path);
         self.sessions
             .insert(key, Box::new(Entry::new(Session::of(key, path, media, now), client)));
         let response = self.request(key, req, client, conn, now);
@@ -1459,14 +1485,14 @@ impl ShardCore {
                     stats.live_dropped += dropped;
                     // Only when a viewer fell behind: the lookup (and, the
                     // first time, the path's entry) stays off the hot path.
-                    match stats.live.get_mut(&e.session.path) {
+                    match stats.live.get_mut(&*e.session.path) {
                         Some(l) => l.dropped_slow += dropped,
                         None => {
                             let l = crate::stats::LiveStats {
                                 dropped_slow: dropped,
                                 ..Default::default()
                             };
-                            stats.live.insert(e.session.path.clone(), l);
+                            stats.live.insert(e.session.path.to_string(), l);
                         }
                     }
                 }
@@ -1494,6 +1520,7 @@ impl ShardCore {
     }
 
     fn housekeeping(&mut self, now: Nanos) {
+        self.paths.sweep();
         let timeout = self.config.session_timeout_secs.saturating_mul(1_000) * MS;
         let mut expired = Vec::new();
         let mut byes = Vec::new();
@@ -1958,7 +1985,7 @@ fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
     let lost = lost(e);
     AccessRecord {
         client: e.client.ip(),
-        uri: e.session.path.clone(),
+        uri: e.session.path.to_string(),
         duration: Duration::from_nanos(now.saturating_sub(e.session.started)),
         bytes,
         packets,

@@ -1848,3 +1848,19 @@ fn a_playing_sessions_state_stays_compact() {
     assert!(track <= 56, "TrackSetup is {track} bytes");
     assert!(size_of::<Entry>() <= 704, "Entry is {} bytes", size_of::<Entry>());
 }
+
+#[test]
+fn sessions_of_one_path_share_one_copy_until_none_holds_it() {
+    let mut paths = Paths::default();
+    let a = paths.intern("/movie.mp4");
+    let b = paths.intern("/movie.mp4");
+    assert!(Rc::ptr_eq(&a, &b));
+    let other = paths.intern("/other.mp4");
+    assert!(!Rc::ptr_eq(&a, &other));
+    drop(other);
+    paths.sweep();
+    assert_eq!(paths.0.len(), 1, "the path no session holds is let go");
+    drop((a, b));
+    paths.sweep();
+    assert!(paths.0.is_empty());
+}
