@@ -67,6 +67,19 @@ impl Quality {
         Quality::KeyOnly,
     ];
 
+    /// The level's name, for the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quality::All => "all",
+            Quality::NoBFrames => "no-b-frames",
+            Quality::P75 => "p-frames-75",
+            Quality::P50 => "p-frames-50",
+            Quality::P25 => "p-frames-25",
+            Quality::KeyPlusOneP => "key-plus-one-p",
+            Quality::KeyOnly => "key-frames-only",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }

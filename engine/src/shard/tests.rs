@@ -47,6 +47,8 @@ fn config(timeout_secs: u64) -> Config {
         tcp_queue_bytes: 256 * 1024,
         cname: "shard-0@test".into(),
         wall_at_zero: Duration::from_secs(1_700_000_000),
+        instant_on: None,
+        thinning: None,
     }
 }
 
@@ -1830,3 +1832,5 @@ mod repair {
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
     }
 }
+
+mod adapt;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use loader::{Movie, MovieCursor};
 use smallvec::SmallVec;
 
-use super::{Nanos, Outgoing, Payload, PlayStart, Stream, StreamSeeds};
+use super::{All, Nanos, Outgoing, Payload, Pick, PlayStart, Stream, StreamSeeds};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -216,7 +216,21 @@ impl MovieSource {
     /// Hands every packet due at or before `now` to `send`, in order, and
     /// moves to `Ended` when the media or the requested range runs out.
     /// Returns how many packets went.
-    pub fn poll(&mut self, now: Nanos, mut send: impl FnMut(Outgoing<'_>)) -> usize {
+    #[inline]
+    pub fn poll(&mut self, now: Nanos, send: impl FnMut(Outgoing<'_>)) -> usize {
+        self.poll_picked(now, now, &mut All, send)
+    }
+
+    /// As [`poll`](Self::poll), and also packets due after `now` up to
+    /// `ahead` while `pick` lets them go ahead of time; `pick` may leave a
+    /// packet out, before it takes a sequence number (see [`Pick`]).
+    pub fn poll_picked<P: Pick>(
+        &mut self,
+        now: Nanos,
+        ahead: Nanos,
+        pick: &mut P,
+        mut send: impl FnMut(Outgoing<'_>),
+    ) -> usize {
         let State::Playing {
             wall_start,
             npt_start,
@@ -259,7 +273,7 @@ impl MovieSource {
                 break;
             }
             let due = wall_start + t.saturating_sub(npt_start).max(0) as u64;
-            if due > now {
+            if due > now && (due > ahead || !pick.ahead(due)) {
                 break;
             }
             let p = match self.cursor.next_packet(&self.movie) {
@@ -273,6 +287,9 @@ impl MovieSource {
             let Some(stream) = self.streams.iter().position(|s| s.track_id == p.track_id) else {
                 continue;
             };
+            if !pick.keep(stream, &p, due) {
+                continue;
+            }
             let header = self.streams[stream].next_header(p.marker, p.payload_type, p.timestamp, p.payload_len());
             send(Outgoing {
                 stream,
@@ -281,7 +298,7 @@ impl MovieSource {
                     owner: self.movie.bytes(),
                     spans: &p.payload,
                 },
-                late_ns: now - due,
+                late_ns: now.saturating_sub(due),
                 flags: p.flags,
             });
             sent += 1;
