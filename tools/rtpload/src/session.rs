@@ -97,6 +97,9 @@ pub struct Settings {
     pub rtsp_timeout: Nanos,
     /// How long a playing session may go without RTP before it fails.
     pub media_timeout: Nanos,
+    /// With `--buffered`: how far ahead of the wall clock the media must
+    /// run for the "buffered" histogram.
+    pub buffered: Option<Nanos>,
     pub user_agent: String,
     pub limits: Limits,
 }
@@ -352,6 +355,9 @@ pub struct Session {
     /// When PLAY was answered, until the play's first key frame.
     play_answered: Option<Nanos>,
     first_key_frame: Option<Nanos>,
+    /// With `--buffered`, until it is timed: when PLAY was written and the
+    /// first timestamp of the first track's play.
+    buffering: Option<(Nanos, Option<u32>)>,
     outcome: Option<Outcome>,
 }
 
@@ -433,6 +439,7 @@ impl Session {
             key_at: None,
             play_answered: None,
             first_key_frame: None,
+            buffering: None,
             outcome: None,
         }
     }
@@ -769,6 +776,10 @@ impl Session {
         if let Some(m) = s.on_packet(header, packet.len(), arrival) {
             rec.packet(&m);
         }
+        let clock = s.clock_rate;
+        if current && self.buffering.is_some() && self.tracks.first().is_some_and(|t| t.stream == stream) {
+            self.buffered(header.timestamp, clock, arrival, rec);
+        }
         if current && self.key_wanted {
             self.look_for_key(stream, packet, arrival, rec);
         }
@@ -804,6 +815,26 @@ impl Session {
         match self.play_answered.take() {
             Some(answered) => self.record_key(arrival.saturating_sub(answered), rec),
             None => self.key_at = Some(arrival),
+        }
+    }
+
+    /// Whether the play now holds `--buffered` seconds of media ahead of
+    /// the wall clock since PLAY, by the first track's packet with RTP
+    /// timestamp `ts` (at `clock` Hz) that arrived at `arrival`.
+    fn buffered(&mut self, ts: u32, clock: u32, arrival: Nanos, rec: &mut Histograms) {
+        let (Some(target), Some((since, first))) = (self.settings.buffered, self.buffering.as_mut()) else {
+            return;
+        };
+        let first = *first.get_or_insert(ts);
+        let media = ts.wrapping_sub(first) as i32;
+        if media <= 0 {
+            return;
+        }
+        let media_ns = (media as u64).saturating_mul(1_000_000_000) / u64::from(clock.max(1));
+        let wall = arrival.saturating_sub(*since);
+        if media_ns >= wall.saturating_add(target) {
+            rec.buffered(wall);
+            self.buffering = None;
         }
     }
 
@@ -861,6 +892,7 @@ impl Session {
         let url = self.aggregate.clone();
         self.send(Method::Play, url, &[("Range", "npt=0.000-")], now);
         self.play_written = Some(now);
+        self.buffering = self.settings.buffered.map(|_| (now, None));
         self.key_wanted = self.tracks.iter().any(|t| t.codec.has_key_frames());
         self.key_at = None;
         self.play_answered = None;

@@ -27,6 +27,7 @@ fn settings(lower: Lower, duration_s: u64) -> Arc<Settings> {
         duration: duration_s * SEC,
         rtsp_timeout: 5 * SEC,
         media_timeout: 4 * SEC,
+        buffered: Some(2 * SEC),
         user_agent: "rtpload-test".into(),
         limits: Limits::default(),
     })
