@@ -8,9 +8,10 @@
 //! lead):
 //!
 //! - On TCP (and a tunnel), the connection's queue. Packets ahead of real
-//!   time go only while the queue stays below the level where thinning
-//!   would start, less the room of the largest key frame seen: a burst must
-//!   never be what makes a stream thin or a key frame not fit. What is due
+//!   time go only while the queue stays below the level where a thinned
+//!   stream thickens again (itself below where thinning starts, less the
+//!   room of the largest key frame seen): a burst must never be what makes
+//!   a stream thin, keeps it thin, or leaves a key frame no room. What is due
 //!   in real time always goes, as for any session.
 //! - On UDP, a round's share: at most [`UDP_AHEAD_PER_ROUND`] bytes ahead of
 //!   real time per round, so the ramp at PLAY does not arrive as one train
@@ -166,6 +167,16 @@ impl Adapt {
         queued as f32 / floor_bytes * floor
     }
 
+    /// The bytes queued at which [`thinning_fill`](Self::thinning_fill)
+    /// reads `fill`.
+    fn fill_bytes(&self, fill: f32, bound: usize, floor: f32) -> usize {
+        let bound_f = bound.max(1) as f32;
+        let floor_bytes = (bound_f * floor)
+            .min(bound.saturating_sub(self.key_room()) as f32)
+            .max(1.0);
+        (fill / floor * floor_bytes) as usize
+    }
+
     /// An RTCP receiver report's fraction lost (1/256) for stream `stream`.
     pub fn on_loss(&mut self, stream: usize, fraction_lost: u8, now: Nanos) {
         self.burst.on_loss(fraction_lost, now);
@@ -182,14 +193,26 @@ impl Adapt {
         let budget = match (self.tcp, queue) {
             (true, Some((queued, bound))) => {
                 let fill = self.thinning_fill(queued, bound, cfg.queue_floor);
+                let before = self.quality();
                 for t in self.thin.iter_mut().flatten() {
                     t.on_queue(fill, now);
                 }
+                if self.quality() != before {
+                    tracing::debug!(
+                        queued,
+                        fill,
+                        quality = self.quality().map_or("", |q| q.name()),
+                        "a slow reader's queue moved its video's quality"
+                    );
+                }
                 self.burst.on_queue(queued as f32 / bound.max(1) as f32, now);
-                // Ahead of real time only below where thinning would start,
-                // less a key frame's room.
-                let limit = ((bound as f32 * cfg.queue_thin) as usize).saturating_sub(self.key_room());
-                limit.saturating_sub(queued)
+                // Ahead of real time only below the level where a thinned
+                // stream may thicken again (and so below where thinning
+                // starts, less a key frame's room): a burst must neither
+                // thin a stream nor keep it thin.
+                let thin_at = ((bound as f32 * cfg.queue_thin) as usize).saturating_sub(self.key_room());
+                let thick_at = self.fill_bytes(cfg.queue_thick, bound, cfg.queue_floor);
+                thin_at.min(thick_at).saturating_sub(queued)
             }
             (true, None) => 0,
             (false, _) => UDP_AHEAD_PER_ROUND,
