@@ -45,6 +45,10 @@ pub struct MovieSource {
     /// Packets the loader could not decode (damaged samples), skipped since
     /// [`take_skipped`](Self::take_skipped) was last called.
     skipped: u64,
+    /// The transmit time (npt) of the latest packet sent ahead of real time
+    /// (Instant-On) in this play: a pause resumes after it, not at the wall
+    /// clock's position, which the client has long had the media of.
+    ahead_npt: Option<i64>,
 }
 
 impl MovieSource {
@@ -70,6 +74,7 @@ impl MovieSource {
             streams,
             state: State::Ready,
             skipped: 0,
+            ahead_npt: None,
         })
     }
 
@@ -144,6 +149,7 @@ impl MovieSource {
             (None, State::Ended { .. }) => (self.seek(0), None),
         };
         let npt_end = end_ns.or(keep_end);
+        self.ahead_npt = None;
         self.state = State::Playing {
             wall_start: now,
             npt_start,
@@ -178,7 +184,11 @@ impl MovieSource {
 
     /// Stops sending; a later [`play`](Self::play) without a start resumes here.
     pub fn pause(&mut self, now: Nanos) -> i64 {
-        let at = self.position_ns(now);
+        let mut at = self.position_ns(now);
+        if self.ahead_npt.take().is_some_and(|a| a >= at) {
+            // Sent ahead: the next packet not sent is where to go on from.
+            at = self.next_transmit_ns().map_or(at, |t| t.max(at));
+        }
         if let State::Playing { npt_end, .. } = self.state {
             self.state = State::Paused { at, npt_end };
         }
@@ -273,8 +283,11 @@ impl MovieSource {
                 break;
             }
             let due = wall_start + t.saturating_sub(npt_start).max(0) as u64;
-            if due > now && (due > ahead || !pick.ahead(due)) {
-                break;
+            if due > now {
+                if due > ahead || !pick.ahead(due) {
+                    break;
+                }
+                self.ahead_npt = Some(t);
             }
             let p = match self.cursor.next_packet(&self.movie) {
                 Some(Ok(p)) => p,
