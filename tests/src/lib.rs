@@ -74,6 +74,24 @@ pub fn require_tool(tool: &'static str) {
     }
 }
 
+/// Checks that GStreamer has `element` (say `rtspclientsink`, which comes in
+/// its own Debian package), and panics with the way out when it has not:
+/// a pipeline with a missing element fails before it sends anything, which
+/// would otherwise show up far away as a path that never goes on the air.
+pub fn require_gst_element(element: &str) {
+    require_tool("gst-launch-1.0");
+    let found = Command::new("gst-inspect-1.0")
+        .arg(element)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        panic!("GStreamer has no {element}: run the README's test command (tools/test), which installs it");
+    }
+}
+
 /// Starts `command` with stdin closed and stdout and stderr piped, for
 /// [`wait_with_timeout`]; returns the child and the command line, which
 /// names it in failure messages.

@@ -156,7 +156,7 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_players_see_a_contiguous_run_from_a_key
 /// one contiguous run of the file's from a key frame.
 #[test]
 fn gstreamer_publishes_and_gstreamer_watches() {
-    streamalot_tests::require_tool("gst-launch-1.0");
+    streamalot_tests::require_gst_element("rtspclientsink");
     let file = media().unhinted.clone();
     let server = Server::start(&library("live-gst-publish", &[]), &["--publish", &publish_arg()]);
     let gst_file = file_video_hashes(&file, TIMEOUT);
