@@ -111,6 +111,11 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS")]
     pub buffered: Option<f64>,
 
+    /// Send `x-Dynamic-Rate: 1` in each SETUP, as QuickTime did: a server may send the session
+    /// ahead of real time (Darwin Streaming Server and streamalot do so over UDP only then)
+    #[arg(long)]
+    pub dynamic_rate: bool,
+
     /// Seconds per live line and per interval of the interval log
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     pub interval: f64,

@@ -280,6 +280,7 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         rtsp_timeout: (args.rtsp_timeout * SEC) as Nanos,
         media_timeout: (args.media_timeout * SEC) as Nanos,
         buffered: args.buffered.map(|s| (s * SEC) as Nanos),
+        dynamic_rate: args.dynamic_rate,
         user_agent: args.user_agent.clone(),
         limits: Limits::default(),
     });

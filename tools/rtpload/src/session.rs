@@ -100,6 +100,8 @@ pub struct Settings {
     /// With `--buffered`: how far ahead of the wall clock the media must
     /// run for the "buffered" histogram.
     pub buffered: Option<Nanos>,
+    /// Send `x-Dynamic-Rate: 1` in each SETUP.
+    pub dynamic_rate: bool,
     pub user_agent: String,
     pub limits: Limits,
 }
@@ -1201,7 +1203,13 @@ impl Session {
             }
         }
         let url = self.tracks[i].url.clone();
-        self.send(Method::Setup, url, &[("Transport", &transport)], now);
+        if self.settings.dynamic_rate {
+            // QuickTime's "may be sent ahead of real time", as DSS read it.
+            let headers = [("Transport", transport.as_str()), ("x-Dynamic-Rate", "1")];
+            self.send(Method::Setup, url, &headers, now);
+        } else {
+            self.send(Method::Setup, url, &[("Transport", &transport)], now);
+        }
     }
 
     fn on_setup(&mut self, resp: &Response, url: &str, now: Nanos) -> Result<(), SessionError> {

@@ -28,6 +28,7 @@ fn settings(lower: Lower, duration_s: u64) -> Arc<Settings> {
         rtsp_timeout: 5 * SEC,
         media_timeout: 4 * SEC,
         buffered: Some(2 * SEC),
+        dynamic_rate: false,
         user_agent: "rtpload-test".into(),
         limits: Limits::default(),
     })
