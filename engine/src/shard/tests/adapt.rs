@@ -292,3 +292,53 @@ fn without_thinning_a_slow_reader_loses_frames_to_its_full_queue() {
     assert!(sim.core.stats().dropped_tcp > 0);
     assert_eq!(sim.core.stats().thinned_frames, 0);
 }
+
+/// A receiver report on stream `ssrc` saying `fraction` (1/256) was lost.
+fn lossy_report(ssrc: u32, fraction: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let block = rtcp::ReportBlock {
+        ssrc,
+        fraction_lost: fraction,
+        ..Default::default()
+    };
+    rtcp::receiver_report(&mut out, 0x2222, &[block]);
+    out
+}
+
+#[test]
+fn a_udp_client_reporting_heavy_loss_is_thinned_and_thickened_when_it_clears() {
+    let mut sim = Sim::new(config_on(256 * 1024));
+    let ssrcs = sim.udp_session(0xE1, 5000);
+    sim.method(0xE1, "PLAY", "");
+    let play = sim.now;
+    sim.run_until(play + S);
+    // Plain UDP pays nothing until its client reports loss.
+    assert!(sim.core.sessions.get(&0xE1).unwrap().adapt.is_none());
+    // 40 % lost, in three reports in a row: DSS's threshold.
+    for i in 0..3 {
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &lossy_report(ssrcs[0], 102),
+        });
+        sim.run_until(play + S + (i + 1) * 500 * MS);
+    }
+    let info = sim.core.snapshot(sim.now, true).sessions.pop().unwrap();
+    assert_eq!(info.quality, Some("no-b-frames"));
+    assert_eq!(info.lead_ms, 0, "plain UDP is never sent ahead");
+    // Six clean reports: back to all.
+    for i in 0..6 {
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &lossy_report(ssrcs[0], 0),
+        });
+        sim.run_until(play + 3 * S + i * 100 * MS);
+    }
+    let info = sim.core.snapshot(sim.now, true).sessions.pop().unwrap();
+    assert_eq!(info.quality, Some("all"));
+    sim.run_until(play + 12 * S);
+    let video = sim.rtp_of(ssrcs[0]);
+    assert!(
+        video.windows(2).all(|w| w[1].1.seq == w[0].1.seq.wrapping_add(1)),
+        "contiguous however many were left out"
+    );
+}
