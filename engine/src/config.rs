@@ -1304,6 +1304,31 @@ mod tests {
     }
 
     #[test]
+    fn instant_on_and_thinning_flags() {
+        let dir = scratch("instant-on");
+        let media = dir.join("media");
+        let m = media.to_str().unwrap();
+        let c = resolve(&parse(&["--media", m])).unwrap();
+        assert_eq!((c.instant_on, c.thinning), (Some((200, 4000)), true), "on by default");
+        let c = resolve(&parse(&["--media", m, "--burst-rate", "1.5", "--burst-lead", "25"])).unwrap();
+        assert_eq!(c.instant_on, Some((150, 25_000)));
+        let c = resolve(&parse(&["--media", m, "--no-instant-on", "--no-thinning"])).unwrap();
+        assert_eq!((c.instant_on, c.thinning), (None, false));
+        for bad in [
+            ["--burst-rate", "1"],
+            ["--burst-rate", "11"],
+            ["--burst-lead", "0"],
+            ["--burst-lead", "26"],
+        ] {
+            let args: Vec<&str> = ["--media", m].into_iter().chain(bad).collect();
+            assert!(resolve(&parse(&args)).is_err(), "{bad:?}");
+        }
+        let file = with_config(&dir, "instant_on = false\nthinning = false\nburst_lead = 8\n");
+        let c = resolve(&parse(&["--media", m, "--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!((c.instant_on, c.thinning), (None, false));
+    }
+
+    #[test]
     fn defaults() {
         let dir = scratch("defaults");
         let media = dir.join("media");
