@@ -27,7 +27,7 @@ use loader::Span;
 use net::{Flushed, SendBatch, SendPath, RING_ENTRIES, RTP_HEADER_LEN};
 use smallvec::SmallVec;
 
-use crate::session::Destination;
+use crate::session::{Destination, Dests};
 use crate::source::{All, Nanos, Outgoing, Payload, Pick, Source};
 use crate::stats::ShardStats;
 
@@ -259,7 +259,7 @@ impl Schedule {
 pub fn serve_due(
     key: SessionKey,
     source: &mut Source,
-    dests: &[Destination],
+    dests: &Dests,
     now: Nanos,
     horizon: Nanos,
     udp: &mut UdpRound,
@@ -280,7 +280,7 @@ pub fn serve_due(
 pub fn serve_picked<P: Pick>(
     key: SessionKey,
     source: &mut Source,
-    dests: &[Destination],
+    dests: &Dests,
     now: Nanos,
     horizon: Nanos,
     ahead: Nanos,
@@ -295,11 +295,11 @@ pub fn serve_picked<P: Pick>(
     source.poll_picked(horizon, ahead, pick, |o| {
         let late = now.saturating_sub(horizon - o.late_ns);
         match dests.get(o.stream) {
-            Some(&Destination::Udp { rtp, .. }) => {
+            Some(Destination::Udp { rtp, .. }) => {
                 udp.queue(key, rtp, late, &o);
                 keep(&o);
             }
-            Some(&Destination::Tcp { rtp_channel, .. }) => {
+            Some(Destination::Tcp { rtp_channel, .. }) => {
                 if tcp(rtp_channel, &o) {
                     stats.record_send(late, (RTP_HEADER_LEN + o.payload.len()) as u64);
                 } else {

@@ -16,8 +16,11 @@ use proto::rtsp::header::{npt, Lower, NptRange, ReplyTransport, Transport};
 use proto::rtsp::message::{Method, Request, Response};
 use proto::rtsp::quicktime;
 use proto::rtsp::url::split_uri;
+use smallvec::SmallVec;
 
+use crate::door::session_id;
 use crate::live::Replica;
+use crate::pacer::SessionKey;
 use crate::repair::burst::{self, Carrier};
 use crate::source::{LiveSource, MovieSource, Nanos, Source, StreamSeeds};
 
@@ -51,6 +54,89 @@ pub enum Destination {
     },
 }
 
+/// A playing session's destinations, one a stream, by stream index: what
+/// the send round looks up for every packet. Compact, as it stays for as
+/// long as the session plays: an IPv4 pair (one address, two ports, as
+/// every client sets up) takes 8 bytes where a [`Destination`] takes 64,
+/// so two streams fit inline in 40 bytes (136 as destinations); anything
+/// else is kept whole, boxed.
+#[derive(Debug, Clone, Default)]
+pub struct Dests(SmallVec<[Dest; 2]>);
+
+#[derive(Debug, Clone)]
+enum Dest {
+    UdpV4 { ip: [u8; 4], rtp: u16, rtcp: u16 },
+    Tcp { rtp_channel: u8, rtcp_channel: u8 },
+    Other(Box<Destination>),
+}
+
+impl Dest {
+    fn of(d: Destination) -> Dest {
+        match d {
+            Destination::Udp {
+                rtp: SocketAddr::V4(rtp),
+                rtcp: SocketAddr::V4(rtcp),
+            } if rtp.ip() == rtcp.ip() => Dest::UdpV4 {
+                ip: rtp.ip().octets(),
+                rtp: rtp.port(),
+                rtcp: rtcp.port(),
+            },
+            Destination::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            } => Dest::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            },
+            other => Dest::Other(Box::new(other)),
+        }
+    }
+
+    #[inline]
+    fn get(&self) -> Destination {
+        match *self {
+            Dest::UdpV4 { ip, rtp, rtcp } => Destination::Udp {
+                rtp: SocketAddr::from((ip, rtp)),
+                rtcp: SocketAddr::from((ip, rtcp)),
+            },
+            Dest::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            } => Destination::Tcp {
+                rtp_channel,
+                rtcp_channel,
+            },
+            Dest::Other(ref d) => **d,
+        }
+    }
+}
+
+impl Dests {
+    /// Stream `i`'s destination.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<Destination> {
+        self.0.get(i).map(Dest::get)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Destination> + '_ {
+        self.0.iter().map(Dest::get)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Destination> for Dests {
+    fn from_iter<I: IntoIterator<Item = Destination>>(iter: I) -> Dests {
+        Dests(iter.into_iter().map(Dest::of).collect())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TrackSetup {
     pub track_id: u32,
@@ -59,11 +145,20 @@ pub struct TrackSetup {
     /// track's URL with this track's number in it, as clients' URLs are:
     /// one string a session, not one a track, for as long as it plays.
     url: Option<Box<str>>,
-    pub destination: Destination,
+    /// Packed as [`Dests`] packs them: 16 bytes, not 64, for as long as
+    /// the session lasts.
+    dest: Dest,
     pub seeds: StreamSeeds,
     /// Set up with `RTP/AVPF` over UDP: the client sends NACKs and takes
     /// RTX retransmissions (see `repair`).
     pub feedback: bool,
+}
+
+impl TrackSetup {
+    /// Where the track's packets go.
+    pub fn destination(&self) -> Destination {
+        self.dest.get()
+    }
 }
 
 /// What the caller must do after a request.
@@ -97,9 +192,14 @@ pub struct Context<'a> {
 }
 
 pub struct Session {
-    pub id: String,
-    /// The movie's path in the library (`/sample.mp4`): the aggregate URL's path.
-    pub path: String,
+    /// The session's key; its RTSP `Session` ID is the key's digits
+    /// ([`Session::id`]), written when needed rather than kept: a string
+    /// a session is a heap allocation a session, for as long as it plays.
+    pub key: SessionKey,
+    /// The movie's path in the library (`/sample.mp4`): the aggregate URL's
+    /// path. Shared: the shard keeps one copy of each path its sessions
+    /// play, not one a session.
+    pub path: Rc<str>,
     pub media: Media,
     pub tracks: Vec<TrackSetup>,
     /// What it plays, once a track is set up.
@@ -118,14 +218,14 @@ pub struct Session {
 
 impl Session {
     /// A session for `movie`, made by its first SETUP.
-    pub fn new(id: String, path: String, movie: Arc<Movie>, now: Nanos) -> Session {
-        Session::of(id, path, Media::Movie(movie), now)
+    pub fn new(key: SessionKey, path: Rc<str>, movie: Arc<Movie>, now: Nanos) -> Session {
+        Session::of(key, path, Media::Movie(movie), now)
     }
 
     /// A session for `media`, made by its first SETUP.
-    pub fn of(id: String, path: String, media: Media, now: Nanos) -> Session {
+    pub fn of(key: SessionKey, path: Rc<str>, media: Media, now: Nanos) -> Session {
         Session {
-            id,
+            key,
             path,
             media,
             tracks: Vec::new(),
@@ -139,8 +239,13 @@ impl Session {
         }
     }
 
+    /// The RTSP `Session` ID clients see.
+    pub fn id(&self) -> String {
+        session_id(self.key)
+    }
+
     fn session_header(&self, timeout: u64) -> String {
-        format!("{};timeout={timeout}", self.id)
+        format!("{:016X};timeout={timeout}", self.key)
     }
 
     /// Handles a request that names this session (or creates it: SETUP).
@@ -182,8 +287,8 @@ impl Session {
     /// single-track session, that track), as PLAY and PAUSE must.
     fn targets_aggregate(&self, req: &Request) -> bool {
         match split_uri(&req.uri) {
-            Some((path, None)) => path == self.path || req.uri == "*",
-            Some((path, Some(id))) => path == self.path && self.tracks.len() == 1 && self.tracks[0].track_id == id,
+            Some((path, None)) => path == &*self.path || req.uri == "*",
+            Some((path, Some(id))) => path == &*self.path && self.tracks.len() == 1 && self.tracks[0].track_id == id,
             None => false,
         }
     }
@@ -193,7 +298,7 @@ impl Session {
         let Some((path, track)) = split_uri(&req.uri) else {
             return (Response::new(400, cseq), Effect::None);
         };
-        if path != self.path {
+        if path != &*self.path {
             // One session, one presentation.
             return (Response::new(459, cseq), Effect::None);
         }
@@ -228,7 +333,7 @@ impl Session {
         match self.tracks.iter_mut().find(|t| t.track_id == track_id) {
             // Set up again: a client may change its mind about ports.
             Some(t) => {
-                t.destination = destination;
+                t.dest = Dest::of(destination);
                 t.url = url;
                 t.feedback = feedback;
             }
@@ -240,7 +345,7 @@ impl Session {
                 self.tracks.push(TrackSetup {
                     track_id,
                     url,
-                    destination,
+                    dest: Dest::of(destination),
                     seeds: (ctx.seeds)(),
                     feedback,
                 })
@@ -336,7 +441,7 @@ impl Session {
                     });
                     let clash = self.tracks.iter().any(|x| {
                         x.track_id != track_id
-                            && matches!(x.destination, Destination::Tcp { rtp_channel, rtcp_channel }
+                            && matches!(x.destination(), Destination::Tcp { rtp_channel, rtcp_channel }
                                 if [rtp_channel, rtcp_channel].iter().any(|c| *c == a || *c == b))
                     });
                     if clash {
@@ -461,7 +566,10 @@ impl Session {
     /// Where each stream of the playback goes, by stream index.
     pub fn destination(&self, stream: usize) -> Option<Destination> {
         let id = self.playback.as_ref()?.streams().get(stream)?.track_id;
-        self.tracks.iter().find(|t| t.track_id == id).map(|t| t.destination)
+        self.tracks
+            .iter()
+            .find(|t| t.track_id == id)
+            .map(TrackSetup::destination)
     }
 }
 
@@ -509,7 +617,7 @@ mod tests {
 
     fn session() -> Session {
         let movie = Arc::new(Movie::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../media/sample.mp4")).unwrap());
-        Session::new("S1".into(), "/sample.mp4".into(), movie, 0)
+        Session::new(0x51, "/sample.mp4".into(), movie, 0)
     }
 
     fn setup(s: &mut Session, track: u32, transport: &str) -> Response {
@@ -527,7 +635,7 @@ mod tests {
             r.headers.get("Transport"),
             Some("RTP/AVP;unicast;client_port=5000-5001;server_port=6970-6971;ssrc=0000ABCD;mode=\"PLAY\"")
         );
-        assert_eq!(r.headers.get("Session"), Some("S1;timeout=60"));
+        assert_eq!(r.headers.get("Session"), Some("0000000000000051;timeout=60"));
         assert_eq!(setup(&mut s, 4, "RTP/AVP;unicast;client_port=5002-5003").status, 200);
         assert_eq!(
             s.destination(1),

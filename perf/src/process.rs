@@ -26,13 +26,25 @@ pub fn cpu_time(pid: u32) -> Result<Duration, String> {
 
 /// Resident memory of process `pid`, in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> Result<u64, String> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Anonymous resident memory of process `pid`, in KiB (`RssAnon`): the
+/// resident set without the file pages it maps (a served movie's pages,
+/// which are the page cache's and shared, and grow with how much of the
+/// movie has been read, not with the sessions).
+pub fn anon_kib(pid: u32) -> Result<u64, String> {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<u64, String> {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("/proc/{pid}/status: no VmRSS"))
+        .ok_or_else(|| format!("/proc/{pid}/status: no {field}"))
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -72,5 +84,6 @@ mod tests {
         assert!(x > 0);
         assert!(cpu_time(pid).unwrap() > before);
         assert!(rss_kib(pid).unwrap() > 100);
+        assert!(anon_kib(pid).unwrap() > 0);
     }
 }

@@ -1,7 +1,8 @@
 //! The status page at `/`, opened in real headless Chromium during a run:
 //! with the token in its URL's fragment it loads from the server alone,
 //! shows the session that is playing and the shards' load, draws the
-//! throughput chart, and its numbers are the API's. A screenshot is saved
+//! throughput chart, lists a channel with what it plays, and its numbers
+//! are the API's. A screenshot is saved
 //! beside the test's other files. Without the token it shows no data and
 //! says why.
 
@@ -29,7 +30,17 @@ fn by_id<'a>(dom: &'a str, id: &str) -> &'a str {
 #[test]
 fn the_status_page_shows_a_playing_session_and_a_chart() {
     let movie = long_movie(60);
-    let server = Server::start(&library("status-page", &[&movie]), &["--admin-token", TOKEN]);
+    let lib = library("status-page", &[&movie]);
+    // A channel of the same movie, which the page lists with what it plays.
+    let playlist = lib.with_extension("ply");
+    std::fs::write(&playlist, format!("*PLAY-LIST*\n{}\n", movie.display())).unwrap();
+    let channel = format!("tv={}", playlist.display());
+    let server = Server::start(&lib, &["--admin-token", TOKEN, "--channel", &channel]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api(server.addr, TOKEN, "channels")["channels"][0]["now"].is_null() {
+        assert!(Instant::now() < deadline, "the channel is not on the air");
+        thread::sleep(Duration::from_millis(100));
+    }
     let mut player = Player::setup(server.addr, &server.url("long-60s.mp4"), Lower::Udp);
     player.play(None);
     // A second session, set up and not playing.
@@ -66,6 +77,7 @@ fn the_status_page_shows_a_playing_session_and_a_chart() {
     let sessions = api(server.addr, TOKEN, "sessions");
     let info = api(server.addr, TOKEN, "server");
     let shards = api(server.addr, TOKEN, "shards");
+    let channels = api(server.addr, TOKEN, "channels");
     keep.store(false, std::sync::atomic::Ordering::Relaxed);
     let player = draining.join().expect("the draining thread");
     std::fs::write(dir.join("status.html"), &dom).unwrap();
@@ -96,7 +108,22 @@ fn the_status_page_shows_a_playing_session_and_a_chart() {
         .and_then(|p| p.split('"').next())
         .expect("points");
     assert!(points.split(' ').count() >= 2, "{tag}");
-    assert!(by_id(&dom, "streams").contains("no live streams"));
+    // The channel is a live stream, and has its row.
+    assert_eq!(by_id(&dom, "streams"), "/tv", "{dom}");
+    let tv = &channels["channels"][0];
+    assert_eq!(tv["state"], "on_air");
+    assert!(
+        dom.contains("data-channel=\"tv\" data-state=\"on_air\""),
+        "no row for the channel:\n{dom}"
+    );
+    let movie = tv["now"]["movie"].as_str().expect("what the channel plays");
+    let now_playing = tv["now"]["title"]
+        .as_str()
+        .unwrap_or_else(|| movie.rsplit('/').next().unwrap());
+    assert!(
+        dom.contains(&format!("<td title=\"{movie}\">{now_playing}</td>")),
+        "{now_playing}:\n{dom}"
+    );
     // The screenshot is a PNG.
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot {}: {e}", shot.display()));
     assert!(

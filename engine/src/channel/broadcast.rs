@@ -387,12 +387,13 @@ impl Broadcaster {
         self.ended
     }
 
-    /// Where the current movie is at `now`.
+    /// Where the current movie is at `now` (while paused, where it stopped).
     pub fn progress(&self, now: SystemTime) -> Option<Progress> {
         let p = self.playing.as_ref()?;
+        let at = self.paused.map_or(now, |since| since.min(now));
         Some(Progress {
             number: p.slot.number,
-            position: now.duration_since(p.wall_start).unwrap_or_default().min(p.slot.length),
+            position: at.duration_since(p.wall_start).unwrap_or_default().min(p.slot.length),
             length: p.slot.length,
         })
     }
@@ -535,7 +536,7 @@ impl Broadcaster {
                 return Step::Wait(now + Duration::from_secs(1));
             }
             if self.playing.is_none() {
-                if let Some(wait) = self.start_next(open) {
+                if let Some(wait) = self.start_next(now, open) {
                     return wait;
                 }
                 continue;
@@ -648,12 +649,16 @@ impl Broadcaster {
     }
 
     /// Puts the next movie on; `Some` when there is none to play now.
-    fn start_next(&mut self, open: &mut Open<'_>) -> Option<Step> {
+    fn start_next(&mut self, now: SystemTime, open: &mut Open<'_>) -> Option<Step> {
         if self.max_movies.is_some_and(|max| self.started >= max) {
             self.ended = true;
             return Some(Step::Ended);
         }
-        let at = self.next_at;
+        // Asked late (the first movie of a schedule that started before the
+        // broadcast did, or a stalled clock), the schedule says what plays
+        // now and how far into it; a few milliseconds late at a movie
+        // boundary that is the next movie from its start.
+        let at = self.next_at.max(now);
         let (known, reference, notes) = (&mut self.known, &self.reference, &mut self.notes);
         let mut probe_fn = |e: &Entry| probe(known, reference, open, notes, e);
         let (slot, offset) = match self.schedule.now(at, &mut probe_fn) {
@@ -685,7 +690,7 @@ impl Broadcaster {
             return None;
         };
         let ids: Vec<u32> = fit.tracks.iter().map(|m| m.movie_track).collect();
-        let cursor = match movie.movie_cursor(&ids) {
+        let mut cursor = match movie.movie_cursor(&ids) {
             Ok(c) => c,
             Err(e) => {
                 self.notes.push_back(Note::Damaged {
@@ -696,6 +701,13 @@ impl Broadcaster {
                 return None;
             }
         };
+        // Joined part-way (a schedule that started before the channel went
+        // on the air, or a clock that jumped): from the key frame at or
+        // before the schedule's position, not from the movie's first packet,
+        // which was due long ago and would go out as one flood.
+        if offset > Duration::ZERO {
+            cursor.seek(&movie, i64::try_from(offset.as_nanos()).unwrap_or(i64::MAX));
+        }
         let zeros: Vec<u32> = ids
             .iter()
             .map(|&id| movie.track(id).and_then(|t| t.rtp_time_at(0)).unwrap_or(0))

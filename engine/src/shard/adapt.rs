@@ -35,7 +35,7 @@ use super::{Config, Entry};
 use crate::pacer::{self, SessionKey, UdpRound};
 use crate::repair::burst::{self, Burst, BurstConfig, Carrier};
 use crate::repair::thinning::{self, Thinning, ThinningConfig, Verdict};
-use crate::session::{Destination, Media};
+use crate::session::{Dests, Media};
 use crate::source::{Nanos, Outgoing, Pick, Source};
 use crate::stats::ShardStats;
 
@@ -321,7 +321,7 @@ pub(super) fn serve(
     a: &mut Adapt,
     key: SessionKey,
     source: &mut Source,
-    dests: &[Destination],
+    dests: &Dests,
     now: Nanos,
     horizon: Nanos,
     queue: Option<(usize, usize)>,

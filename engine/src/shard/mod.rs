@@ -53,7 +53,6 @@ use smallvec::SmallVec;
 use tracing::debug;
 
 use crate::access_log::AccessRecord;
-use crate::door::session_id;
 use crate::icecast::listener::{Listener, ListenerStart};
 use crate::icecast::mount::{MountId, MountNews, MountReplica};
 use crate::live::{self, BroadcastId, Description, Replica};
@@ -64,7 +63,7 @@ use crate::repair::nack::NackStats;
 use crate::repair::offer;
 use crate::repair::sender::{RtxSender, RtxSetup};
 use crate::repair::thinning::ThinningConfig;
-use crate::session::{Context, Destination, Effect, Media, Session};
+use crate::session::{Context, Destination, Dests, Effect, Media, Session};
 use crate::source::{Nanos, Outgoing, Source, StreamSeeds};
 use crate::stats::{RepairStats, ShardStats};
 use adapt::Adapt;
@@ -343,15 +342,22 @@ pub enum Taken {
     Closed,
 }
 
-/// What RTCP receiver reports say about one stream.
+/// What RTCP receiver reports say about one stream. 12 bytes, two of
+/// them inline in the session (see [`Receptions`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct Reception {
-    cumulative_lost: i64,
-    /// The last report's interarrival jitter, in microseconds.
-    jitter_us: u64,
+    /// RFC 3550's field is 24 bits, signed.
+    cumulative_lost: i32,
+    /// The last report's interarrival jitter, in microseconds (saturated:
+    /// over an hour of jitter reads as `u32::MAX`).
+    jitter_us: u32,
     /// Whether any report came.
     reported: bool,
 }
+
+/// A session's receptions, one a stream: inline for the one to three a
+/// movie has (a vector's 24 bytes plus its allocation would be 88).
+type Receptions = SmallVec<[Reception; 2]>;
 
 /// One session as the shard sees it, copied for the admin API.
 #[derive(Debug, Clone, PartialEq)]
@@ -417,13 +423,13 @@ struct Entry {
     /// The connection carrying the session's media, for TCP.
     conn: Option<ConnId>,
     /// Destination per stream, fixed at PLAY.
-    dests: SmallVec<[Destination; 2]>,
+    dests: Dests,
     next_sr: Nanos,
     /// When the media (or the requested range) ran out.
     ended_at: Option<Nanos>,
     /// Whether the BYE for this end of the media went (see [`BYE_DELAY`]).
     said_bye: bool,
-    reception: Vec<Reception>,
+    reception: Receptions,
     status: u16,
     /// When the last PLAY came, until its first packet goes.
     play_at: Option<Nanos>,
@@ -446,11 +452,11 @@ impl Entry {
             client,
             generation: 0,
             conn: None,
-            dests: SmallVec::new(),
+            dests: Dests::default(),
             next_sr: 0,
             ended_at: None,
             said_bye: false,
-            reception: Vec::new(),
+            reception: Receptions::new(),
             status: 200,
             play_at: None,
             late_last: 0,
@@ -486,10 +492,10 @@ impl Entry {
         if let Some(r) = self.reception.get_mut(i) {
             // The loss may shrink (duplicates make it negative, RFC 3550
             // 6.4.1): only growth counts as packets lost.
-            let lost = i64::from(block.cumulative_lost);
-            let grew = (lost.max(0) - r.cumulative_lost.max(0)).max(0) as u64;
+            let lost = block.cumulative_lost;
+            let grew = (i64::from(lost.max(0)) - i64::from(r.cumulative_lost.max(0))).max(0) as u64;
             r.cumulative_lost = lost;
-            r.jitter_us = jitter_us;
+            r.jitter_us = u32::try_from(jitter_us).unwrap_or(u32::MAX);
             r.reported = true;
             stats.record_report(jitter_us, grew);
         }
@@ -509,16 +515,16 @@ impl Entry {
         let reported = self.reception.iter().any(|r| r.reported);
         SessionInfo {
             key,
-            id: self.session.id.clone(),
+            id: self.session.id(),
             client: self.client,
-            path: self.session.path.clone(),
+            path: self.session.path.to_string(),
             transport,
             kind: "vod",
             state,
             packets,
             bytes,
             lost: reported.then(|| lost(self).unwrap_or(0)),
-            jitter_us: reported.then(|| self.reception.iter().map(|r| r.jitter_us).max().unwrap_or(0)),
+            jitter_us: reported.then(|| self.reception.iter().map(|r| u64::from(r.jitter_us)).max().unwrap_or(0)),
             late_last_us: self.late_last / 1_000,
             late_max_us: self.late_max / 1_000,
             frames_thinned: self.adapt.as_ref().map_or(0, |a| a.stats().frames_thinned),
@@ -541,7 +547,7 @@ fn sent(e: &Entry) -> (u64, u64) {
 
 /// The loss session `e`'s client reported, if it reported.
 fn lost(e: &Entry) -> Option<i64> {
-    (!e.reception.is_empty()).then(|| e.reception.iter().map(|r| r.cumulative_lost.max(0)).sum())
+    (!e.reception.is_empty()).then(|| e.reception.iter().map(|r| i64::from(r.cumulative_lost.max(0))).sum())
 }
 
 /// An RTSP connection the shard owns: its bounded queue of whole responses
@@ -735,6 +741,30 @@ pub struct ShardCore {
     /// will ever fill.
     mounts_ended: VecDeque<MountId>,
     rng: Rng,
+    /// One copy of each path the shard's sessions play.
+    paths: Paths,
+}
+
+/// The paths a shard's sessions play, each kept once and shared by its
+/// sessions (a path a session was a 24-byte string and an allocation of
+/// its own, for as long as it played). Those no session holds any more
+/// are let go at the housekeeping.
+#[derive(Default)]
+struct Paths(std::collections::HashSet<Rc<str>>);
+
+impl Paths {
+    fn intern(&mut self, path: &str) -> Rc<str> {
+        if let Some(p) = self.0.get(path) {
+            return p.clone();
+        }
+        let p: Rc<str> = Rc::from(path);
+        self.0.insert(p.clone());
+        p
+    }
+
+    fn sweep(&mut self) {
+        self.0.retain(|p| Rc::strong_count(p) > 1);
+    }
 }
 
 /// The shard's round of RTP and RTCP datagrams, to send after a call.
@@ -821,6 +851,7 @@ impl ShardCore {
             mounts: KeyMap::default(),
             mounts_ended: VecDeque::new(),
             rng,
+            paths: Paths::default(),
         }
     }
 
@@ -1087,7 +1118,7 @@ impl ShardCore {
                         self.sessions.get(k).is_some_and(|e| {
                             e.dests
                                 .iter()
-                                .any(|d| matches!(d, Destination::Tcp { rtcp_channel, .. } if *rtcp_channel == channel))
+                                .any(|d| matches!(d, Destination::Tcp { rtcp_channel, .. } if rtcp_channel == channel))
                         })
                     })
                 });
@@ -1171,7 +1202,7 @@ impl ShardCore {
                 let mut stats = Box::new(self.stats_now());
                 for e in self.sessions.values() {
                     if e.session.playback.as_ref().is_some_and(Source::is_live) {
-                        stats.live.entry(e.session.path.clone()).or_default().viewers += 1;
+                        stats.live.entry(e.session.path.to_string()).or_default().viewers += 1;
                     }
                 }
                 self.event(Event::Stats { reply, stats });
@@ -1294,10 +1325,9 @@ impl ShardCore {
         conn: Option<ConnId>,
         now: Nanos,
     ) -> Response {
-        self.sessions.insert(
-            key,
-            Box::new(Entry::new(Session::of(session_id(key), path, media, now), client)),
-        );
+        let path = self.paths.intern(&path);
+        self.sessions
+            .insert(key, Box::new(Entry::new(Session::of(key, path, media, now), client)));
         let response = self.request(key, req, client, conn, now);
         if response.status == 200 {
             self.stats.sessions_started += 1;
@@ -1362,7 +1392,7 @@ impl ShardCore {
             }
             for t in &e.session.tracks {
                 self.ssrc_routes.insert(t.seeds.0, key);
-                if let Destination::Udp { rtcp, .. } = t.destination {
+                if let Destination::Udp { rtcp, .. } = t.destination() {
                     self.rtcp_routes.insert(rtcp, key);
                 }
             }
@@ -1378,9 +1408,6 @@ impl ShardCore {
                 e.said_bye = false;
                 let n = e.session.playback.as_ref().map_or(0, |p| p.streams().len());
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
-                // Exactly the room the streams take (a first resize would
-                // make room for four), for as long as the session plays.
-                e.reception.reserve_exact(n.saturating_sub(e.reception.len()));
                 e.reception.resize(n, Reception::default());
                 if e.rtx.is_none() {
                     e.rtx = rtx_sender(&e.session, &e.dests, &mut self.rng, &mut self.ssrc_routes, key);
@@ -1518,14 +1545,14 @@ impl ShardCore {
                     stats.live_dropped += dropped;
                     // Only when a viewer fell behind: the lookup (and, the
                     // first time, the path's entry) stays off the hot path.
-                    match stats.live.get_mut(&e.session.path) {
+                    match stats.live.get_mut(&*e.session.path) {
                         Some(l) => l.dropped_slow += dropped,
                         None => {
                             let l = crate::stats::LiveStats {
                                 dropped_slow: dropped,
                                 ..Default::default()
                             };
-                            stats.live.insert(e.session.path.clone(), l);
+                            stats.live.insert(e.session.path.to_string(), l);
                         }
                     }
                 }
@@ -1553,6 +1580,7 @@ impl ShardCore {
     }
 
     fn housekeeping(&mut self, now: Nanos) {
+        self.paths.sweep();
         let timeout = self.config.session_timeout_secs.saturating_mul(1_000) * MS;
         let mut expired = Vec::new();
         let mut byes = Vec::new();
@@ -1737,12 +1765,12 @@ impl ShardCore {
         }
         for t in &e.session.tracks {
             self.ssrc_routes.remove(&t.seeds.0);
-            if let Destination::Udp { rtcp, .. } = t.destination {
+            if let Destination::Udp { rtcp, .. } = t.destination() {
                 self.rtcp_routes.remove(rtcp, key);
             }
         }
         self.stats.sessions_ended += 1;
-        debug!(shard = self.config.index, session = %e.session.id, why, "session ended");
+        debug!(shard = self.config.index, session = %e.session.id(), why, "session ended");
         let tunnelled = e.conn.and_then(|c| self.conns.get(&c)).is_some_and(|c| c.tunnelled);
         let record = record(&e, tunnelled, now);
         self.event(Event::SessionEnded { key: Some(key), record });
@@ -1774,7 +1802,7 @@ impl ShardCore {
                         let Some(e) = self.sessions.get_mut(&key) else { continue };
                         if e.dests
                             .iter()
-                            .any(|d| matches!(d, Destination::Udp { rtcp, .. } if *rtcp == from))
+                            .any(|d| matches!(d, Destination::Udp { rtcp, .. } if rtcp == from))
                         {
                             e.session.last_seen = now;
                             e.note_report(&block, &mut self.stats, self.config.thinning, now);
@@ -1821,7 +1849,7 @@ impl ShardCore {
             stats.repair.unwanted += 1;
             return false;
         };
-        let Some(&Destination::Udp { rtp, rtcp }) = e.dests.get(stream) else {
+        let Some(Destination::Udp { rtp, rtcp }) = e.dests.get(stream) else {
             stats.repair.unwanted += 1;
             return false;
         };
@@ -1874,7 +1902,7 @@ fn draw_seeds(rng: &mut Rng, taken: &KeyMap<u32, SessionKey>) -> StreamSeeds {
 /// as a stream's are (and routed to the session).
 fn rtx_sender(
     session: &Session,
-    dests: &[Destination],
+    dests: &Dests,
     rng: &mut Rng,
     ssrc_routes: &mut KeyMap<u32, SessionKey>,
     key: SessionKey,
@@ -1884,7 +1912,7 @@ fn rtx_sender(
         session
             .tracks
             .iter()
-            .any(|t| t.track_id == track_id && t.feedback && matches!(t.destination, Destination::Udp { .. }))
+            .any(|t| t.track_id == track_id && t.feedback && matches!(t.destination(), Destination::Udp { .. }))
     };
     if !source.streams().iter().any(|s| wanted(s.track_id)) {
         return None;
@@ -1964,8 +1992,8 @@ fn write_reports(
             }
         };
         match e.dests.get(i) {
-            Some(&Destination::Udp { rtcp, .. }) => out.push(rtcp, write),
-            Some(&Destination::Tcp { rtcp_channel, .. }) => {
+            Some(Destination::Udp { rtcp, .. }) => out.push(rtcp, write),
+            Some(Destination::Tcp { rtcp_channel, .. }) => {
                 if let Some((id, c)) = e.conn.and_then(|id| conns.get_mut(&id).map(|c| (id, c))) {
                     let mut pkt = Vec::with_capacity(96);
                     write(&mut pkt);
@@ -2018,7 +2046,7 @@ fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
     let thinned = e.adapt.as_ref().map(|a| a.stats().frames_thinned);
     AccessRecord {
         client: e.client.ip(),
-        uri: e.session.path.clone(),
+        uri: e.session.path.to_string(),
         duration: Duration::from_nanos(now.saturating_sub(e.session.started)),
         bytes,
         packets,

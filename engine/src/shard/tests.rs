@@ -11,7 +11,7 @@ use proto::rtsp::header::Transport;
 use proto::rtsp::message::{parse, Limits, Message};
 
 use super::*;
-use crate::door::parse_session_id;
+use crate::door::{parse_session_id, session_id};
 
 const S: Nanos = 1_000_000_000;
 const CLIENT: &str = "127.0.0.1";
@@ -1831,6 +1831,40 @@ mod repair {
         let seqs: Vec<u16> = sim.rtp_of(video).into_iter().map(|(_, r)| r.seq).collect();
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
     }
+}
+
+/// A playing session's state stays for as long as it plays, thousands a
+/// shard: its destinations packed (40 bytes for two streams, not 136), its
+/// tracks' too, and its receptions inline. A field that brings a 64-byte
+/// address back, or a vector of its own, fails this.
+#[test]
+fn a_playing_sessions_state_stays_compact() {
+    use std::mem::size_of;
+    assert!(size_of::<Dests>() <= 40, "Dests is {} bytes", size_of::<Dests>());
+    assert!(
+        size_of::<Receptions>() <= 32,
+        "Receptions is {} bytes",
+        size_of::<Receptions>()
+    );
+    let track = size_of::<crate::session::TrackSetup>();
+    assert!(track <= 56, "TrackSetup is {track} bytes");
+    assert!(size_of::<Entry>() <= 704, "Entry is {} bytes", size_of::<Entry>());
+}
+
+#[test]
+fn sessions_of_one_path_share_one_copy_until_none_holds_it() {
+    let mut paths = Paths::default();
+    let a = paths.intern("/movie.mp4");
+    let b = paths.intern("/movie.mp4");
+    assert!(Rc::ptr_eq(&a, &b));
+    let other = paths.intern("/other.mp4");
+    assert!(!Rc::ptr_eq(&a, &other));
+    drop(other);
+    paths.sweep();
+    assert_eq!(paths.0.len(), 1, "the path no session holds is let go");
+    drop((a, b));
+    paths.sweep();
+    assert!(paths.0.is_empty());
 }
 
 mod adapt;

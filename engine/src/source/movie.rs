@@ -48,7 +48,8 @@ pub struct MovieSource {
     /// The transmit time (npt) of the latest packet sent ahead of real time
     /// (Instant-On) in this play: a pause resumes after it, not at the wall
     /// clock's position, which the client has long had the media of.
-    ahead_npt: Option<i64>,
+    /// `i64::MIN` when none was (not an `Option`: eight bytes a session).
+    ahead_npt: i64,
 }
 
 impl MovieSource {
@@ -74,7 +75,7 @@ impl MovieSource {
             streams,
             state: State::Ready,
             skipped: 0,
-            ahead_npt: None,
+            ahead_npt: i64::MIN,
         })
     }
 
@@ -149,7 +150,7 @@ impl MovieSource {
             (None, State::Ended { .. }) => (self.seek(0), None),
         };
         let npt_end = end_ns.or(keep_end);
-        self.ahead_npt = None;
+        self.ahead_npt = i64::MIN;
         self.state = State::Playing {
             wall_start: now,
             npt_start,
@@ -185,7 +186,7 @@ impl MovieSource {
     /// Stops sending; a later [`play`](Self::play) without a start resumes here.
     pub fn pause(&mut self, now: Nanos) -> i64 {
         let mut at = self.position_ns(now);
-        if self.ahead_npt.take().is_some_and(|a| a >= at) {
+        if std::mem::replace(&mut self.ahead_npt, i64::MIN) >= at {
             // Sent ahead: the next packet not sent is where to go on from.
             at = self.next_transmit_ns().map_or(at, |t| t.max(at));
         }
@@ -287,7 +288,7 @@ impl MovieSource {
                 if due > ahead || !pick.ahead(due) {
                     break;
                 }
-                self.ahead_npt = Some(t);
+                self.ahead_npt = t;
             }
             let p = match self.cursor.next_packet(&self.movie) {
                 Some(Ok(p)) => p,

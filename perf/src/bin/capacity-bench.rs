@@ -134,6 +134,8 @@ struct Step {
     cpu: f64,
     ns_per_packet: f64,
     kib_per_session: f64,
+    /// The same, of anonymous memory only (the movie's file pages left out).
+    anon_kib_per_session: f64,
     send_p99_ms: Option<f64>,
     arrival_p99_ms: f64,
     first_packet_p99_ms: f64,
@@ -404,8 +406,16 @@ fn run_step(
     let peer_cpus = args.server_core.to_string();
     let mut server = servers::start(bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
     let pid = server.child.id();
+    if !live && matches!(peer, Peer::Streamalot) {
+        // The baseline is a server with the movie open: its index is the
+        // movie's, paid once whether one session plays it or ten thousand,
+        // and read at the first DESCRIBE; counted in the growth, it would
+        // read as a per-session cost that shrinks with every step.
+        describe(&server.url)?;
+    }
     thread::sleep(Duration::from_millis(500));
     let rss_before = process::rss_kib(pid)?;
+    let anon_before = process::anon_kib(pid)?;
     let ramp_secs = f64::from(n) / args.ramp;
     let duration = ramp_secs + args.hold;
     let cores: Vec<String> = args.client_cores.iter().map(usize::to_string).collect();
@@ -445,6 +455,7 @@ fn run_step(
     let w0 = Instant::now();
     sleep_until(at((window.0 + window.1) / 2.0));
     let rss = process::rss_kib(pid)?;
+    let anon = process::anon_kib(pid)?;
     sleep_until(at(window.1));
     let (cpu1, stats1) = (process::cpu_time(pid)?, stats(&server, pid)?);
     let load = os::load1();
@@ -487,6 +498,7 @@ fn run_step(
         // Too short a window for /proc's clock ticks reads as no CPU at all.
         ns_per_packet: if cpu > 0.0 { cpu * 1e9 / pps.max(1.0) } else { f64::NAN },
         kib_per_session: rss.saturating_sub(rss_before) as f64 / f64::from(n),
+        anon_kib_per_session: anon.saturating_sub(anon_before) as f64 / f64::from(n),
         send_p99_ms: totals.map(|t| num(&t, &["lateness_us", "p99"]) / 1e3),
         arrival_p99_ms: num(&summary, &["histograms", "lateness", "p99_us"]) / 1e3,
         first_packet_p99_ms: num(&summary, &["histograms", "first_packet", "p99_us"]) / 1e3,
@@ -532,9 +544,53 @@ fn sleep_until(t: Instant) {
     }
 }
 
+/// One DESCRIBE of `url` (`rtsp://HOST:PORT/PATH`) on a connection of its
+/// own, its answer read whole, and the connection closed.
+fn describe(url: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let authority = url
+        .strip_prefix("rtsp://")
+        .and_then(|r| r.split('/').next())
+        .ok_or_else(|| format!("not an rtsp:// URL: {url}"))?;
+    let mut c = std::net::TcpStream::connect(authority).map_err(|e| format!("{authority}: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        c,
+        "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = c.read(&mut chunk).map_err(|e| format!("DESCRIBE {url}: {e}"))?;
+        if n == 0 {
+            return Err(format!("DESCRIBE {url}: the server closed the connection"));
+        }
+        got.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if !head.starts_with("RTSP/1.0 200") {
+                return Err(format!("DESCRIBE {url}: {}", head.lines().next().unwrap_or("")));
+            }
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                })
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return Ok(());
+            }
+        }
+    }
+}
+
 fn print_step(s: &Step) {
     println!(
-        "{} {:>6} sessions: {} | {} received, {} lost | {:.0} packets/s | CPU {:.0}% = {:.0} ns/packet | {:.1} KiB/session | \
+        "{} {:>6} sessions: {} | {} received, {} lost | {:.0} packets/s | CPU {:.0}% = {:.0} ns/packet | {:.1} KiB/session ({:.2} anonymous) | \
          send p99 {} | arrival p99 {:.2} ms | first packet p99 {:.2} ms | first key frame p99 {:.2} ms | load {:.2}",
         s.server,
         s.sessions,
@@ -545,6 +601,7 @@ fn print_step(s: &Step) {
         s.cpu * 100.0,
         s.ns_per_packet,
         s.kib_per_session,
+        s.anon_kib_per_session,
         s.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
         s.arrival_p99_ms,
         s.first_packet_p99_ms,
@@ -626,17 +683,17 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
     }
     let _ = writeln!(
         r,
-        "| server | sessions | held | lost | packets/s | server CPU | ns/packet | KiB/session | send p99 | \
+        "| server | sessions | held | lost | packets/s | server CPU | ns/packet | KiB/session | anonymous KiB/session | send p99 | \
          arrival p99 | first packet p99 | first key frame p99 | RTSP p99 | client CPU | load |"
     );
     let _ = writeln!(
         r,
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for s in steps {
         let _ = writeln!(
             r,
-            "| {} | {} | {} | {} | {}{:.0} | {:.0}% | {} | {:.1} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% | {:.2} |",
+            "| {} | {} | {} | {} | {}{:.0} | {:.0}% | {} | {:.1} | {:.2} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% | {:.2} |",
             s.server,
             s.sessions,
             if s.held {
@@ -654,6 +711,7 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
                 "-".into()
             },
             s.kib_per_session,
+            s.anon_kib_per_session,
             s.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
             s.arrival_p99_ms,
             s.first_packet_p99_ms,
@@ -666,7 +724,7 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
     let raw_ns = 1e9 / raw.pps;
     let _ = writeln!(
         r,
-        "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | | | |\n",
+        "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | | | | |\n",
         raw.pps / movie_pps,
         raw.pps
     );
@@ -675,7 +733,9 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
         "Columns: *packets/s* is the server's own count while every session played (`~`: for GStreamer, which \
          does not count, sessions times the movie's packet rate); *server CPU* is its CPU time over that window \
          (from /proc, all threads) as a share of one core, and *ns/packet* that time per packet; *KiB/session* \
-         is its resident memory's growth over an idle server, per session; *send p99* is the server's send \
+         is its resident memory's growth over an idle server that has answered one DESCRIBE (so its movie is open), per session, and *anonymous KiB/session* the same \
+         of its anonymous memory only (`RssAnon`: without the movie's file pages, which are the page cache's, \
+         shared, and grow with how far into the movie the sessions have read, not with their number); *send p99* is the server's send \
          lateness over the whole run (its histogram: how long after its due time a packet left); *arrival \
          p99* is rtpload's arrival lateness (behind the stream's RTP-timestamp schedule), *first packet* the \
          time from PLAY to the first packet, *first key frame* from PLAY's answer to the first packet of a video \
@@ -703,7 +763,7 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
             r,
             "Read against the goals ({what}): the most held is {} ({:.0}% of the shard core, {:.0} ns per packet, \
              {:.0}% of the raw loop's packets per CPU-second); send lateness p99 there {}; first packet p99 \
-             {:.2} ms, first key frame p99 {:.2} ms, while {}/s arrived; {:.1} KiB of server memory per session.\n",
+             {:.2} ms, first key frame p99 {:.2} ms, while {}/s arrived; {:.1} KiB of server memory per session ({:.2} KiB of it anonymous).\n",
             b.sessions,
             b.cpu * 100.0,
             b.ns_per_packet,
@@ -712,7 +772,8 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
             b.first_packet_p99_ms,
             b.first_key_frame_p99_ms,
             args.ramp,
-            b.kib_per_session
+            b.kib_per_session,
+            b.anon_kib_per_session
         );
     }
     if args.live {

@@ -284,3 +284,165 @@ fn aac_frames_are_counted_from_the_au_headers() {
     let bits: Vec<_> = layout.tracks.iter().map(|t| t.aac_au_header_bits()).collect();
     assert_eq!(bits, [None, Some((16, 16))]);
 }
+
+/// The H.264 NAL unit type a packet carries (of the fragment, for FU-A).
+fn nal_type(payload: &[u8]) -> u8 {
+    match payload[0] & 0x1f {
+        28 => payload[1] & 0x1f,
+        t => t,
+    }
+}
+
+/// A looped playlist of the first `n` of the looped-channel clips, as
+/// `a.mp4`, `b.mov` and `c.mp4` in a scratch directory; `None` without ffmpeg.
+fn looped_list(name: &str, n: usize) -> Option<(PathBuf, Playlist)> {
+    let recipes = testing::looped_channel_clips();
+    let clips = testing::clips(&recipes[..n])?;
+    let dir = testing::scratch(name);
+    let names = ["a.mp4", "b.mov", "c.mp4"];
+    for (clip, name) in clips.iter().zip(names) {
+        std::fs::copy(clip, dir.join(name)).unwrap();
+    }
+    std::fs::write(dir.join("tv.ply"), format!("*PLAY-LIST*\n{}\n", names[..n].join("\n"))).unwrap();
+    let list = Playlist::load(dir.join("tv.ply"), &mut Disk).unwrap();
+    Some((dir, list))
+}
+
+/// Sequential, looped, from `start`.
+fn looped(start: SystemTime, seed: u64, max_movies: Option<u64>) -> Settings {
+    Settings {
+        reference: None,
+        mode: PlayMode::SequentialLooped,
+        window: 0,
+        seed,
+        max_movies,
+        max_upcoming: 4,
+        start,
+        end: None,
+    }
+}
+
+#[test]
+fn a_schedule_that_started_before_the_broadcast_is_joined_at_a_key_frame() {
+    let Some((dir, list)) = looped_list("broadcast-joined", 1) else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let settings = |max_movies| looped(start, 11, Some(max_movies));
+    // The channel as it would have run from its start: four passes of the
+    // one-second movie.
+    let mut from_start = Broadcaster::new(&list, &settings(4), &mut opener()).unwrap();
+    let (all, _) = run(&mut from_start, start);
+    let fourth = start + Duration::from_secs(3);
+    let fourth_video: Vec<&Sent> = all.iter().filter(|s| s.track == 0 && s.at >= fourth).collect();
+
+    // The same channel first asked 3.5 s after its start.
+    let joined_at = start + Duration::from_millis(3_500);
+    let mut late = Broadcaster::new(&list, &settings(1), &mut opener()).unwrap();
+    let (sent, notes) = run(&mut late, joined_at);
+    let started: Vec<&Started> = notes
+        .iter()
+        .filter_map(|n| match n {
+            Note::Started(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        started[0].start, fourth,
+        "the movie is placed where the schedule has it"
+    );
+
+    let video: Vec<&Sent> = sent.iter().filter(|s| s.track == 0).collect();
+    let first = video
+        .iter()
+        .find(|s| !matches!(nal_type(&s.payload), 7 | 8))
+        .expect("video sent");
+    assert_eq!(nal_type(&first.payload), 5, "the first picture is a key frame");
+    // It is a key frame part-way through (the clip has one every 0.4 s),
+    // at the RTP time the channel would have sent it at.
+    let same = fourth_video
+        .iter()
+        .find(|s| s.payload == first.payload)
+        .expect("the joined key frame is one of the fourth pass's");
+    assert!(same.at > fourth, "a key frame after the movie's first");
+    assert_eq!(first.header.timestamp, same.header.timestamp);
+    // What was due before the join and after that key frame goes out at
+    // once; the rest on time, not the movie's first half as one flood.
+    let at_once = video.iter().filter(|s| s.at == joined_at).count();
+    let missed = fourth_video.iter().filter(|s| s.at < joined_at).count();
+    assert!(
+        at_once < missed,
+        "{at_once} sent at the join, {missed} were due before it"
+    );
+    assert!(video.iter().all(|s| s.at >= joined_at));
+    assert!(video.len() < fourth_video.len());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_paused_broadcast_sends_nothing_and_resumes_where_it_stopped() {
+    let Some((dir, list)) = looped_list("broadcast-paused", 3) else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let settings = looped(start, 3, None);
+    let mut b = Broadcaster::new(&list, &settings, &mut opener()).unwrap();
+    let mut open = opener();
+    let mut buf = Vec::new();
+    let mut now = start;
+    let mut step = |b: &mut Broadcaster, open: &mut Open<'_>, now: &mut SystemTime, until: SystemTime| {
+        let mut sent = Vec::new();
+        while *now < until {
+            match b.next(*now, open, &mut buf) {
+                Step::Packet { track: 0 } => {
+                    let pkt = proto::rtp::Packet::new_checked(&buf[..]).unwrap();
+                    sent.push((*now, Header::parse(&pkt).unwrap()));
+                }
+                Step::Packet { .. } => {}
+                Step::Wait(t) => *now = t.min(until),
+                Step::Ended => panic!("looped"),
+            }
+        }
+        sent
+    };
+    // Half-way into the first movie.
+    let before = step(&mut b, &mut open, &mut now, start + Duration::from_millis(500));
+    let (_, last_header) = before.last().copied().expect("video before the pause");
+    let paused_at = now;
+    assert_eq!(b.progress(now).unwrap().number, 0);
+    let upcoming = b.upcoming(&mut open);
+    let names: Vec<_> = upcoming.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+    assert_eq!(names, ["b.mov", "c.mp4", "a.mp4", "b.mov"], "the next four, in order");
+
+    // Nobody watches for a minute: nothing goes out, the clock stands.
+    b.pause(now);
+    assert!(b.is_paused());
+    let pause = Duration::from_secs(60);
+    let idle = step(&mut b, &mut open, &mut now, paused_at + pause);
+    assert!(idle.is_empty(), "{} packets sent while paused", idle.len());
+    let position = b.progress(now).unwrap().position;
+    assert!(position <= Duration::from_millis(520), "{position:?}");
+
+    // Resumed: the same movie goes on from where it was, its sequence
+    // numbers and timestamps carrying on, not a minute later.
+    b.resume(now);
+    let after = step(
+        &mut b,
+        &mut open,
+        &mut now,
+        paused_at + pause + Duration::from_millis(300),
+    );
+    let (at, first) = after.first().copied().expect("video after the resume");
+    assert!(at >= paused_at + pause);
+    assert_eq!(first.sequence, last_header.sequence.wrapping_add(1));
+    let gap = first.timestamp.wrapping_sub(last_header.timestamp);
+    assert!(
+        gap < 90_000 / 5,
+        "{gap} ticks of 90 kHz between the last picture and the next"
+    );
+    assert_eq!(b.progress(now).unwrap().number, 0, "still the first movie");
+    std::fs::remove_dir_all(dir).unwrap();
+}

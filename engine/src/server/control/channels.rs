@@ -269,6 +269,12 @@ async fn command_within(rx: &LocalReceiver<Command>, d: Duration) -> Option<Opti
 async fn drive(ctl: Rc<Control>, h: Rc<Handle>, rx: LocalReceiver<Command>) {
     let mut movies = Movies::default();
     let mut run = true;
+    // The configured start holds until an operator stops the channel: a
+    // start in the past puts the first run where the schedule has got to
+    // by now (as if it had been on the air since), and a retry after a
+    // failure keeps to it too. A channel started again by hand plays its
+    // playlist from the top, from then.
+    let mut since = h.channel.start;
     loop {
         if !run {
             match rx.recv().await {
@@ -277,12 +283,14 @@ async fn drive(ctl: Rc<Control>, h: Rc<Handle>, rx: LocalReceiver<Command>) {
                 None => return,
             }
         }
-        match on_air(&ctl, &h, &rx, &mut movies).await {
+        match on_air(&ctl, &h, &rx, &mut movies, since).await {
             Outcome::Stopped => {
                 h.status.borrow_mut().state = State::Stopped;
                 run = false;
+                since = None;
             }
             Outcome::Ended => {
+                since = None;
                 h.status.borrow_mut().state = State::Ended;
                 info!(channel = %h.path, "the channel's playlist has played out");
                 run = false;
@@ -320,7 +328,15 @@ fn keep(h: &Handle, line: String) {
 
 /// One run of a channel: on the air until it is stopped or its playlist
 /// ends.
-async fn on_air(ctl: &Rc<Control>, h: &Rc<Handle>, rx: &LocalReceiver<Command>, movies: &mut Movies) -> Outcome {
+/// `since` is the schedule's start: `None` for now, a time ahead to wait
+/// for it, a time past to join the schedule where it has got to.
+async fn on_air(
+    ctl: &Rc<Control>,
+    h: &Rc<Handle>,
+    rx: &LocalReceiver<Command>,
+    movies: &mut Movies,
+    since: Option<SystemTime>,
+) -> Outcome {
     let c = &h.channel;
     h.status.borrow_mut().state = State::Starting;
     let list = match load_list(&c.playlist).await {
@@ -336,9 +352,7 @@ async fn on_air(ctl: &Rc<Control>, h: &Rc<Handle>, rx: &LocalReceiver<Command>, 
         seed: c.seed.unwrap_or_else(crate::random::u64),
         max_movies: None,
         max_upcoming: c.max_upcoming_list_size,
-        // A start in the past is now: the schedule runs from when the
-        // channel went on the air.
-        start: c.start.map_or(start, |s| s.max(start)),
+        start: since.unwrap_or(start),
         end: c.end,
     };
     let mut b = match Broadcaster::new(&list, &settings, &mut |p: &Path| movies.get(p)) {
