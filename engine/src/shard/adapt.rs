@@ -287,7 +287,12 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
     };
     let tcp = e.conn.is_some();
     let carrier = if tcp { Carrier::Tcp } else { Carrier::Udp };
-    let allowed = burst::overbuffer_allowed(carrier, e.session.dynamic_rate, e.rtx.is_some());
+    // A NACK/RTX session is not sent ahead for its retransmission alone,
+    // only when it asks with `x-Dynamic-Rate: 1` too: GStreamer's rtspsrc
+    // (do-retransmission) sent 2 s ahead over UDP at 3 % loss decoded 89 %
+    // of the pictures as in the file, against all but a few at real time;
+    // its jitter buffer's NACKs came too late for the stream's history.
+    let allowed = burst::overbuffer_allowed(carrier, e.session.dynamic_rate, false);
     let burst = config.instant_on.filter(|_| allowed);
     let thin = config.thinning.filter(|_| tcp);
     e.adapt = Adapt::new(movie, source, burst, thin, tcp, now);
