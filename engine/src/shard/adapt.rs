@@ -158,23 +158,30 @@ impl Adapt {
 
     /// The queue fill (0 to 1) thinning sees for a queue of `bound` bytes
     /// holding `queued`: scaled so that its "key frames only" level leaves
-    /// the largest key frame room, however small the queue.
+    /// the largest key frame room (see [`floor_bytes`](Self::floor_bytes)).
     fn thinning_fill(&self, queued: usize, bound: usize, floor: f32) -> f32 {
-        let bound_f = bound.max(1) as f32;
-        let floor_bytes = (bound_f * floor)
-            .min(bound.saturating_sub(self.key_room()) as f32)
-            .max(1.0);
-        queued as f32 / floor_bytes * floor
+        queued as f32 / self.floor_bytes(bound, floor) * floor
+    }
+
+    /// Where "key frames only" begins in a queue of `bound` bytes: at
+    /// `floor` of it, or lower so that the key frame room stays above it.
+    /// A queue too small for that (under twice the key frame room) keeps the
+    /// plain fractions: it cannot promise a key frame room anyway, and
+    /// scaled it would thin at its first bytes.
+    fn floor_bytes(&self, bound: usize, floor: f32) -> f32 {
+        let plain = bound.max(1) as f32 * floor;
+        let room = self.key_room();
+        if bound >= 2 * room {
+            plain.min((bound - room) as f32)
+        } else {
+            plain
+        }
     }
 
     /// The bytes queued at which [`thinning_fill`](Self::thinning_fill)
     /// reads `fill`.
     fn fill_bytes(&self, fill: f32, bound: usize, floor: f32) -> usize {
-        let bound_f = bound.max(1) as f32;
-        let floor_bytes = (bound_f * floor)
-            .min(bound.saturating_sub(self.key_room()) as f32)
-            .max(1.0);
-        (fill / floor * floor_bytes) as usize
+        (fill / floor * self.floor_bytes(bound, floor)) as usize
     }
 
     /// An RTCP receiver report's fraction lost (1/256) for stream `stream`.
