@@ -397,6 +397,18 @@ impl Library {
         self.lookup_in(&self.mp3s, path)
     }
 
+    /// As [`lookup`](Self::lookup), for a movie named by its file rather
+    /// than by a request path: a channel's playlist names files by the
+    /// operator's configuration, inside the media folder or not. The movie
+    /// shares the cache with the request paths' (one mapping for a channel
+    /// and the VoD sessions of the same file), so [`check_files`]
+    /// (Self::check_files) watches it and a changed file is a new version.
+    pub fn lookup_file(&self, file: &Path) -> Result<Lookup, LibraryError> {
+        let shown = file.display().to_string();
+        let canonical = std::fs::canonicalize(file).map_err(|e| fs_error(&shown, e))?;
+        self.lookup_version(&self.cache, canonical, &shown)
+    }
+
     fn lookup_in<T: Media>(&self, cache: &Cache<T>, path: &str) -> Result<Lookup<T>, LibraryError> {
         let relative = decode_path(path).map_err(|why| LibraryError::BadPath {
             path: path.to_owned(),
@@ -420,6 +432,17 @@ impl Library {
                 why: "no such movie",
             });
         }
+        self.lookup_version(cache, canonical, path)
+    }
+
+    /// The cached version of `canonical` (a file's canonical path), or the
+    /// [`Parse`] that indexes it; `path` names it in errors.
+    fn lookup_version<T: Media>(
+        &self,
+        cache: &Cache<T>,
+        canonical: PathBuf,
+        path: &str,
+    ) -> Result<Lookup<T>, LibraryError> {
         let meta = match std::fs::metadata(&canonical) {
             Ok(m) => m,
             Err(e) => {

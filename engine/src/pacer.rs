@@ -90,7 +90,7 @@ const BUCKETS: u64 = 256;
 
 /// A schedule entry: due time, session, generation. Ordered by all three,
 /// as the schedule pops them.
-type Due = (Nanos, SessionKey, u32);
+pub type Due = (Nanos, SessionKey, u32);
 
 /// Sessions by next due time. Each entry carries the session's generation
 /// when it was pushed; a session that was paused, moved or ended bumps its
@@ -241,6 +241,12 @@ impl Schedule {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Entries the wheel's buckets have room for, in all.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.wheel.iter().map(Vec::capacity).sum()
     }
 }
 

@@ -35,6 +35,7 @@ pub mod peers;
 pub mod rtp;
 pub mod rtsp;
 pub mod server;
+pub mod vlc;
 
 /// How long any one external command may run before the test gives up on it.
 /// Everything the suite runs finishes in a second or two; this only turns a

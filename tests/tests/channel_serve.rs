@@ -293,7 +293,8 @@ fn two_viewers_see_the_same_frames_at_the_same_time_each_from_a_key_frame() {
     wait_on_air(&server, "tv");
     let mut first = Player::setup(server.addr, &server.url("tv"), Lower::Tcp);
     first.play(None);
-    first.receive_until(Duration::from_secs(2), |_| false);
+    // The second joins 30 s later: ten passes of the loop on.
+    first.receive_until(Duration::from_secs(30), |_| false);
     let mut second = Player::setup(server.addr, &server.url("tv"), Lower::Udp);
     second.play(None);
     // Both until each has had a sender report after the other joined.

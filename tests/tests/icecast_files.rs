@@ -5,7 +5,8 @@
 //! ffmpeg copies out of the file, the bytes arrive at the file's bit rate
 //! after the burst, 200 listeners at once each get the whole stream, and
 //! hostile files, slow listeners and the listener limit each get their
-//! answer while a good listener plays on untouched.
+//! answer while a good listener plays on untouched; VLC reads the title
+//! and decodes the file's tone.
 //!
 //! The media are made here by ffmpeg (`libmp3lame`, CBR and VBR, with ID3
 //! tags). Each stream takes its file's length less the burst to arrive (it
@@ -19,6 +20,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use streamalot_tests::icecast::{frames_of, stream_title, strip};
 use streamalot_tests::server::{library, Server};
 use streamalot_tests::{require_tool, run_ok, scratch_dir};
 
@@ -51,19 +53,6 @@ fn encode(name: &str, seconds: u32, args: &[&str]) -> PathBuf {
             .arg(&path),
     );
     path
-}
-
-/// The frames of `path` as ffmpeg copies them.
-fn frames_of(path: &Path) -> Vec<u8> {
-    let out = path.with_extension("frames.mp3");
-    run_ok(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
-            .arg(path)
-            .args(["-c", "copy", "-f", "mp3", "-id3v2_version", "0", "-write_xing", "0"])
-            .arg(&out),
-    );
-    std::fs::read(&out).unwrap()
 }
 
 fn songs() -> &'static [Song; 3] {
@@ -198,36 +187,6 @@ fn listen(addr: SocketAddr, text: &str) -> Received {
 
 fn get(path: &str, headers: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: icecast-test\r\n{headers}\r\n")
-}
-
-/// The test's own reading of an ICY stream: `metaint` audio bytes, a length
-/// byte, 16 times that many bytes of text, and so on. Returns the audio and
-/// the text of each block that had any.
-fn strip(mut stream: &[u8], metaint: usize) -> (Vec<u8>, Vec<String>) {
-    let (mut audio, mut blocks) = (Vec::new(), Vec::new());
-    loop {
-        let n = metaint.min(stream.len());
-        audio.extend_from_slice(&stream[..n]);
-        stream = &stream[n..];
-        let Some((&len, rest)) = stream.split_first() else {
-            break;
-        };
-        let len = usize::from(len) * 16;
-        assert!(rest.len() >= len, "a metadata block cut short");
-        if len > 0 {
-            let text = &rest[..len];
-            let text = &text[..text.iter().position(|&b| b == 0).unwrap_or(len)];
-            blocks.push(String::from_utf8(text.to_vec()).expect("UTF-8 metadata"));
-        }
-        stream = &rest[len..];
-    }
-    (audio, blocks)
-}
-
-/// `StreamTitle='...';`'s value, read as players read it.
-fn stream_title(block: &str) -> Option<&str> {
-    let rest = block.strip_prefix("StreamTitle='")?;
-    rest.find("';").map(|end| &rest[..end])
 }
 
 /// Decodes `input` with ffmpeg to PCM and returns its MD5, without dropping
@@ -653,16 +612,25 @@ fn hostile_files_get_clear_answers_while_a_listener_plays_on() {
     std::fs::write(&text, "just some text, not audio\n").unwrap();
     let empty = dir.join("empty.mp3");
     std::fs::write(&empty, b"").unwrap();
+    // A file cut inside its ID3v2 header.
+    let id3_cut = dir.join("id3-cut.mp3");
+    std::fs::write(&id3_cut, b"ID3\x03\x00\x00\x00").unwrap();
 
     let server = serve(
         "hostile",
-        &[&cbr.path, &garbage, &absurd, &swallowing, &cut, &text, &empty],
+        &[&cbr.path, &garbage, &absurd, &swallowing, &cut, &text, &empty, &id3_cut],
         &[],
     );
     let addr = server.addr;
     let good = thread::spawn(move || listen(addr, &get("/cbr.mp3", "Icy-MetaData: 1\r\n")));
 
-    for path in ["/garbage.mp3", "/notes.mp3", "/empty.mp3", "/swallowing-id3.mp3"] {
+    for path in [
+        "/garbage.mp3",
+        "/notes.mp3",
+        "/empty.mp3",
+        "/swallowing-id3.mp3",
+        "/id3-cut.mp3",
+    ] {
         let got = listen(addr, &get(path, ""));
         assert!(got.status_line().starts_with("HTTP/1.1 415 "), "{path}: {}", got.head);
         let body = String::from_utf8_lossy(&got.body);
@@ -795,4 +763,38 @@ fn slow_listeners_are_dropped_and_the_limit_is_kept() {
     drop(again);
     let stopped = server.stop_cleanly();
     assert!(stopped.stdout.contains("listeners"), "{}", stopped.stdout);
+}
+
+#[test]
+fn vlc_decodes_the_stream_and_reads_its_title() {
+    if !streamalot_tests::vlc::installed() {
+        eprintln!("skipped: VLC (cvlc) is not installed; tools/test installs it (vlc-bin, vlc-plugin-base)");
+        return;
+    }
+    let cbr = cbr();
+    let server = serve("vlc", &[&cbr.path], &[]);
+    let dir = std::env::temp_dir().join(format!("streamalot-vlc-files-{}", std::process::id()));
+    let played = streamalot_tests::vlc::play(&format!("http://{}/cbr.mp3", server.addr), 5, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    // VLC asked for ICY metadata, read the title, and decoded MPEG audio.
+    assert!(played.log.contains("Icy-MetaInt: 16000"), "{}", played.log);
+    assert_eq!(played.titles().first().copied(), Some(cbr.title), "{}", played.log);
+    assert!(
+        played.log.contains("MPGA channels:2 samplerate:44100 bitrate:128"),
+        "{}",
+        played.log
+    );
+    // Five seconds of the file's sound: the right channel's steady 660 Hz.
+    assert!(played.seconds() > 4.0, "{} s decoded", played.seconds());
+    let hz = played.tone_hz(1, 0.5);
+    println!(
+        "VLC: {:.2} s decoded, {hz:.1} Hz on the right, titles {:?}",
+        played.seconds(),
+        played.titles()
+    );
+    assert!(
+        (hz - 660.0).abs() < 660.0 * 0.03,
+        "VLC decoded a {hz:.1} Hz tone, not 660 Hz"
+    );
+    server.stop_cleanly();
 }

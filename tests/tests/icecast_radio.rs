@@ -21,22 +21,27 @@ struct Song {
     title: String,
 }
 
-fn three_songs() -> Vec<Song> {
-    [
-        ("one.mp3", 330, "First Song"),
-        ("two.mp3", 550, "Second Song"),
-        ("three.mp3", 770, "Third Song"),
-    ]
-    .into_iter()
-    .map(|(name, hz, title)| {
-        let path = song(name, 3, hz, title);
-        Song {
-            frames: frames_of(&path),
-            path,
-            title: title.to_owned(),
-        }
+/// Made once per test process: the tests run side by side, and each
+/// writing the same files would read the other's half-written ones.
+fn three_songs() -> &'static [Song] {
+    static SONGS: std::sync::OnceLock<Vec<Song>> = std::sync::OnceLock::new();
+    SONGS.get_or_init(|| {
+        [
+            ("one.mp3", 330, "First Song"),
+            ("two.mp3", 550, "Second Song"),
+            ("three.mp3", 770, "Third Song"),
+        ]
+        .into_iter()
+        .map(|(name, hz, title)| {
+            let path = song(name, 3, hz, title);
+            Song {
+                frames: frames_of(&path),
+                path,
+                title: title.to_owned(),
+            }
+        })
+        .collect()
     })
-    .collect()
 }
 
 #[test]
@@ -108,6 +113,28 @@ fn a_radio_of_three_songs_changes_its_title_at_each_song() {
         assert!(titles.len() >= 3, "listener {name}: {titles:?}");
         let distinct: std::collections::HashSet<&String> = titles.iter().collect();
         assert_eq!(distinct.len(), 3, "listener {name}: every song's title: {titles:?}");
+    }
+    // VLC, as a listener would play the radio: it reads each song's title
+    // as the song changes (songs of three seconds: in ten seconds, at least
+    // three changes), and decodes the tones.
+    if streamalot_tests::vlc::installed() {
+        let dir = std::env::temp_dir().join(format!("streamalot-vlc-radio-{}", std::process::id()));
+        let played = streamalot_tests::vlc::play(&format!("http://{addr}/radio.mp3"), 10, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let titles = played.titles();
+        println!("VLC: {:.2} s decoded, titles {titles:?}", played.seconds());
+        assert!(titles.len() >= 4, "VLC read {titles:?}");
+        for pair in titles.windows(2) {
+            let at = songs.iter().position(|s| s.title == pair[0]).expect("a song's title");
+            assert_eq!(
+                pair[1],
+                songs[(at + 1) % 3].title,
+                "VLC's titles in the playlist's order: {titles:?}"
+            );
+        }
+        assert!(played.seconds() > 9.0, "{} s decoded", played.seconds());
+    } else {
+        eprintln!("VLC part skipped: VLC (cvlc) is not installed; tools/test installs it (vlc-bin, vlc-plugin-base)");
     }
     server.stop_cleanly();
 }

@@ -5,7 +5,8 @@
 //! changes the title that listeners with `Icy-MetaData: 1` read; and
 //! hostile sources (a wrong password, a busy mount, a bad content type, a
 //! garbage body, a source that stalls) each get their answer while a
-//! listener of another mount plays on untouched.
+//! listener of another mount plays on untouched; VLC plays a live mount,
+//! reads its title and decodes its tone.
 //!
 //! The songs are made here by ffmpeg; each stream takes its song's length
 //! to play, so the songs are short.
@@ -278,7 +279,15 @@ fn hostile_sources_are_refused_and_another_mount_plays_on() {
         .send_frames(&song.frames[..30_000], Duration::from_secs(60))
         .unwrap();
     wait_for_mount(addr, "/stall.mp3", Duration::from_secs(5));
+    let asked = std::time::Instant::now();
     let stalled_listener = listen(addr, "/stall.mp3", false, Duration::from_secs(20));
+    // Ended by the server once the source timed out (2 s), not by the
+    // test's own limit.
+    let ended_after = asked.elapsed();
+    assert!(
+        ended_after < Duration::from_secs(12),
+        "the stalled mount's listener was not ended: {ended_after:?}"
+    );
     assert_eq!(stalled_listener.status(), 200);
     let (audio, _) = stalled_listener.strip();
     let (_, end) = assert_contiguous_run(&audio, &song.frames, "the stalled mount's listener");
@@ -362,5 +371,46 @@ fn gstreamer_plays_a_live_mount_and_reads_its_new_title() {
     let got = std::fs::read(&out).unwrap();
     let (_, end) = assert_contiguous_run(&got, &song.frames, "GStreamer's copy");
     assert_eq!(end, song.frames.len());
+    server.stop_cleanly();
+}
+
+#[test]
+fn vlc_plays_a_live_mount_and_reads_its_title() {
+    if !streamalot_tests::vlc::installed() {
+        eprintln!("skipped: VLC (cvlc) is not installed; tools/test installs it (vlc-bin, vlc-plugin-base)");
+        return;
+    }
+    let song = long_tone();
+    let server = serve("vlc", &[]);
+    let addr = server.addr;
+    let ffmpeg = ffmpeg_source(&server, song, "/live.mp3", PASSWORD);
+    wait_for_mount(addr, "/live.mp3", Duration::from_secs(10));
+    let (status, text) = request(
+        addr,
+        &format!(
+            "GET /admin/metadata?mount=/live.mp3&mode=updinfo&song=On+Air+Now HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\n\r\n",
+            basic("source", PASSWORD)
+        ),
+    );
+    assert_eq!(status, 200, "{text}");
+    let dir = std::env::temp_dir().join(format!("streamalot-vlc-live-{}", std::process::id()));
+    let played = streamalot_tests::vlc::play(&format!("http://{addr}/live.mp3"), 5, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let hz = played.tone_hz(0, 0.5);
+    println!(
+        "VLC: {:.2} s decoded, {hz:.1} Hz, titles {:?}",
+        played.seconds(),
+        played.titles()
+    );
+    assert!(played.log.contains("Icy-Name: Test Radio"), "{}", played.log);
+    assert_eq!(played.titles().first().copied(), Some("On Air Now"), "{}", played.log);
+    assert!(played.seconds() > 4.0, "{} s decoded", played.seconds());
+    // The source's tone: 660 Hz.
+    assert!(
+        (hz - 660.0).abs() < 660.0 * 0.03,
+        "VLC decoded a {hz:.1} Hz tone, not 660 Hz"
+    );
+    let out = wait_with_timeout(ffmpeg, Duration::from_secs(30), "ffmpeg's icecast source");
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
     server.stop_cleanly();
 }

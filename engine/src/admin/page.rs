@@ -1,7 +1,7 @@
 //! The status page at `/`: one HTML file with its style and script inline
 //! (the box may have no internet, so nothing is fetched from elsewhere),
 //! which shows the server's health, the shards' load, the sessions, the
-//! live streams and a chart of the throughput over the last minutes, and
+//! channels (what plays now and next), the live streams and a chart of the throughput over the last minutes, and
 //! refreshes them from the admin API every two seconds.
 //!
 //! The server never puts the token in the page: the page takes it from

@@ -220,12 +220,28 @@ fn probe(
     notes: &mut VecDeque<Note>,
     e: &Entry,
 ) -> Option<Duration> {
+    // A movie whose file changed under its mapping is asked for again: the
+    // opener has the file as it is now, or says why not.
+    if let Some(Some((m, _))) = known.get(&e.path) {
+        if m.is_damaged() {
+            known.remove(&e.path);
+        }
+    }
+    let skip = |reason: String| Note::Skipped {
+        path: e.path.clone(),
+        origin: e.origin.clone(),
+        reason,
+    };
+    if !known.contains_key(&e.path) {
+        if let Ok(m) = open(&e.path) {
+            if m.is_damaged() {
+                // Not remembered: once the file is opened afresh it plays.
+                notes.push_back(skip("its file changed under its mapping".into()));
+                return None;
+            }
+        }
+    }
     let got = known.entry(e.path.clone()).or_insert_with(|| {
-        let skip = |reason: String| Note::Skipped {
-            path: e.path.clone(),
-            origin: e.origin.clone(),
-            reason,
-        };
         let movie = match open(&e.path) {
             Ok(m) => m,
             Err(why) => {
@@ -567,6 +583,20 @@ impl Broadcaster {
                 }
                 let packet = p.held.take().expect("held");
                 return self.emit(k, &packet, buf);
+            }
+            if p.movie.is_damaged() {
+                // Its file was truncated or rewritten under the mapping:
+                // what is left of it would read as zeros. The next movie
+                // starts at once, as after a skip.
+                let path = p.slot.entry.path.clone();
+                self.notes.push_back(Note::Damaged {
+                    path,
+                    why: "the file changed under its mapping; the next movie starts".into(),
+                });
+                self.playing = None;
+                self.schedule.skip(now);
+                self.next_at = now;
+                continue;
             }
             let due_ns = match p.cursor.peek_transmit_ns(&p.movie) {
                 None => {

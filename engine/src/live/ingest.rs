@@ -162,7 +162,25 @@ impl Ingest {
     /// Takes an RTP packet for stream `track`, or says why not (and counts
     /// it either way). The packet's bytes are copied here, once.
     pub fn rtp(&mut self, track: usize, data: &[u8], now: Nanos) -> Result<LivePacket, Refused> {
-        let result = self.check(track, data, now);
+        self.rtp_with(track, data, now, || Bytes::copy_from_slice(data))
+    }
+
+    /// As [`rtp`](Self::rtp), for a packet the caller already owns as
+    /// `Bytes` (a channel's, written once by its broadcaster): kept as it
+    /// is, not copied.
+    pub fn rtp_owned(&mut self, track: usize, data: Bytes, now: Nanos) -> Result<LivePacket, Refused> {
+        let owned = data.clone();
+        self.rtp_with(track, &data, now, move || owned)
+    }
+
+    fn rtp_with(
+        &mut self,
+        track: usize,
+        data: &[u8],
+        now: Nanos,
+        own: impl FnOnce() -> Bytes,
+    ) -> Result<LivePacket, Refused> {
+        let result = self.check(track, data, now, own);
         match &result {
             Ok(_) => {
                 self.counters.packets += 1;
@@ -176,7 +194,13 @@ impl Ingest {
         result
     }
 
-    fn check(&mut self, track: usize, data: &[u8], now: Nanos) -> Result<LivePacket, Refused> {
+    fn check(
+        &mut self,
+        track: usize,
+        data: &[u8],
+        now: Nanos,
+        own: impl FnOnce() -> Bytes,
+    ) -> Result<LivePacket, Refused> {
         let pkt = rtp::Packet::new_checked(data).map_err(Refused::Malformed)?;
         let t = self.desc.tracks.get(track).ok_or(Refused::NoStream)?;
         let s = self.streams.get_mut(track).ok_or(Refused::NoStream)?;
@@ -217,7 +241,7 @@ impl Ingest {
             timestamp,
             frame_start,
             key,
-            data: Bytes::copy_from_slice(data),
+            data: own(),
         })
     }
 

@@ -1180,9 +1180,38 @@ impl Control {
             }
             return;
         }
-        match p.ingest.rtp(track, data, t) {
+        let result = p.ingest.rtp(track, data, t);
+        drop(registry);
+        self.fan_out(key, id, track, result);
+    }
+
+    /// Feeds a packet of publisher `key`'s stream `track` that is already
+    /// owned as `Bytes` (a channel's) to the live ingest, as
+    /// [`ingest`](Self::ingest) does, without copying it.
+    fn ingest_owned(&self, key: SessionKey, track: usize, data: bytes::Bytes) {
+        let t = now();
+        let mut registry = self.live.borrow_mut();
+        let Some(p) = registry.get_mut(key) else { return };
+        if p.phase != Phase::Recording {
+            return;
+        }
+        let id = p.desc.id;
+        let result = p.ingest.rtp_owned(track, data, t);
+        drop(registry);
+        self.fan_out(key, id, track, result);
+    }
+
+    /// A packet the ingest took to every shard (and the pushes), or the
+    /// refusal logged.
+    fn fan_out(
+        &self,
+        key: SessionKey,
+        id: live::BroadcastId,
+        track: usize,
+        result: Result<live::LivePacket, live::ingest::Refused>,
+    ) {
+        match result {
             Ok(packet) => {
-                drop(registry);
                 self.feed_pushes(id, track, false, || packet.data.clone());
                 let mut full = 0;
                 for tx in &self.live_shards {
@@ -1202,6 +1231,8 @@ impl Control {
                 }
             }
             Err(e) => {
+                let registry = self.live.borrow();
+                let Some(p) = registry.get(key) else { return };
                 let c = p.ingest.counters;
                 let refused = c.refused();
                 let of_kind = match e {

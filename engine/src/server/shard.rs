@@ -44,8 +44,9 @@ use crate::source::Nanos;
 
 /// At most this many RTCP datagrams per `recvmmsg`.
 const RTCP_BATCH: usize = 64;
-/// Capacity an interleaved connection's write buffer may keep between
-/// writes.
+/// Capacity an interleaved connection's write buffer may keep from one
+/// write to the next while bytes keep coming (it is dropped whenever the
+/// connection has nothing to write).
 const WRITE_BUFFER_KEEP: usize = 64 * 1024;
 /// POST legs that may wait behind a tunnel's current one.
 const LEG_QUEUE: usize = 2;
@@ -503,6 +504,11 @@ async fn write_loop(
                 driver.feed(Input::ConnWritten { conn: id });
             }
             Taken::Idle => {
+                // Nothing to write: no buffer is kept while waiting. A live
+                // viewer's join burst grows it to tens of KiB, and thousands
+                // of viewers waiting for the next packet would each keep that
+                // much; a steady stream allocates one small buffer a write.
+                buf = Vec::new();
                 if kicked.recv().await.is_none() {
                     break;
                 }

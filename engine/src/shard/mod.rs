@@ -56,7 +56,7 @@ use crate::access_log::AccessRecord;
 use crate::icecast::listener::{Listener, ListenerStart};
 use crate::icecast::mount::{MountId, MountNews, MountReplica};
 use crate::live::{self, BroadcastId, Description, Replica};
-use crate::pacer::{self, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
+use crate::pacer::{self, Due, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
 use crate::random::Rng;
 use crate::repair::burst::BurstConfig;
 use crate::repair::nack::NackStats;
@@ -707,6 +707,13 @@ pub struct ShardCore {
     /// far out of the caches, the 16-byte ones mostly in them.
     sessions: KeyMap<SessionKey, Box<Entry>>,
     schedule: Schedule,
+    /// Live viewers a new packet of their broadcast woke, due at once, in
+    /// the order they were woken: served before the schedule's entries.
+    /// Every packet wakes every viewer waiting at the live edge, and in the
+    /// schedule they would all land in the bucket of the moment, so that
+    /// each of its buckets in turn grew to room for all the viewers (6 KiB
+    /// a viewer at 256 buckets) and each round sorted thousands of them.
+    woken: VecDeque<Due>,
     /// The sessions that have each client RTCP address.
     rtcp_routes: AddressRoutes,
     /// The session of each of our streams' SSRCs, to tell apart reports that
@@ -833,6 +840,7 @@ impl ShardCore {
             live_silence: live::SILENCE_TIMEOUT,
             sessions: KeyMap::default(),
             schedule: Schedule::default(),
+            woken: VecDeque::new(),
             rtcp_routes: AddressRoutes::default(),
             ssrc_routes: KeyMap::default(),
             conns: KeyMap::default(),
@@ -925,7 +933,12 @@ impl ShardCore {
     /// delay does not make it late, but no sooner than a round after the
     /// last one, unless a request has just started a session's media.
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        let paced = self.schedule.next_due().map(|d| d.saturating_sub(LOOKAHEAD));
+        let woken = self.woken.front().map(|w| w.0);
+        let paced = match (self.schedule.next_due(), woken) {
+            (Some(d), Some(w)) => Some(d.min(w)),
+            (d, w) => d.or(w),
+        }
+        .map(|d| d.saturating_sub(LOOKAHEAD));
         let mut next = paced.map_or(self.next_housekeeping, |p| p.min(self.next_housekeeping));
         if let Some(l) = self.listener_schedule.next_due() {
             next = next.min(l);
@@ -941,7 +954,8 @@ impl ShardCore {
     }
 
     /// Gives the writer of `conn` what it has queued, swapping it with the
-    /// (empty) `buf`, whose capacity the connection keeps for its next bytes.
+    /// (empty) `buf`, whose capacity the connection keeps for its next bytes
+    /// while they keep coming; a connection with nothing queued keeps none.
     pub fn take_conn_bytes(&mut self, conn: ConnId, buf: &mut Vec<u8>) -> Taken {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Taken::Closed;
@@ -954,6 +968,10 @@ impl ShardCore {
             return Taken::Bytes;
         }
         if !c.closing {
+            // The writer waits: the queue's room goes until bytes come
+            // (what a burst grew it to would otherwise stay with every idle
+            // connection).
+            c.out = Vec::new();
             return Taken::Idle;
         }
         let client = c.client;
@@ -1457,6 +1475,7 @@ impl ShardCore {
         let ShardCore {
             sessions,
             schedule,
+            woken,
             conns,
             stats,
             udp,
@@ -1468,7 +1487,7 @@ impl ShardCore {
         } = self;
         // Bounded (see ROUND_PACKETS): what is left goes next round.
         while udp.len() < pacer::ROUND_PACKETS {
-            let Some((due, key, generation)) = schedule.pop_due(horizon) else {
+            let Some((due, key, generation)) = woken.pop_front().or_else(|| schedule.pop_due(horizon)) else {
                 break;
             };
             let Some(e) = sessions.get_mut(&key) else { continue };
@@ -1682,7 +1701,7 @@ impl ShardCore {
         let mut woke = false;
         for key in idle.drain(..) {
             if let Some(e) = self.sessions.get(&key) {
-                self.schedule.push(now, key, e.generation);
+                self.woken.push_back((now, key, e.generation));
                 woke = true;
             }
         }

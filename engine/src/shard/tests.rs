@@ -1204,6 +1204,74 @@ mod live {
     }
 
     #[test]
+    fn viewers_waiting_at_the_live_edge_keep_no_schedule_room_or_write_buffer() {
+        // Every packet wakes every viewer at the live edge. They are served
+        // from a list of their own; in the schedule each bucket the packets
+        // fell in grew to room for every viewer, and an interleaved
+        // viewer's queue kept what its join burst grew it to.
+        let mut sim = Sim::new(config(60));
+        sim.input(Input::Live(News::Start(desc())));
+        let mut publisher = Publisher::new(25);
+        publisher.run(&mut sim, 1_500 * MS);
+        const VIEWERS: u64 = 100;
+        for key in 1..=VIEWERS {
+            viewer_udp(&mut sim, key, 6000 + 4 * key as u16);
+            play(&mut sim, key);
+        }
+        let (key, conn) = (VIEWERS + 1, 1);
+        sim.input(Input::ConnOpened {
+            conn,
+            client: addr(50_001),
+            tunnelled: false,
+        });
+        let setup = |track: u32, channels: &str, session: &str| {
+            request(&format!(
+                "SETUP rtsp://h/live/cam/trackID={track} RTSP/1.0\r\nCSeq: {track}\r\n{session}\
+                 Transport: RTP/AVP/TCP;unicast;interleaved={channels}\r\n\r\n"
+            ))
+        };
+        sim.input(Input::Command(Command::NewViewer {
+            key,
+            path: "/live/cam".into(),
+            broadcast: desc(),
+            request: setup(1, "0-1", ""),
+            client: addr(50_001),
+            conn: Some(conn),
+            reply: 0,
+        }));
+        let session = format!("Session: {}\r\n", session_id(key));
+        sim.input(Input::ConnRequest {
+            conn,
+            key,
+            request: setup(2, "2-3", &session),
+        });
+        let play = format!("PLAY rtsp://h/live/cam RTSP/1.0\r\nCSeq: 9\r\n{session}\r\n");
+        sim.input(Input::ConnRequest {
+            conn,
+            key,
+            request: request(&play),
+        });
+        // Two seconds live: 150 packets, each waking every viewer.
+        let start = sim.now;
+        publisher.run(&mut sim, start + 2_000 * MS);
+        sim.run_until(sim.now + 5 * MS);
+        let per_viewer: Vec<usize> = (1..=VIEWERS)
+            .map(|k| to_port(&sim, 6000 + 4 * k as u16).len())
+            .collect();
+        assert!(per_viewer.iter().all(|&n| n == per_viewer[0]), "{per_viewer:?}");
+        let tcp = sim.frames(conn, 0).len();
+        assert_eq!(tcp, per_viewer[0], "the interleaved viewer got as much video");
+        assert!(tcp >= 2 * 50, "every packet of the last two seconds: {tcp}");
+        let room = sim.core.schedule.capacity();
+        assert!(
+            room < VIEWERS as usize * 2,
+            "the schedule has room for {room} entries for {VIEWERS} viewers"
+        );
+        let kept = sim.core.conns.get(&conn).map(|c| c.out.capacity());
+        assert_eq!(kept, Some(0), "a written-out connection keeps no queue room");
+    }
+
+    #[test]
     fn a_viewer_that_plays_before_any_key_frame_waits_for_one() {
         let mut sim = Sim::new(config(60));
         sim.input(Input::Live(News::Start(desc())));

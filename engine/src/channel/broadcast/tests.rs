@@ -446,3 +446,254 @@ fn a_paused_broadcast_sends_nothing_and_resumes_where_it_stopped() {
     assert_eq!(b.progress(now).unwrap().number, 0, "still the first movie");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Steps `b` from `*now` while what it asks for is due by `until`; `*now`
+/// ends at the last instant it was asked at.
+fn run_until(b: &mut Broadcaster, now: &mut SystemTime, until: SystemTime, notes: &mut Vec<Note>) -> Vec<Sent> {
+    let mut open = opener();
+    let mut buf = Vec::new();
+    let mut sent = Vec::new();
+    loop {
+        let step = b.next(*now, &mut open, &mut buf);
+        notes.extend(std::iter::from_fn(|| b.poll_note()));
+        match step {
+            Step::Packet { track } => {
+                let pkt = proto::rtp::Packet::new_checked(&buf[..]).unwrap();
+                sent.push(Sent {
+                    at: *now,
+                    track,
+                    header: Header::parse(&pkt).unwrap(),
+                    payload: pkt.payload().to_vec(),
+                });
+            }
+            Step::Wait(t) if t <= until => *now = t,
+            Step::Wait(_) | Step::Ended => return sent,
+        }
+        assert!(sent.len() < 100_000, "runs away");
+    }
+}
+
+/// The clips `a.mp4`, `b.mov`, `c.mp4` and `mismatch.mp4` in a scratch
+/// directory, with `tv.ply` listing `lines`.
+fn all_clips_list(name: &str, lines: &str) -> Option<(PathBuf, Playlist)> {
+    let recipes = testing::looped_channel_clips();
+    let clips = testing::clips(&recipes)?;
+    let dir = testing::scratch(name);
+    for (clip, name) in clips.iter().zip(["a.mp4", "b.mov", "c.mp4", "mismatch.mp4"]) {
+        std::fs::copy(clip, dir.join(name)).unwrap();
+    }
+    std::fs::write(dir.join("tv.ply"), format!("*PLAY-LIST*\n{lines}")).unwrap();
+    let list = Playlist::load(dir.join("tv.ply"), &mut Disk).unwrap();
+    Some((dir, list))
+}
+
+fn looped_three_upcoming(start: SystemTime, seed: u64) -> Settings {
+    Settings {
+        reference: None,
+        mode: PlayMode::SequentialLooped,
+        window: 0,
+        seed,
+        max_movies: None,
+        max_upcoming: 3,
+        start,
+        end: None,
+    }
+}
+
+fn file_names(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_pause_moves_the_rest_of_the_stream_packet_for_packet() {
+    let Some((dir, list)) = all_clips_list("broadcast-pause", "a.mp4\nb.mov\n") else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let pause_at = start + Duration::from_millis(1_300);
+    let gap = Duration::from_secs(10);
+    // The same channel run straight through, for comparison.
+    let mut straight = Broadcaster::new(&list, &looped_three_upcoming(start, 21), &mut opener()).unwrap();
+    let mut t = start;
+    let mut notes = Vec::new();
+    let reference = run_until(&mut straight, &mut t, start + Duration::from_secs(3), &mut notes);
+
+    let mut b = Broadcaster::new(&list, &looped_three_upcoming(start, 21), &mut opener()).unwrap();
+    let mut now = start;
+    let before = run_until(&mut b, &mut now, pause_at, &mut notes);
+    assert!(!before.is_empty());
+    b.pause(pause_at);
+    assert!(b.is_paused());
+    // Asked all through the pause, it sends nothing and asks to be asked
+    // again later.
+    let mut open = opener();
+    let mut buf = Vec::new();
+    let mut asked = pause_at;
+    while asked < pause_at + gap {
+        match b.next(asked, &mut open, &mut buf) {
+            Step::Wait(at) => assert!(at > asked, "a wait goes forward"),
+            other => panic!("paused, yet {other:?} at {asked:?}"),
+        }
+        asked += Duration::from_millis(700);
+    }
+    // A second pause changes nothing.
+    b.pause(pause_at + Duration::from_secs(5));
+    b.resume(pause_at + gap);
+    assert!(!b.is_paused());
+    let mut now = pause_at + gap;
+    let after = run_until(&mut b, &mut now, start + Duration::from_secs(3) + gap, &mut notes);
+
+    // Before the pause: what the straight run sent by then.
+    let same = |a: &Sent, r: &Sent| a.track == r.track && a.header == r.header && a.payload == r.payload;
+    let (ref_before, ref_after): (Vec<&Sent>, Vec<&Sent>) = reference.iter().partition(|s| s.at <= pause_at);
+    assert_eq!(before.len(), ref_before.len());
+    assert!(before.iter().zip(&ref_before).all(|(a, r)| same(a, r) && a.at == r.at));
+    // After it: the rest of the straight run, packet for packet with the
+    // same sequence numbers and timestamps (the stream goes on where it
+    // stopped, and across the next movie boundaries), each the pause later
+    // on the wall clock.
+    assert!(ref_after.len() > 50, "{} packets", ref_after.len());
+    assert_eq!(
+        after.len(),
+        ref_after.len(),
+        "{} after, {} in the straight run",
+        after.len(),
+        ref_after.len()
+    );
+    for (a, r) in after.iter().zip(&ref_after) {
+        assert!(same(a, r), "{:?} vs {:?}", a.header, r.header);
+        assert_eq!(a.at, r.at + gap);
+    }
+    // Sender reports keep their interval, moved by the pause.
+    assert_eq!(b.next_report(), straight.next_report() + gap);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_upcoming_list_follows_inserts_skips_and_reloads() {
+    let Some((dir, list)) = all_clips_list("broadcast-upcoming", "a.mp4\nmismatch.mp4\nb.mov\nc.mp4\n") else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut b = Broadcaster::new(&list, &looped_three_upcoming(start, 3), &mut opener()).unwrap();
+    let mut open = opener();
+    let mut now = start;
+    let mut notes = Vec::new();
+    let started = |notes: &mut Vec<Note>| -> Vec<Started> {
+        notes
+            .drain(..)
+            .filter_map(|n| match n {
+                Note::Started(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    };
+    run_until(&mut b, &mut now, start, &mut notes);
+    let first = started(&mut notes);
+    assert_eq!(first.len(), 1);
+    assert_eq!(file_names(&[first[0].path.clone()]), ["a.mp4"]);
+    // The movie that does not fit the reference is never listed.
+    assert_eq!(file_names(&first[0].upcoming), ["b.mov", "c.mp4", "a.mp4"]);
+    assert_eq!(b.upcoming(&mut open), first[0].upcoming);
+    assert_eq!(
+        first[0].upcoming_text,
+        status::upcoming(first[0].upcoming.iter().map(PathBuf::as_path))
+    );
+
+    // An insert goes first; the rest moves down.
+    b.insert_next(dir.join("c.mp4"));
+    assert_eq!(file_names(&b.upcoming(&mut open)), ["c.mp4", "b.mov", "c.mp4"]);
+    // Skipped to: it plays now, marked inserted, and the list is as before.
+    now += Duration::from_millis(400);
+    b.skip(now);
+    let skipped_at = now;
+    run_until(&mut b, &mut now, skipped_at, &mut notes);
+    let second = started(&mut notes);
+    assert_eq!(second.len(), 1);
+    assert!(second[0].inserted);
+    assert_eq!(second[0].start, now);
+    assert_eq!(file_names(&[second[0].path.clone()]), ["c.mp4"]);
+    assert_eq!(file_names(&second[0].upcoming), ["b.mov", "c.mp4", "a.mp4"]);
+    // Played out on the schedule: the next is the list's own.
+    let end = second[0].start + second[0].length;
+    run_until(&mut b, &mut now, end, &mut notes);
+    let third = started(&mut notes);
+    assert_eq!(file_names(&[third[0].path.clone()]), ["b.mov"]);
+    assert_eq!(file_names(&third[0].upcoming), ["c.mp4", "a.mp4", "b.mov"]);
+
+    // A new list: what comes next is from it alone.
+    std::fs::write(dir.join("tv.ply"), "*PLAY-LIST*\nc.mp4\na.mp4\n").unwrap();
+    let list = Playlist::load(dir.join("tv.ply"), &mut Disk).unwrap();
+    b.reload(&list);
+    let upcoming = file_names(&b.upcoming(&mut open));
+    assert_eq!(upcoming.len(), 3, "{upcoming:?}");
+    assert!(upcoming.iter().all(|n| n == "c.mp4" || n == "a.mp4"), "{upcoming:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_movie_damaged_under_its_mapping_ends_and_the_next_starts_at_once() {
+    let Some((dir, list)) = all_clips_list("broadcast-damaged", "a.mp4\nb.mov\n") else {
+        eprintln!("skipped: ffmpeg is not installed");
+        return;
+    };
+    // The movies the broadcaster was handed, to look at their files as
+    // the library's check does.
+    let opened: std::rc::Rc<std::cell::RefCell<HashMap<PathBuf, Arc<Movie>>>> = Default::default();
+    let mut open = {
+        let opened = opened.clone();
+        move |p: &Path| {
+            let m = Arc::new(Movie::open(p).map_err(|e| e.to_string())?);
+            opened.borrow_mut().insert(p.to_owned(), m.clone());
+            Ok::<_, String>(m)
+        }
+    };
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut b = Broadcaster::new(&list, &looped_three_upcoming(start, 8), &mut open).unwrap();
+    let mut buf = Vec::new();
+    let mut now = start;
+    let mut sent = 0;
+    while now < start + Duration::from_millis(300) {
+        match b.next(now, &mut open, &mut buf) {
+            Step::Packet { .. } => sent += 1,
+            Step::Wait(t) => now = t,
+            Step::Ended => panic!("looped"),
+        }
+    }
+    assert!(sent > 0);
+    while b.poll_note().is_some() {}
+    // a.mp4 rewritten in place (its modification time moves), as an
+    // operator copying over it would.
+    let a = dir.join("a.mp4");
+    let file = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(60)).unwrap();
+    drop(file);
+    let movie = opened.borrow().get(&a).cloned().expect("a.mp4 was opened");
+    assert!(movie.check_file(), "the change is seen");
+
+    let step = b.next(now, &mut open, &mut buf);
+    assert!(matches!(step, Step::Packet { .. }), "{step:?}");
+    let notes: Vec<Note> = std::iter::from_fn(|| b.poll_note()).collect();
+    let messages: Vec<String> = notes.iter().map(Note::message).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| matches!(n, Note::Damaged { path, .. } if *path == a)),
+        "{messages:#?}"
+    );
+    let next = notes
+        .iter()
+        .find_map(|n| match n {
+            Note::Started(s) => Some(s),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{messages:#?}"));
+    assert_eq!(next.path, dir.join("b.mov"), "{messages:#?}");
+    assert_eq!(next.start, now, "the next movie starts at once");
+    std::fs::remove_dir_all(dir).unwrap();
+}

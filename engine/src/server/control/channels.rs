@@ -33,6 +33,7 @@ use crate::channel::broadcast::{Broadcaster, Note, Settings, Started, Step};
 use crate::channel::compat::Layout;
 use crate::channel::config::{Channel, When};
 use crate::channel::playlist::{Disk, Playlist};
+use crate::library::{Library, LibraryError, Lookup};
 use crate::live;
 use crate::pacer::SessionKey;
 
@@ -44,6 +45,8 @@ const RELOAD_CHECK: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(5);
 /// Packets sent before the task lets the control core's other tasks run.
 const BURST: usize = 256;
+/// Room for one packet: a hinted movie's packets fit an Ethernet MTU.
+const PACKET_CAPACITY: usize = 1500;
 /// The log lines each channel keeps for the admin API.
 const NOTES_KEPT: usize = 20;
 /// How often a channel that runs only while watched counts its viewers.
@@ -179,27 +182,42 @@ fn wall_now() -> SystemTime {
     UNIX_EPOCH + super::super::wall_epoch() + Duration::from_nanos(now())
 }
 
-/// The movies a channel may play, opened on the blocking thread before the
-/// broadcaster asks for them.
-#[derive(Default)]
+/// The movies a channel may play, opened through the media library on the
+/// blocking thread before the broadcaster asks for them: the library's
+/// cache (one mapping for a channel and the VoD sessions of the same file)
+/// and its checks of files changed under their mapping apply to channels
+/// too.
 struct Movies {
+    library: Arc<Library>,
     open: HashMap<PathBuf, Result<Arc<Movie>, String>>,
 }
 
 impl Movies {
+    fn new(library: Arc<Library>) -> Movies {
+        Movies {
+            library,
+            open: HashMap::new(),
+        }
+    }
+
     async fn ensure(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
         for p in paths {
             if self.open.contains_key(&p) {
                 continue;
             }
-            let q = p.clone();
-            let opened = glommio::executor()
-                .spawn_blocking(move || Movie::open(&q).map(Arc::new).map_err(|e| e.to_string()))
-                .await;
-            self.open.insert(p, opened);
+            let opened = match self.library.lookup_file(&p) {
+                Ok(Lookup::Ready(m)) => Ok(m),
+                Ok(Lookup::Parse(parse)) => glommio::executor().spawn_blocking(move || parse.run()).await,
+                Err(e) => Err(e),
+            };
+            self.open.insert(p, opened.map_err(|e| why_not(&e)));
         }
     }
 
+    /// The movie at `p`. One damaged under its mapping (its file truncated
+    /// or rewritten in place) is handed out as it is, and the broadcaster
+    /// skips it, until [`reopen_damaged`](Self::reopen_damaged) has the
+    /// file as it is now.
     fn get(&self, p: &Path) -> Result<Arc<Movie>, String> {
         self.open
             .get(p)
@@ -210,6 +228,33 @@ impl Movies {
     /// After the playlist changed: what did not open is tried again.
     fn forget_failures(&mut self) {
         self.open.retain(|_, r| r.is_ok());
+    }
+
+    /// The movies damaged under their mapping are opened again, as the
+    /// files are now.
+    async fn reopen_damaged(&mut self) {
+        let damaged: Vec<PathBuf> = self
+            .open
+            .iter()
+            .filter(|(_, r)| r.as_ref().is_ok_and(|m| m.is_damaged()))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &damaged {
+            self.open.remove(p);
+        }
+        self.ensure(damaged).await;
+    }
+}
+
+/// Why a channel's movie did not open, for its skip note (which names the
+/// file already).
+fn why_not(e: &LibraryError) -> String {
+    match e {
+        LibraryError::NotFound { why, .. } => format!("cannot open: {why}"),
+        LibraryError::Forbidden { .. } => "cannot open: permission denied".into(),
+        LibraryError::Io { source, .. } => format!("cannot open: {source}"),
+        LibraryError::Unsupported { source, .. } => format!("cannot stream it: {source}"),
+        other => other.to_string(),
     }
 }
 
@@ -267,7 +312,7 @@ async fn command_within(rx: &LocalReceiver<Command>, d: Duration) -> Option<Opti
 }
 
 async fn drive(ctl: Rc<Control>, h: Rc<Handle>, rx: LocalReceiver<Command>) {
-    let mut movies = Movies::default();
+    let mut movies = Movies::new(ctl.library.clone());
     let mut run = true;
     // The configured start holds until an operator stops the channel: a
     // start in the past puts the first run where the schedule has got to
@@ -406,7 +451,7 @@ async fn on_air(
     let mut next_viewer_check = Instant::now() + VIEWER_CHECK;
     let mut playlist_stamp = stamp(&c.playlist);
     let mut next_reload_check = Instant::now() + RELOAD_CHECK;
-    let mut buf = Vec::with_capacity(2048);
+    let mut buf = Vec::with_capacity(PACKET_CAPACITY);
     let cname = format!("streamalot{}", h.path);
     let outcome = loop {
         // Stopped through the publishers' API, or at shutdown.
@@ -415,6 +460,7 @@ async fn on_air(
         }
         if Instant::now() >= next_reload_check {
             next_reload_check = Instant::now() + RELOAD_CHECK;
+            movies.reopen_damaged().await;
             let s = stamp(&c.playlist);
             if s != playlist_stamp {
                 playlist_stamp = s;
@@ -454,7 +500,13 @@ async fn on_air(
         for _ in 0..BURST {
             let t = wall_now();
             match b.next(t, &mut |p: &Path| movies.get(p), &mut buf) {
-                Step::Packet { track } => ctl.ingest(key, track, false, &buf),
+                Step::Packet { track } => {
+                    // The packet's buffer becomes its `Bytes` as it is: the
+                    // one copy of its payload is the broadcaster's, out of
+                    // the mapping.
+                    let packet = std::mem::replace(&mut buf, Vec::with_capacity(PACKET_CAPACITY));
+                    ctl.ingest_owned(key, track, bytes::Bytes::from(packet));
+                }
                 Step::Wait(at) => {
                     wake = wake.min(at);
                     break;
@@ -622,11 +674,12 @@ pub async fn act(ctl: &Control, path: &str, action: crate::http::ChannelAction) 
                 .library
                 .file(&format!("/{}", movie.trim_start_matches('/')))
                 .map_err(|e| (e.status(), e.to_string()))?;
-            let f = file.clone();
-            let opened = glommio::executor()
-                .spawn_blocking(move || Movie::open(&f).map_err(|e| e.to_string()))
-                .await
-                .map_err(|why| (415, why))?;
+            let opened = match ctl.library.lookup_file(&file) {
+                Ok(Lookup::Ready(m)) => Ok(m),
+                Ok(Lookup::Parse(parse)) => glommio::executor().spawn_blocking(move || parse.run()).await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| (415, e.to_string()))?;
             if let Some(reference) = h.status.borrow().reference.as_ref() {
                 reference
                     .check(&Layout::of(&opened))
