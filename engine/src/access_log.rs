@@ -9,14 +9,16 @@
 //! #Software: Streamalot 0.1.0
 //! #Version: 1.0
 //! #Date: 2025-01-31 12:00:00
-//! #Fields: c-ip date time cs-uri-stem c-starttime x-duration c-status cs(User-Agent) sc-bytes s-pkts-sent c-pkts-lost transport
-//! 192.0.2.7 2025-01-31 12:00:41 /sample.mp4 0.000 40.512 200 Lavf/61.7.100 1843221 1510 0 udp
+//! #Fields: c-ip date time cs-uri-stem c-starttime x-duration c-status cs(User-Agent) sc-bytes s-pkts-sent c-pkts-lost transport x-frames-thinned
+//! 192.0.2.7 2025-01-31 12:00:41 /sample.mp4 0.000 40.512 200 Lavf/61.7.100 1843221 1510 0 udp 0
 //! ```
 //!
 //! Fields are separated by one space and `-` stands for "unknown". The field
 //! names are DSS's, except `transport`: `udp`, `tcp` (interleaved), `http`
 //! (tunnelled), or for a live broadcast's publisher `publish-udp` or
-//! `publish-tcp`, whose `sc-bytes` and `s-pkts-sent` count what it sent in.
+//! `publish-tcp`, whose `sc-bytes` and `s-pkts-sent` count what it sent in;
+//! and `x-frames-thinned`, the video frames thinning left out (`-` for a
+//! session that was never thinned or could not be).
 //! Dates and times are UTC, of the session's end.
 //!
 //! Values a client chose (the User-Agent above all) must not be able to
@@ -39,7 +41,7 @@ use proto::rtsp::url::split_uri;
 
 /// The `#Fields:` directive: the order [`AccessLog::write`] writes in.
 pub const FIELDS: &str = "c-ip date time cs-uri-stem c-starttime x-duration c-status cs(User-Agent) \
-                          sc-bytes s-pkts-sent c-pkts-lost transport";
+                          sc-bytes s-pkts-sent c-pkts-lost transport x-frames-thinned";
 
 /// One finished session, as the access log records it. `Default` gives an
 /// all-unknown record to fill in with `..AccessRecord::default()`.
@@ -75,6 +77,9 @@ pub struct AccessRecord {
     /// transport: `"udp"`, `"tcp"` (interleaved), `"http"` (tunnelled), or
     /// `"publish-udp"` / `"publish-tcp"` for a publisher.
     pub transport: &'static str,
+    /// x-frames-thinned: video frames thinning left out; `None` when the
+    /// session was not one that thinning watched.
+    pub frames_thinned: Option<u64>,
 }
 
 impl Default for AccessRecord {
@@ -91,6 +96,7 @@ impl Default for AccessRecord {
             packets: 0,
             packets_lost: None,
             transport: "udp",
+            frames_thinned: None,
         }
     }
 }
@@ -232,6 +238,12 @@ fn format_record(line: &mut String, rec: &AccessRecord, now: SystemTime) {
     }
     line.push(' ');
     push_text(line, Some(rec.transport));
+    match rec.frames_thinned {
+        Some(n) => {
+            let _ = write!(line, " {n}");
+        }
+        None => line.push_str(" -"),
+    }
     line.push('\n');
 }
 
@@ -325,6 +337,7 @@ mod tests {
             packets: 1510,
             packets_lost: Some(3),
             transport: "udp",
+            frames_thinned: Some(0),
         }
     }
 
@@ -345,7 +358,7 @@ mod tests {
         assert_eq!(
             line(&record()),
             "192.0.2.7 2025-01-31 12:00:41 /dir/clip%20one.mp4 12.500 40.512 200 \
-             LibVLC/3.0.20+(LIVE555+Streaming+Media+v2016.11.28) 1843221 1510 3 udp\n"
+             LibVLC/3.0.20+(LIVE555+Streaming+Media+v2016.11.28) 1843221 1510 3 udp 0\n"
         );
         let unknown = AccessRecord {
             client: "2001:db8::1".parse().unwrap(),
@@ -359,7 +372,7 @@ mod tests {
         let l = line(&unknown);
         assert_eq!(l.split(' ').count(), FIELDS.split(' ').count());
         assert!(l.starts_with("2001:db8::1 "));
-        assert!(l.ends_with(" 454 - 1843221 1510 - tcp\n"), "{l}");
+        assert!(l.ends_with(" 454 - 1843221 1510 - tcp 0\n"), "{l}");
         assert!(l.contains(" - 40.512 "), "{l}");
     }
 
@@ -399,7 +412,7 @@ mod tests {
     fn defaults_and_refusals() {
         let mut s = String::new();
         format_record(&mut s, &AccessRecord::default(), UNIX_EPOCH);
-        assert_eq!(s, "0.0.0.0 1970-01-01 00:00:00 - - 0.000 0 - 0 0 - udp\n");
+        assert_eq!(s, "0.0.0.0 1970-01-01 00:00:00 - - 0.000 0 - 0 0 - udp -\n");
 
         let mut headers = proto::rtsp::message::Headers::default();
         headers.push("CSeq", "3");
@@ -421,7 +434,7 @@ mod tests {
         });
         assert_eq!(
             l,
-            "192.0.2.9 1970-01-01 00:00:00 /sample.mp4 - 0.000 453 Lavf/61.7.100 0 0 - udp\n"
+            "192.0.2.9 1970-01-01 00:00:00 /sample.mp4 - 0.000 453 Lavf/61.7.100 0 0 - udp -\n"
         );
     }
 

@@ -197,6 +197,28 @@ pub struct ServeArgs {
     #[arg(long = "nack")]
     pub nack: bool,
 
+    /// Send every session at real time: no Instant-On burst at PLAY and after a seek (by default
+    /// sessions that can take it, on TCP, HTTP tunnels or UDP with x-Dynamic-Rate: 1,
+    /// are sent ahead up to --burst-lead at up to --burst-rate)
+    #[arg(long = "no-instant-on")]
+    pub no_instant_on: bool,
+
+    /// Most seconds of media sent per second of real time while a session is ahead
+    /// (Instant-On), from above 1 to 10 [default: 2]
+    #[arg(long = "burst-rate", value_name = "RATE")]
+    pub burst_rate: Option<f64>,
+
+    /// How far ahead of real time a session may be sent (Instant-On), in seconds, at most 25 as
+    /// DSS allowed [default: 4]
+    #[arg(long = "burst-lead", value_name = "SECS")]
+    pub burst_lead: Option<f64>,
+
+    /// Never thin: send every frame of a video stream even when its client falls behind (by
+    /// default a slow TCP reader's, or a lossy UDP client's, video drops B-frames, then
+    /// P-frames, down to key frames only, and comes back when it catches up)
+    #[arg(long = "no-thinning")]
+    pub no_thinning: bool,
+
     /// Most a publisher may send, in kilobits a second; what comes faster is dropped (and
     /// counted), so a flooding publisher cannot take the server's time [default: 100000]
     #[arg(long = "publish-max-kbps", value_name = "KBPS")]
@@ -446,6 +468,11 @@ pub struct Config {
     pub publish_replace: bool,
     /// Whether DESCRIBE offers NACK/RTX retransmission.
     pub nack: bool,
+    /// Instant-On: the burst's rate in percent (above 100) and lead in
+    /// milliseconds; `None` when it is off.
+    pub instant_on: Option<(u32, u64)>,
+    /// Whether video streams are thinned for clients that fall behind.
+    pub thinning: bool,
     /// Most a publisher may send, in bits a second.
     pub publish_max_bitrate: u64,
     /// Where `.sdp` sources join their multicast groups.
@@ -576,6 +603,10 @@ struct FileSettings {
     icecast_relay: Option<Vec<MountRelay>>,
     publish_replace: Option<bool>,
     nack: Option<bool>,
+    instant_on: Option<bool>,
+    burst_rate: Option<f64>,
+    burst_lead: Option<f64>,
+    thinning: Option<bool>,
     publish_max_kbps: Option<u64>,
     multicast_interface: Option<std::net::Ipv4Addr>,
     relay: Option<Vec<RelayEntry>>,
@@ -867,6 +898,29 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
     let publish_replace =
         pick(args.publish_replace.then_some(true), file.publish_replace, &file_origin).is_some_and(|v| v.0);
     let nack = pick(args.nack.then_some(true), file.nack, &file_origin).is_some_and(|v| v.0);
+    let instant_on_wanted =
+        pick(args.no_instant_on.then_some(false), file.instant_on, &file_origin).is_none_or(|v| v.0);
+    let burst_rate = match pick(args.burst_rate, file.burst_rate, &file_origin) {
+        Some((r, origin)) if !(r > 1.0 && r <= 10.0) => {
+            return Err(invalid("burst_rate", r, origin, "must be above 1 and at most 10"))
+        }
+        Some((r, _)) => (r * 100.0).round() as u32,
+        None => 200,
+    };
+    let burst_lead = match pick(args.burst_lead, file.burst_lead, &file_origin) {
+        Some((l, origin)) if !(l > 0.0 && l <= 25.0) => {
+            return Err(invalid(
+                "burst_lead",
+                l,
+                origin,
+                "must be above 0 and at most 25 seconds",
+            ))
+        }
+        Some((l, _)) => (l * 1000.0).round() as u64,
+        None => 4000,
+    };
+    let instant_on = instant_on_wanted.then_some((burst_rate, burst_lead));
+    let thinning = pick(args.no_thinning.then_some(false), file.thinning, &file_origin).is_none_or(|v| v.0);
     let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
         Some((0, origin)) => return Err(invalid("publish_max_kbps", 0, origin, "must be at least 1")),
         Some((n, _)) => n.saturating_mul(1000),
@@ -1063,6 +1117,8 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         icecast_relay,
         publish_replace,
         nack,
+        instant_on,
+        thinning,
         publish_max_bitrate,
         multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),
         relays,
@@ -1245,6 +1301,31 @@ mod tests {
         let path = dir.join("streamalot.toml");
         std::fs::write(&path, toml).unwrap();
         path
+    }
+
+    #[test]
+    fn instant_on_and_thinning_flags() {
+        let dir = scratch("instant-on");
+        let media = dir.join("media");
+        let m = media.to_str().unwrap();
+        let c = resolve(&parse(&["--media", m])).unwrap();
+        assert_eq!((c.instant_on, c.thinning), (Some((200, 4000)), true), "on by default");
+        let c = resolve(&parse(&["--media", m, "--burst-rate", "1.5", "--burst-lead", "25"])).unwrap();
+        assert_eq!(c.instant_on, Some((150, 25_000)));
+        let c = resolve(&parse(&["--media", m, "--no-instant-on", "--no-thinning"])).unwrap();
+        assert_eq!((c.instant_on, c.thinning), (None, false));
+        for bad in [
+            ["--burst-rate", "1"],
+            ["--burst-rate", "11"],
+            ["--burst-lead", "0"],
+            ["--burst-lead", "26"],
+        ] {
+            let args: Vec<&str> = ["--media", m].into_iter().chain(bad).collect();
+            assert!(resolve(&parse(&args)).is_err(), "{bad:?}");
+        }
+        let file = with_config(&dir, "instant_on = false\nthinning = false\nburst_lead = 8\n");
+        let c = resolve(&parse(&["--media", m, "--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!((c.instant_on, c.thinning), (None, false));
     }
 
     #[test]

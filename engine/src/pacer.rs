@@ -28,7 +28,7 @@ use net::{Flushed, SendBatch, SendPath, RING_ENTRIES, RTP_HEADER_LEN};
 use smallvec::SmallVec;
 
 use crate::session::{Destination, Dests};
-use crate::source::{Nanos, Outgoing, Payload, Source};
+use crate::source::{All, Nanos, Outgoing, Payload, Pick, Source};
 use crate::stats::ShardStats;
 
 // The socket layer's header slot holds exactly the header the protocol writes.
@@ -270,12 +270,35 @@ pub fn serve_due(
     horizon: Nanos,
     udp: &mut UdpRound,
     stats: &mut ShardStats,
+    tcp: impl FnMut(u8, &Outgoing<'_>) -> bool,
+    keep: impl FnMut(&Outgoing<'_>),
+) -> Option<Nanos> {
+    serve_picked(
+        key, source, dests, now, horizon, horizon, &mut All, udp, stats, tcp, keep,
+    )
+}
+
+/// As [`serve_due`], and also what `pick` lets go ahead of real time, up
+/// to `ahead`, less what it leaves out (see [`Pick`]): the round of a
+/// session sent ahead (Instant-On) or thinned.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn serve_picked<P: Pick>(
+    key: SessionKey,
+    source: &mut Source,
+    dests: &Dests,
+    now: Nanos,
+    horizon: Nanos,
+    ahead: Nanos,
+    pick: &mut P,
+    udp: &mut UdpRound,
+    stats: &mut ShardStats,
     mut tcp: impl FnMut(u8, &Outgoing<'_>) -> bool,
     mut keep: impl FnMut(&Outgoing<'_>),
 ) -> Option<Nanos> {
     // (stream, payload bytes) of interleaved packets a full queue refused.
     let mut refused: SmallVec<[(usize, usize); 4]> = SmallVec::new();
-    source.poll(horizon, |o| {
+    source.poll_picked(horizon, ahead, pick, |o| {
         let late = now.saturating_sub(horizon - o.late_ns);
         match dests.get(o.stream) {
             Some(Destination::Udp { rtp, .. }) => {

@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 use crate::door::session_id;
 use crate::live::Replica;
 use crate::pacer::SessionKey;
+use crate::repair::burst::{self, Carrier};
 use crate::source::{LiveSource, MovieSource, Nanos, Source, StreamSeeds};
 
 /// What a session presents: a movie, or a live broadcast (through the
@@ -184,6 +185,9 @@ pub struct Context<'a> {
     /// one the control core is handing over).
     pub interleaved_ok: bool,
     pub timeout_secs: u64,
+    /// Whether the server sends sessions that can take it ahead of real
+    /// time (Instant-On), for the `x-Dynamic-Rate` reply.
+    pub instant_on: bool,
     /// Draws random (ssrc, first seq, timestamp offset) for a new stream:
     /// called only by a SETUP of a track the session does not have yet,
     /// never by a keep-alive or a second SETUP of a track.
@@ -210,6 +214,9 @@ pub struct Session {
     pub last_seen: Nanos,
     pub started: Nanos,
     pub lower: Option<Lower>,
+    /// The client's `x-Dynamic-Rate` at SETUP (QuickTime's "may be sent
+    /// ahead of real time"); `None` when it sent none.
+    pub dynamic_rate: Option<bool>,
 }
 
 impl Session {
@@ -231,6 +238,7 @@ impl Session {
             last_seen: now,
             started: now,
             lower: None,
+            dynamic_rate: None,
         }
     }
 
@@ -396,6 +404,19 @@ impl Session {
             };
             response = response.header(quicktime::X_RETRANSMIT, value);
         }
+        if let Some(v) = req.headers.get(quicktime::X_DYNAMIC_RATE) {
+            let wanted = quicktime::dynamic_rate(v);
+            self.dynamic_rate = Some(wanted);
+            let carrier = match lower {
+                Lower::Udp => Carrier::Udp,
+                Lower::Tcp => Carrier::Tcp,
+            };
+            // DSS answered only a client that asked, with what it chose.
+            let allowed = ctx.instant_on && burst::overbuffer_allowed(carrier, Some(wanted), feedback);
+            if let Some(r) = burst::dynamic_rate_reply(Some(wanted), allowed) {
+                response = response.header(quicktime::X_DYNAMIC_RATE, r);
+            }
+        }
         (response, Effect::None)
     }
 
@@ -506,10 +527,24 @@ impl Session {
                 npt(end_ns as f64 / 1e9)
             )
         };
-        let response = Response::new(200, cseq)
+        let mut response = Response::new(200, cseq)
             .header("Session", self.session_header(ctx.timeout_secs))
             .header("Range", range)
             .header("RTP-Info", rtp_info.join(","));
+        // `x-Prebuffer: maxtime=`: play starts at the key frame at or
+        // before the requested start, and DSS told such a client how far
+        // back that was (no more than it allowed), as `time=`.
+        if let Some(max) = req
+            .headers
+            .get(quicktime::X_PREBUFFER)
+            .and_then(quicktime::prebuffer_max_time)
+        {
+            let requested = std::time::Duration::from_nanos(start.unwrap_or(started.npt_start_ns).max(0) as u64);
+            let key_frame = std::time::Duration::from_nanos(started.npt_start_ns.max(0) as u64);
+            if let Some(back) = burst::prebuffer_backup(requested, key_frame, Some(max)) {
+                response = response.header(quicktime::X_PREBUFFER, quicktime::prebuffer_reply(back.as_secs_f64()));
+            }
+        }
         (response, Effect::Schedule)
     }
 
@@ -595,6 +630,7 @@ mod tests {
             server_ports: (6970, 6971),
             interleaved_ok: true,
             timeout_secs: 60,
+            instant_on: true,
             seeds: Box::leak(Box::new(|| (0xabcd, 100, 5))),
         }
     }

@@ -92,6 +92,11 @@ pub struct ShardStats {
     /// Hint packets skipped because the loader could not decode them (a
     /// damaged sample in a movie): the operator's cue to check the file.
     pub skipped: u64,
+    /// Instant-On and thinning: packets sent ahead of real time, and
+    /// video frames (and their packets) thinning left out.
+    pub ahead_packets: u64,
+    pub thinned_frames: u64,
+    pub thinned_packets: u64,
     /// Live packets the shard's replicas took from the control core.
     pub live_received: u64,
     /// Live packets not sent to a viewer: it fell behind the replica, or
@@ -292,6 +297,9 @@ impl Default for ShardStats {
             sessions_ended: 0,
             bad_rtcp: 0,
             skipped: 0,
+            ahead_packets: 0,
+            thinned_frames: 0,
+            thinned_packets: 0,
             live_received: 0,
             live_dropped: 0,
             live_channel_full: 0,
@@ -344,6 +352,9 @@ impl ShardStats {
         self.sessions_ended += other.sessions_ended;
         self.bad_rtcp += other.bad_rtcp;
         self.skipped += other.skipped;
+        self.ahead_packets += other.ahead_packets;
+        self.thinned_frames += other.thinned_frames;
+        self.thinned_packets += other.thinned_packets;
         self.live_received += other.live_received;
         self.live_dropped += other.live_dropped;
         self.live_channel_full += other.live_channel_full;
@@ -391,6 +402,8 @@ impl ShardStats {
             "dropped_udp": self.dropped_udp,
             "bad_rtcp": self.bad_rtcp,
             "skipped": self.skipped,
+            "ahead_packets": self.ahead_packets,
+            "thinned": { "frames": self.thinned_frames, "packets": self.thinned_packets },
             "sessions": {
                 "started": self.sessions_started,
                 "ended": self.sessions_ended,
@@ -493,6 +506,15 @@ impl ShardStats {
             group(self.bad_rtcp),
             group(self.skipped)
         );
+        if self.ahead_packets + self.thinned_packets > 0 {
+            let _ = writeln!(
+                out,
+                "  adapted   {} packets sent ahead of real time, {} video frames ({} packets) thinned",
+                group(self.ahead_packets),
+                group(self.thinned_frames),
+                group(self.thinned_packets)
+            );
+        }
         if !self.repair.is_empty() {
             let r = &self.repair;
             let _ = writeln!(

@@ -67,6 +67,10 @@ impl Sim {
                 tcp_queue_bytes: 256 * 1024,
                 cname: "shard-bench@simulation".into(),
                 wall_at_zero: Duration::from_secs(1_700_000_000),
+                // As the server runs by default: plain UDP sessions are
+                // never sent ahead nor thinned, and must not pay for it.
+                instant_on: Some(shard::burst_config(200, 4000)),
+                thinning: Some(Default::default()),
             },
             Rng::from_seed(0x5eed),
         );

@@ -8,6 +8,9 @@
 //! the RTSP connection go through whole. The rule counts what it drops, so
 //! a test can say how many packets were lost on the wire.
 //!
+//! [`LossyNet::limit`] also limits the bandwidth into the namespace
+//! (`tc`'s `tbf`), for a client on a link slower than the movie.
+//!
 //! Each namespace has a unique name and a /30 of its own, so tests run in
 //! parallel; dropping the [`LossyNet`] deletes the namespace (with its end
 //! of the pair and its nftables table) and the outer end of the pair,
@@ -137,6 +140,41 @@ impl LossyNet {
             .nth(1)
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no drop counter in:\n{text}"))
+    }
+
+    /// Limits what reaches the namespace to `kbit` kilobits a second with a
+    /// token bucket (`tc qdisc ... tbf`) on the outer end of the pair, the
+    /// way into the namespace; a queue of a quarter of a second, past which
+    /// the link drops as a slow link would.
+    pub fn limit(&self, kbit: u32) {
+        let rate = format!("{kbit}kbit");
+        let out = Command::new("tc")
+            .args(["qdisc", "replace", "dev", &self.outer, "root", "tbf", "rate", &rate])
+            .args(["burst", "4kb", "latency", "250ms"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tc: {e}; iproute2 is installed by tools/test"));
+        ok("tc qdisc replace tbf", out);
+    }
+
+    /// What `tc -s qdisc show` says of the way into the namespace.
+    pub fn qdisc(&self) -> String {
+        let out = Command::new("tc")
+            .args(["-s", "qdisc", "show", "dev", &self.outer])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tc: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Takes the limit of [`limit`](Self::limit) away.
+    pub fn unlimit(&self) {
+        let out = Command::new("tc")
+            .args(["qdisc", "del", "dev", &self.outer, "root"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tc: {e}"));
+        ok("tc qdisc del", out);
     }
 
     /// Sets the counter back to zero, between two clients.

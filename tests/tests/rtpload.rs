@@ -185,12 +185,28 @@ impl Run {
         assert_eq!(count("lateness"), unique, "{what}");
         assert_eq!(count("jitter"), unique, "{what}");
         // Each play: DESCRIBE, a SETUP per track (video and audio), PLAY,
-        // TEARDOWN; keep-alives come on top.
+        // TEARDOWN; keep-alives come on top. A replay that the session's
+        // end overtakes before its PLAY stops where it is (after its
+        // DESCRIBE or one of its SETUPs, torn down if it has a session):
+        // at most one a session (a server that sends ahead of real time
+        // ends the clip, and starts its replay, sooner).
         let method = |m: &str| s(&["rtsp_methods", m, "count"]);
-        assert_eq!(method("DESCRIBE"), plays, "{what}");
-        assert_eq!(method("SETUP"), 2 * plays, "{what}");
+        let described = method("DESCRIBE");
+        assert!(
+            (plays..=plays + sessions).contains(&described),
+            "{what}: {described} DESCRIBEs for {plays} plays"
+        );
+        let setups = method("SETUP");
+        assert!(
+            (2 * plays..=2 * described).contains(&setups),
+            "{what}: {setups} SETUPs for {plays} plays and {described} DESCRIBEs"
+        );
         assert_eq!(method("PLAY"), plays, "{what}");
-        assert_eq!(method("TEARDOWN"), plays, "{what}");
+        let teardowns = method("TEARDOWN");
+        assert!(
+            (plays..=described).contains(&teardowns),
+            "{what}: {teardowns} TEARDOWNs for {plays} plays and {described} DESCRIBEs"
+        );
         let all: u64 = ["DESCRIBE", "SETUP", "PLAY", "GET_PARAMETER", "TEARDOWN"]
             .iter()
             .map(|m| method(m))
@@ -333,10 +349,14 @@ fn agrees_with_the_access_log(access_log: &Path, runs: &[(&Run, &str)]) {
             .iter()
             .filter(|r| r["cs(User-Agent)"].starts_with("rtpload/") && r["transport"] == transport)
             .collect();
-        assert_eq!(
-            lines.len() as u64,
-            of(&["sessions", "plays"]),
-            "{transport}: a server session per play ({} records in all)",
+        // One per play, and one per replay cut short after its first
+        // SETUP (see `check`), which opened a server session.
+        let plays = of(&["sessions", "plays"]);
+        let described = of(&["rtsp_methods", "DESCRIBE", "count"]);
+        assert!(
+            (plays..=described).contains(&(lines.len() as u64)),
+            "{transport}: {} server sessions for {plays} plays and {described} DESCRIBEs ({} records in all)",
+            lines.len(),
             log.len()
         );
         assert!(

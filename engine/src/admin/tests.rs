@@ -26,6 +26,9 @@ fn info(key: SessionKey, age_s: u64, state: &'static str) -> SessionInfo {
         jitter_us: None,
         late_last_us: 0,
         late_max_us: 250,
+        frames_thinned: 0,
+        quality: None,
+        lead_ms: 0,
         age_ns: age_s * 1_000_000_000,
         user_agent: None,
     }

@@ -33,7 +33,8 @@
 //! - **A slow TCP reader's queue** (not in DSS, which let a blocked socket
 //!   make packets late): above half full thin one level, at most every
 //!   quarter second; above 80 % go to key frames only before it overflows;
-//!   below 20 % for a second, thicken one level.
+//!   below 20 % for a second, thicken one level, and one more each quarter
+//!   second it stays there.
 //!
 //! [`Thinning::decide`] is called for each packet before it is given a
 //! sequence number: a dropped packet must take none, so that the client
@@ -66,6 +67,19 @@ impl Quality {
         Quality::KeyPlusOneP,
         Quality::KeyOnly,
     ];
+
+    /// The level's name, for the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quality::All => "all",
+            Quality::NoBFrames => "no-b-frames",
+            Quality::P75 => "p-frames-75",
+            Quality::P50 => "p-frames-50",
+            Quality::P25 => "p-frames-25",
+            Quality::KeyPlusOneP => "key-plus-one-p",
+            Quality::KeyOnly => "key-frames-only",
+        }
+    }
 
     fn index(self) -> usize {
         self as usize
@@ -433,7 +447,10 @@ impl Thinning {
             let since = *self.queue_calm_since_ms.get_or_insert(now_ms);
             if now_ms - since >= QUEUE_CALM_MS && self.level > Quality::All {
                 self.set_level(self.level.thicker());
-                self.queue_calm_since_ms = Some(now_ms);
+                // Still calm a quarter second on: the next level. A reader
+                // that has caught up is back to full quality in a second
+                // and a half, not six.
+                self.queue_calm_since_ms = Some(now_ms - QUEUE_CALM_MS + QUEUE_THIN_EVERY_MS);
             }
         } else {
             self.queue_calm_since_ms = None;
@@ -842,11 +859,16 @@ mod tests {
         assert_eq!(t.level(), Quality::KeyOnly);
         t.on_queue(0.1, 2000 * MS);
         assert_eq!(t.level(), Quality::KeyPlusOneP);
+        // Then a level per quiet quarter second.
+        t.on_queue(0.1, 2100 * MS);
+        assert_eq!(t.level(), Quality::KeyPlusOneP);
+        t.on_queue(0.1, 2250 * MS);
+        assert_eq!(t.level(), Quality::P25);
         // In between the marks nothing changes, and the quiet count stops.
         t.on_queue(0.3, 2500 * MS);
         t.on_queue(0.1, 3000 * MS);
         t.on_queue(0.1, 3900 * MS);
-        assert_eq!(t.level(), Quality::KeyPlusOneP);
+        assert_eq!(t.level(), Quality::P25);
         for s in 4..12u64 {
             t.on_queue(0.05, s * 1000 * MS);
         }

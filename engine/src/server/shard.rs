@@ -122,6 +122,8 @@ pub async fn run(
             tcp_queue_bytes: config.tcp_queue_bytes,
             cname: format!("streamalot-{index}@{}", hostname()),
             wall_at_zero,
+            instant_on: config.instant_on.map(|(rate, lead)| core::burst_config(rate, lead)),
+            thinning: config.thinning.then(Default::default),
         },
         Rng::new(),
     );

@@ -58,15 +58,19 @@ use crate::icecast::mount::{MountId, MountNews, MountReplica};
 use crate::live::{self, BroadcastId, Description, Replica};
 use crate::pacer::{self, Due, KeyMap, RtcpRound, Schedule, SessionKey, UdpRound};
 use crate::random::Rng;
+use crate::repair::burst::BurstConfig;
 use crate::repair::nack::NackStats;
 use crate::repair::offer;
 use crate::repair::reliable;
 use crate::repair::sender::{RepairKind, RtxSender, RtxSetup};
+use crate::repair::thinning::ThinningConfig;
 use crate::session::{Context, Destination, Dests, Effect, Media, Session};
 use crate::source::{Nanos, Outgoing, Source, StreamSeeds};
 use crate::stats::{RepairStats, ShardStats};
+use adapt::Adapt;
 use routes::AddressRoutes;
 
+mod adapt;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -130,6 +134,25 @@ pub struct Config {
     /// carry wall time, derived from the monotonic `now` so that they are
     /// steady (and testable).
     pub wall_at_zero: Duration,
+    /// Instant-On: how far ahead of real time sessions that can take it
+    /// are sent at PLAY and after a seek; `None`: never ahead.
+    pub instant_on: Option<BurstConfig>,
+    /// Thinning of video streams whose client falls behind; `None`: off.
+    pub thinning: Option<ThinningConfig>,
+}
+
+/// Instant-On's limits for a rate in percent and a lead in milliseconds
+/// (the server's flags); the rest as [`BurstConfig`]'s defaults, the
+/// instant lead no more than the lead.
+pub fn burst_config(rate_percent: u32, lead_ms: u64) -> BurstConfig {
+    let d = BurstConfig::default();
+    let max_lead = Duration::from_millis(lead_ms);
+    BurstConfig {
+        max_lead,
+        max_rate: f64::from(rate_percent) / 100.0,
+        instant_lead: d.instant_lead.min(max_lead),
+        ..d
+    }
 }
 
 /// What the control core asks of a shard.
@@ -368,6 +391,13 @@ pub struct SessionInfo {
     /// after its packets were due, in microseconds.
     pub late_last_us: u64,
     pub late_max_us: u64,
+    /// Video frames thinning left out.
+    pub frames_thinned: u64,
+    /// The thinnest level its video is at (see `repair::thinning`), when
+    /// it is thinned at all.
+    pub quality: Option<&'static str>,
+    /// How far ahead of real time it may be sent now (Instant-On), in ms.
+    pub lead_ms: u64,
     /// Since its first SETUP.
     pub age_ns: Nanos,
     pub user_agent: Option<String>,
@@ -414,6 +444,9 @@ struct Entry {
     /// `RTP/AVPF` over UDP; `None` (nothing kept, nothing paid) for the
     /// others. Made at PLAY, when the streams are known.
     rtx: Option<Box<RtxSender>>,
+    /// Instant-On and thinning, for a movie session that gets either;
+    /// `None` (the plain round) for the others.
+    adapt: Option<Box<Adapt>>,
 }
 
 impl Entry {
@@ -433,16 +466,29 @@ impl Entry {
             late_last: 0,
             late_max: 0,
             rtx: None,
+            adapt: None,
         }
     }
 
     /// Keeps what a receiver report says about one of the session's
     /// streams, and counts its jitter and new losses in `stats`.
-    fn note_report(&mut self, block: &rtcp::ReportBlock, stats: &mut ShardStats) {
+    fn note_report(
+        &mut self,
+        block: &rtcp::ReportBlock,
+        stats: &mut ShardStats,
+        thinning: Option<ThinningConfig>,
+        now: Nanos,
+    ) {
         let Some(source) = self.session.playback.as_ref() else {
             return;
         };
         let Some(i) = source.streams().iter().position(|s| s.ssrc == block.ssrc) else {
+            return;
+        };
+        if block.fraction_lost > 0 || self.adapt.is_some() {
+            adapt::on_loss(self, i, block.fraction_lost, thinning, now);
+        }
+        let Some(source) = self.session.playback.as_ref() else {
             return;
         };
         let rate = u64::from(source.streams()[i].rtp_timescale.max(1));
@@ -485,6 +531,9 @@ impl Entry {
             jitter_us: reported.then(|| self.reception.iter().map(|r| u64::from(r.jitter_us)).max().unwrap_or(0)),
             late_last_us: self.late_last / 1_000,
             late_max_us: self.late_max / 1_000,
+            frames_thinned: self.adapt.as_ref().map_or(0, |a| a.stats().frames_thinned),
+            quality: self.adapt.as_ref().and_then(|a| a.quality()).map(|q| q.name()),
+            lead_ms: self.adapt.as_ref().map_or(0, |a| a.lead().as_millis() as u64),
             age_ns: now.saturating_sub(self.session.started),
             user_agent: self.session.user_agent.clone(),
         }
@@ -1359,6 +1408,7 @@ impl ShardCore {
             server_ports: config.server_ports,
             interleaved_ok: conn.is_some() && e.conn == conn,
             timeout_secs: config.session_timeout_secs,
+            instant_on: config.instant_on.is_some(),
             seeds: &mut seeds,
         };
         let (response, effect) = e.session.handle(req, &mut ctx);
@@ -1403,6 +1453,7 @@ impl ShardCore {
                     if let Some(rtx) = e.rtx.as_deref_mut() {
                         rtx.on_play();
                     }
+                    adapt::at_play(e, config, now);
                 }
                 if let Some(due) = e.session.playback.as_mut().and_then(|p| p.next_due()) {
                     self.schedule.push(due, key, e.generation);
@@ -1497,6 +1548,7 @@ impl ShardCore {
             }
             // Only in a PLAY's first rounds: the packets so far, to see the first go.
             let before = e.play_at.map(|_| total_packets(source));
+            let queue = conn.as_ref().map(|(_, c)| (c.queued(), c.bound));
             let tcp = |channel, o: &Outgoing<'_>| {
                 conn.as_mut().is_some_and(|(id, c)| {
                     let queued = send_tcp(c, channel, o);
@@ -1506,21 +1558,26 @@ impl ShardCore {
             };
             // Two instances of the round's loop: only a session that
             // negotiated retransmission keeps a history of what it sends.
-            let served = match e.rtx.as_deref_mut() {
-                None => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |_| {}),
-                Some(rtx) => {
-                    let late_ms = (late / MS) as i64;
-                    let served = pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |o| {
-                        rtx.keep(o, late_ms, now)
-                    });
-                    if rtx.is_reliable() {
-                        // What was just sent is due again no sooner than
-                        // the shortest RTO.
-                        *next_resend = (*next_resend).min(now + u64::from(reliable::MIN_RTO_MS) * MS);
-                    }
-                    served
+            let late_ms = (late / MS) as i64;
+            let served = match (e.adapt.as_deref_mut(), e.rtx.as_deref_mut()) {
+                (None, None) => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |_| {}),
+                (None, Some(rtx)) => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |o| {
+                    rtx.keep(o, late_ms, now)
+                }),
+                // A third, for a session sent ahead or thinned.
+                (Some(a), mut rtx) => {
+                    adapt::serve(a, key, source, &e.dests, now, horizon, queue, udp, stats, tcp, |o| {
+                        if let Some(r) = rtx.as_deref_mut() {
+                            r.keep(o, late_ms, now)
+                        }
+                    })
                 }
             };
+            if e.rtx.as_ref().is_some_and(|r| r.is_reliable()) {
+                // What was just sent is due again no sooner than the
+                // shortest RTO.
+                *next_resend = (*next_resend).min(now + u64::from(reliable::MIN_RTO_MS) * MS);
+            }
             if let (Some(at), Some(before)) = (e.play_at, before) {
                 if total_packets(source) > before {
                     stats.record_first_packet(now.saturating_sub(at));
@@ -1814,7 +1871,7 @@ impl ShardCore {
                             .any(|d| matches!(d, Destination::Udp { rtcp, .. } if rtcp == from))
                         {
                             e.session.last_seen = now;
-                            e.note_report(&block, &mut self.stats);
+                            e.note_report(&block, &mut self.stats, self.config.thinning, now);
                             reported = true;
                         }
                     }
@@ -1979,7 +2036,7 @@ impl ShardCore {
             return;
         };
         for block in report_blocks(packets) {
-            e.note_report(&block, &mut self.stats);
+            e.note_report(&block, &mut self.stats, self.config.thinning, now);
         }
     }
 }
@@ -2159,6 +2216,7 @@ fn transport(conn: Option<ConnId>, tunnelled: bool) -> &'static str {
 fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
     let (packets, bytes) = sent(e);
     let lost = lost(e);
+    let thinned = e.adapt.as_ref().map(|a| a.stats().frames_thinned);
     AccessRecord {
         client: e.client.ip(),
         uri: e.session.path.to_string(),
@@ -2169,6 +2227,7 @@ fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
         user_agent: e.session.user_agent.clone(),
         transport: transport(e.conn, tunnelled),
         packets_lost: lost,
+        frames_thinned: thinned,
         ..AccessRecord::default()
     }
 }

@@ -47,6 +47,8 @@ fn config(timeout_secs: u64) -> Config {
         tcp_queue_bytes: 256 * 1024,
         cname: "shard-0@test".into(),
         wall_at_zero: Duration::from_secs(1_700_000_000),
+        instant_on: None,
+        thinning: None,
     }
 }
 
@@ -2175,3 +2177,5 @@ fn sessions_of_one_path_share_one_copy_until_none_holds_it() {
     paths.sweep();
     assert!(paths.0.is_empty());
 }
+
+mod adapt;

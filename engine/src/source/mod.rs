@@ -186,6 +186,35 @@ pub struct Outgoing<'a> {
     pub flags: PacketFlags,
 }
 
+/// Which of a movie's packets a round takes beyond those due: packets
+/// sent ahead of real time (Instant-On) and packets left out (thinning).
+/// Monomorphised: the plain round's [`All`] compiles to nothing.
+pub trait Pick {
+    /// Whether the next packet, due at `due` (later than the round's
+    /// `now`), may go now. `false` leaves it, and all after it, for a
+    /// later round.
+    fn ahead(&mut self, due: Nanos) -> bool;
+    /// Whether to send `packet` of stream `stream`, due at `due`. `false`
+    /// leaves it out before it takes a sequence number, so the client sees
+    /// contiguous numbers and counts no loss.
+    fn keep(&mut self, stream: usize, packet: &loader::Packet, due: Nanos) -> bool;
+}
+
+/// Every packet when due, none ahead: the plain round.
+pub struct All;
+
+impl Pick for All {
+    #[inline(always)]
+    fn ahead(&mut self, _: Nanos) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn keep(&mut self, _: usize, _: &loader::Packet, _: Nanos) -> bool {
+        true
+    }
+}
+
 /// What a session plays. See the module documentation for the kinds.
 pub enum Source {
     Movie(MovieSource),
@@ -264,6 +293,23 @@ impl Source {
     pub fn poll(&mut self, now: Nanos, send: impl FnMut(Outgoing<'_>)) -> usize {
         match self {
             Source::Movie(m) => m.poll(now, send),
+            Source::Live(l) => l.poll(now, send),
+        }
+    }
+
+    /// As [`poll`](Self::poll), and a movie's packets up to `ahead` as
+    /// `pick` allows (see [`MovieSource::poll_picked`]); a live viewer has
+    /// its own catch-up burst and takes what is due by `now`.
+    #[inline]
+    pub fn poll_picked<P: Pick>(
+        &mut self,
+        now: Nanos,
+        ahead: Nanos,
+        pick: &mut P,
+        send: impl FnMut(Outgoing<'_>),
+    ) -> usize {
+        match self {
+            Source::Movie(m) => m.poll_picked(now, ahead, pick, send),
             Source::Live(l) => l.poll(now, send),
         }
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use loader::{Movie, MovieCursor};
 use smallvec::SmallVec;
 
-use super::{Nanos, Outgoing, Payload, PlayStart, Stream, StreamSeeds};
+use super::{All, Nanos, Outgoing, Payload, Pick, PlayStart, Stream, StreamSeeds};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -45,6 +45,11 @@ pub struct MovieSource {
     /// Packets the loader could not decode (damaged samples), skipped since
     /// [`take_skipped`](Self::take_skipped) was last called.
     skipped: u64,
+    /// The transmit time (npt) of the latest packet sent ahead of real time
+    /// (Instant-On) in this play: a pause resumes after it, not at the wall
+    /// clock's position, which the client has long had the media of.
+    /// `i64::MIN` when none was (not an `Option`: eight bytes a session).
+    ahead_npt: i64,
 }
 
 impl MovieSource {
@@ -70,6 +75,7 @@ impl MovieSource {
             streams,
             state: State::Ready,
             skipped: 0,
+            ahead_npt: i64::MIN,
         })
     }
 
@@ -144,6 +150,7 @@ impl MovieSource {
             (None, State::Ended { .. }) => (self.seek(0), None),
         };
         let npt_end = end_ns.or(keep_end);
+        self.ahead_npt = i64::MIN;
         self.state = State::Playing {
             wall_start: now,
             npt_start,
@@ -178,7 +185,11 @@ impl MovieSource {
 
     /// Stops sending; a later [`play`](Self::play) without a start resumes here.
     pub fn pause(&mut self, now: Nanos) -> i64 {
-        let at = self.position_ns(now);
+        let mut at = self.position_ns(now);
+        if std::mem::replace(&mut self.ahead_npt, i64::MIN) >= at {
+            // Sent ahead: the next packet not sent is where to go on from.
+            at = self.next_transmit_ns().map_or(at, |t| t.max(at));
+        }
         if let State::Playing { npt_end, .. } = self.state {
             self.state = State::Paused { at, npt_end };
         }
@@ -216,7 +227,21 @@ impl MovieSource {
     /// Hands every packet due at or before `now` to `send`, in order, and
     /// moves to `Ended` when the media or the requested range runs out.
     /// Returns how many packets went.
-    pub fn poll(&mut self, now: Nanos, mut send: impl FnMut(Outgoing<'_>)) -> usize {
+    #[inline]
+    pub fn poll(&mut self, now: Nanos, send: impl FnMut(Outgoing<'_>)) -> usize {
+        self.poll_picked(now, now, &mut All, send)
+    }
+
+    /// As [`poll`](Self::poll), and also packets due after `now` up to
+    /// `ahead` while `pick` lets them go ahead of time; `pick` may leave a
+    /// packet out, before it takes a sequence number (see [`Pick`]).
+    pub fn poll_picked<P: Pick>(
+        &mut self,
+        now: Nanos,
+        ahead: Nanos,
+        pick: &mut P,
+        mut send: impl FnMut(Outgoing<'_>),
+    ) -> usize {
         let State::Playing {
             wall_start,
             npt_start,
@@ -260,7 +285,10 @@ impl MovieSource {
             }
             let due = wall_start + t.saturating_sub(npt_start).max(0) as u64;
             if due > now {
-                break;
+                if due > ahead || !pick.ahead(due) {
+                    break;
+                }
+                self.ahead_npt = t;
             }
             let p = match self.cursor.next_packet(&self.movie) {
                 Some(Ok(p)) => p,
@@ -273,6 +301,9 @@ impl MovieSource {
             let Some(stream) = self.streams.iter().position(|s| s.track_id == p.track_id) else {
                 continue;
             };
+            if !pick.keep(stream, &p, due) {
+                continue;
+            }
             let header = self.streams[stream].next_header(p.marker, p.payload_type, p.timestamp, p.payload_len());
             send(Outgoing {
                 stream,
@@ -281,7 +312,7 @@ impl MovieSource {
                     owner: self.movie.bytes(),
                     spans: &p.payload,
                 },
-                late_ns: now - due,
+                late_ns: now.saturating_sub(due),
                 flags: p.flags,
             });
             sent += 1;

@@ -19,7 +19,8 @@ use clap::{Parser, ValueEnum};
 /// the end it prints a percentile table of each histogram (first_packet:
 /// PLAY to the first RTP packet; first_key_frame: PLAY's answer to the
 /// first packet of a video key frame, H.264 IDR, H.265 IRAP or MPEG-4
-/// I-VOP, what a viewer joining a live stream waits for; jitter: RFC 3550 interarrival jitter;
+/// I-VOP, what a viewer joining a live stream waits for; buffered, with --buffered: PLAY to
+/// holding that much media ahead of the wall clock; jitter: RFC 3550 interarrival jitter;
 /// lateness: how far behind its own RTP-timestamp schedule each packet
 /// arrived, after aligning on the first packet; rtsp_response: request
 /// written to response parsed, also per method). With --out it writes
@@ -102,6 +103,18 @@ pub struct Args {
     /// Seconds a playing session may go without RTP before it fails
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub media_timeout: f64,
+
+    /// Also time, per play, PLAY to holding SECONDS of media: the first moment the video (or
+    /// first) track's media received runs SECONDS ahead of the wall time since PLAY, what a
+    /// client that starts playing at once has in its buffer (histogram "buffered"). A server
+    /// that sends at real time never gets there; one that sends ahead (Instant-On) does
+    #[arg(long, value_name = "SECONDS")]
+    pub buffered: Option<f64>,
+
+    /// Send `x-Dynamic-Rate: 1` in each SETUP, as QuickTime did: a server may send the session
+    /// ahead of real time (Darwin Streaming Server and streamalot do so over UDP only then)
+    #[arg(long)]
+    pub dynamic_rate: bool,
 
     /// Seconds per live line and per interval of the interval log
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]

@@ -26,6 +26,9 @@ pub enum Metric {
     /// session's video (H.264 IDR, H.265 IRAP, MPEG-4 I-VOP): how long a
     /// viewer joining a live stream waits for a picture.
     FirstKeyFrame,
+    /// With `--buffered SECS`: from PLAY written to the play's media running
+    /// SECS ahead of the wall clock since PLAY.
+    Buffered,
     /// RFC 3550 interarrival jitter, sampled at each packet.
     Jitter,
     /// How far behind its RTP-timestamp schedule each packet arrived.
@@ -41,9 +44,10 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 11] = [
         Metric::FirstPacket,
         Metric::FirstKeyFrame,
+        Metric::Buffered,
         Metric::Jitter,
         Metric::Lateness,
         Metric::RtspResponse,
@@ -55,9 +59,10 @@ impl Metric {
     ];
 
     /// The main five: the plot and `summary.json`'s `histograms`.
-    pub const MAIN: [Metric; 5] = [
+    pub const MAIN: [Metric; 6] = [
         Metric::FirstPacket,
         Metric::FirstKeyFrame,
+        Metric::Buffered,
         Metric::Jitter,
         Metric::Lateness,
         Metric::RtspResponse,
@@ -68,6 +73,7 @@ impl Metric {
         match self {
             Metric::FirstPacket => "first_packet",
             Metric::FirstKeyFrame => "first_key_frame",
+            Metric::Buffered => "buffered",
             Metric::Jitter => "jitter",
             Metric::Lateness => "lateness",
             Metric::RtspResponse => "rtsp_response",
@@ -104,7 +110,7 @@ pub fn histogram() -> Histogram<u64> {
 
 /// One histogram per [`Metric`].
 #[derive(Debug, Clone)]
-pub struct Histograms([Histogram<u64>; 10]);
+pub struct Histograms([Histogram<u64>; 11]);
 
 impl Default for Histograms {
     fn default() -> Self {
@@ -143,6 +149,12 @@ impl Histograms {
     /// The first key frame came `ns` after PLAY was answered.
     pub fn first_key_frame(&mut self, ns: Nanos) {
         self.record_ns(Metric::FirstKeyFrame, ns);
+    }
+
+    /// The play held `--buffered` seconds of media ahead of the wall clock
+    /// `ns` after PLAY was written.
+    pub fn buffered(&mut self, ns: Nanos) {
+        self.record_ns(Metric::Buffered, ns);
     }
 
     /// What one packet measured. Early packets count as on time.

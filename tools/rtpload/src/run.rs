@@ -121,6 +121,9 @@ fn check_args(args: &Args) -> Result<(), RunError> {
     positive("duration", args.duration)?;
     positive("rtsp-timeout", args.rtsp_timeout)?;
     positive("media-timeout", args.media_timeout)?;
+    if let Some(b) = args.buffered {
+        positive("buffered", b)?;
+    }
     positive("interval", args.interval)?;
     if args.sessions == 0 && args.publish.is_none() {
         return Err(RunError::Usage(
@@ -282,6 +285,8 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         duration: (args.duration * SEC) as Nanos,
         rtsp_timeout: (args.rtsp_timeout * SEC) as Nanos,
         media_timeout: (args.media_timeout * SEC) as Nanos,
+        buffered: args.buffered.map(|s| (s * SEC) as Nanos),
+        dynamic_rate: args.dynamic_rate,
         user_agent: args.user_agent.clone(),
         limits: Limits::default(),
         repair: if args.nack {

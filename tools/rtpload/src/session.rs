@@ -99,6 +99,11 @@ pub struct Settings {
     pub rtsp_timeout: Nanos,
     /// How long a playing session may go without RTP before it fails.
     pub media_timeout: Nanos,
+    /// With `--buffered`: how far ahead of the wall clock the media must
+    /// run for the "buffered" histogram.
+    pub buffered: Option<Nanos>,
+    /// Send `x-Dynamic-Rate: 1` in each SETUP.
+    pub dynamic_rate: bool,
     pub user_agent: String,
     pub limits: Limits,
     /// Retransmission to ask for (UDP only): NACK/RTX or reliable UDP.
@@ -366,6 +371,9 @@ pub struct Session {
     /// When PLAY was answered, until the play's first key frame.
     play_answered: Option<Nanos>,
     first_key_frame: Option<Nanos>,
+    /// With `--buffered`, until it is timed: when PLAY was written and the
+    /// first timestamp of the first track's play.
+    buffering: Option<(Nanos, Option<u32>)>,
     outcome: Option<Outcome>,
     /// Feedback (NACKs, acks) in the making.
     feedback: Vec<u8>,
@@ -452,6 +460,7 @@ impl Session {
             key_at: None,
             play_answered: None,
             first_key_frame: None,
+            buffering: None,
             outcome: None,
             feedback: Vec::new(),
             wake: false,
@@ -815,6 +824,7 @@ impl Session {
         if let Some(m) = s.on_packet(header, packet.len(), arrival) {
             rec.packet(&m);
         }
+        let clock = s.clock_rate;
         if let Some(r) = s.repair.as_deref_mut() {
             let start = self.feedback.len();
             self.wake |= r.on_packet(
@@ -827,6 +837,9 @@ impl Session {
             if self.feedback.len() > start {
                 self.send_feedback(stream);
             }
+        }
+        if current && self.buffering.is_some() && self.tracks.first().is_some_and(|t| t.stream == stream) {
+            self.buffered(header.timestamp, clock, arrival, rec);
         }
         if current && self.key_wanted {
             self.look_for_key(stream, packet, arrival, rec);
@@ -918,6 +931,26 @@ impl Session {
         }
     }
 
+    /// Whether the play now holds `--buffered` seconds of media ahead of
+    /// the wall clock since PLAY, by the first track's packet with RTP
+    /// timestamp `ts` (at `clock` Hz) that arrived at `arrival`.
+    fn buffered(&mut self, ts: u32, clock: u32, arrival: Nanos, rec: &mut Histograms) {
+        let (Some(target), Some((since, first))) = (self.settings.buffered, self.buffering.as_mut()) else {
+            return;
+        };
+        let first = *first.get_or_insert(ts);
+        let media = ts.wrapping_sub(first) as i32;
+        if media <= 0 {
+            return;
+        }
+        let media_ns = (media as u64).saturating_mul(1_000_000_000) / u64::from(clock.max(1));
+        let wall = arrival.saturating_sub(*since);
+        if media_ns >= wall.saturating_add(target) {
+            rec.buffered(wall);
+            self.buffering = None;
+        }
+    }
+
     fn record_key(&mut self, ns: Nanos, rec: &mut Histograms) {
         rec.first_key_frame(ns);
         self.first_key_frame.get_or_insert(ns);
@@ -972,6 +1005,7 @@ impl Session {
         let url = self.aggregate.clone();
         self.send(Method::Play, url, &[("Range", "npt=0.000-")], now);
         self.play_written = Some(now);
+        self.buffering = self.settings.buffered.map(|_| (now, None));
         self.key_wanted = self.tracks.iter().any(|t| t.codec.has_key_frames());
         self.key_at = None;
         self.play_answered = None;
@@ -1304,10 +1338,14 @@ impl Session {
             }
         }
         let url = self.tracks[i].url.clone();
-        let mut extra: SmallVec<[(&str, &str); 2]> = SmallVec::new();
+        let mut extra: SmallVec<[(&str, &str); 3]> = SmallVec::new();
         extra.push(("Transport", &transport));
         if reliable {
             extra.push((quicktime::X_RETRANSMIT, quicktime::OUR_RETRANSMIT));
+        }
+        if self.settings.dynamic_rate {
+            // QuickTime's "may be sent ahead of real time", as DSS read it.
+            extra.push(("x-Dynamic-Rate", "1"));
         }
         self.send(Method::Setup, url, &extra, now);
     }

@@ -27,6 +27,8 @@ fn settings(lower: Lower, duration_s: u64) -> Arc<Settings> {
         duration: duration_s * SEC,
         rtsp_timeout: 5 * SEC,
         media_timeout: 4 * SEC,
+        buffered: Some(2 * SEC),
+        dynamic_rate: false,
         user_agent: "rtpload-test".into(),
         limits: Limits::default(),
         repair: None,
@@ -1176,4 +1178,34 @@ fn a_refused_tunnel_fails_the_session() {
     let mut sc = tunnelled();
     sc.advance(6 * SEC);
     assert!(matches!(sc.failure(), SessionError::Tunnel { leg: "GET", .. }));
+}
+
+#[test]
+fn buffered_times_play_to_media_running_ahead_of_the_wall_clock() {
+    // The settings ask for 2 s.
+    let mut sc = Script::new(Lower::Udp, 30, "rtsp://127.0.0.1:8554/movie.mp4");
+    set_up_udp(&mut sc, [Some("AAAA"), Some("BBBB")]);
+    sc.s.play(sc.now);
+    let play = sc.request();
+    sc.reply(&play, 200, &[("Session", "ABCD")], "");
+    // At real time: 1 s of 90 kHz video after 1 s is nothing ahead.
+    let start = sc.now;
+    for i in 0..=25u16 {
+        sc.now = start + u64::from(i) * 40 * MS;
+        sc.rtp(0, 96, i, u32::from(i) * 3600, 0xaaaa);
+    }
+    assert!(sc.rec.get(Metric::Buffered).is_empty());
+    // Then a burst: 3 s of media more within 100 ms, 2 s ahead at 2.9 s
+    // of media received 1.04 + 0.06 s after PLAY.
+    for i in 26..=100u16 {
+        sc.now = start + 1_000 * MS + u64::from(i - 25) * MS;
+        sc.rtp(0, 96, i, u32::from(i) * 3600, 0xaaaa);
+    }
+    let b = sc.rec.get(Metric::Buffered);
+    assert_eq!(b.len(), 1, "once a play");
+    let ahead_at = b.max() as f64 / 1e6;
+    assert!((1.0..1.1).contains(&ahead_at), "{ahead_at} s");
+    // Audio says nothing of it: only the first (video) track counts.
+    sc.rtp(1, 97, 1, 0, 0xbbbb);
+    assert_eq!(sc.rec.get(Metric::Buffered).len(), 1);
 }

@@ -1,0 +1,357 @@
+//! A movie session's delivery fitted to its client, as the shard core
+//! drives it: sent ahead of real time at PLAY and after a seek (Instant-On,
+//! [`Burst`]) and thinned, whole frames at a time, when the client cannot
+//! keep up ([`Thinning`]). Only sessions that have one of the two pay for
+//! it: the others keep `None` and run the plain round.
+//!
+//! What bounds a burst here, beyond the burst's own horizon (its rate and
+//! lead):
+//!
+//! - On TCP (and a tunnel), the connection's queue. Packets ahead of real
+//!   time go only while the queue stays below the level where a thinned
+//!   stream thickens again (itself below where thinning starts, less the
+//!   room of the largest key frame seen): a burst must never be what makes
+//!   a stream thin, keeps it thin, or leaves a key frame no room. What is due
+//!   in real time always goes, as for any session.
+//! - On UDP, a round's share: at most [`UDP_AHEAD_PER_ROUND`] bytes ahead of
+//!   real time per round, so the ramp at PLAY does not arrive as one train
+//!   that overruns the client's socket buffer; and RTCP loss, which halves
+//!   the lead (see [`Burst::on_loss`]).
+//!
+//! Thinning is driven by the queue of a slow TCP reader (thin before the
+//! queue overflows rather than lose random packets, which would break
+//! frames and leave the decoder without references) and, on UDP, by the
+//! loss receiver reports give, with the thresholds of
+//! [`ThinningConfig`]. The queue thresholds are moved down, for a small
+//! queue, so that the largest key frame always has room above the level
+//! where only key frames are left. Lateness, DSS's third driver, does not
+//! arise here: the round never blocks on a socket (a TCP session's packets
+//! wait in its queue, which is what the queue driver watches).
+
+use loader::{Movie, Packet, PacketFlags};
+use smallvec::SmallVec;
+
+use super::{Config, Entry};
+use crate::pacer::{self, SessionKey, UdpRound};
+use crate::repair::burst::{self, Burst, BurstConfig, Carrier};
+use crate::repair::thinning::{self, Thinning, ThinningConfig, Verdict};
+use crate::session::{Dests, Media};
+use crate::source::{Nanos, Outgoing, Pick, Source};
+use crate::stats::ShardStats;
+
+/// Bytes of packets ahead of real time one UDP session may be sent per
+/// round (a round is about a millisecond): 64 KiB, some 45 packets.
+pub const UDP_AHEAD_PER_ROUND: usize = 64 * 1024;
+
+/// The room a key frame is given before it is known: what a typical SD key
+/// frame takes (14 KB at 1 Mbit/s was measured), twice.
+const KEY_FRAME_GUESS: usize = 32 * 1024;
+
+/// What adapting did to a session, for its figures and its log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdaptStats {
+    /// Frames left out by thinning (video).
+    pub frames_thinned: u64,
+    /// Packets left out by thinning.
+    pub packets_thinned: u64,
+    /// Packets sent ahead of real time.
+    pub packets_ahead: u64,
+    /// Times the level went thinner, and thicker.
+    pub thinned: u64,
+    pub thickened: u64,
+}
+
+/// A session's Instant-On and thinning.
+pub struct Adapt {
+    burst: Burst,
+    /// Per stream: thinning for video streams when it is on.
+    thin: SmallVec<[Option<Thinning>; 2]>,
+    tcp: bool,
+    /// Bytes the largest key frame seen took, framing included.
+    largest_key: usize,
+    /// (stream, timestamp, bytes) of the key frame being sent.
+    key: Option<(usize, u32, usize)>,
+    stats: AdaptStats,
+}
+
+impl Adapt {
+    /// For session playing `source` of `movie`: `burst` when it may be sent
+    /// ahead, `thin` when its video streams may be thinned, `tcp` when its
+    /// media rides a connection. `None` when it gets neither.
+    pub fn new(
+        movie: &Movie,
+        source: &Source,
+        burst: Option<BurstConfig>,
+        thin: Option<ThinningConfig>,
+        tcp: bool,
+        now: Nanos,
+    ) -> Option<Box<Adapt>> {
+        let Source::Movie(m) = source else {
+            // A live viewer has its own catch-up burst and is never thinned.
+            return None;
+        };
+        let thin: SmallVec<[Option<Thinning>; 2]> = m
+            .streams()
+            .iter()
+            .map(|s| {
+                let video = movie
+                    .track(s.track_id)
+                    .and_then(|t| t.sdp.as_deref())
+                    .is_some_and(|sdp| sdp.contains("m=video"));
+                thin.filter(|_| video).map(|cfg| Thinning::new(cfg, true))
+            })
+            .collect();
+        if burst.is_none() && thin.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut b = Burst::new(burst.unwrap_or_default(), burst.is_some());
+        let secs = movie.duration_secs().max(1.0);
+        b.set_media_rate((movie.data().len() as f64 / secs) as u64, 1400);
+        b.play(now);
+        let mut a = Box::new(Adapt {
+            burst: b,
+            thin,
+            tcp,
+            largest_key: 0,
+            key: None,
+            stats: AdaptStats::default(),
+        });
+        a.play(now);
+        Some(a)
+    }
+
+    /// PLAY or a seek: the burst starts again.
+    pub fn play(&mut self, now: Nanos) {
+        self.burst.play(now);
+        for t in self.thin.iter_mut().flatten() {
+            t.play(now);
+        }
+    }
+
+    pub fn stats(&self) -> AdaptStats {
+        let mut s = self.stats;
+        s.thinned = 0;
+        s.thickened = 0;
+        for t in self.thin.iter().flatten() {
+            let ts = t.stats();
+            s.thinned += ts.thinned;
+            s.thickened += ts.thickened;
+        }
+        s
+    }
+
+    /// The thinnest quality any stream is at now, as a name for the admin
+    /// API; `None` without thinning.
+    pub fn quality(&self) -> Option<thinning::Quality> {
+        self.thin.iter().flatten().map(Thinning::level).max()
+    }
+
+    /// How far ahead of real time the session may be sent now.
+    pub fn lead(&self) -> std::time::Duration {
+        self.burst.lead()
+    }
+
+    /// The headroom a key frame needs above the queue's floor.
+    fn key_room(&self) -> usize {
+        2 * self.largest_key.max(KEY_FRAME_GUESS / 2)
+    }
+
+    /// The queue fill (0 to 1) thinning sees for a queue of `bound` bytes
+    /// holding `queued`: scaled so that its "key frames only" level leaves
+    /// the largest key frame room (see [`floor_bytes`](Self::floor_bytes)).
+    fn thinning_fill(&self, queued: usize, bound: usize, floor: f32) -> f32 {
+        queued as f32 / self.floor_bytes(bound, floor) * floor
+    }
+
+    /// Where "key frames only" begins in a queue of `bound` bytes: at
+    /// `floor` of it, or lower so that the key frame room stays above it.
+    /// A queue too small for that (under twice the key frame room) keeps the
+    /// plain fractions: it cannot promise a key frame room anyway, and
+    /// scaled it would thin at its first bytes.
+    fn floor_bytes(&self, bound: usize, floor: f32) -> f32 {
+        let plain = bound.max(1) as f32 * floor;
+        let room = self.key_room();
+        if bound >= 2 * room {
+            plain.min((bound - room) as f32)
+        } else {
+            plain
+        }
+    }
+
+    /// The bytes queued at which [`thinning_fill`](Self::thinning_fill)
+    /// reads `fill`.
+    fn fill_bytes(&self, fill: f32, bound: usize, floor: f32) -> usize {
+        (fill / floor * self.floor_bytes(bound, floor)) as usize
+    }
+
+    /// An RTCP receiver report's fraction lost (1/256) for stream `stream`.
+    pub fn on_loss(&mut self, stream: usize, fraction_lost: u8, now: Nanos) {
+        self.burst.on_loss(fraction_lost, now);
+        if let Some(Some(t)) = self.thin.get_mut(stream) {
+            t.on_loss_report(thinning::percent(fraction_lost), None);
+        }
+    }
+
+    /// The round's picker, and the horizon up to which it may take packets
+    /// ahead: `queue` is a TCP session's (queued, bound), `now` the round's
+    /// time and `due_by` what it sends in any case.
+    pub fn round(&mut self, now: Nanos, due_by: Nanos, queue: Option<(usize, usize)>) -> (Nanos, Round<'_>) {
+        let cfg = ThinningConfig::default();
+        let budget = match (self.tcp, queue) {
+            (true, Some((queued, bound))) => {
+                let fill = self.thinning_fill(queued, bound, cfg.queue_floor);
+                let before = self.quality();
+                for t in self.thin.iter_mut().flatten() {
+                    t.on_queue(fill, now);
+                }
+                if self.quality() != before {
+                    tracing::debug!(
+                        queued,
+                        fill,
+                        quality = self.quality().map_or("", |q| q.name()),
+                        "a slow reader's queue moved its video's quality"
+                    );
+                }
+                self.burst.on_queue(queued as f32 / bound.max(1) as f32, now);
+                // Ahead of real time only below the level where a thinned
+                // stream may thicken again (and so below where thinning
+                // starts, less a key frame's room): a burst must neither
+                // thin a stream nor keep it thin.
+                let thin_at = ((bound as f32 * cfg.queue_thin) as usize).saturating_sub(self.key_room());
+                let thick_at = self.fill_bytes(cfg.queue_thick, bound, cfg.queue_floor);
+                thin_at.min(thick_at).saturating_sub(queued)
+            }
+            (true, None) => 0,
+            (false, _) => UDP_AHEAD_PER_ROUND,
+        };
+        let horizon = self.burst.horizon(now);
+        let round = Round {
+            adapt: self,
+            due_by,
+            budget,
+        };
+        (horizon, round)
+    }
+}
+
+/// One round of an adapted session: what goes ahead, what is left out.
+pub struct Round<'a> {
+    adapt: &'a mut Adapt,
+    /// Packets due after this go ahead of real time.
+    due_by: Nanos,
+    /// Bytes that may still go ahead of real time this round.
+    budget: usize,
+}
+
+impl Pick for Round<'_> {
+    fn ahead(&mut self, _due: Nanos) -> bool {
+        // A packet's size is known once it is read; one this big fits.
+        self.budget >= 1500
+    }
+
+    fn keep(&mut self, stream: usize, p: &Packet, due: Nanos) -> bool {
+        let len = p.payload_len() + 16;
+        let a = &mut *self.adapt;
+        if let Some(Some(t)) = a.thin.get_mut(stream) {
+            let before = t.stats();
+            let verdict = t.decide(p.timestamp, p.marker, p.flags);
+            let after = t.stats();
+            a.stats.frames_thinned += after.frames_dropped - before.frames_dropped;
+            a.stats.packets_thinned += after.packets_dropped - before.packets_dropped;
+            if verdict == Verdict::Drop {
+                return false;
+            }
+        }
+        if p.flags.contains(PacketFlags::KEY) {
+            let bytes = match a.key {
+                Some((s, ts, bytes)) if s == stream && ts == p.timestamp => bytes + len,
+                _ => len,
+            };
+            a.key = Some((stream, p.timestamp, bytes));
+            a.largest_key = a.largest_key.max(bytes);
+        }
+        if due > self.due_by {
+            a.stats.packets_ahead += 1;
+            self.budget = self.budget.saturating_sub(len);
+        } else if a.tcp {
+            // On a connection what is due fills the same queue.
+            self.budget = self.budget.saturating_sub(len);
+        }
+        true
+    }
+}
+
+/// At each PLAY of session `e`: its burst starts again, or, the first
+/// time, it is given one if it may take it (see
+/// [`burst::overbuffer_allowed`]), and thinning if it rides a connection.
+pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
+    if let Some(a) = e.adapt.as_mut() {
+        a.play(now);
+        return;
+    }
+    let (Media::Movie(movie), Some(source)) = (&e.session.media, e.session.playback.as_ref()) else {
+        return;
+    };
+    let tcp = e.conn.is_some();
+    let carrier = if tcp { Carrier::Tcp } else { Carrier::Udp };
+    // A NACK/RTX session is not sent ahead for its retransmission alone,
+    // only when it asks with `x-Dynamic-Rate: 1` too: GStreamer's rtspsrc
+    // (do-retransmission) sent 2 s ahead over UDP at 3 % loss decoded 89 %
+    // of the pictures as in the file, against all but a few at real time;
+    // its jitter buffer's NACKs came too late for the stream's history.
+    let allowed = burst::overbuffer_allowed(carrier, e.session.dynamic_rate, false);
+    let burst = config.instant_on.filter(|_| allowed);
+    let thin = config.thinning.filter(|_| tcp);
+    e.adapt = Adapt::new(movie, source, burst, thin, tcp, now);
+}
+
+/// A receiver report's loss for stream `stream` of session `e`. A plain
+/// UDP session is given thinning only when its client first reports more
+/// than a little loss: until then it costs nothing.
+pub(super) fn on_loss(e: &mut Entry, stream: usize, fraction_lost: u8, thinning: Option<ThinningConfig>, now: Nanos) {
+    if e.adapt.is_none() {
+        let Some(cfg) = thinning else { return };
+        if e.conn.is_some() || thinning::percent(fraction_lost) < cfg.loss_thick_percent {
+            return;
+        }
+        let (Media::Movie(movie), Some(source)) = (&e.session.media, e.session.playback.as_ref()) else {
+            return;
+        };
+        e.adapt = Adapt::new(movie, source, None, Some(cfg), false, now);
+    }
+    if let Some(a) = e.adapt.as_mut() {
+        a.on_loss(stream, fraction_lost, now);
+    }
+}
+
+/// The round of an adapted session: what is due by `horizon`, what its
+/// burst lets go ahead, less what thinning leaves out. `queue` is its
+/// connection's (queued, bound). Returns when it wants its next round: a
+/// lead before its next packet is due, and never within this round.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn serve(
+    a: &mut Adapt,
+    key: SessionKey,
+    source: &mut Source,
+    dests: &Dests,
+    now: Nanos,
+    horizon: Nanos,
+    queue: Option<(usize, usize)>,
+    udp: &mut UdpRound,
+    stats: &mut ShardStats,
+    tcp: impl FnMut(u8, &Outgoing<'_>) -> bool,
+    keep: impl FnMut(&Outgoing<'_>),
+) -> Option<Nanos> {
+    let before = a.stats;
+    let (burst_horizon, mut round) = a.round(now, horizon, queue);
+    let ahead = burst_horizon.saturating_add(horizon - now).max(horizon);
+    let next = pacer::serve_picked(
+        key, source, dests, now, horizon, ahead, &mut round, udp, stats, tcp, keep,
+    );
+    let after = a.stats;
+    stats.ahead_packets += after.packets_ahead - before.packets_ahead;
+    stats.thinned_frames += after.frames_thinned - before.frames_thinned;
+    stats.thinned_packets += after.packets_thinned - before.packets_thinned;
+    let lead = ahead - horizon;
+    next.map(|t| t.saturating_sub(lead).max(horizon + 1))
+}
