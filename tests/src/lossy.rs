@@ -59,9 +59,11 @@ impl LossyNet {
         let name = format!("snl{tag}");
         let outer = format!("snlo{tag}");
         let inner = format!("snli{tag}");
-        // 10.X.Y.Z/30 from the process and the count: one subnet each.
-        let seq = (pid % 16_000) * 16 + n % 16;
-        let base = Ipv4Addr::new(10, 200 + (seq >> 16) as u8 % 50, (seq >> 8) as u8, (seq as u8) & 0xfc);
+        // A /30 of 10.200.0.0-10.249.255.255 from the process and the
+        // count: one subnet each, so that two tests of one process (which
+        // run side by side) never share a route.
+        let offset = ((pid % 50_000) * 16 + n % 16) * 4;
+        let base = Ipv4Addr::new(10, 200 + (offset >> 16) as u8, (offset >> 8) as u8, offset as u8);
         let [a, b, c, d] = base.octets();
         let server_ip = Ipv4Addr::new(a, b, c, d + 1);
         let client_ip = Ipv4Addr::new(a, b, c, d + 2);
