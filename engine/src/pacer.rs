@@ -444,19 +444,7 @@ impl UdpRound {
         osn: [u8; 2],
         payload: Payload<'_>,
     ) {
-        let owner = self.owner(payload.owner);
-        self.pending.push(Pending {
-            key,
-            dest,
-            header: *header,
-            owner,
-            len: (payload.len() + osn.len()) as u32,
-            stream: RTX_STREAM,
-            osn,
-            osn_len: 2,
-            late_ns: 0,
-            spans: SmallVec::from_slice(payload.spans),
-        });
+        self.queue_repair(key, dest, header, Some(osn), payload, RTX_STREAM);
     }
 
     /// Queues a reliable-UDP resend for `dest`: the packet as it first
@@ -469,16 +457,31 @@ impl UdpRound {
         header: &[u8; RTP_HEADER_LEN],
         payload: Payload<'_>,
     ) {
+        self.queue_repair(key, dest, header, None, payload, RESEND_STREAM);
+    }
+
+    /// A repair packet (an RTX packet with its original sequence number
+    /// `osn`, or a resend without), counted under `stream`.
+    fn queue_repair(
+        &mut self,
+        key: SessionKey,
+        dest: SocketAddr,
+        header: &[u8; RTP_HEADER_LEN],
+        osn: Option<[u8; 2]>,
+        payload: Payload<'_>,
+        stream: u16,
+    ) {
         let owner = self.owner(payload.owner);
+        let osn_len: u8 = if osn.is_some() { 2 } else { 0 };
         self.pending.push(Pending {
             key,
             dest,
             header: *header,
             owner,
-            len: payload.len() as u32,
-            stream: RESEND_STREAM,
-            osn: [0; 2],
-            osn_len: 0,
+            len: (payload.len() + usize::from(osn_len)) as u32,
+            stream,
+            osn: osn.unwrap_or_default(),
+            osn_len,
             late_ns: 0,
             spans: SmallVec::from_slice(payload.spans),
         });

@@ -52,15 +52,13 @@ fn repair_stats(stats_json: &std::path::Path) -> serde_json::Value {
     v["repair"].clone()
 }
 
-#[test]
-fn gstreamer_is_repaired_and_ffmpeg_without_retransmission_is_not() {
-    require_tool("ffmpeg");
-    require_tool("gst-launch-1.0");
+/// The lossy namespace and a server with `--nack` behind it serving the
+/// H.264 + AAC clip from library `name`, and where its statistics go.
+fn lossy_server(name: &str) -> (LossyNet, Server, std::path::PathBuf) {
     let clip = media().clip("h264-aac.mp4");
-    let lib = library("repair-loss", &[clip.path.as_path()]);
+    let lib = library(name, &[clip.path.as_path()]);
     let stats_json = lib.with_extension("stats.json");
     let _ = std::fs::remove_file(&stats_json);
-
     // The address the server listens on is the namespace's way out, and
     // the loss is on the server's RTP ports: the namespace comes first.
     let rtp_base = free_udp_run(16);
@@ -71,6 +69,15 @@ fn gstreamer_is_repaired_and_ffmpeg_without_retransmission_is_not() {
         &lib,
         &["--nack", "--stats-json", stats_json.to_str().expect("a UTF-8 path")],
     );
+    (net, server, stats_json)
+}
+
+#[test]
+fn gstreamer_is_repaired_and_ffmpeg_without_retransmission_is_not() {
+    require_tool("ffmpeg");
+    require_tool("gst-launch-1.0");
+    let (net, server, stats_json) = lossy_server("repair-loss");
+    let clip = media().clip("h264-aac.mp4");
     let url = server.url(clip.name);
 
     let want = file_video_hashes(&clip.path, TIMEOUT);
@@ -184,19 +191,8 @@ fn rtpload_repaired(net: &LossyNet, url: &str, flag: &str, sessions: u32, second
 /// what the wire lost comes back, but for a tiny fraction.
 #[test]
 fn rtpload_is_repaired_by_nack_rtx_and_by_reliable_udp() {
-    let clip = media().clip("h264-aac.mp4");
-    let lib = library("repair-loss-rtpload", &[clip.path.as_path()]);
-    let stats_json = lib.with_extension("stats.json");
-    let _ = std::fs::remove_file(&stats_json);
-    let rtp_base = free_udp_run(16);
-    let net = LossyNet::new(LOSS_PERCENT, (rtp_base, rtp_base + 15));
-    let server = Server::start_with_ports(
-        net.server_ip.into(),
-        rtp_base,
-        &lib,
-        &["--nack", "--stats-json", stats_json.to_str().expect("a UTF-8 path")],
-    );
-    let url = server.url(clip.name);
+    let (net, server, stats_json) = lossy_server("repair-loss-rtpload");
+    let url = server.url(media().clip("h264-aac.mp4").name);
     let mut seen = Vec::new();
     for flag in ["--nack", "--reliable-udp"] {
         net.reset();

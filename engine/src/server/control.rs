@@ -5,7 +5,7 @@
 //! watches the signals and the timers (statistics reports, the library's
 //! pruning, tunnel legs that waited too long for each other).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
@@ -1151,19 +1151,24 @@ impl Control {
         self.reply(link, Some(&req.method), &response);
     }
 
+    /// Publisher `key`, while it records (media before its RECORD, or after
+    /// its TEARDOWN, is not taken).
+    fn recording(&self, key: SessionKey) -> Option<RefMut<'_, live::registry::Publisher>> {
+        RefMut::filter_map(self.live.borrow_mut(), |r| {
+            r.get_mut(key).filter(|p| p.phase == Phase::Recording)
+        })
+        .ok()
+    }
+
     /// Media from publisher `key` for stream `track`: RTP, or RTCP.
     fn ingest(&self, key: SessionKey, track: usize, rtcp: bool, data: &[u8]) {
         let t = now();
-        let mut registry = self.live.borrow_mut();
-        let Some(p) = registry.get_mut(key) else { return };
-        if p.phase != Phase::Recording {
-            return;
-        }
+        let Some(mut p) = self.recording(key) else { return };
         let id = p.desc.id;
         if rtcp {
-            relay::note_bye(p, track, data);
+            relay::note_bye(&mut p, track, data);
             let report = p.ingest.rtcp(track, data);
-            drop(registry);
+            drop(p);
             self.feed_pushes(id, track, true, || bytes::Bytes::copy_from_slice(data));
             if let Some((ntp, rtp_ts)) = report {
                 for tx in &self.live_shards {
@@ -1181,7 +1186,7 @@ impl Control {
             return;
         }
         let result = p.ingest.rtp(track, data, t);
-        drop(registry);
+        drop(p);
         self.fan_out(key, id, track, result);
     }
 
@@ -1190,14 +1195,10 @@ impl Control {
     /// [`ingest`](Self::ingest) does, without copying it.
     fn ingest_owned(&self, key: SessionKey, track: usize, data: bytes::Bytes) {
         let t = now();
-        let mut registry = self.live.borrow_mut();
-        let Some(p) = registry.get_mut(key) else { return };
-        if p.phase != Phase::Recording {
-            return;
-        }
+        let Some(mut p) = self.recording(key) else { return };
         let id = p.desc.id;
         let result = p.ingest.rtp_owned(track, data, t);
-        drop(registry);
+        drop(p);
         self.fan_out(key, id, track, result);
     }
 
