@@ -812,6 +812,7 @@ mod tests {
             header: header(key as u16),
             payload: Payload { owner, spans: &spans },
             late_ns: 0,
+            due: 0,
             flags: PacketFlags::empty(),
         };
         round.queue(key, dest, 0, &out);

@@ -11,6 +11,23 @@
 //! by span count (a packet with many spans takes more of the span ring) and
 //! by age (`max_age`, the `rtx-time` the SDP announces).
 //!
+//! Age counts from when a packet is *due* on the session's play clock, or
+//! from when it was sent if that is later. A packet sent ahead of real time
+//! (Instant-On) reaches the client seconds before it is due, and the
+//! client's jitter buffer keeps asking for a missing one on its own
+//! timeline: GStreamer's `rtpjitterbuffer` NACKs a gap soon after the next
+//! packet arrives (50 to 150 ms after the send, measured through 3 % loss),
+//! and while no copy comes (the RTX packet can be lost too) asks again every
+//! `rtx-retry-timeout` (a round trip plus twice its jitter, which a burst
+//! inflates to hundreds of milliseconds) until `rtx-retry-period` (its
+//! latency, 2 s) past the packet's expected time on its RTP-timestamp
+//! clock, which is the due time. Counted from the send time, such a retry
+//! for a packet sent 2 s ahead came after `rtx-time` (one was seen 1014 ms
+//! after the send, 129 ms after the due time) and found the packet gone.
+//! Counted from its due time, a packet stays answerable for as long as the
+//! client may still play it. [`HistoryConfig::for_rate`] sizes the rings for
+//! that: the lead's packets come on top.
+//!
 //! A movie's packets all have the same owner, so the owner ring holds one
 //! clone of its `Bytes` for the whole history; a live stream's packets each
 //! bring their own buffer, which the history keeps alive until the entry
@@ -50,24 +67,54 @@ pub struct HistoryConfig {
     pub max_packets: usize,
     /// Payload spans at most, over all packets kept.
     pub max_spans: usize,
-    /// How long a packet is kept after it was sent.
+    /// How long a packet is kept after it was due (or sent, if later).
     pub max_age: Duration,
 }
 
+/// Packets a history keeps at most, whatever its rate and lead: 8192
+/// entries and their spans are 512 KiB.
+pub const MAX_PACKETS: usize = 8192;
+
+/// Room above the average packet rate, for the bursts of a key frame.
+const RATE_ROOM: f64 = 1.25;
+
 impl HistoryConfig {
-    /// A history for a stream that sends `packets_per_sec` on average,
-    /// keeping `max_age` of it with a quarter more room for bursts, between
-    /// 32 and 8192 packets, and two and a half spans per packet (hint
-    /// tracks mostly make packets of one or two spans: an immediate header
-    /// and a slice of the sample).
-    pub fn for_rate(packets_per_sec: f64, max_age: Duration) -> HistoryConfig {
-        let want = (packets_per_sec.max(0.0) * max_age.as_secs_f64() * 1.25).ceil();
-        let max_packets = (want as usize).clamp(32, 8192);
+    /// A history for a stream that sends `packets_per_sec` on average and
+    /// may be sent up to `lead` ahead of real time, keeping each packet
+    /// `max_age` past its due time: what is sent over `lead + max_age`, with
+    /// a quarter more room for bursts, between 32 and [`MAX_PACKETS`]
+    /// packets, and two and a half spans per packet (hint tracks mostly make
+    /// packets of one or two spans: an immediate header and a slice of the
+    /// sample).
+    ///
+    /// A stream `lead` ahead holds, at any time, the packets due over the
+    /// next `lead` (sent, not yet due) and those due over the last
+    /// `max_age` (due, still answerable): `rate * (lead + max_age)`. At the
+    /// default 4 s lead and 1 s `rtx-time`, [`MAX_PACKETS`] covers some 1300
+    /// packets a second; past that, [`covered_lead`](Self::covered_lead)
+    /// says how far ahead the stream may go and stay answerable.
+    pub fn for_rate(packets_per_sec: f64, max_age: Duration, lead: Duration) -> HistoryConfig {
+        let secs = (max_age + lead).as_secs_f64();
+        let want = (packets_per_sec.max(0.0) * secs * RATE_ROOM).ceil();
+        let max_packets = (want as usize).clamp(32, MAX_PACKETS);
         HistoryConfig {
             max_packets,
             max_spans: max_packets * 5 / 2,
             max_age,
         }
+    }
+
+    /// How far ahead of real time a stream of `packets_per_sec` may be sent
+    /// while this history still keeps every packet until `max_age` past
+    /// its due time (the inverse of [`for_rate`](Self::for_rate)).
+    pub fn covered_lead(&self, packets_per_sec: f64) -> Duration {
+        if packets_per_sec <= 0.0 {
+            return Duration::MAX;
+        }
+        let secs = self.max_packets as f64 / RATE_ROOM / packets_per_sec;
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(Duration::MAX)
+            .saturating_sub(self.max_age)
     }
 }
 
@@ -132,8 +179,9 @@ struct Entry {
     /// Id of the owner run (see [`History::runs`]).
     run: u32,
     timestamp: u32,
-    /// Milliseconds since the history's epoch.
-    sent_ms: u32,
+    /// Milliseconds since the history's epoch from which its age counts:
+    /// when it was due, or when it was sent if that is later.
+    kept_ms: u32,
     /// Milliseconds since the epoch of the last resend, [`NEVER`] if none.
     resent_ms: u32,
     span_count: u8,
@@ -148,7 +196,7 @@ const VACANT_ENTRY: Entry = Entry {
     span_start: 0,
     run: NEVER,
     timestamp: 0,
-    sent_ms: 0,
+    kept_ms: 0,
     resent_ms: NEVER,
     span_count: 0,
     flags_byte: 0,
@@ -193,6 +241,12 @@ pub struct History {
 fn ms_since(epoch: Nanos, now: Nanos) -> u32 {
     // Wraps after 49 days, which wrapping arithmetic on ages survives.
     (now.saturating_sub(epoch) / 1_000_000) as u32
+}
+
+/// Whether an entry whose age counts from `kept_ms` is older than `max_ms`
+/// at `now_ms`. Signed: an entry due later than `now` has a negative age.
+fn too_old(now_ms: u32, kept_ms: u32, max_ms: u32) -> bool {
+    (now_ms.wrapping_sub(kept_ms) as i32) > max_ms as i32
 }
 
 fn same_owner(a: &Bytes, b: &Bytes) -> bool {
@@ -320,13 +374,21 @@ impl History {
         }
     }
 
-    /// Records a packet as sent at `now`: its header as written, its
-    /// payload as `spans` of `owner`.
+    /// Records a packet as sent at `now`, due then: its header as written,
+    /// its payload as `spans` of `owner`.
     pub fn push(&mut self, header: &[u8; HEADER_LEN], owner: &Bytes, spans: &[Span], now: Nanos) {
+        self.push_due(header, owner, spans, now, now);
+    }
+
+    /// Records a packet as sent at `now` and due at `due` (later than `now`
+    /// for a packet sent ahead of real time): it is kept until `max_age`
+    /// after the later of the two.
+    pub fn push_due(&mut self, header: &[u8; HEADER_LEN], owner: &Bytes, spans: &[Span], now: Nanos, due: Nanos) {
         let seq = u16::from_be_bytes([header[2], header[3]]);
         let ssrc = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
         let epoch = *self.epoch.get_or_insert(now);
-        let now_ms = ms_since(epoch, now);
+        // No further ahead than half the wrap, so ages stay comparable.
+        let kept_ms = ms_since(epoch, due.max(now)).min(ms_since(epoch, now).saturating_add(u32::MAX / 4));
         self.stats.pushed += 1;
 
         if self.len == 0 && self.numbered == 0 {
@@ -378,7 +440,7 @@ impl History {
             span_start: start as u32,
             run,
             timestamp: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
-            sent_ms: now_ms,
+            kept_ms,
             resent_ms: NEVER,
             span_count: spans.len() as u8,
             flags_byte: header[0],
@@ -388,9 +450,9 @@ impl History {
     }
 
     /// Records an [`Outgoing`](crate::source::Outgoing)'s header and
-    /// payload as sent at `now`.
-    pub fn push_payload(&mut self, header: &[u8; HEADER_LEN], payload: Payload<'_>, now: Nanos) {
-        self.push(header, payload.owner, payload.spans, now);
+    /// payload as sent at `now`, due at `due`.
+    pub fn push_payload(&mut self, header: &[u8; HEADER_LEN], payload: Payload<'_>, now: Nanos, due: Nanos) {
+        self.push_due(header, payload.owner, payload.spans, now, due);
     }
 
     fn append(&mut self, e: Entry) {
@@ -403,14 +465,22 @@ impl History {
         self.numbered += 1;
     }
 
-    /// Lets go of packets older than the age bound.
+    fn max_ms(&self) -> u32 {
+        self.cfg.max_age.as_millis().min(u128::from(u32::MAX / 4)) as u32
+    }
+
+    /// Lets go of packets older than the age bound, from the oldest up to
+    /// the first that is not. (Due times rise with the sequence numbers but
+    /// for a new PLAY's first packets, which may be due before the last
+    /// burst's: those wait behind it, answered as too old by
+    /// [`lookup`](Self::lookup) all the same, until it goes.)
     pub fn expire(&mut self, now: Nanos) {
         let Some(epoch) = self.epoch else { return };
         let now_ms = ms_since(epoch, now);
-        let max_ms = self.cfg.max_age.as_millis().min(u128::from(u32::MAX / 2)) as u32;
+        let max_ms = self.max_ms();
         while self.len > 0 {
             let e = self.entries[self.head];
-            if e.state & VACANT == 0 && now_ms.wrapping_sub(e.sent_ms) <= max_ms {
+            if e.state & VACANT == 0 && !too_old(now_ms, e.kept_ms, max_ms) {
                 break;
             }
             self.pop_oldest();
@@ -427,8 +497,7 @@ impl History {
                 return Err(Lookup::NeverSent);
             }
             let epoch = self.epoch.unwrap_or(now);
-            let max_ms = self.cfg.max_age.as_millis().min(u128::from(u32::MAX / 2)) as u32;
-            if ms_since(epoch, now).wrapping_sub(e.sent_ms) > max_ms {
+            if too_old(ms_since(epoch, now), e.kept_ms, self.max_ms()) {
                 return Err(Lookup::TooOld);
             }
             return Ok(i);
@@ -506,6 +575,7 @@ mod tests {
     use proto::rtp::Header;
 
     const MS: Nanos = 1_000_000;
+    const S_NS: Nanos = 1_000_000_000;
 
     fn header(seq: u16, ts: u32) -> [u8; HEADER_LEN] {
         Header {
@@ -544,7 +614,7 @@ mod tests {
     fn an_entry_is_24_bytes_and_a_plain_stream_pays_a_pointer() {
         assert_eq!(std::mem::size_of::<Entry>(), 24);
         assert_eq!(std::mem::size_of::<Option<Box<History>>>(), 8);
-        let h = History::new(HistoryConfig::for_rate(100.0, Duration::from_secs(1)));
+        let h = History::new(HistoryConfig::for_rate(100.0, Duration::from_secs(1), Duration::ZERO));
         assert_eq!(h.config().max_packets, 125);
         assert_eq!(h.config().max_spans, 312);
         // 125 entries, 312 spans, and room for a few owners.
@@ -559,7 +629,7 @@ mod tests {
         for (i, seq) in (65_530u16..=65_535).chain(0..6).enumerate() {
             let s = spans(seq, 2);
             let payload = Payload { owner: &o, spans: &s };
-            h.push_payload(&header(seq, seq.into()), payload, i as u64 * MS);
+            h.push_payload(&header(seq, seq.into()), payload, i as u64 * MS, i as u64 * MS);
         }
         let now = 12 * MS;
         // The newest 8 are kept, across the wrap.
@@ -611,6 +681,68 @@ mod tests {
         h.push(&header(10, 0), &o, &spans(10, 1), 5000 * MS);
         assert_eq!(h.len(), 1);
         assert_eq!(h.lookup(9, 5000 * MS), Lookup::TooOld);
+    }
+
+    #[test]
+    fn a_packet_sent_ahead_ages_from_its_due_time() {
+        let o = owner();
+        let mut h = History::new(cfg(100, 300, 1000));
+        // Sent at 0, 100 ms apart, each due 3 s after it went: a burst
+        // 3 s ahead of real time.
+        for seq in 0..10u16 {
+            let sent = u64::from(seq) * 100 * MS;
+            h.push_due(&header(seq, 0), &o, &spans(seq, 1), sent, sent + 3000 * MS);
+        }
+        // 2 s after the first went, well past the send-time bound, all are
+        // kept: none is due yet.
+        h.expire(2000 * MS);
+        assert_eq!(h.len(), 10);
+        assert!(matches!(h.lookup(0, 2000 * MS), Lookup::Found { .. }));
+        // Packet 0 was due at 3 s: it goes 1 s (max_age) after that, not
+        // before; packet 5, due at 3.5 s, stays until 4.5 s.
+        assert!(matches!(h.lookup(0, 4000 * MS), Lookup::Found { .. }));
+        assert_eq!(h.lookup(0, 4001 * MS), Lookup::TooOld);
+        assert!(matches!(h.lookup(5, 4500 * MS), Lookup::Found { .. }));
+        assert_eq!(h.lookup(5, 4501 * MS), Lookup::TooOld);
+        h.expire(4501 * MS);
+        assert_eq!(h.len(), 4);
+        // A packet sent late ages from its send time, as before.
+        h.push_due(&header(10, 0), &o, &spans(10, 1), 5000 * MS, 4000 * MS);
+        assert!(matches!(h.lookup(10, 6000 * MS), Lookup::Found { .. }));
+        assert_eq!(h.lookup(10, 6001 * MS), Lookup::TooOld);
+    }
+
+    #[test]
+    fn the_rings_cover_the_lead_and_say_how_far_they_do() {
+        let rtx = Duration::from_secs(1);
+        let lead = Duration::from_secs(4);
+        // 200 packets a second, 4 s ahead and 1 s after: 1000 packets,
+        // a quarter more for bursts.
+        let c = HistoryConfig::for_rate(200.0, rtx, lead);
+        assert_eq!(c.max_packets, 1250);
+        assert_eq!(c.covered_lead(200.0), lead);
+        // At a rate the largest history cannot cover, it says how far it
+        // reaches, and the burst is held to that.
+        let c = HistoryConfig::for_rate(4000.0, rtx, lead);
+        assert_eq!(c.max_packets, MAX_PACKETS);
+        let covered = c.covered_lead(4000.0);
+        assert!(covered < lead && covered > Duration::from_millis(600), "{covered:?}");
+        // Filled at that rate, that far ahead: the packet due (almost)
+        // max_age ago is still kept.
+        let o = owner();
+        let mut h = History::new(c);
+        let step = S_NS / 4000;
+        let ahead = covered.as_nanos() as u64;
+        let mut now = 0;
+        for seq in 0..20_000u32 {
+            now = u64::from(seq) * step;
+            h.push_due(&header(seq as u16, 0), &o, &spans(seq as u16, 2), now, now + ahead);
+        }
+        let due_a_second_ago = 20_000 - 1 - (ahead + 990 * MS) / step;
+        assert!(
+            matches!(h.lookup(due_a_second_ago as u16, now), Lookup::Found { .. }),
+            "{due_a_second_ago}"
+        );
     }
 
     #[test]

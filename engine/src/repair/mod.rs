@@ -48,7 +48,7 @@ mod tests {
     fn a_nacked_packet_comes_back_as_rtx_byte_for_byte() {
         // A "movie": payload bytes the packets are spans of.
         let movie = Bytes::from((0..=255u8).cycle().take(64 * 1024).collect::<Vec<_>>());
-        let mut history = History::new(HistoryConfig::for_rate(50.0, Duration::from_secs(1)));
+        let mut history = History::new(HistoryConfig::for_rate(50.0, Duration::from_secs(1), Duration::ZERO));
         let mut sent: Vec<Vec<u8>> = Vec::new();
         for i in 0..40u16 {
             let header = Header {
@@ -126,7 +126,7 @@ mod tests {
         // 500 ms; rtspsrc asks for up to about 1 s).
         let mut total = 0;
         for (name, rate) in [("video", 90.0), ("audio", 43.0)] {
-            let mut h = History::new(HistoryConfig::for_rate(rate, Duration::from_secs(1)));
+            let mut h = History::new(HistoryConfig::for_rate(rate, Duration::from_secs(1), Duration::ZERO));
             // Warm up, then check the rings do not grow: nothing is
             // allocated per packet after that.
             let push = |h: &mut History, n: u32| {

@@ -94,9 +94,10 @@ pub struct RtxStream {
 }
 
 impl RtxStream {
-    pub fn new(setup: RtxSetup, cfg: NackConfig) -> RtxStream {
+    /// A stream that may be sent up to `lead` ahead of real time.
+    pub fn new(setup: RtxSetup, cfg: NackConfig, lead: Duration) -> RtxStream {
         // Reliable UDP keeps a packet as long as DSS did, RTX as long as
-        // the SDP's rtx-time says.
+        // the SDP's rtx-time says, each past the packet's due time.
         let keep_ms = match setup.kind {
             RepairKind::Rtx { .. } => u64::from(RTX_TIME_MS),
             RepairKind::Reliable => DROP_ALL_MS as u64,
@@ -104,6 +105,7 @@ impl RtxStream {
         let history = History::new(HistoryConfig::for_rate(
             setup.packet_rate,
             Duration::from_millis(keep_ms),
+            lead,
         ));
         let mode = match setup.kind {
             RepairKind::Rtx {
@@ -125,6 +127,12 @@ impl RtxStream {
             mode,
             sent: 0,
         }
+    }
+
+    /// How far ahead of real time the stream may be sent while its history
+    /// keeps each packet answerable until its due time plus the keep time.
+    pub fn covered_lead(&self) -> Duration {
+        self.history.config().covered_lead(self.setup.packet_rate)
     }
 
     /// The NACK figures (none for reliable UDP).
@@ -164,11 +172,14 @@ pub struct RtxSender {
 
 impl RtxSender {
     /// A sender for streams `setups` (by stream index) of a session of
-    /// `session_bit_rate` bits per second.
-    pub fn new(setups: impl IntoIterator<Item = Option<RtxSetup>>, session_bit_rate: u64) -> RtxSender {
+    /// `session_bit_rate` bits per second that may be sent up to `lead`
+    /// ahead of real time (zero without Instant-On).
+    pub fn new(setups: impl IntoIterator<Item = Option<RtxSetup>>, session_bit_rate: u64, lead: Duration) -> RtxSender {
         let cfg = NackConfig::default();
-        let streams: SmallVec<[Option<RtxStream>; 2]> =
-            setups.into_iter().map(|s| s.map(|s| RtxStream::new(s, cfg))).collect();
+        let streams: SmallVec<[Option<RtxStream>; 2]> = setups
+            .into_iter()
+            .map(|s| s.map(|s| RtxStream::new(s, cfg, lead)))
+            .collect();
         let reliable = streams.iter().flatten().any(|s| s.setup.kind == RepairKind::Reliable);
         RtxSender {
             streams,
@@ -211,6 +222,21 @@ impl RtxSender {
         self.congestion.is_some()
     }
 
+    /// Whether every stream of the session retransmits (by NACK/RTX or
+    /// reliable UDP): only then may the session be sent ahead over UDP.
+    pub fn covers_all(&self) -> bool {
+        self.streams.iter().all(Option::is_some)
+    }
+
+    /// How far ahead of real time the session may be sent with every
+    /// packet still answerable until its due time plus the keep time.
+    pub fn covered_lead(&self) -> Duration {
+        self.streams()
+            .map(RtxStream::covered_lead)
+            .min()
+            .unwrap_or(Duration::ZERO)
+    }
+
     /// Reliable UDP's window and round trip, for the figures.
     pub fn congestion(&self) -> Option<&Congestion> {
         self.congestion.as_ref()
@@ -239,14 +265,17 @@ impl RtxSender {
             .filter(|&i| matches!(&self.streams[i], Some(s) if matches!(s.mode, Mode::Reliable(_))))
     }
 
-    /// Records a packet the round queued at `now`, `late_ms` after it was
-    /// due.
+    /// Records a packet the round queued at `now` (due at `o.due`, which
+    /// is later for a packet sent ahead).
     #[inline]
-    pub fn keep(&mut self, o: &Outgoing<'_>, late_ms: i64, now: Nanos) {
+    pub fn keep(&mut self, o: &Outgoing<'_>, now: Nanos) {
         if let Some(Some(s)) = self.streams.get_mut(o.stream) {
-            s.history.push_payload(&o.header, o.payload, now);
+            s.history.push_payload(&o.header, o.payload, now, o.due);
             if let (Mode::Reliable(r), Some(cc)) = (&mut s.mode, self.congestion.as_mut()) {
                 let seq = u16::from_be_bytes([o.header[2], o.header[3]]);
+                // Negative for a packet sent ahead: as in DSS's
+                // `AddPacket`, it may wait that much longer for its ack.
+                let late_ms = (now as i64 - o.due as i64) / 1_000_000;
                 r.on_send(cc, seq, HEADER_LEN + o.payload.len(), late_ms, DROP_ALL_MS, now);
             }
         }

@@ -293,14 +293,26 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
         return;
     };
     let tcp = e.conn.is_some();
-    let carrier = if tcp { Carrier::Tcp } else { Carrier::Udp };
-    // A NACK/RTX session is not sent ahead for its retransmission alone,
-    // only when it asks with `x-Dynamic-Rate: 1` too: GStreamer's rtspsrc
-    // (do-retransmission) sent 2 s ahead over UDP at 3 % loss decoded 89 %
-    // of the pictures as in the file, against all but a few at real time;
-    // its jitter buffer's NACKs came too late for the stream's history.
-    let allowed = burst::overbuffer_allowed(carrier, e.session.dynamic_rate, false);
-    let burst = config.instant_on.filter(|_| allowed);
+    // Over UDP, a session whose every stream is repaired (NACK/RTX, or
+    // reliable UDP) may be sent ahead: its history keeps each packet until
+    // its due time plus the keep time, however early it went, so a client
+    // that asks on its own timeline (GStreamer's jitter buffer) is answered.
+    let rtx = e.rtx.as_deref().filter(|r| r.covers_all());
+    let carrier = match rtx {
+        _ if tcp => Carrier::Tcp,
+        Some(r) if r.is_reliable() => Carrier::ReliableUdp,
+        _ => Carrier::Udp,
+    };
+    let allowed = burst::overbuffer_allowed(carrier, e.session.dynamic_rate, rtx.is_some());
+    let burst = config.instant_on.filter(|_| allowed).map(|mut b| {
+        // Never further ahead than the history keeps (it was sized for the
+        // configured lead; only a very high packet rate caps it).
+        if let Some(r) = rtx {
+            b.max_lead = b.max_lead.min(r.covered_lead());
+            b.instant_lead = b.instant_lead.min(b.max_lead);
+        }
+        b
+    });
     let thin = config.thinning.filter(|_| tcp);
     e.adapt = Adapt::new(movie, source, burst, thin, tcp, now);
 }

@@ -1443,7 +1443,12 @@ impl ShardCore {
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
                 e.reception.resize(n, Reception::default());
                 if e.rtx.is_none() {
-                    e.rtx = rtx_sender(&e.session, &e.dests, &mut self.rng, &mut self.ssrc_routes, key);
+                    // Sized for the burst it may get (see adapt::at_play).
+                    let lead = config
+                        .instant_on
+                        .filter(|_| e.session.dynamic_rate != Some(false))
+                        .map_or(Duration::ZERO, |b| b.max_lead);
+                    e.rtx = rtx_sender(&e.session, &e.dests, lead, &mut self.rng, &mut self.ssrc_routes, key);
                     if e.rtx.as_ref().is_some_and(|r| r.is_reliable()) {
                         self.reliable.push(key);
                     }
@@ -1558,17 +1563,16 @@ impl ShardCore {
             };
             // Two instances of the round's loop: only a session that
             // negotiated retransmission keeps a history of what it sends.
-            let late_ms = (late / MS) as i64;
             let served = match (e.adapt.as_deref_mut(), e.rtx.as_deref_mut()) {
                 (None, None) => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |_| {}),
                 (None, Some(rtx)) => pacer::serve_due(key, source, &e.dests, now, horizon, udp, stats, tcp, |o| {
-                    rtx.keep(o, late_ms, now)
+                    rtx.keep(o, now)
                 }),
                 // A third, for a session sent ahead or thinned.
                 (Some(a), mut rtx) => {
                     adapt::serve(a, key, source, &e.dests, now, horizon, queue, udp, stats, tcp, |o| {
                         if let Some(r) = rtx.as_deref_mut() {
-                            r.keep(o, late_ms, now)
+                            r.keep(o, now)
                         }
                     })
                 }
@@ -2063,6 +2067,7 @@ fn draw_seeds(rng: &mut Rng, taken: &KeyMap<u32, SessionKey>) -> StreamSeeds {
 fn rtx_sender(
     session: &Session,
     dests: &Dests,
+    lead: Duration,
     rng: &mut Rng,
     ssrc_routes: &mut KeyMap<u32, SessionKey>,
     key: SessionKey,
@@ -2122,7 +2127,7 @@ fn rtx_sender(
             })
         })
         .collect();
-    Some(Box::new(RtxSender::new(setups, bit_rate)))
+    Some(Box::new(RtxSender::new(setups, bit_rate, lead)))
 }
 
 /// Adds what one NACK's answer did (the responders' figures `before` and

@@ -1963,7 +1963,7 @@ mod reliable_udp {
     }
 
     /// Acks everything sent of `ssrc` from `from` on, but `except`.
-    fn ack_all(sim: &mut Sim, ssrc: u32, rtcp_port: u16, except: &[u16]) {
+    pub(super) fn ack_all(sim: &mut Sim, ssrc: u32, rtcp_port: u16, except: &[u16]) {
         let seqs: Vec<u16> = sim
             .rtp_of(ssrc)
             .into_iter()
@@ -2179,3 +2179,4 @@ fn sessions_of_one_path_share_one_copy_until_none_holds_it() {
 }
 
 mod adapt;
+mod rtx_burst;

@@ -298,6 +298,9 @@ impl LiveSource {
                     spans: std::slice::from_ref(&p.payload),
                 },
                 late_ns: now.saturating_sub(h.arrival.max(since)),
+                // A live packet is due when it arrived (or when the viewer
+                // began, for its catch-up burst): never ahead.
+                due: h.arrival.max(since),
                 flags,
             });
             bytes += cost;

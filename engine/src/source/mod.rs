@@ -181,6 +181,10 @@ pub struct Outgoing<'a> {
     pub payload: Payload<'a>,
     /// How late it is: the time it was polled at minus the time it was due.
     pub late_ns: u64,
+    /// When it is due on the session's play clock: later than `now` for a
+    /// packet sent ahead of real time. A retransmission history keeps such
+    /// a packet until its due time (plus `rtx-time`), not its send time.
+    pub due: Nanos,
     /// Key-frame, B-frame and repeat flags: what thinning and a live
     /// viewer's start look at.
     pub flags: PacketFlags,

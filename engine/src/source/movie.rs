@@ -313,6 +313,7 @@ impl MovieSource {
                     spans: &p.payload,
                 },
                 late_ns: now.saturating_sub(due),
+                due,
                 flags: p.flags,
             });
             sent += 1;
