@@ -169,5 +169,20 @@ mod tests {
             size_of::<thinning::Thinning>(),
         );
         assert!(total < 16 * 1024, "{total}");
+
+        // Sent ahead (Instant-On, 4 s by default), a stream keeps the lead's
+        // packets on top: at the shard's estimate for a 1 Mbit/s movie
+        // (600-byte packets, some 208 a second), five times as many.
+        let ahead = History::new(HistoryConfig::for_rate(
+            1_000_000.0 / 8.0 / 600.0,
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+        ));
+        println!(
+            "a stream sent 4 s ahead: {} packets kept, {} bytes",
+            ahead.config().max_packets,
+            ahead.heap_bytes()
+        );
+        assert!(ahead.heap_bytes() < 96 * 1024, "{}", ahead.heap_bytes());
     }
 }
