@@ -1443,10 +1443,15 @@ impl ShardCore {
                 e.dests = (0..n).filter_map(|i| e.session.destination(i)).collect();
                 e.reception.resize(n, Reception::default());
                 if e.rtx.is_none() {
-                    // Sized for the burst it may get (see adapt::at_play).
+                    // Sized for the burst it may get (see adapt::at_play):
+                    // reliable UDP only when asked with x-Dynamic-Rate: 1.
+                    let reliable = e.session.tracks.iter().any(|t| t.reliable);
                     let lead = config
                         .instant_on
-                        .filter(|_| e.session.dynamic_rate != Some(false))
+                        .filter(|_| match e.session.dynamic_rate {
+                            Some(asked) => asked,
+                            None => !reliable,
+                        })
                         .map_or(Duration::ZERO, |b| b.max_lead);
                     e.rtx = rtx_sender(&e.session, &e.dests, lead, &mut self.rng, &mut self.ssrc_routes, key);
                     if e.rtx.as_ref().is_some_and(|r| r.is_reliable()) {

@@ -1,6 +1,7 @@
-//! Instant-On for sessions that are repaired over UDP (NACK/RTX, reliable
-//! UDP), on the simulated clock: sent ahead by default, and a packet sent
-//! ahead stays answerable until its due time plus `rtx-time`.
+//! Instant-On for sessions repaired by NACK/RTX over UDP, on the simulated
+//! clock: sent ahead by default (reliable UDP only when asked with
+//! `x-Dynamic-Rate: 1`), and a packet sent ahead stays answerable until its
+//! due time plus `rtx-time`.
 
 use std::collections::BTreeMap;
 
@@ -135,14 +136,39 @@ fn held_after_play(cfg: Config) -> [f64; 3] {
 }
 
 #[test]
-fn repaired_udp_sessions_are_sent_ahead_by_default_and_plain_ones_are_not() {
+fn nack_rtx_sessions_are_sent_ahead_by_default_and_plain_and_reliable_ones_are_not() {
     let [avpf, reliable, plain] = held_after_play(config_on());
     assert!(avpf >= 1.9, "RTP/AVPF with RTX: {avpf} s 300 ms after PLAY");
-    assert!(reliable >= 1.9, "reliable UDP: {reliable} s 300 ms after PLAY");
+    // Reliable UDP only with x-Dynamic-Rate: 1 (see adapt::at_play).
+    assert!(reliable <= 0.4, "reliable UDP at real time: {reliable} s");
     assert!(plain <= 0.4, "plain UDP at real time: {plain} s");
     // --no-instant-on: all at real time.
     let off = held_after_play(config(60));
     assert!(off.iter().all(|&s| s <= 0.4), "{off:?}");
+}
+
+#[test]
+fn a_reliable_udp_session_that_asks_with_x_dynamic_rate_is_sent_ahead() {
+    let mut sim = Sim::new(config_on());
+    let ([video, _], answers) = sim.udp_session_headers(
+        0xD4,
+        5000,
+        "RTP/AVP",
+        "x-Retransmit: our-retransmit\r\nx-Dynamic-Rate: 1\r\n",
+    );
+    assert_eq!(answers[0].headers.get("x-Dynamic-Rate"), Some("1"), "{:?}", answers[0]);
+    assert_eq!(sim.method(0xD4, "PLAY", "").status, 200);
+    let play = sim.now;
+    while sim.now < play + 300 * MS {
+        let next = sim.now + 10 * MS;
+        sim.run_until(next);
+        super::reliable_udp::ack_all(&mut sim, video, 5001, &[]);
+    }
+    let held = video_secs(&sim, video);
+    assert!(
+        held >= 1.9,
+        "reliable UDP with x-Dynamic-Rate: 1: {held} s 300 ms after PLAY"
+    );
 }
 
 /// How the send path groups a round's datagrams into GSO messages
