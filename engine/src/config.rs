@@ -198,8 +198,8 @@ pub struct ServeArgs {
     pub nack: bool,
 
     /// Send every session at real time: no Instant-On burst at PLAY and after a seek (by default
-    /// sessions that can take it, on TCP, HTTP tunnels, UDP with NACK/RTX or reliable UDP, or
-    /// UDP with x-Dynamic-Rate: 1, are sent ahead up to --burst-lead at up to --burst-rate)
+    /// sessions that can take it, on TCP, HTTP tunnels, UDP with NACK/RTX, or UDP with
+    /// x-Dynamic-Rate: 1, are sent ahead up to --burst-lead at up to --burst-rate)
     #[arg(long = "no-instant-on")]
     pub no_instant_on: bool,
 
