@@ -342,6 +342,16 @@ impl ShardStats {
         self.lateness.saturating_record((late_ns / 1_000).min(LATENESS_MAX_US));
     }
 
+    /// As [`record_send`](Self::record_send) for `packets` packets of
+    /// `bytes` in all, each `late_ns` late: one histogram update for a run
+    /// of packets that were equally late (in a round most are on time).
+    pub fn record_sends(&mut self, late_ns: u64, packets: u64, bytes: u64) {
+        self.packets += packets;
+        self.bytes += bytes;
+        self.lateness
+            .saturating_record_n((late_ns / 1_000).min(LATENESS_MAX_US), packets);
+    }
+
     /// Adds another shard's figures to these.
     pub fn merge(&mut self, other: &ShardStats) {
         self.packets += other.packets;
@@ -748,6 +758,20 @@ mod tests {
         a.merge(&odd);
         assert_eq!(a.lateness.len(), 4);
         assert_eq!(a.lateness.max(), a.lateness.highest_equivalent(LATENESS_MAX_US));
+    }
+
+    #[test]
+    fn a_run_of_equally_late_sends_counts_as_the_sends_one_by_one() {
+        let (mut one_by_one, mut runs) = (ShardStats::default(), ShardStats::default());
+        for (late_ns, n) in [(0, 5), (1_999, 3), (2_500_000, 2), (u64::MAX, 1)] {
+            for _ in 0..n {
+                one_by_one.record_send(late_ns, 100);
+            }
+            runs.record_sends(late_ns, n, 100 * n);
+        }
+        assert_eq!((runs.packets, runs.bytes), (one_by_one.packets, one_by_one.bytes));
+        assert_eq!(runs.lateness, one_by_one.lateness);
+        assert_eq!(runs.lateness.len(), 11);
     }
 
     #[test]
