@@ -129,10 +129,22 @@ impl HintCursor {
     /// A damaged hint sample yields one `Err` and the cursor moves on to the
     /// next sample, so a caller may log and continue, or stop.
     pub fn next_packet(&mut self, movie: &Movie) -> Option<Result<Packet>> {
+        self.next_packet_at(movie, None)
+    }
+
+    /// As [`next_packet`](Self::next_packet), given the packet's transmit
+    /// time when [`peek_transmit_ns`](Self::peek_transmit_ns) just said it
+    /// (it reads the same field of the same entry): the conversion from the
+    /// track's ticks, two 64-bit divisions, is then not done again.
+    #[inline]
+    fn next_packet_at(&mut self, movie: &Movie, peeked_ns: Option<i64>) -> Option<Result<Packet>> {
+        // A peek leaves the cursor at the entry it read; without one
+        // pending, the time given is not this packet's.
+        let peeked_ns = peeked_ns.filter(|_| self.packets_left > 0);
         loop {
             if self.packets_left > 0 {
                 self.packets_left -= 1;
-                return Some(self.decode(movie).map_err(|what| {
+                return Some(self.decode(movie, peeked_ns).map_err(|what| {
                     self.packets_left = 0;
                     self.bad(movie, self.current, what)
                 }));
@@ -247,7 +259,7 @@ impl HintCursor {
     }
 
     /// Decodes the packet entry at `self.pos` of the current sample.
-    fn decode(&mut self, movie: &Movie) -> Result<Packet, &'static str> {
+    fn decode(&mut self, movie: &Movie, peeked_ns: Option<i64>) -> Result<Packet, &'static str> {
         let data = movie.data();
         let track = &movie.tracks()[self.track];
         let rtp = track.rtp.expect("hint cursors are only made for RTP hint tracks");
@@ -260,14 +272,17 @@ impl HintCursor {
         flags.set(PacketFlags::KEY, key);
         flags.set(PacketFlags::B_FRAME, entry.flags & flag::B_FRAME != 0);
         flags.set(PacketFlags::REPEAT, entry.flags & flag::REPEAT != 0);
-        let relative_ns = if entry.relative_time == 0 {
-            0
-        } else {
-            ticks_to_ns(i64::from(entry.relative_time), track.timescale)
-        };
+        let transmit_ns = peeked_ns.unwrap_or_else(|| {
+            let relative_ns = if entry.relative_time == 0 {
+                0
+            } else {
+                ticks_to_ns(i64::from(entry.relative_time), track.timescale)
+            };
+            self.sample_transmit_ns.saturating_add(relative_ns)
+        });
         Ok(Packet {
             track_id: track.id,
-            transmit_ns: self.sample_transmit_ns.saturating_add(relative_ns),
+            transmit_ns,
             sequence: entry.sequence.wrapping_add(rtp.sequence_offset as u16),
             timestamp: self.sample_rtp_time.wrapping_add(entry.timestamp_offset as u32),
             marker: entry.marker(),
@@ -567,12 +582,27 @@ pub struct MovieCursor {
     /// cursor is then one block of memory with the session's state, which
     /// matters when a server walks thousands of them per millisecond.
     lanes: SmallVec<[Lane; 2]>,
+    /// The lane [`select`](Self::select) last chose, until a packet is
+    /// taken or the cursor seeks ([`NO_HEAD`]: not known). A sender asks
+    /// for the next transmit time, then takes the packet, then asks when
+    /// the next is due: without it each of these merged the lanes again.
+    head: u8,
 }
+
+/// [`MovieCursor::head`] when the next lane is not known.
+const NO_HEAD: u8 = u8::MAX;
+
+/// [`Lane::next_ns`] when the lane's next transmit time is not known. A
+/// transmit time that happens to be this (only a damaged table could
+/// saturate to it) is merely peeked again each time: peeking is idempotent.
+const UNPEEKED: i64 = i64::MIN;
 
 #[derive(Debug, Clone)]
 struct Lane {
     cursor: HintCursor,
-    next_ns: Option<i64>,
+    /// The lane's next transmit time, once peeked; [`UNPEEKED`] before
+    /// (not an `Option`: eight bytes a lane).
+    next_ns: i64,
     ended: bool,
 }
 
@@ -583,23 +613,25 @@ impl MovieCursor {
                 .into_iter()
                 .map(|t| Lane {
                     cursor: HintCursor::new(movie, t),
-                    next_ns: None,
+                    next_ns: UNPEEKED,
                     ended: false,
                 })
                 .collect(),
+            head: NO_HEAD,
         }
     }
 
     /// The next packet of any track, earliest transmit time first (ties go to
     /// the track listed first). `None` when every track has ended.
     pub fn next_packet(&mut self, movie: &Movie) -> Option<Result<Packet>> {
-        let (i, _) = match self.select(movie)? {
+        let (i, t) = match self.select(movie)? {
             Ok(next) => next,
             Err(e) => return Some(Err(e)),
         };
         let lane = &mut self.lanes[i];
-        lane.next_ns = None;
-        lane.cursor.next_packet(movie)
+        lane.next_ns = UNPEEKED;
+        self.head = NO_HEAD;
+        lane.cursor.next_packet_at(movie, Some(t))
     }
 
     /// Transmit time of the packet [`next_packet`](Self::next_packet) would
@@ -611,17 +643,28 @@ impl MovieCursor {
     }
 
     /// The lane whose packet is next, and that packet's transmit time.
+    #[inline]
     fn select(&mut self, movie: &Movie) -> Option<Result<(usize, i64)>> {
+        if let Some(lane) = self.lanes.get(usize::from(self.head)) {
+            return Some(Ok((usize::from(self.head), lane.next_ns)));
+        }
+        self.merge(movie)
+    }
+
+    /// [`select`](Self::select) when the head is not known: peeks the lanes
+    /// that need it and takes the earliest.
+    fn merge(&mut self, movie: &Movie) -> Option<Result<(usize, i64)>> {
         let mut best: Option<(usize, i64)> = None;
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             if lane.ended {
                 continue;
             }
-            let t = match lane.next_ns {
-                Some(t) => t,
-                None => match lane.cursor.peek_transmit_ns(movie) {
+            let t = if lane.next_ns != UNPEEKED {
+                lane.next_ns
+            } else {
+                match lane.cursor.peek_transmit_ns(movie) {
                     Some(Ok(t)) => {
-                        lane.next_ns = Some(t);
+                        lane.next_ns = t;
                         t
                     }
                     // The lane has moved past the damaged sample; say so.
@@ -630,11 +673,16 @@ impl MovieCursor {
                         lane.ended = true;
                         continue;
                     }
-                },
+                }
             };
             if best.is_none_or(|(_, b)| t < b) {
                 best = Some((i, t));
             }
+        }
+        // A saturated time is not kept (it reads as "peek again"), nor a
+        // lane past what a `u8` names.
+        if let Some((i, _)) = best.filter(|&(i, t)| t != UNPEEKED && i < usize::from(NO_HEAD)) {
+            self.head = i as u8;
         }
         best.map(Ok)
     }
@@ -674,9 +722,10 @@ impl MovieCursor {
         }
         for lane in &mut self.lanes {
             lane.cursor.seek(movie, start);
-            lane.next_ns = None;
+            lane.next_ns = UNPEEKED;
             lane.ended = false;
         }
+        self.head = NO_HEAD;
         start
     }
 }
