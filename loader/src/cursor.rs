@@ -129,22 +129,10 @@ impl HintCursor {
     /// A damaged hint sample yields one `Err` and the cursor moves on to the
     /// next sample, so a caller may log and continue, or stop.
     pub fn next_packet(&mut self, movie: &Movie) -> Option<Result<Packet>> {
-        self.next_packet_at(movie, None)
-    }
-
-    /// As [`next_packet`](Self::next_packet), given the packet's transmit
-    /// time when [`peek_transmit_ns`](Self::peek_transmit_ns) just said it
-    /// (it reads the same field of the same entry): the conversion from the
-    /// track's ticks, two 64-bit divisions, is then not done again.
-    #[inline]
-    fn next_packet_at(&mut self, movie: &Movie, peeked_ns: Option<i64>) -> Option<Result<Packet>> {
-        // A peek leaves the cursor at the entry it read; without one
-        // pending, the time given is not this packet's.
-        let peeked_ns = peeked_ns.filter(|_| self.packets_left > 0);
         loop {
             if self.packets_left > 0 {
                 self.packets_left -= 1;
-                return Some(self.decode(movie, peeked_ns).map_err(|what| {
+                return Some(self.decode(movie).map_err(|what| {
                     self.packets_left = 0;
                     self.bad(movie, self.current, what)
                 }));
@@ -259,7 +247,7 @@ impl HintCursor {
     }
 
     /// Decodes the packet entry at `self.pos` of the current sample.
-    fn decode(&mut self, movie: &Movie, peeked_ns: Option<i64>) -> Result<Packet, &'static str> {
+    fn decode(&mut self, movie: &Movie) -> Result<Packet, &'static str> {
         let data = movie.data();
         let track = &movie.tracks()[self.track];
         let rtp = track.rtp.expect("hint cursors are only made for RTP hint tracks");
@@ -272,17 +260,14 @@ impl HintCursor {
         flags.set(PacketFlags::KEY, key);
         flags.set(PacketFlags::B_FRAME, entry.flags & flag::B_FRAME != 0);
         flags.set(PacketFlags::REPEAT, entry.flags & flag::REPEAT != 0);
-        let transmit_ns = peeked_ns.unwrap_or_else(|| {
-            let relative_ns = if entry.relative_time == 0 {
-                0
-            } else {
-                ticks_to_ns(i64::from(entry.relative_time), track.timescale)
-            };
-            self.sample_transmit_ns.saturating_add(relative_ns)
-        });
+        let relative_ns = if entry.relative_time == 0 {
+            0
+        } else {
+            ticks_to_ns(i64::from(entry.relative_time), track.timescale)
+        };
         Ok(Packet {
             track_id: track.id,
-            transmit_ns,
+            transmit_ns: self.sample_transmit_ns.saturating_add(relative_ns),
             sequence: entry.sequence.wrapping_add(rtp.sequence_offset as u16),
             timestamp: self.sample_rtp_time.wrapping_add(entry.timestamp_offset as u32),
             marker: entry.marker(),
@@ -624,14 +609,14 @@ impl MovieCursor {
     /// The next packet of any track, earliest transmit time first (ties go to
     /// the track listed first). `None` when every track has ended.
     pub fn next_packet(&mut self, movie: &Movie) -> Option<Result<Packet>> {
-        let (i, t) = match self.select(movie)? {
+        let (i, _) = match self.select(movie)? {
             Ok(next) => next,
             Err(e) => return Some(Err(e)),
         };
         let lane = &mut self.lanes[i];
         lane.next_ns = UNPEEKED;
         self.head = NO_HEAD;
-        lane.cursor.next_packet_at(movie, Some(t))
+        lane.cursor.next_packet(movie)
     }
 
     /// Transmit time of the packet [`next_packet`](Self::next_packet) would
