@@ -164,7 +164,7 @@ fn the_clients_overbuffer_window_bounds_what_goes_ahead() {
         sim.run_until(t);
         most = most.max(ahead_bytes(&sim, 0xB1));
         assert!(ahead_bytes(&sim, 0xB1) <= u64::from(WINDOW), "at {t}");
-        if (t - play) % S == 0 {
+        if (t - play).is_multiple_of(S) {
             sim.input(Input::Rtcp {
                 from: addr(5001),
                 data: &window_report(bounded, WINDOW),
@@ -248,8 +248,22 @@ fn hostile_client_reports_are_counted_and_change_nothing() {
     for data in [&version[..], &short[..]] {
         sim.input(Input::Rtcp { from: addr(5001), data });
     }
+    // An `ob` item of two bytes, not four: the report is read, the window
+    // is not (and the window said before stays).
+    let mut odd_item = Vec::new();
+    rtcp::app(
+        &mut odd_item,
+        0,
+        0x4444,
+        qtss::REPORT,
+        &[s[0], s[1], s[2], s[3], 0, 0, 0, 2, b'o', b'b', 0, 2, 0, 0, 0, 0],
+    );
+    sim.input(Input::Rtcp {
+        from: addr(5001),
+        data: &odd_item,
+    });
     let c = sim.core.stats().client_reports;
-    assert_eq!((c.reports, c.unwanted, c.malformed), (2, 1, 2), "{c:?}");
+    assert_eq!((c.reports, c.windows, c.unwanted, c.malformed), (3, 2, 1, 2), "{c:?}");
     assert_eq!(sim.core.stats().repair.forged, 1);
     // None of it stopped the session getting ahead again.
     sim.run_until(play + 3 * S);
