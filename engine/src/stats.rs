@@ -585,6 +585,17 @@ impl ShardStats {
                 );
             }
         }
+        let c = &self.client_reports;
+        if c.reports + c.unwanted + c.malformed > 0 {
+            let _ = writeln!(
+                out,
+                "  reports   {} QTSS client reports, {} overbuffer windows taken; ignored {} unwanted, {} malformed",
+                group(c.reports),
+                group(c.windows),
+                group(c.unwanted),
+                group(c.malformed)
+            );
+        }
         if self.live_received > 0 || !self.live.is_empty() {
             let _ = writeln!(
                 out,
