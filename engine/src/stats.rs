@@ -133,6 +133,31 @@ pub struct ShardStats {
     pub requests: RequestCounts,
     /// NACK/RTX retransmission.
     pub repair: RepairStats,
+    /// QuickTime's `QTSS` client reports.
+    pub client_reports: ClientReportCounts,
+}
+
+/// What QuickTime clients' `QTSS` reports (RTCP APP) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientReportCounts {
+    /// Reports taken, and the overbuffer windows (`ob`) among them that
+    /// bounded a session sent ahead.
+    pub reports: u64,
+    pub windows: u64,
+    /// Reports naming no stream of the shard, and reports that did not
+    /// parse. (Those from an address the stream is not sent to are
+    /// `repair.forged`.)
+    pub unwanted: u64,
+    pub malformed: u64,
+}
+
+impl ClientReportCounts {
+    pub fn merge(&mut self, o: &ClientReportCounts) {
+        self.reports += o.reports;
+        self.windows += o.windows;
+        self.unwanted += o.unwanted;
+        self.malformed += o.malformed;
+    }
 }
 
 /// What retransmission did: NACKs taken and answered, and the feedback
@@ -316,6 +341,7 @@ impl Default for ShardStats {
             rtcp_lost: 0,
             requests: RequestCounts::default(),
             repair: RepairStats::default(),
+            client_reports: ClientReportCounts::default(),
         }
     }
 }
@@ -387,6 +413,7 @@ impl ShardStats {
         self.rtcp_lost += other.rtcp_lost;
         self.requests.merge(&other.requests);
         self.repair.merge(&other.repair);
+        self.client_reports.merge(&other.client_reports);
     }
 
     /// Counts the time from a PLAY to its first packet.
@@ -468,6 +495,12 @@ impl ShardStats {
                     "malformed": self.repair.reliable.malformed,
                     "flow_controlled": self.repair.reliable.flow_controlled,
                 },
+            },
+            "client_reports": {
+                "reports": self.client_reports.reports,
+                "windows": self.client_reports.windows,
+                "unwanted": self.client_reports.unwanted,
+                "malformed": self.client_reports.malformed,
             },
             "lateness_us": {
                 "count": h.len(),
@@ -561,6 +594,17 @@ impl ShardStats {
                     group(q.malformed)
                 );
             }
+        }
+        let c = &self.client_reports;
+        if c.reports + c.unwanted + c.malformed > 0 {
+            let _ = writeln!(
+                out,
+                "  reports   {} QTSS client reports, {} overbuffer windows taken; ignored {} unwanted, {} malformed",
+                group(c.reports),
+                group(c.windows),
+                group(c.unwanted),
+                group(c.malformed)
+            );
         }
         if self.live_received > 0 || !self.live.is_empty() {
             let _ = writeln!(

@@ -49,6 +49,7 @@ fn config(timeout_secs: u64) -> Config {
         wall_at_zero: Duration::from_secs(1_700_000_000),
         instant_on: None,
         thinning: None,
+        max_speed: DEFAULT_MAX_SPEED,
     }
 }
 
@@ -2182,3 +2183,4 @@ fn sessions_of_one_path_share_one_copy_until_none_holds_it() {
 }
 
 mod adapt;
+mod speed;

@@ -209,6 +209,13 @@ pub struct Counters {
     pub nacked: u64,
     pub rtx: u64,
     pub acks: u64,
+    /// Media received and the wall time it came over, in ms, summed over
+    /// streams (see `session::Totals`); the most any session held ahead of
+    /// play, and the fastest speed any PLAY was granted, in thousandths.
+    pub media_ms: u64,
+    pub arrival_ms: u64,
+    pub max_ahead_bytes: u64,
+    pub speed_milli_max: u64,
 }
 
 impl Counters {
@@ -230,6 +237,10 @@ impl Counters {
         self.nacked += o.nacked;
         self.rtx += o.rtx;
         self.acks += o.acks;
+        self.media_ms += o.media_ms;
+        self.arrival_ms += o.arrival_ms;
+        self.max_ahead_bytes = self.max_ahead_bytes.max(o.max_ahead_bytes);
+        self.speed_milli_max = self.speed_milli_max.max(o.speed_milli_max);
     }
 
     /// Sessions begun and not yet over.

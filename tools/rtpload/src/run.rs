@@ -287,6 +287,8 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         media_timeout: (args.media_timeout * SEC) as Nanos,
         buffered: args.buffered.map(|s| (s * SEC) as Nanos),
         dynamic_rate: args.dynamic_rate,
+        speed: args.speed,
+        overbuffer_window: args.overbuffer_window,
         user_agent: args.user_agent.clone(),
         limits: Limits::default(),
         repair: if args.nack {
@@ -792,6 +794,15 @@ fn summary_json(
             "mbit_per_s_average": c.bytes as f64 * 8.0 / t.elapsed.max(1e-3) / 1e6,
         },
         "rtcp": { "bad": c.bad_rtcp },
+        "delivery": {
+            "speed_asked": args.speed,
+            "speed_granted_max": c.speed_milli_max as f64 / 1000.0,
+            "media_s": c.media_ms as f64 / 1000.0,
+            "arrival_s": c.arrival_ms as f64 / 1000.0,
+            "media_per_arrival_s": c.media_ms as f64 / (c.arrival_ms.max(1)) as f64,
+            "overbuffer_window": args.overbuffer_window,
+            "max_ahead_bytes": c.max_ahead_bytes,
+        },
         "publisher": published,
         "cpu": {
             "user_s": t.user.as_secs_f64(),
