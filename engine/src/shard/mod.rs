@@ -1988,7 +1988,7 @@ impl ShardCore {
             counts.unwanted += 1;
             return false;
         };
-        if !matches!(e.dests.get(stream), Some(Destination::Udp { rtcp, .. }) if rtcp == from) {
+        if !from_streams_rtcp(&e.dests, stream, from) {
             stats.repair.forged += 1;
             return false;
         }
@@ -2041,7 +2041,7 @@ impl ShardCore {
             counts.unwanted += 1;
             return false;
         };
-        if !matches!(e.dests.get(stream), Some(Destination::Udp { rtcp, .. }) if rtcp == from) {
+        if !from_streams_rtcp(&e.dests, stream, from) {
             stats.repair.forged += 1;
             return false;
         }
@@ -2292,4 +2292,10 @@ fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
         frames_thinned: thinned,
         ..AccessRecord::default()
     }
+}
+
+/// Whether an RTCP packet for `stream` came from that stream's own RTCP
+/// address: feedback from anywhere else is forged, whatever SSRC it names.
+fn from_streams_rtcp(dests: &Dests, stream: usize, from: SocketAddr) -> bool {
+    matches!(dests.get(stream), Some(Destination::Udp { rtcp, .. }) if rtcp == from)
 }
