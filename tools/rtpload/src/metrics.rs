@@ -205,6 +205,10 @@ pub struct Counters {
     /// sent and the numbers they named; RTX packets; `qtak` acks sent.
     pub lost_on_wire: u64,
     pub repaired: u64,
+    /// Lost on the wire and given up on (past the give-up time), and those
+    /// still awaited when the sessions ended.
+    pub repair_given_up: u64,
+    pub repair_open: u64,
     pub nacks: u64,
     pub nacked: u64,
     pub rtx: u64,
@@ -233,6 +237,8 @@ impl Counters {
         self.bad_rtcp += o.bad_rtcp;
         self.lost_on_wire += o.lost_on_wire;
         self.repaired += o.repaired;
+        self.repair_given_up += o.repair_given_up;
+        self.repair_open += o.repair_open;
         self.nacks += o.nacks;
         self.nacked += o.nacked;
         self.rtx += o.rtx;

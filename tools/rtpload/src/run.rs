@@ -564,10 +564,11 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
     ));
     if args.nack || args.reliable_udp {
         text.push_str(&format!(
-            "  repair    {} {} lost on the wire, {} repaired, {} lost in the end ({:.4}%); {} NACKs for {} packets, {} RTX received, {} acks sent\n",
+            "  repair    {} {} lost on the wire, {} repaired, {} still awaited at the end; {} lost in the end ({:.4}%); {} NACKs for {} packets, {} RTX received, {} acks sent\n",
             if args.nack { "NACK/RTX:" } else { "reliable UDP:" },
             counters.lost_on_wire,
             counters.repaired,
+            counters.repair_open,
             counters.lost,
             counters.loss_fraction() * 100.0,
             counters.nacks,
@@ -783,6 +784,8 @@ fn summary_json(
             "scheme": if args.nack { "nack" } else if args.reliable_udp { "reliable-udp" } else { "none" },
             "lost_on_wire": c.lost_on_wire,
             "repaired": c.repaired,
+            "given_up": c.repair_given_up,
+            "open_at_end": c.repair_open,
             "residual_lost": c.lost,
             "nacks": c.nacks,
             "nacked": c.nacked,
