@@ -213,6 +213,13 @@ pub struct ServeArgs {
     #[arg(long = "burst-lead", value_name = "SECS")]
     pub burst_lead: Option<f64>,
 
+    /// The fastest a client's `Speed` (RFC 2326) is granted, in times real time, from 1 to 10:
+    /// a PLAY with `Speed: 2` over interleaved TCP, an HTTP tunnel or reliable UDP
+    /// (x-Retransmit) is sent at twice real time, RTP timestamps unchanged; plain UDP is always
+    /// answered `Speed: 1` [default: 4, what DSS allowed]
+    #[arg(long = "max-speed", value_name = "SPEED")]
+    pub max_speed: Option<f64>,
+
     /// Never thin: send every frame of a video stream even when its client falls behind (by
     /// default a slow TCP reader's, or a lossy UDP client's, video drops B-frames, then
     /// P-frames, down to key frames only, and comes back when it catches up)
@@ -473,6 +480,9 @@ pub struct Config {
     pub instant_on: Option<(u32, u64)>,
     /// Whether video streams are thinned for clients that fall behind.
     pub thinning: bool,
+    /// The most a PLAY's `Speed` is granted, in percent (as the burst's
+    /// rate: an `f64` would not compare as `Eq`).
+    pub max_speed_percent: u32,
     /// Most a publisher may send, in bits a second.
     pub publish_max_bitrate: u64,
     /// Where `.sdp` sources join their multicast groups.
@@ -606,6 +616,7 @@ struct FileSettings {
     instant_on: Option<bool>,
     burst_rate: Option<f64>,
     burst_lead: Option<f64>,
+    max_speed: Option<f64>,
     thinning: Option<bool>,
     publish_max_kbps: Option<u64>,
     multicast_interface: Option<std::net::Ipv4Addr>,
@@ -920,6 +931,13 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         None => 4000,
     };
     let instant_on = instant_on_wanted.then_some((burst_rate, burst_lead));
+    let max_speed = match pick(args.max_speed, file.max_speed, &file_origin) {
+        Some((s, origin)) if !(1.0..=10.0).contains(&s) => {
+            return Err(invalid("max_speed", s, origin, "must be at least 1 and at most 10"))
+        }
+        Some((s, _)) => (s * 100.0).round() as u32,
+        None => (crate::shard::DEFAULT_MAX_SPEED * 100.0) as u32,
+    };
     let thinning = pick(args.no_thinning.then_some(false), file.thinning, &file_origin).is_none_or(|v| v.0);
     let publish_max_bitrate = match pick(args.publish_max_kbps, file.publish_max_kbps, &file_origin) {
         Some((0, origin)) => return Err(invalid("publish_max_kbps", 0, origin, "must be at least 1")),
@@ -1119,6 +1137,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         nack,
         instant_on,
         thinning,
+        max_speed_percent: max_speed,
         publish_max_bitrate,
         multicast_interface: pick(args.multicast_interface, file.multicast_interface, &file_origin).map(|v| v.0),
         relays,
@@ -1314,7 +1333,12 @@ mod tests {
         assert_eq!(c.instant_on, Some((150, 25_000)));
         let c = resolve(&parse(&["--media", m, "--no-instant-on", "--no-thinning"])).unwrap();
         assert_eq!((c.instant_on, c.thinning), (None, false));
+        assert_eq!(c.max_speed_percent, 400, "DSS's max_allowed_speed by default");
+        let c = resolve(&parse(&["--media", m, "--max-speed", "1"])).unwrap();
+        assert_eq!(c.max_speed_percent, 100, "1: Speed is never granted");
         for bad in [
+            ["--max-speed", "0.5"],
+            ["--max-speed", "11"],
             ["--burst-rate", "1"],
             ["--burst-rate", "11"],
             ["--burst-lead", "0"],

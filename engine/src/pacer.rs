@@ -664,6 +664,9 @@ impl UdpRound {
 /// positions in `unsent_ranges` (ascending) as dropped, into `unsent`.
 fn account(chunk: &[Pending], unsent_ranges: &[Range<usize>], stats: &mut ShardStats, unsent: &mut Vec<Unsent>) {
     let mut ranges = unsent_ranges.iter().peekable();
+    // Media packets sent, as runs of equal lateness (in microseconds, the
+    // histogram's unit): (lateness, packets, bytes).
+    let mut run: (u64, u64, u64) = (0, 0, 0);
     for (i, p) in chunk.iter().enumerate() {
         while ranges.next_if(|r| r.end <= i).is_some() {}
         if ranges.peek().is_some_and(|r| r.contains(&i)) {
@@ -685,8 +688,19 @@ fn account(chunk: &[Pending], unsent_ranges: &[Range<usize>], stats: &mut ShardS
             stats.repair.reliable.resent_sent += 1;
             stats.repair.reliable.resent_bytes += (RTP_HEADER_LEN + p.len as usize) as u64;
         } else {
-            stats.record_send(p.late_ns, (RTP_HEADER_LEN + p.len as usize) as u64);
+            let late_us = p.late_ns / 1_000;
+            if late_us != run.0 && run.1 > 0 {
+                stats.record_sends(run.0 * 1_000, run.1, run.2);
+                run.1 = 0;
+                run.2 = 0;
+            }
+            run.0 = late_us;
+            run.1 += 1;
+            run.2 += (RTP_HEADER_LEN + p.len as usize) as u64;
         }
+    }
+    if run.1 > 0 {
+        stats.record_sends(run.0 * 1_000, run.1, run.2);
     }
 }
 

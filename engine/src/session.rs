@@ -188,6 +188,9 @@ pub struct Context<'a> {
     /// Whether the server sends sessions that can take it ahead of real
     /// time (Instant-On), for the `x-Dynamic-Rate` reply.
     pub instant_on: bool,
+    /// The most a PLAY's `Speed` is granted (`--max-speed`); see
+    /// [`burst::granted_speed`].
+    pub max_speed: f64,
     /// Draws random (ssrc, first seq, timestamp offset) for a new stream:
     /// called only by a SETUP of a track the session does not have yet,
     /// never by a keep-alive or a second SETUP of a track.
@@ -217,6 +220,12 @@ pub struct Session {
     /// The client's `x-Dynamic-Rate` at SETUP (QuickTime's "may be sent
     /// ahead of real time"); `None` when it sent none.
     pub dynamic_rate: Option<bool>,
+    /// The client's `x-Transport-Options: late-tolerance=` at SETUP, in
+    /// milliseconds (a minute at most): how late it lets packets be before
+    /// thinning moves (see `repair::thinning`); `None` when it sent none.
+    /// Two bytes, in what the small fields beside it leave of a word (0
+    /// is kept as 1 ms).
+    pub late_tolerance_ms: Option<std::num::NonZeroU16>,
 }
 
 impl Session {
@@ -239,6 +248,7 @@ impl Session {
             started: now,
             lower: None,
             dynamic_rate: None,
+            late_tolerance_ms: None,
         }
     }
 
@@ -404,6 +414,16 @@ impl Session {
             };
             response = response.header(quicktime::X_RETRANSMIT, value);
         }
+        if let Some(t) = req
+            .headers
+            .get(quicktime::X_TRANSPORT_OPTIONS)
+            .and_then(quicktime::late_tolerance)
+        {
+            // A tolerance past a minute is no tolerance a thinning rule can
+            // use: it would never thin.
+            let ms = (t.min(60.0) * 1000.0).round() as u16;
+            self.late_tolerance_ms = std::num::NonZeroU16::new(ms.max(1));
+        }
         if let Some(v) = req.headers.get(quicktime::X_DYNAMIC_RATE) {
             let wanted = quicktime::dynamic_rate(v);
             self.dynamic_rate = Some(wanted);
@@ -507,7 +527,19 @@ impl Session {
             return (Response::new(457, cseq), Effect::None);
         }
         let end = range.and_then(|r| r.end).map(|e| (e * 1e9) as i64);
-        let started = pb.play(ctx.now, start, end);
+        // `Speed` (RFC 2326 section 12.35), as DSS's file module granted
+        // it: only when every track is on a transport that takes the rate
+        // without loss (interleaved TCP, a tunnel, reliable UDP), capped by
+        // configuration; a live broadcast has no media ahead to send.
+        // Each PLAY says its own: one without the header plays at 1.
+        let asked = req.headers.get(quicktime::SPEED);
+        let all_reliable = !live
+            && self
+                .tracks
+                .iter()
+                .all(|t| t.reliable || matches!(t.destination(), Destination::Tcp { .. }));
+        let speed = burst::granted_speed(asked.and_then(quicktime::speed), all_reliable, ctx.max_speed);
+        let started = pb.play_at_speed(ctx.now, start, end, speed);
         let rtp_info: Vec<String> = started
             .streams
             .iter()
@@ -531,6 +563,11 @@ impl Session {
             .header("Session", self.session_header(ctx.timeout_secs))
             .header("Range", range)
             .header("RTP-Info", rtp_info.join(","));
+        if asked.is_some() {
+            // The speed delivered, to a client that asked (DSS answered
+            // only those, 1 on plain UDP included).
+            response = response.header(quicktime::SPEED, quicktime::speed_reply(speed));
+        }
         // `x-Prebuffer: maxtime=`: play starts at the key frame at or
         // before the requested start, and DSS told such a client how far
         // back that was (no more than it allowed), as `time=`.
@@ -631,6 +668,7 @@ mod tests {
             interleaved_ok: true,
             timeout_secs: 60,
             instant_on: true,
+            max_speed: 4.0,
             seeds: Box::leak(Box::new(|| (0xabcd, 100, 5))),
         }
     }
@@ -719,6 +757,46 @@ mod tests {
             &mut ctx(30),
         );
         assert_eq!((r.status.code(), e), (200, Effect::End));
+    }
+
+    #[test]
+    fn speed_is_granted_on_reliable_transports_only_and_answered() {
+        let play = |s: &mut Session, speed: Option<&str>| {
+            let header = speed.map_or(String::new(), |v| format!("Speed: {v}\r\n"));
+            let text = format!("PLAY rtsp://h/sample.mp4 RTSP/1.0\r\nCSeq: 4\r\n{header}\r\n");
+            let r = s.handle(&req(&text), &mut ctx(10)).0;
+            assert_eq!(r.status, 200);
+            let speed = s.playback.as_ref().map(Source::speed);
+            (r.headers.get("Speed").map(str::to_owned), speed)
+        };
+        let mut tcp = session();
+        assert_eq!(setup(&mut tcp, 3, "RTP/AVP/TCP;unicast;interleaved=0-1").status, 200);
+        assert_eq!(setup(&mut tcp, 4, "RTP/AVP/TCP;unicast;interleaved=2-3").status, 200);
+        assert_eq!(play(&mut tcp, Some("2.0")), (Some("2.00000".into()), Some(2.0)));
+        // Capped by --max-speed (4 here); nonsense is 1.
+        assert_eq!(play(&mut tcp, Some("10")), (Some("4.00000".into()), Some(4.0)));
+        assert_eq!(play(&mut tcp, Some("-3")), (Some("1.00000".into()), Some(1.0)));
+        assert_eq!(play(&mut tcp, Some("fast")), (Some("1.00000".into()), Some(1.0)));
+        // Each PLAY says its own: none is 1, and no header comes back.
+        assert_eq!(play(&mut tcp, Some("2")).1, Some(2.0));
+        assert_eq!(play(&mut tcp, None), (None, Some(1.0)));
+        // Plain UDP could not take the rate: 1, as DSS answered.
+        let mut udp = session();
+        assert_eq!(setup(&mut udp, 3, "RTP/AVP;unicast;client_port=5000-5001").status, 200);
+        assert_eq!(play(&mut udp, Some("2.0")), (Some("1.00000".into()), Some(1.0)));
+        // Reliable UDP on every track can.
+        let mut reliable = session();
+        for (track, port) in [(3, 5000), (4, 5002)] {
+            let text = format!(
+                "SETUP rtsp://h/sample.mp4/trackID={track} RTSP/1.0\r\nCSeq: 2\r\n\
+                 Transport: RTP/AVP;unicast;client_port={port}-{}\r\nx-Retransmit: our-retransmit\r\n\
+                 x-Transport-Options: late-tolerance=3.5\r\n\r\n",
+                port + 1
+            );
+            assert_eq!(reliable.handle(&req(&text), &mut ctx(0)).0.status, 200);
+        }
+        assert_eq!(reliable.late_tolerance_ms.map(|t| t.get()), Some(3500));
+        assert_eq!(play(&mut reliable, Some("1.5")), (Some("1.50000".into()), Some(1.5)));
     }
 
     #[test]

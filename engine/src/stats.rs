@@ -133,6 +133,31 @@ pub struct ShardStats {
     pub requests: RequestCounts,
     /// NACK/RTX retransmission.
     pub repair: RepairStats,
+    /// QuickTime's `QTSS` client reports.
+    pub client_reports: ClientReportCounts,
+}
+
+/// What QuickTime clients' `QTSS` reports (RTCP APP) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientReportCounts {
+    /// Reports taken, and the overbuffer windows (`ob`) among them that
+    /// bounded a session sent ahead.
+    pub reports: u64,
+    pub windows: u64,
+    /// Reports naming no stream of the shard, and reports that did not
+    /// parse. (Those from an address the stream is not sent to are
+    /// `repair.forged`.)
+    pub unwanted: u64,
+    pub malformed: u64,
+}
+
+impl ClientReportCounts {
+    pub fn merge(&mut self, o: &ClientReportCounts) {
+        self.reports += o.reports;
+        self.windows += o.windows;
+        self.unwanted += o.unwanted;
+        self.malformed += o.malformed;
+    }
 }
 
 /// What retransmission did: NACKs taken and answered, and the feedback
@@ -316,6 +341,7 @@ impl Default for ShardStats {
             rtcp_lost: 0,
             requests: RequestCounts::default(),
             repair: RepairStats::default(),
+            client_reports: ClientReportCounts::default(),
         }
     }
 }
@@ -340,6 +366,16 @@ impl ShardStats {
         self.packets += 1;
         self.bytes += bytes;
         self.lateness.saturating_record((late_ns / 1_000).min(LATENESS_MAX_US));
+    }
+
+    /// As [`record_send`](Self::record_send) for `packets` packets of
+    /// `bytes` in all, each `late_ns` late: one histogram update for a run
+    /// of packets that were equally late (in a round most are on time).
+    pub fn record_sends(&mut self, late_ns: u64, packets: u64, bytes: u64) {
+        self.packets += packets;
+        self.bytes += bytes;
+        self.lateness
+            .saturating_record_n((late_ns / 1_000).min(LATENESS_MAX_US), packets);
     }
 
     /// Adds another shard's figures to these.
@@ -377,6 +413,7 @@ impl ShardStats {
         self.rtcp_lost += other.rtcp_lost;
         self.requests.merge(&other.requests);
         self.repair.merge(&other.repair);
+        self.client_reports.merge(&other.client_reports);
     }
 
     /// Counts the time from a PLAY to its first packet.
@@ -458,6 +495,12 @@ impl ShardStats {
                     "malformed": self.repair.reliable.malformed,
                     "flow_controlled": self.repair.reliable.flow_controlled,
                 },
+            },
+            "client_reports": {
+                "reports": self.client_reports.reports,
+                "windows": self.client_reports.windows,
+                "unwanted": self.client_reports.unwanted,
+                "malformed": self.client_reports.malformed,
             },
             "lateness_us": {
                 "count": h.len(),
@@ -551,6 +594,17 @@ impl ShardStats {
                     group(q.malformed)
                 );
             }
+        }
+        let c = &self.client_reports;
+        if c.reports + c.unwanted + c.malformed > 0 {
+            let _ = writeln!(
+                out,
+                "  reports   {} QTSS client reports, {} overbuffer windows taken; ignored {} unwanted, {} malformed",
+                group(c.reports),
+                group(c.windows),
+                group(c.unwanted),
+                group(c.malformed)
+            );
         }
         if self.live_received > 0 || !self.live.is_empty() {
             let _ = writeln!(
@@ -748,6 +802,20 @@ mod tests {
         a.merge(&odd);
         assert_eq!(a.lateness.len(), 4);
         assert_eq!(a.lateness.max(), a.lateness.highest_equivalent(LATENESS_MAX_US));
+    }
+
+    #[test]
+    fn a_run_of_equally_late_sends_counts_as_the_sends_one_by_one() {
+        let (mut one_by_one, mut runs) = (ShardStats::default(), ShardStats::default());
+        for (late_ns, n) in [(0, 5), (1_999, 3), (2_500_000, 2), (u64::MAX, 1)] {
+            for _ in 0..n {
+                one_by_one.record_send(late_ns, 100);
+            }
+            runs.record_sends(late_ns, n, 100 * n);
+        }
+        assert_eq!((runs.packets, runs.bytes), (one_by_one.packets, one_by_one.bytes));
+        assert_eq!(runs.lateness, one_by_one.lateness);
+        assert_eq!(runs.lateness.len(), 11);
     }
 
     #[test]

@@ -567,12 +567,27 @@ pub struct MovieCursor {
     /// cursor is then one block of memory with the session's state, which
     /// matters when a server walks thousands of them per millisecond.
     lanes: SmallVec<[Lane; 2]>,
+    /// The lane [`select`](Self::select) last chose, until a packet is
+    /// taken or the cursor seeks ([`NO_HEAD`]: not known). A sender asks
+    /// for the next transmit time, then takes the packet, then asks when
+    /// the next is due: without it each of these merged the lanes again.
+    head: u8,
 }
+
+/// [`MovieCursor::head`] when the next lane is not known.
+const NO_HEAD: u8 = u8::MAX;
+
+/// [`Lane::next_ns`] when the lane's next transmit time is not known. A
+/// transmit time that happens to be this (only a damaged table could
+/// saturate to it) is merely peeked again each time: peeking is idempotent.
+const UNPEEKED: i64 = i64::MIN;
 
 #[derive(Debug, Clone)]
 struct Lane {
     cursor: HintCursor,
-    next_ns: Option<i64>,
+    /// The lane's next transmit time, once peeked; [`UNPEEKED`] before
+    /// (not an `Option`: eight bytes a lane).
+    next_ns: i64,
     ended: bool,
 }
 
@@ -583,10 +598,11 @@ impl MovieCursor {
                 .into_iter()
                 .map(|t| Lane {
                     cursor: HintCursor::new(movie, t),
-                    next_ns: None,
+                    next_ns: UNPEEKED,
                     ended: false,
                 })
                 .collect(),
+            head: NO_HEAD,
         }
     }
 
@@ -598,7 +614,8 @@ impl MovieCursor {
             Err(e) => return Some(Err(e)),
         };
         let lane = &mut self.lanes[i];
-        lane.next_ns = None;
+        lane.next_ns = UNPEEKED;
+        self.head = NO_HEAD;
         lane.cursor.next_packet(movie)
     }
 
@@ -611,17 +628,28 @@ impl MovieCursor {
     }
 
     /// The lane whose packet is next, and that packet's transmit time.
+    #[inline]
     fn select(&mut self, movie: &Movie) -> Option<Result<(usize, i64)>> {
+        if let Some(lane) = self.lanes.get(usize::from(self.head)) {
+            return Some(Ok((usize::from(self.head), lane.next_ns)));
+        }
+        self.merge(movie)
+    }
+
+    /// [`select`](Self::select) when the head is not known: peeks the lanes
+    /// that need it and takes the earliest.
+    fn merge(&mut self, movie: &Movie) -> Option<Result<(usize, i64)>> {
         let mut best: Option<(usize, i64)> = None;
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             if lane.ended {
                 continue;
             }
-            let t = match lane.next_ns {
-                Some(t) => t,
-                None => match lane.cursor.peek_transmit_ns(movie) {
+            let t = if lane.next_ns != UNPEEKED {
+                lane.next_ns
+            } else {
+                match lane.cursor.peek_transmit_ns(movie) {
                     Some(Ok(t)) => {
-                        lane.next_ns = Some(t);
+                        lane.next_ns = t;
                         t
                     }
                     // The lane has moved past the damaged sample; say so.
@@ -630,11 +658,16 @@ impl MovieCursor {
                         lane.ended = true;
                         continue;
                     }
-                },
+                }
             };
             if best.is_none_or(|(_, b)| t < b) {
                 best = Some((i, t));
             }
+        }
+        // A saturated time is not kept (it reads as "peek again"), nor a
+        // lane past what a `u8` names.
+        if let Some((i, _)) = best.filter(|&(i, t)| t != UNPEEKED && i < usize::from(NO_HEAD)) {
+            self.head = i as u8;
         }
         best.map(Ok)
     }
@@ -674,9 +707,10 @@ impl MovieCursor {
         }
         for lane in &mut self.lanes {
             lane.cursor.seek(movie, start);
-            lane.next_ns = None;
+            lane.next_ns = UNPEEKED;
             lane.ended = false;
         }
+        self.head = NO_HEAD;
         start
     }
 }

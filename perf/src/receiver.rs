@@ -3,7 +3,7 @@
 //! sender's figures come with the loss a real receiver would see.
 
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -23,6 +23,12 @@ pub struct Receiver {
 /// system allows. Non-blocking (polled) unless `sleeps`; then blocking with a
 /// short timeout, so the receiver still notices when to stop.
 pub fn socket(port: u16, sleeps: bool) -> Result<UdpSocket, String> {
+    socket_sized(port, sleeps, 64 << 20)
+}
+
+/// As [`socket`], asking for a receive buffer of `buffer` bytes (one of
+/// tens of thousands of sockets needs less than the only one does).
+pub fn socket_sized(port: u16, sleeps: bool, buffer: usize) -> Result<UdpSocket, String> {
     let rx = UdpSocket::bind(("0.0.0.0", port)).map_err(|e| format!("receiver socket on port {port}: {e}"))?;
     if sleeps {
         rx.set_read_timeout(Some(Duration::from_millis(50)))
@@ -30,7 +36,7 @@ pub fn socket(port: u16, sleeps: bool) -> Result<UdpSocket, String> {
     } else {
         rx.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
-    let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(64 << 20);
+    let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(buffer);
     Ok(rx)
 }
 
@@ -42,8 +48,8 @@ impl Receiver {
         Receiver::spawn(sockets, core, size, false)
     }
 
-    /// As [`start`](Receiver::start), but sleeping in `poll(2)` when every
-    /// socket is empty, as a real client does: the kernel then wakes it for
+    /// As [`start`](Receiver::start), but sleeping in `epoll_wait(2)` when
+    /// every socket is empty, as rtpload does: the kernel then wakes it for
     /// the next datagram, in the sender's system call on loopback.
     pub fn start_sleeping(sockets: Vec<UdpSocket>, core: usize, size: usize) -> Receiver {
         Receiver::spawn(sockets, core, size, true)
@@ -59,31 +65,13 @@ impl Receiver {
                     eprintln!("receiver: {e}");
                 }
                 let mut bufs = RecvBufs::new(64, size);
-                let mut fds: Vec<libc::pollfd> = sockets
-                    .iter()
-                    .map(|s| libc::pollfd {
-                        fd: s.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    })
-                    .collect();
-                while !stop.load(Ordering::Relaxed) {
-                    if sleeps {
-                        // SAFETY: `fds` is a live array of `fds.len()`
-                        // pollfds whose descriptors `sockets` keeps open.
-                        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
-                    }
-                    for rx in &sockets {
-                        match recv_batch(rx, &mut bufs) {
-                            Ok(got) => {
-                                received.fetch_add(got.count() as u64, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                eprintln!("receiver: {e}");
-                                return;
-                            }
-                        }
-                    }
+                let result = if sleeps {
+                    drain_sleeping(&sockets, &mut bufs, &received, &stop)
+                } else {
+                    drain_polling(&sockets, &mut bufs, &received, &stop)
+                };
+                if let Err(e) = result {
+                    eprintln!("receiver: {e}");
                 }
             })
         };
@@ -111,6 +99,72 @@ impl Receiver {
             last = now;
         }
     }
+}
+
+/// Reads every socket in turn, never sleeping.
+fn drain_polling(
+    sockets: &[UdpSocket],
+    bufs: &mut RecvBufs,
+    received: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    while !stop.load(Ordering::Relaxed) {
+        for rx in sockets {
+            let got = recv_batch(rx, bufs).map_err(|e| e.to_string())?;
+            received.fetch_add(got.count() as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps in `epoll_wait` until sockets are readable and reads those, as
+/// rtpload's workers do: the kernel then wakes it, inside the sender's
+/// system call on loopback, and with tens of thousands of sockets only the
+/// readable ones cost it anything.
+fn drain_sleeping(
+    sockets: &[UdpSocket],
+    bufs: &mut RecvBufs,
+    received: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    // SAFETY: epoll_create1 has no memory arguments; the descriptor it
+    // returns is owned by `OwnedFd` below.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(format!("epoll_create1: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `epfd` is a descriptor this function just opened and owns.
+    let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(epfd) };
+    for (i, rx) in sockets.iter().enumerate() {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: `event` is a live epoll_event for the call to read;
+        // `rx` stays open as long as `sockets`, which outlives the loop.
+        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, rx.as_raw_fd(), &mut event) } != 0 {
+            return Err(format!("epoll_ctl: {}", std::io::Error::last_os_error()));
+        }
+    }
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: `events` is a live, writable array of `events.len()`
+        // entries for the kernel to fill.
+        let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 50) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("epoll_wait: {e}"));
+        }
+        for event in &events[..n as usize] {
+            let rx = &sockets[event.u64 as usize];
+            let got = recv_batch(rx, bufs).map_err(|e| e.to_string())?;
+            received.fetch_add(got.count() as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Receiver {

@@ -71,6 +71,7 @@ impl Sim {
                 // never sent ahead nor thinned, and must not pay for it.
                 instant_on: Some(shard::burst_config(200, 4000)),
                 thinning: Some(Default::default()),
+                max_speed: shard::DEFAULT_MAX_SPEED,
             },
             Rng::from_seed(0x5eed),
         );

@@ -220,6 +220,7 @@ fn rtpload_is_repaired_by_nack_rtx_and_by_reliable_udp() {
         let lost = packets["lost"].as_u64().unwrap_or(u64::MAX);
         let on_wire = repair["lost_on_wire"].as_u64().unwrap_or(0);
         let repaired = repair["repaired"].as_u64().unwrap_or(0);
+        let open = repair["open_at_end"].as_u64().unwrap_or(u64::MAX);
         println!(
             "rtpload {flag}: {dropped} RTP packets dropped by the network, {on_wire} seen lost on the wire, \
              {repaired} repaired, {lost} lost in the end of {} expected; {repair}",
@@ -239,7 +240,16 @@ fn rtpload_is_repaired_by_nack_rtx_and_by_reliable_udp() {
             "{flag}: {lost} of {} packets lost in the end ({on_wire} on the wire, {repaired} repaired)",
             received + lost
         );
-        assert!(repaired * 10 >= on_wire * 9, "{flag}: {repaired} of {on_wire} repaired");
+        // Of the losses settled before the sessions ended: rtpload's time
+        // runs out in mid-play, and the losses of the last moments were
+        // still awaited at its TEARDOWN (a reliable-UDP resend waits an RTO
+        // of 600 ms or more); they say nothing about repair.
+        assert!(open <= on_wire, "{repair}");
+        let settled = on_wire - open;
+        assert!(
+            settled > 0 && repaired * 10 >= settled * 9,
+            "{flag}: {repaired} of {settled} settled losses repaired ({open} still awaited at the end)"
+        );
         seen.push((flag, repair.clone()));
     }
     let stopped = server.stop();

@@ -464,11 +464,18 @@ impl<'a> Batch<'a> {
             b.last_dest = Some(dest);
         }
         let iov_start = b.iovs.len();
-        let mut parts = payload.into_iter().filter(|p| !p.is_empty()).peekable();
+        let mut parts = payload.into_iter().filter(|p| !p.is_empty());
         let mut slot = [0u8; HEADER_SLOT];
         slot[..RTP_HEADER_LEN].copy_from_slice(header);
         let mut head = RTP_HEADER_LEN;
-        while let Some(part) = parts.next_if(|p| head + p.len() <= HEADER_SLOT) {
+        // The leading slices that fit ride in the header's slot; the first
+        // that does not is the first iovec of its own.
+        let mut next = None;
+        for part in parts.by_ref() {
+            if head + part.len() > HEADER_SLOT {
+                next = Some(part);
+                break;
+            }
             slot[head..head + part.len()].copy_from_slice(part);
             head += part.len();
         }
@@ -481,14 +488,17 @@ impl<'a> Batch<'a> {
         // The first `MAX_IOVECS - 2` non-empty slices go as they are; the
         // next is held back until it is known whether more follow, in
         // which case it and the rest share one spill iovec.
+        let mut len = head;
         let mut direct = 0;
         let mut held: Option<&'a [u8]> = None;
-        while let Some(part) = parts.next() {
+        while let Some(part) = next.take().or_else(|| parts.next()) {
             if direct < MAX_IOVECS - 2 {
                 b.push_iov(part);
+                len += part.len();
                 direct += 1;
             } else if let Some(prev) = held.take() {
                 b.spill([prev, part].into_iter().chain(parts.by_ref()));
+                len += b.iovs.last().map_or(0, |v| v.iov_len);
                 break;
             } else {
                 held = Some(part);
@@ -496,8 +506,8 @@ impl<'a> Batch<'a> {
         }
         if let Some(last) = held {
             b.push_iov(last);
+            len += last.len();
         }
-        let len = b.iovs[iov_start..].iter().map(|v| v.iov_len).sum::<usize>();
         b.msgs.push(Msg {
             addr: (b.addrs.len() - 1) as u32,
             iov_start: iov_start as u32,

@@ -709,6 +709,7 @@ pub fn session_json(s: &SessionInfo) -> Value {
         "frames_thinned": s.frames_thinned,
         "quality": s.quality,
         "lead_ms": s.lead_ms,
+        "speed": s.speed,
         "age_secs": s.age_ns as f64 / 1e9,
         "user_agent": s.user_agent,
     })

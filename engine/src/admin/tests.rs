@@ -29,6 +29,7 @@ fn info(key: SessionKey, age_s: u64, state: &'static str) -> SessionInfo {
         frames_thinned: 0,
         quality: None,
         lead_ms: 0,
+        speed: 1.0,
         age_ns: age_s * 1_000_000_000,
         user_agent: None,
     }

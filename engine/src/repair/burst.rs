@@ -32,9 +32,11 @@
 //! until real time catches up with what it was already sent.
 //!
 //! Which sessions burst ([`overbuffer_allowed`]): TCP and HTTP tunnels,
-//! reliable UDP, UDP with NACK/RTX, unless the client sent
+//! reliable UDP (DSS's rule), UDP with NACK/RTX, unless the client sent
 //! `x-Dynamic-Rate: 0`; plain UDP only with `x-Dynamic-Rate: 1` (DSS never
-//! overbuffered plain UDP). `x-Prebuffer` ([`prebuffer_backup`]) and
+//! overbuffered plain UDP). The shard asks for reliable UDP as for plain
+//! UDP for now, so that it bursts only with `x-Dynamic-Rate: 1`: sent
+//! ahead, its repair fell short (see `shard::adapt::at_play`). `x-Prebuffer` ([`prebuffer_backup`]) and
 //! `Speed` ([`granted_speed`]) are answered as DSS answered them.
 
 use std::time::Duration;

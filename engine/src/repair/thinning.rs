@@ -355,9 +355,13 @@ impl Thinning {
                 self.late.wait = false;
             }
         }
+        // DSS thickened only a session getting earlier, and restored all at
+        // 2 s early, which its overbuffering made every reliable session;
+        // one sent at real time (no burst) is on time, never earlier, and
+        // would stay thin for ever. On time counts as clear here too.
         if delay < self.adjusted(self.cfg.start_thicking_ms)
             && self.level > Quality::All
-            && delay < self.late.last_delay
+            && (delay < self.late.last_delay || delay <= self.adjusted(self.cfg.start_thinning_ms))
         {
             self.set_level(self.level.thicker());
             self.late.wait = true;

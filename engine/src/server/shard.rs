@@ -124,6 +124,7 @@ pub async fn run(
             wall_at_zero,
             instant_on: config.instant_on.map(|(rate, lead)| core::burst_config(rate, lead)),
             thinning: config.thinning.then(Default::default),
+            max_speed: f64::from(config.max_speed_percent) / 100.0,
         },
         Rng::new(),
     );

@@ -18,15 +18,39 @@
 //!   that overruns the client's socket buffer; and RTCP loss, which halves
 //!   the lead (see [`Burst::on_loss`]).
 //!
+//! - The client's overbuffer window (QuickTime's `ob` item in its `QTSS`
+//!   reports, [`Adapt::on_client_window`]): the bytes of packets sent ahead
+//!   of their due time and not yet due never exceed it. [`Burst`] caps the
+//!   lead at the time the window holds at the movie's average rate, and
+//!   holds it when five packets' worth remain unreported (DSS's rules); a
+//!   ledger of what went ahead makes the bound exact whatever the rate
+//!   does (a key frame's burst of bytes), kept only once a client has said
+//!   its window.
+//!
+//! A session granted a `Speed` (RFC 2326 section 12.35, on reliable
+//! transports) is always adapted: its round is the one whose [`Pick`]
+//! plays at the source's speed (`Pick::AT_SPEED`), so the plain round
+//! never divides a due time. Its burst sees the movie's rate times the
+//! speed.
+//!
 //! Thinning is driven by the queue of a slow TCP reader (thin before the
 //! queue overflows rather than lose random packets, which would break
-//! frames and leave the decoder without references) and, on UDP, by the
-//! loss receiver reports give, with the thresholds of
-//! [`ThinningConfig`]. The queue thresholds are moved down, for a small
-//! queue, so that the largest key frame always has room above the level
-//! where only key frames are left. Lateness, DSS's third driver, does not
-//! arise here: the round never blocks on a socket (a TCP session's packets
-//! wait in its queue, which is what the queue driver watches).
+//! frames and leave the decoder without references), on UDP by the loss
+//! receiver reports give, and on reliable UDP by lateness, with the
+//! thresholds of [`ThinningConfig`]. The queue thresholds are moved down,
+//! for a small queue, so that the largest key frame always has room above
+//! the level where only key frames are left. Lateness (DSS's third driver:
+//! how late the next packet is when the session is served) arises where the
+//! transport holds packets back rather than queueing them: a reliable-UDP
+//! session whose congestion window is full skips its rounds (see
+//! `repair::reliable`), and at a `Speed` above what the path takes it
+//! does so all the time. The round itself never blocks (a TCP session's
+//! packets wait in its queue, which is what the queue driver watches, so
+//! lateness is not fed there), and a plain UDP session is never held
+//! back. A client's `x-Transport-Options: late-tolerance=` moves the
+//! thresholds.
+
+use std::collections::VecDeque;
 
 use loader::{Movie, Packet, PacketFlags};
 use smallvec::SmallVec;
@@ -59,6 +83,34 @@ pub struct AdaptStats {
     /// Times the level went thinner, and thicker.
     pub thinned: u64,
     pub thickened: u64,
+    /// Rounds in which the client's overbuffer window held packets back.
+    pub window_holds: u64,
+}
+
+/// What a session's client said it can hold ahead (`ob`), and the packets
+/// sent ahead of their due time that are not due yet: (due, bytes).
+#[derive(Debug, Default)]
+struct Window {
+    bytes: u64,
+    ahead: VecDeque<(Nanos, u32)>,
+    ahead_bytes: u64,
+}
+
+impl Window {
+    /// Forgets what has come due by `now`: the client plays it.
+    fn settle(&mut self, now: Nanos) {
+        while let Some(&(due, len)) = self.ahead.front() {
+            if due > now {
+                break;
+            }
+            self.ahead_bytes -= u64::from(len);
+            self.ahead.pop_front();
+        }
+    }
+
+    fn room(&self) -> u64 {
+        self.bytes.saturating_sub(self.ahead_bytes)
+    }
 }
 
 /// A session's Instant-On and thinning.
@@ -71,19 +123,32 @@ pub struct Adapt {
     largest_key: usize,
     /// (stream, timestamp, bytes) of the key frame being sent.
     key: Option<(usize, u32, usize)>,
+    /// Whether lateness moves thinning (reliable UDP, see the module
+    /// documentation).
+    lateness: bool,
+    /// The movie's average rate, bytes per second, and the play's speed.
+    byte_rate: u64,
+    speed: f64,
+    /// The client's overbuffer window, once it has said one.
+    window: Option<Box<Window>>,
+    /// The largest packet seen, framing included: what the window must
+    /// still have room for before one more goes ahead.
+    largest_packet: usize,
     stats: AdaptStats,
 }
 
 impl Adapt {
     /// For session playing `source` of `movie`: `burst` when it may be sent
     /// ahead, `thin` when its video streams may be thinned, `tcp` when its
-    /// media rides a connection. `None` when it gets neither.
+    /// media rides a connection, `lateness` when lateness moves thinning
+    /// (reliable UDP). `None` when it gets neither and plays at speed 1.
     pub fn new(
         movie: &Movie,
         source: &Source,
         burst: Option<BurstConfig>,
         thin: Option<ThinningConfig>,
         tcp: bool,
+        lateness: bool,
         now: Nanos,
     ) -> Option<Box<Adapt>> {
         let Source::Movie(m) = source else {
@@ -101,31 +166,62 @@ impl Adapt {
                 thin.filter(|_| video).map(|cfg| Thinning::new(cfg, true))
             })
             .collect();
-        if burst.is_none() && thin.iter().all(Option::is_none) {
+        let speed = source.speed();
+        if burst.is_none() && thin.iter().all(Option::is_none) && speed == 1.0 {
             return None;
         }
-        let mut b = Burst::new(burst.unwrap_or_default(), burst.is_some());
         let secs = movie.duration_secs().max(1.0);
-        b.set_media_rate((movie.data().len() as f64 / secs) as u64, 1400);
-        b.play(now);
         let mut a = Box::new(Adapt {
-            burst: b,
+            burst: Burst::new(burst.unwrap_or_default(), burst.is_some()),
             thin,
             tcp,
             largest_key: 0,
             key: None,
+            lateness,
+            byte_rate: (movie.data().len() as f64 / secs) as u64,
+            speed,
+            window: None,
+            largest_packet: 1500,
             stats: AdaptStats::default(),
         });
-        a.play(now);
+        a.play(now, speed);
         Some(a)
     }
 
-    /// PLAY or a seek: the burst starts again.
-    pub fn play(&mut self, now: Nanos) {
+    /// PLAY or a seek, at `speed`: the burst starts again, and lateness
+    /// counts from here.
+    pub fn play(&mut self, now: Nanos, speed: f64) {
+        self.speed = speed;
+        // Media at `speed` times real time takes that many times the bytes
+        // a second: the client's window holds less time of it.
+        self.burst.set_media_rate((self.byte_rate as f64 * speed) as u64, 1400);
         self.burst.play(now);
+        if let Some(w) = self.window.as_deref_mut() {
+            // Due times start again: what went ahead is the client's to play
+            // (a seek flushes it), and the ledger starts empty.
+            w.ahead.clear();
+            w.ahead_bytes = 0;
+        }
         for t in self.thin.iter_mut().flatten() {
             t.play(now);
         }
+    }
+
+    /// The client's overbuffer window (`ob` in a `QTSS` report): the most
+    /// bytes it can hold ahead of play. Each report starts DSS's count of
+    /// bytes sent since, and bounds the ledger of what is ahead. A window
+    /// of 0 sends nothing ahead; one larger than the lead's worth changes
+    /// nothing.
+    pub fn on_client_window(&mut self, bytes: u32) {
+        self.burst.on_client_window(bytes);
+        self.window.get_or_insert_with(Default::default).bytes = u64::from(bytes);
+    }
+
+    /// Bytes of packets sent ahead of real time and not yet due, by the
+    /// ledger (0 before the client said a window).
+    #[cfg(test)]
+    pub fn ahead_bytes(&self) -> u64 {
+        self.window.as_ref().map_or(0, |w| w.ahead_bytes)
     }
 
     pub fn stats(&self) -> AdaptStats {
@@ -192,6 +288,25 @@ impl Adapt {
         }
     }
 
+    /// How late the session's next packet, due at `due`, goes at `now`:
+    /// moves thinning where lateness does (see the module documentation).
+    pub fn on_lateness(&mut self, due: Nanos, now: Nanos) {
+        if !self.lateness {
+            return;
+        }
+        let before = self.quality();
+        for t in self.thin.iter_mut().flatten() {
+            t.on_lateness(due, now);
+        }
+        if self.quality() != before {
+            tracing::debug!(
+                late_ms = (now as i64 - due as i64) / 1_000_000,
+                quality = self.quality().map_or("", |q| q.name()),
+                "lateness moved a session's video quality"
+            );
+        }
+    }
+
     /// The round's picker, and the horizon up to which it may take packets
     /// ahead: `queue` is a TCP session's (queued, bound), `now` the round's
     /// time and `due_by` what it sends in any case.
@@ -224,6 +339,17 @@ impl Adapt {
             (true, None) => 0,
             (false, _) => UDP_AHEAD_PER_ROUND,
         };
+        let budget = match self.window.as_deref_mut() {
+            Some(w) => {
+                w.settle(now);
+                let room = usize::try_from(w.room()).unwrap_or(usize::MAX);
+                if room < self.largest_packet {
+                    self.stats.window_holds += 1;
+                }
+                budget.min(room)
+            }
+            None => budget,
+        };
         let horizon = self.burst.horizon(now);
         let round = Round {
             adapt: self,
@@ -244,14 +370,18 @@ pub struct Round<'a> {
 }
 
 impl Pick for Round<'_> {
+    const AT_SPEED: bool = true;
+
     fn ahead(&mut self, _due: Nanos) -> bool {
-        // A packet's size is known once it is read; one this big fits.
-        self.budget >= 1500
+        // A packet's size is known once it is read; one as big as the
+        // largest so far (a datagram at least) fits.
+        self.budget >= self.adapt.largest_packet
     }
 
     fn keep(&mut self, stream: usize, p: &Packet, due: Nanos) -> bool {
         let len = p.payload_len() + 16;
         let a = &mut *self.adapt;
+        a.largest_packet = a.largest_packet.max(len);
         if let Some(Some(t)) = a.thin.get_mut(stream) {
             let before = t.stats();
             let verdict = t.decide(p.timestamp, p.marker, p.flags);
@@ -273,6 +403,11 @@ impl Pick for Round<'_> {
         if due > self.due_by {
             a.stats.packets_ahead += 1;
             self.budget = self.budget.saturating_sub(len);
+            if let Some(w) = a.window.as_deref_mut() {
+                w.ahead.push_back((due, len as u32));
+                w.ahead_bytes += len as u64;
+            }
+            a.burst.on_sent(len);
         } else if a.tcp {
             // On a connection what is due fills the same queue.
             self.budget = self.budget.saturating_sub(len);
@@ -285,22 +420,27 @@ impl Pick for Round<'_> {
 /// time, it is given one if it may take it (see
 /// [`burst::overbuffer_allowed`]), and thinning if it rides a connection.
 pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
+    let speed = e.session.playback.as_ref().map_or(1.0, Source::speed);
     if let Some(a) = e.adapt.as_mut() {
-        a.play(now);
+        a.play(now, speed);
         return;
     }
     let (Media::Movie(movie), Some(source)) = (&e.session.media, e.session.playback.as_ref()) else {
         return;
     };
     let tcp = e.conn.is_some();
+    // Reliable UDP holds packets back while its window is full: thinned by
+    // lateness.
+    let reliable = !tcp && e.rtx.as_ref().is_some_and(|r| r.is_reliable());
     // Over UDP, a session whose every stream has NACK/RTX may be sent
     // ahead: its history keeps each packet until its due time plus
     // rtx-time, however early it went, so a client that asks on its own
     // timeline (GStreamer's jitter buffer) is answered. Reliable UDP is
-    // not, unless the client asks with x-Dynamic-Rate: 1: sent ahead,
-    // rtpload's reliable sessions through 3 % loss had 88-91 % of what the
-    // wire lost repaired (all of it at real time), its resends waiting an
-    // RTO of 600 ms or more while the burst's packets kept coming.
+    // not, unless the client asks with x-Dynamic-Rate: 1 (then it is sent
+    // what its window lets go): sent ahead, rtpload's reliable sessions
+    // through 3 % loss had 88-91 % of what the wire lost repaired (all of
+    // it at real time), its resends waiting an RTO of 600 ms or more while
+    // the burst's packets kept coming.
     let rtx = e.rtx.as_deref().filter(|r| r.covers_all() && !r.is_reliable());
     let carrier = if tcp { Carrier::Tcp } else { Carrier::Udp };
     let allowed = burst::overbuffer_allowed(carrier, e.session.dynamic_rate, rtx.is_some());
@@ -313,8 +453,12 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
         }
         b
     });
-    let thin = config.thinning.filter(|_| tcp);
-    e.adapt = Adapt::new(movie, source, burst, thin, tcp, now);
+    let late_tolerance = e.session.late_tolerance_ms.map(|ms| f64::from(ms.get()) / 1000.0);
+    let thin = config
+        .thinning
+        .filter(|_| tcp || reliable)
+        .map(|cfg| ThinningConfig { late_tolerance, ..cfg });
+    e.adapt = Adapt::new(movie, source, burst, thin, tcp, reliable, now);
 }
 
 /// A receiver report's loss for stream `stream` of session `e`. A plain
@@ -329,7 +473,7 @@ pub(super) fn on_loss(e: &mut Entry, stream: usize, fraction_lost: u8, thinning:
         let (Media::Movie(movie), Some(source)) = (&e.session.media, e.session.playback.as_ref()) else {
             return;
         };
-        e.adapt = Adapt::new(movie, source, None, Some(cfg), false, now);
+        e.adapt = Adapt::new(movie, source, None, Some(cfg), false, false, now);
     }
     if let Some(a) = e.adapt.as_mut() {
         a.on_loss(stream, fraction_lost, now);
@@ -355,6 +499,13 @@ pub(super) fn serve(
     keep: impl FnMut(&Outgoing<'_>),
 ) -> Option<Nanos> {
     let before = a.stats;
+    if a.lateness {
+        // The next packet's due time against the round's: how far behind
+        // the window has held the session.
+        if let Some(due) = source.next_due() {
+            a.on_lateness(due, now);
+        }
+    }
     let (burst_horizon, mut round) = a.round(now, horizon, queue);
     let ahead = burst_horizon.saturating_add(horizon - now).max(horizon);
     let next = pacer::serve_picked(

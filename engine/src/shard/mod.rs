@@ -139,7 +139,13 @@ pub struct Config {
     pub instant_on: Option<BurstConfig>,
     /// Thinning of video streams whose client falls behind; `None`: off.
     pub thinning: Option<ThinningConfig>,
+    /// The most a PLAY's `Speed` is granted, on reliable transports
+    /// (`--max-speed`; DSS's `max_allowed_speed`, 4).
+    pub max_speed: f64,
 }
+
+/// `--max-speed`'s default: DSS's `max_allowed_speed`.
+pub const DEFAULT_MAX_SPEED: f64 = 4.0;
 
 /// Instant-On's limits for a rate in percent and a lead in milliseconds
 /// (the server's flags); the rest as [`BurstConfig`]'s defaults, the
@@ -398,6 +404,9 @@ pub struct SessionInfo {
     pub quality: Option<&'static str>,
     /// How far ahead of real time it may be sent now (Instant-On), in ms.
     pub lead_ms: u64,
+    /// The speed its play goes at (`Speed`, RFC 2326 section 12.35): 1
+    /// but for a PLAY granted another.
+    pub speed: f64,
     /// Since its first SETUP.
     pub age_ns: Nanos,
     pub user_agent: Option<String>,
@@ -534,6 +543,7 @@ impl Entry {
             frames_thinned: self.adapt.as_ref().map_or(0, |a| a.stats().frames_thinned),
             quality: self.adapt.as_ref().and_then(|a| a.quality()).map(|q| q.name()),
             lead_ms: self.adapt.as_ref().map_or(0, |a| a.lead().as_millis() as u64),
+            speed: self.session.playback.as_ref().map_or(1.0, Source::speed),
             age_ns: now.saturating_sub(self.session.started),
             user_agent: self.session.user_agent.clone(),
         }
@@ -1409,6 +1419,7 @@ impl ShardCore {
             interleaved_ok: conn.is_some() && e.conn == conn,
             timeout_secs: config.session_timeout_secs,
             instant_on: config.instant_on.is_some(),
+            max_speed: config.max_speed,
             seeds: &mut seeds,
         };
         let (response, effect) = e.session.handle(req, &mut ctx);
@@ -1945,9 +1956,9 @@ impl ShardCore {
     /// An APP packet from `from`: a reliable-UDP acknowledgement (`qtak`,
     /// or `ack ` from QuickTime 5 and earlier) taken if it names one of our
     /// streams on reliable UDP and comes from where that stream's RTCP
-    /// goes, at most at the session's ack rate; anything else about it
-    /// counted and ignored. Other APP packets (`QTSS` reports) are not
-    /// acted on. Whether it was taken.
+    /// goes, at most at the session's ack rate; a `QTSS` report likewise
+    /// (see [`on_client_report`](Self::on_client_report)); anything else
+    /// about them counted and ignored. Whether it was taken.
     fn on_app(&mut self, from: SocketAddr, packet: &rtcp::RtcpPacket<'_>, now: Nanos) -> bool {
         let app = match packet.app() {
             None => return false,
@@ -1957,6 +1968,9 @@ impl ShardCore {
                 return false;
             }
         };
+        if app.name == qtss::REPORT {
+            return self.on_client_report(from, &app, now);
+        }
         if app.name != qtss::ACK && app.name != qtss::ACK_LEGACY {
             return false;
         }
@@ -1983,7 +1997,7 @@ impl ShardCore {
             counts.unwanted += 1;
             return false;
         };
-        if !matches!(e.dests.get(stream), Some(Destination::Udp { rtcp, .. }) if rtcp == from) {
+        if !from_streams_rtcp(&e.dests, stream, from) {
             stats.repair.forged += 1;
             return false;
         }
@@ -1999,6 +2013,54 @@ impl ShardCore {
         counts.acked += after.acked - before.acked;
         counts.acks_for_missing += after.acks_for_missing - before.acks_for_missing;
         counts.acks_ignored += after.acks_ignored - before.acks_ignored;
+        true
+    }
+
+    /// A QuickTime client's `QTSS` report from `from`: its overbuffer
+    /// window (`ob`) bounds how far ahead of real time its session is sent
+    /// (see `adapt`). Taken only when it names one of our streams and comes
+    /// from where that stream's RTCP goes; a report that does not parse
+    /// (DSS's checks: subtype, version, item lengths), names no stream of
+    /// ours, or comes from elsewhere is counted and ignored. A window of 0
+    /// means the client holds nothing ahead; any `u32` is safe (the lead
+    /// never passes `--burst-lead` whatever the window). Whether it was
+    /// taken.
+    fn on_client_report(&mut self, from: SocketAddr, app: &rtcp::App<'_>, now: Nanos) -> bool {
+        let ShardCore {
+            sessions,
+            ssrc_routes,
+            stats,
+            ..
+        } = self;
+        let counts = &mut stats.client_reports;
+        let Ok(report) = qtss::Report::parse(app) else {
+            counts.malformed += 1;
+            return false;
+        };
+        let Some(e) = ssrc_routes.get(&report.source_ssrc).and_then(|k| sessions.get_mut(k)) else {
+            counts.unwanted += 1;
+            return false;
+        };
+        let stream = e
+            .session
+            .playback
+            .as_ref()
+            .and_then(|p| p.streams().iter().position(|s| s.ssrc == report.source_ssrc));
+        let Some(stream) = stream else {
+            counts.unwanted += 1;
+            return false;
+        };
+        if !from_streams_rtcp(&e.dests, stream, from) {
+            stats.repair.forged += 1;
+            return false;
+        }
+        e.session.last_seen = now;
+        counts.reports += 1;
+        if let (Some(window), Some(a)) = (report.values().overbuffer_window, e.adapt.as_deref_mut()) {
+            // Only a session that is sent ahead has use for it.
+            a.on_client_window(window);
+            counts.windows += 1;
+        }
         true
     }
 
@@ -2240,4 +2302,10 @@ fn record(e: &Entry, tunnelled: bool, now: Nanos) -> AccessRecord {
         frames_thinned: thinned,
         ..AccessRecord::default()
     }
+}
+
+/// Whether an RTCP packet for `stream` came from that stream's own RTCP
+/// address: feedback from anywhere else is forged, whatever SSRC it names.
+fn from_streams_rtcp(dests: &Dests, stream: usize, from: SocketAddr) -> bool {
+    matches!(dests.get(stream), Some(Destination::Udp { rtcp, .. }) if rtcp == from)
 }

@@ -202,6 +202,10 @@ pub trait Pick {
     /// leaves it out before it takes a sequence number, so the client sees
     /// contiguous numbers and counts no loss.
     fn keep(&mut self, stream: usize, packet: &loader::Packet, due: Nanos) -> bool;
+    /// Whether the round honours the play's speed (`Speed`, see
+    /// [`MovieSource::play_at_speed`]). A constant, so that the plain
+    /// round, which never plays at another speed, pays nothing for it.
+    const AT_SPEED: bool = false;
 }
 
 /// Every packet when due, none ahead: the plain round.
@@ -267,9 +271,24 @@ impl Source {
 
     /// Starts or resumes sending; see [`MovieSource::play`].
     pub fn play(&mut self, now: Nanos, start_ns: Option<i64>, end_ns: Option<i64>) -> PlayStart {
+        self.play_at_speed(now, start_ns, end_ns, 1.0)
+    }
+
+    /// As [`play`](Self::play) at `speed` (see
+    /// [`MovieSource::play_at_speed`]); a live viewer plays at 1 whatever
+    /// is asked.
+    pub fn play_at_speed(&mut self, now: Nanos, start_ns: Option<i64>, end_ns: Option<i64>, speed: f64) -> PlayStart {
         match self {
-            Source::Movie(m) => m.play(now, start_ns, end_ns),
+            Source::Movie(m) => m.play_at_speed(now, start_ns, end_ns, speed),
             Source::Live(l) => l.play(now),
+        }
+    }
+
+    /// The speed the play goes at: 1 but for a movie granted a `Speed`.
+    pub fn speed(&self) -> f64 {
+        match self {
+            Source::Movie(m) => m.speed(),
+            Source::Live(_) => 1.0,
         }
     }
 

@@ -44,7 +44,12 @@ pub struct MovieSource {
     state: State,
     /// Packets the loader could not decode (damaged samples), skipped since
     /// [`take_skipped`](Self::take_skipped) was last called.
-    skipped: u64,
+    skipped: u32,
+    /// The play's speed (RFC 2326 section 12.35): packets are due at their
+    /// offset from the play's start divided by it; RTP timestamps stay as
+    /// they are. 1 but for a PLAY granted a `Speed`. (With `skipped` a
+    /// `u32`, the two take the eight bytes `skipped` took alone.)
+    speed: f32,
     /// The transmit time (npt) of the latest packet sent ahead of real time
     /// (Instant-On) in this play: a pause resumes after it, not at the wall
     /// clock's position, which the client has long had the media of.
@@ -75,6 +80,7 @@ impl MovieSource {
             streams,
             state: State::Ready,
             skipped: 0,
+            speed: 1.0,
             ahead_npt: i64::MIN,
         })
     }
@@ -89,7 +95,34 @@ impl MovieSource {
 
     /// Skipped packets since the last call.
     pub fn take_skipped(&mut self) -> u64 {
-        std::mem::take(&mut self.skipped)
+        u64::from(std::mem::take(&mut self.skipped))
+    }
+
+    /// The speed the current play goes at (1 unless a PLAY was granted
+    /// another).
+    pub fn speed(&self) -> f64 {
+        f64::from(self.speed)
+    }
+
+    /// Wall time since the play's start as media time: `elapsed` times the
+    /// speed.
+    fn media_elapsed(&self, elapsed: Nanos) -> i64 {
+        if self.speed == 1.0 {
+            elapsed as i64
+        } else {
+            (elapsed as f64 * f64::from(self.speed)) as i64
+        }
+    }
+
+    /// Media time since the play's start as wall time: `offset` divided
+    /// by the speed.
+    #[inline]
+    fn wall_offset(&self, offset: u64) -> u64 {
+        if self.speed == 1.0 {
+            offset
+        } else {
+            (offset as f64 / f64::from(self.speed)) as u64
+        }
     }
 
     pub fn movie(&self) -> &Arc<Movie> {
@@ -110,7 +143,7 @@ impl MovieSource {
             State::Ready => 0,
             State::Playing {
                 wall_start, npt_start, ..
-            } => npt_start + now.saturating_sub(wall_start) as i64,
+            } => npt_start + self.media_elapsed(now.saturating_sub(wall_start)),
             State::Paused { at, .. } | State::Ended { at, .. } => at,
         }
     }
@@ -130,7 +163,7 @@ impl MovieSource {
         let npt = match self.state {
             State::Ended {
                 wall_start, npt_start, ..
-            } => npt_start + now.saturating_sub(wall_start) as i64,
+            } => npt_start + self.media_elapsed(now.saturating_sub(wall_start)),
             _ => self.position_ns(now),
         };
         Some(track.rtp_time_at(npt)?.wrapping_add(s.ts_offset))
@@ -142,6 +175,16 @@ impl MovieSource {
     /// returned). Without it, a paused playback resumes where it stopped and a
     /// new one starts at 0. `end_ns` stops sending at that npt.
     pub fn play(&mut self, now: Nanos, start_ns: Option<i64>, end_ns: Option<i64>) -> PlayStart {
+        self.play_at_speed(now, start_ns, end_ns, 1.0)
+    }
+
+    /// As [`play`](Self::play), the packets due at `speed` times real time
+    /// (RFC 2326's `Speed`, which the session granted): a packet's offset
+    /// from the play's start is divided by it. A speed that is not above
+    /// zero or not finite is 1. The round of a session at another speed
+    /// than 1 must be a [`Pick`] with [`Pick::AT_SPEED`] (the shard gives it
+    /// an adapted round): the plain round is kept free of it.
+    pub fn play_at_speed(&mut self, now: Nanos, start_ns: Option<i64>, end_ns: Option<i64>, speed: f64) -> PlayStart {
         let (npt_start, keep_end) = match (start_ns, self.state) {
             (Some(s), _) => (self.seek(s), None),
             (None, State::Paused { at, npt_end }) => (at, npt_end),
@@ -151,6 +194,11 @@ impl MovieSource {
         };
         let npt_end = end_ns.or(keep_end);
         self.ahead_npt = i64::MIN;
+        self.speed = if speed > 0.0 && speed.is_finite() {
+            speed as f32
+        } else {
+            1.0
+        };
         self.state = State::Playing {
             wall_start: now,
             npt_start,
@@ -208,7 +256,7 @@ impl MovieSource {
     }
 
     fn skip(&mut self, e: &loader::Error) {
-        self.skipped += 1;
+        self.skipped = self.skipped.saturating_add(1);
         tracing::warn!(error = %e, "skipping a damaged hint packet");
     }
 
@@ -221,7 +269,7 @@ impl MovieSource {
             return None;
         };
         let t = self.next_transmit_ns()?;
-        Some(wall_start + t.saturating_sub(npt_start).max(0) as u64)
+        Some(wall_start + self.wall_offset(t.saturating_sub(npt_start).max(0) as u64))
     }
 
     /// Hands every packet due at or before `now` to `send`, in order, and
@@ -265,6 +313,10 @@ impl MovieSource {
             };
             return 0;
         }
+        debug_assert!(
+            P::AT_SPEED || self.speed == 1.0,
+            "a play at another speed than 1 goes through a round that knows it"
+        );
         let mut sent = 0;
         loop {
             let Some(t) = self.next_transmit_ns() else {
@@ -283,7 +335,9 @@ impl MovieSource {
                 };
                 break;
             }
-            let due = wall_start + t.saturating_sub(npt_start).max(0) as u64;
+            let offset = t.saturating_sub(npt_start).max(0) as u64;
+            // `AT_SPEED` is a constant: the plain round has no division.
+            let due = wall_start + if P::AT_SPEED { self.wall_offset(offset) } else { offset };
             if due > now {
                 if due > ahead || !pick.ahead(due) {
                     break;

@@ -109,6 +109,75 @@ struct Args {
     /// movie (rtpload --publish --loop feeding it), stepping each until it does not hold
     #[arg(long)]
     live: bool,
+    /// A flag for every streamalot server the run starts, after the benchmark's own
+    /// (repeat it: `--server-arg=--nack --server-arg=--burst-lead --server-arg=2000`).
+    #[arg(long, value_name = "FLAG", allow_hyphen_values = true)]
+    server_arg: Vec<String>,
+    /// A configuration of streamalot to compare, NAME=FLAGS (FLAGS split at spaces, added
+    /// after --server-arg's): each step runs once per variant, in the order given, each
+    /// variant stepping on until it does not hold (`--variant 'on=' --variant
+    /// 'off=--no-instant-on --no-thinning'`).
+    #[arg(long, value_name = "NAME=FLAGS")]
+    variant: Vec<String>,
+    /// Run each step this many times, the variants (and VoD and live) alternated within each
+    /// round, so that the spread between runs of one configuration stands beside the
+    /// difference between configurations.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Before each step's runs, measure the raw sendmmsg loop again to as many destinations as
+    /// the step has sessions, each stream to a socket of its own as rtpload's are (the
+    /// default raw loop sends 2,000 sessions' datagrams to 16 sockets, whose state stays in
+    /// the caches).
+    #[arg(long)]
+    raw_at_steps: bool,
+}
+
+/// One configuration of the server a step runs: streamalot as VoD or live,
+/// with its variant's flags.
+#[derive(Debug, Clone)]
+struct Kind {
+    /// How the report names it.
+    label: String,
+    live: bool,
+    /// Flags after the benchmark's own and `--server-arg`'s.
+    flags: Vec<String>,
+}
+
+impl Kind {
+    /// The configurations to run for `args`: each variant (or plain
+    /// streamalot), as VoD and, with `--live`, as live.
+    fn all(args: &Args) -> Result<Vec<Kind>, String> {
+        let mut variants = Vec::new();
+        for v in &args.variant {
+            let (name, flags) = v
+                .split_once('=')
+                .ok_or_else(|| format!("--variant {v:?}: expected NAME=FLAGS"))?;
+            if name.trim().is_empty() {
+                return Err(format!("--variant {v:?}: the name is empty"));
+            }
+            let flags: Vec<String> = flags.split_whitespace().map(String::from).collect();
+            variants.push((format!("streamalot {}", name.trim()), flags));
+        }
+        if variants.is_empty() {
+            variants.push(("streamalot".to_owned(), Vec::new()));
+        }
+        let mut kinds = Vec::new();
+        for (label, flags) in variants {
+            kinds.push(Kind {
+                label: label.clone(),
+                live: false,
+                flags: flags.clone(),
+            });
+            if args.live {
+                kinds.push(Kind {
+                    label: format!("{label} live"),
+                    live: true,
+                    flags,
+                });
+            }
+        }
+        Ok(kinds)
+    }
 }
 
 /// The credential the live steps publish with.
@@ -118,8 +187,13 @@ const LIVE_PATH: &str = "/live/movie";
 /// What one step measured.
 #[derive(Debug, Clone, Default)]
 struct Step {
-    server: &'static str,
+    server: String,
     sessions: u32,
+    /// Which of `--repeat`'s runs of the step this is (from 1).
+    run: u32,
+    /// The raw loop's nanoseconds a packet to this step's number of
+    /// destinations, measured just before (`--raw-at-steps`).
+    raw_ns_at_step: Option<f64>,
     started: u64,
     completed: u64,
     failed: u64,
@@ -196,7 +270,7 @@ fn run(args: &Args) -> Result<(), String> {
     );
 
     // The raw limit first, while nothing else runs.
-    let raw = raw_limit(&movie, args)?;
+    let raw = raw_limit(&movie, args, RawDests::Shared)?;
     println!(
         "raw sendmmsg limit: {:.0} packets per CPU-second ({:.0} ns/packet) = {:.0} sessions of this movie on one core",
         raw.pps,
@@ -205,22 +279,36 @@ fn run(args: &Args) -> Result<(), String> {
     );
 
     let mut steps = Vec::new();
-    // VoD, and with --live the live broadcast: each steps on while it holds.
-    let kinds: &[bool] = if args.live { &[false, true] } else { &[false] };
+    let kinds = Kind::all(args)?;
+    // Each kind steps on while every run of it holds.
     let mut going = vec![true; kinds.len()];
     for &n in &args.steps {
         if u64::from(n) + 256 > fd_limit {
             println!("streamalot, {n} sessions: skipped, past the open-file limit of {fd_limit}");
             break;
         }
-        for (k, &live) in kinds.iter().enumerate() {
-            if !going[k] {
-                continue;
+        for run in 1..=args.repeat.max(1) {
+            let raw_ns_at_step = if args.raw_at_steps && going.iter().any(|g| *g) {
+                let at = raw_limit(&movie, args, RawDests::Sockets(n as usize))?;
+                println!(
+                    "raw sendmmsg loop to {n} sessions' sockets: {:.0} packets per CPU-second ({:.0} ns/packet)",
+                    at.pps,
+                    1e9 / at.pps
+                );
+                Some(1e9 / at.pps)
+            } else {
+                None
+            };
+            for (k, kind) in kinds.iter().enumerate() {
+                if !going[k] {
+                    continue;
+                }
+                let mut step = run_step(args, &bins, Peer::Streamalot, kind, run, &library, name, n, movie_pps)?;
+                step.raw_ns_at_step = raw_ns_at_step;
+                print_step(&step);
+                going[k] &= step.held;
+                steps.push(step);
             }
-            let step = run_step(args, &bins, Peer::Streamalot, live, &library, name, n, movie_pps)?;
-            print_step(&step);
-            going[k] = step.held;
-            steps.push(step);
         }
         if !going.iter().any(|g| *g) {
             break;
@@ -228,7 +316,22 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if !args.no_peer {
         for &n in &args.peer_steps {
-            let step = run_step(args, &bins, Peer::Gstreamer, false, &library, name, n, movie_pps)?;
+            let gstreamer = Kind {
+                label: Peer::Gstreamer.name().to_owned(),
+                live: false,
+                flags: Vec::new(),
+            };
+            let step = run_step(
+                args,
+                &bins,
+                Peer::Gstreamer,
+                &gstreamer,
+                1,
+                &library,
+                name,
+                n,
+                movie_pps,
+            )?;
             print_step(&step);
             let held = step.held;
             steps.push(step);
@@ -238,10 +341,10 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
 
-    let report = report(args, &movie_path, kbps, movie_pps, &raw, &steps);
+    let report = report(args, &kinds, &movie_path, kbps, movie_pps, &raw, &steps);
     let report_path = args.out.join("report.md");
     std::fs::write(&report_path, &report).map_err(|e| format!("{}: {e}", report_path.display()))?;
-    let svg_name = if args.live { "capacity-live.svg" } else { "capacity.svg" };
+    let svg_name = Section::of(args).svg();
     let svg_path = args.out.join(svg_name);
     std::fs::write(&svg_path, plot(&steps, raw.pps, movie_pps, args.max_send_p99_ms))
         .map_err(|e| format!("{}: {e}", svg_path.display()))?;
@@ -249,7 +352,7 @@ fn run(args: &Args) -> Result<(), String> {
     print!("{report}");
     if args.results != "-" {
         let results = PathBuf::from(&args.results);
-        update_results(&results, &report, args.live)?;
+        update_results(&results, &report, Section::of(args))?;
         // The plot goes beside the results file, where the report links it.
         let beside = results.with_file_name(svg_name);
         std::fs::copy(&svg_path, &beside).map_err(|e| format!("{}: {e}", beside.display()))?;
@@ -287,29 +390,65 @@ struct Raw {
     sessions: usize,
 }
 
+/// Where the raw loop's datagrams go.
+#[derive(Debug, Clone, Copy)]
+enum RawDests {
+    /// 2,000 sessions' datagrams to 250 loopback addresses and 8 ports of
+    /// each stream: 2,000 destinations, but 16 receiving sockets.
+    Shared,
+    /// This many sessions' datagrams, each stream of each session to a
+    /// socket of its own, as rtpload's sessions have them: the kernel's
+    /// per-socket work (the look-up, the queue, the wake-up) on as many
+    /// sockets as the server's step meets.
+    Sockets(usize),
+}
+
 /// The raw sendmmsg loop on the server's core.
-fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<Raw, String> {
-    let sessions = if args.smoke { 50 } else { 2000 };
-    let streams = movie.hint_tracks().count();
+fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, String> {
+    let streams = movie.hint_tracks().count().max(1);
     let mut sockets = Vec::new();
-    let mut bases = Vec::new();
-    for _ in 0..8 {
-        let rtp = receiver::socket(0, false)?;
-        let base = rtp.local_addr().map_err(|e| e.to_string())?.port();
-        bases.push(base);
-        sockets.push(rtp);
-        for s in 1..streams {
-            sockets.push(receiver::socket(base + 2 * s as u16, false)?);
-        }
-    }
-    let dests = (0..sessions)
-        .map(|i| {
-            let ip = Ipv4Addr::new(127, 0, 0, 1 + (i % 250) as u8);
-            (0..streams)
-                .map(|s| SocketAddr::from((ip, bases[i / 250 % bases.len()] + 2 * s as u16)))
+    let dests: Vec<Vec<SocketAddr>> = match to {
+        RawDests::Shared => {
+            let sessions = if args.smoke { 50 } else { 2000 };
+            let mut bases = Vec::new();
+            for _ in 0..8 {
+                let rtp = receiver::socket(0, false)?;
+                let base = rtp.local_addr().map_err(|e| e.to_string())?.port();
+                bases.push(base);
+                sockets.push(rtp);
+                for s in 1..streams {
+                    sockets.push(receiver::socket(base + 2 * s as u16, false)?);
+                }
+            }
+            (0..sessions)
+                .map(|i| {
+                    let ip = Ipv4Addr::new(127, 0, 0, 1 + (i % 250) as u8);
+                    (0..streams)
+                        .map(|s| SocketAddr::from((ip, bases[i / 250 % bases.len()] + 2 * s as u16)))
+                        .collect()
+                })
                 .collect()
-        })
-        .collect();
+        }
+        RawDests::Sockets(sessions) => {
+            net::raise_fd_limit().map_err(|e| format!("raising the open-file limit: {e}"))?;
+            let mut dests = Vec::with_capacity(sessions);
+            for _ in 0..sessions {
+                let mut d = Vec::with_capacity(streams);
+                for _ in 0..streams {
+                    let rx = receiver::socket_sized(0, false, 256 * 1024)
+                        .map_err(|e| format!("{e} (the raw loop to {sessions} sessions' sockets)"))?;
+                    d.push(SocketAddr::from((
+                        Ipv4Addr::LOCALHOST,
+                        rx.local_addr().map_err(|e| e.to_string())?.port(),
+                    )));
+                    sockets.push(rx);
+                }
+                dests.push(d);
+            }
+            dests
+        }
+    };
+    let sessions = dests.len();
     let client_core = args.client_cores.first().copied().unwrap_or(0);
     // Sleeping when its sockets are empty, as rtpload does, so the raw loop
     // pays for waking its receiver as the server does.
@@ -324,7 +463,13 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args) -> Result<Raw, String> {
         tick_ns: 1_000_000,
         nack_every: 0,
     };
-    let replay = Arc::new(sim.record(if args.smoke { 50_000 } else { 2_000_000 }));
+    // Every session's datagrams, a few seconds of them past the stagger.
+    let limit = if args.smoke {
+        50_000
+    } else {
+        2_000_000.max(sessions * 200)
+    };
+    let replay = Arc::new(sim.record(limit));
     let tx = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000..=60000)
         .map_err(|e| format!("sender socket: {e}"))?
         .rtp;
@@ -367,21 +512,28 @@ fn server_stats(pid: u32, path: &Path) -> Result<Value, String> {
 }
 
 /// One step: a fresh server, `n` sessions of rtpload, measurements while
-/// they all play. `live`: the sessions are viewers of one live broadcast of
-/// the movie, which rtpload publishes (looped) before they start.
+/// they all play, as `run` of `--repeat`'s. With `kind.live` the sessions
+/// are viewers of one live broadcast of the movie, which rtpload publishes
+/// (looped) before they start.
 #[allow(clippy::too_many_arguments)]
 fn run_step(
     args: &Args,
     bins: &servers::Binaries,
     peer: Peer,
-    live: bool,
+    kind: &Kind,
+    run: u32,
     library: &Path,
     name: &str,
     n: u32,
     movie_pps: f64,
 ) -> Result<Step, String> {
-    let label = if live { "streamalot-live" } else { peer.name() };
-    let dir = args.out.join(format!("{}-{n}", label.to_lowercase()));
+    let live = kind.live;
+    let label = kind.label.as_str();
+    let slug = label.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let dir = match run {
+        1 => args.out.join(format!("{slug}-{n}")),
+        _ => args.out.join(format!("{slug}-{n}-run{run}")),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     eprintln!("{label}: {n} sessions ...");
@@ -403,6 +555,10 @@ fn run_step(
     .to_vec();
     if live {
         serve_args.extend(["--publish".to_owned(), LIVE_PUBLISH.to_owned()]);
+    }
+    if matches!(peer, Peer::Streamalot) {
+        serve_args.extend(args.server_arg.iter().cloned());
+        serve_args.extend(kind.flags.iter().cloned());
     }
     let peer_cpus = args.server_core.to_string();
     let mut server = servers::start(bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
@@ -486,7 +642,8 @@ fn run_step(
         _ => (f64::from(n) * movie_pps, false),
     };
     let mut step = Step {
-        server: if live { "streamalot live" } else { peer.name() },
+        server: kind.label.clone(),
+        run,
         sessions: n,
         started: num(&summary, &["sessions", "started"]) as u64,
         completed: num(&summary, &["sessions", "completed"]) as u64,
@@ -612,7 +769,7 @@ fn print_step(s: &Step) {
 }
 
 /// The Markdown report: how it was made, the table, and what it says.
-fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps: &[Step]) -> String {
+fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps: &[Step]) -> String {
     let mut r = String::new();
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -634,6 +791,15 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
     .filter(|f| f.0)
     .map(|f| f.1)
     .collect();
+    let mut flags: Vec<String> = flags.into_iter().map(String::from).collect();
+    if args.repeat > 1 {
+        flags.push(format!("--repeat {}", args.repeat));
+    }
+    if args.raw_at_steps {
+        flags.push("--raw-at-steps".into());
+    }
+    flags.extend(args.server_arg.iter().map(|a| format!("--server-arg={a}")));
+    flags.extend(args.variant.iter().map(|v| format!("--variant '{v}'")));
     if !flags.is_empty() {
         command = format!("{command} -- {}", flags.join(" "));
     }
@@ -641,14 +807,7 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if args.live {
-        let _ = writeln!(
-            r,
-            "## Fan-out: viewers of one live broadcast on one shard core, beside VoD\n"
-        );
-    } else {
-        let _ = writeln!(r, "## Capacity: concurrent sessions on one shard core\n");
-    }
+    let _ = writeln!(r, "## {}\n", Section::of(args).title());
     let _ = writeln!(r, "```sh\n{command}\n```\n");
     let _ = writeln!(
         r,
@@ -671,6 +830,34 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
          first that does not.\n",
         args.ramp, args.hold, args.max_send_p99_ms
     );
+    if !args.server_arg.is_empty() || !args.variant.is_empty() {
+        let _ = writeln!(
+            r,
+            "**Configurations**: every streamalot server ran with `--shards 1 --send-path {}`{}; then:\n",
+            args.send_path,
+            if args.server_arg.is_empty() {
+                String::new()
+            } else {
+                format!(" `{}`", args.server_arg.join(" "))
+            }
+        );
+        for k in kinds {
+            let _ = writeln!(
+                r,
+                "- *{}*: {}",
+                k.label,
+                if k.flags.is_empty() {
+                    "nothing more".to_owned()
+                } else {
+                    format!("`{}`", k.flags.join(" "))
+                }
+            );
+        }
+        r.push('\n');
+    }
+    if args.repeat > 1 {
+        let _ = writeln!(r, "**Runs**: each step ran {} times, the configurations alternated within each round (*run* says which), each on a fresh server.\n", args.repeat);
+    }
     if args.live {
         let _ = writeln!(
             r,
@@ -682,19 +869,41 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
              then live, each on a fresh server; each kind steps on until it does not hold.\n"
         );
     }
+    let (run_head, run_rule) = if args.repeat > 1 {
+        (" run |", " ---: |")
+    } else {
+        ("", "")
+    };
+    let (raw_head, raw_rule) = if args.raw_at_steps {
+        (" raw ns/packet to as many sockets | share of it |", " ---: | ---: |")
+    } else {
+        ("", "")
+    };
     let _ = writeln!(
         r,
-        "| server | sessions | held | lost | packets/s | server CPU | ns/packet | KiB/session | anonymous KiB/session | send p99 | \
+        "| server | sessions |{run_head} held | lost | packets/s | server CPU | ns/packet |{raw_head} KiB/session | anonymous KiB/session | send p99 | \
          arrival p99 | first packet p99 | first key frame p99 | RTSP p99 | client CPU | load |"
     );
     let _ = writeln!(
         r,
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: |{run_rule} --- | ---: | ---: | ---: | ---: |{raw_rule} ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for s in steps {
+        let run = if args.repeat > 1 {
+            format!(" {} |", s.run)
+        } else {
+            String::new()
+        };
+        let raw_at = match (args.raw_at_steps, s.raw_ns_at_step) {
+            (false, _) => String::new(),
+            (true, Some(ns)) if s.ns_per_packet.is_finite() => {
+                format!(" {ns:.0} | {:.0}% |", 100.0 * ns / s.ns_per_packet)
+            }
+            (true, _) => " - | - |".to_owned(),
+        };
         let _ = writeln!(
             r,
-            "| {} | {} | {} | {} | {}{:.0} | {:.0}% | {} | {:.1} | {:.2} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% | {:.2} |",
+            "| {} | {} |{run} {} | {} | {}{:.0} | {:.0}% | {} |{raw_at} {:.1} | {:.2} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% | {:.2} |",
             s.server,
             s.sessions,
             if s.held {
@@ -725,9 +934,11 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
     let raw_ns = 1e9 / raw.pps;
     let _ = writeln!(
         r,
-        "| raw `sendmmsg` limit | {:.0} | | | {:.0} per CPU-second | 100% | {raw_ns:.0} | | | | | | | | | |\n",
+        "| raw `sendmmsg` limit | {:.0} |{run_gap} | | {:.0} per CPU-second | 100% | {raw_ns:.0} |{raw_gap} | | | | | | | | |\n",
         raw.pps / movie_pps,
-        raw.pps
+        raw.pps,
+        run_gap = if args.repeat > 1 { " |" } else { "" },
+        raw_gap = if args.raw_at_steps { " | |" } else { "" },
     );
     let _ = writeln!(
         r,
@@ -749,39 +960,78 @@ fn report(args: &Args, movie: &Path, kbps: f64, movie_pps: f64, raw: &Raw, steps
          loop's CPU include receive work a network would leave to the client's machine.\n",
         raw.sessions
     );
-    for kind in ["streamalot", "streamalot live"] {
+    for kind in kinds {
+        let runs = |n: u32| steps.iter().filter(move |s| s.server == kind.label && s.sessions == n);
+        // The most sessions at which every run held.
         let best = steps
             .iter()
-            .filter(|s| s.server == kind && s.held && s.ns_per_packet.is_finite())
-            .max_by_key(|s| s.sessions);
-        let Some(b) = best else { continue };
-        let what = if kind == "streamalot" {
-            "VoD sessions"
-        } else {
-            "live viewers"
+            .filter(|s| s.server == kind.label)
+            .map(|s| s.sessions)
+            .filter(|&n| runs(n).all(|s| s.held && s.ns_per_packet.is_finite()))
+            .max();
+        let Some(n) = best else { continue };
+        let at: Vec<&Step> = runs(n).collect();
+        let range = |f: fn(&Step) -> f64, scale: f64, digits: usize| {
+            let (lo, hi) = at
+                .iter()
+                .map(|s| f(s) * scale)
+                .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            if at.len() == 1 || (hi - lo).abs() < 10f64.powi(-(digits as i32)) {
+                format!("{lo:.digits$}")
+            } else {
+                format!("{lo:.digits$}-{hi:.digits$}")
+            }
         };
+        let what = if kind.live { "live viewers" } else { "VoD sessions" };
+        let worst_send = at.iter().filter_map(|s| s.send_p99_ms).fold(f64::NAN, f64::max);
         let _ = writeln!(
             r,
-            "Read against the goals ({what}): the most held is {} ({:.0}% of the shard core, {:.0} ns per packet, \
-             {:.0}% of the raw loop's packets per CPU-second); send lateness p99 there {}; first packet p99 \
-             {:.2} ms, first key frame p99 {:.2} ms, while {}/s arrived; {:.1} KiB of server memory per session ({:.2} KiB of it anonymous).\n",
-            b.sessions,
-            b.cpu * 100.0,
-            b.ns_per_packet,
-            100.0 * raw_ns / b.ns_per_packet,
-            b.send_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
-            b.first_packet_p99_ms,
-            b.first_key_frame_p99_ms,
+            "Read against the goals ({}, {what}): the most held{} is {n} ({}% of the shard core, {} ns per packet, \
+             {} % of the raw loop's packets per CPU-second); send lateness p99 there {}; first packet p99 \
+             {} ms, first key frame p99 {} ms, while {}/s arrived; {} KiB of server memory per session ({} KiB of it anonymous).\n",
+            kind.label,
+            if at.len() > 1 { format!(" in all {} runs", at.len()) } else { String::new() },
+            range(|s| s.cpu, 100.0, 0),
+            range(|s| s.ns_per_packet, 1.0, 0),
+            range(|s| s.ns_per_packet.recip(), 100.0 * raw_ns, 0),
+            if worst_send.is_finite() { format!("at most {worst_send:.2} ms") } else { "-".into() },
+            range(|s| s.first_packet_p99_ms, 1.0, 2),
+            range(|s| s.first_key_frame_p99_ms, 1.0, 2),
             args.ramp,
-            b.kib_per_session,
-            b.anon_kib_per_session
+            range(|s| s.kib_per_session, 1.0, 1),
+            range(|s| s.anon_kib_per_session, 1.0, 2),
         );
     }
-    if args.live {
-        r.push_str("\n![fan-out](capacity-live.svg)\n");
-    } else {
-        r.push_str("\n![capacity](capacity.svg)\n");
+    if kinds.len() > 1 && (!args.variant.is_empty() || args.repeat > 1) {
+        // Side by side: per step, each configuration's figures over its runs.
+        let mut ns: Vec<u32> = steps.iter().map(|s| s.sessions).collect();
+        ns.dedup();
+        let _ = writeln!(
+            r,
+            "Side by side, server ns/packet per step (each configuration's runs, lowest to highest):\n"
+        );
+        for n in ns {
+            let mut line = format!("- {n} sessions:");
+            for kind in kinds {
+                let mut v: Vec<f64> = steps
+                    .iter()
+                    .filter(|s| s.server == kind.label && s.sessions == n && s.ns_per_packet.is_finite())
+                    .map(|s| s.ns_per_packet)
+                    .collect();
+                if v.is_empty() {
+                    continue;
+                }
+                v.sort_by(f64::total_cmp);
+                let of_step = || steps.iter().filter(|s| s.server == kind.label && s.sessions == n);
+                let (held, ran) = (of_step().filter(|s| s.held).count(), of_step().count());
+                let list: Vec<String> = v.iter().map(|x| format!("{x:.0}")).collect();
+                let _ = write!(line, " *{}* {} ({held} of {ran} held);", kind.label, list.join(", "),);
+            }
+            let _ = writeln!(r, "{}", line.trim_end_matches(';'));
+        }
+        r.push('\n');
     }
+    let _ = writeln!(r, "\n![capacity]({})", Section::of(args).svg());
     r
 }
 
@@ -807,7 +1057,7 @@ fn utc_date(t: SystemTime) -> String {
 fn plot(steps: &[Step], raw_pps: f64, movie_pps: f64, bound_ms: f64) -> String {
     let mut by_server: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
     for s in steps {
-        by_server.entry(s.server).or_default().push(s);
+        by_server.entry(s.server.as_str()).or_default().push(s);
     }
     let xs: Vec<f64> = steps.iter().map(|s| f64::from(s.sessions)).collect();
     let (lo, hi) = (
@@ -879,16 +1129,67 @@ fn plot(steps: &[Step], raw_pps: f64, movie_pps: f64, bound_ms: f64) -> String {
     ])
 }
 
-const BEGIN: &str = "<!-- capacity-bench: begin (written by capacity-bench; edits here are replaced) -->";
-const END: &str = "<!-- capacity-bench: end -->";
-const LIVE_BEGIN: &str =
-    "<!-- capacity-bench --live: begin (written by capacity-bench --live; edits here are replaced) -->";
-const LIVE_END: &str = "<!-- capacity-bench --live: end -->";
+/// Which section of the results file a run writes, between its markers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// The default run: VoD against GStreamer.
+    Capacity,
+    /// `--live`: the fan-out beside VoD.
+    Live,
+    /// Configurations compared (`--variant`, `--server-arg`, `--repeat`):
+    /// not the default server's figures, so kept apart from them.
+    Compared,
+}
 
-/// Replaces the capacity section (or with `live` the fan-out one) of the
-/// results file, or appends one.
-fn update_results(path: &Path, report: &str, live: bool) -> Result<(), String> {
-    let (begin, end) = if live { (LIVE_BEGIN, LIVE_END) } else { (BEGIN, END) };
+impl Section {
+    fn of(args: &Args) -> Section {
+        if !args.variant.is_empty() || !args.server_arg.is_empty() || args.repeat > 1 {
+            Section::Compared
+        } else if args.live {
+            Section::Live
+        } else {
+            Section::Capacity
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Section::Capacity => "Capacity: concurrent sessions on one shard core",
+            Section::Live => "Fan-out: viewers of one live broadcast on one shard core, beside VoD",
+            Section::Compared => "Capacity, configurations compared in one run",
+        }
+    }
+
+    fn svg(self) -> &'static str {
+        match self {
+            Section::Capacity => "capacity.svg",
+            Section::Live => "capacity-live.svg",
+            Section::Compared => "capacity-compared.svg",
+        }
+    }
+
+    /// The markers around it.
+    fn markers(self) -> (&'static str, &'static str) {
+        match self {
+            Section::Capacity => (
+                "<!-- capacity-bench: begin (written by capacity-bench; edits here are replaced) -->",
+                "<!-- capacity-bench: end -->",
+            ),
+            Section::Live => (
+                "<!-- capacity-bench --live: begin (written by capacity-bench --live; edits here are replaced) -->",
+                "<!-- capacity-bench --live: end -->",
+            ),
+            Section::Compared => (
+                "<!-- capacity-bench, compared: begin (written by capacity-bench with --variant, --server-arg or --repeat; edits here are replaced) -->",
+                "<!-- capacity-bench, compared: end -->",
+            ),
+        }
+    }
+}
+
+/// Replaces the run's section of the results file, or appends one.
+fn update_results(path: &Path, report: &str, section: Section) -> Result<(), String> {
+    let (begin, end) = section.markers();
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let section = format!("{begin}\n{report}{end}\n");
     let updated = match (text.find(begin), text.find(end)) {

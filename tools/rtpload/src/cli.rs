@@ -116,6 +116,22 @@ pub struct Args {
     #[arg(long)]
     pub dynamic_rate: bool,
 
+    /// Ask for this `Speed` (RFC 2326) in each PLAY: a server that grants it (streamalot and
+    /// Darwin Streaming Server do so only over TCP, an HTTP tunnel or reliable UDP) sends the
+    /// media that many times faster than real time, RTP timestamps unchanged. The answer's
+    /// `Speed` is what the lateness histogram is judged against; "buffered" and the bytes held
+    /// ahead are still counted as played at real time. summary.json's "delivery" says the
+    /// speed granted and the media received per second of arrival
+    #[arg(long, value_name = "X")]
+    pub speed: Option<f64>,
+
+    /// Send QuickTime's RTCP APP `QTSS` report with an overbuffer window of BYTES (`ob`: what
+    /// the client can hold ahead of play) beside each receiver report, the first at PLAY: a
+    /// server that sends ahead (x-Dynamic-Rate, Instant-On) keeps what it sent ahead and is not
+    /// yet due within it. summary.json's "delivery" says the most bytes a session held ahead
+    #[arg(long, value_name = "BYTES")]
+    pub overbuffer_window: Option<u32>,
+
     /// Seconds per live line and per interval of the interval log
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     pub interval: f64,
@@ -259,6 +275,8 @@ mod tests {
         let r = Args::try_parse_from(["rtpload", "--reliable-udp"]).unwrap();
         assert!(r.reliable_udp && !r.nack);
         assert!(Args::try_parse_from(["rtpload", "--nack", "--reliable-udp"]).is_err());
+        let fast = Args::try_parse_from(["rtpload", "--speed", "2", "--overbuffer-window", "65536"]).unwrap();
+        assert_eq!((fast.speed, fast.overbuffer_window), (Some(2.0), Some(65_536)));
         let rate = Args::try_parse_from(["rtpload", "--rate", "200"]).unwrap();
         assert_eq!(rate.ramp, 200.0, "--rate is --ramp");
         let http = Args::try_parse_from(["rtpload", "--transport", "http"]).unwrap();

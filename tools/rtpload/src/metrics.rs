@@ -205,10 +205,21 @@ pub struct Counters {
     /// sent and the numbers they named; RTX packets; `qtak` acks sent.
     pub lost_on_wire: u64,
     pub repaired: u64,
+    /// Lost on the wire and given up on (past the give-up time), and those
+    /// still awaited when the sessions ended.
+    pub repair_given_up: u64,
+    pub repair_open: u64,
     pub nacks: u64,
     pub nacked: u64,
     pub rtx: u64,
     pub acks: u64,
+    /// Media received and the wall time it came over, in ms, summed over
+    /// streams (see `session::Totals`); the most any session held ahead of
+    /// play, and the fastest speed any PLAY was granted, in thousandths.
+    pub media_ms: u64,
+    pub arrival_ms: u64,
+    pub max_ahead_bytes: u64,
+    pub speed_milli_max: u64,
 }
 
 impl Counters {
@@ -226,10 +237,16 @@ impl Counters {
         self.bad_rtcp += o.bad_rtcp;
         self.lost_on_wire += o.lost_on_wire;
         self.repaired += o.repaired;
+        self.repair_given_up += o.repair_given_up;
+        self.repair_open += o.repair_open;
         self.nacks += o.nacks;
         self.nacked += o.nacked;
         self.rtx += o.rtx;
         self.acks += o.acks;
+        self.media_ms += o.media_ms;
+        self.arrival_ms += o.arrival_ms;
+        self.max_ahead_bytes = self.max_ahead_bytes.max(o.max_ahead_bytes);
+        self.speed_milli_max = self.speed_milli_max.max(o.speed_milli_max);
     }
 
     /// Sessions begun and not yet over.

@@ -7,6 +7,8 @@
 //! Everything here is driven by packet headers and arrival times; the
 //! caller owns the clock and the histograms.
 
+use std::collections::VecDeque;
+
 use proto::rtcp::{self, ReportBlock, SenderInfo};
 use proto::rtp;
 
@@ -269,6 +271,13 @@ impl Schedule {
     /// nanoseconds; negative when early. The first packet is on time by
     /// definition.
     pub fn lateness(&mut self, arrival: Nanos, timestamp: u32, clock_rate: u32) -> i64 {
+        self.lateness_at(arrival, timestamp, clock_rate, 1.0)
+    }
+
+    /// As [`lateness`](Self::lateness), for a stream the server was granted
+    /// to send at `speed` times real time (RTSP `Speed`): its media is due
+    /// `speed` times as fast.
+    pub fn lateness_at(&mut self, arrival: Nanos, timestamp: u32, clock_rate: u32, speed: f64) -> i64 {
         let Some(origin) = self.origin else {
             self.origin = Some(arrival);
             self.last = timestamp;
@@ -280,8 +289,59 @@ impl Schedule {
         self.extended += i64::from(timestamp.wrapping_sub(self.last) as i32);
         self.last = timestamp;
         self.newest = self.newest.max(self.extended);
-        let due = i128::from(origin) + i128::from(self.newest) * 1_000_000_000 / i128::from(clock_rate.max(1));
+        let mut media = i128::from(self.newest) * 1_000_000_000 / i128::from(clock_rate.max(1));
+        if speed != 1.0 && speed > 0.0 {
+            media = (media as f64 / speed) as i128;
+        }
+        let due = i128::from(origin) + media;
         (i128::from(arrival) - due).clamp(i64::MIN.into(), i64::MAX.into()) as i64
+    }
+
+    /// The media time the stream has reached since its first packet (its
+    /// newest timestamp), in nanoseconds; `None` before the first packet.
+    pub fn media_ns(&self, clock_rate: u32) -> Option<i64> {
+        self.origin?;
+        Some((i128::from(self.newest) * 1_000_000_000 / i128::from(clock_rate.max(1))) as i64)
+    }
+
+    /// When the first packet arrived.
+    pub fn origin(&self) -> Option<Nanos> {
+        self.origin
+    }
+}
+
+/// What a client holds ahead of play, by its own measure: it plays from
+/// its first packet's arrival at real time, so a packet whose media time
+/// (the stream's newest timestamp) is later than the time since then is
+/// held until it comes due. The bytes of those not yet due, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct Ahead {
+    held: VecDeque<(Nanos, u32)>,
+    bytes: u64,
+}
+
+impl Ahead {
+    /// A packet of `len` bytes arrived at `arrival`, due for play at `due`.
+    pub fn on_packet(&mut self, due: Nanos, len: usize, arrival: Nanos) {
+        self.settle(arrival);
+        if due > arrival {
+            // Media times only grow (the newest timestamp), so the queue
+            // stays in due order.
+            self.held.push_back((due, len as u32));
+            self.bytes += len as u64;
+        }
+    }
+
+    /// Forgets what has come due by `now`; the bytes still held.
+    pub fn settle(&mut self, now: Nanos) -> u64 {
+        while let Some(&(due, len)) = self.held.front() {
+            if due > now {
+                break;
+            }
+            self.bytes -= u64::from(len);
+            self.held.pop_front();
+        }
+        self.bytes
     }
 }
 
@@ -321,6 +381,10 @@ pub struct Stream {
     reported: (u64, u64),
     /// Retransmission, when the stream negotiated it.
     pub repair: Option<Box<Repair>>,
+    /// The speed the server said it sends at (`Speed` in PLAY's answer).
+    pub speed: f64,
+    /// What it holds ahead of play.
+    pub ahead: Ahead,
 }
 
 impl Stream {
@@ -341,7 +405,21 @@ impl Stream {
             bye: false,
             reported: (0, 0),
             repair: None,
+            speed: 1.0,
+            ahead: Ahead::default(),
         }
+    }
+
+    /// Media seconds received (first to newest timestamp) and the wall
+    /// time from the first packet to the last, in nanoseconds: at speed 2
+    /// the first is about twice the second.
+    pub fn delivery_ns(&self) -> (u64, u64) {
+        let media = self.schedule.media_ns(self.clock_rate).unwrap_or(0).max(0) as u64;
+        let wall = match (self.first_arrival, self.last_arrival) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        (media, wall)
     }
 
     /// Accounts for a packet of `len` bytes that arrived at `arrival`.
@@ -359,12 +437,24 @@ impl Stream {
         }
         let origin = *self.first_arrival.get_or_insert(arrival);
         let rate = u128::from(self.clock_rate.max(1));
-        let since = u128::from(arrival.saturating_sub(origin));
+        let mut since = u128::from(arrival.saturating_sub(origin));
+        if self.speed != 1.0 {
+            // At `speed`, the media clock runs that much faster than the
+            // arrivals': jitter is the spread about that.
+            since = (since as f64 * self.speed) as u128;
+        }
         self.jitter
             .update((since * rate / 1_000_000_000) as u32, header.timestamp);
+        let lateness_ns = self
+            .schedule
+            .lateness_at(arrival, header.timestamp, self.clock_rate, self.speed);
+        if let (Some(o), Some(media)) = (self.schedule.origin(), self.schedule.media_ns(self.clock_rate)) {
+            // Played at real time from the first packet, whatever the speed.
+            self.ahead.on_packet(o + media.max(0) as u64, len, arrival);
+        }
         Some(Measured {
             jitter_us: self.jitter_us(),
-            lateness_ns: self.schedule.lateness(arrival, header.timestamp, self.clock_rate),
+            lateness_ns,
         })
     }
 
@@ -587,6 +677,26 @@ mod tests {
         // it is shown before) is judged by the clock the stream has reached.
         assert_eq!(s.lateness(51_004 * ms, wrapped - 80, 8_000), 4 * ms as i64);
         assert_eq!(s.lateness(51_010 * ms, wrapped + 160, 8_000), -10 * ms as i64);
+    }
+
+    #[test]
+    fn at_speed_two_media_is_due_twice_as_fast_and_held_ahead_of_play() {
+        let ms = 1_000_000u64;
+        let mut s = Schedule::default();
+        assert_eq!(s.lateness_at(1_000 * ms, 0, 90_000, 2.0), 0);
+        // A second of media half a second on: on time at 2, early at 1.
+        assert_eq!(s.lateness_at(1_500 * ms, 90_000, 90_000, 2.0), 0);
+        let mut one = Schedule::default();
+        one.lateness(1_000 * ms, 0, 90_000);
+        assert_eq!(one.lateness(1_500 * ms, 90_000, 90_000), -500 * ms as i64);
+        // Played at real time, that second is held until it is due.
+        let mut a = Ahead::default();
+        a.on_packet(1_000 * ms, 100, 1_000 * ms);
+        a.on_packet(2_000 * ms, 1000, 1_500 * ms);
+        a.on_packet(2_500 * ms, 1000, 1_600 * ms);
+        assert_eq!(a.settle(1_600 * ms), 2000);
+        assert_eq!(a.settle(2_000 * ms), 1000);
+        assert_eq!(a.settle(3_000 * ms), 0);
     }
 
     #[test]

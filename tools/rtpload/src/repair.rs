@@ -81,6 +81,11 @@ pub struct RepairStats {
     pub repaired: u64,
     /// Given up on after the give-up time (or pushed out of a full list).
     pub given_up: u64,
+    /// Lost on the wire and still awaited when the play was cut short (or
+    /// when the stats were taken): the losses of its last moments, whose
+    /// repair had no time to come (a reliable-UDP resend waits an RTO of
+    /// 600 ms or more).
+    pub open: u64,
     /// NACK packets sent, and the numbers they asked for (repeats included).
     pub nacks: u64,
     pub nacked: u64,
@@ -97,6 +102,7 @@ impl RepairStats {
         self.lost_on_wire += o.lost_on_wire;
         self.repaired += o.repaired;
         self.given_up += o.given_up;
+        self.open += o.open;
         self.nacks += o.nacks;
         self.nacked += o.nacked;
         self.rtx += o.rtx;
@@ -146,7 +152,10 @@ impl Repair {
     }
 
     pub fn stats(&self) -> RepairStats {
-        self.stats
+        RepairStats {
+            open: self.stats.open + self.open_now(),
+            ..self.stats
+        }
     }
 
     fn give_up_after(&self) -> Nanos {
@@ -323,10 +332,18 @@ impl Repair {
         !self.missing.is_empty()
     }
 
-    /// The play is over: what is still open stays lost, and a pending
-    /// acknowledgement is dropped.
+    fn open_now(&self) -> u64 {
+        self.missing.iter().filter(|m| m.lost).count() as u64
+    }
+
+    /// The play is over (a movie's end waits for open gaps to be repaired
+    /// or given up; a TEARDOWN before it does not): what is still open
+    /// stays lost, and a pending acknowledgement is dropped. Gaps counted
+    /// lost on the wire stay `open`; those too young to be are given up.
     pub fn finish(&mut self) {
-        self.stats.given_up += self.missing.len() as u64;
+        let open = self.open_now();
+        self.stats.open += open;
+        self.stats.given_up += self.missing.len() as u64 - open;
         self.missing.clear();
         self.ack = None;
     }
@@ -366,6 +383,22 @@ mod tests {
     }
 
     #[test]
+    fn a_play_cut_short_leaves_its_last_losses_open_not_given_up() {
+        let mut r = Repair::new(Scheme::Reliable);
+        let mut out = Vec::new();
+        for s in [10u16, 12, 13, 15] {
+            r.on_packet(s, Via::Stream, 0, &mut out, SSRCS);
+        }
+        // 11 is past the reorder wait, 14 not yet.
+        r.on_packet(16, Via::Stream, REORDER_WAIT, &mut out, SSRCS);
+        r.poll(REORDER_WAIT, &mut out, SSRCS);
+        r.finish();
+        let st = r.stats();
+        assert_eq!((st.lost_on_wire, st.open, st.given_up, st.repaired), (2, 2, 0, 0));
+        assert!(!r.is_waiting());
+    }
+
+    #[test]
     fn a_gap_is_nacked_after_the_reorder_wait_and_repaired_by_rtx() {
         let mut r = Repair::new(Scheme::Nack);
         let mut out = Vec::new();
@@ -380,6 +413,7 @@ mod tests {
         assert!(r.poll(REORDER_WAIT, &mut out, SSRCS));
         assert_eq!(nacked(&out), [65_535, 0]);
         assert_eq!((r.stats().lost_on_wire, r.stats().nacks, r.stats().nacked), (2, 1, 2));
+        assert_eq!(r.stats().open, 2);
         assert!(r.wants(0) && !r.wants(2));
         // One comes back; the other is asked again after the retry time.
         out.clear();
@@ -392,6 +426,7 @@ mod tests {
         r.on_packet(0, Via::Rtx, 210 * MS, &mut out, SSRCS);
         let st = r.stats();
         assert_eq!((st.lost_on_wire, st.repaired, st.rtx, st.rtx_unneeded), (2, 2, 3, 1));
+        assert_eq!(st.open, 0);
         assert_eq!(r.poll_timeout(), None);
     }
 

@@ -287,6 +287,8 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
         media_timeout: (args.media_timeout * SEC) as Nanos,
         buffered: args.buffered.map(|s| (s * SEC) as Nanos),
         dynamic_rate: args.dynamic_rate,
+        speed: args.speed,
+        overbuffer_window: args.overbuffer_window,
         user_agent: args.user_agent.clone(),
         limits: Limits::default(),
         repair: if args.nack {
@@ -562,10 +564,11 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
     ));
     if args.nack || args.reliable_udp {
         text.push_str(&format!(
-            "  repair    {} {} lost on the wire, {} repaired, {} lost in the end ({:.4}%); {} NACKs for {} packets, {} RTX received, {} acks sent\n",
+            "  repair    {} {} lost on the wire, {} repaired, {} still awaited at the end; {} lost in the end ({:.4}%); {} NACKs for {} packets, {} RTX received, {} acks sent\n",
             if args.nack { "NACK/RTX:" } else { "reliable UDP:" },
             counters.lost_on_wire,
             counters.repaired,
+            counters.repair_open,
             counters.lost,
             counters.loss_fraction() * 100.0,
             counters.nacks,
@@ -781,6 +784,8 @@ fn summary_json(
             "scheme": if args.nack { "nack" } else if args.reliable_udp { "reliable-udp" } else { "none" },
             "lost_on_wire": c.lost_on_wire,
             "repaired": c.repaired,
+            "given_up": c.repair_given_up,
+            "open_at_end": c.repair_open,
             "residual_lost": c.lost,
             "nacks": c.nacks,
             "nacked": c.nacked,
@@ -792,6 +797,15 @@ fn summary_json(
             "mbit_per_s_average": c.bytes as f64 * 8.0 / t.elapsed.max(1e-3) / 1e6,
         },
         "rtcp": { "bad": c.bad_rtcp },
+        "delivery": {
+            "speed_asked": args.speed,
+            "speed_granted_max": c.speed_milli_max as f64 / 1000.0,
+            "media_s": c.media_ms as f64 / 1000.0,
+            "arrival_s": c.arrival_ms as f64 / 1000.0,
+            "media_per_arrival_s": c.media_ms as f64 / (c.arrival_ms.max(1)) as f64,
+            "overbuffer_window": args.overbuffer_window,
+            "max_ahead_bytes": c.max_ahead_bytes,
+        },
         "publisher": published,
         "cpu": {
             "user_s": t.user.as_secs_f64(),

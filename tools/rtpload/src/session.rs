@@ -104,6 +104,11 @@ pub struct Settings {
     pub buffered: Option<Nanos>,
     /// Send `x-Dynamic-Rate: 1` in each SETUP.
     pub dynamic_rate: bool,
+    /// Ask for this `Speed` in each PLAY (RFC 2326 section 12.35).
+    pub speed: Option<f64>,
+    /// Send QuickTime's `QTSS` report with this overbuffer window (`ob`,
+    /// bytes) beside each receiver report.
+    pub overbuffer_window: Option<u32>,
     pub user_agent: String,
     pub limits: Limits,
     /// Retransmission to ask for (UDP only): NACK/RTX or reliable UDP.
@@ -288,6 +293,16 @@ pub struct Totals {
     pub reordered: u64,
     pub max_jitter_us: u64,
     pub repair: RepairStats,
+    /// Media received (first to newest timestamp) and the wall time it
+    /// came over (first packet to last), summed over streams, in ms.
+    pub media_ms: u64,
+    pub arrival_ms: u64,
+    /// The most bytes the session held ahead of play at once, by its own
+    /// measure (see `reception::Ahead`).
+    pub max_ahead_bytes: u64,
+    /// The speed the server last granted, in thousandths (1000 without
+    /// `Speed`).
+    pub speed_milli: u64,
 }
 
 impl Totals {
@@ -302,6 +317,9 @@ impl Totals {
         if let Some(r) = &s.repair {
             self.repair.add(&r.stats());
         }
+        let (media, wall) = s.delivery_ns();
+        self.media_ms += media / 1_000_000;
+        self.arrival_ms += wall / 1_000_000;
     }
 }
 
@@ -380,6 +398,10 @@ pub struct Session {
     /// Something happened outside the owner's servicing (feedback to send,
     /// an earlier deadline): the owner should service the session.
     wake: bool,
+    /// The speed the last PLAY's answer granted.
+    speed: f64,
+    /// The most bytes held ahead of play at once.
+    max_ahead: u64,
 }
 
 /// splitmix64: the session's own small random numbers.
@@ -464,6 +486,8 @@ impl Session {
             outcome: None,
             feedback: Vec::new(),
             wake: false,
+            speed: 1.0,
+            max_ahead: 0,
         }
     }
 
@@ -516,6 +540,8 @@ impl Session {
         for s in &self.streams {
             t.add_stream(s);
         }
+        t.max_ahead_bytes = self.max_ahead;
+        t.speed_milli = (self.speed * 1000.0).round() as u64;
         t
     }
 
@@ -825,6 +851,22 @@ impl Session {
             rec.packet(&m);
         }
         let clock = s.clock_rate;
+        if current {
+            // What the play holds ahead, over its streams.
+            let held: u64 = self
+                .streams
+                .iter_mut()
+                .skip(self.tracks.first().map_or(0, |t| t.stream.saturating_sub(self.retired)) as usize)
+                .map(|s| s.ahead.settle(arrival))
+                .sum();
+            self.max_ahead = self.max_ahead.max(held);
+        }
+        let Some(s) = stream
+            .checked_sub(self.retired)
+            .and_then(|i| self.streams.get_mut(i as usize))
+        else {
+            return false;
+        };
         if let Some(r) = s.repair.as_deref_mut() {
             let start = self.feedback.len();
             self.wake |= r.on_packet(
@@ -1003,7 +1045,12 @@ impl Session {
         }
         self.state = State::Starting;
         let url = self.aggregate.clone();
-        self.send(Method::Play, url, &[("Range", "npt=0.000-")], now);
+        let speed = self.settings.speed.map(|s| s.to_string());
+        let mut extra = vec![("Range", "npt=0.000-")];
+        if let Some(s) = &speed {
+            extra.push((quicktime::SPEED, s.as_str()));
+        }
+        self.send(Method::Play, url, &extra, now);
         self.play_written = Some(now);
         self.buffering = self.settings.buffered.map(|_| (now, None));
         self.key_wanted = self.tracks.iter().any(|t| t.codec.has_key_frames());
@@ -1453,6 +1500,21 @@ impl Session {
     fn on_play(&mut self, resp: &Response, now: Nanos) {
         self.state = State::Playing;
         self.plays += 1;
+        // The speed the server sends at: what it answered (RFC 2326 section
+        // 12.35), 1 when it did not answer, whatever was asked. Lateness is
+        // judged against it; what is held ahead is played at 1.
+        self.speed = resp
+            .headers
+            .get(quicktime::SPEED)
+            .and_then(quicktime::speed)
+            .filter(|s| *s > 0.0)
+            .unwrap_or(1.0);
+        for t in &self.tracks {
+            let (stream, speed) = (t.stream, self.speed);
+            if let Some(s) = self.streams.get_mut((stream.saturating_sub(self.retired)) as usize) {
+                s.speed = speed;
+            }
+        }
         self.playing_since = Some(now);
         self.last_media = None;
         // What the answer says is played, else what the SDP said there is.
@@ -1481,6 +1543,13 @@ impl Session {
             }
         }
         let first_report = self.report_interval(REPORT_INTERVAL / 2);
+        // A client with a window says it at once, as QuickTime did: until
+        // the server hears it, nothing bounds what it sends ahead.
+        let first_report = if self.settings.overbuffer_window.is_some() {
+            0
+        } else {
+            first_report
+        };
         self.next_report = Some(now + first_report);
         self.next_keepalive = (!self.keepalive_refused).then_some(now + self.keepalive_every);
     }
@@ -1669,6 +1738,21 @@ impl Session {
         }
         rtcp::receiver_report(&mut self.rtcp, self.ssrc, &blocks);
         rtcp::sdes_cname(&mut self.rtcp, self.ssrc, &self.cname);
+        if let Some(window) = self.settings.overbuffer_window {
+            // QuickTime's report on each stream, with the window it holds
+            // ahead (DSS read `ob` to bound overbuffering).
+            let values = proto::qtss::ReportValues {
+                overbuffer_window: Some(window),
+                ..Default::default()
+            };
+            // On every stream whose SSRC is known (from SETUP's answer),
+            // media or not yet.
+            for &stream in streams {
+                if let Some(ssrc) = self.stream(stream).and_then(|s| s.ssrc) {
+                    proto::qtss::report(&mut self.rtcp, self.ssrc, ssrc, &values);
+                }
+            }
+        }
         if bye {
             rtcp::bye(&mut self.rtcp, &[self.ssrc], None);
         }

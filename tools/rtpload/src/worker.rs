@@ -415,7 +415,9 @@ impl Worker {
     fn refresh_counters(&mut self) {
         let c = &mut self.counters;
         (c.plays, c.packets, c.bytes, c.lost, c.duplicates, c.reordered) = (0, 0, 0, 0, 0, 0);
-        (c.lost_on_wire, c.repaired, c.nacks, c.nacked, c.rtx, c.acks) = (0, 0, 0, 0, 0, 0);
+        (c.lost_on_wire, c.repaired, c.repair_given_up, c.repair_open) = (0, 0, 0, 0);
+        (c.nacks, c.nacked, c.rtx, c.acks) = (0, 0, 0, 0);
+        (c.media_ms, c.arrival_ms, c.max_ahead_bytes, c.speed_milli_max) = (0, 0, 0, 0);
         for s in &self.slots {
             let t = s.session.totals();
             c.plays += u64::from(s.session.plays());
@@ -426,10 +428,16 @@ impl Worker {
             c.reordered += t.reordered;
             c.lost_on_wire += t.repair.lost_on_wire;
             c.repaired += t.repair.repaired;
+            c.repair_given_up += t.repair.given_up;
+            c.repair_open += t.repair.open;
             c.nacks += t.repair.nacks;
             c.nacked += t.repair.nacked;
             c.rtx += t.repair.rtx;
             c.acks += t.repair.acks;
+            c.media_ms += t.media_ms;
+            c.arrival_ms += t.arrival_ms;
+            c.max_ahead_bytes = c.max_ahead_bytes.max(t.max_ahead_bytes);
+            c.speed_milli_max = c.speed_milli_max.max(t.speed_milli);
         }
     }
 

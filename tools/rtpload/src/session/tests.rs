@@ -29,6 +29,8 @@ fn settings(lower: Lower, duration_s: u64) -> Arc<Settings> {
         media_timeout: 4 * SEC,
         buffered: Some(2 * SEC),
         dynamic_rate: false,
+        speed: None,
+        overbuffer_window: None,
         user_agent: "rtpload-test".into(),
         limits: Limits::default(),
         repair: None,
