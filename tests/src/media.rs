@@ -167,6 +167,53 @@ const RECIPES: &[Recipe] = &[
     },
 ];
 
+/// A `seconds`-long H.264 (with B-frames, a key frame every 2 s) + AAC
+/// movie of about 580 kbit/s, hinted by ffmpeg, in the test process's
+/// scratch directory: for links slower than it.
+pub fn slow_link_movie(seconds: u32) -> PathBuf {
+    require_tool("ffmpeg");
+    let dir = scratch_dir().join("slow-link-media");
+    std::fs::create_dir_all(&dir).expect("a media directory");
+    let path = dir.join("slow-link.mp4");
+    let secs = seconds.to_string();
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc=size=640x360:rate=25:duration={secs}"),
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency=440:sample_rate=44100:duration={secs}"),
+        ])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2"])
+        .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
+        .args([
+            "-b:v", "700k", "-maxrate", "700k", "-bufsize", "1400k", "-pix_fmt", "yuv420p",
+        ])
+        .args([
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-ac",
+            "1",
+            "-movflags",
+            "+rtphint",
+            "-f",
+            "mp4",
+        ])
+        .arg(&path);
+    let (child, what) = crate::spawn(&mut cmd);
+    let out = wait_with_timeout(child, COMMAND_TIMEOUT, &what);
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
 /// The generated movies, made on first use by each test process.
 pub fn media() -> &'static TestMedia {
     static MEDIA: OnceLock<TestMedia> = OnceLock::new();

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use streamalot_tests::ffmpeg::{framemd5, key_frames, FrameHashes};
 use streamalot_tests::lossy::LossyNet;
+use streamalot_tests::media::slow_link_movie;
 use streamalot_tests::server::{free_udp_run, library, Server};
-use streamalot_tests::{describe, require_tool, run_within, scratch_dir, wait_with_timeout, COMMAND_TIMEOUT};
+use streamalot_tests::{describe, require_tool, run_within};
 
 const SECONDS: u32 = 20;
 /// The link while limited: the movie takes about 580 kbit/s, its key
@@ -32,52 +33,6 @@ const LIFT_AFTER: Duration = Duration::from_secs(8);
 /// The movie's last seconds, which must be whole again.
 const WHOLE_AT_END: f64 = 4.0;
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A 20 s H.264 (with B-frames, a key frame every 2 s) + AAC movie,
-/// hinted by ffmpeg.
-fn movie() -> std::path::PathBuf {
-    require_tool("ffmpeg");
-    let dir = scratch_dir().join("thinning-media");
-    std::fs::create_dir_all(&dir).expect("a media directory");
-    let path = dir.join("slow-link.mp4");
-    let secs = SECONDS.to_string();
-    let mut cmd = std::process::Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc=size=640x360:rate=25:duration={secs}"),
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency=440:sample_rate=44100:duration={secs}"),
-        ])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2"])
-        .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
-        .args([
-            "-b:v", "700k", "-maxrate", "700k", "-bufsize", "1400k", "-pix_fmt", "yuv420p",
-        ])
-        .args([
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-            "-ac",
-            "1",
-            "-movflags",
-            "+rtphint",
-            "-f",
-            "mp4",
-        ])
-        .arg(&path);
-    let (child, what) = streamalot_tests::spawn(&mut cmd);
-    let out = wait_with_timeout(child, COMMAND_TIMEOUT, &what);
-    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-    path
-}
 
 /// (pts in ns, hash) of every picture.
 fn pictures(h: &FrameHashes) -> Vec<(i64, String)> {
@@ -92,7 +47,7 @@ fn pictures(h: &FrameHashes) -> Vec<(i64, String)> {
 fn a_slow_tcp_reader_is_thinned_keeps_every_key_frame_and_comes_back_to_full_quality() {
     // `tc` comes with iproute2, which the namespace needs anyway.
     require_tool("ffprobe");
-    let clip = movie();
+    let clip = slow_link_movie(SECONDS);
     let lib = library("thinning", &[clip.as_path()]);
     let stats_json = lib.with_extension("stats.json");
     let _ = std::fs::remove_file(&stats_json);

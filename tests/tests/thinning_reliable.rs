@@ -13,65 +13,18 @@
 use std::time::Duration;
 
 use streamalot_tests::lossy::LossyNet;
+use streamalot_tests::media::slow_link_movie;
 use streamalot_tests::server::{free_udp_run, library, Server};
-use streamalot_tests::{
-    describe, require_tool, rtpload_binary, run_within, scratch_dir, wait_with_timeout, COMMAND_TIMEOUT,
-};
+use streamalot_tests::{describe, rtpload_binary, run_within, scratch_dir};
 
 const SECONDS: u32 = 20;
 /// The link: the movie takes about 580 kbit/s.
 const LIMIT_KBIT: u32 = 200;
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A 20 s H.264 (with B-frames, a key frame every 2 s) + AAC movie,
-/// hinted by ffmpeg.
-fn movie() -> std::path::PathBuf {
-    require_tool("ffmpeg");
-    let dir = scratch_dir().join("thinning-reliable-media");
-    std::fs::create_dir_all(&dir).expect("a media directory");
-    let path = dir.join("slow-link.mp4");
-    let secs = SECONDS.to_string();
-    let mut cmd = std::process::Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc=size=640x360:rate=25:duration={secs}"),
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency=440:sample_rate=44100:duration={secs}"),
-        ])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2"])
-        .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
-        .args([
-            "-b:v", "700k", "-maxrate", "700k", "-bufsize", "1400k", "-pix_fmt", "yuv420p",
-        ])
-        .args([
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-            "-ac",
-            "1",
-            "-movflags",
-            "+rtphint",
-            "-f",
-            "mp4",
-        ])
-        .arg(&path);
-    let (child, what) = streamalot_tests::spawn(&mut cmd);
-    let out = wait_with_timeout(child, COMMAND_TIMEOUT, &what);
-    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-    path
-}
-
 #[test]
 fn a_reliable_udp_session_on_a_slow_link_is_thinned_by_lateness() {
-    let clip = movie();
+    let clip = slow_link_movie(SECONDS);
     let lib = library("thinning-reliable", &[clip.as_path()]);
     let stats_json = lib.with_extension("stats.json");
     let _ = std::fs::remove_file(&stats_json);

@@ -441,6 +441,26 @@ fn receiver_report(ssrc: u32) -> Vec<u8> {
     out
 }
 
+/// `qtak` packets from client SSRC 0x3333 acknowledging `seqs` of
+/// `media_ssrc`, as many as it takes (one mask holds 257 numbers).
+fn acks(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut mask: Option<proto::qtss::AckMask> = None;
+    for &seq in seqs {
+        if let Some(m) = &mut mask {
+            if m.insert(seq) {
+                continue;
+            }
+            m.emit(&mut out, 0x3333, media_ssrc);
+        }
+        mask = Some(proto::qtss::AckMask::new(seq));
+    }
+    if let Some(m) = mask {
+        m.emit(&mut out, 0x3333, media_ssrc);
+    }
+    out
+}
+
 fn ntp_of(config: &Config, now: Nanos) -> u64 {
     rtcp::ntp_from_unix(config.wall_at_zero + Duration::from_nanos(now))
 }
@@ -1922,26 +1942,6 @@ mod reliable_udp {
     use super::*;
     use crate::repair::sender;
     use proto::qtss;
-
-    /// `qtak` packets from client SSRC 0x3333 acknowledging `seqs` of
-    /// `media_ssrc`, as many as it takes (one mask holds 257 numbers).
-    fn acks(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut mask: Option<qtss::AckMask> = None;
-        for &seq in seqs {
-            if let Some(m) = &mut mask {
-                if m.insert(seq) {
-                    continue;
-                }
-                m.emit(&mut out, 0x3333, media_ssrc);
-            }
-            mask = Some(qtss::AckMask::new(seq));
-        }
-        if let Some(m) = mask {
-            m.emit(&mut out, 0x3333, media_ssrc);
-        }
-        out
-    }
 
     /// A reliable-UDP session (0xC1, port 5000) and a plain one (0xC2,
     /// port 7000), both playing.

@@ -271,25 +271,6 @@ fn hostile_client_reports_are_counted_and_change_nothing() {
     assert!(lead > 0, "{lead}");
 }
 
-/// `qtak` acks from client SSRC 0x3333 of `seqs` of `media_ssrc`.
-fn acks(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut mask: Option<qtss::AckMask> = None;
-    for &seq in seqs {
-        if let Some(m) = &mut mask {
-            if m.insert(seq) {
-                continue;
-            }
-            m.emit(&mut out, 0x3333, media_ssrc);
-        }
-        mask = Some(qtss::AckMask::new(seq));
-    }
-    if let Some(m) = mask {
-        m.emit(&mut out, 0x3333, media_ssrc);
-    }
-    out
-}
-
 fn ack_everything(sim: &mut Sim, ssrcs: [u32; 2]) {
     for (ssrc, port) in [(ssrcs[0], 5001), (ssrcs[1], 5003)] {
         let seqs: Vec<u16> = sim.rtp_of(ssrc).into_iter().map(|(_, r)| r.seq).collect();
