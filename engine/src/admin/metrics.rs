@@ -403,6 +403,82 @@ impl Collector for Scrape {
                     .try_for_each(|s| histogram(e, &shard_label(s), &s.stats.first_packet, &FIRST_PACKET_BOUNDS))
             },
         )?;
+        family(
+            &mut enc,
+            "retransmitted_packets",
+            "Packets sent again: RTX packets answering NACKs (scheme nack), resends on reliable UDP's timeout (scheme reliable)",
+            None,
+            MetricType::Counter,
+            |e| {
+                for s in shards {
+                    let r = &s.stats.repair;
+                    for (scheme, n) in [("nack", r.rtx_sent), ("reliable", r.reliable.resent_sent)] {
+                        counter(e, &vec![("shard", s.shard.to_string()), ("scheme", scheme.to_owned())], n)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        per_shard(
+            &mut enc,
+            "nack_requested_packets",
+            "Sequence numbers clients asked for in generic NACKs",
+            |s| s.stats.repair.requested,
+        )?;
+        per_shard(
+            &mut enc,
+            "reliable_acked_packets",
+            "Packets reliable-UDP clients acknowledged in qtak packets",
+            |s| s.stats.repair.reliable.acked,
+        )?;
+        per_shard(
+            &mut enc,
+            "reliable_expired_packets",
+            "Reliable-UDP packets let go unacknowledged, too late to be of use",
+            |s| s.stats.repair.reliable.expired,
+        )?;
+        family(
+            &mut enc,
+            "feedback_ignored",
+            "Client feedback not honoured, by reason: NACKed numbers asked again within a round trip, over the resend rate, no longer kept or never sent; NACKs cut short or for streams without retransmission; acks and QTSS reports naming no stream of ours, over the rate or malformed; any of them from an address the stream is not sent to (forged)",
+            None,
+            MetricType::Counter,
+            |e| {
+                for s in shards {
+                    let r = &s.stats.repair;
+                    let c = &s.stats.client_reports;
+                    for (reason, n) in [
+                        ("nack_duplicate", r.duplicate),
+                        ("nack_rate_limited", r.rate_limited),
+                        ("nack_too_old", r.too_old),
+                        ("nack_never_sent", r.never_sent),
+                        ("nack_truncated", r.truncated),
+                        ("nack_unwanted", r.unwanted),
+                        ("ack_unwanted", r.reliable.unwanted),
+                        ("ack_rate_limited", r.reliable.rate_limited),
+                        ("ack_malformed", r.reliable.malformed),
+                        ("report_unwanted", c.unwanted),
+                        ("report_malformed", c.malformed),
+                        ("forged", r.forged),
+                    ] {
+                        counter(e, &vec![("shard", s.shard.to_string()), ("reason", reason.to_owned())], n)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        per_shard(&mut enc, "client_reports", "QuickTime QTSS client reports taken", |s| {
+            s.stats.client_reports.reports
+        })?;
+        per_shard(
+            &mut enc,
+            "packets_sent_ahead",
+            "RTP packets sent ahead of their due time (Instant-On)",
+            |s| s.stats.ahead_packets,
+        )?;
+        per_shard(&mut enc, "frames_thinned", "Video frames left out by thinning", |s| {
+            s.stats.thinned_frames
+        })?;
         let per_path = |enc: &mut DescriptorEncoder<'_>,
                         name: &str,
                         help: &str,
@@ -524,6 +600,11 @@ mod tests {
         stats.listeners_dropped = shard as u64;
         stats.listener_bytes = 16_000;
         stats.mount_listeners.insert(7, 3 + shard as u64);
+        stats.repair.rtx_sent = 5;
+        stats.repair.reliable.resent_sent = 6;
+        stats.repair.forged = 2;
+        stats.client_reports.malformed = 1;
+        stats.thinned_frames = 9;
         Snapshot {
             shard,
             stats,
@@ -625,6 +706,28 @@ mod tests {
             "{text}"
         );
         assert!(line(&text, "streamalot_sessions{shard=\"0\",transport=\"udp\",kind=\"vod\"}").ends_with(" 2"));
+        // Retransmission, Instant-On and thinning, per shard.
+        assert!(line(
+            &text,
+            "streamalot_retransmitted_packets_total{shard=\"1\",scheme=\"reliable\"}"
+        )
+        .ends_with(" 6"));
+        assert!(line(
+            &text,
+            "streamalot_retransmitted_packets_total{shard=\"0\",scheme=\"nack\"}"
+        )
+        .ends_with(" 5"));
+        assert!(line(
+            &text,
+            "streamalot_feedback_ignored_total{shard=\"0\",reason=\"forged\"}"
+        )
+        .ends_with(" 2"));
+        assert!(line(
+            &text,
+            "streamalot_feedback_ignored_total{shard=\"1\",reason=\"report_malformed\"}"
+        )
+        .ends_with(" 1"));
+        assert!(line(&text, "streamalot_frames_thinned_total{shard=\"1\"}").ends_with(" 9"));
         assert!(line(
             &text,
             "streamalot_packets_dropped_total{shard=\"1\",reason=\"tcp_queue_full\"}"
