@@ -1501,11 +1501,17 @@ impl ShardCore {
         self.last_seen_now = self.last_seen_now.max(now);
         self.urgent = None;
         // Media that ran out last round: its BYE goes from the housekeeping,
-        // BYE_DELAY on (and so after what it reports is counted).
+        // BYE_DELAY on (and so after what it reports is counted). Media sent
+        // ahead of real time ends when its last packet is due, not when it
+        // went: GStreamer stops reading at the BYE (see BYE_DELAY), and the
+        // repairs of what the client has yet to play must reach it.
         for key in std::mem::take(&mut self.ended) {
             let Some(e) = self.sessions.get_mut(&key) else { continue };
-            if e.ended_at.is_none() && e.session.playback.as_ref().is_some_and(|p| p.has_ended()) {
-                e.ended_at = Some(now);
+            let Some(p) = e.session.playback.as_ref().filter(|p| p.has_ended()) else {
+                continue;
+            };
+            if e.ended_at.is_none() {
+                e.ended_at = Some(p.ended_due().map_or(now, |due| due.max(now)));
             }
         }
         if now >= self.next_housekeeping {

@@ -260,6 +260,17 @@ impl Source {
         }
     }
 
+    /// When the media of a play that has ended is due at the client in
+    /// full, if later than its last packet went (a movie sent ahead; see
+    /// [`MovieSource::ended_due`]). A live source sends nothing ahead of
+    /// its arrivals.
+    pub fn ended_due(&self) -> Option<Nanos> {
+        match self {
+            Source::Movie(m) => m.ended_due(),
+            Source::Live(_) => None,
+        }
+    }
+
     /// The RTP timestamp of stream `stream` that corresponds to `now`, on
     /// the same mapping RTP-Info uses: what a sender report says.
     pub fn rtp_time_now(&self, stream: usize, now: Nanos) -> Option<u32> {

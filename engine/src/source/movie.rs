@@ -29,7 +29,6 @@ enum State {
     },
     /// Paused at npt `at`.
     Paused { at: i64, npt_end: Option<i64> },
-    /// Everything up to the end of the range was sent.
     /// Everything up to the end of the range was sent; the play's clock
     /// (npt `npt_start` at wall time `wall_start`) runs on.
     Ended { at: i64, wall_start: Nanos, npt_start: i64 },
@@ -135,6 +134,21 @@ impl MovieSource {
 
     pub fn has_ended(&self) -> bool {
         matches!(self.state, State::Ended { .. })
+    }
+
+    /// For a play that has ended, the wall time its last packet sent ahead
+    /// of real time (Instant-On) is due: until then the client is still
+    /// playing what it holds, and asking for repairs of it. `None` if the
+    /// play has not ended or sent nothing ahead.
+    pub fn ended_due(&self) -> Option<Nanos> {
+        let State::Ended {
+            wall_start, npt_start, ..
+        } = self.state
+        else {
+            return None;
+        };
+        (self.ahead_npt != i64::MIN)
+            .then(|| wall_start + self.wall_offset(self.ahead_npt.saturating_sub(npt_start).max(0) as u64))
     }
 
     /// The npt the presentation is at, `now`.

@@ -261,3 +261,50 @@ fn a_bursts_packets_to_one_client_lie_together_as_gso_runs() {
         rounds.len()
     );
 }
+
+/// Sent ahead, the media's last packet goes seconds before it is due; the
+/// BYE waits for the due time (GStreamer stops reading at it, repairs
+/// included), and the session answers NACKs for its last packets until
+/// then.
+#[test]
+fn a_session_sent_ahead_says_bye_when_its_media_is_due_not_when_it_went() {
+    let mut sim = Sim::new(config_on());
+    let [video, audio] = sim.udp_session_with(0xD6, 5000, "RTP/AVPF");
+    assert_eq!(sim.method(0xD6, "PLAY", "").status, 200);
+    let play = sim.now;
+    sim.run_until(play + 20 * S);
+    let sent = ahead_of_due(&sim, video, play);
+    assert_eq!(sent.len(), VIDEO_PACKETS);
+    let &(last_at, last_seq, ahead) = sent.last().unwrap();
+    assert!(ahead > S as i64, "the last packet went {ahead} ns ahead");
+    let last_due = last_at + ahead as u64;
+    for ssrc in [video, audio] {
+        let byes = sim.byes_of(ssrc);
+        assert_eq!(byes.len(), 1, "{ssrc:08X}");
+        assert!(
+            byes[0] >= last_due + BYE_DELAY && byes[0] <= last_due + BYE_DELAY + HOUSEKEEPING + 2 * LOOKAHEAD,
+            "BYE at {} ms, the last packet went at {} ms and was due at {} ms",
+            (byes[0] - play) / MS,
+            (last_at - play) / MS,
+            (last_due - play) / MS
+        );
+    }
+
+    // Played again, a NACK for its last packet just before that is due is
+    // answered: the session (and its history) is still there.
+    let mut sim = Sim::new(config_on());
+    let [video, _] = sim.udp_session_with(0xD6, 5000, "RTP/AVPF");
+    assert_eq!(sim.method(0xD6, "PLAY", "").status, 200);
+    sim.run_until(last_due - 100 * MS);
+    assert!(sim.byes_of(video).is_empty(), "no BYE before the media is due");
+    let before = sim.rtp.len();
+    sim.input(Input::Rtcp {
+        from: addr(5001),
+        data: &nack(video, &[last_seq]),
+    });
+    let rtx = sim.rtp[before..]
+        .iter()
+        .filter(|d| d.to == addr(5000) && d.data[1] & 0x7f == rtx_pt())
+        .count();
+    assert_eq!(rtx, 1, "the last packet is sent again");
+}
