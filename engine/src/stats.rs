@@ -196,9 +196,11 @@ pub struct ReliableCounts {
     /// `qtak` (or `ack `) packets taken, and the packets they acknowledged.
     pub acks: u64,
     pub acked: u64,
-    /// Packets sent again on their retransmission timeout, and those the
+    /// Packets sent again on their retransmission timeout or, of those,
+    /// early (`early_resends`: unacked behind acked ones), and those the
     /// kernel took (with their bytes).
     pub resends: u64,
+    pub early_resends: u64,
     pub resent_sent: u64,
     pub resent_bytes: u64,
     /// Let go unacknowledged: too late to be of use.
@@ -221,6 +223,7 @@ impl ReliableCounts {
         self.acks += o.acks;
         self.acked += o.acked;
         self.resends += o.resends;
+        self.early_resends += o.early_resends;
         self.resent_sent += o.resent_sent;
         self.resent_bytes += o.resent_bytes;
         self.expired += o.expired;
@@ -485,6 +488,7 @@ impl ShardStats {
                     "acks": self.repair.reliable.acks,
                     "acked": self.repair.reliable.acked,
                     "resends": self.repair.reliable.resends,
+                    "early_resends": self.repair.reliable.early_resends,
                     "resent_sent": self.repair.reliable.resent_sent,
                     "resent_bytes": self.repair.reliable.resent_bytes,
                     "expired": self.repair.reliable.expired,
@@ -580,10 +584,11 @@ impl ShardStats {
             if q.acks + q.resends + q.unwanted + q.malformed > 0 {
                 let _ = writeln!(
                     out,
-                    "  reliable  {} qtak acks for {} packets; {} sent again ({}), {} let go unacked, {} rounds held back by the window; ignored {} acks for packets not in flight, {} past an ack's reach, {} unwanted, {} over the rate, {} malformed",
+                    "  reliable  {} qtak acks for {} packets; {} sent again ({} of them early; {}), {} let go unacked, {} rounds held back by the window; ignored {} acks for packets not in flight, {} past an ack's reach, {} unwanted, {} over the rate, {} malformed",
                     group(q.acks),
                     group(q.acked),
                     group(q.resends),
+                    group(q.early_resends),
                     human_bytes(q.resent_bytes),
                     group(q.expired),
                     group(q.flow_controlled),

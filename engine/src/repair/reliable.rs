@@ -25,11 +25,25 @@
 //!   of use: DSS gave each packet the stream's "drop all packets" delay
 //!   (2.5 s, 1.75 s for video) less how late it was already sent.
 //!
-//! Where this differs from DSS it says so at the place; in short: a packet
-//! pushed out of a full window is taken out of the bytes in flight (DSS
-//! left it counted), acks are matched on the stream's SSRC by the caller
-//! (DSS went by the RTCP port), and one ack is read only as far as the
-//! window reaches.
+//! - **Early resends** (not DSS's): a packet still unacked when one sent
+//!   after it has been acked is taken as lost once a quarter of a round
+//!   trip more has passed (the time rule of RACK, RFC 8985 section 6.2),
+//!   and goes again without waiting for the RTO; once: if that copy is
+//!   lost too, it waits for the RTO, so that a client which never acks one
+//!   packet draws a resend per RTO (backing off), not per round trip, as
+//!   DSS allowed. DSS waited for the RTO
+//!   alone: on a path that loses a few per cent, the lost bytes held the
+//!   window shut for 600 ms at a time, each resend halved it and grew the
+//!   RTO, and the stream fell seconds behind until its packets were sent
+//!   too late to be kept. An early resend halves the window (at most once
+//!   per 250 ms, as any resend) but gives the estimator no sample (nor
+//!   DSS's 1.5 x RTO one at a later resend): the path did not slow.
+//!
+//! Where this differs from DSS it says so at the place; in short: early
+//! resends, a packet pushed out of a full window is taken out of the bytes
+//! in flight (DSS left it counted), acks are matched on the stream's SSRC
+//! by the caller (DSS went by the RTCP port), and one ack is read only as
+//! far as the window reaches.
 //!
 //! Nothing here copies or keeps payload: the packets themselves are in the
 //! stream's [`History`](super::history::History); this keeps their numbers,
@@ -297,6 +311,8 @@ pub struct ReliableStats {
     pub sent: u64,
     pub acked: u64,
     pub resends: u64,
+    /// Of `resends`, those that went early, on an ack of a later packet.
+    pub early_resends: u64,
     /// Left unacked past their use (or too late to keep when sent).
     pub expired: u64,
     /// Acks for packets not in flight: acked already, expired, never sent.
@@ -321,6 +337,32 @@ struct InFlight {
     live: bool,
 }
 
+/// The packet most recently sent of those acked, for early resends: what
+/// was sent before it and is still unacked a little past its round trip is
+/// lost (RACK's `RACK.xmit_ts` and `RACK.rtt`).
+#[derive(Debug, Clone, Copy)]
+struct Rack {
+    sent_ms: u32,
+    seq: u16,
+    rtt_ms: u32,
+}
+
+impl Rack {
+    /// Whether a packet sent at `sent_ms` numbered `seq` went before this
+    /// one (numbers break ties within a millisecond).
+    fn is_after(&self, sent_ms: u32, seq: u16) -> bool {
+        sent_ms < self.sent_ms || (sent_ms == self.sent_ms && (self.seq.wrapping_sub(seq) as i16) > 0)
+    }
+
+    /// When a packet sent at `sent_ms`, before this one, counts as lost:
+    /// a round trip and a quarter (the reordering window) after it went.
+    fn lost_at(&self, sent_ms: u32) -> u32 {
+        sent_ms
+            .saturating_add(self.rtt_ms)
+            .saturating_add((self.rtt_ms / 4).max(1))
+    }
+}
+
 /// A stream's packets in flight (DSS's `RTPPacketResender`).
 #[derive(Debug, Clone)]
 pub struct Resender {
@@ -328,6 +370,7 @@ pub struct Resender {
     head: usize,
     len: usize,
     epoch: Option<Nanos>,
+    rack: Option<Rack>,
     stats: ReliableStats,
 }
 
@@ -341,6 +384,7 @@ impl Resender {
             head: 0,
             len: 0,
             epoch: None,
+            rack: None,
             stats: ReliableStats::default(),
         }
     }
@@ -396,6 +440,7 @@ impl Resender {
         }
         self.len = 0;
         self.head = 0;
+        self.rack = None;
     }
 
     /// Records packet `seq` of `len` bytes as sent at `now`, `late_ms` after
@@ -480,9 +525,18 @@ impl Resender {
             Some(i) => {
                 let e = self.ring[i];
                 cc.empty(u32::from(e.len), true);
-                // Karn's rule: only a packet sent once times the round trip.
+                // Karn's rule: only a packet sent once times the round trip
+                // (and says which packets went before what arrived).
                 if e.resends == 0 {
-                    cc.add_rtt_sample(now_ms.wrapping_sub(e.sent_ms));
+                    let rtt_ms = now_ms.wrapping_sub(e.sent_ms);
+                    cc.add_rtt_sample(rtt_ms);
+                    if self.rack.is_none_or(|r| !r.is_after(e.sent_ms, e.seq)) {
+                        self.rack = Some(Rack {
+                            sent_ms: e.sent_ms,
+                            seq: e.seq,
+                            rtt_ms,
+                        });
+                    }
                 }
                 self.ring[i].live = false;
                 self.stats.acked += 1;
@@ -508,9 +562,10 @@ impl Resender {
     }
 
     /// Lets go of expired packets and appends to `out` those to send again
-    /// now, oldest first (DSS's `ResendDueEntries`, which went newest first
-    /// only because of how it compacted its array). The caller sends each
-    /// from the stream's history, as it was first sent.
+    /// now, past their RTO or lost by the early rule, oldest first (DSS's
+    /// `ResendDueEntries`, which went newest first only because of how it
+    /// compacted its array). The caller sends each from the stream's
+    /// history, as it was first sent.
     pub fn poll(&mut self, cc: &mut Congestion, now: Nanos, out: &mut Vec<u16>) {
         if self.len == 0 {
             return;
@@ -529,13 +584,20 @@ impl Resender {
                 self.ring[at].live = false;
                 continue;
             }
-            if now_ms.wrapping_sub(e.sent_ms) > cc.rto_ms {
+            let timed_out = now_ms.wrapping_sub(e.sent_ms) > cc.rto_ms;
+            let early = !timed_out
+                && e.resends == 0
+                && self
+                    .rack
+                    .is_some_and(|r| r.is_after(e.sent_ms, e.seq) && now_ms >= r.lost_at(e.sent_ms));
+            if timed_out || early {
                 out.push(e.seq);
                 self.stats.resends += 1;
+                self.stats.early_resends += u64::from(early);
                 let r = &mut self.ring[at];
                 r.resends = r.resends.saturating_add(1);
                 r.sent_ms = now_ms;
-                if r.resends == 1 {
+                if r.resends == 1 && timed_out {
                     cc.add_rtt_sample(u32::from(e.orig_rto_ms) * 3 / 2);
                 }
                 cc.adjust_for_retransmit(u64::from(now_ms));
@@ -545,13 +607,16 @@ impl Resender {
     }
 
     /// When [`poll`](Self::poll) next has something to do: the earliest
-    /// resend or expiry, if anything is in flight.
+    /// resend (on the RTO or early) or expiry, if anything is in flight.
     pub fn next_deadline(&self, cc: &Congestion) -> Option<Nanos> {
         (0..self.len)
             .map(|i| self.ring[self.slot(i)])
             .filter(|e| e.live)
             .map(|e| {
-                let resend = e.sent_ms.saturating_add(cc.rto_ms).saturating_add(1);
+                let mut resend = e.sent_ms.saturating_add(cc.rto_ms).saturating_add(1);
+                if let Some(r) = self.rack.filter(|r| e.resends == 0 && r.is_after(e.sent_ms, e.seq)) {
+                    resend = resend.min(r.lost_at(e.sent_ms));
+                }
                 self.abs_ms(resend.min(e.expire_ms.saturating_add(1)))
             })
             .min()
@@ -722,6 +787,43 @@ mod tests {
         }
         assert_eq!(cc.congestion_window(), MSS);
         assert_eq!(r.stats().resends, 1 + 19 + 1 + 20 * 20);
+    }
+
+    #[test]
+    fn a_packet_unacked_behind_acked_ones_goes_again_before_its_rto() {
+        let mut cc = ready(24 * 1024);
+        let mut r = Resender::new(64);
+        for seq in 0..3u16 {
+            r.on_send(&mut cc, seq, 1000, 0, DROP_ALL_MS, u64::from(seq) * MS);
+        }
+        // 1 and 2 arrive 40 ms after they went; 0 was lost.
+        r.on_ack(&mut cc, 1, 41 * MS);
+        r.on_ack(&mut cc, 2, 42 * MS);
+        // Lost a round trip and a quarter after it went: 0 + 40 + 10.
+        assert_eq!(r.next_deadline(&cc), Some(50 * MS));
+        let mut out = Vec::new();
+        r.poll(&mut cc, 49 * MS, &mut out);
+        assert!(out.is_empty());
+        let cwnd = cc.congestion_window();
+        r.poll(&mut cc, 50 * MS, &mut out);
+        assert_eq!(out, [0]);
+        assert_eq!((r.stats().resends, r.stats().early_resends), (1, 1));
+        // The window is halved, as for any resend, but the estimator gets
+        // no sample: the round trip is the acks' 40 ms.
+        assert_eq!(cc.congestion_window(), cwnd / 2);
+        assert_eq!(cc.srtt(), Some(Duration::from_millis(40)));
+        // Sent again at 50, nothing acked went after it: only its RTO.
+        assert_eq!(r.next_deadline(&cc), Some((50 + 600 + 1) * MS));
+        // A packet acked out of order (reordered, not lost) before its
+        // time is up goes nowhere: 4 goes at 60, 3 at 61, 4 is acked at 100.
+        r.on_send(&mut cc, 3, 1000, 0, DROP_ALL_MS, 60 * MS);
+        r.on_send(&mut cc, 4, 1000, 0, DROP_ALL_MS, 61 * MS);
+        r.on_ack(&mut cc, 4, 101 * MS);
+        r.on_ack(&mut cc, 3, 105 * MS);
+        out.clear();
+        r.poll(&mut cc, 120 * MS, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(r.stats().early_resends, 1);
     }
 
     #[test]

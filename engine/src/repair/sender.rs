@@ -405,6 +405,7 @@ impl RtxSender {
             a.sent += b.sent;
             a.acked += b.acked;
             a.resends += b.resends;
+            a.early_resends += b.early_resends;
             a.expired += b.expired;
             a.acks_for_missing += b.acks_for_missing;
             a.evicted += b.evicted;

@@ -1984,6 +1984,7 @@ impl ShardCore {
             sessions,
             ssrc_routes,
             stats,
+            next_resend,
             ..
         } = self;
         let counts = &mut stats.repair.reliable;
@@ -2015,6 +2016,10 @@ impl ShardCore {
         let before = rtx.reliable_stats();
         rtx.on_ack(stream, &ack, now);
         let after = rtx.reliable_stats();
+        // What the ack shows lost goes again early (see `reliable`).
+        if let Some(t) = rtx.next_resend() {
+            *next_resend = (*next_resend).min(t);
+        }
         counts.acks += 1;
         counts.acked += after.acked - before.acked;
         counts.acks_for_missing += after.acks_for_missing - before.acks_for_missing;
@@ -2095,6 +2100,7 @@ impl ShardCore {
                 });
                 let after = rtx.reliable_stats();
                 stats.repair.reliable.resends += after.resends - before.resends;
+                stats.repair.reliable.early_resends += after.early_resends - before.early_resends;
                 stats.repair.reliable.expired += after.expired - before.expired;
             }
             if let Some(t) = rtx.next_resend() {

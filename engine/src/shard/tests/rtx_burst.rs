@@ -262,6 +262,87 @@ fn a_bursts_packets_to_one_client_lie_together_as_gso_runs() {
     );
 }
 
+/// A reliable-UDP client on a path that drops about one datagram in
+/// `one_in`: every `tick` it takes what the shard sent since the last tick,
+/// loses some (a fixed pseudo-random sequence), and acks the rest, resends
+/// included, as rtpload does. Returns, per stream, the numbers sent and
+/// those that never arrived.
+fn reliable_through_loss(sim: &mut Sim, streams: [(u32, u16); 2], until: Nanos, one_in: u64) -> [(usize, Vec<u16>); 2] {
+    let tick = 20 * MS;
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut lose = move || {
+        // xorshift64*: deterministic, and spread enough for a loss pattern.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D) % one_in == 0
+    };
+    let mut seen = sim.rtp.len();
+    let mut arrived: [HashSet<u16>; 2] = Default::default();
+    while sim.now < until {
+        let next = sim.now + tick;
+        sim.run_until(next);
+        let mut fresh: [Vec<u16>; 2] = Default::default();
+        for d in &sim.rtp[seen..] {
+            let r = rtp(&d.data);
+            let Some(i) = streams.iter().position(|s| s.0 == r.ssrc) else {
+                continue;
+            };
+            if !lose() {
+                fresh[i].push(r.seq);
+                arrived[i].insert(r.seq);
+            }
+        }
+        seen = sim.rtp.len();
+        for (i, (ssrc, rtcp_port)) in streams.iter().enumerate() {
+            if !fresh[i].is_empty() {
+                sim.input(Input::Rtcp {
+                    from: addr(*rtcp_port),
+                    data: &acks(*ssrc, &fresh[i]),
+                });
+            }
+        }
+    }
+    streams.map(|(ssrc, _)| {
+        let mut sent: Vec<u16> = sim.rtp_of(ssrc).into_iter().map(|(_, r)| r.seq).collect();
+        sent.sort_unstable();
+        sent.dedup();
+        let i = streams.iter().position(|s| s.0 == ssrc).unwrap();
+        let missing = sent.iter().copied().filter(|s| !arrived[i].contains(s)).collect();
+        (sent.len(), missing)
+    })
+}
+
+#[test]
+fn reliable_udp_sent_ahead_repairs_what_the_path_loses() {
+    for (name, cfg, extra) in [
+        ("real time", config(60), "x-Retransmit: our-retransmit\r\n"),
+        (
+            "sent ahead",
+            config_on(),
+            "x-Retransmit: our-retransmit\r\nx-Dynamic-Rate: 1\r\n",
+        ),
+    ] {
+        let mut sim = Sim::new(cfg);
+        let ([video, audio], _) = sim.udp_session_headers(0xD5, 5000, "RTP/AVP", extra);
+        assert_eq!(sim.method(0xD5, "PLAY", "").status, 200);
+        let play = sim.now;
+        let [(v_sent, v_missing), (a_sent, a_missing)] =
+            reliable_through_loss(&mut sim, [(video, 5001), (audio, 5003)], play + 16 * S, 20);
+        let stats = sim.core.stats();
+        let r = stats.repair.reliable;
+        eprintln!(
+            "{name}: video {v_sent} sent, missing {v_missing:?}; audio {a_sent}, missing {a_missing:?}; {} ahead; {r:?}",
+            stats.ahead_packets
+        );
+        assert_eq!(stats.ahead_packets > 0, name == "sent ahead", "{name}");
+        // The path lost some, and they went again.
+        assert!(r.resends > 0, "{name}: {r:?}");
+        assert_eq!((v_sent, a_sent), (VIDEO_PACKETS, AUDIO_PACKETS), "{name}");
+        assert!(v_missing.is_empty() && a_missing.is_empty(), "{name}");
+    }
+}
+
 /// Sent ahead, the media's last packet goes seconds before it is due; the
 /// BYE waits for the due time (GStreamer stops reading at it, repairs
 /// included), and the session answers NACKs for its last packets until
