@@ -34,9 +34,9 @@
 //! Which sessions burst ([`overbuffer_allowed`]): TCP and HTTP tunnels,
 //! reliable UDP (DSS's rule), UDP with NACK/RTX, unless the client sent
 //! `x-Dynamic-Rate: 0`; plain UDP only with `x-Dynamic-Rate: 1` (DSS never
-//! overbuffered plain UDP). The shard asks for reliable UDP as for plain
-//! UDP for now, so that it bursts only with `x-Dynamic-Rate: 1`: sent
-//! ahead, its repair fell short (see `shard::adapt::at_play`). `x-Prebuffer` ([`prebuffer_backup`]) and
+//! overbuffered plain UDP). The shard gives NACK/RTX sessions the step at
+//! PLAY and no ramp after it, for GStreamer's jitter buffer (see
+//! `shard::adapt::nack_lead`). `x-Prebuffer` ([`prebuffer_backup`]) and
 //! `Speed` ([`granted_speed`]) are answered as DSS answered them.
 
 use std::time::Duration;

@@ -1455,15 +1455,16 @@ impl ShardCore {
                 e.reception.resize(n, Reception::default());
                 if e.rtx.is_none() {
                     // Sized for the burst it may get (see adapt::at_play):
-                    // reliable UDP only when asked with x-Dynamic-Rate: 1.
+                    // none for a client that said x-Dynamic-Rate: 0, the
+                    // step at PLAY for NACK/RTX.
                     let reliable = e.session.tracks.iter().any(|t| t.reliable);
                     let lead = config
                         .instant_on
-                        .filter(|_| match e.session.dynamic_rate {
-                            Some(asked) => asked,
-                            None => !reliable,
-                        })
-                        .map_or(Duration::ZERO, |b| b.max_lead);
+                        .filter(|_| e.session.dynamic_rate != Some(false))
+                        .map_or(
+                            Duration::ZERO,
+                            |b| if reliable { b.max_lead } else { adapt::nack_lead(&b) },
+                        );
                     e.rtx = rtx_sender(&e.session, &e.dests, lead, &mut self.rng, &mut self.ssrc_routes, key);
                     if e.rtx.as_ref().is_some_and(|r| r.is_reliable()) {
                         self.reliable.push(key);

@@ -51,24 +51,30 @@ fn ahead_of_due(sim: &Sim, ssrc: u32, play: Nanos) -> Vec<(Nanos, u16, i64)> {
 }
 
 #[test]
-fn a_nack_for_a_packet_sent_3_s_ahead_is_answered_a_second_later() {
+fn a_nack_for_a_packet_sent_2_s_ahead_is_answered_past_rtx_time_after_it_went() {
     let mut sim = Sim::new(config_on());
     // RTP/AVPF, no x-Dynamic-Rate: GStreamer's rtspsrc with retransmission.
     let [video, _] = sim.udp_session_with(0xD1, 5000, "RTP/AVPF");
     assert_eq!(sim.method(0xD1, "PLAY", "").status, 200);
     let play = sim.now;
     sim.run_until(play + 2 * S);
-    // The burst reached 3 s ahead within 2 s of PLAY (2 s at once, then
-    // growing at the rate).
-    let (sent_at, seq, ahead) = ahead_of_due(&sim, video, play)
+    // The step at PLAY: 2 s ahead at once, and no further (see
+    // `adapt::nack_lead`).
+    let ahead = ahead_of_due(&sim, video, play);
+    let most = ahead.iter().map(|p| p.2).max().unwrap();
+    assert!(
+        most >= 1900 * MS as i64 && most <= 2100 * MS as i64,
+        "sent at most {most} ns ahead"
+    );
+    let (sent_at, seq, ahead) = ahead
         .into_iter()
-        .find(|p| p.2 >= 3 * S as i64)
-        .expect("a packet sent 3 s ahead of its due time");
+        .find(|p| p.2 >= 1900 * MS as i64)
+        .expect("a packet sent 2 s ahead of its due time");
     let due = sent_at + ahead as u64;
     let rtx_time = u64::from(RTX_TIME_MS) * MS;
 
-    // 1.5 s after it went (past rtx-time counted from the send), 1.5 s
-    // before it is due: answered, byte for byte.
+    // 1.5 s after it went (past rtx-time counted from the send), before
+    // it is due: answered, byte for byte.
     sim.run_until(sent_at + 1500 * MS);
     assert!(sim.now < due);
     let original = sim
@@ -136,11 +142,10 @@ fn held_after_play(cfg: Config) -> [f64; 3] {
 }
 
 #[test]
-fn nack_rtx_sessions_are_sent_ahead_by_default_and_plain_and_reliable_ones_are_not() {
+fn repaired_sessions_are_sent_ahead_by_default_and_plain_ones_are_not() {
     let [avpf, reliable, plain] = held_after_play(config_on());
     assert!(avpf >= 1.9, "RTP/AVPF with RTX: {avpf} s 300 ms after PLAY");
-    // Reliable UDP only with x-Dynamic-Rate: 1 (see adapt::at_play).
-    assert!(reliable <= 0.4, "reliable UDP at real time: {reliable} s");
+    assert!(reliable >= 1.9, "reliable UDP: {reliable} s 300 ms after PLAY");
     assert!(plain <= 0.4, "plain UDP at real time: {plain} s");
     // --no-instant-on: all at real time.
     let off = held_after_play(config(60));
@@ -148,27 +153,35 @@ fn nack_rtx_sessions_are_sent_ahead_by_default_and_plain_and_reliable_ones_are_n
 }
 
 #[test]
-fn a_reliable_udp_session_that_asks_with_x_dynamic_rate_is_sent_ahead() {
-    let mut sim = Sim::new(config_on());
-    let ([video, _], answers) = sim.udp_session_headers(
-        0xD4,
-        5000,
-        "RTP/AVP",
-        "x-Retransmit: our-retransmit\r\nx-Dynamic-Rate: 1\r\n",
-    );
-    assert_eq!(answers[0].headers.get("x-Dynamic-Rate"), Some("1"), "{:?}", answers[0]);
-    assert_eq!(sim.method(0xD4, "PLAY", "").status, 200);
-    let play = sim.now;
-    while sim.now < play + 300 * MS {
-        let next = sim.now + 10 * MS;
-        sim.run_until(next);
-        super::reliable_udp::ack_all(&mut sim, video, 5001, &[]);
+fn a_reliable_udp_session_goes_ahead_as_x_dynamic_rate_says() {
+    for (asked, ahead) in [("1", true), ("0", false)] {
+        let mut sim = Sim::new(config_on());
+        let ([video, _], answers) = sim.udp_session_headers(
+            0xD4,
+            5000,
+            "RTP/AVP",
+            &format!("x-Retransmit: our-retransmit\r\nx-Dynamic-Rate: {asked}\r\n"),
+        );
+        assert_eq!(
+            answers[0].headers.get("x-Dynamic-Rate"),
+            Some(asked),
+            "{:?}",
+            answers[0]
+        );
+        assert_eq!(sim.method(0xD4, "PLAY", "").status, 200);
+        let play = sim.now;
+        while sim.now < play + 300 * MS {
+            let next = sim.now + 10 * MS;
+            sim.run_until(next);
+            super::reliable_udp::ack_all(&mut sim, video, 5001, &[]);
+        }
+        let held = video_secs(&sim, video);
+        if ahead {
+            assert!(held >= 1.9, "x-Dynamic-Rate: 1: {held} s 300 ms after PLAY");
+        } else {
+            assert!(held <= 0.4, "x-Dynamic-Rate: 0: {held} s 300 ms after PLAY");
+        }
     }
-    let held = video_secs(&sim, video);
-    assert!(
-        held >= 1.9,
-        "reliable UDP with x-Dynamic-Rate: 1: {held} s 300 ms after PLAY"
-    );
 }
 
 /// How the send path groups a round's datagrams into GSO messages
@@ -317,11 +330,7 @@ fn reliable_through_loss(sim: &mut Sim, streams: [(u32, u16); 2], until: Nanos, 
 fn reliable_udp_sent_ahead_repairs_what_the_path_loses() {
     for (name, cfg, extra) in [
         ("real time", config(60), "x-Retransmit: our-retransmit\r\n"),
-        (
-            "sent ahead",
-            config_on(),
-            "x-Retransmit: our-retransmit\r\nx-Dynamic-Rate: 1\r\n",
-        ),
+        ("sent ahead", config_on(), "x-Retransmit: our-retransmit\r\n"),
     ] {
         let mut sim = Sim::new(cfg);
         let ([video, audio], _) = sim.udp_session_headers(0xD5, 5000, "RTP/AVP", extra);
