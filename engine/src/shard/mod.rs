@@ -480,13 +480,17 @@ impl Entry {
     }
 
     /// Keeps what a receiver report says about one of the session's
-    /// streams, and counts its jitter and new losses in `stats`.
+    /// streams, and counts its jitter and new losses in `stats`. `ntp` is
+    /// `now` on the clock of our sender reports, for the round trip the
+    /// block implies (RFC 3550 section 6.4.1), which tells a NACK/RTX
+    /// session how long a resend is taken to be on its way.
     fn note_report(
         &mut self,
         block: &rtcp::ReportBlock,
         stats: &mut ShardStats,
         thinning: Option<ThinningConfig>,
         now: Nanos,
+        ntp: u64,
     ) {
         let Some(source) = self.session.playback.as_ref() else {
             return;
@@ -496,6 +500,9 @@ impl Entry {
         };
         if block.fraction_lost > 0 || self.adapt.is_some() {
             adapt::on_loss(self, i, block.fraction_lost, thinning, now);
+        }
+        if let (Some(rtt), Some(rtx)) = (block.round_trip(ntp), self.rtx.as_deref_mut()) {
+            rtx.set_rtt(rtt);
         }
         let Some(source) = self.session.playback.as_ref() else {
             return;
@@ -1883,6 +1890,7 @@ impl ShardCore {
             self.stats.bad_rtcp += 1;
             return;
         };
+        let ntp = self.ntp(now);
         let mut reported = false;
         for packet in packets {
             match packet {
@@ -1898,7 +1906,7 @@ impl ShardCore {
                             .any(|d| matches!(d, Destination::Udp { rtcp, .. } if rtcp == from))
                         {
                             e.session.last_seen = now;
-                            e.note_report(&block, &mut self.stats, self.config.thinning, now);
+                            e.note_report(&block, &mut self.stats, self.config.thinning, now, ntp);
                             reported = true;
                         }
                     }
@@ -2113,6 +2121,7 @@ impl ShardCore {
 
     /// RTCP that arrived on session `key`'s own interleaved channel.
     fn on_rtcp(&mut self, key: SessionKey, data: &[u8], now: Nanos) {
+        let ntp = self.ntp(now);
         let Some(e) = self.sessions.get_mut(&key) else { return };
         e.session.last_seen = now;
         let Ok(packets) = rtcp::parse_compound(data) else {
@@ -2120,7 +2129,7 @@ impl ShardCore {
             return;
         };
         for block in report_blocks(packets) {
-            e.note_report(&block, &mut self.stats, self.config.thinning, now);
+            e.note_report(&block, &mut self.stats, self.config.thinning, now, ntp);
         }
     }
 }

@@ -1792,6 +1792,54 @@ mod repair {
         (sim, avpf, plain)
     }
 
+    /// The RTX packets for the same NACK sent twice, `gap` apart, for the
+    /// newest video packet: one when the repeat is within the dedupe
+    /// window (a round trip), two when past it.
+    fn rtx_for_a_repeat(sim: &mut Sim, video: u32, gap: Nanos) -> usize {
+        let seq = sim.rtp_of(video).last().expect("video went").1.seq;
+        let before = sim.rtp.len();
+        for at in [sim.now, sim.now + gap] {
+            sim.run_until(at);
+            sim.input(Input::Rtcp {
+                from: addr(5001),
+                data: &nack(video, &[seq]),
+            });
+        }
+        rtx_to(sim, addr(5000), rtx_pt(), before).len()
+    }
+
+    #[test]
+    fn a_receiver_reports_round_trip_is_how_soon_a_repeated_nack_is_answered() {
+        let (mut sim, [video, _], _) = two_sessions();
+        // No report yet: a round trip of 100 ms is assumed.
+        assert_eq!(rtx_for_a_repeat(&mut sim, video, 40 * MS), 1);
+        // A receiver report whose LSR and DLSR put the round trip at 30 ms
+        // (RFC 3550 section 6.4.1): it echoes our last SR and says it
+        // waited all but 30 ms of the time since.
+        let (sr_at, sr) = *sim.reports_of(video).last().expect("an SR went");
+        let t = sim.now + 200 * MS;
+        sim.run_until(t);
+        let held = (sim.now - sr_at - 30 * MS) * 65_536 / S;
+        let mut rr = Vec::new();
+        let block = rtcp::ReportBlock {
+            ssrc: video,
+            lsr: rtcp::ntp_middle32(sr.ntp),
+            dlsr: held as u32,
+            ..Default::default()
+        };
+        rtcp::receiver_report(&mut rr, 0x2222, &[block]);
+        sim.input(Input::Rtcp {
+            from: addr(5001),
+            data: &rr,
+        });
+        // Now a repeat 40 ms on is past the round trip: answered again.
+        assert_eq!(rtx_for_a_repeat(&mut sim, video, 40 * MS), 2);
+        // Within it, still one.
+        let t = sim.now + 200 * MS;
+        sim.run_until(t);
+        assert_eq!(rtx_for_a_repeat(&mut sim, video, 20 * MS), 1);
+    }
+
     #[test]
     fn an_avpf_session_gets_what_it_nacks_as_rtx_and_a_plain_one_nothing() {
         let (mut sim, [video, _], [plain_video, _]) = two_sessions();
