@@ -35,7 +35,7 @@
 //! reliable UDP (DSS's rule), UDP with NACK/RTX, unless the client sent
 //! `x-Dynamic-Rate: 0`; plain UDP only with `x-Dynamic-Rate: 1` (DSS never
 //! overbuffered plain UDP). The shard gives NACK/RTX sessions the step at
-//! PLAY and no ramp after it, for GStreamer's jitter buffer (see
+//! PLAY and half a second more, not the ramp, for GStreamer's jitter buffer (see
 //! `shard::adapt::nack_lead`). `x-Prebuffer` ([`prebuffer_backup`]) and
 //! `Speed` ([`granted_speed`]) are answered as DSS answered them.
 

@@ -450,7 +450,7 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
     let allowed = burst::overbuffer_allowed(carrier, e.session.dynamic_rate, rtx.is_some());
     let burst = config.instant_on.filter(|_| allowed).map(|mut b| {
         if let Some(r) = rtx {
-            // The step at PLAY and no ramp after it (see `nack_lead`); and
+            // The step at PLAY and little more (see `nack_lead`); and
             // never further ahead than the history keeps (it was sized for
             // that lead; only a very high packet rate caps it).
             b.max_lead = nack_lead(&b).min(r.covered_lead());
@@ -467,7 +467,8 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
 }
 
 /// How far ahead a session repaired by NACK/RTX over UDP is sent: the
-/// instant lead of PLAY (2 s), without the ramp to `max_lead` after it.
+/// instant lead of PLAY (2 s), and at most [`NACK_RAMP`] more after it,
+/// not the ramp to `max_lead`.
 ///
 /// That session's client is GStreamer's `rtspsrc do-retransmission=true`,
 /// whose jitter buffer estimates the sender's clock from arrival times
@@ -477,12 +478,17 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
 /// packet older than where it started over, so the repairs of what was
 /// lost just before never count. A step of up to 2 s of media at PLAY
 /// falls within its first estimation window (2 s of RTP time) and is
-/// taken whole; a ramp at twice real time after it drifts past the 1 s
-/// within about a second (for a few dozen packets a second), and runs
-/// through 3 % loss lost pictures about one play in five.
+/// taken whole (the estimate ends at the step); half a second more drifts
+/// from it by half a second at most, inside the 1 s. The ramp to 4 s at
+/// twice real time drifted past the 1 s within about a second, and plays
+/// through 3 % loss lost pictures about one in five.
 pub(super) fn nack_lead(b: &BurstConfig) -> std::time::Duration {
-    b.instant_lead.min(b.max_lead)
+    (b.instant_lead + NACK_RAMP).min(b.max_lead)
 }
+
+/// How far past the instant lead a NACK/RTX session's lead grows (see
+/// [`nack_lead`]): half of GStreamer's 1 s resync threshold.
+const NACK_RAMP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A receiver report's loss for stream `stream` of session `e`. A plain
 /// UDP session is given thinning only when its client first reports more

@@ -1463,7 +1463,7 @@ impl ShardCore {
                 if e.rtx.is_none() {
                     // Sized for the burst it may get (see adapt::at_play):
                     // none for a client that said x-Dynamic-Rate: 0, the
-                    // step at PLAY for NACK/RTX.
+                    // step at PLAY and a little for NACK/RTX.
                     let reliable = e.session.tracks.iter().any(|t| t.reliable);
                     let lead = config
                         .instant_on
