@@ -168,6 +168,11 @@ pub struct RtxSender {
     acks: TokenBucket,
     /// The sequence numbers to send again of the NACK being answered.
     resend: Vec<u16>,
+    /// Reliable UDP: the client's SSRC from its acks (0 before any), and
+    /// when the ack timeout was last worked out, with the session's bytes
+    /// sent by then (see [`ack_timeout`](Self::ack_timeout)).
+    client_ssrc: u32,
+    rate_mark: Option<(Nanos, u64)>,
 }
 
 impl RtxSender {
@@ -189,6 +194,8 @@ impl RtxSender {
             window: WindowSizes::default().for_bit_rate(session_bit_rate.min(u64::from(u32::MAX)) as u32),
             acks: TokenBucket::new(ACKS_PER_SEC, ACKS_PER_SEC),
             resend: Vec::new(),
+            client_ssrc: 0,
+            rate_mark: None,
         }
     }
 
@@ -292,8 +299,28 @@ impl RtxSender {
         if let (Some(Some(s)), Some(cc)) = (self.streams.get_mut(stream), self.congestion.as_mut()) {
             if let Mode::Reliable(r) = &mut s.mode {
                 r.on_ack_packet(cc, ack, now);
+                self.client_ssrc = ack.receiver_ssrc;
             }
         }
+    }
+
+    /// Reliable UDP: what a sender report's `qtsi` tells the client, the
+    /// client's SSRC as its acks gave it and the ack timeout in ms, worked
+    /// out as DSS did whenever it updated the session's bit rate
+    /// (`UpdateAckTimeout`), from the bits sent since the last call
+    /// (`octets` is the session's total at `now`). `None` for a session
+    /// not on reliable UDP.
+    pub fn server_info(&mut self, octets: u64, now: Nanos) -> Option<(u32, u32)> {
+        let cc = self.congestion.as_mut()?;
+        if let Some((at, before)) = self.rate_mark {
+            let interval_ms = now.saturating_sub(at) / 1_000_000;
+            if interval_ms > 0 {
+                let bits = octets.saturating_sub(before).saturating_mul(8).min(u64::from(u32::MAX)) as u32;
+                cc.update_ack_timeout(bits, interval_ms);
+            }
+        }
+        self.rate_mark = Some((now, octets));
+        Some((self.client_ssrc, cc.ack_timeout_ms()))
     }
 
     /// When reliable UDP next has something to send again (or let go).

@@ -479,6 +479,18 @@ impl Entry {
         }
     }
 
+    /// What the next sender reports' `qtsi` tell a session on reliable UDP
+    /// (see [`RtxSender::server_info`]).
+    fn server_info(&mut self, now: Nanos) -> Option<(u32, u32)> {
+        let rtx = self.rtx.as_deref_mut().filter(|r| r.is_reliable())?;
+        let octets = self
+            .session
+            .playback
+            .as_ref()
+            .map_or(0, |p| p.streams().iter().map(|s| s.octets).sum());
+        rtx.server_info(octets, now)
+    }
+
     /// Keeps what a receiver report says about one of the session's
     /// streams, and counts its jitter and new losses in `stats`. `ntp` is
     /// `now` on the clock of our sender reports, for the round trip the
@@ -1572,7 +1584,8 @@ impl ShardCore {
             // yet), they go out after them.
             if now >= e.next_sr && e.session.playback.as_ref().is_some_and(|p| p.is_playing()) {
                 e.next_sr = now + SR_INTERVAL;
-                write_reports(e, now, ntp, &config.cname, rtcp, conns, outputs, false);
+                let qtsi = e.server_info(now);
+                write_reports(e, now, ntp, &config.cname, qtsi, rtcp, conns, outputs, false);
             }
             let Some(source) = e.session.playback.as_mut() else {
                 continue;
@@ -1836,8 +1849,9 @@ impl ShardCore {
             config,
             ..
         } = self;
-        if let Some(e) = sessions.get(&key) {
-            write_reports(e, now, ntp, &config.cname, rtcp, conns, outputs, bye);
+        if let Some(e) = sessions.get_mut(&key) {
+            let qtsi = e.server_info(now);
+            write_reports(e, now, ntp, &config.cname, qtsi, rtcp, conns, outputs, bye);
         }
     }
 
@@ -2233,14 +2247,16 @@ fn count_nacks(r: &mut RepairStats, before: NackStats, after: NackStats) {
 }
 
 /// An RTCP compound packet per stream of session `e` (SR and SDES CNAME,
-/// and BYE when `bye`): over UDP into `out`, interleaved onto its
-/// connection.
+/// `qtsi` on a reliable-UDP stream when `qtsi` gives its client SSRC and
+/// ack timeout, and BYE when `bye`): over UDP into `out`, interleaved onto
+/// its connection.
 #[allow(clippy::too_many_arguments)]
 fn write_reports(
     e: &Entry,
     now: Nanos,
     ntp: u64,
     cname: &str,
+    qtsi: Option<(u32, u32)>,
     out: &mut RtcpRound,
     conns: &mut KeyMap<ConnId, Conn>,
     outputs: &mut VecDeque<Output>,
@@ -2251,9 +2267,15 @@ fn write_reports(
     };
     for (i, s) in source.streams().iter().enumerate() {
         let rtp_ts = source.rtp_time_now(i, now).unwrap_or(s.ts_offset);
+        // DSS's server information for a stream on reliable UDP: the ack
+        // timeout it asks the client for.
+        let qtsi = qtsi.filter(|_| e.rtx.as_ref().is_some_and(|r| r.reliable_stream_of(s.ssrc).is_some()));
         let write = |pkt: &mut Vec<u8>| {
             rtcp::sender_report(pkt, s.ssrc, ntp, rtp_ts, s.packets as u32, s.octets as u32, &[]);
             rtcp::sdes_cname(pkt, s.ssrc, cname);
+            if let Some((client_ssrc, ack_timeout_ms)) = qtsi {
+                qtss::server_info(pkt, s.ssrc, client_ssrc, ack_timeout_ms);
+            }
             if bye {
                 rtcp::bye(pkt, &[s.ssrc], None);
             }

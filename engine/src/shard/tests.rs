@@ -2025,6 +2025,52 @@ mod reliable_udp {
         });
     }
 
+    /// The `qtsi` server information of the RTCP sent to `to`: (when, what).
+    fn server_infos(sim: &Sim, to: SocketAddr) -> Vec<(Nanos, qtss::ServerInfo)> {
+        sim.rtcp
+            .iter()
+            .filter(|d| d.to == to)
+            .flat_map(|d| {
+                rtcp::parse_compound(&d.data)
+                    .unwrap()
+                    .filter_map(|p| p.app().and_then(Result::ok))
+                    .filter_map(|app| qtss::ServerInfo::parse(&app).ok())
+                    .map(|info| (d.at, info))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sender_reports_of_reliable_streams_carry_the_ack_timeout_in_qtsi() {
+        let (mut sim, [video, audio], [plain_video, _]) = two_sessions();
+        let mut t = 0;
+        while t < 12 * S {
+            t += 20 * MS;
+            sim.run_until(t);
+            ack_all(&mut sim, video, 5001, &[]);
+            ack_all(&mut sim, audio, 5003, &[]);
+        }
+        for (ssrc, port) in [(video, 5001), (audio, 5003)] {
+            let infos = server_infos(&sim, addr(port));
+            let reports = sim.reports_of(ssrc);
+            // One with each sender report of the stream, in the same datagram.
+            assert_eq!(infos.len(), reports.len(), "{ssrc:08X}");
+            assert!(infos.len() >= 2, "{infos:?}");
+            for ((at, info), (sr_at, _)) in infos.iter().zip(&reports) {
+                assert_eq!(at, sr_at);
+                assert_eq!(info.ssrc, ssrc);
+                let timeout = info.ack_timeout_ms.expect("an at item");
+                assert!((20..=100).contains(&timeout), "{timeout}");
+            }
+            // The client's SSRC, once its acks gave it.
+            assert_eq!(infos.last().unwrap().1.client_ssrc, 0x3333);
+        }
+        // Plain sessions get sender reports and no qtsi.
+        assert!(!sim.reports_of(plain_video).is_empty());
+        assert!(server_infos(&sim, addr(7001)).is_empty());
+    }
+
     #[test]
     fn what_is_not_acked_goes_again_after_the_rto_as_it_first_went() {
         let (mut sim, [video, audio], [plain_video, _]) = two_sessions();

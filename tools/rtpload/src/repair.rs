@@ -59,6 +59,8 @@ pub const GIVE_UP_NACK: Nanos = 1000 * MS;
 pub const GIVE_UP_RELIABLE: Nanos = 3000 * MS;
 /// Acknowledgements go at most this long after the first packet they
 /// cover: well inside the server's shortest retransmission timeout (600 ms).
+/// A server's `qtsi` ack timeout takes its place (see
+/// [`Repair::set_ack_timeout`]).
 pub const ACK_DELAY: Nanos = 30 * MS;
 pub const MAX_MISSING: usize = 1024;
 pub const MAX_PER_NACK: usize = 64;
@@ -130,8 +132,10 @@ pub struct Repair {
     highest: Option<u16>,
     /// Open gaps, oldest first.
     missing: VecDeque<Missing>,
-    /// Reliable UDP: what the next acknowledgement says, and when it goes.
+    /// Reliable UDP: what the next acknowledgement says, and when it goes;
+    /// how long after its first packet.
     ack: Option<(AckMask, Nanos)>,
+    ack_delay: Nanos,
     stats: RepairStats,
 }
 
@@ -143,8 +147,20 @@ impl Repair {
             highest: None,
             missing: VecDeque::new(),
             ack: None,
+            ack_delay: ACK_DELAY,
             stats: RepairStats::default(),
         }
+    }
+
+    /// Reliable UDP: the server asked for acks every `ms` (its `qtsi` `at`,
+    /// which DSS keeps within 20 to 100 ms; held to that here too).
+    pub fn set_ack_timeout(&mut self, ms: u32) {
+        self.ack_delay = u64::from(ms.clamp(20, 100)) * MS;
+    }
+
+    /// How long an acknowledgement waits after its first packet.
+    pub fn ack_delay(&self) -> Nanos {
+        self.ack_delay
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -263,7 +279,7 @@ impl Repair {
             }
             self.flush_ack(out, ssrcs);
         }
-        self.ack = Some((AckMask::new(seq), now + ACK_DELAY));
+        self.ack = Some((AckMask::new(seq), now + self.ack_delay));
     }
 
     fn flush_ack(&mut self, out: &mut Vec<u8>, (ours, media): (u32, u32)) {
@@ -486,6 +502,23 @@ mod tests {
         // Nor is a packet from before the stream's first.
         r.on_packet(29_000, Via::Stream, GIVE_UP_NACK, &mut out, SSRCS);
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_servers_ack_timeout_sets_when_acks_go_within_dss_bounds() {
+        let mut r = Repair::new(Scheme::Reliable);
+        let mut out = Vec::new();
+        for (ms, want) in [(80, 80), (5, 20), (500, 100)] {
+            r.set_ack_timeout(ms);
+            assert_eq!(r.ack_delay(), want * MS);
+        }
+        r.set_ack_timeout(45);
+        r.on_packet(100, Via::Stream, MS, &mut out, SSRCS);
+        assert_eq!(r.poll_timeout(), Some(MS + 45 * MS));
+        r.poll(MS + 44 * MS, &mut out, SSRCS);
+        assert!(out.is_empty());
+        r.poll(MS + 45 * MS, &mut out, SSRCS);
+        assert_eq!(acked(&out), [100]);
     }
 
     #[test]

@@ -1015,6 +1015,20 @@ impl Session {
                         }
                     }
                 }
+                // DSS's server information: the ack timeout it asks for.
+                RtcpPacket::Other { .. } => {
+                    let Some(Ok(app)) = packet.app() else { continue };
+                    let Ok(info) = proto::qtss::ServerInfo::parse(&app) else {
+                        continue;
+                    };
+                    let (Some(ms), Some(i)) = (info.ack_timeout_ms, self.track_of_ssrc(info.ssrc)) else {
+                        continue;
+                    };
+                    let stream = self.tracks[i].stream;
+                    if let Some(r) = self.stream_mut(stream).and_then(|s| s.repair.as_deref_mut()) {
+                        r.set_ack_timeout(ms);
+                    }
+                }
                 RtcpPacket::Bye { ssrcs, .. } => {
                     for ssrc in ssrcs {
                         if let Some(i) = self.track_of_ssrc(ssrc) {
