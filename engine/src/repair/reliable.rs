@@ -28,16 +28,16 @@
 //! - **Early resends** (not DSS's): a packet still unacked when one sent
 //!   after it has been acked is taken as lost once a quarter of a round
 //!   trip more has passed (the time rule of RACK, RFC 8985 section 6.2),
-//!   and goes again without waiting for the RTO; once: if that copy is
-//!   lost too, it waits for the RTO, so that a client which never acks one
-//!   packet draws a resend per RTO (backing off), not per round trip, as
-//!   DSS allowed. DSS waited for the RTO
-//!   alone: on a path that loses a few per cent, the lost bytes held the
-//!   window shut for 600 ms at a time, each resend halved it and grew the
-//!   RTO, and the stream fell seconds behind until its packets were sent
-//!   too late to be kept. An early resend halves the window (at most once
-//!   per 250 ms, as any resend) but gives the estimator no sample (nor
-//!   DSS's 1.5 x RTO one at a later resend): the path did not slow.
+//!   and goes again without waiting for the RTO. Once: if that copy is
+//!   lost too it waits for the RTO, so a client that never acks one packet
+//!   draws a resend per RTO, backing off, as DSS allowed, not one per
+//!   round trip. DSS waited for the RTO alone: on a path that loses a few
+//!   per cent, the lost bytes held the window shut for 600 ms at a time,
+//!   each resend halved it and grew the RTO, and the stream fell seconds
+//!   behind until its packets were sent too late to be kept. An early
+//!   resend halves the window (at most once per 250 ms, as any resend) but
+//!   gives the estimator no sample (nor DSS's 1.5 x RTO one at a later
+//!   resend): the path did not slow.
 //!
 //! Where this differs from DSS it says so at the place; in short: early
 //! resends, a packet pushed out of a full window is taken out of the bytes
