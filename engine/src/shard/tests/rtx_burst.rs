@@ -288,7 +288,7 @@ fn reliable_through_loss(sim: &mut Sim, streams: [(u32, u16); 2], until: Nanos, 
         state ^= state >> 12;
         state ^= state << 25;
         state ^= state >> 27;
-        state.wrapping_mul(0x2545_F491_4F6C_DD1D) % one_in == 0
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D).is_multiple_of(one_in)
     };
     let mut seen = sim.rtp.len();
     let mut arrived: [HashSet<u16>; 2] = Default::default();
