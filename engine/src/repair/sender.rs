@@ -170,7 +170,7 @@ pub struct RtxSender {
     resend: Vec<u16>,
     /// Reliable UDP: the client's SSRC from its acks (0 before any), and
     /// when the ack timeout was last worked out, with the session's bytes
-    /// sent by then (see [`ack_timeout`](Self::ack_timeout)).
+    /// sent by then (see [`server_info`](Self::server_info)).
     client_ssrc: u32,
     rate_mark: Option<(Nanos, u64)>,
 }
