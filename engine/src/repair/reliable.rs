@@ -70,6 +70,16 @@ const CONGESTION_ADJUST_MS: u64 = 250;
 /// `drop_all_packets_delay` and `drop_all_video_delay` preferences.
 pub const DROP_ALL_MS: i64 = 2500;
 pub const DROP_ALL_VIDEO_MS: i64 = 1750;
+
+/// How long a packet of a video stream (`video`) or another stays of use
+/// after its due time.
+pub fn drop_all_ms(video: bool) -> i64 {
+    if video {
+        DROP_ALL_VIDEO_MS
+    } else {
+        DROP_ALL_MS
+    }
+}
 /// DSS woke a reliable session at least this often to resend
 /// (`max_retransmit_delay`), whatever else it had to do.
 pub const MAX_RETRANSMIT_DELAY: Duration = Duration::from_millis(500);

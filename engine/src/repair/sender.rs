@@ -30,7 +30,7 @@ use smallvec::SmallVec;
 use super::history::{History, HistoryConfig};
 use super::nack::{NackConfig, NackResponder, NackStats, SessionBudget, TokenBucket};
 use super::offer::RTX_TIME_MS;
-use super::reliable::{Congestion, ReliableStats, Resender, WindowSizes, DROP_ALL_MS};
+use super::reliable::{self, Congestion, ReliableStats, Resender, WindowSizes};
 use crate::source::{Nanos, Outgoing, Payload};
 
 /// `qtak` packets a session's streams may send per second, with as many
@@ -49,6 +49,9 @@ pub struct RtxSetup {
     /// they are known: they size the history and the resend budget.
     pub bit_rate: u64,
     pub packet_rate: f64,
+    /// Whether the stream is video: reliable UDP lets its packets go
+    /// sooner (DSS's `drop_all_video_delay`).
+    pub video: bool,
 }
 
 /// How a stream retransmits.
@@ -100,7 +103,7 @@ impl RtxStream {
         // the SDP's rtx-time says, each past the packet's due time.
         let keep_ms = match setup.kind {
             RepairKind::Rtx { .. } => u64::from(RTX_TIME_MS),
-            RepairKind::Reliable => DROP_ALL_MS as u64,
+            RepairKind::Reliable => reliable::drop_all_ms(setup.video) as u64,
         };
         let history = History::new(HistoryConfig::for_rate(
             setup.packet_rate,
@@ -283,7 +286,8 @@ impl RtxSender {
                 // Negative for a packet sent ahead: as in DSS's
                 // `AddPacket`, it may wait that much longer for its ack.
                 let late_ms = (now as i64 - o.due as i64) / 1_000_000;
-                r.on_send(cc, seq, HEADER_LEN + o.payload.len(), late_ms, DROP_ALL_MS, now);
+                let drop_ms = reliable::drop_all_ms(s.setup.video);
+                r.on_send(cc, seq, HEADER_LEN + o.payload.len(), late_ms, drop_ms, now);
             }
         }
     }

@@ -2202,6 +2202,21 @@ fn rtx_sender(
         Media::Live(r) => (r.borrow().desc.sdp.clone(), 8_000_000),
     };
     let packet_rate = (bit_rate as f64 / 8.0 / 600.0).max(50.0);
+    // A movie's hint track draws from its video track; a live stream's
+    // media type is its SDP's.
+    let video = |track_id: u32| match &session.media {
+        Media::Movie(m) => m.track(track_id).is_some_and(|t| {
+            t.references
+                .iter()
+                .any(|r| m.track(*r).is_some_and(|r| &r.handler.0 == b"vide"))
+        }),
+        Media::Live(r) => r
+            .borrow()
+            .desc
+            .tracks
+            .iter()
+            .any(|t| t.track_id == track_id && t.kind == "video"),
+    };
     let setups: SmallVec<[Option<RtxSetup>; 2]> = source
         .streams()
         .iter()
@@ -2227,6 +2242,7 @@ fn rtx_sender(
                 kind,
                 bit_rate,
                 packet_rate,
+                video: video(s.track_id),
             })
         })
         .collect();

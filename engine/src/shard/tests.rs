@@ -2025,6 +2025,48 @@ mod reliable_udp {
         });
     }
 
+    #[test]
+    fn unacked_video_is_let_go_after_1_75_s_and_audio_after_2_5_s() {
+        let (mut sim, [video, audio], _) = two_sessions();
+        sim.run_until(S / 2);
+        // The newest packet of each, never to be acked.
+        let (v_at, v) = *sim.rtp_of(video).last().unwrap();
+        let (a_at, a) = *sim.rtp_of(audio).last().unwrap();
+        let ack_until = |sim: &mut Sim, until: Nanos| {
+            while sim.now < until {
+                let next = sim.now + 20 * MS;
+                sim.run_until(next);
+                ack_all(sim, video, 5001, &[v.seq]);
+                ack_all(sim, audio, 5003, &[a.seq]);
+            }
+        };
+        let resent = |sim: &Sim, ssrc: u32, seq: u16, after: Nanos| {
+            sim.rtp_of(ssrc)
+                .into_iter()
+                .filter(|(at, r)| r.seq == seq && *at > after)
+                .map(|(at, _)| at)
+                .collect::<Vec<_>>()
+        };
+        // DSS's drop_all_video_delay and drop_all_packets_delay, from when
+        // each went (at its due time, at real time).
+        ack_until(&mut sim, v_at + 1800 * MS);
+        assert_eq!(sim.core.stats().repair.reliable.expired, 1, "the video packet only");
+        ack_until(&mut sim, a_at + 2600 * MS);
+        assert_eq!(sim.core.stats().repair.reliable.expired, 2);
+        let v_resent = resent(&sim, video, v.seq, v_at);
+        let a_resent = resent(&sim, audio, a.seq, a_at);
+        assert!(
+            !v_resent.is_empty() && !a_resent.is_empty(),
+            "{v_resent:?} {a_resent:?}"
+        );
+        assert!(v_resent.iter().all(|&t| t <= v_at + 1750 * MS), "{v_resent:?}");
+        assert!(a_resent.iter().all(|&t| t <= a_at + 2500 * MS), "{a_resent:?}");
+        assert!(
+            a_resent.iter().any(|&t| t > a_at + 1750 * MS),
+            "audio kept past video's 1.75 s: {a_resent:?}"
+        );
+    }
+
     /// The `qtsi` server information of the RTCP sent to `to`: (when, what).
     fn server_infos(sim: &Sim, to: SocketAddr) -> Vec<(Nanos, qtss::ServerInfo)> {
         sim.rtcp
