@@ -159,11 +159,8 @@ impl Adapt {
             .streams()
             .iter()
             .map(|s| {
-                let video = movie
-                    .track(s.track_id)
-                    .and_then(|t| t.sdp.as_deref())
-                    .is_some_and(|sdp| sdp.contains("m=video"));
-                thin.filter(|_| video).map(|cfg| Thinning::new(cfg, true))
+                thin.filter(|_| is_video(movie, s.track_id))
+                    .map(|cfg| Thinning::new(cfg, true))
             })
             .collect();
         let speed = source.speed();
@@ -453,7 +450,7 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
             // The step at PLAY and little more (see `nack_lead`); and
             // never further ahead than the history keeps (it was sized for
             // that lead; only a very high packet rate caps it).
-            b.max_lead = nack_lead(&b).min(r.covered_lead());
+            b.max_lead = repaired_lead(&b, false).min(r.covered_lead());
             b.instant_lead = b.instant_lead.min(b.max_lead);
         }
         b
@@ -464,6 +461,27 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
         .filter(|_| tcp || reliable)
         .map(|cfg| ThinningConfig { late_tolerance, ..cfg });
     e.adapt = Adapt::new(movie, source, burst, thin, tcp, reliable, now);
+}
+
+/// Whether hint track `track_id` of `movie` streams video (its SDP
+/// fragment's media line says so).
+pub(super) fn is_video(movie: &Movie, track_id: u32) -> bool {
+    movie
+        .track(track_id)
+        .and_then(|t| t.sdp.as_deref())
+        .is_some_and(|sdp| sdp.contains("m=video"))
+}
+
+/// How far ahead a repaired session over UDP may be sent with Instant-On
+/// `b`: reliable UDP as far as the configured lead, NACK/RTX only
+/// [`nack_lead`]. The histories are sized for it, and [`at_play`] holds
+/// the burst to it.
+pub(super) fn repaired_lead(b: &BurstConfig, reliable: bool) -> std::time::Duration {
+    if reliable {
+        b.max_lead
+    } else {
+        nack_lead(b)
+    }
 }
 
 /// How far ahead a session repaired by NACK/RTX over UDP is sent: the
@@ -482,7 +500,7 @@ pub(super) fn at_play(e: &mut Entry, config: &Config, now: Nanos) {
 /// from it by half a second at most, inside the 1 s. The ramp to 4 s at
 /// twice real time drifted past the 1 s within about a second, and plays
 /// through 3 % loss lost pictures about one in five.
-pub(super) fn nack_lead(b: &BurstConfig) -> std::time::Duration {
+fn nack_lead(b: &BurstConfig) -> std::time::Duration {
     (b.instant_lead + NACK_RAMP).min(b.max_lead)
 }
 

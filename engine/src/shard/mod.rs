@@ -1480,10 +1480,7 @@ impl ShardCore {
                     let lead = config
                         .instant_on
                         .filter(|_| e.session.dynamic_rate != Some(false))
-                        .map_or(
-                            Duration::ZERO,
-                            |b| if reliable { b.max_lead } else { adapt::nack_lead(&b) },
-                        );
+                        .map_or(Duration::ZERO, |b| adapt::repaired_lead(&b, reliable));
                     e.rtx = rtx_sender(&e.session, &e.dests, lead, &mut self.rng, &mut self.ssrc_routes, key);
                     if e.rtx.as_ref().is_some_and(|r| r.is_reliable()) {
                         self.reliable.push(key);
@@ -2202,14 +2199,10 @@ fn rtx_sender(
         Media::Live(r) => (r.borrow().desc.sdp.clone(), 8_000_000),
     };
     let packet_rate = (bit_rate as f64 / 8.0 / 600.0).max(50.0);
-    // A movie's hint track draws from its video track; a live stream's
-    // media type is its SDP's.
+    // What thinning takes for video; a live stream's media type is its
+    // SDP's.
     let video = |track_id: u32| match &session.media {
-        Media::Movie(m) => m.track(track_id).is_some_and(|t| {
-            t.references
-                .iter()
-                .any(|r| m.track(*r).is_some_and(|r| &r.handler.0 == b"vide"))
-        }),
+        Media::Movie(m) => adapt::is_video(m, track_id),
         Media::Live(r) => r
             .borrow()
             .desc
