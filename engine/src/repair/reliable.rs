@@ -428,6 +428,14 @@ impl Resender {
         }
     }
 
+    /// When the early rule takes `e` as lost: a packet never sent again
+    /// that went before the newest acked one.
+    fn lost_at(&self, e: &InFlight) -> Option<u32> {
+        self.rack
+            .filter(|r| e.resends == 0 && r.is_after(e.sent_ms, e.seq))
+            .map(|r| r.lost_at(e.sent_ms))
+    }
+
     /// Where `seq` sits, if it is in flight.
     fn find(&self, seq: u16) -> Option<usize> {
         let first = self.ring[self.head].seq;
@@ -595,11 +603,7 @@ impl Resender {
                 continue;
             }
             let timed_out = now_ms.wrapping_sub(e.sent_ms) > cc.rto_ms;
-            let early = !timed_out
-                && e.resends == 0
-                && self
-                    .rack
-                    .is_some_and(|r| r.is_after(e.sent_ms, e.seq) && now_ms >= r.lost_at(e.sent_ms));
+            let early = !timed_out && self.lost_at(&e).is_some_and(|t| now_ms >= t);
             if timed_out || early {
                 out.push(e.seq);
                 self.stats.resends += 1;
@@ -624,8 +628,8 @@ impl Resender {
             .filter(|e| e.live)
             .map(|e| {
                 let mut resend = e.sent_ms.saturating_add(cc.rto_ms).saturating_add(1);
-                if let Some(r) = self.rack.filter(|r| e.resends == 0 && r.is_after(e.sent_ms, e.seq)) {
-                    resend = resend.min(r.lost_at(e.sent_ms));
+                if let Some(t) = self.lost_at(&e) {
+                    resend = resend.min(t);
                 }
                 self.abs_ms(resend.min(e.expire_ms.saturating_add(1)))
             })
@@ -825,7 +829,8 @@ mod tests {
         // Sent again at 50, nothing acked went after it: only its RTO.
         assert_eq!(r.next_deadline(&cc), Some((50 + 600 + 1) * MS));
         // A packet acked out of order (reordered, not lost) before its
-        // time is up goes nowhere: 4 goes at 60, 3 at 61, 4 is acked at 100.
+        // time is up goes nowhere: 3 goes at 60 and 4 at 61; 4's ack comes
+        // at 101 and 3's at 105, before 3 would count as lost (110).
         r.on_send(&mut cc, 3, 1000, 0, DROP_ALL_MS, 60 * MS);
         r.on_send(&mut cc, 4, 1000, 0, DROP_ALL_MS, 61 * MS);
         r.on_ack(&mut cc, 4, 101 * MS);
