@@ -112,7 +112,8 @@ pub struct Args {
     pub buffered: Option<f64>,
 
     /// Send `x-Dynamic-Rate: 1` in each SETUP, as QuickTime did: a server may send the session
-    /// ahead of real time (Darwin Streaming Server and streamalot do so over UDP only then)
+    /// ahead of real time (over plain UDP, Darwin Streaming Server and streamalot do so only
+    /// then; streamalot sends NACK/RTX and reliable-UDP sessions ahead without it)
     #[arg(long)]
     pub dynamic_rate: bool,
 
