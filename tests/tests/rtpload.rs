@@ -42,11 +42,24 @@ struct Load {
 }
 
 fn start_load(url: &str, transport: &str, sessions: u32, seconds: u32, out: &Path) -> Load {
-    start_load_at(url, transport, sessions, 20, seconds, out)
+    start_load_with(url, transport, sessions, 20, seconds, out, &[])
 }
 
 /// As [`start_load`], starting `ramp` sessions a second.
 fn start_load_at(url: &str, transport: &str, sessions: u32, ramp: u32, seconds: u32, out: &Path) -> Load {
+    start_load_with(url, transport, sessions, ramp, seconds, out, &[])
+}
+
+/// As [`start_load_at`], with more of rtpload's flags.
+fn start_load_with(
+    url: &str,
+    transport: &str,
+    sessions: u32,
+    ramp: u32,
+    seconds: u32,
+    out: &Path,
+    flags: &[&str],
+) -> Load {
     let _ = std::fs::remove_dir_all(out);
     let mut cmd = Command::new(rtpload_binary());
     cmd.arg(url)
@@ -55,6 +68,7 @@ fn start_load_at(url: &str, transport: &str, sessions: u32, ramp: u32, seconds: 
         .args(["--duration", &seconds.to_string()])
         .args(["--transport", transport])
         .args(["--max-loss", "0"])
+        .args(flags)
         .arg("--out")
         .arg(out);
     let (child, what) = spawn(&mut cmd);
@@ -301,6 +315,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 #[test]
 fn rtpload_plays_streamalot_over_udp_tcp_and_http() {
     const UDP: u32 = 24;
+    const UDP_TICKS: u32 = 8;
     const TCP: u32 = 4;
     const HTTP: u32 = 4;
     let name = "rtpload-streamalot";
@@ -309,10 +324,22 @@ fn rtpload_plays_streamalot_over_udp_tcp_and_http() {
     let out = scratch_dir().join(name);
     // All at once, against the one server.
     let udp = start_load(&url, "udp", UDP, 7, &out.join("udp"));
+    // The RTP sockets read on a timer rather than on arrival: nothing is
+    // lost or left unclaimed however the reads fall.
+    let udp_ticks = start_load_with(
+        &url,
+        "udp",
+        UDP_TICKS,
+        20,
+        7,
+        &out.join("udp-ticks"),
+        &["--read-interval-ms", "5"],
+    );
     let tcp = start_load(&url, "tcp", TCP, 7, &out.join("tcp"));
     let http = start_load(&url, "http", HTTP, 7, &out.join("http"));
-    let (udp, tcp, http) = (udp.finish(), tcp.finish(), http.finish());
+    let (udp, udp_ticks, tcp, http) = (udp.finish(), udp_ticks.finish(), tcp.finish(), http.finish());
     udp.check(u64::from(UDP));
+    udp_ticks.check(u64::from(UDP_TICKS));
     tcp.check(u64::from(TCP));
     http.check(u64::from(HTTP));
     assert_eq!(udp.summary["transport"], "udp");
@@ -322,7 +349,10 @@ fn rtpload_plays_streamalot_over_udp_tcp_and_http() {
     // What the server says it sent is what arrived, play by play.
     let access_log = server.access_log.clone();
     server.stop_cleanly();
-    agrees_with_the_access_log(&access_log, &[(&udp, "udp"), (&tcp, "tcp"), (&http, "http")]);
+    agrees_with_the_access_log(
+        &access_log,
+        &[(&udp, "udp"), (&udp_ticks, "udp"), (&tcp, "tcp"), (&http, "http")],
+    );
 }
 
 /// The access log's records of rtpload's sessions over each transport are

@@ -96,6 +96,15 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub sessions_per_port: usize,
 
+    /// Read the shared RTP sockets every this many milliseconds rather than when a datagram
+    /// arrives (0). Arrival times are the kernel's receive timestamps either way. Against a
+    /// server on the same machine, being woken for each datagram costs the server: the kernel
+    /// wakes the reader inside the sender's system call, which in a virtual machine is an
+    /// interprocessor interrupt and a VM exit a packet, a cost a client on another machine
+    /// never puts on a server
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub read_interval_ms: u64,
+
     /// Seconds a connection attempt or an RTSP request may take before its session fails
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub rtsp_timeout: f64,

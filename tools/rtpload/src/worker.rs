@@ -79,6 +79,10 @@ pub struct UdpPlan {
     pub ip: IpAddr,
     pub ports: RangeInclusive<u16>,
     pub pairs: usize,
+    /// Read the RTP sockets on this period instead of on readiness (see
+    /// `--read-interval-ms`): they are then not in the poller, so an arrival
+    /// never has a sleeping reader to wake.
+    pub read_every: Option<Nanos>,
 }
 
 /// Everything a worker is given.
@@ -255,6 +259,9 @@ struct Worker {
     settings: Arc<Settings>,
     seed: u64,
     poller: Poller,
+    /// `UdpPlan::read_every`, and when the RTP sockets are read next.
+    read_every: Option<Nanos>,
+    next_read: Nanos,
     ready: Vec<Readiness>,
     pairs: Vec<Pair>,
     recv: RecvBufs,
@@ -301,7 +308,9 @@ impl Worker {
                 net::enable_timestamps(&p.rtp)?;
                 let ports = p.ports()?;
                 let token = UDP_TOKEN | (i as u64) << 1;
-                poller.add(&p.rtp, token, Interest::READ)?;
+                if udp.read_every.is_none() {
+                    poller.add(&p.rtp, token, Interest::READ)?;
+                }
                 poller.add(&p.rtcp, token | 1, Interest::READ)?;
                 pairs.push(Pair {
                     rtp: p.rtp,
@@ -317,6 +326,8 @@ impl Worker {
             settings: plan.settings.clone(),
             seed: plan.seed,
             poller,
+            read_every: plan.udp.as_ref().and_then(|u| u.read_every),
+            next_read: 0,
             ready: Vec::with_capacity(1024),
             pairs,
             recv: RecvBufs::with_timestamps(RECV_BATCH, DATAGRAM_BYTES),
@@ -358,6 +369,15 @@ impl Worker {
                 plan.started.fetch_add(1, Ordering::Relaxed);
             }
             self.fire_timers(now);
+            if let Some(every) = self.read_every {
+                if now >= self.next_read {
+                    for pair in 0..self.pairs.len() {
+                        self.receive_rtp(pair);
+                    }
+                    // On the period's grid; a late wake-up skips what it missed.
+                    self.next_read = (now / every + 1) * every;
+                }
+            }
             if now >= next_tick {
                 self.refresh_counters();
                 let _ = plan.reports.send(Report::Interval {
@@ -378,6 +398,9 @@ impl Worker {
             }
             if let Some(std::cmp::Reverse((t, _))) = self.timers.peek() {
                 wake = wake.min(*t);
+            }
+            if self.read_every.is_some() {
+                wake = wake.min(self.next_read);
             }
             self.poll(Duration::from_nanos(wake.saturating_sub(now)));
         }
