@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use net::{recv_batch, RecvBufs};
 
+/// Datagrams per `recvmmsg`.
+const BATCH: usize = 64;
+
 /// A running receiver.
 pub struct Receiver {
     received: Arc<AtomicU64>,
@@ -45,17 +48,35 @@ impl Receiver {
     /// `size` bytes each, on a thread pinned to `core`, polling them without
     /// ever sleeping.
     pub fn start(sockets: Vec<UdpSocket>, core: usize, size: usize) -> Receiver {
-        Receiver::spawn(sockets, core, size, false)
+        Receiver::spawn(sockets, core, size, Drain::Polling)
     }
 
     /// As [`start`](Receiver::start), but sleeping in `epoll_wait(2)` when
     /// every socket is empty, as rtpload does: the kernel then wakes it for
     /// the next datagram, in the sender's system call on loopback.
     pub fn start_sleeping(sockets: Vec<UdpSocket>, core: usize, size: usize) -> Receiver {
-        Receiver::spawn(sockets, core, size, true)
+        Receiver::spawn(sockets, core, size, Drain::Sleeping)
     }
 
-    fn spawn(sockets: Vec<UdpSocket>, core: usize, size: usize, sleeps: bool) -> Receiver {
+    /// As [`start_sleeping`](Receiver::start_sleeping), but reading what is
+    /// ready every `interval` rather than when it arrives, as `rtpload
+    /// --read-interval-ms` does: the receiver then sleeps in `nanosleep`, not
+    /// on its sockets, so no arrival has a reader to wake and the sender
+    /// pays for none.
+    pub fn start_ticking(sockets: Vec<UdpSocket>, core: usize, size: usize, interval: Duration) -> Receiver {
+        Receiver::spawn(sockets, core, size, Drain::Ticking(interval))
+    }
+
+    /// The receiver rtpload's `--read-interval-ms` matches: every
+    /// `interval_ms`, or on arrival for 0.
+    pub fn start_like_rtpload(sockets: Vec<UdpSocket>, core: usize, size: usize, interval_ms: u64) -> Receiver {
+        match interval_ms {
+            0 => Receiver::start_sleeping(sockets, core, size),
+            ms => Receiver::start_ticking(sockets, core, size, Duration::from_millis(ms)),
+        }
+    }
+
+    fn spawn(sockets: Vec<UdpSocket>, core: usize, size: usize, drain: Drain) -> Receiver {
         let received = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -64,11 +85,11 @@ impl Receiver {
                 if let Err(e) = crate::os::pin(Some(core)) {
                     eprintln!("receiver: {e}");
                 }
-                let mut bufs = RecvBufs::new(64, size);
-                let result = if sleeps {
-                    drain_sleeping(&sockets, &mut bufs, &received, &stop)
-                } else {
-                    drain_polling(&sockets, &mut bufs, &received, &stop)
+                let mut bufs = RecvBufs::new(BATCH, size);
+                let result = match drain {
+                    Drain::Polling => drain_polling(&sockets, &mut bufs, &received, &stop),
+                    Drain::Sleeping => drain_epoll(&sockets, &mut bufs, &received, &stop, None),
+                    Drain::Ticking(every) => drain_epoll(&sockets, &mut bufs, &received, &stop, Some(every)),
                 };
                 if let Err(e) = result {
                     eprintln!("receiver: {e}");
@@ -101,6 +122,17 @@ impl Receiver {
     }
 }
 
+/// How a receiver waits for datagrams.
+#[derive(Clone, Copy)]
+enum Drain {
+    /// Never: it reads every socket in turn.
+    Polling,
+    /// In `epoll_wait`, woken by the next arrival.
+    Sleeping,
+    /// In `nanosleep` for the interval, then reads what is ready.
+    Ticking(Duration),
+}
+
 /// Reads every socket in turn, never sleeping.
 fn drain_polling(
     sockets: &[UdpSocket],
@@ -120,12 +152,14 @@ fn drain_polling(
 /// Sleeps in `epoll_wait` until sockets are readable and reads those, as
 /// rtpload's workers do: the kernel then wakes it, inside the sender's
 /// system call on loopback, and with tens of thousands of sockets only the
-/// readable ones cost it anything.
-fn drain_sleeping(
+/// readable ones cost it anything. With `tick`, it sleeps that long instead
+/// and then asks epoll what is ready without waiting.
+fn drain_epoll(
     sockets: &[UdpSocket],
     bufs: &mut RecvBufs,
     received: &AtomicU64,
     stop: &AtomicBool,
+    tick: Option<Duration>,
 ) -> Result<(), String> {
     // SAFETY: epoll_create1 has no memory arguments; the descriptor it
     // returns is owned by `OwnedFd` below.
@@ -147,10 +181,22 @@ fn drain_sleeping(
         }
     }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    // Whether the last wait filled `events`: more is ready, so a ticking
+    // receiver asks again before it sleeps.
+    let mut more = false;
     while !stop.load(Ordering::Relaxed) {
+        let wait_ms = match tick {
+            Some(every) => {
+                if !more {
+                    thread::sleep(every);
+                }
+                0
+            }
+            None => 50,
+        };
         // SAFETY: `events` is a live, writable array of `events.len()`
         // entries for the kernel to fill.
-        let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 50) };
+        let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, wait_ms) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -158,10 +204,18 @@ fn drain_sleeping(
             }
             return Err(format!("epoll_wait: {e}"));
         }
+        more = n as usize == events.len();
         for event in &events[..n as usize] {
             let rx = &sockets[event.u64 as usize];
-            let got = recv_batch(rx, bufs).map_err(|e| e.to_string())?;
-            received.fetch_add(got.count() as u64, Ordering::Relaxed);
+            // A tick's worth may be more than one batch (the sockets of a
+            // ticking receiver are non-blocking, so the last read is free).
+            loop {
+                let got = recv_batch(rx, bufs).map_err(|e| e.to_string())?.count();
+                received.fetch_add(got as u64, Ordering::Relaxed);
+                if tick.is_none() || got < BATCH {
+                    break;
+                }
+            }
         }
     }
     Ok(())

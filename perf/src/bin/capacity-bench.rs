@@ -92,6 +92,14 @@ struct Args {
     /// Cores rtpload's workers run on.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     client_cores: Vec<usize>,
+    /// rtpload reads its RTP sockets every this many milliseconds (`--read-interval-ms`), and
+    /// the raw loop's receiver the same; 0: each when a datagram arrives. On loopback the
+    /// kernel wakes a sleeping reader inside the sender's system call, and in a virtual machine
+    /// that wake-up is an interprocessor interrupt: read on arrival, a fifth to a third of the
+    /// raw loop's cost a packet was the client's wake-ups on a 2-core guest, which a client on
+    /// another machine never puts on a server.
+    #[arg(long, value_name = "MS", default_value_t = 1)]
+    client_read_interval_ms: u64,
     /// Seconds the raw sendmmsg loop runs.
     #[arg(long, default_value_t = 3.0)]
     raw_seconds: f64,
@@ -124,10 +132,9 @@ struct Args {
     /// difference between configurations.
     #[arg(long, default_value_t = 1)]
     repeat: u32,
-    /// Before each step's runs, measure the raw sendmmsg loop again to as many destinations as
-    /// the step has sessions, each stream to a socket of its own as rtpload's are (the
-    /// default raw loop sends 2,000 sessions' datagrams to 16 sockets, whose state stays in
-    /// the caches).
+    /// Before each step's runs, measure the raw sendmmsg loop again with as many sessions as
+    /// the step has, to the client sockets rtpload gives them (200 sessions to a port pair;
+    /// the default raw loop sends 2,000 sessions' datagrams to 250 addresses and 16 sockets).
     #[arg(long)]
     raw_at_steps: bool,
 }
@@ -390,16 +397,21 @@ struct Raw {
     sessions: usize,
 }
 
+/// UDP sessions that share one client port pair in rtpload (its
+/// `--sessions-per-port`, which the benchmark leaves at its default).
+const RTPLOAD_SESSIONS_PER_PORT: usize = 200;
+
 /// Where the raw loop's datagrams go.
 #[derive(Debug, Clone, Copy)]
 enum RawDests {
     /// 2,000 sessions' datagrams to 250 loopback addresses and 8 ports of
     /// each stream: 2,000 destinations, but 16 receiving sockets.
     Shared,
-    /// This many sessions' datagrams, each stream of each session to a
-    /// socket of its own, as rtpload's sessions have them: the kernel's
-    /// per-socket work (the look-up, the queue, the wake-up) on as many
-    /// sockets as the server's step meets.
+    /// This many sessions' datagrams laid out as rtpload lays out its UDP
+    /// sessions: every `RTPLOAD_SESSIONS_PER_PORT` of them share one client
+    /// port pair, each stream of a session to the pair's RTP socket (rtpload
+    /// tells them apart by SSRC), so the raw loop meets the destinations and
+    /// sockets the server's step meets.
     Sockets(usize),
 }
 
@@ -432,27 +444,25 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, Strin
         RawDests::Sockets(sessions) => {
             net::raise_fd_limit().map_err(|e| format!("raising the open-file limit: {e}"))?;
             let mut dests = Vec::with_capacity(sessions);
-            for _ in 0..sessions {
-                let mut d = Vec::with_capacity(streams);
-                for _ in 0..streams {
-                    let rx = receiver::socket_sized(0, false, 256 * 1024)
+            for i in 0..sessions {
+                if i % RTPLOAD_SESSIONS_PER_PORT == 0 {
+                    // As large a buffer as rtpload asks for its pairs.
+                    let rx = receiver::socket_sized(0, false, 8 << 20)
                         .map_err(|e| format!("{e} (the raw loop to {sessions} sessions' sockets)"))?;
-                    d.push(SocketAddr::from((
-                        Ipv4Addr::LOCALHOST,
-                        rx.local_addr().map_err(|e| e.to_string())?.port(),
-                    )));
                     sockets.push(rx);
                 }
-                dests.push(d);
+                let rx = sockets.last().expect("pushed above");
+                let to = SocketAddr::from((Ipv4Addr::LOCALHOST, rx.local_addr().map_err(|e| e.to_string())?.port()));
+                dests.push(vec![to; streams]);
             }
             dests
         }
     };
     let sessions = dests.len();
     let client_core = args.client_cores.first().copied().unwrap_or(0);
-    // Sleeping when its sockets are empty, as rtpload does, so the raw loop
-    // pays for waking its receiver as the server does.
-    let receiver = Receiver::start_sleeping(sockets, client_core, 2048);
+    // Waiting for datagrams as rtpload does, so the raw loop pays for waking
+    // its receiver exactly as the server does.
+    let receiver = Receiver::start_like_rtpload(sockets, client_core, 2048, args.client_read_interval_ms);
     // Sender reports go to a socket nobody reads (the receiver counts RTP).
     let rtcp_sink = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("RTCP sink: {e}"))?;
     let sim = Sim {
@@ -595,6 +605,7 @@ fn run_step(
         .args(["--ramp", &args.ramp.to_string()])
         .args(["--duration", &format!("{duration:.1}")])
         .args(["--transport", "udp", "--quiet", "--cores", &cores.join(",")])
+        .args(["--read-interval-ms", &args.client_read_interval_ms.to_string()])
         .arg("--out")
         .arg(dir.join("rtpload"))
         .stdin(Stdio::null())
@@ -813,14 +824,18 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
         r,
         "**Machine**: {}. Measured {date} on commit `{commit}`, load average {} at the start. Server: `streamalot \
          serve --shards 1 --send-path {}` (control core {}, shard core {}); GStreamer's server (`tools/gst-rtsp-peer`) pinned to core {}; rtpload on \
-         core(s) {:?}, UDP. Server and client share the machine.\n",
+         core(s) {:?}, UDP, {}. Server and client share the machine.\n",
         os::machine(),
         load,
         args.send_path,
         args.server_core.saturating_sub(1),
         args.server_core,
         args.server_core,
-        args.client_cores
+        args.client_cores,
+        match args.client_read_interval_ms {
+            0 => "reading its RTP sockets as datagrams arrive".to_string(),
+            ms => format!("reading its RTP sockets every {ms} ms (`--read-interval-ms {ms}`)"),
+        }
     );
     let _ = writeln!(
         r,
@@ -953,11 +968,12 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
          time from PLAY to the first packet, *first key frame* from PLAY's answer to the first packet of a video \
          key frame, and *RTSP* the response time, all at p99 over every session; *load* \
          is the machine's 1-minute load average as the step's window closed. The \
-         raw limit is shard-bench's loop (a) with a receiver that sleeps when it has nothing to read, as \
-         rtpload does: this movie's datagrams for {} sessions replayed prebuilt on the shard's core; its \
+         raw limit is shard-bench's loop (a) with a receiver that waits for datagrams as rtpload does (on \
+         arrival or on its read interval): this movie's datagrams for {} sessions replayed prebuilt on the shard's core; its \
          session count is how many sessions that packet rate would feed. On loopback the kernel delivers each \
-         datagram, and wakes its receiver, inside the sender's system call, so both the server's and the raw \
-         loop's CPU include receive work a network would leave to the client's machine.\n",
+         datagram, and wakes a sleeping receiver, inside the sender's system call, so both the server's and the \
+         raw loop's CPU include receive work a network would leave to the client's machine; a client that \
+         reads on an interval is never asleep on its sockets, and takes the wake-ups off.\n",
         raw.sessions
     );
     for kind in kinds {

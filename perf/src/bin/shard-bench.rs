@@ -83,6 +83,11 @@ struct Args {
     /// so the sender pays for waking it (by default it polls and never sleeps).
     #[arg(long)]
     receiver_sleeps: bool,
+    /// Let the receiver sleep this many milliseconds at a time and then read what is ready, as
+    /// `rtpload --read-interval-ms` does: no arrival has a sleeping reader to wake, so the
+    /// sender pays for none (in a virtual machine each wake-up is an interprocessor interrupt)
+    #[arg(long, value_name = "MS", conflicts_with = "receiver_sleeps")]
+    receiver_reads_every_ms: Option<u64>,
     /// Shards running at once, each its own core of --sessions sessions sending as shipped (loop
     /// c), pinned in turn to the shard core, the receiver core, and any others: how a box's packet
     /// rate grows with shards, and whether a shard's cost per packet holds when others run
@@ -226,7 +231,9 @@ fn run(args: &Args) -> Result<(), String> {
         args.receiver_core,
         args.shard_core
     );
-    let receiver = if args.receiver_sleeps {
+    let receiver = if let Some(ms) = args.receiver_reads_every_ms.filter(|&ms| ms > 0) {
+        Receiver::start_ticking(sockets, args.receiver_core, 2048, std::time::Duration::from_millis(ms))
+    } else if args.receiver_sleeps {
         Receiver::start_sleeping(sockets, args.receiver_core, 2048)
     } else {
         Receiver::start(sockets, args.receiver_core, 2048)
