@@ -27,6 +27,13 @@ pub struct Track {
     pub codec: Codec,
 }
 
+impl Track {
+    /// Whether it streams video (its SDP media line says so).
+    pub fn is_video(&self) -> bool {
+        self.kind == "video"
+    }
+}
+
 /// A broadcast as the server knows it from its announcement.
 #[derive(Debug, Clone)]
 pub struct Description {
@@ -142,7 +149,7 @@ pub fn parse(
     });
     sdp.attributes.retain(|a| a.name != "control");
     sdp.attributes.push(proto::sdp::Attribute::new("control", Some("*")));
-    let key_track = tracks.iter().position(|t| t.kind == "video").unwrap_or(0) as u8;
+    let key_track = tracks.iter().position(Track::is_video).unwrap_or(0) as u8;
     Ok(Description {
         id,
         path: path.to_owned(),

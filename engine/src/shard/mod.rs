@@ -2208,7 +2208,7 @@ fn rtx_sender(
             .desc
             .tracks
             .iter()
-            .any(|t| t.track_id == track_id && t.kind == "video"),
+            .any(|t| t.track_id == track_id && t.is_video()),
     };
     let setups: SmallVec<[Option<RtxSetup>; 2]> = source
         .streams()
