@@ -180,6 +180,13 @@ fn drain_epoll(
             return Err(format!("epoll_ctl: {}", std::io::Error::last_os_error()));
         }
     }
+    if tick.is_some() {
+        // Its reads run until a short batch; a blocking socket would hold
+        // the last one up for its read timeout.
+        for rx in sockets {
+            rx.set_nonblocking(true).map_err(|e| e.to_string())?;
+        }
+    }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     // Whether the last wait filled `events`: more is ready, so a ticking
     // receiver asks again before it sleeps.
@@ -207,8 +214,7 @@ fn drain_epoll(
         more = n as usize == events.len();
         for event in &events[..n as usize] {
             let rx = &sockets[event.u64 as usize];
-            // A tick's worth may be more than one batch (the sockets of a
-            // ticking receiver are non-blocking, so the last read is free).
+            // A tick's worth may be more than one batch.
             loop {
                 let got = recv_batch(rx, bufs).map_err(|e| e.to_string())?.count();
                 received.fetch_add(got as u64, Ordering::Relaxed);

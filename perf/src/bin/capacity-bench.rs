@@ -397,8 +397,9 @@ struct Raw {
     sessions: usize,
 }
 
-/// UDP sessions that share one client port pair in rtpload (its
-/// `--sessions-per-port`, which the benchmark leaves at its default).
+/// UDP sessions that share one client port pair in rtpload: the benchmark
+/// passes it as `--sessions-per-port`, and the raw loop at a step lays its
+/// sessions out the same way.
 const RTPLOAD_SESSIONS_PER_PORT: usize = 200;
 
 /// Where the raw loop's datagrams go.
@@ -606,6 +607,7 @@ fn run_step(
         .args(["--duration", &format!("{duration:.1}")])
         .args(["--transport", "udp", "--quiet", "--cores", &cores.join(",")])
         .args(["--read-interval-ms", &args.client_read_interval_ms.to_string()])
+        .args(["--sessions-per-port", &RTPLOAD_SESSIONS_PER_PORT.to_string()])
         .arg("--out")
         .arg(dir.join("rtpload"))
         .stdin(Stdio::null())

@@ -85,7 +85,8 @@ struct Args {
     receiver_sleeps: bool,
     /// Let the receiver sleep this many milliseconds at a time and then read what is ready, as
     /// `rtpload --read-interval-ms` does: no arrival has a sleeping reader to wake, so the
-    /// sender pays for none (in a virtual machine each wake-up is an interprocessor interrupt)
+    /// sender pays for none (in a virtual machine each wake-up is an interprocessor interrupt);
+    /// 0 reads on arrival, as --receiver-sleeps
     #[arg(long, value_name = "MS", conflicts_with = "receiver_sleeps")]
     receiver_reads_every_ms: Option<u64>,
     /// Shards running at once, each its own core of --sessions sessions sending as shipped (loop
@@ -231,8 +232,8 @@ fn run(args: &Args) -> Result<(), String> {
         args.receiver_core,
         args.shard_core
     );
-    let receiver = if let Some(ms) = args.receiver_reads_every_ms.filter(|&ms| ms > 0) {
-        Receiver::start_ticking(sockets, args.receiver_core, 2048, std::time::Duration::from_millis(ms))
+    let receiver = if let Some(ms) = args.receiver_reads_every_ms {
+        Receiver::start_like_rtpload(sockets, args.receiver_core, 2048, ms)
     } else if args.receiver_sleeps {
         Receiver::start_sleeping(sockets, args.receiver_core, 2048)
     } else {
