@@ -209,28 +209,13 @@ enum Parsed {
 /// Runs the connection until it ends or leaves the loop, and says which.
 pub(crate) async fn serve<H: Host, W: Wire>(host: &H, link: &mut Link, wire: &mut W) -> Step {
     loop {
-        loop {
-            let parsed = match link.speaks {
-                Speaks::Either | Speaks::HttpOnly => sniff(host, link),
-                // Boxed: inline, its state while a request is carried out
-                // would be part of every idle connection's task (160 bytes
-                // more); boxed, it costs one small allocation per request.
-                Speaks::Rtsp => Box::pin(rtsp(host, link)).await,
-                // Boxed: few connections speak HTTP, and its state would make
-                // every RTSP connection's idle task bigger.
-                Speaks::Http => Box::pin(serve_http(host, link)).await,
-            };
-            match parsed {
-                Parsed::More => break,
-                Parsed::Did(step) => {
-                    if !write_out(link, wire).await {
-                        return Step::Close;
-                    }
-                    if step != Step::Continue {
-                        return step;
-                    }
-                }
-            }
+        // Boxed: carrying out requests (parsing, the door, writing the
+        // answers) has states that, inline, would stay in the task of every
+        // connection for its whole life, most of it spent idle in the read
+        // below. Boxed, they take memory only while there are bytes to
+        // handle: one allocation for each read.
+        if let Some(step) = Box::pin(handle(host, link, wire)).await {
+            return step;
         }
         release_if_empty(&mut link.buf);
         if link.publisher.is_some() && !link.silence_ok {
@@ -240,6 +225,31 @@ pub(crate) async fn serve<H: Host, W: Wire>(host: &H, link: &mut Link, wire: &mu
         match wire.read_more(&mut link.buf).await {
             Ok(0) | Err(_) => return Step::Close,
             Ok(_) => {}
+        }
+    }
+}
+
+/// Carries out what the buffer holds, writing each answer, until it needs
+/// more bytes (`None`) or the connection ends or leaves the loop.
+async fn handle<H: Host, W: Wire>(host: &H, link: &mut Link, wire: &mut W) -> Option<Step> {
+    loop {
+        let parsed = match link.speaks {
+            Speaks::Either | Speaks::HttpOnly => sniff(host, link),
+            Speaks::Rtsp => rtsp(host, link).await,
+            // Boxed: few connections speak HTTP, and its state would make
+            // every RTSP connection's reads bigger.
+            Speaks::Http => Box::pin(serve_http(host, link)).await,
+        };
+        match parsed {
+            Parsed::More => return None,
+            Parsed::Did(step) => {
+                if !write_out(link, wire).await {
+                    return Some(Step::Close);
+                }
+                if step != Step::Continue {
+                    return Some(step);
+                }
+            }
         }
     }
 }
