@@ -207,24 +207,33 @@ enum Parsed {
 }
 
 /// Runs the connection until it ends or leaves the loop, and says which.
-pub(crate) async fn serve<H: Host, W: Wire>(host: &H, link: &mut Link, wire: &mut W) -> Step {
-    loop {
-        // Boxed: carrying out requests (parsing, the door, writing the
-        // answers) has states that, inline, would stay in the task of every
-        // connection for its whole life, most of it spent idle in the read
-        // below. Boxed, they take memory only while there are bytes to
-        // handle: one allocation for each read.
-        if let Some(step) = Box::pin(handle(host, link, wire)).await {
-            return step;
-        }
-        release_if_empty(&mut link.buf);
-        if link.publisher.is_some() && !link.silence_ok {
-            wire.allow_silence();
-            link.silence_ok = true;
-        }
-        match wire.read_more(&mut link.buf).await {
-            Ok(0) | Err(_) => return Step::Close,
-            Ok(_) => {}
+///
+/// An `async` block rather than an `async fn`, whose future would keep its
+/// three references twice for the connection's life.
+pub(crate) fn serve<'a, H: Host, W: Wire>(
+    host: &'a H,
+    link: &'a mut Link,
+    wire: &'a mut W,
+) -> impl Future<Output = Step> + 'a {
+    async move {
+        loop {
+            // Boxed: carrying out requests (parsing, the door, writing the
+            // answers) has states that, inline, would stay in the task of every
+            // connection for its whole life, most of it spent idle in the read
+            // below. Boxed, they take memory only while there are bytes to
+            // handle: one allocation for each read.
+            if let Some(step) = Box::pin(handle(host, link, wire)).await {
+                return step;
+            }
+            release_if_empty(&mut link.buf);
+            if link.publisher.is_some() && !link.silence_ok {
+                wire.allow_silence();
+                link.silence_ok = true;
+            }
+            match wire.read_more(&mut link.buf).await {
+                Ok(0) | Err(_) => return Step::Close,
+                Ok(_) => {}
+            }
         }
     }
 }
@@ -394,14 +403,19 @@ async fn write_out<W: Wire>(link: &mut Link, wire: &mut W) -> bool {
 /// and its task is `READ_CHUNK` bytes smaller. `poll_read` may be given a
 /// different buffer each time, and glommio's streams use it only within
 /// the call (waiting is on the socket's readiness, not on a read into it).
-pub(crate) async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> io::Result<usize> {
-    std::future::poll_fn(|cx| {
+///
+/// The `poll_fn` itself, not an `async fn` awaiting it, which would keep
+/// its two references twice in every waiting connection's task.
+pub(crate) fn read_chunk<'a, R: AsyncRead + Unpin>(
+    reader: &'a mut R,
+    buf: &'a mut Vec<u8>,
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
         let mut chunk = [0u8; READ_CHUNK];
         let n = std::task::ready!(std::pin::Pin::new(&mut *reader).poll_read(cx, &mut chunk))?;
         buf.extend_from_slice(&chunk[..n]);
         std::task::Poll::Ready(Ok(n))
     })
-    .await
 }
 
 /// Frees a connection buffer's memory once it holds nothing.
