@@ -3,10 +3,11 @@
 //! loopback receiver that drains what a sender under test sends
 //! ([`receiver`]), a shard's send path with its raw limit ([`shard`]), what
 //! /proc says of a server under test ([`process`]), the servers under test
-//! themselves ([`servers`]), SVG charts ([`plot`]),
-//! and the raw io_uring send loop ([`uring`]).
+//! themselves ([`servers`]), SVG charts ([`plot`]), the raw io_uring send
+//! loop ([`uring`]), and a client behind a link of its own ([`netns`]).
 
 pub mod movie_maker;
+pub mod netns;
 pub mod os;
 pub mod plot;
 pub mod process;

@@ -4,7 +4,7 @@
 //! stopped with SIGTERM (then SIGKILL).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -114,6 +114,31 @@ pub fn start(
     serve_args: &[String],
     peer_cpus: &str,
 ) -> Result<Server, String> {
+    start_at(
+        Ipv4Addr::LOCALHOST,
+        bins,
+        peer,
+        library,
+        name,
+        dir,
+        serve_args,
+        peer_cpus,
+    )
+}
+
+/// As [`start`], with streamalot bound to `host` and the URL naming it
+/// (GStreamer's server listens on every address).
+#[allow(clippy::too_many_arguments)]
+pub fn start_at(
+    host: Ipv4Addr,
+    bins: &Binaries,
+    peer: Peer,
+    library: &Path,
+    name: &str,
+    dir: &Path,
+    serve_args: &[String],
+    peer_cpus: &str,
+) -> Result<Server, String> {
     let port = free_port()?;
     let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
     let out = std::fs::File::create(dir.join("server.out")).map_err(|e| e.to_string())?;
@@ -125,7 +150,8 @@ pub fn start(
                 .arg("serve")
                 .arg("--media")
                 .arg(library)
-                .args(["--bind", "127.0.0.1"])
+                .arg("--bind")
+                .arg(host.to_string())
                 .args(["--rtsp-port", &port.to_string()])
                 .args(serve_args)
                 .arg("--access-log")
@@ -138,7 +164,7 @@ pub fn start(
                 .stderr(log)
                 .spawn()
                 .map_err(|e| format!("cannot start {}: {e}", bins.streamalot.display()))?;
-            (child, format!("rtsp://127.0.0.1:{port}/{name}"), Some(stats))
+            (child, format!("rtsp://{host}:{port}/{name}"), Some(stats))
         }
         Peer::Gstreamer => {
             // Pinned to the shard's core, so both servers have one core.
@@ -157,7 +183,7 @@ pub fn start(
                         bins.peer.display()
                     )
                 })?;
-            (child, format!("rtsp://127.0.0.1:{port}/{name}"), None)
+            (child, format!("rtsp://{host}:{port}/{name}"), None)
         }
     };
     if let Some(stdout) = child.stdout.take() {
@@ -166,7 +192,7 @@ pub fn start(
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {

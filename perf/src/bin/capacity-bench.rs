@@ -37,6 +37,7 @@ use clap::Parser;
 use loader::Movie;
 use net::{bind_pair, SendPath};
 use serde_json::Value;
+use streamalot_perf::netns::ClientNet;
 use streamalot_perf::plot::{self, Chart, Series, PALETTE};
 use streamalot_perf::receiver::{self, Receiver};
 use streamalot_perf::run::measure;
@@ -137,6 +138,14 @@ struct Args {
     /// the default raw loop sends 2,000 sessions' datagrams to 250 addresses and 16 sockets).
     #[arg(long)]
     raw_at_steps: bool,
+    /// Put rtpload (and the raw loop's receiver) in a network namespace of
+    /// the benchmark's own, over a veth pair whose receive path runs on the
+    /// client's core, as a network card and another machine would take it;
+    /// on loopback the server's core runs its client's receive path inside
+    /// every send. Needs root, iproute2, ethtool and taskset; sets
+    /// net.core.skb_defer_max to 0 while it runs (see perf/src/netns.rs).
+    #[arg(long)]
+    client_netns: bool,
 }
 
 /// One configuration of the server a step runs: streamalot as VoD or live,
@@ -276,8 +285,22 @@ fn run(args: &Args) -> Result<(), String> {
         args.hold
     );
 
+    let net = if args.client_netns {
+        let core = args.client_cores.first().copied().unwrap_or(0);
+        let net = ClientNet::create(core)?;
+        println!(
+            "network: the client in a namespace of its own at {}, the server at {}, over veth with \
+             threaded NAPI on core {core}",
+            net.client_ip, net.server_ip
+        );
+        Some(net)
+    } else {
+        println!("network: loopback (the client's receive path runs on the server's core)");
+        None
+    };
+
     // The raw limit first, while nothing else runs.
-    let raw = raw_limit(&movie, args, RawDests::Shared)?;
+    let raw = raw_limit(&movie, args, net.as_ref(), RawDests::Shared)?;
     println!(
         "raw sendmmsg limit: {:.0} packets per CPU-second ({:.0} ns/packet) = {:.0} sessions of this movie on one core",
         raw.pps,
@@ -296,7 +319,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         for run in 1..=args.repeat.max(1) {
             let raw_ns_at_step = if args.raw_at_steps && going.iter().any(|g| *g) {
-                let at = raw_limit(&movie, args, RawDests::Sockets(n as usize))?;
+                let at = raw_limit(&movie, args, net.as_ref(), RawDests::Sockets(n as usize))?;
                 println!(
                     "raw sendmmsg loop to {n} sessions' sockets: {:.0} packets per CPU-second ({:.0} ns/packet)",
                     at.pps,
@@ -310,7 +333,18 @@ fn run(args: &Args) -> Result<(), String> {
                 if !going[k] {
                     continue;
                 }
-                let mut step = run_step(args, &bins, Peer::Streamalot, kind, run, &library, name, n, movie_pps)?;
+                let mut step = run_step(
+                    args,
+                    net.as_ref(),
+                    &bins,
+                    Peer::Streamalot,
+                    kind,
+                    run,
+                    &library,
+                    name,
+                    n,
+                    movie_pps,
+                )?;
                 step.raw_ns_at_step = raw_ns_at_step;
                 print_step(&step);
                 going[k] &= step.held;
@@ -330,6 +364,7 @@ fn run(args: &Args) -> Result<(), String> {
             };
             let step = run_step(
                 args,
+                net.as_ref(),
                 &bins,
                 Peer::Gstreamer,
                 &gstreamer,
@@ -416,13 +451,18 @@ enum RawDests {
     Sockets(usize),
 }
 
-/// The raw sendmmsg loop on the server's core.
-fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, String> {
-    let streams = movie.hint_tracks().count().max(1);
+/// The raw loop's receiving sockets and each session's destinations: on
+/// loopback, or all to `client_ip` (a client namespace's one address).
+fn receivers(
+    to: RawDests,
+    streams: usize,
+    smoke: bool,
+    client_ip: Option<Ipv4Addr>,
+) -> Result<(Vec<std::net::UdpSocket>, Vec<Vec<SocketAddr>>), String> {
     let mut sockets = Vec::new();
     let dests: Vec<Vec<SocketAddr>> = match to {
         RawDests::Shared => {
-            let sessions = if args.smoke { 50 } else { 2000 };
+            let sessions = if smoke { 50 } else { 2000 };
             let mut bases = Vec::new();
             for _ in 0..8 {
                 let rtp = receiver::socket(0, false)?;
@@ -435,7 +475,7 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, Strin
             }
             (0..sessions)
                 .map(|i| {
-                    let ip = Ipv4Addr::new(127, 0, 0, 1 + (i % 250) as u8);
+                    let ip = client_ip.unwrap_or(Ipv4Addr::new(127, 0, 0, 1 + (i % 250) as u8));
                     (0..streams)
                         .map(|s| SocketAddr::from((ip, bases[i / 250 % bases.len()] + 2 * s as u16)))
                         .collect()
@@ -444,6 +484,7 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, Strin
         }
         RawDests::Sockets(sessions) => {
             net::raise_fd_limit().map_err(|e| format!("raising the open-file limit: {e}"))?;
+            let ip = client_ip.unwrap_or(Ipv4Addr::LOCALHOST);
             let mut dests = Vec::with_capacity(sessions);
             for i in 0..sessions {
                 if i % RTPLOAD_SESSIONS_PER_PORT == 0 {
@@ -453,11 +494,25 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, Strin
                     sockets.push(rx);
                 }
                 let rx = sockets.last().expect("pushed above");
-                let to = SocketAddr::from((Ipv4Addr::LOCALHOST, rx.local_addr().map_err(|e| e.to_string())?.port()));
+                let to = SocketAddr::from((ip, rx.local_addr().map_err(|e| e.to_string())?.port()));
                 dests.push(vec![to; streams]);
             }
             dests
         }
+    };
+    Ok((sockets, dests))
+}
+
+/// The raw sendmmsg loop on the server's core, to the client's namespace
+/// with `net`.
+fn raw_limit(movie: &Arc<Movie>, args: &Args, net: Option<&ClientNet>, to: RawDests) -> Result<Raw, String> {
+    let streams = movie.hint_tracks().count().max(1);
+    let (smoke, client_ip) = (args.smoke, net.map(|n| n.client_ip));
+    // The receiving sockets are made where the client lives.
+    let lay_out = move || receivers(to, streams, smoke, client_ip);
+    let (sockets, dests) = match net {
+        Some(net) => net.within(lay_out)?,
+        None => lay_out()?,
     };
     let sessions = dests.len();
     let client_core = args.client_cores.first().copied().unwrap_or(0);
@@ -465,7 +520,11 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, Strin
     // its receiver exactly as the server does.
     let receiver = Receiver::start_like_rtpload(sockets, client_core, 2048, args.client_read_interval_ms);
     // Sender reports go to a socket nobody reads (the receiver counts RTP).
-    let rtcp_sink = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("RTCP sink: {e}"))?;
+    let sink = || std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("RTCP sink: {e}"));
+    let rtcp_sink = match net {
+        Some(net) => net.within(sink)?,
+        None => sink()?,
+    };
     let sim = Sim {
         movie: movie.clone(),
         dests: Arc::new(dests),
@@ -481,7 +540,9 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, Strin
         2_000_000.max(sessions * 200)
     };
     let replay = Arc::new(sim.record(limit));
-    let tx = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000..=60000)
+    let drops_before = net.map(ClientNet::drops).transpose()?;
+    let from = net.map_or(Ipv4Addr::LOCALHOST, |n| n.server_ip);
+    let tx = bind_pair(IpAddr::V4(from), 20000..=60000)
         .map_err(|e| format!("sender socket: {e}"))?
         .rtp;
     let (core, seconds) = (args.server_core, args.raw_seconds);
@@ -490,8 +551,19 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, to: RawDests) -> Result<Raw, Strin
         replay.send(&tx, SendPath::Sendmmsg, Duration::from_secs_f64(seconds))
     })?;
     if run.received < run.flushed.sent as u64 {
+        let drops = match (net, drops_before) {
+            (Some(net), Some(before)) => {
+                let after = net.drops()?;
+                format!(
+                    " ({} dropped by the link, {} by its sockets)",
+                    after.link - before.link,
+                    after.sockets - before.sockets
+                )
+            }
+            _ => String::new(),
+        };
         eprintln!(
-            "capacity-bench: the raw loop's receiver got {} of {} datagrams",
+            "capacity-bench: the raw loop's receiver got {} of {} datagrams{drops}",
             run.received, run.flushed.sent
         );
     }
@@ -529,6 +601,7 @@ fn server_stats(pid: u32, path: &Path) -> Result<Value, String> {
 #[allow(clippy::too_many_arguments)]
 fn run_step(
     args: &Args,
+    net: Option<&ClientNet>,
     bins: &servers::Binaries,
     peer: Peer,
     kind: &Kind,
@@ -572,7 +645,8 @@ fn run_step(
         serve_args.extend(kind.flags.iter().cloned());
     }
     let peer_cpus = args.server_core.to_string();
-    let mut server = servers::start(bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
+    let host = net.map_or(Ipv4Addr::LOCALHOST, |n| n.server_ip);
+    let mut server = servers::start_at(host, bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
     let pid = server.child.id();
     if !live && matches!(peer, Peer::Streamalot) {
         // The baseline is a server with the movie open: its index is the
@@ -587,7 +661,11 @@ fn run_step(
     let ramp_secs = f64::from(n) / args.ramp;
     let duration = ramp_secs + args.hold;
     let cores: Vec<String> = args.client_cores.iter().map(usize::to_string).collect();
-    let mut client = Command::new(&bins.rtpload);
+    let drops_before = net.map(ClientNet::drops).transpose()?;
+    let mut client = match net {
+        Some(net) => net.command(&bins.rtpload),
+        None => Command::new(&bins.rtpload),
+    };
     if live {
         // rtpload publishes the movie (looped, so it outlasts any step) and
         // its sessions watch the live path.
@@ -641,6 +719,13 @@ fn run_step(
         }
         thread::sleep(Duration::from_millis(100));
     };
+    let dropped = match (net, drops_before) {
+        (Some(net), Some(before)) => {
+            let after = net.drops()?;
+            Some((after.link - before.link, after.sockets - before.sockets))
+        }
+        _ => None,
+    };
     // Shutdown writes the totals, with the whole run's send lateness.
     terminate(&mut server.child);
     let totals = match &server.stats_json {
@@ -690,8 +775,13 @@ fn run_step(
             step.started, step.completed
         ));
     }
-    if step.lost > 0 {
-        step.why_not.push(format!("{} packets lost", step.lost));
+    match dropped {
+        Some((link, sockets)) if step.lost > 0 => step.why_not.push(format!(
+            "{} packets lost ({link} dropped by the link, {sockets} by rtpload's sockets)",
+            step.lost
+        )),
+        _ if step.lost > 0 => step.why_not.push(format!("{} packets lost", step.lost)),
+        _ => {}
     }
     if let Some(p99) = step.send_p99_ms.filter(|&p| p > args.max_send_p99_ms) {
         step.why_not.push(format!("send lateness p99 {p99:.2} ms"));
@@ -799,6 +889,7 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
         (args.smoke, "--smoke"),
         (args.live, "--live"),
         (args.no_peer, "--no-peer"),
+        (args.client_netns, "--client-netns"),
     ]
     .iter()
     .filter(|f| f.0)
@@ -826,7 +917,7 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
         r,
         "**Machine**: {}. Measured {date} on commit `{commit}`, load average {} at the start. Server: `streamalot \
          serve --shards 1 --send-path {}` (control core {}, shard core {}); GStreamer's server (`tools/gst-rtsp-peer`) pinned to core {}; rtpload on \
-         core(s) {:?}, UDP, {}. Server and client share the machine.\n",
+         core(s) {:?}, UDP, {}. Server and client share the machine, {}.\n",
         os::machine(),
         load,
         args.send_path,
@@ -837,6 +928,12 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
         match args.client_read_interval_ms {
             0 => "reading its RTP sockets as datagrams arrive".to_string(),
             ms => format!("reading its RTP sockets every {ms} ms (`--read-interval-ms {ms}`)"),
+        },
+        if args.client_netns {
+            "the client in a network namespace of its own behind a veth pair whose receive path runs on the \
+             client's core (`--client-netns`)"
+        } else {
+            "over loopback"
         }
     );
     let _ = writeln!(
@@ -972,11 +1069,18 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
          is the machine's 1-minute load average as the step's window closed. The \
          raw limit is shard-bench's loop (a) with a receiver that waits for datagrams as rtpload does (on \
          arrival or on its read interval): this movie's datagrams for {} sessions replayed prebuilt on the shard's core; its \
-         session count is how many sessions that packet rate would feed. On loopback the kernel delivers each \
-         datagram, and wakes a sleeping receiver, inside the sender's system call, so both the server's and the \
-         raw loop's CPU include receive work a network would leave to the client's machine; a client that \
-         reads on an interval is never asleep on its sockets, and takes the wake-ups off.\n",
-        raw.sessions
+         session count is how many sessions that packet rate would feed. {}\n",
+        raw.sessions,
+        if args.client_netns {
+            "With `--client-netns` the datagrams cross a veth pair to the client's namespace, and the kernel \
+             receives them on the client's core (threaded NAPI, interrupt moderation), so the server's and the \
+             raw loop's CPU are their sending only, as with a network card."
+        } else {
+            "On loopback the kernel delivers each datagram, and wakes a sleeping receiver, inside the sender's \
+             system call, so both the server's and the raw loop's CPU include receive work a network would leave \
+             to the client's machine; a client that reads on an interval is never asleep on its sockets, and takes \
+             the wake-ups off."
+        }
     );
     for kind in kinds {
         let runs = |n: u32| steps.iter().filter(move |s| s.server == kind.label && s.sessions == n);
