@@ -69,6 +69,26 @@ pub struct Drops {
     pub sockets: u64,
 }
 
+impl Drops {
+    /// What was dropped after `before` was counted.
+    pub fn since(self, before: Drops) -> Drops {
+        Drops {
+            link: self.link - before.link,
+            sockets: self.sockets - before.sockets,
+        }
+    }
+}
+
+impl std::fmt::Display for Drops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} dropped by the link, {} by the client's sockets",
+            self.link, self.sockets
+        )
+    }
+}
+
 impl ClientNet {
     /// Makes the namespace and the link, with the client's end receiving on
     /// `client_core`.
@@ -131,6 +151,11 @@ impl ClientNet {
         std::fs::write(SKB_DEFER_MAX, "0").map_err(|e| format!("{SKB_DEFER_MAX}: {e}"))?;
         net.saved_defer_max = Some(old.trim().to_owned());
         Ok(net)
+    }
+
+    /// The namespace's name (`ip netns list` shows it while it lives).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// `program` to be run inside the namespace.

@@ -102,34 +102,12 @@ pub fn free_port() -> Result<u16, String> {
 }
 
 /// Starts `peer` serving `library/name`, with its logs in `dir`: streamalot
-/// with `--stats-json` and an access log in `dir`, its other flags from
-/// `serve_args`; GStreamer's server pinned to `peer_cpus` (a `taskset` list).
+/// bound to `host` (the URL names it), with `--stats-json` and an access log
+/// in `dir`, its other flags from `serve_args`; GStreamer's server (which
+/// listens on every address) pinned to `peer_cpus` (a `taskset` list).
 /// Returns once it accepts connections.
-pub fn start(
-    bins: &Binaries,
-    peer: Peer,
-    library: &Path,
-    name: &str,
-    dir: &Path,
-    serve_args: &[String],
-    peer_cpus: &str,
-) -> Result<Server, String> {
-    start_at(
-        Ipv4Addr::LOCALHOST,
-        bins,
-        peer,
-        library,
-        name,
-        dir,
-        serve_args,
-        peer_cpus,
-    )
-}
-
-/// As [`start`], with streamalot bound to `host` and the URL naming it
-/// (GStreamer's server listens on every address).
 #[allow(clippy::too_many_arguments)]
-pub fn start_at(
+pub fn start(
     host: Ipv4Addr,
     bins: &Binaries,
     peer: Peer,

@@ -289,9 +289,11 @@ fn run(args: &Args) -> Result<(), String> {
         let core = args.client_cores.first().copied().unwrap_or(0);
         let net = ClientNet::create(core)?;
         println!(
-            "network: the client in a namespace of its own at {}, the server at {}, over veth with \
-             threaded NAPI on core {core}",
-            net.client_ip, net.server_ip
+            "network: the client in namespace {} at {}, the server at {}, over veth with threaded NAPI \
+             on core {core}",
+            net.name(),
+            net.client_ip,
+            net.server_ip
         );
         Some(net)
     } else {
@@ -552,14 +554,7 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, net: Option<&ClientNet>, to: RawDe
     })?;
     if run.received < run.flushed.sent as u64 {
         let drops = match (net, drops_before) {
-            (Some(net), Some(before)) => {
-                let after = net.drops()?;
-                format!(
-                    " ({} dropped by the link, {} by its sockets)",
-                    after.link - before.link,
-                    after.sockets - before.sockets
-                )
-            }
+            (Some(net), Some(before)) => format!(" ({})", net.drops()?.since(before)),
             _ => String::new(),
         };
         eprintln!(
@@ -646,7 +641,7 @@ fn run_step(
     }
     let peer_cpus = args.server_core.to_string();
     let host = net.map_or(Ipv4Addr::LOCALHOST, |n| n.server_ip);
-    let mut server = servers::start_at(host, bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
+    let mut server = servers::start(host, bins, peer, library, name, &dir, &serve_args, &peer_cpus)?;
     let pid = server.child.id();
     if !live && matches!(peer, Peer::Streamalot) {
         // The baseline is a server with the movie open: its index is the
@@ -720,10 +715,7 @@ fn run_step(
         thread::sleep(Duration::from_millis(100));
     };
     let dropped = match (net, drops_before) {
-        (Some(net), Some(before)) => {
-            let after = net.drops()?;
-            Some((after.link - before.link, after.sockets - before.sockets))
-        }
+        (Some(net), Some(before)) => Some(net.drops()?.since(before)),
         _ => None,
     };
     // Shutdown writes the totals, with the whole run's send lateness.
@@ -775,13 +767,9 @@ fn run_step(
             step.started, step.completed
         ));
     }
-    match dropped {
-        Some((link, sockets)) if step.lost > 0 => step.why_not.push(format!(
-            "{} packets lost ({link} dropped by the link, {sockets} by rtpload's sockets)",
-            step.lost
-        )),
-        _ if step.lost > 0 => step.why_not.push(format!("{} packets lost", step.lost)),
-        _ => {}
+    if step.lost > 0 {
+        let place = dropped.map(|d| format!(" ({d})")).unwrap_or_default();
+        step.why_not.push(format!("{} packets lost{place}", step.lost));
     }
     if let Some(p99) = step.send_p99_ms.filter(|&p| p > args.max_send_p99_ms) {
         step.why_not.push(format!("send lateness p99 {p99:.2} ms"));

@@ -169,7 +169,16 @@ fn run(args: &Args) -> Result<(), String> {
             ]
             .map(String::from)
             .to_vec();
-            let server = servers::start(&bins, peer, &library, name, &dir, &serve_args, &args.peer_cpus)?;
+            let server = servers::start(
+                Ipv4Addr::LOCALHOST,
+                &bins,
+                peer,
+                &library,
+                name,
+                &dir,
+                &serve_args,
+                &args.peer_cpus,
+            )?;
             thread::sleep(Duration::from_millis(300));
             let mut o = drive(args, &server.url, Some(server.child.id()))?;
             drop(server);
