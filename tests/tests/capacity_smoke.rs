@@ -97,6 +97,81 @@ fn the_capacity_benchmark_runs_and_writes_its_report() {
     assert!(stats["packets"].as_u64() > Some(0), "{stats}");
 }
 
+/// `--client-netns`: the client in a namespace of its own behind a veth
+/// link; every session completes with nothing lost, the report says where
+/// the client was, and the run leaves neither its namespace nor its
+/// setting of `net.core.skb_defer_max` behind.
+#[test]
+fn the_capacity_benchmark_runs_with_its_client_behind_a_link() {
+    const SKB_DEFER_MAX: &str = "/proc/sys/net/core/skb_defer_max";
+    let bin_dir = streamalot_binary().parent().expect("a directory").to_owned();
+    let out = scratch_dir().join("capacity-netns");
+    let _ = std::fs::remove_dir_all(&out);
+    let defer_max = std::fs::read_to_string(SKB_DEFER_MAX).expect(SKB_DEFER_MAX);
+    let mut cmd = Command::new(capacity_bench_binary());
+    cmd.args(["--smoke", "--no-peer", "--client-netns"])
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--movie")
+        .arg(media().h264_mp4())
+        .arg("--out")
+        .arg(&out)
+        .args(["--results", "-"]);
+    let run = run_within(&mut cmd, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{} failed ({}):\n{stdout}\n{}",
+        describe(&cmd),
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let network = stdout
+        .lines()
+        .find(|l| l.starts_with("network: "))
+        .unwrap_or_else(|| panic!("no network line:\n{stdout}"));
+    let namespace = network
+        .split_whitespace()
+        .find(|w| w.starts_with("streamalot-bench-"))
+        .unwrap_or_else(|| panic!("no namespace named: {network}"));
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(report.contains("(`--client-netns`)"), "{report}");
+    let r: Vec<&str> = report
+        .lines()
+        .find(|l| l.starts_with("| streamalot |"))
+        .unwrap_or_else(|| panic!("no streamalot row in the report:\n{report}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let other: Vec<&str> = match r[3].strip_prefix("no: ") {
+        Some(why) => why
+            .split(", ")
+            .filter(|w| !w.starts_with("send lateness p99 "))
+            .collect(),
+        None => Vec::new(),
+    };
+    assert!(other.is_empty(), "did not hold: {other:?}\n{report}");
+    assert_eq!(r[4], "0", "lost packets:\n{report}");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("streamalot-4/rtpload/summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+    assert_eq!(summary["packets"]["lost"], 0, "{summary}");
+    assert!(summary["packets"]["received"].as_u64() > Some(0), "{summary}");
+
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(namespace), "{namespace} left behind:\n{list}");
+    assert_eq!(
+        std::fs::read_to_string(SKB_DEFER_MAX).expect(SKB_DEFER_MAX),
+        defer_max,
+        "net.core.skb_defer_max not put back"
+    );
+}
+
 /// `--live`: each step as VoD and as viewers of one live broadcast of the
 /// movie that rtpload publishes; both rows in the report, nothing lost,
 /// every viewer at a key frame, the fan-out plot written.
