@@ -12,7 +12,8 @@
 //! - Receiving: [`recv_batch`] drains a socket with `recvmmsg` into reused
 //!   [`RecvBufs`]; [`recv_batch_timestamped`] adds each datagram's kernel
 //!   receive time ([`enable_timestamps`]), which a load client measuring
-//!   arrival needs.
+//!   arrival needs. With [`enable_gro`] the kernel hands over runs of
+//!   datagrams coalesced, and both split them again.
 //! - Setup: [`bind_pair`] binds an RTP/RTCP pair (even port, odd port) with
 //!   big buffers; [`set_recv_buffer`] asks for more room past the sysctl cap
 //!   where allowed; [`bind_tcp_listener`] binds an RTSP port, shared with
@@ -32,7 +33,9 @@ mod socket;
 mod tcp;
 mod uring;
 
-pub use recv::{enable_timestamps, recv_batch, recv_batch_timestamped, Datagram, RecvBufs};
+pub use recv::{
+    enable_gro, enable_timestamps, recv_batch, recv_batch_timestamped, Datagram, RecvBufs, GRO_BUFFER_BYTES,
+};
 pub use send::{Batch, Flushed, SendBatch, SendPath, MAX_IOVECS, RTP_HEADER_LEN};
 pub use socket::{bind_pair, raise_fd_limit, set_recv_buffer, UdpPair, RTCP_RECV_BUFFER_BYTES, SEND_BUFFER_BYTES};
 pub use tcp::{bind_tcp_listener, LISTEN_BACKLOG};
