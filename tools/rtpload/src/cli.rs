@@ -105,6 +105,14 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub read_interval_ms: u64,
 
+    /// Let the kernel coalesce runs of RTP datagrams to a shared socket (UDP GRO), so that
+    /// receiving costs once a run rather than once a datagram. It takes effect where the
+    /// receiving device merges runs (GRO on), and on loopback, where a server's GSO message
+    /// then arrives whole and is never split: that spares the server the split a network card
+    /// would do for it, so leave it off there to measure a server as it runs in the field
+    #[arg(long)]
+    pub gro: bool,
+
     /// Seconds a connection attempt or an RTSP request may take before its session fails
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub rtsp_timeout: f64,

@@ -430,6 +430,7 @@ pub fn run(args: &Args) -> Result<Verdict, RunError> {
                 ports: args.udp_ports.clone(),
                 pairs: p.sessions.len().div_ceil(args.sessions_per_port).max(1),
                 read_every: (args.read_interval_ms > 0).then_some(args.read_interval_ms * 1_000_000),
+                gro: args.gro,
             });
         }
     }

@@ -47,7 +47,8 @@ use crate::reception::Nanos;
 use crate::session::{Event, Outcome, Session, Settings, Totals, UdpStream};
 use crate::sys::{Interest, Poller, Readiness};
 
-/// Datagrams per `recvmmsg`, and the most bytes each may have.
+/// Datagrams per `recvmmsg`, and the most bytes each may have (a coalesced
+/// run, with `--gro`, may have up to `net::GRO_BUFFER_BYTES`).
 const RECV_BATCH: usize = 64;
 const DATAGRAM_BYTES: usize = 4096;
 /// Batches read from one socket per wake-up before the others get a turn.
@@ -83,6 +84,9 @@ pub struct UdpPlan {
     /// `--read-interval-ms`): they are then not in the poller, so an arrival
     /// never has a sleeping reader to wake.
     pub read_every: Option<Nanos>,
+    /// Let the kernel coalesce runs of datagrams to the RTP sockets (UDP
+    /// GRO, `--gro`); each buffer then has room for a whole run.
+    pub gro: bool,
 }
 
 /// Everything a worker is given.
@@ -265,6 +269,8 @@ struct Worker {
     ready: Vec<Readiness>,
     pairs: Vec<Pair>,
     recv: RecvBufs,
+    /// The room each of `recv`'s buffers has.
+    recv_bytes: usize,
     slots: Vec<Slot>,
     routes: HashMap<RouteKey, Route, BuildHasherDefault<KeyHasher>>,
     learners: Vec<Learner>,
@@ -300,12 +306,19 @@ pub fn run(plan: Plan) {
 impl Worker {
     fn new(plan: &Plan) -> io::Result<Worker> {
         let poller = Poller::new(1024)?;
+        let recv_bytes = match &plan.udp {
+            Some(udp) if udp.gro => net::GRO_BUFFER_BYTES,
+            _ => DATAGRAM_BYTES,
+        };
         let mut pairs = Vec::new();
         if let Some(udp) = &plan.udp {
             for i in 0..udp.pairs {
                 let p = net::bind_pair(udp.ip, udp.ports.clone())?;
                 net::set_recv_buffer(&p.rtp, RTP_RECV_BUFFER);
                 net::enable_timestamps(&p.rtp)?;
+                if udp.gro {
+                    net::enable_gro(&p.rtp)?;
+                }
                 let ports = p.ports()?;
                 let token = UDP_TOKEN | (i as u64) << 1;
                 if udp.read_every.is_none() {
@@ -330,7 +343,8 @@ impl Worker {
             next_read: 0,
             ready: Vec::with_capacity(1024),
             pairs,
-            recv: RecvBufs::with_timestamps(RECV_BATCH, DATAGRAM_BYTES),
+            recv: RecvBufs::with_timestamps(RECV_BATCH, recv_bytes),
+            recv_bytes,
             slots: Vec::with_capacity(plan.sessions.len()),
             routes: HashMap::default(),
             learners: Vec::new(),
@@ -422,7 +436,8 @@ impl Worker {
             warn!(
                 worker = self.index,
                 datagrams = self.recv.truncated(),
-                "RTP datagrams longer than {DATAGRAM_BYTES} bytes were dropped"
+                "RTP datagrams longer than {} bytes were dropped",
+                self.recv_bytes
             );
         }
         let _ = plan.reports.send(Report::Done {
