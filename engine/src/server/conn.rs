@@ -210,6 +210,7 @@ enum Parsed {
 ///
 /// An `async` block rather than an `async fn`, whose future would keep its
 /// three references twice for the connection's life.
+#[allow(clippy::manual_async_fn, reason = "an async fn's future would be larger, see above")]
 pub(crate) fn serve<'a, H: Host, W: Wire>(
     host: &'a H,
     link: &'a mut Link,
