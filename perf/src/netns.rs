@@ -13,6 +13,14 @@
 //!
 //! - GRO on the client's end gives it a NAPI context; threaded NAPI runs
 //!   that context in a kernel thread, which is pinned to the client core.
+//!   The poll thread runs at normal priority with the shortest time slice
+//!   the scheduler takes (100 µs, Linux 6.12's EEVDF slices), so that when
+//!   it wakes it preempts rtpload rather than waiting out rtpload's slice
+//!   while its ring of 256 buffers (1.5 ms of 4,000 sessions) fills. Made
+//!   real-time it starved rtpload on the same core instead, which then lost
+//!   a tenth of 6,000 sessions' packets. (Four queues, four rings and four
+//!   poll threads, held 4,000 sessions without loss but cost the client's
+//!   core and the sender more, and lost more at 6,000: see perf/RESULTS.md.)
 //! - TSO off on the server's end: veth takes the NAPI path only for buffers
 //!   it may aggregate, and with TSO on it counts a local socket's datagrams
 //!   as not (`veth_skb_is_eligible_for_gro`). UDP GSO is a separate feature
@@ -42,6 +50,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const SKB_DEFER_MAX: &str = "/proc/sys/net/core/skb_defer_max";
+
+/// The time slice asked for the link's poll thread: the least the scheduler
+/// allows.
+const POLL_SLICE: Duration = Duration::from_micros(100);
 
 /// The namespace, its link and the addresses of both ends. Dropping it
 /// deletes the namespace (and with it the link) and restores the sysctl.
@@ -143,9 +155,10 @@ impl ClientNet {
         run("ip", &["netns", "exec", &ns, "sh", "-c", &sysfs])?;
         let poller = napi_thread(&client_dev)?;
         run("taskset", &["-pc", &client_core.to_string(), &poller.to_string()])?;
-        // At normal priority, as the kernel starts it: made real-time (as a
-        // card's interrupt would preempt), it starved rtpload on the same
-        // core, which then lost a tenth of 6,000 sessions' packets.
+        if let Err(e) = set_slice(poller, POLL_SLICE) {
+            // Before Linux 6.12 a normal thread's slice is the kernel's.
+            eprintln!("capacity-bench: the link's poll thread keeps the kernel's time slice: {e}");
+        }
         let old = std::fs::read_to_string(SKB_DEFER_MAX).map_err(|e| format!("{SKB_DEFER_MAX}: {e}"))?;
         undo_on_signal(&net.name, old.trim());
         std::fs::write(SKB_DEFER_MAX, "0").map_err(|e| format!("{SKB_DEFER_MAX}: {e}"))?;
@@ -289,6 +302,37 @@ fn napi_thread(dev: &str) -> Result<u32, String> {
             ));
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asks for a time slice of `slice` for the normal-priority thread `pid`
+/// (EEVDF: a shorter slice is an earlier deadline, which lets the thread
+/// preempt the running one when it wakes).
+fn set_slice(pid: u32, slice: Duration) -> Result<(), String> {
+    let attr = libc::sched_attr {
+        size: std::mem::size_of::<libc::sched_attr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_flags: 0,
+        sched_nice: 0,
+        sched_priority: 0,
+        sched_runtime: slice.as_nanos() as u64,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    // SAFETY: sched_setattr reads `attr.size` bytes of `attr`, a live value
+    // of that size, and keeps no pointer to it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            pid as libc::pid_t,
+            &attr as *const libc::sched_attr,
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
     }
 }
 

@@ -100,7 +100,9 @@ fn the_capacity_benchmark_runs_and_writes_its_report() {
 /// `--client-netns`: the client in a namespace of its own behind a veth
 /// link; every session completes with nothing lost, the report says where
 /// the client was, and the run leaves neither its namespace nor its
-/// setting of `net.core.skb_defer_max` behind.
+/// setting of `net.core.skb_defer_max` behind. With `--client-gro`, so
+/// rtpload (`--gro`) takes the server's runs of datagrams as the link's end
+/// coalesced them and must split them again to lose nothing.
 #[test]
 fn the_capacity_benchmark_runs_with_its_client_behind_a_link() {
     const SKB_DEFER_MAX: &str = "/proc/sys/net/core/skb_defer_max";
@@ -109,7 +111,7 @@ fn the_capacity_benchmark_runs_with_its_client_behind_a_link() {
     let _ = std::fs::remove_dir_all(&out);
     let defer_max = std::fs::read_to_string(SKB_DEFER_MAX).expect(SKB_DEFER_MAX);
     let mut cmd = Command::new(capacity_bench_binary());
-    cmd.args(["--smoke", "--no-peer", "--client-netns"])
+    cmd.args(["--smoke", "--no-peer", "--client-netns", "--client-gro"])
         .arg("--bin-dir")
         .arg(&bin_dir)
         .arg("--movie")
@@ -136,6 +138,8 @@ fn the_capacity_benchmark_runs_with_its_client_behind_a_link() {
         .unwrap_or_else(|| panic!("no namespace named: {network}"));
     let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(report.contains("(`--client-netns`)"), "{report}");
+    assert!(report.contains("(`--client-gro`)"), "{report}");
+    assert!(stdout.lines().any(|l| l.starts_with("client: UDP GRO")), "{stdout}");
     let r: Vec<&str> = report
         .lines()
         .find(|l| l.starts_with("| streamalot |"))

@@ -146,6 +146,14 @@ struct Args {
     /// net.core.skb_defer_max to 0 while it runs (see perf/src/netns.rs).
     #[arg(long)]
     client_netns: bool,
+    /// rtpload's RTP sockets (`rtpload --gro`) and the raw loop's receiving
+    /// sockets take coalesced runs of datagrams (UDP GRO), so that the
+    /// client's receive path costs once a run. Meant for `--client-netns`,
+    /// whose client end merges runs as a network card with GRO does; on
+    /// loopback a GSO message would then reach the client unsplit, sparing
+    /// the server work it does in the field.
+    #[arg(long)]
+    client_gro: bool,
 }
 
 /// One configuration of the server a step runs: streamalot as VoD or live,
@@ -300,6 +308,9 @@ fn run(args: &Args) -> Result<(), String> {
         println!("network: loopback (the client's receive path runs on the server's core)");
         None
     };
+    if args.client_gro {
+        println!("client: UDP GRO on its RTP sockets, runs of datagrams received as one");
+    }
 
     // The raw limit first, while nothing else runs.
     let raw = raw_limit(&movie, args, net.as_ref(), RawDests::Shared)?;
@@ -511,7 +522,16 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, net: Option<&ClientNet>, to: RawDe
     let streams = movie.hint_tracks().count().max(1);
     let (smoke, client_ip) = (args.smoke, net.map(|n| n.client_ip));
     // The receiving sockets are made where the client lives.
-    let lay_out = move || receivers(to, streams, smoke, client_ip);
+    let gro = args.client_gro;
+    let lay_out = move || {
+        let (sockets, dests) = receivers(to, streams, smoke, client_ip)?;
+        if gro {
+            for s in &sockets {
+                net::enable_gro(s).map_err(|e| format!("UDP GRO on a receiving socket: {e}"))?;
+            }
+        }
+        Ok::<_, String>((sockets, dests))
+    };
     let (sockets, dests) = match net {
         Some(net) => net.within(lay_out)?,
         None => lay_out()?,
@@ -520,7 +540,8 @@ fn raw_limit(movie: &Arc<Movie>, args: &Args, net: Option<&ClientNet>, to: RawDe
     let client_core = args.client_cores.first().copied().unwrap_or(0);
     // Waiting for datagrams as rtpload does, so the raw loop pays for waking
     // its receiver exactly as the server does.
-    let receiver = Receiver::start_like_rtpload(sockets, client_core, 2048, args.client_read_interval_ms);
+    let size = if gro { net::GRO_BUFFER_BYTES } else { 2048 };
+    let receiver = Receiver::start_like_rtpload(sockets, client_core, size, args.client_read_interval_ms);
     // Sender reports go to a socket nobody reads (the receiver counts RTP).
     let sink = || std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("RTCP sink: {e}"));
     let rtcp_sink = match net {
@@ -681,6 +702,7 @@ fn run_step(
         .args(["--transport", "udp", "--quiet", "--cores", &cores.join(",")])
         .args(["--read-interval-ms", &args.client_read_interval_ms.to_string()])
         .args(["--sessions-per-port", &RTPLOAD_SESSIONS_PER_PORT.to_string()])
+        .args(args.client_gro.then_some("--gro"))
         .arg("--out")
         .arg(dir.join("rtpload"))
         .stdin(Stdio::null())
@@ -878,6 +900,7 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
         (args.live, "--live"),
         (args.no_peer, "--no-peer"),
         (args.client_netns, "--client-netns"),
+        (args.client_gro, "--client-gro"),
     ]
     .iter()
     .filter(|f| f.0)
@@ -917,11 +940,14 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
             0 => "reading its RTP sockets as datagrams arrive".to_string(),
             ms => format!("reading its RTP sockets every {ms} ms (`--read-interval-ms {ms}`)"),
         },
-        if args.client_netns {
-            "the client in a network namespace of its own behind a veth pair whose receive path runs on the \
-             client's core (`--client-netns`)"
-        } else {
-            "over loopback"
+        match (args.client_netns, args.client_gro) {
+            (true, false) => "the client in a network namespace of its own behind a veth pair whose receive path runs \
+                              on the client's core (`--client-netns`)",
+            (true, true) => "the client in a network namespace of its own behind a veth pair whose receive path runs \
+                             on the client's core (`--client-netns`), taking runs of datagrams coalesced \
+                             (`--client-gro`)",
+            (false, false) => "over loopback",
+            (false, true) => "over loopback, the client taking GSO messages unsplit (`--client-gro`)",
         }
     );
     let _ = writeln!(
