@@ -682,7 +682,7 @@ fn accepted(
 /// `async fn` keeps its arguments twice in its future, as they were passed
 /// and as the locals its body moves them into (160 bytes more a connection,
 /// for the connection's whole life); a block uses what it captured in place.
-#[allow(clippy::manual_async_fn, reason = "an async fn's future keeps its arguments twice, see above")]
+#[allow(clippy::manual_async_fn, reason = "an async fn's future keeps its arguments twice")]
 fn connection(ctl: Rc<Control>, mut stream: TcpStream, client: SocketAddr, speaks: Speaks) -> impl Future<Output = ()> {
     async move {
         let mut link = Link::new(0, client, stream.as_raw_fd(), speaks, Vec::new());
