@@ -112,6 +112,11 @@ impl RecvBufs {
         bufs
     }
 
+    /// The most bytes each buffer takes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// Datagrams (or coalesced runs of them) dropped so far because they
     /// were longer than `size`.
     pub fn truncated(&self) -> u64 {

@@ -928,7 +928,7 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
         r,
         "**Machine**: {}. Measured {date} on commit `{commit}`, load average {} at the start. Server: `streamalot \
          serve --shards 1 --send-path {}` (control core {}, shard core {}); GStreamer's server (`tools/gst-rtsp-peer`) pinned to core {}; rtpload on \
-         core(s) {:?}, UDP, {}. Server and client share the machine, {}.\n",
+         core(s) {:?}, UDP, {}. Server and client share the machine, {}{}.\n",
         os::machine(),
         load,
         args.send_path,
@@ -940,14 +940,16 @@ fn report(args: &Args, kinds: &[Kind], movie: &Path, kbps: f64, movie_pps: f64, 
             0 => "reading its RTP sockets as datagrams arrive".to_string(),
             ms => format!("reading its RTP sockets every {ms} ms (`--read-interval-ms {ms}`)"),
         },
-        match (args.client_netns, args.client_gro) {
-            (true, false) => "the client in a network namespace of its own behind a veth pair whose receive path runs \
-                              on the client's core (`--client-netns`)",
-            (true, true) => "the client in a network namespace of its own behind a veth pair whose receive path runs \
-                             on the client's core (`--client-netns`), taking runs of datagrams coalesced \
-                             (`--client-gro`)",
-            (false, false) => "over loopback",
-            (false, true) => "over loopback, the client taking GSO messages unsplit (`--client-gro`)",
+        if args.client_netns {
+            "the client in a network namespace of its own behind a veth pair whose receive path runs on the \
+             client's core (`--client-netns`)"
+        } else {
+            "over loopback"
+        },
+        if args.client_gro {
+            ", the client's sockets taking runs of datagrams coalesced (`--client-gro`)"
+        } else {
+            ""
         }
     );
     let _ = writeln!(

@@ -269,8 +269,6 @@ struct Worker {
     ready: Vec<Readiness>,
     pairs: Vec<Pair>,
     recv: RecvBufs,
-    /// The room each of `recv`'s buffers has.
-    recv_bytes: usize,
     slots: Vec<Slot>,
     routes: HashMap<RouteKey, Route, BuildHasherDefault<KeyHasher>>,
     learners: Vec<Learner>,
@@ -344,7 +342,6 @@ impl Worker {
             ready: Vec::with_capacity(1024),
             pairs,
             recv: RecvBufs::with_timestamps(RECV_BATCH, recv_bytes),
-            recv_bytes,
             slots: Vec::with_capacity(plan.sessions.len()),
             routes: HashMap::default(),
             learners: Vec::new(),
@@ -437,7 +434,7 @@ impl Worker {
                 worker = self.index,
                 datagrams = self.recv.truncated(),
                 "RTP datagrams longer than {} bytes were dropped",
-                self.recv_bytes
+                self.recv.size()
             );
         }
         let _ = plan.reports.send(Report::Done {
