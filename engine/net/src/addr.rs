@@ -35,6 +35,21 @@ impl RawAddr {
         }
     }
 
+    pub(crate) fn to_socket_addr(self) -> SocketAddr {
+        match self {
+            RawAddr::V4(a) => SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(a.sin_port),
+            )),
+            RawAddr::V6(a) => SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )),
+        }
+    }
+
     /// Pointer and length for `msg_name`. The pointer is valid while `self` is
     /// neither moved nor dropped.
     pub(crate) fn as_name(&self) -> (*mut libc::c_void, libc::socklen_t) {

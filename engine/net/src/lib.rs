@@ -8,7 +8,8 @@
 //!   destination, its iovecs pointing straight at the payload bytes (spans
 //!   of a mapped movie) after a copied 12-byte header; or the same messages
 //!   as `IORING_OP_SENDMSG` entries on a small io_uring of its own
-//!   ([`SendBatch::use_io_uring`], [`SendPath`]).
+//!   ([`SendBatch::use_io_uring`], [`SendPath`]). [`OwnedBatch`] is the
+//!   same batch filled over time, holding its payloads' `Bytes` owners.
 //! - Receiving: [`recv_batch`] drains a socket with `recvmmsg` into reused
 //!   [`RecvBufs`]; [`recv_batch_timestamped`] adds each datagram's kernel
 //!   receive time ([`enable_timestamps`]), which a load client measuring
@@ -23,16 +24,19 @@
 //! Nothing here knows RTSP, sessions or time: callers hand in addresses and
 //! byte slices and get counts and datagrams back. Each `unsafe` block says
 //! why it is sound; the rule that makes the sender sound is that iovecs are
-//! only ever handed to the kernel from a live [`Batch<'a>`], and everything
-//! they point at either borrows for `'a` or belongs to the batch itself.
+//! only ever handed to the kernel from a live [`Batch<'a>`] or from an
+//! [`OwnedBatch`], and everything they point at either borrows for `'a`,
+//! is held by the `OwnedBatch`, or belongs to the batch itself.
 
 mod addr;
+mod owned;
 mod recv;
 mod send;
 mod socket;
 mod tcp;
 mod uring;
 
+pub use owned::OwnedBatch;
 pub use recv::{
     enable_gro, enable_timestamps, recv_batch, recv_batch_timestamped, Datagram, RecvBufs, GRO_BUFFER_BYTES,
 };

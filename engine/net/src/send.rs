@@ -186,6 +186,8 @@ pub struct SendBatch {
     firsts: Vec<u32>,
     cmsgs: Vec<SegmentCmsg>,
     gso: bool,
+    /// Most messages one `sendmmsg` is given.
+    per_call: usize,
     /// With [`SendPath::IoUring`], the ring the messages go through, and
     /// the packets of its pass and those refused as GSO runs, kept to be
     /// reused.
@@ -243,6 +245,7 @@ impl SendBatch {
             firsts: Vec::with_capacity(packets),
             cmsgs: Vec::with_capacity(packets / 2),
             gso: true,
+            per_call: MAX_MESSAGES_PER_CALL,
             ring: None,
             pass: Vec::new(),
             refused: Vec::new(),
@@ -259,6 +262,13 @@ impl SendBatch {
 
     pub fn set_gso(&mut self, enabled: bool) {
         self.gso = enabled;
+    }
+
+    /// Gives one `sendmmsg` at most `messages` messages (1 to 1,024, the
+    /// kernel's own cap and the default); a flush of more makes more calls.
+    /// The ring's submissions are bounded by its entries instead.
+    pub fn set_messages_per_call(&mut self, messages: usize) {
+        self.per_call = messages.clamp(1, MAX_MESSAGES_PER_CALL);
     }
 
     /// Sends through an io_uring of this batch's own, of `entries` entries
@@ -303,6 +313,38 @@ impl SendBatch {
         }
     }
 
+    /// Packets pushed since the batch was last cleared.
+    pub(crate) fn pushed(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Empties [`unsent`](Self::unsent), as [`begin`](Self::begin) does.
+    pub(crate) fn forget_unsent(&mut self) {
+        self.unsent.clear();
+    }
+
+    /// Gives back room beyond what `packets` packets need (of up to three
+    /// spans), if it holds more than that.
+    pub(crate) fn shrink_to(&mut self, packets: usize) {
+        if self.msgs.capacity() <= packets {
+            return;
+        }
+        self.msgs.shrink_to(packets);
+        self.iovs.shrink_to(packets * 4);
+        self.headers.shrink_to(packets);
+        self.hdrs.shrink_to(packets);
+        self.weights.shrink_to(packets);
+        self.firsts.shrink_to(packets);
+        self.cmsgs.shrink_to(packets / 2);
+        self.spill.shrink_to(0);
+        self.spill_iovs.shrink_to(0);
+    }
+
+    /// Forgets every packet pushed, sending nothing.
+    pub(crate) fn discard(&mut self) {
+        self.clear();
+    }
+
     fn clear(&mut self) {
         self.msgs.clear();
         self.iovs.clear();
@@ -315,6 +357,88 @@ impl SendBatch {
         self.weights.clear();
         self.firsts.clear();
         self.cmsgs.clear();
+    }
+
+    /// Queues one packet: `header`, then `lead` (copied, like the header),
+    /// then `parts`, whose bytes are not copied: their iovecs point at them,
+    /// so whoever flushes must know they are still alive ([`Batch`] by its
+    /// borrow, [`OwnedBatch`](crate::OwnedBatch) by holding their owners).
+    /// Empty parts are skipped.
+    pub(crate) fn push_parts<'p>(
+        &mut self,
+        dest: SocketAddr,
+        header: &[u8; RTP_HEADER_LEN],
+        lead: &[u8],
+        parts: impl Iterator<Item = &'p [u8]>,
+    ) {
+        if self.last_dest != Some(dest) {
+            self.addrs.push(RawAddr::new(&dest));
+            self.last_dest = Some(dest);
+        }
+        let iov_start = self.iovs.len();
+        let mut parts = parts.filter(|p| !p.is_empty());
+        let mut slot = [0u8; HEADER_SLOT];
+        slot[..RTP_HEADER_LEN].copy_from_slice(header);
+        let mut head = RTP_HEADER_LEN;
+        // The lead and the leading slices that fit ride in the header's
+        // slot; the first that does not is the first iovec of its own. A
+        // lead too long for the slot (none of the callers' is) is copied
+        // into an iovec of the spill buffer, as it must be copied.
+        let lead_fits = head + lead.len() <= HEADER_SLOT;
+        let mut next = None;
+        if lead_fits {
+            slot[head..head + lead.len()].copy_from_slice(lead);
+            head += lead.len();
+            for part in parts.by_ref() {
+                if head + part.len() > HEADER_SLOT {
+                    next = Some(part);
+                    break;
+                }
+                slot[head..head + part.len()].copy_from_slice(part);
+                head += part.len();
+            }
+        }
+        self.headers.push(slot);
+        // The header slot; pointed at `headers` in `settle_iovecs`.
+        self.iovs.push(libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: head,
+        });
+        let mut len = head;
+        let mut direct = 0;
+        if !lead_fits {
+            self.spill(std::iter::once(lead));
+            len += lead.len();
+            direct += 1;
+        }
+        // The first `MAX_IOVECS - 2` non-empty slices go as they are; the
+        // next is held back until it is known whether more follow, in
+        // which case it and the rest share one spill iovec.
+        let mut held: Option<&'p [u8]> = None;
+        while let Some(part) = next.take().or_else(|| parts.next()) {
+            if direct < MAX_IOVECS - 2 {
+                self.push_iov(part);
+                len += part.len();
+                direct += 1;
+            } else if let Some(prev) = held.take() {
+                self.spill([prev, part].into_iter().chain(parts.by_ref()));
+                len += self.iovs.last().map_or(0, |v| v.iov_len);
+                break;
+            } else {
+                held = Some(part);
+            }
+        }
+        if let Some(last) = held {
+            self.push_iov(last);
+            len += last.len();
+        }
+        self.msgs.push(Msg {
+            addr: (self.addrs.len() - 1) as u32,
+            iov_start: iov_start as u32,
+            iov_len: (self.iovs.len() - iov_start) as u32,
+            head: head as u8,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        });
     }
 
     fn push_iov(&mut self, bytes: &[u8]) {
@@ -458,63 +582,7 @@ impl<'a> Batch<'a> {
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
-        let b = &mut *self.inner;
-        if b.last_dest != Some(dest) {
-            b.addrs.push(RawAddr::new(&dest));
-            b.last_dest = Some(dest);
-        }
-        let iov_start = b.iovs.len();
-        let mut parts = payload.into_iter().filter(|p| !p.is_empty());
-        let mut slot = [0u8; HEADER_SLOT];
-        slot[..RTP_HEADER_LEN].copy_from_slice(header);
-        let mut head = RTP_HEADER_LEN;
-        // The leading slices that fit ride in the header's slot; the first
-        // that does not is the first iovec of its own.
-        let mut next = None;
-        for part in parts.by_ref() {
-            if head + part.len() > HEADER_SLOT {
-                next = Some(part);
-                break;
-            }
-            slot[head..head + part.len()].copy_from_slice(part);
-            head += part.len();
-        }
-        b.headers.push(slot);
-        // The header slot; pointed at `headers` in `settle_iovecs`.
-        b.iovs.push(libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: head,
-        });
-        // The first `MAX_IOVECS - 2` non-empty slices go as they are; the
-        // next is held back until it is known whether more follow, in
-        // which case it and the rest share one spill iovec.
-        let mut len = head;
-        let mut direct = 0;
-        let mut held: Option<&'a [u8]> = None;
-        while let Some(part) = next.take().or_else(|| parts.next()) {
-            if direct < MAX_IOVECS - 2 {
-                b.push_iov(part);
-                len += part.len();
-                direct += 1;
-            } else if let Some(prev) = held.take() {
-                b.spill([prev, part].into_iter().chain(parts.by_ref()));
-                len += b.iovs.last().map_or(0, |v| v.iov_len);
-                break;
-            } else {
-                held = Some(part);
-            }
-        }
-        if let Some(last) = held {
-            b.push_iov(last);
-            len += last.len();
-        }
-        b.msgs.push(Msg {
-            addr: (b.addrs.len() - 1) as u32,
-            iov_start: iov_start as u32,
-            iov_len: (b.iovs.len() - iov_start) as u32,
-            head: head as u8,
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-        });
+        self.inner.push_parts(dest, header, &[], payload.into_iter());
     }
 
     /// Queues one datagram that is not an RTP packet (an RTCP compound
@@ -567,34 +635,93 @@ impl<'a> Batch<'a> {
     /// discarded then too, and counted as unsent from where that pass began.
     /// Which packets did not go, [`SendBatch::unsent`] says.
     pub fn flush(&mut self, sock: &UdpSocket) -> io::Result<Flushed> {
-        let b = &mut *self.inner;
-        if b.msgs.is_empty() {
+        // SAFETY: every payload slice pushed borrows for `'a`, and `self`,
+        // a live `Batch<'a>`, proves they are all still alive.
+        unsafe { self.inner.send_pushed(sock) }
+    }
+}
+
+impl SendBatch {
+    /// The pushed packets' destinations and UDP payload lengths, in push order.
+    pub(crate) fn datagrams(&self) -> impl ExactSizeIterator<Item = (SocketAddr, usize)> + '_ {
+        self.msgs
+            .iter()
+            .map(|m| (self.addrs[m.addr as usize].to_socket_addr(), m.len as usize))
+    }
+
+    /// Hands each pushed packet, whole (gathered into `scratch`), to `send`,
+    /// which says whether it took it, instead of to a socket: for
+    /// simulations and tests. The packets it refused are then in
+    /// [`unsent`](Self::unsent), and the batch is empty.
+    ///
+    /// # Safety
+    /// As for [`send_pushed`](Self::send_pushed).
+    pub(crate) unsafe fn send_each(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        mut send: impl FnMut(SocketAddr, &[u8]) -> bool,
+    ) -> Flushed {
+        self.settle_iovecs();
+        let mut total = Flushed::default();
+        for (i, m) in self.msgs.iter().enumerate() {
+            scratch.clear();
+            for iov in &self.iovs[m.iov_start as usize..(m.iov_start + m.iov_len) as usize] {
+                // SAFETY: a settled iovec points at its header slot (in
+                // `headers`), at the spill buffer, or at a payload slice
+                // the caller promised is alive, and its length is that of
+                // the bytes there; nothing here writes to any of them.
+                let bytes = unsafe { std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len) };
+                scratch.extend_from_slice(bytes);
+            }
+            if send(self.addrs[m.addr as usize].to_socket_addr(), scratch) {
+                total.sent += 1;
+            } else {
+                total.failed += 1;
+                match self.unsent.last_mut() {
+                    Some(last) if last.end == i => last.end += 1,
+                    _ => self.unsent.push(i..i + 1),
+                }
+            }
+        }
+        self.clear();
+        total
+    }
+
+    /// [`Batch::flush`], for the packets pushed by [`push_parts`](Self::push_parts).
+    ///
+    /// # Safety
+    /// Every payload slice pushed since the batch was last cleared is still
+    /// alive, and stays so until this returns.
+    pub(crate) unsafe fn send_pushed(&mut self, sock: &UdpSocket) -> io::Result<Flushed> {
+        if self.msgs.is_empty() {
             return Ok(Flushed::default());
         }
-        b.settle_iovecs();
+        self.settle_iovecs();
         let fd = sock.as_raw_fd();
-        if b.ring.is_some() {
-            let result = self.flush_ring(fd);
-            self.inner.clear();
+        if self.ring.is_some() {
+            // SAFETY: this function's own contract.
+            let result = unsafe { self.flush_ring(fd) };
+            self.clear();
             return result;
         }
         let mut total = Flushed::default();
-        let (mut from, mut gso, mut retrying_refused_run) = (0, b.gso, false);
+        let (mut from, mut gso, mut retrying_refused_run) = (0, self.gso, false);
         let result = loop {
-            let all = from..b.msgs.len();
-            b.build(&[all], gso);
-            let hdrs = &mut b.hdrs;
-            let unsent_before = b.unsent.len();
-            let driven = drive(&b.weights, &mut b.unsent, |pos, count| {
+            let all = from..self.msgs.len();
+            self.build(&[all], gso);
+            let hdrs = &mut self.hdrs;
+            let unsent_before = self.unsent.len();
+            let per_call = self.per_call;
+            let driven = drive(&self.weights, &mut self.unsent, |pos, count| {
+                let count = count.min(per_call);
                 let msgs = &mut hdrs[pos..pos + count];
                 // SAFETY: `msgs` is a live slice of `count` initialised
                 // `mmsghdr`s. Their names point into `addrs`, their control
                 // messages into `cmsgs`, their iovecs into `iovs`, and those
-                // iovecs at `headers`, at `spill`, or at payload slices
-                // borrowed for `'a`, which `self` (a live `Batch<'a>`) proves
-                // are still alive. None of these vectors is touched until the
-                // call returns. The kernel only reads the buffers and writes
-                // `msg_len`.
+                // iovecs at `headers`, at `spill`, or at payload slices the
+                // caller promised are alive. None of these vectors is touched
+                // until the call returns. The kernel only reads the buffers
+                // and writes `msg_len`.
                 let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
@@ -602,14 +729,14 @@ impl<'a> Batch<'a> {
                     Ok(n as usize)
                 }
             });
-            for r in &mut b.unsent[unsent_before..] {
+            for r in &mut self.unsent[unsent_before..] {
                 *r = r.start + from..r.end + from;
             }
             let driven = match driven {
                 Ok(d) => d,
                 Err(e) => {
-                    b.unsent.truncate(unsent_before);
-                    b.unsent.push(from..b.msgs.len());
+                    self.unsent.truncate(unsent_before);
+                    self.unsent.push(from..self.msgs.len());
                     break Err(e);
                 }
             };
@@ -617,46 +744,59 @@ impl<'a> Batch<'a> {
             if retrying_refused_run && driven.first_sent {
                 // The run went packet by packet where it could not as one
                 // GSO message: the refusal was about GSO, not the packets.
-                b.gso = false;
+                self.gso = false;
                 tracing::warn!("the kernel refused UDP GSO; sending packets one by one from now on");
             }
             match driven.gso_refused_at {
                 Some(hdr) => {
-                    from += b.weights[..hdr].iter().map(|&w| w as usize).sum::<usize>();
+                    from += self.weights[..hdr].iter().map(|&w| w as usize).sum::<usize>();
                     gso = false;
                     retrying_refused_run = true;
                 }
                 None => break Ok(total),
             }
         };
-        b.clear();
+        self.clear();
         result
     }
 
-    /// [`flush`](Self::flush) through the batch's ring: every message as
+    /// [`send_pushed`](Self::send_pushed) through the batch's ring: every message as
     /// one `SENDMSG` entry, each with a result of its own. A GSO run the
     /// kernel refused as such goes again packet by packet, as with
     /// `sendmmsg`, and if that works the batch stops using GSO.
-    fn flush_ring(&mut self, fd: std::os::fd::RawFd) -> io::Result<Flushed> {
-        let b = &mut *self.inner;
+    ///
+    /// # Safety
+    /// As for [`send_pushed`](Self::send_pushed).
+    unsafe fn flush_ring(&mut self, fd: std::os::fd::RawFd) -> io::Result<Flushed> {
         let mut total = Flushed::default();
-        let (mut pass, mut refused) = (mem::take(&mut b.pass), mem::take(&mut b.refused));
+        let (mut pass, mut refused) = (mem::take(&mut self.pass), mem::take(&mut self.refused));
         pass.clear();
-        pass.push(0..b.msgs.len());
-        let (mut gso, mut retrying, mut fatal) = (b.gso, false, None);
+        pass.push(0..self.msgs.len());
+        let (mut gso, mut retrying, mut fatal) = (self.gso, false, None);
         loop {
             refused.clear();
-            b.build(&pass, gso);
-            let ring = b.ring.as_mut().expect("flush_ring is for a batch with a ring");
+            self.build(&pass, gso);
+            let ring = self.ring.as_mut().expect("flush_ring is for a batch with a ring");
             // SAFETY: the messages point into `addrs`, `cmsgs` and `iovs`, and
-            // those iovecs at `headers`, at `spill`, or at payload slices
-            // borrowed for `'a`, which `self` (a live `Batch<'a>`) proves are
-            // alive; none of these vectors is touched until `send` returns,
-            // and it returns only when every entry has completed.
-            let results = unsafe { ring.send(fd, &b.hdrs) }?;
+            // those iovecs at `headers`, at `spill`, or at payload slices the
+            // caller promised are alive; none of these vectors is touched
+            // until `send` returns, and it returns only when every entry has
+            // completed.
+            let results = match unsafe { ring.send(fd, &self.hdrs) } {
+                Ok(results) => results,
+                Err(e) => {
+                    // `io_uring_enter` itself failed, not an entry: which of
+                    // this pass's messages went is not known, so none counts.
+                    self.unsent.extend(pass.iter().cloned());
+                    self.unsent.sort_unstable_by_key(|r| r.start);
+                    merge_adjacent(&mut self.unsent);
+                    (self.pass, self.refused) = (pass, refused);
+                    return Err(e);
+                }
+            };
             let mut first_sent = false;
             for (m, &r) in results.iter().enumerate() {
-                let (at, weight) = (b.firsts[m] as usize, b.weights[m] as usize);
+                let (at, weight) = (self.firsts[m] as usize, self.weights[m] as usize);
                 if r >= 0 {
                     total.sent += weight;
                     first_sent |= m == 0;
@@ -676,10 +816,10 @@ impl<'a> Batch<'a> {
                         total.failed += weight;
                     }
                 }
-                b.unsent.push(at..at + weight);
+                self.unsent.push(at..at + weight);
             }
             if retrying && first_sent {
-                b.gso = false;
+                self.gso = false;
                 tracing::warn!("the kernel refused UDP GSO; sending packets one by one from now on");
             }
             if refused.is_empty() || !gso {
@@ -689,9 +829,9 @@ impl<'a> Batch<'a> {
             gso = false;
             retrying = true;
         }
-        (b.pass, b.refused) = (pass, refused);
-        b.unsent.sort_unstable_by_key(|r| r.start);
-        merge_adjacent(&mut b.unsent);
+        (self.pass, self.refused) = (pass, refused);
+        self.unsent.sort_unstable_by_key(|r| r.start);
+        merge_adjacent(&mut self.unsent);
         match fatal {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             None => Ok(total),
