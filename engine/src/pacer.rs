@@ -8,11 +8,12 @@
 //! push the session back with its next due time, then [`UdpRound::flush`]
 //! once.
 //!
-//! A queued UDP packet keeps its payload as spans plus an index into the
-//! round's table of payload owners (one `Bytes` clone per distinct owner
-//! per round, found by pointer, most often "the same as the last packet's"),
-//! so the flush needs no session and each packet costs no reference-count
-//! traffic. Packets are counted as sent when the kernel takes them: the
+//! A queued UDP packet is written straight into the round's
+//! [`net::OwnedBatch`] (its header copied, its payload as iovecs into the
+//! mapping), which holds the round's payload owners (one `Bytes` clone per
+//! distinct owner per round, found by pointer, most often "the same as the
+//! last packet's"), so the flush needs no session, each packet costs no
+//! reference-count traffic, and nothing is copied to a list in between. Packets are counted as sent when the kernel takes them: the
 //! flush records the ones it did not take, and the shard takes those back
 //! out of their streams' counters ([`UdpRound::take_unsent`]).
 
@@ -24,7 +25,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use loader::Span;
-use net::{Flushed, SendBatch, SendPath, RING_ENTRIES, RTP_HEADER_LEN};
+use net::{Flushed, OwnedBatch, SendBatch, SendPath, RING_ENTRIES, RTP_HEADER_LEN};
 use smallvec::SmallVec;
 
 use crate::session::{Destination, Dests};
@@ -325,25 +326,16 @@ pub fn serve_picked<P: Pick>(
     source.next_due()
 }
 
-/// A UDP packet chosen this round: where to, its header, and its payload as
-/// spans of owner `owner` in the round's table, so choosing (which borrows
-/// the source mutably) and sending need not overlap.
+/// What a UDP packet queued this round counts for, once the kernel has
+/// taken it or not: the packet itself (destination, header, payload spans)
+/// is written straight into the round's batch.
 struct Pending {
     key: SessionKey,
-    dest: SocketAddr,
-    header: [u8; RTP_HEADER_LEN],
-    /// Index into [`UdpRound::owners`].
-    owner: u32,
-    /// Payload bytes.
-    len: u32,
-    stream: u16,
-    /// The original sequence number in front of an RTX packet's payload
-    /// (RFC 4588); empty (`osn_len` 0) for a media packet.
-    osn: [u8; 2],
-    osn_len: u8,
     /// How late it was when it was chosen.
     late_ns: u64,
-    spans: SmallVec<[Span; 6]>,
+    /// Payload bytes (an RTX packet's original sequence number included).
+    len: u32,
+    stream: u16,
 }
 
 /// The `stream` of a retransmission: no stream's counters count it (RFC
@@ -369,47 +361,39 @@ pub struct Unsent {
 /// starved for seconds) every session's backlog would come at once, and
 /// the memory of hundreds of thousands of queued packets, tens of
 /// megabytes, would stay with the process. Also the room a `UdpRound` keeps
-/// (about 550 KiB once a round has filled it).
+/// once a round has filled it: a header slot, iovecs, a message header and
+/// the accounting per packet, about 230 bytes, so under 1 MiB.
 pub const ROUND_PACKETS: usize = 4096;
 
 /// The round's UDP packets, sent together.
 pub struct UdpRound {
+    /// The packets, written as they are queued, their payloads' owners
+    /// held by the batch (one clone each per round).
+    batch: OwnedBatch,
+    /// What each packet in `batch` counts for, in the same order.
     pending: Vec<Pending>,
-    /// The payload owners of `pending`, one clone each per round.
-    owners: Vec<Bytes>,
-    /// Owner index by the owner's address, for a packet whose owner is not
-    /// the previous packet's.
-    owner_index: KeyMap<usize, u32>,
-    /// (address, length, index) of the last owner looked up.
+    /// The batch's number for an owner, by the owner's address (and its
+    /// length), for a packet whose owner is not the previous packet's.
+    owner_index: KeyMap<usize, (u32, usize)>,
+    /// (address, length, number) of the last owner looked up.
     last_owner: Option<(usize, usize, u32)>,
-    batch: SendBatch,
-    capacity: usize,
-    /// Packets per flush of the batch: `capacity` for `sendmmsg`, the whole
-    /// round for io_uring (whose ring takes as many as it has entries per
-    /// `io_uring_enter`).
-    chunk: usize,
     /// Packets the flushes did not send, until [`take_unsent`](Self::take_unsent).
     unsent: Vec<Unsent>,
-    /// For [`flush_with`](Self::flush_with): a whole datagram, and the
-    /// positions it refused.
-    scratch: Vec<u8>,
-    refused: Vec<Range<usize>>,
 }
 
 impl UdpRound {
-    /// At most `per_call` packets go in one `sendmmsg`.
+    /// At most `per_call` messages go in one `sendmmsg`; a round of more
+    /// makes more calls. The room a round keeps grows to what rounds take
+    /// (at most about [`ROUND_PACKETS`]).
     pub fn new(per_call: usize) -> UdpRound {
+        let mut batch = OwnedBatch::with_capacity(per_call);
+        batch.set_messages_per_call(per_call);
         UdpRound {
+            batch,
             pending: Vec::with_capacity(per_call),
-            owners: Vec::new(),
             owner_index: KeyMap::default(),
             last_owner: None,
-            batch: SendBatch::with_capacity(per_call),
-            capacity: per_call.max(1),
-            chunk: per_call.max(1),
             unsent: Vec::new(),
-            scratch: Vec::new(),
-            refused: Vec::new(),
         }
     }
 
@@ -418,17 +402,12 @@ impl UdpRound {
     #[inline]
     pub fn queue(&mut self, key: SessionKey, dest: SocketAddr, late_ns: u64, out: &Outgoing<'_>) {
         let owner = self.owner(out.payload.owner);
+        self.batch.push(dest, &out.header, &[], owner, spans(out.payload.spans));
         self.pending.push(Pending {
             key,
-            dest,
-            header: out.header,
-            owner,
+            late_ns,
             len: out.payload.len() as u32,
             stream: out.stream as u16,
-            osn: [0; 2],
-            osn_len: 0,
-            late_ns,
-            spans: SmallVec::from_slice(out.payload.spans),
         });
     }
 
@@ -472,24 +451,19 @@ impl UdpRound {
         stream: u16,
     ) {
         let owner = self.owner(payload.owner);
-        let osn_len: u8 = if osn.is_some() { 2 } else { 0 };
+        let osn = osn.as_ref().map_or(&[][..], |o| &o[..]);
+        self.batch.push(dest, header, osn, owner, spans(payload.spans));
         self.pending.push(Pending {
             key,
-            dest,
-            header: *header,
-            owner,
-            len: (payload.len() + usize::from(osn_len)) as u32,
-            stream,
-            osn: osn.unwrap_or_default(),
-            osn_len,
             late_ns: 0,
-            spans: SmallVec::from_slice(payload.spans),
+            len: (payload.len() + osn.len()) as u32,
+            stream,
         });
     }
 
-    /// The index of `owner` in this round's table, adding a clone of it if
-    /// it is new this round. The same owner is recognised by its address
-    /// (and length): consecutive packets nearly always share it.
+    /// The batch's number for `owner`, adding a clone of it if it is new
+    /// this round. The same owner is recognised by its address (and
+    /// length): consecutive packets nearly always share it.
     #[inline]
     fn owner(&mut self, owner: &Bytes) -> u32 {
         let id = (owner.as_ptr() as usize, owner.len());
@@ -499,11 +473,10 @@ impl UdpRound {
             }
         }
         let index = match self.owner_index.get(&id.0) {
-            Some(&i) if self.owners[i as usize].len() == id.1 => i,
+            Some(&(i, len)) if len == id.1 => i,
             _ => {
-                let i = self.owners.len() as u32;
-                self.owners.push(owner.clone());
-                self.owner_index.insert(id.0, i);
+                let i = self.batch.add_owner(owner.clone());
+                self.owner_index.insert(id.0, (i, id.1));
                 i
             }
         };
@@ -523,15 +496,11 @@ impl UdpRound {
     }
 
     /// Sends through `path` from now on. With io_uring the whole round goes
-    /// in one submission rather than in `sendmmsg` calls of `per_call`
-    /// packets. An error (no io_uring here) leaves the round on `sendmmsg`.
+    /// in one submission (up to the ring's entries an `io_uring_enter`)
+    /// rather than in `sendmmsg` calls of `per_call` messages. An error (no
+    /// io_uring here) leaves the round on `sendmmsg`.
     pub fn set_send_path(&mut self, path: SendPath) -> std::io::Result<()> {
-        set_path(&mut self.batch, path, RING_ENTRIES)?;
-        self.chunk = match path {
-            SendPath::Sendmmsg => self.capacity,
-            SendPath::IoUring => usize::MAX,
-        };
-        Ok(())
+        self.batch.set_send_path(path, RING_ENTRIES)
     }
 
     pub fn send_path(&self) -> SendPath {
@@ -541,22 +510,22 @@ impl UdpRound {
     /// The queued datagrams' destinations and lengths (RTP header included),
     /// in sending order.
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
-        self.pending.iter().map(|p| (p.dest, RTP_HEADER_LEN + p.len as usize))
+        self.batch.datagrams()
     }
 
     /// How many distinct payload owners the queued packets have.
     pub fn owners(&self) -> usize {
-        self.owners.len()
+        self.batch.owners()
     }
 
     /// Forgets what is queued without sending or counting it.
     pub fn clear(&mut self) {
+        self.batch.clear();
         self.pending.clear();
         self.forget_owners();
     }
 
     fn forget_owners(&mut self) {
-        self.owners.clear();
         if !self.owner_index.is_empty() {
             self.owner_index.clear();
         }
@@ -571,76 +540,44 @@ impl UdpRound {
         self.pending.is_empty()
     }
 
-    /// Sends everything queued from `sock`, `per_call` packets per
-    /// `sendmmsg`. Each packet the kernel took is counted in `stats` (with
-    /// its lateness); each it did not is counted as dropped and kept for
+    /// Sends everything queued from `sock`, in `sendmmsg` calls of up to
+    /// `per_call` messages (or one io_uring submission). Each packet the
+    /// kernel took is counted in `stats` (with its lateness); each it did
+    /// not is counted as dropped and kept for
     /// [`take_unsent`](Self::take_unsent). Returns the totals.
     pub fn flush(&mut self, sock: &UdpSocket, stats: &mut ShardStats) -> Flushed {
-        let UdpRound {
-            pending,
-            owners,
-            batch,
-            chunk: per_flush,
-            unsent,
-            ..
-        } = self;
-        let mut total = Flushed::default();
-        for chunk in pending.chunks(*per_flush) {
-            let mut b = batch.begin();
-            for p in chunk {
-                let data: &[u8] = &owners[p.owner as usize];
-                let osn = &p.osn[..usize::from(p.osn_len)];
-                b.push(
-                    p.dest,
-                    &p.header,
-                    std::iter::once(osn).chain(p.spans.iter().map(|s| s.bytes(data))),
-                );
-            }
-            match b.flush(sock) {
-                Ok(f) => {
-                    total.sent += f.sent;
-                    total.would_block += f.would_block;
-                    total.failed += f.failed;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, path = %batch.send_path(), "sending the round failed");
-                    total.failed += chunk.len();
+        let total = match self.batch.flush(sock) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.batch.send_path(), "sending the round failed");
+                let failed = self.batch.unsent().iter().map(|r| r.len()).sum();
+                Flushed {
+                    sent: self.pending.len() - failed,
+                    would_block: 0,
+                    failed,
                 }
             }
-            account(chunk, batch.unsent(), stats, unsent);
-        }
-        self.pending.clear();
-        self.forget_owners();
-        self.release_room();
+        };
+        self.finish(stats);
         total
     }
 
     /// As [`flush`](Self::flush), but each datagram, whole, goes to `send`,
     /// which says whether it was taken: for simulations and tests that run
     /// the send round without sockets.
-    pub fn flush_with(&mut self, stats: &mut ShardStats, mut send: impl FnMut(SocketAddr, &[u8]) -> bool) -> Flushed {
-        let mut total = Flushed::default();
-        self.refused.clear();
-        for (i, p) in self.pending.iter().enumerate() {
-            let data: &[u8] = &self.owners[p.owner as usize];
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&p.header);
-            self.scratch.extend_from_slice(&p.osn[..usize::from(p.osn_len)]);
-            for s in &p.spans {
-                self.scratch.extend_from_slice(s.bytes(data));
-            }
-            if send(p.dest, &self.scratch) {
-                total.sent += 1;
-            } else {
-                total.failed += 1;
-                self.refused.push(i..i + 1);
-            }
-        }
-        account(&self.pending, &self.refused, stats, &mut self.unsent);
+    pub fn flush_with(&mut self, stats: &mut ShardStats, send: impl FnMut(SocketAddr, &[u8]) -> bool) -> Flushed {
+        let total = self.batch.flush_each(send);
+        self.finish(stats);
+        total
+    }
+
+    /// After a flush: counts what went and what did not, and empties the
+    /// round.
+    fn finish(&mut self, stats: &mut ShardStats) {
+        account(&self.pending, self.batch.unsent(), stats, &mut self.unsent);
         self.pending.clear();
         self.forget_owners();
         self.release_room();
-        total
     }
 
     /// Gives back the room of a round far bigger than usual: one after
@@ -652,12 +589,19 @@ impl UdpRound {
         if self.pending.capacity() > ROUND_PACKETS {
             self.pending.shrink_to(ROUND_PACKETS);
         }
+        self.batch.shrink_to(ROUND_PACKETS);
     }
 
     /// The packets the flushes since the last call did not send.
     pub fn take_unsent(&mut self) -> std::vec::Drain<'_, Unsent> {
         self.unsent.drain(..)
     }
+}
+
+/// A payload's spans as the byte ranges of its owner they are.
+#[inline]
+fn spans(spans: &[Span]) -> impl Iterator<Item = Range<usize>> + '_ {
+    spans.iter().map(|s| s.offset as usize..s.end() as usize)
 }
 
 /// Counts the packets of `chunk` that went in `stats`, and those at the
